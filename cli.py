@@ -1,0 +1,183 @@
+"""The command line: `python shop.py` serves; `check` validates; merchant commands manage orders."""
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+
+from dotenv import load_dotenv
+
+from settings import ROOT, SETTINGS, ConfigError, load_config
+
+log = logging.getLogger("shop")
+access_log = logging.getLogger("shop.access")
+
+
+def setup_logging():
+    """One plain line per event on stderr."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s",
+                        stream=sys.stderr)
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="shop.py", description="A web shop on Stripe Checkout.")
+    sub = p.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="serve the shop (the default)")
+    for q in (p, serve):
+        q.add_argument("--host", help="listen address (HOST)")
+        q.add_argument("--port", type=int, help="listen port (PORT)")
+        q.add_argument("--workers", type=int, help="server processes sharing one socket (WORKERS)")
+    sub.add_parser("check", help="validate catalog.json and the configuration; exit 1 on any problem")
+    sub.add_parser("settings", help="print the configuration table")
+    try:
+        import merchant  # the merchant's order commands
+        merchant.add_commands(sub)
+    except ImportError:
+        pass
+    return p
+
+
+def main(argv):
+    """Run one command; returns the exit code."""
+    load_dotenv(ROOT / ".env")
+    setup_logging()
+    args = parser().parse_args(argv)
+    command = args.command or "serve"
+    if command == "settings":
+        for s in SETTINGS:
+            print(f"{s.env:22} default {s.default!r:16} {s.help}")
+        return 0
+    overrides = {k: v for k in ("host", "port", "workers") if (v := getattr(args, k, None)) is not None}
+    try:
+        config = load_config(overrides)
+    except ConfigError as e:
+        print(f"configuration: {e.message}", file=sys.stderr)
+        return 2
+    if command == "check":
+        return check(config)
+    if command == "serve":
+        return serve(config)
+    return args.run(config, args)
+
+
+def check(config):
+    """Print every problem with the catalog and configuration; 0 when there are none."""
+    from catalog import problems
+    from shop import PUBLIC
+    found = list(problems(config.catalog, PUBLIC))
+    if config.mode != "offline" and not config.stripe_webhook_secret:
+        found.append("STRIPE_WEBHOOK_SECRET: not set, so POST /webhook refuses every event "
+                     "(set it to the endpoint's signing secret, whsec_...)")
+    for p in found:
+        print(p)
+    if found:
+        print(f"{len(found)} problem(s) found.", file=sys.stderr)
+        return 1
+    print(f"ok: {config.catalog.name} is valid; mode {config.mode}; base URL {config.base_url}")
+    return 0
+
+
+class AccessLog:
+    """WSGI middleware: one line per request with method, path, status, duration and request id."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        start = time.monotonic()
+        request_id = environ.setdefault("shop.request_id", uuid.uuid4().hex[:16])
+        seen = {}
+
+        def recording_start(status, headers, exc_info=None):
+            seen["status"] = status.split(" ", 1)[0]
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self.app(environ, recording_start)
+        finally:
+            access_log.info("%s %s status=%s duration_ms=%.1f request_id=%s", environ.get("REQUEST_METHOD"),
+                            environ.get("PATH_INFO", "")[:200].encode("unicode_escape").decode(),
+                            seen.get("status", "-"), (time.monotonic() - start) * 1000, request_id)
+
+
+def serve(config):
+    """Serve with waitress on HOST:PORT until Ctrl-C; with WORKERS > 1, that many processes."""
+    from catalog import CatalogError
+    from shop import make_app
+    try:
+        app = make_app(config)
+    except CatalogError as e:
+        for p in e.problems:
+            print(p, file=sys.stderr)
+        print("The shop cannot start until the catalog is fixed (see `python shop.py check`).", file=sys.stderr)
+        return 2
+    sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((config.host, config.port))
+    except OSError as e:
+        print(f"cannot listen on {config.host}:{config.port}: {e.strerror}", file=sys.stderr)
+        return 2
+    sock.listen(1024)
+    mode = {"offline": "offline test mode (built-in Stripe stand-in)", "test": "Stripe test mode",
+            "live": "Stripe LIVE mode"}[config.mode]
+    log.info("serving %s at %s (%s, %d worker(s))", app.config["shop"].catalog().shop_name, config.base_url,
+             mode, config.workers)
+    if config.workers <= 1:
+        return _run(app, sock, config)
+    return _prefork(config, sock)
+
+
+def _run(app, sock, config):
+    import waitress
+    shop = app.config["shop"]
+    if shop.standin is not None:
+        shop.standin.start_webhook_sender()
+    try:
+        waitress.serve(AccessLog(app), sockets=[sock], threads=config.threads, ident="shop",
+                       _quiet=True, clear_untrusted_proxy_headers=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if shop.standin is not None:
+            shop.standin.stop_webhook_sender()
+        log.info("stopped")
+    return 0
+
+
+def _prefork(config, sock):
+    """Fork WORKERS processes that all accept on the one inherited listening socket."""
+    from shop import make_app
+    children = []
+    for _ in range(config.workers):
+        pid = os.fork()
+        if pid == 0:  # child: its own app, connections and threads
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = _run(make_app(config), sock, config)
+            os._exit(code)
+        children.append(pid)
+
+    def stop(signum, frame):
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for pid in children:
+        while True:
+            try:
+                os.waitpid(pid, 0)
+                break
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+    log.info("stopped")
+    return 0

@@ -1,0 +1,226 @@
+"""The order ledger: every checkout is an order row in SQLite before Stripe hears of it."""
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from datetime import datetime, timezone
+
+# Each entry moves the schema one version up; PRAGMA user_version records how far a file has come.
+MIGRATIONS = (
+    """
+    CREATE TABLE orders (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        items TEXT NOT NULL,               -- JSON: [{product_id, name, unit_amount, quantity}]
+        amount_subtotal INTEGER NOT NULL,
+        amount_shipping INTEGER,
+        amount_tax INTEGER,
+        amount_total INTEGER,
+        amount_refunded INTEGER NOT NULL DEFAULT 0,
+        session_id TEXT UNIQUE,
+        session_url TEXT,
+        payment_intent TEXT,
+        customer_email TEXT,
+        browser TEXT,                      -- the shopper's browser token, to offer "continue your payment"
+        dispute_status TEXT,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        fulfilled_at TEXT
+    );
+    CREATE INDEX orders_status ON orders(status, created);
+    CREATE INDEX orders_browser ON orders(browser, created);
+    CREATE TABLE order_history (
+        order_id TEXT NOT NULL REFERENCES orders(id),
+        at TEXT NOT NULL,
+        source TEXT NOT NULL,              -- checkout, success page, webhook evt_..., reconcile, cli
+        status TEXT NOT NULL,
+        note TEXT
+    );
+    CREATE INDEX order_history_order ON order_history(order_id, at);
+    CREATE TABLE webhook_events (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        order_id TEXT,
+        received TEXT NOT NULL
+    );
+    """,
+)
+
+STATUSES = ("open", "checkout_failed", "awaiting_payment", "paid", "payment_failed",
+            "expired", "refunded", "partially_refunded", "disputed")
+
+
+def utcnow():
+    """The current time as an ISO-8601 UTC string with seconds."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_order_id():
+    """A random, unguessable order id."""
+    return "ord_" + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
+
+
+class Ledger:
+    """SQLite order storage in DATA_DIR; one connection per thread, WAL, short transactions."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self._local = threading.local()
+        self.migrate()
+
+    def connect(self):
+        """This thread's connection (created on first use)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout = 10000")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+            self._local.db = db
+        return db
+
+    def close(self):
+        """Close this thread's connection."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    def write(self):
+        """A write transaction that takes the lock up front (no read-then-upgrade deadlocks)."""
+        return _Tx(self.connect())
+
+    def migrate(self):
+        """Bring the file's schema to the newest version."""
+        db = self.connect()
+        with self.write():
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+
+    def schema_version(self):
+        """The schema version recorded in the file."""
+        return self.connect().execute("PRAGMA user_version").fetchone()[0]
+
+    # -- orders -----------------------------------------------------------------------------
+
+    def create_order(self, currency, items, browser=None):
+        """Record a new `open` order from catalog-priced items; returns its id."""
+        order_id = new_order_id()
+        now = utcnow()
+        subtotal = sum(i["unit_amount"] * i["quantity"] for i in items)
+        with self.write() as db:
+            db.execute(
+                "INSERT INTO orders (id, status, currency, items, amount_subtotal, browser, created, updated)"
+                " VALUES (?, 'open', ?, ?, ?, ?, ?, ?)",
+                (order_id, currency, json.dumps(items), subtotal, browser, now, now))
+            self._history(db, order_id, "checkout", "open", f"{len(items)} line(s)")
+        return order_id
+
+    def get(self, order_id):
+        """One order as a dict, or None."""
+        row = self.connect().execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
+        return _order(row)
+
+    def by_session(self, session_id):
+        """The order for a Checkout Session id, or None."""
+        row = self.connect().execute("SELECT * FROM orders WHERE session_id = ?", (session_id,)).fetchone()
+        return _order(row)
+
+    def list(self, status=None, limit=50, since=None):
+        """Recent orders, newest first."""
+        sql, args = "SELECT * FROM orders WHERE 1=1", []
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        if since:
+            sql += " AND created >= ?"
+            args.append(since)
+        sql += " ORDER BY created DESC, id LIMIT ?"
+        args.append(limit)
+        return [_order(r) for r in self.connect().execute(sql, args)]
+
+    def open_checkout_for(self, browser, now=None):
+        """The newest order of this browser still waiting on an open Checkout Session."""
+        if not browser:
+            return None
+        row = self.connect().execute(
+            "SELECT * FROM orders WHERE browser = ? AND status = 'open' AND session_id IS NOT NULL"
+            " ORDER BY created DESC LIMIT 1", (browser,)).fetchone()
+        return _order(row)
+
+    def history(self, order_id):
+        """The order's recorded changes, oldest first."""
+        return [dict(r) for r in self.connect().execute(
+            "SELECT at, source, status, note FROM order_history WHERE order_id = ? ORDER BY rowid",
+            (order_id,))]
+
+    def attach_session(self, order_id, session_id, session_url):
+        """Tie an order to the Checkout Session created for it."""
+        with self.write() as db:
+            db.execute("UPDATE orders SET session_id = ?, session_url = ?, updated = ? WHERE id = ?",
+                       (session_id, session_url, utcnow(), order_id))
+            self._history(db, order_id, "checkout", "open", f"session {session_id}")
+
+    def transition(self, order_id, allowed_from, to_status, source, note=None, **fields):
+        """Move an order to `to_status` only from one of `allowed_from`, atomically; True if it moved."""
+        sets = ["status = ?", "updated = ?"] + [f"{k} = ?" for k in fields]
+        args = [to_status, utcnow(), *fields.values(), order_id, *allowed_from]
+        marks = ",".join("?" * len(allowed_from))
+        with self.write() as db:
+            cur = db.execute(f"UPDATE orders SET {', '.join(sets)} WHERE id = ? AND status IN ({marks})", args)
+            if cur.rowcount:
+                self._history(db, order_id, source, to_status, note)
+            return cur.rowcount == 1
+
+    def update_fields(self, order_id, **fields):
+        """Set plain fields on an order (amounts, email) without changing its status."""
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.write() as db:
+            db.execute(f"UPDATE orders SET {sets}, updated = ? WHERE id = ?",
+                       (*fields.values(), utcnow(), order_id))
+
+    def _history(self, db, order_id, source, status, note=None):
+        db.execute("INSERT INTO order_history (order_id, at, source, status, note) VALUES (?, ?, ?, ?, ?)",
+                   (order_id, utcnow(), source, status, note))
+
+    def ping(self):
+        """Raise if the database cannot be read."""
+        self.connect().execute("SELECT 1 FROM orders LIMIT 1").fetchall()
+
+
+class _Tx:
+    """`with ledger.write() as db:` — BEGIN IMMEDIATE … COMMIT, or ROLLBACK on error."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        for attempt in range(50):
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                return self.db
+            except sqlite3.OperationalError as e:  # busy beyond busy_timeout under heavy contention
+                if "locked" not in str(e) or attempt == 49:
+                    raise
+                time.sleep(0.05)
+
+    def __exit__(self, kind, value, tb):
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        return False
+
+
+def _order(row):
+    if row is None:
+        return None
+    order = dict(row)
+    order["items"] = json.loads(order["items"])
+    return order

@@ -1,0 +1,173 @@
+"""A small web shop on Stripe Checkout: `make_app()` builds it, `python shop.py` serves it."""
+
+import functools
+import logging
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import bottle
+from bottle import Bottle, request, response, static_file
+
+import cart as carts
+import payments
+from catalog import CatalogStore, format_money
+from fulfilment import Fulfilment
+from ledger import Ledger
+from security import Guard, load_secret
+from settings import ROOT, Config, ShopError, load_config
+
+PUBLIC = ROOT / "public"
+VIEWS = [str(ROOT / "views")]  # one list object: bottle caches compiled templates by its id
+log = logging.getLogger("shop")
+access_log = logging.getLogger("shop.access")
+
+
+class Shop:
+    """Everything a request handler needs, made once per app."""
+
+    def __init__(self, config):
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.catalogs = CatalogStore(config.catalog, PUBLIC, log.warning)
+        self.ledger = Ledger(config.data_dir / "shop.sqlite3")
+        self.standin = config.standin
+        if config.mode == "offline" and self.standin is None:
+            from standin import StandIn  # only offline mode needs the stand-in
+            self.standin = StandIn(config.data_dir, public_url=config.base_url,
+                                   webhook_url=config.base_url + "/webhook",
+                                   webhook_secret=config.stripe_webhook_secret or None)
+        self.stripe = payments.make_client(config, self.standin)
+        self.guard = Guard(config, load_secret(config.data_dir))
+        self.fulfilment = Fulfilment(self.ledger, self.stripe, config.data_dir)
+
+    def catalog(self):
+        """The current catalog (re-read only when the file changed)."""
+        return self.catalogs.current()
+
+    def render(self, name, **values):
+        """A page in the shop's layout, with what every page shows."""
+        catalog = self.catalog()
+        cart = carts.parse(request.get_cookie(carts.COOKIE), catalog)
+        values.setdefault("title", None)
+        return bottle.template(
+            name, template_lookup=VIEWS, shop_name=catalog.shop_name, offline=self.config.mode == "offline",
+            test_mode=self.config.mode != "live", cart_count=carts.count(cart), money=functools.partial(
+                format_money, currency=catalog.currency), currency=catalog.currency,
+            csrf=self.guard.token(request, response), path=request.path, **values)
+
+
+def make_app(config=None):
+    """The shop as a WSGI app: pass a dict of settings (tests) or nothing (environment and .env)."""
+    if not isinstance(config, Config):
+        config = load_config(config)
+    shop = Shop(config)
+    app = Bottle()
+    app.config["shop"] = shop
+
+    @app.hook("before_request")
+    def start():
+        request.environ["shop.start"] = time.monotonic()
+        request.environ["shop.request_id"] = uuid.uuid4().hex[:16]
+
+    @app.hook("after_request")
+    def finish():
+        shop.guard.headers(response)
+        response.set_header("X-Request-Id", request.environ.get("shop.request_id", "-"))
+
+    app.install(functools.partial(_render_errors, shop))
+
+    import storefront
+    storefront.install(app, shop)
+    if shop.standin is not None:
+        shop.standin.install_pay_page(app)
+
+    @app.get("/static/<path:path>")
+    def static(path):
+        """Files from public/ only: no dotfiles, no way out of the folder."""
+        if any(part.startswith(".") or part == "" for part in path.split("/")):
+            raise ShopError(404, "There is no such page.")
+        res = static_file(path, root=str(PUBLIC))
+        res.set_header("Cache-Control", "public, max-age=3600")
+        return res
+
+    @app.get("/healthz")
+    def healthz():
+        """200 when the database and the catalog are fine, else 503 with the reason."""
+        problems = []
+        try:
+            shop.ledger.ping()
+        except Exception as e:  # any database failure is a health failure
+            problems.append(f"database: {type(e).__name__}")
+        if shop.catalogs.error:
+            problems.append(f"catalog: {shop.catalogs.error}")
+        response.content_type = "text/plain; charset=utf-8"
+        if problems:
+            response.status = 503
+            return "unhealthy\n" + "\n".join(problems) + "\n"
+        return "ok\n"
+
+    for status in (400, 403, 404, 405, 413, 500, 502, 503):
+        app.error(status)(functools.partial(_error_page, shop))
+    return app
+
+
+def _render_errors(shop, callback):
+    """Plugin: a ShopError from any route becomes the shop's error page with its status."""
+
+    @functools.wraps(callback)
+    def wrapper(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except ShopError as e:
+            if e.detail:
+                log.info("refused %s %s: %s (%s)", request.method, request.path, e.status, e.detail)
+            response.status = e.status
+            if e.status == 503:
+                response.set_header("Retry-After", "30")
+            return _page(shop, e.status, e.message)
+    return wrapper
+
+
+MESSAGES = {
+    400: "The request could not be understood.",
+    403: "That is not allowed.",
+    404: "There is no such page.",
+    405: "That page does not take this kind of request.",
+    413: "That request is too large.",
+    500: "Something went wrong on our side. Nothing was charged twice; please try again.",
+    502: "The payment service refused the request. Your cart is kept.",
+    503: payments.UNAVAILABLE,
+}
+
+
+def _error_page(shop, error):
+    """Bottle's error handler: the shop's error page, never a traceback."""
+    if error.status_code >= 500 and error.exception is not None:
+        log.error("unhandled %s on %s %s", type(error.exception).__name__, request.method, request.path)
+    shop.guard.headers(response)
+    response.set_header("Cache-Control", "no-store")
+    return _page(shop, error.status_code, MESSAGES.get(error.status_code, MESSAGES[500]))
+
+
+def _page(shop, status, message):
+    try:
+        return shop.render("error.tpl", title=_TITLES.get(status, "Error"), status=status, message=message)
+    except Exception:  # the catalog or a template is broken: still answer, plainly
+        response.content_type = "text/plain; charset=utf-8"
+        return f"{status}: {message}\n"
+
+
+_TITLES = {400: "Bad request", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
+           413: "Too large", 500: "Server error", 502: "Payment refused", 503: "Payment service unavailable"}
+
+
+def main(argv=None):
+    """`python shop.py [serve|check|...]`."""
+    import cli
+    return cli.main(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The shopper's pages: catalog, cart, checkout and the confirmation page."""
+
+import re
+
+from bottle import redirect, request, response
+
+import cart as carts
+import payments
+from settings import ShopError
+
+PER_PAGE = 24
+SESSION_ID = re.compile(r"cs_(test|live)_[A-Za-z0-9]{1,250}")
+_PRODUCT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+
+
+def install(app, shop):
+    """Add the shopper's routes to the app."""
+
+    @app.get("/")
+    def home():
+        """The product grid, 24 products a page."""
+        catalog = shop.catalog()
+        page = _int(request.query.get("page"), 1, 1, 10**6)
+        pages = max(1, -(-len(catalog.products) // PER_PAGE))
+        if page > pages:
+            raise ShopError(404, "There is no such page of the catalog.")
+        products = catalog.products[(page - 1) * PER_PAGE: page * PER_PAGE]
+        return shop.render("index.tpl", title=None, products=products, page=page, pages=pages)
+
+    @app.get("/cart")
+    def show_cart():
+        """The cart with line totals and subtotal."""
+        catalog = shop.catalog()
+        items = carts.lines(read_cart(catalog), catalog)
+        added = catalog.product(request.query.get("added", "")[:64])
+        pending = shop.ledger.open_checkout_for(shop.guard.browser_id(request, response))
+        return shop.render("cart.tpl", title="Your cart", items=items,
+                           subtotal=sum(total for _, _, total in items),
+                           canceled=request.query.get("canceled") == "1",
+                           empty_checkout=request.query.get("empty") == "1",
+                           added=added, pending=pending)
+
+    @app.post("/cart")
+    def change_cart():
+        """Add, set the quantity of, or remove a product; then back to the cart."""
+        shop.guard.check(request)
+        catalog = shop.catalog()
+        cart = read_cart(catalog)
+        action = request.forms.get("action", "add")
+        product_id = product_field(catalog)
+        if action == "add":
+            quantity = _int(request.forms.get("quantity"), 1, 1, carts.MAX_QUANTITY, "quantity")
+            if product_id not in cart and len(cart) >= carts.MAX_LINES:
+                raise ShopError(400, f"A cart holds at most {carts.MAX_LINES} different products.")
+            cart[product_id] = carts.clamp(cart.get(product_id, 0) + quantity)
+        elif action == "set":
+            quantity = _int(request.forms.get("quantity"), 1, 0, carts.MAX_QUANTITY, "quantity")
+            if quantity == 0:
+                cart.pop(product_id, None)
+            elif product_id in cart:
+                cart[product_id] = quantity
+        elif action == "remove":
+            cart.pop(product_id, None)
+        else:
+            raise ShopError(400, "Unknown cart action.")
+        write_cart(cart)
+        redirect(f"/cart?added={product_id}" if action == "add" else "/cart", 303)
+
+    @app.post("/checkout")
+    def checkout():
+        """Record the order, create a Stripe Checkout Session for it, and send the shopper there (303)."""
+        shop.guard.check(request)
+        catalog = shop.catalog()
+        if request.forms.get("product_id") is not None:  # "Buy now": one product, cart untouched
+            product_id = product_field(catalog)
+            cart = {product_id: _int(request.forms.get("quantity"), 1, 1, carts.MAX_QUANTITY, "quantity")}
+        else:
+            cart = read_cart(catalog)
+        items = carts.lines(cart, catalog)
+        if not items:
+            redirect("/cart?empty=1", 303)
+        ledger_items = [{"product_id": p.id, "name": p.name, "unit_amount": p.price, "quantity": q}
+                        for p, q, _ in items]
+        browser = shop.guard.browser_id(request, response)
+        order_id = shop.ledger.create_order(catalog.currency, ledger_items, browser=browser)
+        params = payments.checkout_params(catalog, items, order_id, shop.config.base_url)
+        try:
+            session = payments.create_session(shop.stripe, params, order_id)
+        except ShopError as e:
+            # Keep the order (marked) so reconcile can see what happened; the cart cookie is untouched.
+            shop.ledger.transition(order_id, ("open",), "checkout_failed", "checkout", e.detail or e.message)
+            raise
+        shop.ledger.attach_session(order_id, session.id, session.url)
+        redirect(session.url, 303)
+
+    @app.get("/success")
+    def success():
+        """What was actually charged, straight from Stripe, for a session this shop created."""
+        session_id = request.query.get("session_id", "")
+        if not SESSION_ID.fullmatch(session_id):
+            raise ShopError(404, "We could not find that order.")
+        order = shop.ledger.by_session(session_id)
+        if order is None:
+            raise ShopError(404, "We could not find that order.")
+        try:
+            session = payments.retrieve_session(shop.stripe, session_id)
+        except ShopError as e:
+            if e.status == 404:
+                raise
+            # Stripe is unreachable: never say "failed" — the webhook or reconcile will settle it.
+            return shop.render("success.tpl", title="Confirming your payment", state="confirming",
+                               order=order, summary=None)
+        summary = shop.fulfilment.fulfil(session_id, session=session, source="success page")
+        state = _state(session)
+        if state == "paid":
+            shop.guard.delete_cookie(response, carts.COOKIE)
+        titles = {"paid": "Thank you for your order", "processing": "Your payment is processing",
+                  "failed": "Your payment did not go through", "open": "Your payment is not finished",
+                  "expired": "This checkout has expired"}
+        return shop.render("success.tpl", title=titles[state], state=state,
+                           order=shop.ledger.get(order["id"]), summary=summary)
+
+    def read_cart(catalog):
+        return carts.parse(request.get_cookie(carts.COOKIE), catalog)
+
+    def write_cart(cart):
+        if cart:
+            shop.guard.set_cookie(response, carts.COOKIE, carts.serialize(cart), max_age=60 * 60 * 24 * 30)
+        else:
+            shop.guard.delete_cookie(response, carts.COOKIE)
+
+
+def _state(session):
+    status, paid = session.get("status"), session.get("payment_status")
+    if status == "complete" and paid in ("paid", "no_payment_required"):
+        return "paid"
+    if status == "complete":
+        intent = session.get("payment_intent")
+        if hasattr(intent, "get") and intent.get("status") in ("canceled", "requires_payment_method"):
+            return "failed"
+        return "processing"
+    return "expired" if status == "expired" else "open"
+
+
+def product_field(catalog):
+    """The posted product id, which must name a product in the catalog."""
+    product_id = request.forms.get("product_id", "")
+    if not _PRODUCT_ID.fullmatch(product_id) or catalog.product(product_id) is None:
+        raise ShopError(400, "That product is not in the catalog (it may have just been removed).")
+    return product_id
+
+
+def _int(raw, default, low, high, name=None):
+    if raw is None or raw == "":
+        return default
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 6:
+        if name is None:
+            return default
+        raise ShopError(400, f"The {name} must be a whole number from {max(low, 1)} to {high}.")
+    value = int(raw)
+    if not low <= value <= high:
+        if name is None:
+            return default
+        raise ShopError(400, f"The {name} must be a whole number from {max(low, 1)} to {high}.")
+    return value

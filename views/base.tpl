@@ -1,0 +1,26 @@
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{title + " · " if title else ""}}{{shop_name}}</title>
+<link rel="stylesheet" href="/static/style.css">
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+</head>
+<body>
+<a class="skip" href="#main">Skip to content</a>
+% if offline:
+<p class="banner" role="note"><strong>Offline test mode:</strong> payments go to a built-in Stripe stand-in. No real card is charged. Pay with test card 4242 4242 4242 4242.</p>
+% elif test_mode:
+<p class="banner" role="note"><strong>Test mode:</strong> Stripe test keys. No real card is charged.</p>
+% end
+<header class="top">
+  <a class="brand" href="/">{{shop_name}}</a>
+  <nav aria-label="Shop"><a href="/cart" class="cartlink"{{!' aria-current="page"' if path == "/cart" else ""}}>Cart <span class="count">({{cart_count}})</span></a></nav>
+</header>
+<main id="main">
+{{!base}}
+</main>
+<footer class="foot"><p>Payments are processed securely by Stripe. Prices in {{currency.upper()}}.</p></footer>
+</body>
+</html>

@@ -1,0 +1,55 @@
+% rebase('base.tpl', title=title)
+<h1>Your cart</h1>
+% if canceled:
+<p class="notice" role="status">Checkout was canceled. Your cart is just as you left it.</p>
+% end
+% if empty_checkout:
+<p class="notice" role="status">Your cart is empty, so there is nothing to check out yet.</p>
+% end
+% if added:
+<p class="notice" role="status">Added “{{added.name}}” to your cart.</p>
+% end
+% if pending and pending.get("session_url"):
+<p class="notice" role="status">You have a checkout that is still open. <a href="{{pending['session_url']}}">Continue your payment</a></p>
+% end
+% if items:
+<table class="cart">
+  <caption class="visually-hidden">Products in your cart</caption>
+  <thead><tr><th scope="col">Product</th><th scope="col">Price</th><th scope="col">Quantity</th><th scope="col" class="num">Total</th><th scope="col"><span class="visually-hidden">Remove</span></th></tr></thead>
+  <tbody>
+% for product, quantity, total in items:
+  <tr>
+    <th scope="row">{{product.name}}</th>
+    <td data-label="Price">{{money(product.price)}}</td>
+    <td data-label="Quantity">
+      <form method="post" action="/cart" class="qty">
+        <input type="hidden" name="csrf_token" value="{{csrf}}">
+        <input type="hidden" name="action" value="set">
+        <input type="hidden" name="product_id" value="{{product.id}}">
+        <label for="qty-{{product.id}}" class="visually-hidden">Quantity of {{product.name}}</label>
+        <input id="qty-{{product.id}}" name="quantity" type="number" inputmode="numeric" min="0" max="99" value="{{quantity}}">
+        <button type="submit" class="secondary">Update<span class="visually-hidden"> {{product.name}}</span></button>
+      </form>
+    </td>
+    <td data-label="Total" class="num">{{money(total)}}</td>
+    <td>
+      <form method="post" action="/cart">
+        <input type="hidden" name="csrf_token" value="{{csrf}}">
+        <input type="hidden" name="action" value="remove">
+        <input type="hidden" name="product_id" value="{{product.id}}">
+        <button type="submit" class="link">Remove<span class="visually-hidden"> {{product.name}}</span></button>
+      </form>
+    </td>
+  </tr>
+% end
+  </tbody>
+  <tfoot><tr><th scope="row" colspan="3">Subtotal</th><td class="num subtotal">{{money(subtotal)}}</td><td></td></tr></tfoot>
+</table>
+<p class="hint">Shipping and tax are calculated at checkout, once you give your address.</p>
+<form method="post" action="/checkout" class="checkout">
+  <input type="hidden" name="csrf_token" value="{{csrf}}">
+  <button type="submit">Checkout</button>
+</form>
+% else:
+<p>Your cart is empty. <a href="/">Browse the books</a>.</p>
+% end

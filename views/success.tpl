@@ -1,0 +1,45 @@
+% rebase('base.tpl', title=title)
+<h1>{{title}}</h1>
+% if state == "confirming":
+<p class="notice" role="status">We are confirming your payment with Stripe. Nothing more is needed from you: please reload this page in a minute. If you paid, your order is safe.</p>
+% else:
+%   if state == "paid":
+<p class="notice ok" role="status">Your payment went through and your order is confirmed.{{" A receipt goes to " + summary["email"] + "." if summary["email"] else ""}}</p>
+%   elif state == "processing":
+<p class="notice" role="status">Your payment is processing. Some payment methods take a few days; we will email you when it is confirmed. You have not been charged twice.</p>
+%   elif state == "failed":
+<p class="notice error" role="alert">Your payment did not go through, so nothing was charged. <a href="/cart">Back to your cart</a></p>
+%   elif state == "expired":
+<p class="notice" role="status">This checkout expired before it was paid. Nothing was charged. <a href="/cart">Back to your cart</a></p>
+%   else:
+<p class="notice" role="status">This checkout has not been paid yet. <a href="/cart">Back to your cart</a></p>
+%   end
+<table class="cart summary">
+  <caption>Order {{order["id"]}}</caption>
+  <thead><tr><th scope="col">Item</th><th scope="col">Quantity</th><th scope="col" class="num">Amount</th></tr></thead>
+  <tbody>
+%   for item in summary["items"]:
+  <tr><th scope="row">{{item["name"]}}</th><td data-label="Quantity">{{item["quantity"]}}</td><td class="num">{{money(item["amount_subtotal"], currency=summary["currency"])}}</td></tr>
+%   end
+  </tbody>
+  <tfoot>
+  <tr><th scope="row" colspan="2">Subtotal</th><td class="num">{{money(summary["amount_subtotal"] or 0, currency=summary["currency"])}}</td></tr>
+  <tr><th scope="row" colspan="2">Shipping</th><td class="num">{{money(summary["amount_shipping"], currency=summary["currency"])}}</td></tr>
+  <tr><th scope="row" colspan="2">Tax</th><td class="num">{{money(summary["amount_tax"], currency=summary["currency"])}}</td></tr>
+%   if summary["amount_discount"]:
+  <tr><th scope="row" colspan="2">Discount</th><td class="num">−{{money(summary["amount_discount"], currency=summary["currency"])}}</td></tr>
+%   end
+  <tr class="total"><th scope="row" colspan="2">Total {{"charged" if state == "paid" else "due"}}</th><td class="num">{{money(summary["amount_total"] or 0, currency=summary["currency"])}} <span class="cur">{{summary["currency"].upper()}}</span></td></tr>
+  </tfoot>
+</table>
+<dl class="facts">
+  <dt>Status</dt><dd>{{ {"paid": "Paid", "processing": "Processing", "failed": "Payment failed", "expired": "Expired", "open": "Not paid"}[state] }}</dd>
+%   if summary["email"]:
+  <dt>Email</dt><dd>{{summary["email"]}}</dd>
+%   end
+%   if summary["payment_intent"]:
+  <dt>Payment reference</dt><dd><code>{{summary["payment_intent"]}}</code></dd>
+%   end
+</dl>
+% end
+<p><a href="/">Continue shopping</a></p>

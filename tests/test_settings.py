@@ -1,0 +1,68 @@
+"""Configuration: modes from keys, live-mode refusals, and the docs that list every setting."""
+
+import pytest
+
+from settings import SETTINGS, ConfigError, load_config
+from tests.conftest import ROOT
+
+
+def test_defaults_are_offline_mode_on_loopback():
+    config = load_config(environ={})
+    assert config.mode == "offline"
+    assert config.base_url == "http://127.0.0.1:8000"
+    assert config.host == "127.0.0.1" and config.port == 8000
+    assert config.catalog == ROOT / "catalog.json"
+
+
+@pytest.mark.parametrize("key, mode", [
+    ("", "offline"), ("sk_test_abc", "test"), ("rk_test_abc", "test"),
+])
+def test_key_selects_mode(key, mode):
+    assert load_config(environ={"STRIPE_SECRET_KEY": key}).mode == mode
+
+
+def test_live_mode_refuses_http_base_url():
+    with pytest.raises(ConfigError, match="BASE_URL: live mode needs an https://"):
+        load_config(environ={"STRIPE_SECRET_KEY": "sk_live_abc", "BASE_URL": "http://shop.example.com",
+                             "STRIPE_WEBHOOK_SECRET": "whsec_x"})
+
+
+def test_live_mode_refuses_missing_webhook_secret():
+    with pytest.raises(ConfigError, match="STRIPE_WEBHOOK_SECRET: live mode needs"):
+        load_config(environ={"STRIPE_SECRET_KEY": "sk_live_abc", "BASE_URL": "https://shop.example.com"})
+
+
+def test_live_mode_starts_with_https_and_secret():
+    config = load_config(environ={"STRIPE_SECRET_KEY": "sk_live_abc", "BASE_URL": "https://shop.example.com/",
+                                  "STRIPE_WEBHOOK_SECRET": "whsec_x"})
+    assert config.mode == "live" and config.secure and config.base_url == "https://shop.example.com"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"STRIPE_SECRET_KEY": "pk_test_abc"}, "STRIPE_SECRET_KEY: must start with"),
+    ({"PORT": "eighty"}, "PORT: must be a whole number"),
+    ({"PORT": "70000"}, "PORT: out of range"),
+    ({"BASE_URL": "shop.example.com"}, "BASE_URL: must be an absolute http(s) URL"),
+    ({"STRIPE_WEBHOOK_SECRET": "secret"}, "STRIPE_WEBHOOK_SECRET: must start with whsec_"),
+    ({"STRIPE_API_BASE": "http://127.0.0.1:12111"}, "STRIPE_API_BASE: needs a STRIPE_SECRET_KEY"),
+    ({"STRIPE_TIMEOUT": "-1"}, "STRIPE_TIMEOUT: must be between"),
+])
+def test_bad_settings_name_the_variable(env, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(environ=env)
+    assert message in e.value.message
+
+
+def test_public_view_masks_secrets():
+    config = load_config(environ={"STRIPE_SECRET_KEY": "sk_test_supersecretvalue123",
+                                  "STRIPE_WEBHOOK_SECRET": "whsec_topsecret"})
+    shown = repr(config.public())
+    assert "supersecretvalue123" not in shown and "topsecret" not in shown
+
+
+def test_every_setting_is_documented_in_env_sample_and_readme():
+    sample = (ROOT / ".env.sample").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for s in SETTINGS:
+        assert f"\n{s.env}=" in sample, s.env
+        assert f"`{s.env}`" in readme, s.env

@@ -139,7 +139,8 @@ def _run(app, sock, config):
         shop.standin.start_webhook_sender()
     try:
         waitress.serve(AccessLog(app), sockets=[sock], threads=config.threads, ident="shop",
-                       _quiet=True, clear_untrusted_proxy_headers=True)
+                       _quiet=True, clear_untrusted_proxy_headers=True,
+                       max_request_body_size=1024 * 1024, max_request_header_size=64 * 1024)
     except KeyboardInterrupt:
         pass
     finally:

@@ -105,9 +105,9 @@ def create_session(client, params, order_id):
 
 
 def retrieve_session(client, session_id):
-    """The Checkout Session with its line items and PaymentIntent expanded."""
+    """The Checkout Session with its line items and PaymentIntent expanded, as a plain dict."""
     return call("GET /v1/checkout/sessions/{id}", client.v1.checkout.sessions.retrieve, session_id,
-                {"expand": ["line_items", "payment_intent"]})
+                {"expand": ["line_items", "payment_intent"]}).to_dict()
 
 
 def summary(session):

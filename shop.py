@@ -3,7 +3,6 @@
 import functools
 import logging
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -68,8 +67,8 @@ def make_app(config=None):
 
     @app.hook("before_request")
     def start():
-        request.environ["shop.start"] = time.monotonic()
-        request.environ["shop.request_id"] = uuid.uuid4().hex[:16]
+        request.environ.setdefault("shop.request_id", uuid.uuid4().hex[:16])
+        _limit_body(request)
 
     @app.hook("after_request")
     def finish():
@@ -79,7 +78,9 @@ def make_app(config=None):
     app.install(functools.partial(_render_errors, shop))
 
     import storefront
+    import webhooks
     storefront.install(app, shop)
+    webhooks.install(app, shop)
     if shop.standin is not None:
         shop.standin.install_pay_page(app)
 
@@ -111,6 +112,21 @@ def make_app(config=None):
     for status in (400, 403, 404, 405, 413, 500, 502, 503):
         app.error(status)(functools.partial(_error_page, shop))
     return app
+
+
+MAX_FORM_BODY = 16 * 1024  # a cart form is a few hundred bytes
+MAX_WEBHOOK_BODY = 512 * 1024  # Stripe events are well under this
+
+
+def _limit_body(request):
+    """Refuse oversized bodies (413) before anything reads them."""
+    limit = MAX_WEBHOOK_BODY if request.path == "/webhook" else MAX_FORM_BODY
+    try:
+        length = int(request.environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise bottle.HTTPError(400, "Bad Content-Length") from None
+    if length > limit:
+        raise bottle.HTTPError(413, "Request body too large")
 
 
 def _render_errors(shop, callback):

@@ -1,0 +1,89 @@
+"""The cookie cart: ids and quantities only, re-validated against the catalog on every read."""
+
+import pytest
+
+import cart as carts
+from catalog import load_catalog
+from shop import PUBLIC
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def cat():
+    return load_catalog(ROOT / "catalog.json", PUBLIC)
+
+
+def test_cookie_holds_only_ids_and_quantities(shopper, cat):
+    product = cat.products[0]
+    shopper.add(product.id, 2)
+    assert shopper.cart_cookie() == f"{product.id}:2"
+    assert str(product.price) not in shopper.cart_cookie()
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("walden:2", {"walden": 2}),
+    ("walden:0", {"walden": 1}),
+    ("walden:500", {"walden": 99}),
+    ("walden:2.walden:3", {"walden": 5}),
+    ("no-such-book:1.walden:1", {"walden": 1}),
+    ("walden:-1", {}),
+    ("walden:1:1299", {}),
+    ("<script>:1", {}),
+    ("x" * 5000, {}),
+    ("", {}),
+])
+def test_parse_drops_unknown_and_clamps(cat, raw, expected):
+    assert carts.parse(raw, cat) == expected
+
+
+def test_tampered_cookie_cannot_change_a_price(shopper, cat):
+    product = cat.products[0]
+    shopper.set_cookie("cart", f"{product.id}:1:1")  # an attempt to smuggle a price in is not a cart
+    assert "Your cart is empty" in shopper.get("/cart").text
+    assert shopper.checkout().location.endswith("/cart?empty=1")
+    shopper.set_cookie("cart", f"{product.id}:2")
+    to_stripe = shopper.checkout()
+    order = shopper.shop.ledger.by_session(shopper.session_id(to_stripe))
+    assert order["amount_subtotal"] == 2 * product.price
+
+
+def test_posted_price_fields_are_ignored(shopper, cat):
+    product = cat.products[2]
+    response = shopper.post("/checkout", {"csrf_token": shopper.csrf(), "product_id": product.id, "quantity": "1",
+                                          "price": "1", "unit_amount": "1", "currency": "jpy",
+                                          "success_url": "https://evil.example/"}, status=303)
+    session = shopper.shop.stripe.v1.checkout.sessions.retrieve(shopper.session_id(response),
+                                                              {"expand": ["line_items"]})
+    assert session.amount_subtotal == product.price and session.currency == cat.currency
+    assert session.line_items.data[0].price.unit_amount == product.price
+    assert "evil" not in session.success_url
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"action": "add", "product_id": "no-such-book"}, "not in the catalog"),
+    ({"action": "add", "product_id": "walden", "quantity": "abc"}, "whole number"),
+    ({"action": "add", "product_id": "walden", "quantity": "100"}, "whole number"),
+    ({"action": "add", "product_id": "walden", "quantity": "-3"}, "whole number"),
+    ({"action": "explode", "product_id": "walden"}, "Unknown cart action"),
+    ({"action": "add"}, "not in the catalog"),
+])
+def test_bad_cart_forms_are_400_with_a_message(shopper, fields, message):
+    page = shopper.post("/cart", {"csrf_token": shopper.csrf(), **fields}, status=400)
+    assert message in page.text
+
+
+def test_set_quantity_zero_removes_the_line(shopper, cat):
+    shopper.add(cat.products[0].id, 3)
+    shopper.add(cat.products[1].id, 1)
+    shopper.set_quantity(cat.products[0].id, 0)
+    assert shopper.cart_cookie() == f"{cat.products[1].id}:1"
+    shopper.remove(cat.products[1].id)
+    assert not shopper.cart_cookie()
+    assert "Your cart is empty" in shopper.get("/cart").text
+
+
+def test_quantities_add_up_and_stop_at_99(shopper, cat):
+    pid = cat.products[0].id
+    shopper.add(pid, 60)
+    shopper.add(pid, 60)
+    assert shopper.cart_cookie() == f"{pid}:99"

@@ -1,0 +1,118 @@
+"""Pages and protections every request gets: error pages, CSRF, headers, cookies, static files, hot reload."""
+
+import json
+import os
+
+import pytest
+
+from tests.conftest import BASE
+
+
+def test_error_pages_use_the_shop_layout(shopper):
+    for path, status in (("/no-such-page", 404), ("/static/../shop.py", 404), ("/static/.env", 404)):
+        page = shopper.get(path, status=status)
+        assert "Paper Lantern Books" in page.text and "Traceback" not in page.text
+    page = shopper.put("/cart", status=405)
+    assert "does not take this kind of request" in page.text
+
+
+@pytest.mark.parametrize("path", ["/cart", "/checkout"])
+def test_posts_without_a_csrf_token_are_refused(shopper, path):
+    shopper.get("/")
+    page = shopper.post(path, {"action": "add", "product_id": "walden"}, status=403)
+    assert "did not come from this shop" in page.text
+    assert not shopper.cart_cookie()
+
+
+def test_csrf_token_is_tied_to_the_browser(shopper, make_shopper):
+    token = shopper.csrf()
+    other = make_shopper()
+    other.get("/")
+    other.post("/cart", {"csrf_token": token, "action": "add", "product_id": "walden"}, status=403)
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"},
+                                     {"Sec-Fetch-Site": "same-site"}])
+def test_cross_site_posts_are_refused_even_with_a_token(shopper, headers):
+    token = shopper.csrf()
+    shopper.post("/cart", {"csrf_token": token, "action": "add", "product_id": "walden"}, headers=headers,
+                 status=403)
+
+
+def test_same_origin_post_is_accepted(shopper):
+    token = shopper.csrf()
+    shopper.post("/cart", {"csrf_token": token, "action": "add", "product_id": "walden"},
+                 headers={"Origin": BASE, "Sec-Fetch-Site": "same-origin"}, status=303)
+
+
+def test_security_headers_on_pages_errors_and_redirects(shopper):
+    for response in (shopper.get("/"), shopper.get("/nope", status=404), shopper.add("walden")):
+        csp = response.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert "form-action 'self' https://checkout.stripe.com" in csp
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"]
+        assert "Strict-Transport-Security" not in response.headers  # http BASE_URL
+
+
+def test_https_base_url_adds_hsts_and_secure_cookies(make_shopper):
+    shopper = make_shopper(base_url="https://shop.example.com")
+    page = shopper.get("/")
+    assert "max-age=" in page.headers["Strict-Transport-Security"]
+    cookie = page.headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
+
+
+def test_cookies_are_httponly_and_samesite(shopper):
+    response = shopper.add("walden")
+    for header in response.headers.getall("Set-Cookie"):
+        assert "HttpOnly" in header and "samesite=lax" in header.lower()
+
+
+def test_static_files_are_served_with_cache_validators(shopper):
+    css = shopper.get("/static/style.css")
+    assert css.content_type == "text/css"
+    assert css.headers["ETag"] and css.headers["Last-Modified"] and "max-age" in css.headers["Cache-Control"]
+    again = shopper.get("/static/style.css", headers={"If-None-Match": css.headers["ETag"]}, status=304)
+    assert again.body == b""
+
+
+@pytest.mark.parametrize("path", ["/static/%2e%2e/shop.py", "/static/..%2fshop.py", "/static/img/",
+                                  "/static/img", "/static/.gitignore", "/static/../../etc/passwd"])
+def test_no_traversal_dotfiles_or_listings(shopper, path):
+    response = shopper.get(path, expect_errors=True)
+    assert response.status_int in (400, 403, 404)
+    assert "import" not in response.text and "root:" not in response.text
+
+
+def test_catalog_edit_is_picked_up_without_restart(make_shopper, catalog_copy):
+    shopper = make_shopper(catalog=str(catalog_copy))
+    data = json.loads(catalog_copy.read_text())
+    data["products"][0]["name"] = "A Brand New Title"
+    data["products"][0]["price"] = 4321
+    catalog_copy.write_text(json.dumps(data))
+    os.utime(catalog_copy, ns=(1, 2_000_000_000_000_000_000))
+    page = shopper.get("/")
+    assert "A Brand New Title" in page.text and "$43.21" in page.text
+
+
+def test_invalid_catalog_edit_keeps_the_shop_serving(make_shopper, catalog_copy):
+    shopper = make_shopper(catalog=str(catalog_copy))
+    name = json.loads(catalog_copy.read_text())["products"][0]["name"]
+    catalog_copy.write_text(catalog_copy.read_text().replace('"price": ', '"price": -', 1))
+    os.utime(catalog_copy, ns=(1, 2_000_000_000_000_000_000))
+    page = shopper.get("/")
+    assert name in page.text  # the last good catalog
+    health = shopper.get("/healthz", status=503)
+    assert "catalog.json" in health.text and "price" in health.text
+
+
+def test_healthz_ok(shopper):
+    assert shopper.get("/healthz").text == "ok\n"
+
+
+def test_secret_key_never_reaches_a_page(make_shopper):
+    shopper = make_shopper()
+    for path in ("/", "/cart", "/nope"):
+        page = shopper.get(path, expect_errors=True)
+        assert "sk_test" not in page.text and "whsec_" not in page.text

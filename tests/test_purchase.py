@@ -1,0 +1,175 @@
+"""The whole purchase through the real app and the offline stand-in, amounts checked against the catalog."""
+
+import re
+
+import pytest
+
+from catalog import format_money, load_catalog
+from shop import PUBLIC
+from standin import tax
+from tests.conftest import BASE, ROOT
+
+ADDRESS = {"line1": "1 Canal Street", "city": "Berlin", "postal_code": "10115", "country": "DE"}
+
+
+def catalog():
+    return load_catalog(ROOT / "catalog.json", PUBLIC)
+
+
+def expected_amounts(cart, country, option=0):
+    """Subtotal, shipping, tax and total as Checkout computes them, from the catalog alone."""
+    cat = catalog()
+    rate = tax.rate(country)
+    lines = [cat.product(pid).price * qty for pid, qty in cart.items()]
+    shipping = cat.shipping_options[option].amount
+    amount_tax = sum(tax.tax_for(a, rate, cat.tax_behavior) for a in lines) + tax.tax_for(shipping, rate, cat.tax_behavior)
+    subtotal = sum(lines)
+    return subtotal, shipping, amount_tax, subtotal + shipping + amount_tax
+
+
+def pay(shopper, checkout_response, card="4242424242424242", address=ADDRESS):
+    """Pay on the stand-in's page as a shopper would: fill the form, press Pay."""
+    page = shopper.get(checkout_response.location)
+    form = page.forms["pay"]
+    values = {"email": "reader@example.com", "name": "Ada Reader", "card_number": card, "card_expiry": "12 / 34",
+              "card_cvc": "123", "phone": "+49 30 1234567", **{f"address_{k}": v for k, v in address.items()}}
+    for name, value in values.items():
+        if name in form.fields:
+            form[name] = value
+    return form.submit(expect_errors=True)
+
+
+def test_home_lists_every_product_with_price_and_forms(shopper):
+    page = shopper.get("/")
+    cat = catalog()
+    for product in cat.products:
+        assert product.name in page.text
+        assert format_money(product.price, cat.currency) in page.text
+        assert f'src="/static/{product.image}"' in page.text
+    assert page.text.count('action="/cart"') == len(cat.products)
+    assert page.text.count('action="/checkout"') == len(cat.products)
+    assert "Offline test mode" in page.text
+    assert "<script" not in page.text
+
+
+def test_full_purchase(shopper):
+    cat = catalog()
+    a, b, c = (p.id for p in cat.products[:3])
+    shopper.add(a)
+    shopper.add(b, 2)
+    shopper.add(c)
+    shopper.set_quantity(b, 3)
+    shopper.remove(c)
+    cart_page = shopper.get("/cart")
+    assert cat.product(c).name not in cart_page.text
+    subtotal = cat.product(a).price + 3 * cat.product(b).price
+    assert format_money(subtotal, cat.currency) in cart_page.text
+    assert "Shipping and tax are calculated at checkout" in cart_page.text
+
+    to_stripe = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=303)
+    assert to_stripe.location.startswith(f"{BASE}/offline-checkout/cs_test_")
+    session_id = shopper.session_id(to_stripe)
+    order = shopper.shop.ledger.by_session(session_id)
+    assert order["status"] == "open" and order["amount_subtotal"] == subtotal
+    assert [(i["product_id"], i["quantity"], i["unit_amount"]) for i in order["items"]] == [
+        (a, 1, cat.product(a).price), (b, 3, cat.product(b).price)]
+
+    paid = pay(shopper, to_stripe)
+    assert paid.status_int == 303
+    assert paid.location == f"{BASE}/success?session_id={session_id}"
+    success = shopper.get(paid.location)
+    text = success.text
+    assert "Thank you" in text
+    subtotal, shipping, amount_tax, total = expected_amounts({a: 1, b: 3}, "DE")
+    assert amount_tax > 0
+    for amount in (subtotal, shipping, amount_tax, total):
+        assert format_money(amount, cat.currency) in text
+    assert re.search(r"Payment reference</dt><dd><code>pi_", text)
+    assert "reader@example.com" in text
+    assert shopper.cart_cookie() in (None, "")
+    order = shopper.shop.ledger.get(order["id"])
+    assert order["status"] == "paid" and order["amount_total"] == total and order["fulfilled_at"]
+
+
+@pytest.mark.parametrize("card, reason", [("4000000000000002", "generic_decline"),
+                                          ("4000000000009995", "insufficient_funds")])
+def test_declined_cards_leave_the_session_open(shopper, card, reason):
+    shopper.add(catalog().products[0].id)
+    to_stripe = shopper.checkout()
+    declined = pay(shopper, to_stripe, card=card)
+    assert declined.status_int == 402
+    assert "declined" in declined.text.lower()
+    session = shopper.shop.stripe.v1.checkout.sessions.retrieve(shopper.session_id(to_stripe))
+    assert session.status == "open" and session.payment_status == "unpaid"
+    assert shopper.get(f"/success?session_id={session.id}").status_int == 200
+    assert shopper.shop.ledger.by_session(session.id)["status"] == "open"
+    # the shopper can still pay with a good card
+    assert pay(shopper, to_stripe).status_int == 303
+
+
+def test_cancel_returns_to_the_cart_intact(shopper):
+    cat = catalog()
+    shopper.add(cat.products[1].id, 2)
+    before = shopper.cart_cookie()
+    to_stripe = shopper.checkout()
+    page = shopper.get(to_stripe.location)
+    back = re.search(r'href="([^"]*/cart\?canceled=1)"', page.text).group(1)
+    assert back == f"{BASE}/cart?canceled=1"
+    cart_page = shopper.get("/cart?canceled=1")
+    assert "Checkout was canceled" in cart_page.text
+    assert cat.products[1].name in cart_page.text
+    assert shopper.cart_cookie() == before
+
+
+def test_buy_now_checks_out_one_product_and_leaves_the_cart_alone(shopper):
+    cat = catalog()
+    shopper.add(cat.products[0].id)
+    before = shopper.cart_cookie()
+    to_stripe = shopper.checkout(product_id=cat.products[4].id, quantity="1")
+    order = shopper.shop.ledger.by_session(shopper.session_id(to_stripe))
+    assert [i["product_id"] for i in order["items"]] == [cat.products[4].id]
+    assert shopper.cart_cookie() == before
+
+
+def test_empty_cart_checkout_goes_back_with_a_message(shopper):
+    response = shopper.checkout()
+    assert response.location.endswith("/cart?empty=1")
+    assert "Your cart is empty" in response.follow().text
+
+
+@pytest.mark.parametrize("session_id", ["", "nope", "cs_test_", "cs_test_<script>", "cs_live_" + "a" * 300,
+                                        "cs_test_doesnotexist123"])
+def test_malformed_or_unknown_session_ids_are_404(shopper, session_id):
+    page = shopper.get("/success", {"session_id": session_id}, status=404)
+    assert "could not find that order" in page.text
+    assert "<script>" not in page.text
+
+
+def test_foreign_session_id_is_404_even_if_stripe_knows_it(shopper):
+    """A session created by someone else on the same Stripe account is not this shop's order."""
+    foreign = shopper.shop.stripe.v1.checkout.sessions.create({
+        "mode": "payment", "success_url": "https://elsewhere.example/ok", "cancel_url": "https://elsewhere.example/no",
+        "line_items": [{"quantity": 1, "price_data": {"currency": "usd", "unit_amount": 100,
+                                                      "product_data": {"name": "Other"}}}]})
+    shopper.get("/success", {"session_id": foreign.id}, status=404)
+
+
+def test_unpaid_session_does_not_say_thank_you(shopper):
+    shopper.add(catalog().products[0].id)
+    session_id = shopper.session_id(shopper.checkout())
+    page = shopper.get("/success", {"session_id": session_id})
+    assert "Thank you" not in page.text and "not been paid" in page.text
+    assert shopper.cart_cookie()
+
+
+def test_urls_come_from_base_url_not_the_host_header(shopper):
+    shopper.add(catalog().products[0].id)
+    token = shopper.csrf()
+    cookie = "; ".join(f"{k}={v}" for k, v in shopper.cookies.items())
+    response = shopper.post("/checkout", {"csrf_token": token}, status=303,
+                            headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example", "Cookie": cookie})
+    assert response.location.startswith(BASE + "/")
+    session = shopper.shop.stripe.v1.checkout.sessions.retrieve(shopper.session_id(response))
+    assert session.success_url.startswith(BASE + "/success?session_id=")
+    assert session.cancel_url == BASE + "/cart?canceled=1"
+    assert "evil" not in str(session)

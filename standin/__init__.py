@@ -1,0 +1,22 @@
+"""Offline Stripe stand-in: a local imitation of the Stripe API parts the shop uses (Checkout, payments, webhooks).
+
+Use `StandIn(data_dir, public_url=...)`: `.wsgi_api` (WSGI app for /v1/*), `.http_client()` (a stripe.HTTPClient
+for `stripe.StripeClient(..., http_client=...)`), `.install_pay_page(app)`, `.pay(...)`, `.calls`.
+
+Test cards (any future expiry such as 12/34, any 3-digit CVC):
+- 4242 4242 4242 4242 (visa) and 5555 5555 5555 4444 (mastercard): succeed.
+- 4000 0000 0000 0002: declined, generic_decline.  4000 0000 0000 9995: declined, insufficient_funds.
+- 4000 0000 0000 0069: declined, expired_card.  4000 0000 0000 0127: declined, incorrect_cvc.
+- 4000 0000 0000 0259: succeeds, then a dispute opens (charge.dispute.created, status needs_response).
+- 4000 0099 0000 0004 (stand-in only): completes the session unpaid (PaymentIntent processing), then settles as
+  paid after `async_delay` seconds or `settle_async()` (checkout.session.async_payment_succeeded).
+- 4000 0099 0000 0012 (stand-in only): as above but the delayed payment fails (..._async_payment_failed).
+- Any other Luhn-valid number is declined as a live card used in test mode (test_mode_live_card).
+
+Environment: STANDIN_FAULTS injects faults (see standin.faults).
+"""
+from .core import StandIn
+from .errors import StripeError
+from .payments import ASYNC_FAIL, ASYNC_OK, CARDS, PayError
+
+__all__ = ["StandIn", "StripeError", "PayError", "CARDS", "ASYNC_OK", "ASYNC_FAIL"]

@@ -1,0 +1,205 @@
+"""The stand-in's Stripe HTTP API as a plain WSGI app: routing, auth, idempotency, faults, JSON and errors."""
+import base64
+import hashlib
+import json
+import logging
+import re
+import time
+
+from . import checkout, payments, schemas
+from . import objects as o
+from .errors import StripeError, api_error, invalid, no_such
+from .forms import clean, decode_body, parse_form
+
+log = logging.getLogger("standin.api")
+_STATUS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 402: "402 Payment Required",
+           404: "404 Not Found", 409: "409 Conflict", 429: "429 Too Many Requests", 500: "500 Internal Server Error"}
+_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
+
+
+class ApiApp:
+    """WSGI callable for /v1/*; `standin` supplies the store, context, counters and faults."""
+
+    def __init__(self, standin):
+        self.s = standin
+        self.routes = []
+        for method, template, handler, schema in (
+            ("POST", "/v1/checkout/sessions", self.create_session, schemas.SESSION_CREATE),
+            ("GET", "/v1/checkout/sessions", self.list_sessions, schemas.SESSION_LIST),
+            ("GET", "/v1/checkout/sessions/{id}", self.get_session, schemas.RETRIEVE),
+            ("GET", "/v1/checkout/sessions/{id}/line_items", self.session_line_items, schemas.LINE_ITEMS_LIST),
+            ("POST", "/v1/checkout/sessions/{id}/expire", self.expire_session, schemas.EXPIRE),
+            ("GET", "/v1/payment_intents/{id}", self.retriever("payment_intent"), schemas.RETRIEVE),
+            ("GET", "/v1/charges/{id}", self.retriever("charge"), schemas.RETRIEVE),
+            ("POST", "/v1/refunds", self.create_refund, schemas.REFUND_CREATE),
+            ("GET", "/v1/refunds", self.list_refunds, schemas.REFUND_LIST),
+            ("GET", "/v1/refunds/{id}", self.retriever("refund"), schemas.RETRIEVE),
+            ("GET", "/v1/events", self.list_events, schemas.EVENT_LIST),
+            ("GET", "/v1/events/{id}", self.retriever("event"), schemas.RETRIEVE),
+            ("GET", "/v1/shipping_rates/{id}", self.retriever("shipping_rate"), schemas.RETRIEVE),
+            ("GET", "/v1/disputes/{id}", self.retriever("dispute"), schemas.RETRIEVE),
+        ):
+            pattern = re.compile("^" + re.escape(template).replace(r"\{id\}", "([^/]+)") + "$")
+            self.routes.append((method, template, pattern, handler, schema))
+
+    def __call__(self, environ, start_response):
+        status, body, headers = self.handle(environ)
+        data = json.dumps(body, indent=2).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+                   ("Cache-Control", "no-cache, no-store")] + list(headers.items())
+        start_response(_STATUS.get(status, f"{status} Error"), headers)
+        return [data]
+
+    def handle(self, environ):
+        """(status, body, headers) for one request; never raises."""
+        request_id = o.new_id("req_", 14)
+        headers = {"Request-Id": request_id}
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        path = environ.get("PATH_INFO", "") or "/"
+        try:
+            route, ids = self.match(method, path)
+            template = f"{method} {route[1]}"
+            self.s.count(template)
+            self.s.faults.apply(template, environ)
+            self.authenticate(environ)
+            version = environ.get("HTTP_STRIPE_VERSION")
+            if version is not None and not _VERSION.match(version):
+                raise invalid(f"Invalid Stripe API version: {version}", "stripe_version")
+            headers["Stripe-Version"] = version or self.s.api_version
+            if method == "POST":
+                raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+                params = parse_form(decode_body(raw))
+            else:
+                params = parse_form(environ.get("QUERY_STRING", ""))
+            params = clean(route[4], params)
+            key = environ.get("HTTP_IDEMPOTENCY_KEY") if method == "POST" else None
+            if key is not None:
+                headers["Idempotency-Key"] = key
+            status, body, replayed = self.execute(route, template, ids, params, key, request_id)
+            if replayed:
+                headers["Idempotent-Replayed"] = "true"
+            return status, body, headers
+        except StripeError as e:
+            headers.update(e.headers)
+            return e.status, e.body(), headers
+        except Exception:
+            log.exception("stand-in API error on %s %s (%s)", method, path, request_id)
+            return 500, api_error().body(), headers
+
+    def match(self, method, path):
+        for route in self.routes:
+            m = route[2].match(path)
+            if m and route[0] == method:
+                return route, m.groups()
+        raise StripeError(404, "invalid_request_error", f"Unrecognized request URL ({method}: {path}). Please see "
+                          "https://stripe.com/docs or we can help at https://support.stripe.com/.")
+
+    def authenticate(self, environ):
+        """Bearer (or Basic) auth with any test-mode secret or restricted key: https://docs.stripe.com/keys."""
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        key = ""
+        if auth.startswith("Bearer "):
+            key = auth[7:].strip()
+        elif auth.startswith("Basic "):
+            try:
+                key = base64.b64decode(auth[6:]).decode().split(":", 1)[0]
+            except (ValueError, UnicodeDecodeError):
+                key = ""
+        if not key:
+            raise StripeError(401, "invalid_request_error", "You did not provide an API key. You need to provide "
+                              "your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: "
+                              "Bearer YOUR_SECRET_KEY'). See https://stripe.com/docs/api#authentication for details.")
+        if not re.match(r"^(sk|rk)_test_[A-Za-z0-9_]+$", key):
+            masked = key[:8] + "*" * max(0, len(key) - 12) + key[-4:] if len(key) > 12 else "****"
+            raise StripeError(401, "invalid_request_error", f"Invalid API Key provided: {masked}. The offline "
+                              "stand-in accepts only test-mode keys (sk_test_... or rk_test_...).")
+
+    def execute(self, route, template, ids, params, key, request_id):
+        """Run the handler in one transaction, honouring Idempotency-Key: https://docs.stripe.com/api/idempotent_requests."""
+        self.s.sweep()
+        write = route[0] == "POST"
+        fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+        with self.s.store.tx(write=write) as tx:
+            if key is not None:
+                if len(key) > 255:
+                    raise invalid("Idempotency key must be at most 255 characters long.", None)
+                row = tx.idem_get(key)
+                if row is not None:
+                    endpoint, fp, status, body = row
+                    if endpoint != template:
+                        raise StripeError(400, "idempotency_error", "Keys for idempotent requests can only be used "
+                                          f"for the same endpoint they were first used for ('{endpoint}' vs "
+                                          f"'{template}'). Try using a key other than '{key}' if you meant to "
+                                          "execute a different request.")
+                    if fp != fingerprint:
+                        raise StripeError(400, "idempotency_error", "Keys for idempotent requests can only be used "
+                                          "with the same parameters they were first used with. Try using a key "
+                                          f"other than '{key}' if you meant to execute a different request.")
+                    return status, json.loads(body), True
+            ctx = self.s.context(tx, {"id": request_id, "idempotency_key": key})
+            body = route[3](ctx, params, *ids)
+            if key is not None:  # only completed requests are saved; validation errors roll back unsaved
+                tx.idem_put(key, template, fingerprint, 200, json.dumps(body))
+        return 200, body, False
+
+    @staticmethod
+    def render(ctx, obj, expand):
+        """Public JSON of a stored object with `expand[]` applied."""
+        def load(id_):
+            return ctx.tx.get(id_)
+
+        def virtual(session, field):
+            return checkout.line_items_page(session, {})
+        return o.public(o.expand(obj, expand or [], load, virtual))
+
+    def retriever(self, type_):
+        def retrieve(ctx, p, id_):
+            obj = ctx.tx.get(id_, type_)
+            if obj is None:
+                raise no_such(type_, id_)
+            return self.render(ctx, obj, p.get("expand"))
+        return retrieve
+
+    def create_session(self, ctx, p):
+        return self.render(ctx, checkout.create(ctx, p), p.get("expand"))
+
+    def get_session(self, ctx, p, sid):
+        return self.render(ctx, checkout.get(ctx, sid), p.get("expand"))
+
+    def session_line_items(self, ctx, p, sid):
+        page = checkout.line_items_page(checkout.get(ctx, sid), p)
+        return o.public(o.expand(page, p.get("expand") or [], ctx.tx.get))
+
+    def expire_session(self, ctx, p, sid):
+        return self.render(ctx, checkout.expire(ctx, checkout.get(ctx, sid)), p.get("expand"))
+
+    def create_refund(self, ctx, p):
+        return self.render(ctx, payments.create_refund(ctx, p), p.get("expand"))
+
+    def _list(self, ctx, p, type_, url, where):
+        rows, more = ctx.tx.list(type_, p.get("limit") or 10, p.get("starting_after"), p.get("ending_before"),
+                                 where, p.get("created"))
+        if rows is None:
+            cursor = p.get("starting_after") or p.get("ending_before")
+            raise no_such(type_, cursor, "starting_after" if p.get("starting_after") else "ending_before")
+        page = o.list_object(rows, url, more)
+        return o.public(o.expand(page, p.get("expand") or [], ctx.tx.get,
+                                 lambda s, f: checkout.line_items_page(s, {})))
+
+    def list_sessions(self, ctx, p):
+        where = [(k, p[k]) for k in ("status", "payment_intent", "customer", "payment_link") if p.get(k)]
+        return self._list(ctx, p, "checkout.session", "/v1/checkout/sessions", where)
+
+    def list_refunds(self, ctx, p):
+        where = [(k, p[k]) for k in ("charge", "payment_intent") if p.get(k)]
+        return self._list(ctx, p, "refund", "/v1/refunds", where)
+
+    def list_events(self, ctx, p):
+        where = [("type", p["type"])] if p.get("type") else []
+        if "delivery_success" in p:
+            where.append(("pending_webhooks", 0 if p["delivery_success"] else 1))
+        return self._list(ctx, p, "event", "/v1/events", where)
+
+
+def now():
+    return time.time()

@@ -1,0 +1,213 @@
+"""Checkout Sessions: create (validated like Stripe), totals as Checkout computes them, retrieve, list, expire."""
+from . import objects as o
+from .errors import invalid, missing_param, no_such
+from .schemas import COUNTRIES, CURRENCIES
+from .tax import rate, tax_for
+
+# Minimum charge amounts in minor units: https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts
+MIN_AMOUNT = {"gbp": 30, "sek": 300, "nok": 300, "dkk": 250, "pln": 200, "czk": 1500, "huf": 17500, "jpy": 50,
+              "mxn": 1000, "hkd": 400, "ron": 200, "bgn": 100, "aed": 200, "thb": 1000, "inr": 50}
+DAY = 24 * 3600
+
+
+def create(ctx, p):
+    """POST /v1/checkout/sessions: https://docs.stripe.com/api/checkout/sessions/create."""
+    if p["mode"] != "payment":
+        raise invalid("The offline stand-in only supports `mode=payment`.", "mode")
+    if not p.get("line_items"):
+        raise missing_param("line_items")
+    if not p.get("success_url"):
+        raise missing_param("success_url")
+    created = ctx.now
+    items, currency = [], None
+    for i, li in enumerate(p["line_items"]):
+        base = f"line_items[{i}]"
+        if li.get("quantity") is None:
+            raise missing_param(f"{base}[quantity]")
+        if li.get("price"):
+            raise no_such("price", li["price"], param=f"{base}[price]")
+        pd = li.get("price_data")
+        if not pd:
+            raise invalid(f"You must specify either `price` or `price_data` in {base}.", base, "parameter_missing")
+        if pd.get("unit_amount") is None:
+            raise missing_param(f"{base}[price_data][unit_amount]")
+        cur = check_currency(pd["currency"], f"{base}[price_data][currency]")
+        if currency is None:
+            currency = cur
+        elif cur != currency:
+            raise invalid("All line items must use the same currency; found both "
+                          f"{currency} and {cur}.", f"{base}[price_data][currency]")
+        prod = pd["product_data"]
+        price = o.price(cur, pd["unit_amount"], pd.get("tax_behavior") or "unspecified", o.new_id("prod_", 14), created)
+        entry = o.item(price, li["quantity"], prod["name"])
+        entry["_product"] = {k: prod.get(k) for k in ("name", "description", "images", "tax_code", "metadata")}
+        items.append(entry)
+    countries = None
+    if p.get("shipping_address_collection"):
+        countries = p["shipping_address_collection"]["allowed_countries"]
+        for i, c in enumerate(countries):
+            if c not in COUNTRIES:
+                raise invalid(f"Invalid country code: {c}. It must be an ISO 3166-1 alpha-2 code that Checkout "
+                              "supports.", f"shipping_address_collection[allowed_countries][{i}]")
+        if not countries:
+            raise missing_param("shipping_address_collection[allowed_countries]")
+    rates = [_shipping_rate(ctx, opt, i, currency) for i, opt in enumerate(p.get("shipping_options") or [])]
+    expires_at = p.get("expires_at")
+    if expires_at is None:
+        expires_at = created + DAY
+    elif expires_at > created + DAY:
+        raise invalid("The `expires_at` timestamp must be less than 24 hours from Checkout Session creation.",
+                      "expires_at")
+    elif expires_at < created + 1800 - 60:  # a little slack for clock skew between shop and API
+        raise invalid("The `expires_at` timestamp must be at least 30 minutes from Checkout Session creation.",
+                      "expires_at")
+    if p.get("customer_email") and "@" not in p["customer_email"]:
+        raise invalid(f"Invalid email address: {p['customer_email']}", "customer_email", "email_invalid")
+    sid = o.new_id("cs_test_a1", 56)
+    auto = bool((p.get("automatic_tax") or {}).get("enabled"))
+    session = {
+        "id": sid, "object": "checkout.session", "adaptive_pricing": {"enabled": False}, "after_expiration": None,
+        "allow_promotion_codes": p.get("allow_promotion_codes"), "amount_subtotal": 0, "amount_total": 0,
+        "automatic_tax": {"enabled": auto, "liability": {"type": "self"} if auto else None,
+                          "provider": "stripe" if auto else None, "status": None},
+        "billing_address_collection": p.get("billing_address_collection"), "cancel_url": p.get("cancel_url"),
+        "client_reference_id": p.get("client_reference_id"), "client_secret": None,
+        "collected_information": None, "consent": None, "consent_collection": None, "created": created,
+        "currency": currency, "currency_conversion": None, "custom_fields": [],
+        "custom_text": dict.fromkeys(("after_submit", "shipping_address", "submit", "terms_of_service_acceptance")),
+        "customer": None, "customer_account": None, "customer_creation": p.get("customer_creation") or "if_required",
+        "customer_details": None, "customer_email": p.get("customer_email"), "discounts": [],
+        "expires_at": expires_at, "integration_identifier": None, "invoice": None,
+        "invoice_creation": {"enabled": False, "invoice_data": {
+            "account_tax_ids": None, "custom_fields": None, "description": None, "footer": None, "issuer": None,
+            "metadata": {}, "rendering_options": None}},
+        "livemode": False, "locale": p.get("locale"), "managed_payments": {"enabled": False},
+        "metadata": p.get("metadata") or {}, "mode": "payment", "origin_context": None, "payment_intent": None,
+        "payment_link": None, "payment_method_collection": "if_required",
+        "payment_method_configuration_details": {"id": "pmc_offline_standin", "parent": None},
+        "payment_method_options": {"card": {"request_three_d_secure": "automatic"}},
+        "payment_method_types": ["card"], "payment_status": "unpaid",
+        "permissions": {"update_shipping_details": None},
+        "phone_number_collection": {"enabled": bool((p.get("phone_number_collection") or {}).get("enabled"))},
+        "recovered_from": None,
+        "saved_payment_method_options": {"allow_redisplay_filters": ["always"], "payment_method_remove": None,
+                                         "payment_method_save": None},
+        "setup_intent": None, "shipping_address_collection": {"allowed_countries": countries} if countries else None,
+        "shipping_cost": None, "shipping_options": [], "status": "open", "submit_type": p.get("submit_type"),
+        "subscription": None, "success_url": p["success_url"], "total_details": None, "ui_mode": "hosted_page",
+        "url": f"{ctx.public_url}/offline-checkout/{sid}", "wallet_options": None,
+        "_line_items": items, "_rates": rates, "_payment_intent_data": p.get("payment_intent_data") or {},
+    }
+    compute(session)
+    minimum = MIN_AMOUNT.get(currency, 50)
+    if session["amount_total"] < minimum:
+        raise invalid(f"The Checkout Session's total amount due must add up to at least {minimum} "
+                      f"(minor units) {currency}.", "line_items", "amount_too_small")
+    return ctx.tx.put(session)
+
+
+def check_currency(value, param):
+    """A lowercase currency code Stripe supports, or Stripe's 400."""
+    cur = value.lower()
+    if cur not in CURRENCIES:
+        raise invalid(f"Invalid currency: {value}. Stripe currently supports these currencies: "
+                      f"{', '.join(sorted(CURRENCIES))}", param)
+    return cur
+
+
+def _shipping_rate(ctx, opt, i, currency):
+    base = f"shipping_options[{i}]"
+    if opt.get("shipping_rate"):
+        rate_obj = ctx.tx.get(opt["shipping_rate"], "shipping_rate")
+        if rate_obj is None:
+            raise no_such("shipping_rate", opt["shipping_rate"], param=f"{base}[shipping_rate]")
+    elif opt.get("shipping_rate_data"):
+        data = opt["shipping_rate_data"]
+        if not data.get("fixed_amount"):
+            raise missing_param(f"{base}[shipping_rate_data][fixed_amount]")
+        data["fixed_amount"]["currency"] = check_currency(data["fixed_amount"]["currency"],
+                                                          f"{base}[shipping_rate_data][fixed_amount][currency]")
+        rate_obj = ctx.tx.put(o.shipping_rate(data, ctx.now))
+    else:
+        raise invalid(f"You must specify either `shipping_rate` or `shipping_rate_data` in {base}.", base,
+                      "parameter_missing")
+    if rate_obj["fixed_amount"]["currency"] != currency:
+        raise invalid(f"The shipping rate currency ({rate_obj['fixed_amount']['currency']}) must match the "
+                      f"currency of the line items ({currency}).", base)
+    return rate_obj
+
+
+def compute(session, country=None, option_index=0):
+    """Recompute item, shipping and session totals; tax only when automatic tax is on and a country is known."""
+    auto = session["automatic_tax"]["enabled"]
+    taxed = auto and bool(country)
+    sub = tax = total = 0
+    for it in session["_line_items"]:
+        price = it["price"]
+        amount = price["unit_amount"] * it["quantity"]
+        t = tax_for(amount, rate(country, it["_product"].get("tax_code")), price["tax_behavior"]) if taxed else 0
+        it.update(amount_subtotal=amount, amount_tax=t,
+                  amount_total=amount + (t if price["tax_behavior"] != "inclusive" else 0))
+        sub, tax, total = sub + amount, tax + t, total + it["amount_total"]
+    rates = session["_rates"]
+    ship = 0
+    if rates:
+        chosen = rates[option_index]
+        ship = chosen["fixed_amount"]["amount"]
+        behavior = chosen["tax_behavior"]
+        st = tax_for(ship, rate(country, chosen["tax_code"]), behavior) if taxed else 0
+        session["shipping_cost"] = {"amount_subtotal": ship, "amount_tax": st,
+                                    "amount_total": ship + (st if behavior != "inclusive" else 0),
+                                    "shipping_rate": chosen["id"]}
+        session["shipping_options"] = [{"shipping_amount": r["fixed_amount"]["amount"], "shipping_rate": r["id"]}
+                                       for r in rates]
+        tax, total = tax + st, total + session["shipping_cost"]["amount_total"]
+    session.update(amount_subtotal=sub, amount_total=total,
+                   total_details={"amount_discount": 0, "amount_shipping": ship, "amount_tax": tax})
+    if auto:
+        session["automatic_tax"]["status"] = "complete" if country else "requires_location_inputs"
+    return session
+
+
+def get(ctx, sid):
+    """The stored session or Stripe's 404."""
+    session = ctx.tx.get(sid, "checkout.session")
+    if session is None:
+        raise no_such("checkout.session", sid)
+    return session
+
+
+def line_items_page(session, p):
+    """GET /v1/checkout/sessions/{id}/line_items as a list object, paginated by item id."""
+    items = [o.public(i) for i in session["_line_items"]]
+    ids = [i["id"] for i in items]
+    limit = p.get("limit") or 10
+    start = 0
+    if p.get("starting_after"):
+        if p["starting_after"] not in ids:
+            raise no_such("item", p["starting_after"], param="starting_after")
+        start = ids.index(p["starting_after"]) + 1
+    elif p.get("ending_before"):
+        if p["ending_before"] not in ids:
+            raise no_such("item", p["ending_before"], param="ending_before")
+        start = max(0, ids.index(p["ending_before"]) - limit)
+        items = items[:ids.index(p["ending_before"])]
+    page = items[start:start + limit]
+    return o.list_object(page, f"/v1/checkout/sessions/{session['id']}/line_items",
+                         has_more=start + limit < len(items))
+
+
+def expire(ctx, session):
+    """Expire an open session (API call or lapsed expires_at): https://docs.stripe.com/api/checkout/sessions/expire."""
+    if session["status"] != "open":
+        raise invalid(f"This Checkout Session is not in an expirable state (status: {session['status']}). Only "
+                      "Checkout Sessions with a status of `open` can be expired.")
+    session["status"] = "expired"
+    if session["payment_intent"]:
+        pi = ctx.tx.get(session["payment_intent"], "payment_intent")
+        if pi and pi["status"] not in ("succeeded", "canceled"):
+            pi.update(status="canceled", canceled_at=ctx.now, cancellation_reason="abandoned")
+            ctx.tx.put(pi)
+    ctx.tx.put(session)
+    ctx.emit("checkout.session.expired", session)
+    return session

@@ -1,0 +1,257 @@
+"""Card payments on a Checkout Session (test cards), delayed settlement, refunds and disputes."""
+import hashlib
+import re
+import time
+
+from . import checkout
+from . import objects as o
+from .errors import invalid, missing_param, no_such
+
+ASYNC_OK = "4000009900000004"
+ASYNC_FAIL = "4000009900000012"
+DISPUTED = "4000000000000259"
+# number -> (brand, behaviour, decline_code); https://docs.stripe.com/testing#cards and #declined-payments.
+# The two 40000099... numbers are the stand-in's own: Luhn-valid cards that settle later, like a delayed method.
+CARDS = {
+    "4242424242424242": ("visa", "succeed", None),
+    "5555555555554444": ("mastercard", "succeed", None),
+    "4000000000000002": ("visa", "decline", "generic_decline"),
+    "4000000000009995": ("visa", "decline", "insufficient_funds"),
+    "4000000000000069": ("visa", "decline", "expired_card"),
+    "4000000000000127": ("visa", "decline", "incorrect_cvc"),
+    DISPUTED: ("visa", "dispute", None),
+    ASYNC_OK: ("visa", "async_succeed", None),
+    ASYNC_FAIL: ("visa", "async_fail", None),
+}
+# Customer-facing decline messages: https://docs.stripe.com/declines/codes
+DECLINE_MESSAGES = {
+    "generic_decline": "Your card was declined.",
+    "insufficient_funds": "Your card has insufficient funds.",
+    "expired_card": "Your card has expired.",
+    "incorrect_cvc": "Your card's security code is incorrect.",
+    "test_mode_live_card": "Your card was declined. Your request was in test mode, but used a non test card.",
+}
+ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf",
+                "xof", "xpf"}
+
+
+class PayError(Exception):
+    """A payment attempt the shopper must fix: 400 bad input, 402 declined, 404/410 session not payable."""
+
+    def __init__(self, status, message, field=None, decline_code=None):
+        super().__init__(message)
+        self.status, self.message, self.field, self.decline_code = status, message, field, decline_code
+
+
+def luhn_ok(number):
+    """True when the digits pass the Luhn check."""
+    total = 0
+    for i, ch in enumerate(reversed(number)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def validate(session, form, now=None):
+    """Clean a payment form (dict of strings) for this session, or raise PayError(400) naming the field."""
+    f = {k: (v.strip() if isinstance(v, str) else v) for k, v in form.items()}
+    email = f.get("email") or ""
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        raise PayError(400, "Enter a valid email address.", "email")
+    if not f.get("name"):
+        raise PayError(400, "Enter your full name.", "name")
+    addr = {k: (f.get("address") or {}).get(k) or None for k in ("line1", "line2", "city", "postal_code", "state",
+                                                                   "country")}
+    allowed = (session["shipping_address_collection"] or {}).get("allowed_countries")
+    if not addr["country"] or (allowed and addr["country"] not in allowed):
+        raise PayError(400, "Choose a country we can ship to." if allowed else "Choose your country.", "country")
+    if allowed:
+        for key, label in (("line1", "street address"), ("city", "city"), ("postal_code", "postal code")):
+            if not addr[key]:
+                raise PayError(400, f"Enter your {label}.", key)
+    phone = f.get("phone") or None
+    if session["phone_number_collection"]["enabled"] and not (phone and re.fullmatch(r"\+?[0-9 ()\-]{6,20}", phone)):
+        raise PayError(400, "Enter a valid phone number.", "phone")
+    try:
+        option = int(f.get("shipping_option_index") or 0)
+    except ValueError:
+        option = -1
+    if not 0 <= option < max(1, len(session["_rates"])):
+        raise PayError(400, "Choose a shipping option.", "shipping_option")
+    number = re.sub(r"[\s-]", "", f.get("card") or "")
+    if not re.fullmatch(r"\d{12,19}", number) or not luhn_ok(number):
+        raise PayError(400, "Your card number is invalid.", "card")
+    m = re.fullmatch(r"(\d{1,2})\s*/\s*(\d{2}|\d{4})", f.get("expiry") or "")
+    month, year = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    year += 2000 if year < 100 else 0
+    today = time.gmtime(now or time.time())
+    if not 1 <= month <= 12 or (year, month) < (today.tm_year, today.tm_mon) or year > today.tm_year + 50:
+        raise PayError(400, "Your card's expiration date is invalid or in the past.", "expiry")
+    if not re.fullmatch(r"\d{3,4}", f.get("cvc") or ""):
+        raise PayError(400, "Your card's security code is incomplete.", "cvc")
+    return {"email": email, "name": f["name"], "phone": phone, "address": addr, "option": option,
+            "number": number, "exp_month": month, "exp_year": year, "cardholder": f.get("cardholder") or f["name"]}
+
+
+def attempt(ctx, session, c):
+    """Confirm the session's payment with a cleaned form: ("paid"|"processing", None) or ("declined", PayError)."""
+    if session["status"] != "open":
+        raise PayError(410 if session["status"] == "expired" else 409, f"This checkout session is {session['status']}.")
+    allowed = session["shipping_address_collection"]
+    checkout.compute(session, c["address"]["country"], c["option"])
+    brand, behaviour, decline = CARDS.get(c["number"], (_brand(c["number"]), "decline", "test_mode_live_card"))
+    pi = ctx.tx.get(session["payment_intent"]) if session["payment_intent"] else None
+    if pi is None:
+        pi = o.payment_intent(session, ctx.now)
+        session["payment_intent"] = pi["id"]
+    shipping = ({"address": c["address"], "name": c["name"], "carrier": None, "phone": c["phone"],
+                 "tracking_number": None} if allowed else None)
+    pi.update(amount=session["amount_total"], payment_method=o.new_id("pm_"), shipping=shipping)
+    card = {"brand": brand, "last4": c["number"][-4:],
+            "fingerprint": hashlib.sha256(c["number"].encode()).hexdigest()[:16]}
+    billing = {"address": {**o.empty_address(), "country": c["address"]["country"],
+                           "postal_code": c["address"]["postal_code"]},
+               "email": c["email"], "name": c["cardholder"], "phone": c["phone"], "tax_id": None}
+    details = o.card_details(card, c["exp_month"], c["exp_year"], checks_pass=behaviour != "decline")
+    if behaviour == "decline":
+        return _decline(ctx, session, pi, billing, details, decline)
+    pending = behaviour.startswith("async")
+    outcome = o.outcome("approved_by_network", "authorized", "Payment complete.")
+    ch = o.charge(pi, ctx.now, billing, details, outcome, "pending" if pending else "succeeded")
+    ch["_behaviour"] = behaviour
+    pi.update(latest_charge=ch["id"], last_payment_error=None, status="processing" if pending else "succeeded",
+              amount_received=0 if pending else pi["amount"])
+    session.update(status="complete", payment_status="unpaid" if pending else "paid",
+                   customer_details={"address": c["address"], "business_name": None, "email": c["email"],
+                                     "individual_name": None, "name": c["name"], "phone": c["phone"],
+                                     "tax_exempt": "none", "tax_ids": []},
+                   collected_information={"business_name": None, "individual_name": None,
+                                          "shipping_details": {"address": c["address"], "name": c["name"]}
+                                          if allowed else None})
+    if pending:
+        session["_settle_at"] = time.time() + ctx.async_delay
+    for obj in (ch, pi, session):
+        ctx.tx.put(obj)
+    ctx.emit("checkout.session.completed", session)
+    if behaviour == "dispute":
+        open_dispute(ctx, ch)
+    return ("processing" if pending else "paid"), None
+
+
+def _brand(number):
+    return {"4": "visa", "5": "mastercard", "3": "amex"}.get(number[0], "unknown")
+
+
+def _decline(ctx, session, pi, billing, details, code):
+    message = DECLINE_MESSAGES.get(code, DECLINE_MESSAGES["generic_decline"])
+    failure = ("card_declined", message) if code not in ("expired_card", "incorrect_cvc") else (code, message)
+    seller = ("The bank did not return any further details with this decline." if code == "generic_decline"
+              else f"The bank returned the decline code `{code}`.")
+    outcome = o.outcome("declined_by_network", "issuer_declined", seller, reason=code)
+    ch = o.charge(pi, ctx.now, billing, details, outcome, "failed", failure)
+    pi.update(latest_charge=ch["id"], status="requires_payment_method",
+              last_payment_error={"type": "card_error", "code": failure[0], "decline_code": code,
+                                  "message": message, "charge": ch["id"],
+                                  "doc_url": "https://stripe.com/docs/error-codes/" + failure[0].replace("_", "-"),
+                                  "payment_method": {"id": pi["payment_method"], "object": "payment_method",
+                                                     "type": "card"}})
+    for obj in (ch, pi, session):
+        ctx.tx.put(obj)
+    return "declined", PayError(402, message, "card", code)
+
+
+def settle(ctx, session):
+    """Finish a delayed payment: success marks the session paid, failure leaves it unpaid (events either way)."""
+    session.pop("_settle_at", None)
+    pi = ctx.tx.get(session["payment_intent"])
+    ch = ctx.tx.get(pi["latest_charge"])
+    if ch["_behaviour"] == "async_succeed":
+        ch.update(status="succeeded", paid=True, captured=True, amount_captured=ch["amount"],
+                  balance_transaction=o.new_id("txn_"))
+        ch["payment_method_details"]["card"]["overcapture"]["maximum_amount_capturable"] = ch["amount"]
+        pi.update(status="succeeded", amount_received=pi["amount"])
+        session["payment_status"] = "paid"
+        kind = "checkout.session.async_payment_succeeded"
+    else:
+        ch.update(status="failed", failure_code="card_declined", failure_message="Your card was declined.",
+                  outcome=o.outcome("declined_by_network", "issuer_declined",
+                                    "The bank did not return any further details with this decline.",
+                                    reason="generic_decline"))
+        pi.update(status="requires_payment_method",
+                  last_payment_error={"type": "card_error", "code": "card_declined", "message": ch["failure_message"],
+                                      "decline_code": "generic_decline", "charge": ch["id"]})
+        kind = "checkout.session.async_payment_failed"
+    for obj in (ch, pi, session):
+        ctx.tx.put(obj)
+    ctx.emit(kind, session)
+
+
+def open_dispute(ctx, ch):
+    """Open a dispute on a charge (charge.dispute.created): https://docs.stripe.com/disputes."""
+    dp = ctx.tx.put(o.dispute(ch, ctx.now))
+    ch["disputed"] = True
+    ctx.tx.put(ch)
+    ctx.emit("charge.dispute.created", dp)
+    return dp
+
+
+def close_dispute(ctx, dispute_id, won):
+    """Close a dispute as won or lost (charge.dispute.closed)."""
+    dp = ctx.tx.get(dispute_id, "dispute")
+    if dp is None:
+        raise no_such("dispute", dispute_id)
+    if dp["status"] in ("won", "lost"):
+        raise invalid(f"Dispute {dispute_id} is already closed ({dp['status']}).")
+    prev = {"status": dp["status"]}
+    dp["status"] = "won" if won else "lost"
+    ctx.tx.put(dp)
+    ctx.emit("charge.dispute.closed", dp, prev)
+    return dp
+
+
+def money(amount, currency):
+    """Human amount for error messages, e.g. "$21.45"."""
+    symbol = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥"}.get(currency)
+    value = str(amount) if currency in ZERO_DECIMAL else f"{amount / 100:.2f}"
+    return f"{symbol}{value}" if symbol else f"{value} {currency.upper()}"
+
+
+def create_refund(ctx, p):
+    """POST /v1/refunds: https://docs.stripe.com/api/refunds/create."""
+    if not p.get("payment_intent") and not p.get("charge"):
+        raise invalid("One of the following params should be provided for this request: payment_intent or charge.",
+                      None, "parameter_missing")
+    if p.get("charge"):
+        ch = ctx.tx.get(p["charge"], "charge")
+        if ch is None:
+            raise no_such("charge", p["charge"], "charge")
+        if p.get("payment_intent") and ch["payment_intent"] != p["payment_intent"]:
+            raise invalid("The charge does not belong to the given payment_intent.", "charge")
+    else:
+        pi = ctx.tx.get(p["payment_intent"], "payment_intent")
+        if pi is None:
+            raise no_such("payment_intent", p["payment_intent"], "payment_intent")
+        ch = ctx.tx.get(pi["latest_charge"]) if pi["latest_charge"] else None
+        if ch is None or pi["status"] != "succeeded":
+            raise invalid(f"This PaymentIntent ({pi['id']}) does not have a successful charge to refund.",
+                          "payment_intent")
+    if ch["status"] != "succeeded":
+        raise invalid(f"Charge {ch['id']} has not succeeded and cannot be refunded.", "charge")
+    if ch["disputed"]:
+        raise invalid(f"Charge {ch['id']} has been charged back; cannot issue a refund.", None, "charge_disputed")
+    remaining = ch["amount"] - ch["amount_refunded"]
+    if remaining <= 0:
+        raise invalid(f"Charge {ch['id']} has already been refunded.", None, "charge_already_refunded")
+    amount = p.get("amount", remaining)
+    if amount > remaining:
+        raise invalid(f"Refund amount ({money(amount, ch['currency'])}) is greater than unrefunded amount on charge "
+                      f"({money(remaining, ch['currency'])})", "amount", "amount_too_large")
+    re_ = ctx.tx.put(o.refund(ch, amount, p.get("reason"), p.get("metadata"), ctx.now))
+    prev = {"amount_refunded": ch["amount_refunded"], "refunded": ch["refunded"]}
+    ch["amount_refunded"] += amount
+    ch["refunded"] = ch["amount_refunded"] >= ch["amount"]
+    ch["refunds"]["data"].insert(0, o.public(re_))
+    ctx.tx.put(ch)
+    ctx.emit("charge.refunded", ch, prev)
+    ctx.emit("refund.created", re_)
+    return re_

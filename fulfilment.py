@@ -13,6 +13,9 @@ PAID = ("paid", "no_payment_required")
 # A paid session may arrive after we saw it expire or fail (events come in any order), so those
 # states can still move to paid. https://docs.stripe.com/webhooks#event-ordering
 PAYABLE_FROM = ("open", "checkout_failed", "awaiting_payment", "payment_failed", "expired")
+# A delayed payment that failed leaves its PaymentIntent wanting a new payment method (or canceled):
+# https://docs.stripe.com/payments/paymentintents/lifecycle
+FAILED_INTENT = ("requires_payment_method", "canceled")
 
 
 def append_jsonl(path, record):
@@ -27,15 +30,23 @@ def append_jsonl(path, record):
         os.close(fd)
 
 
-def record(order, summary, session):
-    """The hand-off record for one fulfilled order."""
-    shipping = ((session.get("collected_information") or {}).get("shipping_details")) or {}
+def record(order, summary, session, fulfilled_at):
+    """The hand-off record for one fulfilled order: what to ship, where, and what was charged."""
+    collected = session.get("collected_information") or {}
+    # Newer API versions put the shipping address under collected_information, older ones on the session.
+    shipping = collected.get("shipping_details") or session.get("shipping_details") or {}
     address = shipping.get("address") or {}
+    product_ids = {(i["name"], i["unit_amount"]): i["product_id"] for i in order["items"]}
+    items = [{"product_id": product_ids.get((i["name"], i["unit_amount"])), "name": i["name"],
+              "quantity": i["quantity"], "unit_amount": i["unit_amount"], "amount_total": i["amount_total"]}
+             for i in summary["items"]]
+    if not items:  # the session came without line items: hand off what the order asked Stripe to charge
+        items = [{"product_id": i["product_id"], "name": i["name"], "quantity": i["quantity"],
+                  "unit_amount": i["unit_amount"], "amount_total": None} for i in order["items"]]
     return {
         "order_id": order["id"],
         "session_id": summary["id"],
-        "items": [{"name": i["name"], "quantity": i["quantity"], "unit_amount": i["unit_amount"],
-                   "amount_total": i["amount_total"]} for i in summary["items"]],
+        "items": items,
         "currency": summary["currency"],
         "amount_subtotal": summary["amount_subtotal"],
         "amount_shipping": summary["amount_shipping"],
@@ -46,43 +57,89 @@ def record(order, summary, session):
         "shipping_address": {k: address.get(k) for k in
                              ("line1", "line2", "city", "postal_code", "state", "country")},
         "payment_intent": summary["payment_intent"],
-        "fulfilled_at": utcnow(),
+        "fulfilled_at": fulfilled_at,
     }
 
 
 class Fulfilment:
-    """Marks orders paid and hands them to `action` exactly once per order."""
+    """Brings an order in line with its Checkout Session and hands paid orders to `action` exactly once."""
 
     def __init__(self, ledger, client, data_dir, action=None):
         self.ledger = ledger
         self.client = client
         self.path = data_dir / "fulfilments.jsonl"
+        # The one replaceable step: anything that takes the record and raises on failure.
         self.action = action or (lambda rec: append_jsonl(self.path, rec))
 
-    def fulfil(self, session_id, session=None, source="success page"):
+    def fulfil(self, session_id, session=None, source="success page", failed=False):
         """Re-read the session from Stripe and, if it is paid, fulfil its order once; returns the summary."""
-        order = self.ledger.by_session(session_id)
-        if order is None:
-            return None
-        if session is None:
-            session = payments.retrieve_session(self.client, session_id)
-        summary = payments.summary(session)
-        if session.get("status") == "complete" and session.get("payment_status") in PAID:
-            self._fulfil_once(order, summary, session, source)
-        elif session.get("status") == "complete":
-            self.ledger.transition(order["id"], ("open", "checkout_failed", "expired"), "awaiting_payment",
-                                   source, "payment processing", **self._amounts(summary))
+        summary, _ = self.sync(session_id, session, source, failed)
         return summary
+
+    def order_for(self, session_id, session=None, source="stripe"):
+        """This shop's order for a session: by session id, else by the order id we put in its metadata."""
+        order = self.ledger.by_session(session_id)
+        if order is not None or session is None:
+            return order
+        order_id = (session.get("metadata") or {}).get("order_id") or session.get("client_reference_id")
+        order = self.ledger.get(order_id) if order_id else None
+        # Only an order whose create call failed before it learnt its session id may be claimed this way.
+        if order is None or order["session_id"] is not None:
+            return None
+        self.ledger.transition(order["id"], (order["status"],), order["status"], source,
+                               f"session {session_id} found", session_id=session_id,
+                               session_url=session.get("url"), session_expires_at=session.get("expires_at"))
+        return self.ledger.get(order["id"])
+
+    def sync(self, session_id, session=None, source="success page", failed=False):
+        """Apply the session's state to its order; returns (summary, outcome) or (None, None) if not ours."""
+        order = self.order_for(session_id, session, source)
+        if order is None:
+            return None, None
+        if session is None:
+            # One API call; its answer, not the event or the URL, decides: https://docs.stripe.com/checkout/fulfillment
+            session = payments.retrieve_session(self.client, session_id)
+        if session.get("id") != session_id:
+            raise ValueError("session id mismatch")
+        summary = payments.summary(session)
+        if summary["order_id"] not in (None, order["id"]):
+            log.warning("session %s names order %s, ledger has %s: not acting", session_id, summary["order_id"],
+                        order["id"])
+            return summary, "ignored: order mismatch"
+        return summary, self._settle(order, session, summary, source, failed)
+
+    def _settle(self, order, session, summary, source, failed):
+        status, paid = session.get("status"), session.get("payment_status")
+        move = self.ledger.transition
+        if status == "complete" and paid in PAID:
+            return "fulfilled" if self._fulfil_once(order, summary, session, source) else "already fulfilled"
+        if status == "complete":
+            intent = session.get("payment_intent")
+            if failed or (isinstance(intent, dict) and intent.get("status") in FAILED_INTENT):
+                moved = move(order["id"], ("open", "checkout_failed", "awaiting_payment", "expired"),
+                             "payment_failed", source, "payment failed", **self._amounts(summary))
+                return "payment failed" if moved else "no change"
+            moved = move(order["id"], ("open", "checkout_failed", "expired"), "awaiting_payment", source,
+                         "payment processing", **self._amounts(summary))
+            return "awaiting payment" if moved else "no change"
+        if status == "expired":
+            moved = move(order["id"], ("open", "checkout_failed"), "expired", source, "session expired")
+            return "expired" if moved else "no change"
+        if status == "open":  # the create call failed for us but reached Stripe: the session is usable
+            moved = move(order["id"], ("checkout_failed",), "open", source, "session exists")
+            return "reopened" if moved else "no change"
+        return "no change"
 
     def _fulfil_once(self, order, summary, session, source):
         # The guarded UPDATE and the hand-off share one write transaction: a second caller (another
         # thread or process) blocks on the lock, then finds fulfilled_at set and does nothing. If the
         # action raises, the transaction rolls back and the next delivery or reconcile tries again.
+        # (If the process died between the action and COMMIT, the line could repeat: it carries order_id.)
         now = utcnow()
         with self.ledger.write() as db:
             cur = db.execute(
-                f"UPDATE orders SET status = 'paid', fulfilled_at = ?, updated = ?, payment_intent = ?,"
-                f" customer_email = ?, amount_subtotal = ?, amount_shipping = ?, amount_tax = ?, amount_total = ?"
+                "UPDATE orders SET status = 'paid', fulfilled_at = ?, updated = ?, payment_intent = ?,"
+                " customer_email = ?, amount_subtotal = ?, amount_shipping = ?, amount_tax = ?, amount_total = ?"
                 f" WHERE id = ? AND fulfilled_at IS NULL AND status IN ({','.join('?' * len(PAYABLE_FROM))})",
                 (now, now, summary["payment_intent"], summary["email"], summary["amount_subtotal"],
                  summary["amount_shipping"], summary["amount_tax"], summary["amount_total"], order["id"],
@@ -91,9 +148,9 @@ class Fulfilment:
                 return False
             db.execute("INSERT INTO order_history (order_id, at, source, status, note) VALUES (?, ?, ?, 'paid', ?)",
                        (order["id"], now, source, "fulfilled"))
-            self.action(record(order, summary, session))
-        log.info("fulfilled order=%s session=%s amount_total=%s %s", order["id"], summary["id"],
-                 summary["amount_total"], summary["currency"])
+            self.action(record(order, summary, session, now))
+        log.info("fulfilled order=%s session=%s amount_total=%s %s source=%s", order["id"], summary["id"],
+                 summary["amount_total"], summary["currency"], source)
         return True
 
     @staticmethod
@@ -101,3 +158,4 @@ class Fulfilment:
         return {"amount_subtotal": summary["amount_subtotal"], "amount_shipping": summary["amount_shipping"],
                 "amount_tax": summary["amount_tax"], "amount_total": summary["amount_total"],
                 "customer_email": summary["email"], "payment_intent": summary["payment_intent"]}
+

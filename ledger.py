@@ -47,8 +47,15 @@ MIGRATIONS = (
         received TEXT NOT NULL
     );
     """,
+    # Charge and dispute events name the PaymentIntent, not the session; the session's expires_at hides
+    # a stale "continue your payment" link.
+    """
+    CREATE INDEX orders_payment_intent ON orders(payment_intent);
+    ALTER TABLE orders ADD COLUMN session_expires_at INTEGER
+    """,
 )
 
+SESSION_LIFETIME = 24 * 3600
 STATUSES = ("open", "checkout_failed", "awaiting_payment", "paid", "payment_failed",
             "expired", "refunded", "partially_refunded", "disputed")
 
@@ -148,13 +155,24 @@ class Ledger:
         args.append(limit)
         return [_order(r) for r in self.connect().execute(sql, args)]
 
+    def by_payment_intent(self, payment_intent):
+        """The order paid by a PaymentIntent id (charge and dispute events name it), or None."""
+        if not payment_intent:
+            return None
+        row = self.connect().execute("SELECT * FROM orders WHERE payment_intent = ?", (payment_intent,)).fetchone()
+        return _order(row)
+
     def open_checkout_for(self, browser, now=None):
-        """The newest order of this browser still waiting on an open Checkout Session."""
+        """The newest order of this browser still waiting on an open, unexpired Checkout Session."""
         if not browser:
             return None
+        now = int(time.time() if now is None else now)
+        # Sessions last 24 hours unless created with expires_at: https://docs.stripe.com/api/checkout/sessions/create
+        day_ago = datetime.fromtimestamp(now - SESSION_LIFETIME, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         row = self.connect().execute(
             "SELECT * FROM orders WHERE browser = ? AND status = 'open' AND session_id IS NOT NULL"
-            " ORDER BY created DESC LIMIT 1", (browser,)).fetchone()
+            " AND COALESCE(session_expires_at > ?, created > ?) ORDER BY created DESC LIMIT 1",
+            (browser, now, day_ago)).fetchone()
         return _order(row)
 
     def history(self, order_id):
@@ -163,11 +181,11 @@ class Ledger:
             "SELECT at, source, status, note FROM order_history WHERE order_id = ? ORDER BY rowid",
             (order_id,))]
 
-    def attach_session(self, order_id, session_id, session_url):
+    def attach_session(self, order_id, session_id, session_url, expires_at=None):
         """Tie an order to the Checkout Session created for it."""
         with self.write() as db:
-            db.execute("UPDATE orders SET session_id = ?, session_url = ?, updated = ? WHERE id = ?",
-                       (session_id, session_url, utcnow(), order_id))
+            db.execute("UPDATE orders SET session_id = ?, session_url = ?, session_expires_at = ?, updated = ?"
+                       " WHERE id = ?", (session_id, session_url, expires_at, utcnow(), order_id))
             self._history(db, order_id, "checkout", "open", f"session {session_id}")
 
     def transition(self, order_id, allowed_from, to_status, source, note=None, **fields):
@@ -187,6 +205,53 @@ class Ledger:
         with self.write() as db:
             db.execute(f"UPDATE orders SET {sets}, updated = ? WHERE id = ?",
                        (*fields.values(), utcnow(), order_id))
+
+    # -- after payment: refunds, disputes, webhook bookkeeping -------------------------------------
+
+    def apply_refund(self, order_id, amount_refunded, amount_charged, source, note=None):
+        """Record the charge's cumulative refunded amount; a paid order becomes (partially_)refunded."""
+        with self.write() as db:  # BEGIN IMMEDIATE: the read below cannot go stale before the write
+            row = db.execute("SELECT status, amount_refunded FROM orders WHERE id = ?", (order_id,)).fetchone()
+            # Refund events may arrive out of order; each carries the charge's running total, so keep the largest.
+            amount = max(row["amount_refunded"], amount_refunded)
+            status = row["status"]
+            if status in ("paid", "partially_refunded", "refunded") and amount > 0:
+                status = "refunded" if amount >= amount_charged or status == "refunded" else "partially_refunded"
+            if (status, amount) == (row["status"], row["amount_refunded"]):
+                return False
+            db.execute("UPDATE orders SET status = ?, amount_refunded = ?, updated = ? WHERE id = ?",
+                       (status, amount, utcnow(), order_id))
+            self._history(db, order_id, source, status, note)
+            return True
+
+    def apply_dispute(self, order_id, dispute_status, source, note=None):
+        """Mark a paid order disputed and keep the dispute's status; a closed dispute's outcome is never undone."""
+        final = ("won", "lost", "warning_closed")
+        with self.write() as db:
+            row = db.execute("SELECT status, dispute_status FROM orders WHERE id = ?", (order_id,)).fetchone()
+            status = "disputed" if row["status"] in ("paid", "partially_refunded", "refunded") else row["status"]
+            # dispute.created may arrive after dispute.closed: https://docs.stripe.com/webhooks#event-ordering
+            outcome = row["dispute_status"] if row["dispute_status"] in final else dispute_status
+            if (status, outcome) == (row["status"], row["dispute_status"]):
+                return False
+            db.execute("UPDATE orders SET status = ?, dispute_status = ?, updated = ? WHERE id = ?",
+                       (status, outcome, utcnow(), order_id))
+            self._history(db, order_id, source, status, note)
+            return True
+
+    def seen_event(self, event_id):
+        """True when this webhook event was already handled."""
+        return self.connect().execute("SELECT 1 FROM webhook_events WHERE id = ?", (event_id,)).fetchone() is not None
+
+    def record_event(self, event_id, event_type, order_id=None, note=None):
+        """Mark an event handled (once); with a note, also add it to the order's history. True if new."""
+        with self.write() as db:
+            cur = db.execute("INSERT OR IGNORE INTO webhook_events (id, type, order_id, received) VALUES (?, ?, ?, ?)",
+                             (event_id, event_type, order_id, utcnow()))
+            if cur.rowcount and order_id and note:
+                status = db.execute("SELECT status FROM orders WHERE id = ?", (order_id,)).fetchone()[0]
+                self._history(db, order_id, f"webhook {event_id} {event_type}", status, note)
+            return cur.rowcount == 1
 
     def _history(self, db, order_id, source, status, note=None):
         db.execute("INSERT INTO order_history (order_id, at, source, status, note) VALUES (?, ?, ?, ?, ?)",

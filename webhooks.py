@@ -1,0 +1,153 @@
+"""POST /webhook: Stripe's signed events keep every order right, however late, often or out of order they come."""
+
+import logging
+
+import stripe
+from bottle import request, response
+
+from settings import ShopError
+
+log = logging.getLogger("shop.webhooks")
+
+# Stripe's SDK default: a signature older than 5 minutes is a replay. https://docs.stripe.com/webhooks#replay-attacks
+TOLERANCE = 300
+MAX_BODY = 1 << 20
+# The events the shop subscribes to (README: "Webhooks"); anything else is acknowledged and ignored.
+SESSION_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded",
+                  "checkout.session.async_payment_failed", "checkout.session.expired")
+CHARGE_EVENTS = ("charge.refunded", "charge.dispute.created", "charge.dispute.closed")
+EVENTS = SESSION_EVENTS + CHARGE_EVENTS
+UNCHANGED = ("no change", "already fulfilled")
+
+
+class Retry(Exception):
+    """The event cannot be applied yet (it overtook the payment); a 5xx makes Stripe send it again later."""
+
+
+def signing_secret(shop):
+    """The endpoint's signing secret; offline, the stand-in's own secret unless STRIPE_WEBHOOK_SECRET is set."""
+    if shop.config.stripe_webhook_secret:
+        return shop.config.stripe_webhook_secret
+    if shop.config.mode == "offline" and shop.standin is not None:
+        return shop.standin.webhook_secret
+    return ""
+
+
+def install(app, shop):
+    """Add POST /webhook to the app."""
+
+    @app.post("/webhook")
+    def webhook():
+        """Verify the signature over the raw body, apply the event once, and answer 2xx only once it is stored."""
+        secret = signing_secret(shop)
+        if not secret:
+            return refuse("STRIPE_WEBHOOK_SECRET is not set")
+        if (request.content_length or 0) > MAX_BODY:
+            return refuse("body too large")
+        body = request.body.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            return refuse("body too large")
+        try:
+            # Verify, then parse: https://docs.stripe.com/webhooks#verify-official-libraries
+            event = shop.stripe.construct_event(body, request.get_header("Stripe-Signature"), secret,
+                                                tolerance=TOLERANCE).to_dict()
+        except stripe.SignatureVerificationError as e:
+            return refuse(f"signature: {_reason(e)}")
+        except ValueError:  # not UTF-8, not JSON, or not a Stripe event
+            return refuse("body is not a Stripe event")
+        if not _well_formed(event):
+            return refuse("body is not a Stripe event")
+        try:
+            order_id, outcome = apply(shop, event)
+        except Retry as e:
+            log.info("webhook %s %s deferred: %s", event["id"], event["type"], e)
+            return answer(503, {"error": f"not yet: {e}"})
+        except ShopError as e:  # Stripe unreachable while re-reading the session
+            log.warning("webhook %s %s failed: %s (%s)", event["id"], event["type"], e.status, e.detail or e.message)
+            return answer(503 if e.status == 503 else 500, {"error": "could not apply the event; retry"})
+        except Exception:  # never a traceback to the caller; not recorded, so Stripe's retry applies it
+            log.exception("webhook %s %s failed", event["id"], event["type"])
+            return answer(500, {"error": "could not apply the event; retry"})
+        log.info("webhook %s %s order=%s: %s", event["id"], event["type"], order_id or "-", outcome)
+        return answer(200, {"received": True, "outcome": outcome})
+
+
+def apply(shop, event):
+    """Apply one verified event to its order; returns (order id or None, outcome)."""
+    ledger = shop.ledger
+    if ledger.seen_event(event["id"]):  # Stripe may deliver an event more than once: https://docs.stripe.com/webhooks#handle-duplicate-events
+        return None, "duplicate"
+    kind, obj = event["type"], event["data"]["object"]
+    source = f"webhook {event['id']} {kind}"
+    order, outcome = None, "ignored: not an event this shop handles"
+    if kind in SESSION_EVENTS:
+        order = shop.fulfilment.order_for(obj["id"], obj, source)
+        if order is None:
+            outcome = "ignored: not a session of this shop"
+        else:
+            # Expiry is final, so the event's own snapshot is enough; the others re-read the session (1 call).
+            session = obj if kind == "checkout.session.expired" else None
+            _, outcome = shop.fulfilment.sync(obj["id"], session, source,
+                                              failed=kind == "checkout.session.async_payment_failed")
+    elif kind in CHARGE_EVENTS:
+        order = _charge_order(ledger, obj)
+        if order is None:
+            outcome = "ignored: not a payment of this shop"
+        elif order["fulfilled_at"] is None:
+            # The refund or dispute overtook the payment's own events; settle those first.
+            raise Retry(f"order {order['id']} is not marked paid yet")
+        elif kind == "charge.refunded":
+            # Event object is the Charge with the running refunded total: https://docs.stripe.com/api/charges/object
+            changed = ledger.apply_refund(order["id"], obj.get("amount_refunded") or 0,
+                                          obj.get("amount_captured") or obj.get("amount") or 0, source,
+                                          f"refunded {obj.get('amount_refunded')} of {obj.get('amount')}")
+            outcome = "refund recorded" if changed else "no change"
+        else:
+            # Disputes: https://docs.stripe.com/disputes/how-disputes-work
+            changed = ledger.apply_dispute(order["id"], obj.get("status"), source,
+                                           f"dispute {obj.get('id')} {obj.get('status')}")
+            outcome = f"dispute {obj.get('status')}" if changed else "no change"
+    order_id = order["id"] if order else None
+    ledger.record_event(event["id"], kind, order_id, outcome if outcome in UNCHANGED else None)
+    return order_id, outcome
+
+
+def _charge_order(ledger, obj):
+    """The order a Charge or Dispute belongs to, found by its PaymentIntent (no API call)."""
+    intent = obj.get("payment_intent")
+    intent_id = intent.get("id") if isinstance(intent, dict) else intent
+    order = ledger.by_payment_intent(intent_id)
+    if order is None:
+        order_id = (obj.get("metadata") or {}).get("order_id")
+        candidate = ledger.get(order_id) if order_id else None
+        if candidate and candidate["payment_intent"] in (None, intent_id):
+            order = candidate
+    return order
+
+
+def _well_formed(event):
+    obj = (event.get("data") or {}).get("object")
+    return (event.get("object") == "event" and isinstance(event.get("id"), str) and event.get("id")
+            and isinstance(event.get("type"), str) and isinstance(obj, dict)
+            and (event.get("type") not in EVENTS or isinstance(obj.get("id"), str)))
+
+
+def _reason(error):
+    text = str(error)
+    for known in ("No Stripe-Signature header", "Unable to extract timestamp", "No signatures found with expected",
+                  "No signatures found matching", "Timestamp outside the tolerance"):
+        if text.startswith(known):
+            return known.lower()
+    return "invalid"
+
+
+def refuse(reason):
+    """400 for a delivery that is not a verified Stripe event; one log line, nothing changed."""
+    log.warning("webhook refused from %s: %s", request.remote_addr or "-", reason)
+    return answer(400, {"error": "invalid webhook delivery"})
+
+
+def answer(status, body):
+    response.status = status
+    response.set_header("Cache-Control", "no-store")
+    return body

@@ -32,7 +32,7 @@ def pay(shopper, checkout_response, card="4242424242424242", address=ADDRESS):
     page = shopper.get(checkout_response.location)
     form = page.forms["pay"]
     values = {"email": "reader@example.com", "name": "Ada Reader", "card_number": card, "card_expiry": "12 / 34",
-              "card_cvc": "123", "phone": "+49 30 1234567", **{f"address_{k}": v for k, v in address.items()}}
+              "card_cvc": "123", "cardholder_name": "Ada Reader", "phone": "+49 30 1234567", **{f"address_{k}": v for k, v in address.items()}}
     for name, value in values.items():
         if name in form.fields:
             form[name] = value

@@ -35,9 +35,10 @@ class StandIn:
     """An offline imitation of the Stripe API parts the shop uses, persisted in `<data_dir>/standin.sqlite3`."""
 
     def __init__(self, data_dir, public_url="http://127.0.0.1:8000", *, webhook_url=None, webhook_secret=None,
-                 async_delay=5.0, load_env_faults=True):
+                 async_delay=5.0, load_env_faults=True, business_name="Test shop"):
         self.data_dir = os.path.abspath(data_dir)
         self.public_url = public_url.rstrip("/")
+        self.business_name = business_name
         self.api_version = stripe.api_version
         self.store = Store(self.data_dir)
         self.calls = Counter()

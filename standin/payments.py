@@ -212,7 +212,7 @@ def close_dispute(ctx, dispute_id, won):
 def money(amount, currency):
     """Human amount for error messages, e.g. "$21.45"."""
     symbol = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥"}.get(currency)
-    value = str(amount) if currency in ZERO_DECIMAL else f"{amount / 100:.2f}"
+    value = f"{amount:,}" if currency in ZERO_DECIMAL else f"{amount // 100:,}.{amount % 100:02d}"
     return f"{symbol}{value}" if symbol else f"{value} {currency.upper()}"
 
 

@@ -1,0 +1,67 @@
+"""Run the stand-in on its own: `python -m standin --port 12111 --data-dir DIR --public-url URL` (API + pay page)."""
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import bottle
+
+from .core import StandIn
+
+PUBLIC = Path(__file__).resolve().parent.parent / "public"
+
+
+def make_server_app(standin):
+    """One WSGI app: /v1/* to the API, everything else (pay page, /static/standin.css) to a small Bottle app."""
+    pages = bottle.Bottle()
+    standin.install_pay_page(pages)
+
+    @pages.get("/static/standin.css")
+    def css():
+        return bottle.static_file("standin.css", root=str(PUBLIC), mimetype="text/css")
+
+    @pages.get("/")
+    def index():
+        bottle.response.content_type = "text/plain; charset=utf-8"
+        return "Offline Stripe stand-in (test mode). API under /v1, payment pages under /offline-checkout/.\n"
+
+    def app(environ, start_response):
+        if not environ.get("PATH_INFO", "").startswith("/v1/"):
+            return pages(environ, start_response)
+        result = standin.wsgi_api(environ, start_response)
+        if environ.get("standin.drop") == "reset":
+            # A fault asked for a dropped connection: waitress closes the socket without sending anything.
+            from waitress.channel import ClientDisconnected
+            raise ClientDisconnected("fault injection: connection reset")
+        return result
+    return app
+
+
+def main(argv=None):
+    """Parse arguments and serve with waitress until interrupted."""
+    ap = argparse.ArgumentParser(prog="python -m standin", description=__doc__)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=12111)
+    ap.add_argument("--data-dir", default="data/standin", help="where standin.sqlite3 lives")
+    ap.add_argument("--public-url", default=None, help="base URL browsers use to reach this server")
+    ap.add_argument("--webhook-url", default=None, help="POST signed events here, e.g. http://127.0.0.1:8000/webhook")
+    ap.add_argument("--webhook-secret", default=None, help="signing secret (default: generated in the data dir)")
+    ap.add_argument("--async-delay", type=float, default=5.0, help="seconds before delayed test payments settle")
+    ap.add_argument("--threads", type=int, default=8)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    public_url = args.public_url or f"http://{args.host}:{args.port}"
+    s = StandIn(args.data_dir, public_url=public_url, webhook_url=args.webhook_url,
+                webhook_secret=args.webhook_secret, async_delay=args.async_delay)
+    s.start_webhook_sender()
+    import waitress
+    print(f"stand-in serving http://{args.host}:{args.port} (data in {s.store.path})", file=sys.stderr, flush=True)
+    try:
+        waitress.serve(make_server_app(s), host=args.host, port=args.port, threads=args.threads,
+                       ident="standin")
+    finally:
+        s.close()
+
+
+if __name__ == "__main__":
+    main()

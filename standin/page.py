@@ -1,0 +1,145 @@
+"""The hosted-style payment page at /offline-checkout/<session_id>, imitating Stripe Checkout in test mode."""
+import copy
+import hmac
+from hashlib import sha256
+from pathlib import Path
+
+import bottle
+
+from . import checkout
+from .payments import CARDS, DECLINE_MESSAGES, PayError, money
+from .schemas import COUNTRIES
+
+VIEWS = str(Path(__file__).resolve().parent.parent / "views")
+ADDRESS = ("line1", "line2", "city", "postal_code", "state", "country")
+FIELDS = ("email", "name", "phone", *(f"address_{k}" for k in ADDRESS), "shipping_option", "card_expiry",
+          "cardholder_name")  # echoed back on errors; never the card number or CVC
+# payments.validate() names for the fields the page does not call the same
+ERROR_FIELDS = {"card": "card_number", "expiry": "card_expiry", "cvc": "card_cvc", "shipping_option": "shipping_option",
+                **{k: f"address_{k}" for k in ADDRESS}}
+TEST_CARDS = [
+    ("4242 4242 4242 4242", "Succeeds"),
+    ("4000 0000 0000 0002", "Declined (generic_decline)"),
+    ("4000 0000 0000 9995", "Declined (insufficient_funds)"),
+    ("4000 0000 0000 0259", "Succeeds, then is disputed"),
+    ("4000 0099 0000 0004", "Delayed payment that later succeeds"),
+    ("4000 0099 0000 0012", "Delayed payment that later fails"),
+]
+assert all(c.replace(" ", "") in CARDS for c, _ in TEST_CARDS)
+
+
+def install(standin, app):
+    """Route GET/POST /offline-checkout/<session_id> on a Bottle app to the payment page."""
+    def handler(session_id):
+        return page(standin, session_id)
+    app.route("/offline-checkout/<session_id>", ["GET", "POST"], handler, name="standin_pay")
+
+
+def pay_token(standin, session_id):
+    """A per-session form token, so other sites cannot submit the payment form blind."""
+    return hmac.new(standin.webhook_secret.encode(), f"pay:{session_id}".encode(), sha256).hexdigest()[:32]
+
+
+def page(standin, session_id):
+    """Render the page, or take a payment attempt and redirect / re-render like Checkout."""
+    req, resp = bottle.request, bottle.response
+    resp.set_header("Cache-Control", "no-store")
+    resp.set_header("X-Robots-Tag", "noindex")
+    session = standin.peek_session(session_id)
+    if session is None:
+        return message(404, "Checkout session not found", "This payment link is not valid.", None)
+    if session["status"] == "complete":
+        return redirect(session)
+    if session["status"] == "expired":
+        return message(410, "This checkout session has expired",
+                       "The time to pay for this order has run out. Go back to the shop to start again.",
+                       session["cancel_url"] or session["success_url"])
+    if req.method != "POST":
+        return render(standin, session, {}, None, 200)
+    form = {k: req.forms.getunicode(k, default="") or "" for k in FIELDS + ("card_number", "card_cvc", "pay_token")}
+    if not hmac.compare_digest(form["pay_token"], pay_token(standin, session_id)):
+        return render(standin, session, form, "This form has expired. Please check your details and try again.", 400)
+    data = {"email": form["email"], "name": form["name"], "phone": form["phone"],
+            "address": {k: form[f"address_{k}"] for k in ADDRESS}, "shipping_option_index": form["shipping_option"],
+            "card": form["card_number"], "expiry": form["card_expiry"], "cvc": form["card_cvc"],
+            "cardholder": form["cardholder_name"]}
+    try:
+        session, result, err = standin.submit_payment(session_id, data)
+    except PayError as e:
+        if e.status in (404, 409, 410):  # the session changed state under us: show its current page
+            return page_after_race(standin, session_id)
+        return render(standin, session, form, e.message, e.status, ERROR_FIELDS.get(e.field, e.field))
+    if err:
+        reason = err.decline_code or "generic_decline"
+        detail = DECLINE_MESSAGES.get(reason, "").removeprefix("Your card was declined.").strip()
+        detail = f" {detail}" if detail else ""
+        text = f"Your card was declined.{detail} (decline code: {reason})"
+        return render(standin, standin.peek_session(session_id), form, text, 402, "card_number")
+    return redirect(session)
+
+
+def page_after_race(standin, session_id):
+    bottle.request.environ["REQUEST_METHOD"] = "GET"
+    return page(standin, session_id)
+
+
+def redirect(session):
+    """303 to success_url with {CHECKOUT_SESSION_ID} filled in: https://docs.stripe.com/payments/checkout/custom-success-page."""
+    bottle.response.status = 303
+    bottle.response.set_header("Location", session["success_url"].replace("{CHECKOUT_SESSION_ID}", session["id"]))
+    return ""
+
+
+def message(status, title, text, back_url):
+    bottle.response.status = status
+    return bottle.template("standin_message", template_lookup=[VIEWS], title=title, text=text, back_url=back_url)
+
+
+def render(standin, session, form, error, status, field=None):
+    """The payment form with an order summary; totals preview the entered country and shipping choice."""
+    allowed = (session["shipping_address_collection"] or {}).get("allowed_countries")
+    countries = allowed or sorted(COUNTRIES - {"ZZ", "AC", "TA", "XK"})
+    try:
+        option = int(form.get("shipping_option") or 0)
+    except ValueError:
+        option = 0
+    option = option if 0 <= option < len(session["_rates"]) else 0
+    country = form.get("address_country") if form.get("address_country") in countries else None
+    preview = checkout.compute(copy.deepcopy(session), country, option) if session["status"] == "open" else session
+    cur = session["currency"]
+    auto = session["automatic_tax"]["enabled"]
+    items = [{"name": it["description"], "quantity": it["quantity"],
+              "unit": money(it["price"]["unit_amount"], cur), "amount": money(it["amount_subtotal"], cur),
+              "description": it["_product"].get("description")} for it in preview["_line_items"]]
+    options = [{"index": i, "name": r["display_name"], "amount": money(r["fixed_amount"]["amount"], cur),
+                "estimate": estimate(r["delivery_estimate"])} for i, r in enumerate(session["_rates"])]
+    tax = preview["total_details"]["amount_tax"]
+    summary = {
+        "subtotal": money(preview["amount_subtotal"], cur),
+        "shipping": money(preview["total_details"]["amount_shipping"], cur) if options else None,
+        "tax": (money(tax, cur) if country else "Calculated after you enter your address") if auto else None,
+        "total": money(preview["amount_total"], cur),
+    }
+    values = {k: form.get(k, "") for k in FIELDS}
+    values["email"] = values["email"] or session["customer_email"] or ""
+    values["address_country"] = values["address_country"] or (countries[0] if len(countries) == 1 else "")
+    values["shipping_option"] = str(option)
+    bottle.response.status = status
+    return bottle.template(
+        "standin_pay", template_lookup=[VIEWS], session_id=session["id"], business=standin.business_name,
+        items=items, options=options, summary=summary, countries=countries, values=values, error=error,
+        error_field=field, phone_required=session["phone_number_collection"]["enabled"],
+        shipping=bool(allowed), cancel_url=session["cancel_url"], token=pay_token(standin, session["id"]),
+        test_cards=TEST_CARDS, action=f"/offline-checkout/{session['id']}")
+
+
+def estimate(est):
+    """"3–5 business days" from a shipping rate's delivery_estimate."""
+    if not est or not est.get("minimum") or not est.get("maximum"):
+        return ""
+    lo, hi = est["minimum"], est["maximum"]
+    unit = hi["unit"].replace("_", " ")
+    plural = unit + ("s" if hi["value"] != 1 else "")
+    if lo["unit"] == hi["unit"] and lo["value"] != hi["value"]:
+        return f"{lo['value']}–{hi['value']} {plural}"
+    return f"{hi['value']} {plural}"

@@ -1,0 +1,205 @@
+"""The stand-in's hosted-style payment page, driven like a browser with JavaScript off."""
+import re
+import time
+
+import bottle
+import pytest
+import stripe
+import webtest
+
+from standin import PayError, StandIn
+
+KEY = "sk_test_offline"
+ADDRESS = {"address_line1": "Unter den Linden 1", "address_city": "Berlin", "address_postal_code": "10117",
+           "address_country": "DE"}
+
+
+def params(**over):
+    p = {
+        "mode": "payment", "success_url": "http://shop.test/success?session_id={CHECKOUT_SESSION_ID}",
+        "cancel_url": "http://shop.test/cart",
+        "line_items": [{"quantity": 2, "price_data": {"currency": "usd", "unit_amount": 1250, "tax_behavior": "exclusive",
+                                                      "product_data": {"name": "Dune"}}}],
+        "shipping_address_collection": {"allowed_countries": ["DE", "US"]}, "automatic_tax": {"enabled": True},
+        "shipping_options": [
+            {"shipping_rate_data": {"display_name": "Standard", "fixed_amount": {"amount": 500, "currency": "usd"},
+                                    "delivery_estimate": {"minimum": {"unit": "business_day", "value": 3},
+                                                          "maximum": {"unit": "business_day", "value": 5}}}},
+            {"shipping_rate_data": {"display_name": "Express", "fixed_amount": {"amount": 1500, "currency": "usd"}}}],
+        "customer_email": "reader@example.com",
+    }
+    p.update(over)
+    return p
+
+
+@pytest.fixture
+def standin(tmp_path):
+    s = StandIn(tmp_path, public_url="http://shop.test", load_env_faults=False, business_name="Book & Co")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def client(standin):
+    return stripe.StripeClient(KEY, http_client=standin.http_client())
+
+
+@pytest.fixture
+def browser(standin):
+    app = bottle.Bottle()
+    standin.install_pay_page(app)
+    return webtest.TestApp(app)
+
+
+def fill(page, card="4242424242424242", **over):
+    form = page.forms["pay"]
+    values = {"name": "Ada Reader", "card_number": card, "card_expiry": "12 / 34", "card_cvc": "123", **ADDRESS,
+              **over}
+    for k, v in values.items():
+        form[k] = v
+    return form
+
+
+def test_page_renders_summary_and_labelled_fields(client, browser):
+    s = client.v1.checkout.sessions.create(params())
+    page = browser.get(f"/offline-checkout/{s.id}")
+    text = page.text
+    assert page.status_int == 200 and "Test mode" in text and "<script" not in text
+    assert 'href="/static/standin.css"' in text and "Book &amp; Co" in text
+    assert "Dune" in text and "Qty 2" in text and "$25.00" in text and "$5.00" in text
+    assert "Calculated after you enter your address" in text and "Pay $30.00" in text
+    assert "3–5 business days" in text and "Express" in text and "$15.00" in text
+    assert 'href="http://shop.test/cart"' in text
+    assert "4242 4242 4242 4242" in text and "4000 0000 0000 9995" in text
+    ids = set(re.findall(r'<(?:input|select)[^>]*\bid="([^"]+)"', text))
+    labelled = set(re.findall(r'<label for="([^"]+)"', text))
+    assert ids - labelled == set()
+    assert {"email", "name", "phone", "address_line1", "address_line2", "address_city", "address_postal_code",
+            "address_state", "address_country", "card_number", "card_expiry", "card_cvc",
+            "cardholder_name"} <= ids
+    assert re.findall(r'<option value="([A-Z]{2})"', text) == ["DE", "US"]
+    assert page.forms["pay"]["email"].value == "reader@example.com"
+
+
+def test_success_redirects_with_session_id_and_records_payment(client, browser, standin):
+    s = client.v1.checkout.sessions.create(params())
+    done = fill(browser.get(f"/offline-checkout/{s.id}"), shipping_option="1").submit(status=303)
+    assert done.location == f"http://shop.test/success?session_id={s.id}"
+    r = client.v1.checkout.sessions.retrieve(s.id, {"expand": ["payment_intent.latest_charge"]})
+    assert (r.status, r.payment_status) == ("complete", "paid")
+    assert r.shipping_cost.amount_subtotal == 1500 and r.total_details.amount_tax == round(0.19 * 4000)
+    assert r.payment_intent.latest_charge.payment_method_details.card.last4 == "4242"
+    assert r.customer_details.name == "Ada Reader" and r.collected_information.shipping_details.address.city == "Berlin"
+    # paying again is not possible: the page sends the shopper on to the success URL
+    assert browser.get(f"/offline-checkout/{s.id}", status=303).location == done.location
+
+
+@pytest.mark.parametrize("card, reason", [("4000000000000002", "generic_decline"),
+                                          ("4000 0000 0000 9995", "insufficient_funds")])
+def test_declined_cards_keep_session_open(client, browser, card, reason):
+    s = client.v1.checkout.sessions.create(params())
+    page = fill(browser.get(f"/offline-checkout/{s.id}"), card=card).submit(status=402)
+    assert "Your card was declined" in page.text and reason in page.text
+    assert page.forms["pay"]["card_number"].value == "" and page.forms["pay"]["card_cvc"].value == ""
+    assert card.replace(" ", "") not in page.text and 'value="123"' not in page.text
+    assert page.forms["pay"]["name"].value == "Ada Reader"
+    assert page.forms["pay"]["address_city"].value == "Berlin"
+    assert "<dd>$5.70</dd>" in page.text  # tax is known once the address is: 19% of 2500 + 19% of 500 shipping
+    r = client.v1.checkout.sessions.retrieve(s.id, {"expand": ["payment_intent.latest_charge"]})
+    assert (r.status, r.payment_status) == ("open", "unpaid")
+    pi = r.payment_intent
+    assert pi.status == "requires_payment_method" and pi.last_payment_error.decline_code == reason
+    assert pi.latest_charge.status == "failed" and pi.latest_charge.outcome.reason == reason
+    # the shopper can try again with a good card on the same session and PaymentIntent
+    fill(page, card="4242424242424242").submit(status=303)
+    paid = client.v1.checkout.sessions.retrieve(s.id)
+    assert paid.payment_intent == pi.id and paid.payment_status == "paid"
+
+
+@pytest.mark.parametrize("over, field, message", [
+    ({"email": "nope"}, "email", "Enter a valid email address."),
+    ({"name": ""}, "name", "Enter your full name."),
+    ({"card_number": "4242424242424241"}, "card_number", "Your card number is invalid."),
+    ({"card_expiry": "01 / 20"}, "card_expiry", "expiration date"),
+    ({"card_expiry": "13/30"}, "card_expiry", "expiration date"),
+    ({"card_cvc": "1"}, "card_cvc", "security code"),
+    ({"address_city": ""}, "address_city", "Enter your city."),
+])
+def test_validation_errors_rerender_with_values(client, browser, over, field, message):
+    s = client.v1.checkout.sessions.create(params())
+    page = fill(browser.get(f"/offline-checkout/{s.id}"), **over).submit(status=400)
+    assert message in page.text
+    assert re.search(rf'id="{field}"[^>]*aria-invalid="true"', page.text)
+    assert "4242424242424241" not in page.text and "4242424242424242" not in page.text
+    assert client.v1.checkout.sessions.retrieve(s.id).payment_intent is None
+
+
+def test_country_outside_allowed_list_is_refused(client, browser):
+    s = client.v1.checkout.sessions.create(params())
+    form = fill(browser.get(f"/offline-checkout/{s.id}"))
+    form["address_country"].force_value("FR")
+    assert "Choose a country we can ship to." in form.submit(status=400).text
+
+
+def test_forged_posts_without_the_page_token_are_refused(client, browser, standin):
+    s = client.v1.checkout.sessions.create(params())
+    browser.post(f"/offline-checkout/{s.id}", {"email": "a@b.co", "card_number": "4242424242424242"}, status=400)
+    assert standin.get(s.id)["status"] == "open"
+
+
+def test_phone_is_required_when_collected(client, browser):
+    s = client.v1.checkout.sessions.create(params(phone_number_collection={"enabled": True}))
+    page = browser.get(f"/offline-checkout/{s.id}")
+    assert "Phone (optional)" not in page.text
+    assert "Enter a valid phone number." in fill(page).submit(status=400).text
+    fill(page, phone="+49 30 1234567").submit(status=303)
+    assert client.v1.checkout.sessions.retrieve(s.id).customer_details.phone == "+49 30 1234567"
+
+
+def test_markup_in_product_names_is_escaped(client, browser):
+    s = client.v1.checkout.sessions.create(params(line_items=[{"quantity": 1, "price_data": {
+        "currency": "usd", "unit_amount": 900, "product_data": {"name": '<script>alert("x")</script><b>Bold'}}}],
+        cancel_url='http://shop.test/cart?a="><b>'))
+    text = browser.get(f"/offline-checkout/{s.id}").text
+    assert "<script>" not in text and "<b>" not in text
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&lt;b&gt;Bold" in text
+
+
+def test_unknown_expired_and_lapsed_sessions(client, browser, standin):
+    assert "not found" in browser.get("/offline-checkout/cs_test_nope", status=404).text
+    s = client.v1.checkout.sessions.create(params())
+    client.v1.checkout.sessions.expire(s.id)
+    gone = browser.get(f"/offline-checkout/{s.id}", status=410)
+    assert "expired" in gone.text and 'href="http://shop.test/cart"' in gone.text
+    browser.post(f"/offline-checkout/{s.id}", {}, status=410)
+    lapsing = client.v1.checkout.sessions.create(params(expires_at=int(time.time()) + 1800))
+    standin.sweep(now=time.time() + 3600)
+    assert browser.get(f"/offline-checkout/{lapsing.id}", status=410)
+
+
+def test_delayed_payment_card_completes_unpaid_then_settles(client, browser, standin):
+    s = client.v1.checkout.sessions.create(params())
+    fill(browser.get(f"/offline-checkout/{s.id}"), card="4000009900000004").submit(status=303)
+    r = client.v1.checkout.sessions.retrieve(s.id, {"expand": ["payment_intent"]})
+    assert (r.status, r.payment_status, r.payment_intent.status) == ("complete", "unpaid", "processing")
+    assert standin.settle_async() == 1
+    r = client.v1.checkout.sessions.retrieve(s.id, {"expand": ["payment_intent"]})
+    assert (r.payment_status, r.payment_intent.status) == ("paid", "succeeded")
+
+
+def test_programmatic_pay_matches_the_page(client, standin):
+    s = client.v1.checkout.sessions.create(params())
+    with pytest.raises(PayError) as exc:
+        standin.pay(s.id, card="4000000000000002")
+    assert exc.value.status == 402 and exc.value.decline_code == "generic_decline"
+    with pytest.raises(PayError) as exc:
+        standin.pay(s.id, address={"line1": "x", "city": "y", "postal_code": "1", "country": "FR"})
+    assert exc.value.status == 400 and exc.value.field == "country"
+    paid = standin.pay(s.id, address={"line1": "x", "city": "y", "postal_code": "1", "country": "US"})
+    assert paid["payment_status"] == "paid" and paid["total_details"]["amount_tax"] == round(0.0725 * 3000)
+    with pytest.raises(PayError) as exc:
+        standin.pay(s.id)
+    assert exc.value.status == 409
+    with pytest.raises(PayError) as exc:
+        standin.pay("cs_test_missing")
+    assert exc.value.status == 404

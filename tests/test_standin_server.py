@@ -1,0 +1,80 @@
+"""The standalone stand-in (`python -m standin`) over real loopback HTTP, driven by the official SDK."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import stripe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(tmp_path, faults=""):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, STANDIN_FAULTS=faults, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "standin", "--port", str(port), "--data-dir", str(tmp_path / "d"),
+                             "--public-url", url], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/", timeout=1).read()
+            return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stderr.read().decode())
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("stand-in did not start")
+
+
+@pytest.fixture
+def server(tmp_path):
+    proc, url = start(tmp_path)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+PARAMS = {"mode": "payment", "success_url": "http://127.0.0.1:1/ok?session_id={CHECKOUT_SESSION_ID}",
+          "line_items": [{"quantity": 1, "price_data": {"currency": "usd", "unit_amount": 1500,
+                                                        "product_data": {"name": "Walden"}}}]}
+
+
+def test_sdk_over_loopback_and_pay_page(server):
+    client = stripe.StripeClient("sk_test_loopback", base_addresses={"api": server})
+    s = client.v1.checkout.sessions.create(PARAMS)
+    assert s.url == f"{server}/offline-checkout/{s.id}"
+    assert client.v1.checkout.sessions.retrieve(s.id, {"expand": ["line_items"]}).line_items.data[0].amount_total == 1500
+    page = urllib.request.urlopen(s.url, timeout=5).read().decode()
+    assert "Test mode" in page and "Walden" in page and 'name="card_number"' in page
+    css = urllib.request.urlopen(server + "/static/standin.css", timeout=5)
+    assert css.headers["Content-Type"].startswith("text/css") and b".sti" in css.read()
+    with pytest.raises(stripe.InvalidRequestError) as exc:
+        client.v1.checkout.sessions.retrieve("cs_test_missing")
+    assert exc.value.http_status == 404 and exc.value.request_id.startswith("req_")
+
+
+def test_reset_fault_closes_the_socket_and_the_sdk_retry_is_idempotent(tmp_path):
+    proc, url = start(tmp_path, faults="POST /v1/checkout/sessions=reset*1")
+    try:
+        client = stripe.StripeClient("sk_test_loopback", base_addresses={"api": url}, max_network_retries=2)
+        s = client.v1.checkout.sessions.create(PARAMS)
+        assert s.last_response.headers.get("idempotent-replayed") == "true"  # the first response was lost
+        assert [x.id for x in client.v1.checkout.sessions.list().data] == [s.id]
+        once = stripe.StripeClient("sk_test_loopback", base_addresses={"api": url}, max_network_retries=0)
+        assert once.v1.checkout.sessions.list().data[0].id == s.id
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -90,7 +90,7 @@ def install(app, shop):
             # Keep the order (marked) so reconcile can see what happened; the cart cookie is untouched.
             shop.ledger.transition(order_id, ("open",), "checkout_failed", "checkout", e.detail or e.message)
             raise
-        shop.ledger.attach_session(order_id, session.id, session.url)
+        shop.ledger.attach_session(order_id, session.id, session.url, session.expires_at)
         redirect(session.url, 303)
 
     @app.get("/success")
@@ -111,14 +111,16 @@ def install(app, shop):
             return shop.render("success.tpl", title="Confirming your payment", state="confirming",
                                order=order, summary=None)
         summary = shop.fulfilment.fulfil(session_id, session=session, source="success page")
+        order = shop.ledger.get(order["id"])
         state = _state(session)
+        if state == "processing" and order["status"] == "payment_failed":  # a webhook heard of the failure
+            state = "failed"
         if state == "paid":
             shop.guard.delete_cookie(response, carts.COOKIE)
         titles = {"paid": "Thank you for your order", "processing": "Your payment is processing",
                   "failed": "Your payment did not go through", "open": "Your payment is not finished",
                   "expired": "This checkout has expired"}
-        return shop.render("success.tpl", title=titles[state], state=state,
-                           order=shop.ledger.get(order["id"]), summary=summary)
+        return shop.render("success.tpl", title=titles[state], state=state, order=order, summary=summary)
 
     def read_cart(catalog):
         return carts.parse(request.get_cookie(carts.COOKIE), catalog)

@@ -68,7 +68,8 @@ def install(app, shop):
         except Exception:  # never a traceback to the caller; not recorded, so Stripe's retry applies it
             log.exception("webhook %s %s failed", event["id"], event["type"])
             return answer(500, {"error": "could not apply the event; retry"})
-        log.info("webhook %s %s order=%s: %s", event["id"], event["type"], order_id or "-", outcome)
+        log.info("webhook %s %s %s order=%s: %s", event["id"], event["type"], event["data"]["object"].get("id"),
+                 order_id or "-", outcome)
         return answer(200, {"received": True, "outcome": outcome})
 
 

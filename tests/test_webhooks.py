@@ -1,0 +1,417 @@
+"""POST /webhook: signature checks, every event type, duplicates and reordering, through the stand-in's deliveries."""
+
+import json
+import logging
+import secrets
+import time
+from urllib.parse import urlsplit
+
+import pytest
+import stripe
+
+from standin import ASYNC_FAIL, ASYNC_OK
+
+DISPUTED = "4000000000000259"
+SESSION_GET = "GET /v1/checkout/sessions/{id}"
+
+
+# -- helpers shared by the webhook, fulfilment and merchant tests -------------------------------------------------
+
+def wire(shopper):
+    """Let the stand-in deliver its webhooks to this shopper's app (call deliver_pending between requests)."""
+    def deliver(url, body, headers):
+        return shopper.post(urlsplit(url).path, body, headers=headers, expect_errors=True).status_int
+    shopper.standin.deliver = deliver
+    shopper.standin.webhook_retry_base = 0  # a failed delivery is due again at once
+    return shopper
+
+
+def start(shopper, product=None, quantity=1):
+    """Check out one product ("Buy now"); returns the Checkout Session id."""
+    product = product or shopper.shop.catalog().products[0].id
+    return shopper.session_id(shopper.checkout(product_id=product, quantity=str(quantity)))
+
+
+def buy(shopper, card="4242424242424242", **kwargs):
+    """Check out and pay on the stand-in; webhooks stay queued until delivered."""
+    session_id = start(shopper, **kwargs)
+    shopper.standin.pay(session_id, card=card)
+    return session_id
+
+
+def order(shopper, session_id):
+    return shopper.shop.ledger.by_session(session_id)
+
+
+def handoff(shopper):
+    """The fulfilment lines written so far."""
+    path = shopper.shop.fulfilment.path
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def event(type_, obj, event_id=None):
+    """A Stripe event envelope around an object, as Stripe sends it."""
+    return {"id": event_id or "evt_" + secrets.token_hex(12), "object": "event", "api_version": stripe.api_version,
+            "created": int(time.time()), "data": {"object": obj}, "livemode": False, "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None}, "type": type_}
+
+
+def sign(body, secret, timestamp=None):
+    """The Stripe-Signature header the way Stripe computes it."""
+    return stripe.WebhookSignature.generate_signature_header(body, secret, timestamp)
+
+
+def post_event(shopper, evt, secret=None, timestamp=None):
+    """Sign and POST an event to /webhook; returns the response."""
+    body = json.dumps(evt)
+    return post_raw(shopper, body.encode(), sign(body, secret or shopper.standin.webhook_secret, timestamp))
+
+
+def post_raw(shopper, body, signature=None):
+    headers = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers["Stripe-Signature"] = signature
+    return shopper.post("/webhook", body, headers=headers, expect_errors=True)
+
+
+def pending(shopper, type_):
+    return [e for e in shopper.standin.pending_events() if e["type"] == type_]
+
+
+def events_recorded(shopper):
+    return shopper.shop.ledger.connect().execute("SELECT COUNT(*) FROM webhook_events").fetchone()[0]
+
+
+@pytest.fixture
+def shop(make_shopper):
+    return wire(make_shopper())
+
+
+# -- verification --------------------------------------------------------------------------------------------------
+
+def test_paid_session_is_fulfilled_by_its_signed_webhook(shop):
+    sid = buy(shop)
+    assert order(shop, sid)["status"] == "open" and handoff(shop) == []
+    before = shop.standin.calls[SESSION_GET]
+    results = shop.standin.deliver_pending()
+    assert results and all(status == 200 for _, status in results)
+    assert shop.standin.calls[SESSION_GET] - before == 1  # one re-read for one checkout.session.* event
+    paid = order(shop, sid)
+    assert paid["status"] == "paid" and paid["fulfilled_at"] and paid["payment_intent"].startswith("pi_")
+    assert [line["order_id"] for line in handoff(shop)] == [paid["id"]]
+    completed = next(e for e, _ in results if shop.standin.get(e)["type"] == "checkout.session.completed")
+    history = shop.shop.ledger.history(paid["id"])
+    assert history[-1]["source"] == f"webhook {completed} checkout.session.completed"
+    assert history[-1]["status"] == "paid"
+
+
+def _bad_deliveries(evt, secret):
+    body = json.dumps(evt)
+    now = int(time.time())
+    tampered = body.replace('"amount_total": ', '"amount_total": 1')
+    return {
+        "unsigned": (body, None),
+        "empty signature": (body, ""),
+        "wrong secret": (body, sign(body, "whsec_" + "0" * 32)),
+        "stale": (body, sign(body, secret, now - 301)),
+        "tampered": (tampered, sign(body, secret)),
+        "malformed header": (body, "t=yesterday,v1=zz"),
+        "no v1 scheme": (body, f"t={now},v0=" + "a" * 64),
+        "not json": ("this is not json", sign("this is not json", secret)),
+        "json but not an event": ('{"hello": "world"}', sign('{"hello": "world"}', secret)),
+        "event without an object id": (json.dumps({**evt, "data": {"object": {}}}),
+                                       sign(json.dumps({**evt, "data": {"object": {}}}), secret)),
+    }
+
+
+@pytest.mark.parametrize("case", ["unsigned", "empty signature", "wrong secret", "stale", "tampered",
+                                  "malformed header", "no v1 scheme", "not json", "json but not an event",
+                                  "event without an object id"])
+def test_unverified_deliveries_are_refused_and_change_nothing(shop, case, caplog):
+    sid = buy(shop)
+    evt = pending(shop, "checkout.session.completed")[0]
+    body, signature = _bad_deliveries(evt, shop.standin.webhook_secret)[case]
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        res = post_raw(shop, body.encode(), signature)
+    assert res.status_int == 400
+    assert res.json == {"error": "invalid webhook delivery"}
+    assert "Traceback" not in res.text and shop.standin.webhook_secret not in res.text
+    refusals = [r for r in caplog.records if r.name == "shop.webhooks"]
+    assert len(refusals) == 1 and "refused" in refusals[0].getMessage()
+    assert shop.standin.webhook_secret not in caplog.text
+    assert order(shop, sid)["status"] == "open" and handoff(shop) == [] and events_recorded(shop) == 0
+    shop.standin.deliver_pending()  # the genuine delivery still works
+    assert order(shop, sid)["status"] == "paid"
+
+
+def test_non_utf8_body_is_refused(shop):
+    body = b"\xff\xfe not text"
+    res = post_raw(shop, body, f"t={int(time.time())},v1=" + "0" * 64)
+    assert res.status_int == 400
+
+
+def test_without_a_secret_outside_offline_mode_every_event_is_refused(make_shopper, capsys):
+    import cli
+    test_mode = make_shopper(stripe_secret_key="sk_test_" + "x" * 24)
+    evt = event("checkout.session.completed", {"id": "cs_test_x", "object": "checkout.session"})
+    res = post_event(test_mode, evt, secret="whsec_anything")
+    assert res.status_int == 400 and res.json == {"error": "invalid webhook delivery"}
+    assert cli.check(test_mode.shop.config) == 1
+    assert "STRIPE_WEBHOOK_SECRET: not set" in capsys.readouterr().out
+
+
+def test_offline_mode_signs_and_verifies_with_the_configured_secret(make_shopper):
+    secret = "whsec_" + "ab" * 20
+    shop = wire(make_shopper(stripe_webhook_secret=secret))
+    assert shop.standin.webhook_secret == secret
+    sid = buy(shop)
+    shop.standin.deliver_pending()
+    assert order(shop, sid)["status"] == "paid"
+    evt = event("checkout.session.completed", {"id": sid, "object": "checkout.session"})
+    assert post_event(shop, evt, secret="whsec_" + "cd" * 20).status_int == 400
+
+
+def test_offline_secret_is_generated_once_and_kept_in_data_dir(make_shopper, data_dir):
+    first = make_shopper().standin.webhook_secret
+    assert first.startswith("whsec_") and make_shopper().standin.webhook_secret == first
+    assert first in (data_dir / "standin_webhook_secret").read_text()
+
+
+# -- duplicates, unknowns, failures --------------------------------------------------------------------------------
+
+def test_repeated_event_id_is_acknowledged_and_does_nothing(shop):
+    sid = buy(shop)
+    results = shop.standin.deliver_pending(duplicate=True)  # every event sent twice
+    assert all(status == 200 for _, status in results)
+    completed = next(e for e, _ in results if shop.standin.get(e)["type"] == "checkout.session.completed")
+    res = post_event(shop, shop.standin.get(completed))
+    assert res.status_int == 200 and res.json["outcome"] == "duplicate"
+    assert len(handoff(shop)) == 1
+    sources = [h["source"] for h in shop.shop.ledger.history(order(shop, sid)["id"])]
+    assert sum(completed in s for s in sources) == 1
+
+
+def test_unknown_types_and_foreign_sessions_are_acknowledged_and_ignored(shop, caplog):
+    before = sum(shop.standin.calls.values())
+    with caplog.at_level(logging.INFO):
+        res = post_event(shop, event("customer.created", {"id": "cus_123", "object": "customer"}))
+        assert res.status_int == 200 and res.json["outcome"].startswith("ignored")
+        foreign = {"id": "cs_test_not_ours", "object": "checkout.session", "status": "complete",
+                   "payment_status": "paid", "metadata": {}, "client_reference_id": None}
+        res = post_event(shop, event("checkout.session.completed", foreign))
+        assert res.status_int == 200 and res.json["outcome"] == "ignored: not a session of this shop"
+        charge = {"id": "ch_x", "object": "charge", "payment_intent": "pi_not_ours", "amount_refunded": 5,
+                  "amount": 10, "metadata": {}}
+        assert post_event(shop, event("charge.refunded", charge)).json["outcome"].startswith("ignored")
+    assert sum(shop.standin.calls.values()) == before  # nothing of ours: no API calls
+    assert "cs_test_not_ours" in caplog.text and handoff(shop) == []
+
+
+def test_exception_inside_fulfilment_answers_500_and_the_retry_fulfils_once(shop, caplog):
+    from fulfilment import append_jsonl
+    calls = []
+
+    def flaky(record):
+        calls.append(record["order_id"])
+        if len(calls) == 1:
+            raise OSError("disk full")
+        append_jsonl(shop.shop.fulfilment.path, record)
+    shop.shop.fulfilment.action = flaky
+    sid = buy(shop)
+    first = dict(shop.standin.deliver_pending())
+    completed = pending(shop, "checkout.session.completed")[0]["id"]
+    assert first[completed] == 500
+    assert order(shop, sid)["status"] == "open" and order(shop, sid)["fulfilled_at"] is None
+    assert not shop.shop.ledger.seen_event(completed)
+    second = dict(shop.standin.deliver_pending())  # Stripe's retry
+    assert second == {completed: 200}
+    assert order(shop, sid)["status"] == "paid" and len(handoff(shop)) == 1 and len(calls) == 2
+    assert shop.standin.deliver_pending() == []
+
+
+def test_error_response_is_json_without_a_traceback(shop):
+    shop.shop.fulfilment.action = lambda record: 1 / 0
+    buy(shop)
+    evt = pending(shop, "checkout.session.completed")[0]
+    res = post_event(shop, evt)
+    assert res.status_int == 500 and res.json == {"error": "could not apply the event; retry"}
+    assert "ZeroDivisionError" not in res.text
+
+
+def test_stripe_unreachable_while_applying_answers_503_then_the_retry_succeeds(shop):
+    sid = buy(shop)
+    shop.standin.faults.add(SESSION_GET, "500", times=3)  # the first try and both SDK retries fail
+    completed = pending(shop, "checkout.session.completed")[0]["id"]
+    assert dict(shop.standin.deliver_pending())[completed] == 503
+    assert order(shop, sid)["status"] == "open"
+    assert dict(shop.standin.deliver_pending())[completed] == 200
+    assert order(shop, sid)["status"] == "paid" and len(handoff(shop)) == 1
+
+
+# -- the life cycle: delayed payments, expiry, refunds, disputes -----------------------------------------------------
+
+def test_delayed_payment_success(shop):
+    sid = buy(shop, card=ASYNC_OK)
+    shop.standin.deliver_pending()
+    assert order(shop, sid)["status"] == "awaiting_payment" and handoff(shop) == []
+    assert "Your payment is processing" in shop.get(f"/success?session_id={sid}").text
+    assert shop.standin.settle_async(sid) == 1
+    shop.standin.deliver_pending()
+    assert order(shop, sid)["status"] == "paid" and len(handoff(shop)) == 1
+    assert "Thank you for your order" in shop.get(f"/success?session_id={sid}").text
+
+
+def test_delayed_payment_failure(shop):
+    sid = buy(shop, card=ASYNC_FAIL)
+    shop.standin.deliver_pending()
+    assert order(shop, sid)["status"] == "awaiting_payment"
+    shop.standin.settle_async(sid)
+    shop.standin.deliver_pending()
+    assert order(shop, sid)["status"] == "payment_failed" and handoff(shop) == []
+    page = shop.get(f"/success?session_id={sid}")
+    assert "did not go through" in page.text and "Thank you" not in page.text
+
+
+@pytest.mark.parametrize("card, final, lines", [(ASYNC_OK, "paid", 1), (ASYNC_FAIL, "payment_failed", 0)])
+def test_async_outcome_before_completed_ends_in_the_right_state(shop, card, final, lines):
+    sid = buy(shop, card=card)
+    shop.standin.settle_async(sid)
+    results = shop.standin.deliver_pending(reverse=True)  # the async event first, completed last
+    kinds = [shop.standin.get(e)["type"] for e, _ in results]
+    assert kinds[-1] == "checkout.session.completed" and kinds[0].startswith("checkout.session.async_payment")
+    assert order(shop, sid)["status"] == final and len(handoff(shop)) == lines
+
+
+def test_expiry(shop):
+    sid = start(shop)
+    shop.shop.stripe.v1.checkout.sessions.expire(sid)
+    before = shop.standin.calls[SESSION_GET]
+    assert [s for _, s in shop.standin.deliver_pending()] == [200]
+    assert shop.standin.calls[SESSION_GET] == before  # expiry is final: the event's snapshot is enough
+    assert order(shop, sid)["status"] == "expired"
+    assert "This checkout has expired" in shop.get(f"/success?session_id={sid}").text
+
+
+def test_expired_event_after_payment_does_not_unpay(shop):
+    sid = buy(shop)
+    shop.standin.deliver_pending()
+    snapshot = {**shop.standin.get(sid), "status": "expired", "payment_status": "unpaid"}
+    res = post_event(shop, event("checkout.session.expired", snapshot))
+    assert res.status_int == 200 and res.json["outcome"] == "no change"
+    assert order(shop, sid)["status"] == "paid" and len(handoff(shop)) == 1
+    notes = [(h["source"], h["note"]) for h in shop.shop.ledger.history(order(shop, sid)["id"])]
+    assert notes[-1][0].endswith("checkout.session.expired") and notes[-1][1] == "no change"
+
+
+def test_completed_after_expired_for_a_paid_session_ends_paid(shop):
+    sid = buy(shop)
+    snapshot = {**shop.standin.get(sid), "status": "expired", "payment_status": "unpaid"}
+    assert post_event(shop, event("checkout.session.expired", snapshot)).status_int == 200
+    assert order(shop, sid)["status"] == "expired"
+    shop.standin.deliver_pending()
+    assert order(shop, sid)["status"] == "paid" and len(handoff(shop)) == 1
+
+
+def _refund(shop, sid, amount=None):
+    params = {"payment_intent": shop.standin.get(sid)["payment_intent"]}
+    if amount is not None:
+        params["amount"] = amount
+    return shop.shop.stripe.v1.refunds.create(params)
+
+
+def test_partial_then_full_refund(shop):
+    sid = buy(shop)
+    shop.standin.deliver_pending()
+    total = order(shop, sid)["amount_total"]
+    _refund(shop, sid, 500)
+    before = sum(shop.standin.calls.values())
+    shop.standin.deliver_pending()
+    assert sum(shop.standin.calls.values()) == before  # charge events cost no API call
+    o = order(shop, sid)
+    assert (o["status"], o["amount_refunded"]) == ("partially_refunded", 500)
+    _refund(shop, sid)
+    shop.standin.deliver_pending()
+    o = order(shop, sid)
+    assert (o["status"], o["amount_refunded"]) == ("refunded", total)
+    assert len(handoff(shop)) == 1
+
+
+def test_refund_events_out_of_order_keep_the_largest_refunded_amount(shop):
+    sid = buy(shop)
+    shop.standin.deliver_pending()
+    total = order(shop, sid)["amount_total"]
+    _refund(shop, sid, 300)
+    _refund(shop, sid)
+    shop.standin.deliver_pending(reverse=True)  # the full refund first, the partial one after
+    o = order(shop, sid)
+    assert (o["status"], o["amount_refunded"]) == ("refunded", total)
+
+
+def test_refund_that_overtakes_the_payment_is_retried_until_the_order_is_paid(shop):
+    sid = buy(shop)
+    _refund(shop, sid, 200)
+    first = {shop.standin.get(e)["type"]: s for e, s in shop.standin.deliver_pending(reverse=True)}
+    assert first["charge.refunded"] == 503 and first["checkout.session.completed"] == 200
+    assert order(shop, sid)["status"] == "paid"
+    again = {shop.standin.get(e)["type"]: s for e, s in shop.standin.deliver_pending()}
+    assert again == {"charge.refunded": 200}
+    o = order(shop, sid)
+    assert (o["status"], o["amount_refunded"]) == ("partially_refunded", 200)
+
+
+@pytest.mark.parametrize("won", [True, False])
+def test_dispute_created_then_closed(shop, won):
+    sid = buy(shop, card=DISPUTED)
+    dispute = pending(shop, "charge.dispute.created")[0]["data"]["object"]["id"]
+    shop.standin.deliver_pending()
+    o = order(shop, sid)
+    assert (o["status"], o["dispute_status"]) == ("disputed", "needs_response")
+    assert len(handoff(shop)) == 1  # it was paid (and fulfilled) before the dispute
+    shop.standin.close_dispute(dispute, won=won)
+    shop.standin.deliver_pending()
+    o = order(shop, sid)
+    assert (o["status"], o["dispute_status"]) == ("disputed", "won" if won else "lost")
+
+
+def test_dispute_closed_before_created_keeps_the_outcome(shop):
+    sid = buy(shop, card=DISPUTED)
+    dispute = pending(shop, "charge.dispute.created")[0]["data"]["object"]["id"]
+    completed = pending(shop, "checkout.session.completed")[0]["id"]
+    assert shop.standin.redeliver(completed) == 200  # the payment is known first
+    shop.standin.close_dispute(dispute, won=False)
+    results = shop.standin.deliver_pending(reverse=True)
+    kinds = [shop.standin.get(e)["type"] for e, _ in results]
+    assert kinds.index("charge.dispute.closed") < kinds.index("charge.dispute.created")
+    assert all(status == 200 for _, status in results)
+    o = order(shop, sid)
+    assert (o["status"], o["dispute_status"], o["fulfilled_at"] is not None) == ("disputed", "lost", True)
+
+
+# -- the shopper's side ----------------------------------------------------------------------------------------------
+
+CONTINUE = "Continue your payment"
+
+
+def test_continue_your_payment_is_offered_until_the_order_is_paid(shop):
+    sid = start(shop)
+    assert CONTINUE in shop.get("/cart").text
+    shop.standin.pay(sid)
+    shop.standin.deliver_pending()
+    assert CONTINUE not in shop.get("/cart").text
+
+
+def test_continue_your_payment_is_hidden_once_expired(shop):
+    sid = start(shop)
+    shop.shop.stripe.v1.checkout.sessions.expire(sid)
+    shop.standin.deliver_pending()
+    assert CONTINUE not in shop.get("/cart").text
+
+
+def test_continue_your_payment_is_hidden_when_expires_at_has_passed_without_an_event(shop):
+    sid = start(shop)
+    o = order(shop, sid)
+    assert o["session_expires_at"] > time.time()
+    shop.shop.ledger.update_fields(o["id"], session_expires_at=int(time.time()) - 1)
+    assert CONTINUE not in shop.get("/cart").text
+    assert order(shop, sid)["status"] == "open"  # the expiry event (or reconcile) still settles the order

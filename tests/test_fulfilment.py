@@ -1,0 +1,162 @@
+"""Fulfilment: exactly one hand-off line per paid order, from threads, processes, HTTP and the success page."""
+
+import json
+import multiprocessing
+import threading
+import time
+
+import pytest
+from waitress import wasyncore
+from waitress.server import create_server
+
+from settings import load_config
+from standin.events import http_post
+from tests.conftest import BASE
+from tests.test_webhooks import buy, event, handoff, order, pending, sign, start, wire
+
+
+@pytest.fixture
+def shop(make_shopper):
+    return wire(make_shopper())
+
+
+@pytest.fixture
+def served(shop):
+    """The same app on a real loopback socket (waitress, 24 threads); yields its base URL."""
+    server = create_server(shop.app, host="127.0.0.1", port=0, threads=24)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+    server.task_dispatcher.shutdown()
+    wasyncore.close_all(server._map)
+    thread.join(5)
+
+
+def at_once(n, fn):
+    """Run fn(i) in n threads released together; returns their results in order."""
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def run(i):
+        barrier.wait()
+        results[i] = fn(i)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_handoff_line_has_items_amounts_email_and_address(shop):
+    product = shop.shop.catalog().products[1]
+    sid = buy(shop, product=product.id, quantity=2)
+    shop.standin.deliver_pending()
+    [line] = handoff(shop)
+    session = shop.standin.get(sid)
+    paid = order(shop, sid)
+    assert line["order_id"] == paid["id"] and line["session_id"] == sid
+    assert line["items"] == [{"product_id": product.id, "name": product.name, "quantity": 2,
+                              "unit_amount": product.price, "amount_total": line["items"][0]["amount_total"]}]
+    assert line["amount_total"] == session["amount_total"] == paid["amount_total"]
+    assert line["amount_subtotal"] == 2 * product.price
+    assert line["amount_shipping"] == session["total_details"]["amount_shipping"]
+    assert line["amount_tax"] == session["total_details"]["amount_tax"]
+    assert line["currency"] == session["currency"]
+    assert line["customer_email"] == "jenny.rosen@example.com" == paid["customer_email"]
+    assert line["shipping_address"]["line1"] == "1 Test Street" and line["shipping_name"] == "Jenny Rosen"
+    assert line["payment_intent"] == paid["payment_intent"] and line["fulfilled_at"] == paid["fulfilled_at"]
+
+
+def test_unpaid_or_unknown_sessions_are_never_fulfilled(shop):
+    sid = start(shop)
+    summary = shop.shop.fulfilment.fulfil(sid)
+    assert summary["status"] == "open" and order(shop, sid)["status"] == "open" and handoff(shop) == []
+    assert shop.shop.fulfilment.fulfil("cs_test_unknown") is None
+
+
+@pytest.mark.parametrize("first", ["success page", "webhook"])
+def test_success_page_and_webhook_together_fulfil_once(shop, first):
+    sid = buy(shop)
+    steps = {"success page": lambda: shop.get(f"/success?session_id={sid}"),
+             "webhook": shop.standin.deliver_pending}
+    steps[first]()
+    steps["webhook" if first == "success page" else "success page"]()
+    assert order(shop, sid)["status"] == "paid" and len(handoff(shop)) == 1
+    assert "Thank you for your order" in shop.get(f"/success?session_id={sid}").text
+
+
+def test_action_failure_rolls_back_so_the_next_call_fulfils(shop):
+    sid = buy(shop)
+
+    def broken(record):
+        raise OSError("warehouse share unavailable")
+    real, shop.shop.fulfilment.action = shop.shop.fulfilment.action, broken
+    with pytest.raises(OSError):
+        shop.shop.fulfilment.fulfil(sid, source="test")
+    assert order(shop, sid)["fulfilled_at"] is None and order(shop, sid)["status"] == "open"
+    shop.shop.fulfilment.action = real
+    shop.shop.fulfilment.fulfil(sid, source="test")
+    shop.shop.fulfilment.fulfil(sid, source="test")
+    assert order(shop, sid)["status"] == "paid" and len(handoff(shop)) == 1
+
+
+def test_twenty_concurrent_deliveries_of_the_same_event_over_http(shop, served):
+    sid = buy(shop)
+    evt = pending(shop, "checkout.session.completed")[0]
+    body = json.dumps(evt).encode()
+    headers = {"Content-Type": "application/json", "Stripe-Signature": sign(body.decode(), shop.standin.webhook_secret)}
+    started = time.monotonic()
+    statuses = at_once(20, lambda i: http_post(served + "/webhook", body, headers))
+    elapsed = time.monotonic() - started
+    assert statuses == [200] * 20, statuses
+    assert order(shop, sid)["status"] == "paid" and len(handoff(shop)) == 1
+    assert shop.shop.ledger.seen_event(evt["id"])
+    assert elapsed < 20
+
+
+def test_twenty_concurrent_completions_with_different_event_ids_over_http(shop, served):
+    sid = buy(shop)
+    snapshot = pending(shop, "checkout.session.completed")[0]["data"]["object"]
+    secret = shop.standin.webhook_secret
+
+    def deliver(i):
+        body = json.dumps(event("checkout.session.completed", snapshot, f"evt_concurrent_{i:02d}"))
+        return http_post(served + "/webhook", body.encode(), {"Content-Type": "application/json",
+                                                              "Stripe-Signature": sign(body, secret)})
+    assert at_once(20, deliver) == [200] * 20
+    assert order(shop, sid)["status"] == "paid" and len(handoff(shop)) == 1
+    history = shop.shop.ledger.history(order(shop, sid)["id"])
+    assert sum(1 for h in history if h["note"] == "fulfilled") == 1
+    assert shop.shop.ledger.connect().execute(
+        "SELECT COUNT(*) FROM webhook_events WHERE id LIKE 'evt_concurrent_%'").fetchone()[0] == 20
+
+
+def test_threads_calling_fulfil_directly_fulfil_once(shop):
+    sid = buy(shop)
+    at_once(12, lambda i: shop.shop.fulfilment.fulfil(sid, source=f"thread {i}"))
+    assert len(handoff(shop)) == 1
+
+
+def _fulfil_in_child(data_dir, session_id, barrier, results):
+    import merchant
+    ctx = merchant.Context(load_config({"data_dir": data_dir, "base_url": BASE}))
+    barrier.wait()
+    _, outcome = ctx.fulfilment.sync(session_id, source="process")
+    results.put(outcome)
+
+
+def test_processes_calling_fulfil_at_once_fulfil_once(shop, data_dir):
+    sid = buy(shop)
+    mp = multiprocessing.get_context("fork")
+    barrier, results = mp.Barrier(4), mp.Queue()
+    procs = [mp.Process(target=_fulfil_in_child, args=(str(data_dir), sid, barrier, results)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 4
+    outcomes = sorted(results.get(timeout=5) for _ in procs)
+    assert outcomes == ["already fulfilled"] * 3 + ["fulfilled"]
+    assert len(handoff(shop)) == 1 and order(shop, sid)["status"] == "paid"

@@ -11,6 +11,7 @@ from . import checkout, events, payments
 from . import objects as o
 from .api import ApiApp
 from .client import InProcessClient
+from .errors import StripeError
 from .faults import Faults
 from .payments import PayError
 from .store import Store
@@ -134,9 +135,12 @@ class StandIn:
         return done
 
     def close_dispute(self, dispute_id, won=True):
-        """Close a dispute as won or lost; emits charge.dispute.closed and returns the dispute."""
-        with self.store.tx(write=True) as tx:
-            return o.public(payments.close_dispute(self.context(tx), dispute_id, won))
+        """Close a dispute as won or lost; emits charge.dispute.closed and returns the dispute (ValueError if it can't)."""
+        try:
+            with self.store.tx(write=True) as tx:
+                return o.public(payments.close_dispute(self.context(tx), dispute_id, won))
+        except StripeError as e:
+            raise ValueError(e.message) from None
 
     def sweep(self, now=None):
         """Expire lapsed open sessions and settle due delayed payments; returns how many were handled."""

@@ -112,7 +112,7 @@ class Outbox:
         return results
 
     def _send(self, evt):
-        body = json.dumps(evt, indent=2).encode()
+        body = json.dumps(o.public(evt), indent=2).encode()
         headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
                    "Stripe-Signature": sign(self.s.webhook_secret, body)}
         try:

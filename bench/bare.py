@@ -1,0 +1,58 @@
+"""The baseline: a bare WSGI app that replays recorded responses byte for byte, under the shop's waitress settings.
+
+    python bench/bare.py --port 8001 --responses responses.json
+
+responses.json maps "GET /path?query" (plus " +cookie" when the request carries a Cookie header) to
+{"status": "200 OK", "headers": [[name, value], ...], "body_b64": "..."}.
+"""
+
+import argparse
+import base64
+import json
+import socket
+import sys
+
+
+def make_app(responses):
+    """A WSGI app with nothing in it but a dict lookup."""
+    table = {}
+    for key, r in responses.items():
+        table[key] = (r["status"], [tuple(h) for h in r["headers"]], [base64.b64decode(r["body_b64"])])
+    missing = ("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "0")], [b""])
+
+    def app(environ, start_response):
+        key = f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}"
+        if environ.get("QUERY_STRING"):
+            key += "?" + environ["QUERY_STRING"]
+        if "HTTP_COOKIE" in environ:
+            key += " +cookie"
+        status, headers, body = table.get(key, missing)
+        start_response(status, headers)
+        return body
+    return app
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--responses", required=True)
+    p.add_argument("--threads", type=int, default=8)
+    args = p.parse_args(argv)
+    import waitress
+    with open(args.responses) as f:
+        app = make_app(json.load(f))
+    # The same socket setup and waitress arguments as cli.serve, so only the app differs.
+    sock = socket.socket(socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", args.port))
+    sock.listen(1024)
+    try:
+        waitress.serve(app, sockets=[sock], threads=args.threads, ident="shop", _quiet=True,
+                       clear_untrusted_proxy_headers=True)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

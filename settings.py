@@ -105,7 +105,8 @@ def _coerce(setting, raw):
             value = int(str(raw).strip())
         except ValueError:
             raise ConfigError(f"{setting.env}: must be a whole number, got {raw!r}") from None
-        if value < 1 or (setting.name == "port" and value > 65535):
+        low = 0 if setting.name == "stripe_max_retries" else 1  # 0 retries is a valid choice: fail fast
+        if value < low or (setting.name == "port" and value > 65535):
             raise ConfigError(f"{setting.env}: out of range, got {raw!r}")
         return value
     if kind is float:

@@ -79,6 +79,7 @@ def call(what, fn, *args, **kwargs):
     try:
         result = fn(*args, **kwargs)
         response = getattr(result, "last_response", None)
+        status = getattr(response, "code", None) or "ok"  # the HTTP status, like the failures below
         request_id = getattr(response, "request_id", None) or "-"
         return result
     except stripe.InvalidRequestError as e:

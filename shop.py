@@ -101,6 +101,10 @@ def make_app(config=None):
             shop.ledger.ping()
         except Exception as e:  # any database failure is a health failure
             problems.append(f"database: {type(e).__name__}")
+        try:
+            shop.catalog()  # a stat: picks up an edit made since the last page was served
+        except Exception as e:  # the store keeps the last good catalog; this is only a safety net
+            problems.append(f"catalog: {type(e).__name__}")
         if shop.catalogs.error:
             problems.append(f"catalog: {shop.catalogs.error}")
         response.content_type = "text/plain; charset=utf-8"
@@ -164,6 +168,8 @@ def _error_page(shop, error):
         log.error("unhandled %s on %s %s", type(error.exception).__name__, request.method, request.path)
     shop.guard.headers(response)
     response.set_header("Cache-Control", "no-store")
+    # An unhandled exception replaces the response headers set so far, the request id among them.
+    response.set_header("X-Request-Id", request.environ.get("shop.request_id", "-"))
     return _page(shop, error.status_code, MESSAGES.get(error.status_code, MESSAGES[500]))
 
 

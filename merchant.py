@@ -218,7 +218,7 @@ def _repair(ctx, session):
     state = order["status"]
     if status == "complete" and paid and order["fulfilled_at"] is None:
         _, outcome = ctx.fulfilment.sync(sid, None, "reconcile")  # re-read with line items
-    elif status == "complete" and not paid and state in ("open", "checkout_failed", "expired"):
+    elif status == "complete" and not paid and state in ("open", "checkout_failed", "expired", "awaiting_payment"):
         _, outcome = ctx.fulfilment.sync(sid, None, "reconcile")
     elif (status == "expired" and state in ("open", "checkout_failed")) or (status == "open" and
                                                                           state == "checkout_failed"):

@@ -1,0 +1,108 @@
+"""The real server (`python shop.py`, offline): its sender delivers the stand-in's webhooks; the CLI talks to it."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from http.cookiejar import CookieJar
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+
+from ledger import Ledger
+from standin import StandIn
+from tests.conftest import ROOT
+from tests.test_merchant import closed_port
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+@pytest.fixture
+def server(tmp_path):
+    """`python shop.py` on a free loopback port with its own DATA_DIR; yields (base URL, env)."""
+    port = closed_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
+    env.update(DATA_DIR=str(tmp_path / "data"), PORT=str(port), HOST="127.0.0.1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "shop.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=1) as res:
+                    if res.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the shop did not start: " + proc.stderr.read())
+        yield base, env
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def checkout(base):
+    """A browser's "Buy now" over HTTP; returns the Checkout Session id."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()), NoRedirect)
+    home = opener.open(base + "/", timeout=10).read().decode()
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', home).group(1)
+    product = re.search(r'name="product_id" value="([^"]+)"', home).group(1)
+    body = urlencode({"csrf_token": csrf, "product_id": product, "quantity": "1"}).encode()
+    try:
+        opener.open(base + "/checkout", body, timeout=10)
+    except urllib.error.HTTPError as e:
+        assert e.code == 303
+        return urlsplit(e.headers["Location"]).path.rsplit("/", 1)[-1]
+    pytest.fail("checkout did not redirect")
+
+
+def wait_for(fn, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.1)
+    return fn()
+
+
+def shop_cli(env, *args):
+    return subprocess.run([sys.executable, "shop.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_the_running_shop_fulfils_from_webhooks_and_the_cli_hands_it_refund_events(server):
+    base, env = server
+    data_dir = env["DATA_DIR"]
+    sid = checkout(base)
+    # The shopper pays but never comes back: only the webhook can fulfil.
+    payer = StandIn(data_dir, public_url=base, webhook_url=base + "/webhook", load_env_faults=False)
+    payer.pay(sid)
+    ledger = Ledger(os.path.join(data_dir, "shop.sqlite3"))
+    order = wait_for(lambda: (o := ledger.by_session(sid)) and o["fulfilled_at"] and o)
+    assert order and order["status"] == "paid"
+    lines = open(os.path.join(data_dir, "fulfilments.jsonl")).read().splitlines()
+    assert [json.loads(line)["session_id"] for line in lines] == [sid]
+
+    res = shop_cli(env, "refund", order["id"], "--amount", "100")
+    assert res.returncode == 0, res.stderr
+    # The CLI hands the event to the running shop itself, unless the shop's own sender got there first.
+    assert "Refund re_" in res.stdout and "not running" not in res.stdout
+    assert wait_for(lambda: ledger.get(order["id"])["status"] == "partially_refunded")
+    res = shop_cli(env, "orders", "--json")
+    [row] = json.loads(res.stdout)
+    assert (row["id"], row["status"], row["amount_refunded"]) == (order["id"], "partially_refunded", 100)
+    assert len(open(os.path.join(data_dir, "fulfilments.jsonl")).read().splitlines()) == 1
+    payer.close()

@@ -240,8 +240,17 @@ def expire(ctx, args):
     if o["status"] != "open" or not o["session_id"]:
         raise Refused(f"Order {o['id']} is {o['status']}: only an order with an open checkout can be expired.")
     # https://docs.stripe.com/api/checkout/sessions/expire
-    session = payments.call("POST /v1/checkout/sessions/{id}/expire", ctx.stripe.v1.checkout.sessions.expire,
-                            o["session_id"])
+    try:
+        session = payments.call("POST /v1/checkout/sessions/{id}/expire", ctx.stripe.v1.checkout.sessions.expire,
+                                o["session_id"])
+    except ShopError as e:
+        if e.status != 502:
+            raise
+        # Not open at Stripe any more (paid, or expired already) though no event said so yet: catch up.
+        _, outcome = ctx.fulfilment.sync(o["session_id"], None, "cli expire")
+        after = ctx.ledger.get(o["id"])
+        raise Refused(f"Stripe refused to expire the checkout: {e.detail or e.message} "
+                      f"Order {o['id']} is now {after['status']} ({outcome}).") from None
     _, outcome = ctx.fulfilment.sync(o["session_id"], session.to_dict(), "cli expire")
     print(f"Order {o['id']}: checkout {o['session_id']} expired ({outcome}).")
     _deliver_now(ctx)

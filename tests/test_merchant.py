@@ -177,6 +177,16 @@ def test_expire_an_open_checkout(shop, run):
     assert code == 1 and "only an order with an open checkout can be expired" in err
 
 
+def test_expire_of_a_checkout_paid_meanwhile_is_refused_and_fulfils_the_order(shop, run):
+    sid = buy(shop)  # paid at Stripe; its webhook has not arrived yet
+    o = order(shop, sid)
+    code, _, err = run("expire", o["id"])
+    assert code == 1 and "Stripe refused to expire the checkout" in err and "is now paid (fulfilled)" in err
+    assert order(shop, sid)["status"] == "paid" and len(handoff(shop)) == 1
+    shop.standin.deliver_pending()
+    assert len(handoff(shop)) == 1
+
+
 def test_bad_since_is_a_usage_error(shop, run):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["reconcile", "--since", "yesterday"])

@@ -76,7 +76,8 @@ def install(app, shop):
 def apply(shop, event):
     """Apply one verified event to its order; returns (order id or None, outcome)."""
     ledger = shop.ledger
-    if ledger.seen_event(event["id"]):  # Stripe may deliver an event more than once: https://docs.stripe.com/webhooks#handle-duplicate-events
+    # Stripe may deliver an event more than once: https://docs.stripe.com/webhooks#handle-duplicate-events
+    if ledger.seen_event(event["id"]):
         return None, "duplicate"
     kind, obj = event["type"], event["data"]["object"]
     source = f"webhook {event['id']} {kind}"
@@ -127,7 +128,8 @@ def _charge_order(ledger, obj):
 
 
 def _well_formed(event):
-    obj = (event.get("data") or {}).get("object")
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
     return (event.get("object") == "event" and isinstance(event.get("id"), str) and event.get("id")
             and isinstance(event.get("type"), str) and isinstance(obj, dict)
             and (event.get("type") not in EVENTS or isinstance(obj.get("id"), str)))

@@ -121,12 +121,13 @@ def _bad_deliveries(evt, secret):
         "json but not an event": ('{"hello": "world"}', sign('{"hello": "world"}', secret)),
         "event without an object id": (json.dumps({**evt, "data": {"object": {}}}),
                                        sign(json.dumps({**evt, "data": {"object": {}}}), secret)),
+        "data is not an object": (json.dumps({**evt, "data": "x"}), sign(json.dumps({**evt, "data": "x"}), secret)),
     }
 
 
 @pytest.mark.parametrize("case", ["unsigned", "empty signature", "wrong secret", "stale", "tampered",
                                   "malformed header", "no v1 scheme", "not json", "json but not an event",
-                                  "event without an object id"])
+                                  "event without an object id", "data is not an object"])
 def test_unverified_deliveries_are_refused_and_change_nothing(shop, case, caplog):
     sid = buy(shop)
     evt = pending(shop, "checkout.session.completed")[0]

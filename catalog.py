@@ -1,0 +1,211 @@
+"""The shop's catalog: catalog.json checked in full, reloaded when edited, and money formatted for shoppers.
+
+catalog.json is written by hand by the merchant. Its shape (every key shown; "tax" and each
+"tax_code" may be left out):
+
+    {
+      "shop": {"name": "Paper Lantern Books", "currency": "usd"},
+      "products": [
+        {"id": "moby-dick", "name": "Moby-Dick", "description": "Herman Melville's 1851 novel ...",
+         "price": 1599, "image": "img/books/moby-dick.svg", "tax_code": "txcd_35010000"}
+      ],
+      "shipping": {
+        "countries": ["US", "CA", "GB"],
+        "options": [{"id": "standard", "name": "Standard shipping", "amount": 500,
+                     "min_days": 3, "max_days": 7, "tax_code": "txcd_92010001"}]
+      },
+      "tax": {"mode": "automatic", "behavior": "exclusive"}
+    }
+
+- currency: lowercase ISO code that Stripe supports; every amount is an integer in its minor unit
+  (1599 is $15.99 in usd, 1500 is ¥1,500 in jpy). At most 99999999.
+- id: lowercase letters, digits and hyphens, up to 64 characters, unique within its list.
+- image: a path under public/ to an existing .svg/.png/.jpg/.jpeg/.gif/.webp file.
+- shipping: countries are ISO 3166-1 alpha-2 codes ("GB", not "UK"); 1 to 5 options, days are
+  business days with 1 <= min_days <= max_days.
+- tax: mode "automatic" (Stripe Tax) or "none" (the default); behavior "exclusive" (tax added on
+  top, the default) or "inclusive" (prices already include it).
+
+Every problem is reported, not just the first, as `<file>: <where>: <what>, got <value as JSON>`,
+e.g. `catalog.json: products[3].price: must be a positive integer in minor units, got 12.5`.
+The checks themselves live in catalog_rules.py; `python shop.py check` prints them via problems().
+"""
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+import catalog_rules
+from iso_codes import THREE_DECIMAL, ZERO_DECIMAL
+
+_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥"}
+
+
+@dataclass(frozen=True)
+class Product:
+    """A product on sale, priced in minor units, with an image path relative to public/."""
+    id: str
+    name: str
+    description: str
+    price: int
+    image: str
+    tax_code: str | None = None
+
+
+@dataclass(frozen=True)
+class ShippingOption:
+    """A way to deliver an order, its fee in minor units and its delivery estimate in business days."""
+    id: str
+    name: str
+    amount: int
+    min_days: int
+    max_days: int
+    tax_code: str | None = None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A checked, read-only catalog: the shop's products, shipping and tax settings."""
+    shop_name: str
+    currency: str
+    products: tuple
+    shipping_options: tuple
+    countries: tuple
+    tax_mode: str = "none"
+    tax_behavior: str = "exclusive"
+    mtime: float = 0.0
+    _by_id: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "_by_id", {p.id: p for p in self.products})
+
+    def product(self, product_id) -> Product | None:
+        """The product with this id, or None."""
+        return self._by_id.get(product_id) if isinstance(product_id, str) else None
+
+    def money(self, amount: int) -> str:
+        """An amount in this catalog's currency, formatted for shoppers."""
+        return format_money(amount, self.currency)
+
+
+class CatalogError(Exception):
+    """The catalog file cannot be used; .problems lists every reason, one line each."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+def currency_exponent(currency: str) -> int:
+    """How many decimals Stripe's minor unit has for this currency (0 for jpy, 3 for kwd, else 2)."""
+    currency = currency.lower()
+    return 0 if currency in ZERO_DECIMAL else 3 if currency in THREE_DECIMAL else 2
+
+
+def format_money(amount: int, currency: str) -> str:
+    """An amount in minor units as shoppers read it: "$12.99", "¥1,500", "1,234.56 CHF"."""
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise TypeError(f"amount must be an int in minor units, not {type(amount).__name__}")
+    exponent = currency_exponent(currency)
+    whole, fraction = divmod(abs(amount), 10 ** exponent)
+    number = f"{whole:,}.{fraction:0{exponent}d}" if exponent else f"{whole:,}"
+    sign, symbol = "-" if amount < 0 else "", _SYMBOLS.get(currency.lower())
+    return f"{sign}{symbol}{number}" if symbol else f"{sign}{number} {currency.upper()}"
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        return f.read(), (st.st_mtime_ns, st.st_size), st.st_mtime
+
+
+def _load(path, public_dir):
+    """The checked catalog and the (mtime_ns, size) of the bytes it came from; CatalogError if unusable."""
+    name = os.path.basename(os.fspath(path))
+    try:
+        data, key, mtime = _read(path)
+    except OSError as e:
+        raise CatalogError([f"{name}: cannot read the file: {e.strerror or e}"]) from None
+    found, fields = catalog_rules.check(data, name, public_dir)
+    if found:
+        raise CatalogError(found)
+    products = tuple(Product(**p) for p in fields.pop("products"))
+    options = tuple(ShippingOption(**o) for o in fields.pop("shipping_options"))
+    countries = tuple(fields.pop("countries"))
+    return Catalog(products=products, shipping_options=options, countries=countries, mtime=mtime, **fields), key
+
+
+def load_catalog(path, public_dir) -> Catalog:
+    """The catalog in the file at path, with images looked up under public_dir; CatalogError lists every problem."""
+    return _load(path, public_dir)[0]
+
+
+def problems(path, public_dir) -> list[str]:
+    """Every problem with the catalog file, one line each; empty when it is valid."""
+    try:
+        load_catalog(path, public_dir)
+    except CatalogError as e:
+        return e.problems
+    return []
+
+
+class CatalogStore:
+    """The last good catalog, re-read only when the file's mtime or size changes, so edits go live without a restart.
+
+    log: a logging.Logger, or any callable taking one message string (default: the "shop.catalog" logger).
+    """
+
+    def __init__(self, path, public_dir, log=None):
+        self.path, self.public_dir = os.fspath(path), os.fspath(public_dir)
+        self.name = os.path.basename(self.path)
+        self.log = log if log is not None else logging.getLogger("shop.catalog")
+        self.error: str | None = None
+        self.reads = 0  # how many times the file was read and checked, for tests and diagnostics
+        self._lock = threading.Lock()
+        self._catalog, self._key = self._load()  # the first load must succeed: raises CatalogError
+
+    def current(self) -> Catalog:
+        """The catalog to serve now: reloaded first if the file changed, the last good one if the edit is invalid."""
+        key = self._stat()
+        if key != self._key:
+            with self._lock:  # one reload at a time; readers keep the old catalog until the new one is whole
+                if key != self._key:
+                    self._reload(key)
+        return self._catalog
+
+    def problems(self) -> list[str]:
+        """Every problem with the file as it is now on disk; empty when it is valid."""
+        return problems(self.path, self.public_dir)
+
+    def _stat(self):
+        try:
+            st = os.stat(self.path)
+        except OSError as e:
+            return ("unreadable", e.errno)
+        return (st.st_mtime_ns, st.st_size)
+
+    def _load(self):
+        self.reads += 1
+        return _load(self.path, self.public_dir)
+
+    def _reload(self, key):
+        try:
+            catalog, key = self._load()
+        except CatalogError as e:
+            self._key = key  # remember this bad version so it is reported once, not on every request
+            count = len(e.problems)
+            first = e.problems[0].removeprefix(f"{self.name}: ")
+            self.error = (f"{self.name}: the last edit was not loaded ({count} problem{'s' * (count > 1)}, "
+                          f"first: {first}); still serving the previous version")
+            self._say(logging.ERROR, "\n  ".join([self.error] + e.problems))
+            return
+        was_broken = self.error is not None
+        self._catalog, self._key, self.error = catalog, key, None
+        self._say(logging.INFO, f"{self.name}: reloaded, {len(catalog.products)} products"
+                                + (" (earlier problems fixed)" if was_broken else ""))
+
+    def _say(self, level, message):
+        if isinstance(self.log, (logging.Logger, logging.LoggerAdapter)):
+            self.log.log(level, message)
+        else:
+            self.log(message)

@@ -1,0 +1,100 @@
+"""`python shop.py` as a real process: serves on loopback, logs each request, stops cleanly; `check` reports."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(args, env_extra, timeout=60):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
+    env.update(env_extra)
+    return subprocess.run([sys.executable, "shop.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_serves_logs_each_request_and_stops_on_ctrl_c(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
+    env.update(PORT=str(port), DATA_DIR=str(tmp_path / "data"))
+    proc = subprocess.Popen([sys.executable, "shop.py"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                    body = r.read().decode()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        assert "Offline test mode" in body
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+        log = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "offline test mode" in log
+    line = next(li for li in log.splitlines() if "shop.access GET / " in li)
+    assert "status=200" in line and "duration_ms=" in line and "request_id=" in line
+    assert log.rstrip().endswith("stopped")
+
+
+def test_check_passes_on_the_shipped_catalog(tmp_path):
+    result = run(["check"], {"DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok: catalog.json is valid; mode offline" in result.stdout
+
+
+def test_check_prints_every_problem_and_fails(tmp_path):
+    data = json.loads((ROOT / "catalog.json").read_text())
+    data["products"][3]["price"] = 12.5
+    data["products"][1]["id"] = data["products"][0]["id"]
+    bad = tmp_path / "catalog.json"
+    bad.write_text(json.dumps(data, indent=2))
+    result = run(["check"], {"CATALOG": str(bad), "DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1
+    assert "catalog.json: products[3].price: must be a positive integer in minor units, got 12.5" in result.stdout
+    assert "products[1].id" in result.stdout and "duplicate" in result.stdout
+
+
+def test_check_reports_missing_webhook_secret_in_test_mode(tmp_path):
+    result = run(["check"], {"STRIPE_SECRET_KEY": "sk_test_abc", "DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1 and "STRIPE_WEBHOOK_SECRET: not set" in result.stdout
+    assert "sk_test_abc" not in result.stdout + result.stderr
+
+
+def test_invalid_catalog_at_start_stops_with_the_problems(tmp_path):
+    bad = tmp_path / "catalog.json"
+    bad.write_text('{"shop": {"name": "X", "currency": "usd"},\n "products": [}')
+    result = run([], {"CATALOG": str(bad), "DATA_DIR": str(tmp_path), "PORT": str(free_port())})
+    assert result.returncode == 2
+    assert "catalog.json: line 2, column" in result.stderr and "cannot start" in result.stderr
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"STRIPE_SECRET_KEY": "sk_live_abc", "BASE_URL": "http://shop.example.com",
+      "STRIPE_WEBHOOK_SECRET": "whsec_x"}, "BASE_URL: live mode needs an https:// URL"),
+    ({"STRIPE_SECRET_KEY": "sk_live_abc", "BASE_URL": "https://shop.example.com"},
+     "STRIPE_WEBHOOK_SECRET: live mode needs"),
+])
+def test_live_mode_refuses_to_start_unsafely(tmp_path, env, message):
+    result = run([], {**env, "DATA_DIR": str(tmp_path), "PORT": str(free_port())})
+    assert result.returncode == 2 and message in result.stderr
+    assert "sk_live_abc" not in result.stderr

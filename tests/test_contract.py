@@ -70,3 +70,24 @@ def test_checkout_params_cover_what_the_shop_promises(shopper, recorded):
     rate = params["shipping_options"][0]["shipping_rate_data"]
     assert rate["delivery_estimate"]["minimum"]["unit"] == "business_day"
     assert params["success_url"] == "http://shop.test/success?session_id={CHECKOUT_SESSION_ID}"
+
+
+def test_merchant_calls_match_the_sdk_types(shopper, recorded, data_dir, monkeypatch, capsys):
+    """Refund, reconcile and expire send well-typed requests too."""
+    import cli
+    from tests.test_purchase import pay
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    monkeypatch.setenv("BASE_URL", "http://127.0.0.1:9")  # nothing listens: events stay queued
+    shopper.add("walden")
+    paid = pay(shopper, shopper.checkout())
+    shopper.get(paid.location)
+    order = shopper.shop.ledger.list(status="paid")[0]
+    shopper.add("moby-dick")
+    open_order = shopper.shop.ledger.by_session(shopper.session_id(shopper.checkout()))
+    assert cli.main(["refund", order["id"], "--amount", "100"]) == 0
+    assert cli.main(["reconcile"]) == 0
+    assert cli.main(["expire", open_order["id"]]) == 0
+    names = {fn.__name__ for fn, _ in recorded}
+    assert {"create", "retrieve", "list", "expire"} <= names
+    for fn, params in recorded:
+        assert stripe_params.check(params, stripe_params.params_class(fn)) == [], (fn.__qualname__, params)

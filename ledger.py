@@ -1,6 +1,7 @@
 """The order ledger: every checkout is an order row in SQLite before Stripe hears of it."""
 
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -76,6 +77,7 @@ class Ledger:
     def __init__(self, path):
         self.path = str(path)
         self._local = threading.local()
+        self._writer = _writer_lock(self.path)
         self.migrate()
 
     def connect(self):
@@ -100,7 +102,7 @@ class Ledger:
 
     def write(self):
         """A write transaction that takes the lock up front (no read-then-upgrade deadlocks)."""
-        return _Tx(self.connect())
+        return _Tx(self.connect(), self._writer)
 
     def migrate(self):
         """Bring the file's schema to the newest version."""
@@ -262,24 +264,48 @@ class Ledger:
         self.connect().execute("SELECT 1 FROM orders LIMIT 1").fetchall()
 
 
+_WRITERS = {}
+_WRITERS_LOCK = threading.Lock()
+
+
+def _writer_lock(path):
+    """One lock per database file in this process: its threads take turns to write.
+
+    Without it, threads that find the file locked sleep in SQLite's busy handler (1, 2, 5, 10 ... 100 ms)
+    even after the lock is free; a Python lock hands over at once. Other processes still meet busy_timeout.
+    """
+    key = os.path.realpath(path)
+    with _WRITERS_LOCK:
+        return _WRITERS.setdefault(key, threading.RLock())
+
+
 class _Tx:
     """`with ledger.write() as db:` — BEGIN IMMEDIATE … COMMIT, or ROLLBACK on error."""
 
-    def __init__(self, db):
+    def __init__(self, db, writer):
         self.db = db
+        self.writer = writer
 
     def __enter__(self):
-        for attempt in range(50):
-            try:
-                self.db.execute("BEGIN IMMEDIATE")
-                return self.db
-            except sqlite3.OperationalError as e:  # busy beyond busy_timeout under heavy contention
-                if "locked" not in str(e) or attempt == 49:
-                    raise
-                time.sleep(0.05)
+        self.writer.acquire()
+        try:
+            for attempt in range(50):
+                try:
+                    self.db.execute("BEGIN IMMEDIATE")
+                    return self.db
+                except sqlite3.OperationalError as e:  # busy beyond busy_timeout under heavy contention
+                    if "locked" not in str(e) or attempt == 49:
+                        raise
+                    time.sleep(0.05)
+        except BaseException:
+            self.writer.release()
+            raise
 
     def __exit__(self, kind, value, tb):
-        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        try:
+            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        finally:
+            self.writer.release()
         return False
 
 

@@ -2,7 +2,10 @@
 
 import functools
 import logging
+import re
+import secrets
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -40,6 +43,8 @@ class Shop:
         self.stripe = payments.make_client(config, self.standin)
         self.guard = Guard(config, load_secret(config.data_dir))
         self.fulfilment = Fulfilment(self.ledger, self.stripe, config.data_dir)
+        self._pages = {}  # render_cached: {None: the catalog they were made from, key: page}
+        self._pages_lock = threading.Lock()
 
     def catalog(self):
         """The current catalog (re-read only when the file changed)."""
@@ -49,12 +54,44 @@ class Shop:
         """A page in the shop's layout, with what every page shows."""
         catalog = self.catalog()
         cart = carts.parse(request.get_cookie(carts.COOKIE), catalog)
+        return self._template(name, catalog, carts.count(cart), self.guard.token(request, response), **values)
+
+    def _template(self, name, catalog, cart_count, csrf, **values):
         values.setdefault("title", None)
         return bottle.template(
             name, template_lookup=VIEWS, shop_name=catalog.shop_name, offline=self.config.mode == "offline",
-            test_mode=self.config.mode != "live", cart_count=carts.count(cart), money=functools.partial(
+            test_mode=self.config.mode != "live", cart_count=cart_count, money=functools.partial(
                 format_money, currency=catalog.currency), currency=catalog.currency,
-            csrf=self.guard.token(request, response), path=request.path, **values)
+            csrf=csrf, path=request.path, **values)
+
+    def render_cached(self, key, name, **values):
+        """render(), made once per catalog version and key: only the browser's CSRF token and cart count vary.
+
+        The template may only print `csrf` and `cart_count` (they are placeholders while it runs). Returns bytes."""
+        catalog = self.catalog()
+        pages = self._pages
+        pieces = pages.get(key) if pages.get(None) is catalog else None
+        if pieces is None:
+            page = self._template(name, catalog, _COUNT_MARK, _CSRF_MARK, **values)
+            # [bytes, mark, bytes, mark, ..., bytes]: the request only fills in the marks and joins.
+            pieces = [p.encode() if i % 2 == 0 else p == _COUNT_MARK
+                      for i, p in enumerate(_MARKS.split(page))]
+            with self._pages_lock:
+                if self._pages.get(None) is not catalog:  # a reloaded catalog starts a fresh cache
+                    self._pages = {None: catalog}
+                elif len(self._pages) > _MAX_CACHED_PAGES:
+                    self._pages.pop(next(k for k in self._pages if k is not None))
+                self._pages[key] = pieces
+        cart = carts.parse(request.get_cookie(carts.COOKIE), catalog)
+        fill = (self.guard.token(request, response).encode(), str(carts.count(cart)).encode())
+        return b"".join([p if i % 2 == 0 else fill[p] for i, p in enumerate(pieces)])
+
+
+# Placeholders for per-browser values in cached pages: random, so no catalog text can contain them.
+_CSRF_MARK = "csrf" + secrets.token_hex(12)
+_COUNT_MARK = "count" + secrets.token_hex(12)
+_MARKS = re.compile(f"({_CSRF_MARK}|{_COUNT_MARK})")
+_MAX_CACHED_PAGES = 64  # catalog pages kept rendered (a 10,000-product catalog has 417)
 
 
 def make_app(config=None):

@@ -25,7 +25,8 @@ def install(app, shop):
         if page > pages:
             raise ShopError(404, "There is no such page of the catalog.")
         products = catalog.products[(page - 1) * PER_PAGE: page * PER_PAGE]
-        return shop.render("index.tpl", title=None, products=products, page=page, pages=pages)
+        return shop.render_cached(("index.tpl", page), "index.tpl", title=None, products=products, page=page,
+                                  pages=pages)
 
     @app.get("/cart")
     def show_cart():

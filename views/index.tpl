@@ -1,37 +1,38 @@
 % rebase('base.tpl', title=title)
+% # No indentation: it was 7% of the page's bytes, and browsers collapse the whitespace anyway.
 <h1 class="visually-hidden">{{shop_name}}: books</h1>
 <ul class="grid">
 % for p in products:
-  <li class="card">
-    <img src="/static/{{p.image}}" alt="Cover of {{p.name}}" width="150" height="225" loading="lazy">
-    <h2>{{p.name}}</h2>
-    <p class="desc">{{p.description}}</p>
-    <p class="price">{{money(p.price)}}</p>
-    <form method="post" action="/cart" class="add">
-      <input type="hidden" name="csrf_token" value="{{csrf}}">
-      <input type="hidden" name="action" value="add">
-      <input type="hidden" name="product_id" value="{{p.id}}">
-      <label for="q-{{p.id}}">Quantity</label>
-      <input id="q-{{p.id}}" name="quantity" type="number" inputmode="numeric" min="1" max="99" value="1">
-      <button type="submit">Add to cart<span class="visually-hidden"> {{p.name}}</span></button>
-    </form>
-    <form method="post" action="/checkout" class="buy">
-      <input type="hidden" name="csrf_token" value="{{csrf}}">
-      <input type="hidden" name="product_id" value="{{p.id}}">
-      <input type="hidden" name="quantity" value="1">
-      <button type="submit" class="secondary">Buy now<span class="visually-hidden"> {{p.name}}</span></button>
-    </form>
-  </li>
+<li class="card">
+<img src="/static/{{p.image}}" alt="Cover of {{p.name}}" width="150" height="225" loading="lazy">
+<h2>{{p.name}}</h2>
+<p class="desc">{{p.description}}</p>
+<p class="price">{{money(p.price)}}</p>
+<form method="post" action="/cart" class="add">
+<input type="hidden" name="csrf_token" value="{{csrf}}">
+<input type="hidden" name="action" value="add">
+<input type="hidden" name="product_id" value="{{p.id}}">
+<label for="q-{{p.id}}">Quantity</label>
+<input id="q-{{p.id}}" name="quantity" type="number" inputmode="numeric" min="1" max="99" value="1">
+<button type="submit">Add to cart<span class="visually-hidden"> {{p.name}}</span></button>
+</form>
+<form method="post" action="/checkout" class="buy">
+<input type="hidden" name="csrf_token" value="{{csrf}}">
+<input type="hidden" name="product_id" value="{{p.id}}">
+<input type="hidden" name="quantity" value="1">
+<button type="submit" class="secondary">Buy now<span class="visually-hidden"> {{p.name}}</span></button>
+</form>
+</li>
 % end
 </ul>
 % if pages > 1:
 <nav class="pages" aria-label="Catalog pages">
 %   if page > 1:
-  <a href="/?page={{page - 1}}" rel="prev">← Previous</a>
+<a href="/?page={{page - 1}}" rel="prev">← Previous</a>
 %   end
-  <span>Page {{page}} of {{pages}}</span>
+<span>Page {{page}} of {{pages}}</span>
 %   if page < pages:
-  <a href="/?page={{page + 1}}" rel="next">Next →</a>
+<a href="/?page={{page + 1}}" rel="next">Next →</a>
 %   end
 </nav>
 % end

@@ -70,18 +70,19 @@ class Guard:
     def check(self, request):
         """Refuse (403) a state-changing request from another site or without this browser's token."""
         # Browsers say where a request comes from: https://developer.mozilla.org/docs/Web/HTTP/Headers/Sec-Fetch-Site
-        site = request.get_header("Sec-Fetch-Site")
+        site = _header(request, "Sec-Fetch-Site")
         if site and site not in ("same-origin", "none"):
-            raise ShopError(403, FORBIDDEN, detail=f"Sec-Fetch-Site {site}")
-        origin = request.get_header("Origin")
+            raise ShopError(403, FORBIDDEN, detail="Sec-Fetch-Site not same-origin")
+        origin = _header(request, "Origin")
         if origin and origin != "null" and origin != self.origin:
             raise ShopError(403, FORBIDDEN, detail="foreign Origin")
         sid = request.get_cookie(SID_COOKIE) or ""
-        sent = request.forms.get("csrf_token") or ""
+        sent = (request.forms.get("csrf_token") or "").strip()
         if not _SID.fullmatch(sid) or not sent:
             raise ShopError(403, FORBIDDEN, detail="missing csrf token or cookie")
         expected = hmac.new(self.secret, sid.encode(), hashlib.sha256).hexdigest()[:40]
-        if not hmac.compare_digest(expected, sent.strip()):
+        # compare_digest raises TypeError on non-ASCII str: compare bytes
+        if not hmac.compare_digest(expected.encode(), sent.encode("utf-8", "surrogateescape")):
             raise ShopError(403, FORBIDDEN, detail="bad csrf token")
 
     def set_cookie(self, response, name, value, **options):
@@ -103,6 +104,11 @@ class Guard:
             response.set_header("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
         if "Cache-Control" not in response.headers:
             response.set_header("Cache-Control", "no-store")
+
+
+def _header(request, name):
+    """A request header exactly as the server passed it: bottle's get_header raises on bytes that are not UTF-8."""
+    return request.environ.get("HTTP_" + name.upper().replace("-", "_"))
 
 
 def _origin(url):

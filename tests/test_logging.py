@@ -120,6 +120,7 @@ def test_no_secret_or_card_number_in_any_log_line(served, caplog, monkeypatch):
     webhook_secret = "whsec_" + "9" * 32
     shopper = served(stripe_webhook_secret=webhook_secret)
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="stripe")  # `shop.py` quiets it to WARNING; here it says everything
     shopper.add(shopper.shop.catalog().products[0].id)
     to_stripe = shopper.checkout()
     pay_on_page(shopper, to_stripe.location)

@@ -10,9 +10,9 @@
 <body>
 <a class="skip" href="#main">Skip to content</a>
 % if offline:
-<p class="banner" role="note"><strong>Offline test mode:</strong> payments go to a built-in Stripe stand-in. No real card is charged. Pay with test card 4242 4242 4242 4242.</p>
+<aside class="banner" aria-label="Test mode"><strong>Offline test mode:</strong> payments go to a built-in Stripe stand-in. No real card is charged. Pay with test card 4242 4242 4242 4242.</aside>
 % elif test_mode:
-<p class="banner" role="note"><strong>Test mode:</strong> Stripe test keys. No real card is charged.</p>
+<aside class="banner" aria-label="Test mode"><strong>Test mode:</strong> Stripe test keys. No real card is charged.</aside>
 % end
 <header class="top">
   <a class="brand" href="/">{{shop_name}}</a>

@@ -22,7 +22,7 @@ TAX_BEHAVIORS = ("exclusive", "inclusive")
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 # Stripe tax codes look like txcd_35010000 (books): https://docs.stripe.com/tax/tax-codes
 _TAX_CODE = re.compile(r"txcd_[0-9]{8}")
-_REQUIRED, _BAD = object(), object()
+_REQUIRED, _BAD, _NO_VALUE = object(), object(), object()
 
 
 class _Unusable(Exception):
@@ -63,6 +63,8 @@ def _parse(data: bytes, name: str):
 
 
 def _show(value) -> str:
+    if isinstance(value, str) and len(value) > 60:
+        value = value[:57] + "..."  # keep the quotes, so a cut string still reads as a string
     try:
         text = json.dumps(value, ensure_ascii=False)
     except (ValueError, RecursionError):  # integers too long to print, absurd nesting
@@ -101,8 +103,8 @@ class _Checker:
                               "amount": (_REQUIRED, self.shipping_amount), "min_days": (_REQUIRED, self.days),
                               "max_days": (_REQUIRED, self.days), "tax_code": (None, self.tax_code)}
 
-    def problem(self, path, text, value=_REQUIRED):
-        got = "" if value is _REQUIRED else f", got {_show(value)}"
+    def problem(self, path, text, value=_NO_VALUE):
+        got = "" if value is _NO_VALUE else f", got {_show(value)}"
         self.problems.append(f"{self.name}: {path}: {text}{got}")
         return _BAD
 
@@ -110,7 +112,8 @@ class _Checker:
         top = self.obj("top level", data, {
             "shop": (_REQUIRED, lambda p, v: self.obj(p, v, {
                 "name": (_REQUIRED, self.text(NAME_LIMIT)), "currency": (_REQUIRED, self.check_currency)})),
-            "products": (_REQUIRED, lambda p, v: self.items(p, v, "product", self.product_fields, lambda _, fields: fields)),
+            "products": (_REQUIRED, lambda p, v: self.items(
+                p, v, "product", self.product_fields, lambda _, fields: fields)),
             "shipping": (_REQUIRED, lambda p, v: self.obj(p, v, {
                 "countries": (_REQUIRED, self.countries),
                 "options": (_REQUIRED, lambda p, v: self.items(
@@ -137,7 +140,7 @@ class _Checker:
                 out[key] = check(where, value[key])
             else:
                 out[key] = self.problem(where, "required field is missing") if default is _REQUIRED else default
-        for key in value.keys() - fields.keys():
+        for key in [k for k in value if k not in fields]:  # in the file's order
             near = difflib.get_close_matches(key, list(fields), 1)
             self.problem(path, f"unknown field {_show(key)}" + (f' (did you mean "{near[0]}"?)' if near else ""))
         return out
@@ -159,12 +162,13 @@ class _Checker:
                 self.problem(f"{path}[{i}].id", f"duplicate id, already used by {first_use[item_id]}", item_id)
             elif item_id is not _BAD:
                 first_use[item_id] = f"{path}[{i}]"
+            fields_ok = make(f"{path}[{i}]", fields_ok)
             if _BAD not in fields_ok.values():
-                out.append(make(f"{path}[{i}]", fields_ok))
+                out.append(fields_ok)
         return out
 
     def shipping_option(self, path, fields):
-        if fields["min_days"] > fields["max_days"]:
+        if _BAD not in (fields["min_days"], fields["max_days"]) and fields["min_days"] > fields["max_days"]:
             self.problem(f"{path}.min_days", f"must not be more than max_days ({fields['max_days']})",
                          fields["min_days"])
         return fields
@@ -191,10 +195,13 @@ class _Checker:
             return self.problem(path, f"must be {what} in minor units", value)
         if value > MAX_AMOUNT:
             return self.problem(path, f"must be at most {MAX_AMOUNT} (Stripe's maximum amount)", value)
-        # https://docs.stripe.com/currencies#three-decimal and #special-cases (isk charges whole krónur)
-        step = 10 if self.currency in THREE_DECIMAL else 100 if self.currency in WHOLE_UNITS_ONLY else 1
-        if value % step:
-            return self.problem(path, f"must be a multiple of {step} in {self.currency} (Stripe's rule)", value)
+        # https://docs.stripe.com/currencies#three-decimal and https://docs.stripe.com/currencies#special-cases
+        if self.currency in THREE_DECIMAL and value % 10:
+            return self.problem(path, f"must end in 0 in {self.currency} (Stripe's rule for three-decimal "
+                                      "currencies)", value)
+        if self.currency in WHOLE_UNITS_ONLY and value % 100:
+            return self.problem(path, f"must be a multiple of 100 in {self.currency} (Stripe charges whole "
+                                      "units only)", value)
         return value
 
     def price(self, path, value):

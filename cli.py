@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 
@@ -132,7 +133,14 @@ def serve(config):
              mode, config.workers)
     if config.workers <= 1:
         return _run(app, sock, config)
-    return _prefork(config, sock)
+    _release(app)  # SQLite connections must not cross fork(): each worker opens its own
+    return Prefork(config, sock).run()
+
+
+def waitress_options(config):
+    """The waitress settings of every server process (bench/bare.py serves its baseline with the same)."""
+    return dict(threads=config.threads, ident="shop", _quiet=True, clear_untrusted_proxy_headers=True,
+                max_request_body_size=1024 * 1024, max_request_header_size=64 * 1024)
 
 
 def _run(app, sock, config):
@@ -141,9 +149,7 @@ def _run(app, sock, config):
     if shop.standin is not None:
         shop.standin.start_webhook_sender()
     try:
-        waitress.serve(AccessLog(app), sockets=[sock], threads=config.threads, ident="shop",
-                       _quiet=True, clear_untrusted_proxy_headers=True,
-                       max_request_body_size=1024 * 1024, max_request_header_size=64 * 1024)
+        waitress.serve(AccessLog(app), sockets=[sock], **waitress_options(config))
     except KeyboardInterrupt:
         pass
     finally:
@@ -153,35 +159,109 @@ def _run(app, sock, config):
     return 0
 
 
-def _prefork(config, sock):
-    """Fork WORKERS processes that all accept on the one inherited listening socket."""
-    from shop import make_app
-    children = []
-    for _ in range(config.workers):
-        pid = os.fork()
-        if pid == 0:  # child: its own app, connections and threads
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            code = _run(make_app(config), sock, config)
-            os._exit(code)
-        children.append(pid)
+def _release(app):
+    shop = app.config["shop"]
+    shop.ledger.close()
+    if shop.standin is not None:
+        shop.standin.close()
 
-    def stop(signum, frame):
-        for pid in children:
+
+class Prefork:
+    """WORKERS processes accepting on the one inherited listening socket; a worker that dies is replaced.
+
+    The kernel hands each new connection to whichever worker accepts first, so an idle worker takes it.
+    Each worker has its own app: its own catalog reload (a stat per request), SQLite connections and threads.
+    """
+
+    RESTARTS = 10  # more deaths than this within a minute means something is wrong: stop instead
+
+    def __init__(self, config, sock):
+        self.config, self.sock = config, sock
+        self.parent = os.getpid()
+        self.workers = set()
+        self.deaths = []
+        self.stopping = False
+
+    def run(self):
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGALRM, self.kill)
+        for _ in range(self.config.workers):
+            self.spawn()
+        code = 0
+        while self.workers:
+            try:
+                pid, status = os.wait()  # retried after a signal handler returns (PEP 475)
+            except ChildProcessError:
+                break
+            if pid not in self.workers:
+                continue
+            self.workers.discard(pid)
+            if self.stopping:
+                continue
+            now = time.monotonic()
+            self.deaths = [t for t in self.deaths if now - t < 60] + [now]
+            log.error("worker %d %s", pid, _describe(status))
+            if len(self.deaths) > self.RESTARTS:
+                log.error("workers keep dying: stopping")
+                code = 1
+                self.stop(None, None)
+            else:
+                self.spawn()
+        signal.alarm(0)
+        log.info("stopped")
+        return code
+
+    def spawn(self):
+        pid = os.fork()
+        if pid:
+            self.workers.add(pid)
+            return
+        code = 1
+        try:  # the worker: Ctrl-C or SIGTERM ends waitress's loop; it exits if the parent goes away
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, _interrupt)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            threading.Thread(target=_watch_parent, args=(self.parent,), daemon=True).start()
+            from shop import make_app
+            code = _run(make_app(self.config), self.sock, self.config)
+        except BaseException:
+            log.exception("worker %d failed", os.getpid())
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
+    def stop(self, signum, frame):
+        """Ask every worker to finish; any still running after 10 s is killed."""
+        self.stopping = True
+        for pid in list(self.workers):
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+        signal.alarm(10)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for pid in children:
-        while True:
+    def kill(self, signum, frame):
+        self.stopping = True
+        for pid in list(self.workers):
             try:
-                os.waitpid(pid, 0)
-                break
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
-    log.info("stopped")
-    return 0
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _watch_parent(parent):
+    """A worker never outlives the process that started it (it would keep the port answering)."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _describe(status):
+    if os.WIFSIGNALED(status):
+        return f"was killed by signal {os.WTERMSIG(status)}; starting another"
+    return f"exited with code {os.waitstatus_to_exitcode(status)}; starting another"

@@ -11,6 +11,9 @@ import base64
 import json
 import socket
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def make_app(responses):
@@ -36,19 +39,19 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--responses", required=True)
-    p.add_argument("--threads", type=int, default=8)
     args = p.parse_args(argv)
     import waitress
+    from cli import waitress_options
+    from settings import load_config
     with open(args.responses) as f:
         app = make_app(json.load(f))
-    # The same socket setup and waitress arguments as cli.serve, so only the app differs.
+    # The same socket setup and waitress settings as `python shop.py`, so only the app differs.
     sock = socket.socket(socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
     sock.listen(1024)
     try:
-        waitress.serve(app, sockets=[sock], threads=args.threads, ident="shop", _quiet=True,
-                       clear_untrusted_proxy_headers=True)
+        waitress.serve(app, sockets=[sock], **waitress_options(load_config()))
     except KeyboardInterrupt:
         pass
     return 0

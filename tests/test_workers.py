@@ -1,0 +1,202 @@
+"""`python shop.py --workers N`: N processes on one listening socket, each reloading the catalog and sharing the
+ledger; a dead worker is replaced and no worker outlives the shop. Real processes on loopback, no timing."""
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from urllib.parse import urlencode
+
+import pytest
+
+from ledger import Ledger
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+SID = "workersworkersworkersworkers0001"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(port, method="GET", path="/", body=None, headers=None):
+    """(status, text) over a fresh connection, so the kernel may hand it to any worker."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return sorted(int(x) for x in f.read().split())
+    except OSError:
+        return []
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(condition, what, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting: {what}")
+
+
+@contextmanager
+def shop_server(tmp_path, workers=2, catalog=None):
+    """`python shop.py --workers N` in offline mode on a private DATA_DIR and a free port."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
+    env.update(STRIPE_SECRET_KEY="", STRIPE_WEBHOOK_SECRET="", STRIPE_API_BASE="", BASE_URL="",
+               DATA_DIR=str(tmp_path / "data"), CATALOG=str(catalog or ROOT / "catalog.json"))
+    log = open(tmp_path / "shop.log", "wb")
+    proc = subprocess.Popen([sys.executable, "shop.py", "--port", str(port), "--workers", str(workers)],
+                            cwd=ROOT, env=env, stdout=log, stderr=log)
+    try:
+        wait_for(lambda: len(children(proc.pid)) == workers and _answers(port), "the workers to answer")
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                for pid in children(proc.pid) + [proc.pid]:
+                    os.kill(pid, signal.SIGKILL)
+                proc.wait(5)
+        log.close()
+
+
+def _answers(port):
+    try:
+        return request(port, path="/healthz")[0] == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def paused(pid):
+    """Only the other workers can accept while this one is stopped."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_two_workers_each_accept_on_the_shared_socket(tmp_path):
+    with shop_server(tmp_path) as (proc, port):
+        first, second = children(proc.pid)
+        assert proc.pid not in (first, second)
+        for stopped in (first, second):  # each worker alone serves every request
+            with paused(stopped):
+                assert [request(port)[0] for _ in range(10)] == [200] * 10
+
+
+def test_every_worker_reloads_an_edited_catalog(tmp_path):
+    catalog = tmp_path / "catalog.json"
+    shutil.copy(ROOT / "catalog.json", catalog)
+    with shop_server(tmp_path, catalog=catalog) as (proc, port):
+        workers = children(proc.pid)
+        for _ in range(10):
+            assert "A Brand New Title" not in request(port)[1]
+        data = json.loads(catalog.read_text())
+        data["products"][0]["name"] = "A Brand New Title"
+        catalog.write_text(json.dumps(data))
+        os.utime(catalog, ns=(1, 2_000_000_000_000_000_000))
+        for other in workers:
+            with paused(other):
+                assert all("A Brand New Title" in request(port)[1] for _ in range(5))
+
+
+def test_workers_share_the_ledger_without_losing_an_order(tmp_path):
+    with shop_server(tmp_path) as (proc, port):
+        token = _CSRF.search(request(port, headers={"Cookie": f"sid={SID}"})[1])[1]
+        body = urlencode({"csrf_token": token, "product_id": "walden", "quantity": "1"})
+        headers = {"Cookie": f"sid={SID}", "Content-Type": "application/x-www-form-urlencoded"}
+        statuses = []
+
+        def shopper():
+            for _ in range(6):
+                statuses.append(request(port, "POST", "/checkout", body, headers)[0])
+
+        threads = [threading.Thread(target=shopper) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert statuses == [303] * 48
+    ledger = Ledger(tmp_path / "data" / "shop.sqlite3")
+    orders = ledger.list(limit=100)
+    assert len(orders) == 48 and len({o["session_id"] for o in orders}) == 48
+    assert all(o["status"] == "open" and o["session_id"] for o in orders)
+    ledger.close()
+    db = sqlite3.connect(tmp_path / "data" / "standin.sqlite3")
+    assert db.execute("SELECT count(*) FROM objects WHERE type = 'checkout.session'").fetchone()[0] == 48
+    db.close()
+
+
+def test_a_dead_worker_is_replaced(tmp_path):
+    with shop_server(tmp_path) as (proc, port):
+        victim, survivor = children(proc.pid)
+        os.kill(victim, signal.SIGKILL)
+
+        def replaced():
+            workers = children(proc.pid)
+            return workers if len(workers) == 2 and victim not in workers else None
+
+        workers = wait_for(replaced, "a new worker")
+        assert survivor in workers
+        with paused(survivor):  # the new one serves on its own
+            assert request(port)[0] == 200
+        assert "was killed by signal 9; starting another" in (tmp_path / "shop.log").read_text()
+
+
+def test_stopping_the_shop_stops_every_worker(tmp_path):
+    with shop_server(tmp_path) as (proc, port):
+        workers = children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        wait_for(lambda: not any(alive(w) for w in workers), "the workers to exit")
+
+
+def test_workers_do_not_outlive_a_killed_shop(tmp_path):
+    with shop_server(tmp_path) as (proc, port):
+        workers = children(proc.pid)
+        proc.kill()
+        proc.wait(5)
+        wait_for(lambda: not any(alive(w) for w in workers), "orphaned workers to exit")
+        with pytest.raises(OSError):
+            request(port)
+
+
+def test_one_worker_is_the_default(tmp_path):
+    from settings import load_config
+    assert load_config(environ={}).workers == 1

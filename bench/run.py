@@ -52,11 +52,12 @@ def main(argv=None):
     p.add_argument("--readme", action="store_true", help="write the table into README.md")
     p.add_argument("--no-wrk", action="store_true", help="use the Python load generator even if wrk is there")
     p.add_argument("--connections", type=int, default=16, help="concurrent connections for page loads")
+    p.add_argument("--only", default="1,2,3,4,5,6,7,8", help="comma-separated figure numbers to run")
     args = p.parse_args(argv)
+    only = {int(x) for x in args.only.split(",")}
     rounds, seconds = (2, 1) if args.quick else (5, 2)
     conns = args.connections
     started = time.monotonic()
-    say = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731 progress on stderr, table on stdout
     load = Load(None if args.no_wrk else find_wrk(say=say))
     say(f"load generator: {load.name}")
     rows, notes = [], []
@@ -66,31 +67,66 @@ def main(argv=None):
     ids = [p.id for p in catalog.products]
     variants = pages.variants(ids)
 
+    ctx = {"load": load, "rounds": rounds, "seconds": seconds, "conns": conns, "ids": ids, "variants": variants,
+           "rows": rows, "notes": notes, "quick": args.quick, "rss": {}, "load_cores": 0.0}
     with tempfile.TemporaryDirectory(prefix="shop-bench-") as tmp:
-        tmp = Path(tmp)
-        # 1. Pages against the bare baseline; 4. page weight; 8. memory.
-        say("1. GET / and GET /cart against the bare baseline ...")
-        with start_shop(tmp, "shop") as shop:
-            shop.wait_ready()
-            vs = pages.versus_bare(load, shop, tmp, variants, rounds, seconds, conns)
-            for label, r in vs.items():
-                target = "≥ 0.8" if label.startswith("GET / ") else "(reported)"
-                met = r["ratio"] >= 0.8 if label.startswith("GET / ") else None
-                rows.append((f"1. {label}: shop ÷ bare WSGI, same bytes", f"**{r['ratio']:.2f}** "
-                             f"({r['a_rps']:.0f} vs {r['b_rps']:.0f} req/s; rounds {', '.join(f'{x:.2f}' for x in r['ratios'])})",
-                             target, ok(met) if met is not None else "—"))
-                if r["errors"]:
-                    notes.append(f"{label}: {r['errors']} errors during the load")
-            load_cores = max(r["client_cores"] for r in vs.values())
+        ctx["tmp"] = Path(tmp)
+        if only & {1, 2, 4, 8}:
+            pages_and_checkout(ctx, only)
+        for number, figure in ((3, workers), (5, api_calls), (6, webhooks), (7, big_catalog)):
+            if number in only:
+                figure(ctx)
+    if 8 in only and ctx["rss"]:
+        rows.append(("8. peak RSS of one worker after its load", ", ".join(
+            f"{mb:.0f} MiB ({what})" for what, mb in ctx["rss"].items()), "(reported)", "—"))
+    rows.sort(key=lambda row: int(row[0].split(".")[0]))
+    load_cores = ctx["load_cores"]
 
+    took = time.monotonic() - started
+    today = datetime.date.today().isoformat()
+    table = render(rows, today, machine(), load.name, load_cores, conns, rounds, seconds, took, notes)
+    print(table)
+    if args.readme:
+        write_readme(table)
+        say("README.md updated")
+    return 0
+
+
+def say(*args):
+    print(*args, file=sys.stderr, flush=True)  # progress on stderr, the table on stdout
+
+
+def _rounds(r):
+    return ", ".join(f"{x:.2f}" for x in r["ratios"])
+
+
+def pages_and_checkout(ctx, only):
+    """Figures 1, 2, 4 and 8 on one `python shop.py` (8 products, 1 worker)."""
+    load, rows, variants, tmp = ctx["load"], ctx["rows"], ctx["variants"], ctx["tmp"]
+    with start_shop(tmp, "shop") as shop:
+        shop.wait_ready()
+        if 1 in only:
+            say("1. GET / and GET /cart against the bare baseline ...")
+            vs = pages.versus_bare(load, shop, tmp, variants, ctx["rounds"], ctx["seconds"], ctx["conns"])
+            for label, r in vs.items():
+                home = label.startswith("GET / ")
+                rows.append((f"1. {label}: shop ÷ bare WSGI, same bytes", f"**{r['ratio']:.2f}** ({r['a_rps']:.0f} "
+                             f"vs {r['b_rps']:.0f} req/s; rounds {_rounds(r)})", "≥ 0.8" if home else "(reported)",
+                             ok(r["ratio"] >= 0.8) if home else "—"))
+                if r["errors"]:
+                    ctx["notes"].append(f"{label}: {r['errors']} errors during the load")
+            ctx["load_cores"] = max(r["client_cores"] for r in vs.values())
+        if 2 in only:
             say("2. POST /checkout ...")
-            co = purchase.checkout_load(load, shop, ids[0], pages.SID, seconds * 2)
-            share = purchase.standin_share(tmp / "inproc-share", ids[0])
+            co = purchase.checkout_load(load, shop, ctx["ids"][0], pages.SID, ctx["seconds"] * 2)
+            share = purchase.standin_share(tmp / "inproc-share", ctx["ids"][0])
             rows.append(("2. POST /checkout (in-process stand-in)",
                          f"{co.rps:.0f} req/s, p50 {co.p50_ms:.1f} ms, p99 {co.p99_ms:.1f} ms; "
                          f"stand-in share {share['share']:.0%} ({share['standin_ms']:.1f} of "
                          f"{share['per_request_ms']:.1f} ms in-process)", "(reported)", "—"))
-
+            if co.errors:
+                ctx["notes"].append(f"POST /checkout: {co.errors} errors during the load")
+        if 4 in only:
             say("4. page weight and static caching ...")
             for label in ("GET / warm", "GET /cart warm"):
                 path, headers = variants[label]
@@ -105,77 +141,73 @@ def main(argv=None):
                          f"ETag {'yes' if s['etag'] else 'no'}, Last-Modified {'yes' if s['last_modified'] else 'no'}, "
                          f"Cache-Control `{s['cache_control']}`; repeat → {s['repeat_status']} "
                          f"({s['repeat_bytes']} B instead of {s['first_bytes']:,})", "304", ok(met)))
-            rss_one = max(filter(None, (peak_rss_mb(pid) for pid in shop.workers())), default=0)
+        ctx["rss"]["8 products"] = _rss(shop)
 
-        # 3. More than one core.
-        say("3. 2 workers against 1 ...")
-        with start_shop(tmp, "w1", workers=1) as one, start_shop(tmp, "w2", workers=2) as two:
-            one.wait_ready(), two.wait_ready()
-            label = "GET / cold"
-            path, headers = variants[label]
-            r = pages.workers_scaling(load, one, two, path, headers, rounds, seconds, conns)
-            rows.append((f"3. {label}: 2 workers ÷ 1 worker", f"**{r['ratio']:.2f}** ({r['a_rps']:.0f} vs "
-                         f"{r['b_rps']:.0f} req/s; rounds {', '.join(f'{x:.2f}' for x in r['ratios'])})",
-                         "≥ 1.6", ok(r["ratio"] >= 1.6)))
-            rss_two = max(filter(None, (peak_rss_mb(pid) for pid in two.workers())), default=0)
 
-        # 5. Stripe API calls per purchase.
-        say("5. API calls per purchase ...")
-        calls = purchase.api_calls_per_purchase(tmp / "inproc-calls", ids[:2])
-        hooks = calls["webhooks"]
-        worst = max((n for _, n, _ in hooks), default=0)
-        rows.append(("5. Stripe API calls per purchase", f"checkout {calls['checkout']}, success page "
-                     f"{calls['success']}, webhooks {', '.join(f'{t} {n}' for t, n, _ in hooks) or 'none'}",
-                     "1, ≤ 1, ≤ 1 each", ok(calls["checkout"] == 1 and calls["success"] <= 1 and worst <= 1
-                                            and calls["paid"])))
+def _rss(server):
+    return max(filter(None, (peak_rss_mb(pid) for pid in server.workers())), default=0)
 
-        # 6. Webhook ingestion.
-        say("6. webhook ingestion ...")
-        n_events = 600 if args.quick else 2000
-        data = tmp / "data-webhooks"
-        signed, order_ids = purchase.prepare_paid_sessions(data, ids[0], n_events)
-        with start_shop(tmp, "webhooks", data_dir=data) as shop:
-            shop.wait_ready()
-            w = purchase.webhook_ingestion(shop.url, data, signed, order_ids)
-            rss_hooks = max(filter(None, (peak_rss_mb(pid) for pid in shop.workers())), default=0)
-        met = w["rps"] >= 500 and w["lost"] == 0 and w["double"] == 0 and w["not_marked_paid"] == 0
-        rows.append(("6. webhook ingestion, 8 concurrent senders", f"**{w['rps']:.0f} events/s** ({w['events']} "
-                     f"events, p50 {w['p50_ms']:.1f} ms, p99 {w['p99_ms']:.1f} ms); lost {w['lost']}, "
-                     f"double fulfilments {w['double']}", "≥ 500/s, 0 lost, 0 double", ok(met)))
 
-        # 7. Catalog scale.
-        say("7. 10,000-product catalog ...")
-        big = catalog_scale.generate(tmp / "catalog-10k.json")
-        t = catalog_scale.timings(big)
-        with start_shop(tmp, "big", catalog=big) as shop:
-            shop.wait_ready()
-            big_ids = [f"book-{i:05d}" for i in range(2)]
-            vs_big = pages.versus_bare(load, shop, tmp, {"GET / cold": pages.variants(big_ids)["GET / cold"]},
-                                       rounds, seconds, conns, name="bare-big")["GET / cold"]
-            w1 = pages.page_weight(shop.url, "/", {})
-            w_last = pages.page_weight(shop.url, "/?page=417", {})
-            rss_big = max(filter(None, (peak_rss_mb(pid) for pid in shop.workers())), default=0)
-        rows.append(("7. 10,000 products: validate / reload after an edit",
-                     f"{t['validate_s'] * 1000:.0f} ms / {t['reload_s'] * 1000:.0f} ms "
-                     f"({t['bytes'] / 2**20:.1f} MiB file; unchanged file: {t['unchanged_us']:.0f} µs per request)",
-                     "(reported)", "—"))
-        rows.append(("7. 10,000 products: GET / cold, shop ÷ bare", f"**{vs_big['ratio']:.2f}** "
-                     f"({vs_big['a_rps']:.0f} vs {vs_big['b_rps']:.0f} req/s); page 1 weighs {w1['html']:,} B HTML, "
-                     f"page 417 {w_last['html']:,} B", "(reported)", "—"))
+def workers(ctx):
+    """Figure 3: GET / on 2 workers against 1 worker."""
+    say("3. 2 workers against 1 ...")
+    with start_shop(ctx["tmp"], "w1", workers=1) as one, start_shop(ctx["tmp"], "w2", workers=2) as two:
+        one.wait_ready(), two.wait_ready()
+        label = "GET / cold"
+        path, headers = ctx["variants"][label]
+        r = pages.workers_scaling(ctx["load"], one, two, path, headers, ctx["rounds"], ctx["seconds"], ctx["conns"])
+        ctx["rows"].append((f"3. {label}: 2 workers ÷ 1 worker", f"**{r['ratio']:.2f}** ({r['a_rps']:.0f} vs "
+                            f"{r['b_rps']:.0f} req/s; rounds {_rounds(r)})", "≥ 1.6", ok(r["ratio"] >= 1.6)))
+        ctx["rss"]["each of 2 workers"] = _rss(two)
 
-        # 8. Memory.
-        rows.append(("8. peak RSS of one worker", f"{rss_one:.0f} MiB (8 products), {rss_two:.0f} MiB (each of "
-                     f"2 workers), {rss_hooks:.0f} MiB (webhooks), {rss_big:.0f} MiB (10,000 products)",
-                     "(reported)", "—"))
 
-    took = time.monotonic() - started
-    today = datetime.date.today().isoformat()
-    table = render(rows, today, machine(), load.name, load_cores, conns, rounds, seconds, took, notes)
-    print(table)
-    if args.readme:
-        write_readme(table)
-        say("README.md updated")
-    return 0
+def api_calls(ctx):
+    """Figure 5: Stripe API calls per purchase, counted at the stand-in."""
+    say("5. API calls per purchase ...")
+    calls = purchase.api_calls_per_purchase(ctx["tmp"] / "inproc-calls", ctx["ids"][:2])
+    hooks = calls["webhooks"]
+    worst = max((n for _, n, _ in hooks), default=0)
+    met = calls["checkout"] == 1 and calls["success"] <= 1 and worst <= 1 and calls["paid"]
+    ctx["rows"].append(("5. Stripe API calls per purchase", f"checkout {calls['checkout']}, success page "
+                        f"{calls['success']}, webhooks: {', '.join(f'{t} {n}' for t, n, _ in hooks) or 'none'}",
+                        "1, ≤ 1, ≤ 1 each", ok(met)))
+
+
+def webhooks(ctx):
+    """Figure 6: signed checkout.session.completed events from 8 concurrent senders into the ledger."""
+    say("6. webhook ingestion ...")
+    n_events = 600 if ctx["quick"] else 2000
+    data = ctx["tmp"] / "data-webhooks"
+    signed, order_ids = purchase.prepare_paid_sessions(data, ctx["ids"][0], n_events)
+    with start_shop(ctx["tmp"], "webhooks", data_dir=data) as shop:
+        shop.wait_ready()
+        w = purchase.webhook_ingestion(shop.url, data, signed, order_ids)
+        ctx["rss"]["webhooks"] = _rss(shop)
+    met = w["rps"] >= 500 and w["lost"] == 0 and w["double"] == 0 and w["not_marked_paid"] == 0
+    ctx["rows"].append(("6. webhook ingestion, 8 concurrent senders", f"**{w['rps']:.0f} events/s** ({w['events']} "
+                        f"events, p50 {w['p50_ms']:.1f} ms, p99 {w['p99_ms']:.1f} ms); lost {w['lost']}, "
+                        f"double fulfilments {w['double']}", "≥ 500/s, 0 lost, 0 double", ok(met)))
+
+
+def big_catalog(ctx):
+    """Figure 7: a generated 10,000-product catalog."""
+    say("7. 10,000-product catalog ...")
+    tmp = ctx["tmp"]
+    big = catalog_scale.generate(tmp / "catalog-10k.json")
+    t = catalog_scale.timings(big)
+    with start_shop(tmp, "big", catalog=big) as shop:
+        shop.wait_ready()
+        variant = {"GET / cold": pages.variants(["book-00000", "book-00001"])["GET / cold"]}
+        r = pages.versus_bare(ctx["load"], shop, tmp, variant, ctx["rounds"], ctx["seconds"], ctx["conns"],
+                              name="bare-big")["GET / cold"]
+        first, last = pages.page_weight(shop.url, "/", {}), pages.page_weight(shop.url, "/?page=417", {})
+        ctx["rss"]["10,000 products"] = _rss(shop)
+    ctx["rows"].append(("7. 10,000 products: validate / reload after an edit",
+                        f"{t['validate_s'] * 1000:.0f} ms / {t['reload_s'] * 1000:.0f} ms ({t['bytes'] / 2**20:.1f} "
+                        f"MiB file; unchanged file: {t['unchanged_us']:.0f} µs per request)", "(reported)", "—"))
+    ctx["rows"].append(("7. 10,000 products: GET / cold, shop ÷ bare", f"**{r['ratio']:.2f}** ({r['a_rps']:.0f} vs "
+                        f"{r['b_rps']:.0f} req/s); HTML of page 1 {first['html']:,} B, of page 417 "
+                        f"{last['html']:,} B", "(reported)", "—"))
 
 
 def render(rows, today, machine_, load_name, load_cores, conns, rounds, seconds, took, notes):

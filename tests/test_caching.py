@@ -98,4 +98,3 @@ def test_pages_stay_small_and_need_no_javascript(shopper):
         sheets = re.findall(r'<link rel="stylesheet" href="([^"]+)"', html)
         weight = len(html.encode()) + sum(len(shopper.get(href).body) for href in sheets)
         assert weight <= 15 * 1024, (path, weight)
-

@@ -106,6 +106,7 @@ def make_app(config=None):
     def start():
         request.environ.setdefault("shop.request_id", uuid.uuid4().hex[:16])
         _limit_body(request)
+        _parse_form(request)
 
     @app.hook("after_request")
     def finish():
@@ -168,6 +169,15 @@ def _limit_body(request):
         raise bottle.HTTPError(400, "Bad Content-Length") from None
     if length > limit:
         raise bottle.HTTPError(413, "Request body too large")
+
+
+def _parse_form(request):
+    """Parse a posted form once, up front: bottle raises ValueError (not a 400) on some malformed multipart bodies."""
+    if request.method == "POST" and request.path != "/webhook":  # the webhook reads its raw body itself
+        try:
+            request.forms
+        except ValueError:
+            raise bottle.HTTPError(400, "Malformed form data") from None
 
 
 def _render_errors(shop, callback):

@@ -1,0 +1,190 @@
+"""Hot reload: edits to catalog.json go live without a restart, and a bad edit never takes the shop down."""
+import copy
+import json
+import logging
+import os
+import threading
+
+import pytest
+
+import catalog
+from catalog import CatalogError, CatalogStore
+
+BOOK = {"id": "dune", "name": "Dune", "description": "Sand.", "price": 1299, "image": "img/dune.svg"}
+VALID = {
+    "shop": {"name": "Test Books", "currency": "usd"},
+    "products": [BOOK, dict(BOOK, id="emma", name="Emma")],
+    "shipping": {"countries": ["US"], "options": [
+        {"id": "standard", "name": "Standard", "amount": 500, "min_days": 3, "max_days": 5}]},
+}
+
+
+class Shop:
+    """A temp catalog.json whose edits always get a new mtime (no same-second ties)."""
+
+    def __init__(self, tmp_path):
+        self.path, self.public = tmp_path / "catalog.json", tmp_path / "public"
+        (self.public / "img").mkdir(parents=True)
+        (self.public / "img" / "dune.svg").write_text("<svg/>")
+        self.tick = 1_700_000_000 * 10**9
+        self.write(VALID)
+
+    def write(self, data=None, text=None):
+        self.path.write_text(text if text is not None else json.dumps(data))
+        self.tick += 5 * 10**9
+        os.utime(self.path, ns=(self.tick, self.tick))
+
+    def priced(self, price):
+        data = copy.deepcopy(VALID)
+        for product in data["products"]:
+            product["price"] = price
+        return data
+
+
+@pytest.fixture
+def shop(tmp_path):
+    return Shop(tmp_path)
+
+
+@pytest.fixture
+def logged():
+    return []
+
+
+@pytest.fixture
+def store(shop, logged):
+    return CatalogStore(shop.path, shop.public, logged.append)
+
+
+def test_unchanged_file_is_not_read_again(store, monkeypatch):
+    first = store.current()
+    assert store.reads == 1
+
+    def no_reading(path):
+        raise AssertionError("read an unchanged file")
+    monkeypatch.setattr(catalog, "_read", no_reading)
+    for _ in range(100):
+        assert store.current() is first
+    assert store.reads == 1 and store.error is None
+
+
+def test_valid_edit_is_picked_up(shop, store, logged):
+    assert store.current().product("dune").price == 1299
+    shop.write(shop.priced(1500))
+    cat = store.current()
+    assert cat.product("dune").price == 1500 and cat.product("emma").price == 1500
+    assert store.error is None and store.reads == 2
+    assert logged == ["catalog.json: reloaded, 2 products"]
+
+
+def test_same_mtime_but_new_size_is_picked_up(shop, store):
+    tick = os.stat(shop.path).st_mtime_ns
+    shop.path.write_text(json.dumps(shop.priced(99)))  # a shorter file, same mtime forced back
+    os.utime(shop.path, ns=(tick, tick))
+    assert store.current().product("dune").price == 99
+
+
+def test_invalid_edit_keeps_last_good_reports_once_then_fix_clears(shop, store, logged):
+    good = store.current()
+    bad = shop.priced(12.5)
+    bad["products"][0]["prise"] = 3
+    shop.write(bad)
+
+    assert store.current() is good
+    assert store.error == (
+        "catalog.json: the last edit was not loaded (3 problems, first: products[0].price: must be a positive "
+        "integer in minor units, got 12.5); still serving the previous version")
+    assert logged == ["\n  ".join([
+        store.error,
+        "catalog.json: products[0].price: must be a positive integer in minor units, got 12.5",
+        'catalog.json: products[0]: unknown field "prise" (did you mean "price"?)',
+        "catalog.json: products[1].price: must be a positive integer in minor units, got 12.5",
+    ])]
+    for _ in range(10):
+        assert store.current() is good
+    assert len(logged) == 1 and store.reads == 2  # logged once, not read again per request
+
+    shop.write(text="{ not json")  # another bad version is reported too
+    assert store.current() is good
+    assert store.error.startswith("catalog.json: the last edit was not loaded (1 problem, first: line 1, column 3:")
+    assert len(logged) == 2
+
+    shop.write(shop.priced(1700))
+    assert store.current().product("dune").price == 1700
+    assert store.error is None
+    assert logged[-1] == "catalog.json: reloaded, 2 products (earlier problems fixed)"
+
+
+def test_deleted_file_keeps_last_good_until_it_returns(shop, store, logged):
+    good = store.current()
+    shop.path.unlink()
+    assert store.current() is good
+    assert store.error.startswith("catalog.json: the last edit was not loaded (1 problem, first: cannot read the "
+                                  "file: No such file or directory)")
+    store.current()
+    assert len(logged) == 1
+    shop.write(shop.priced(800))
+    assert store.current().product("dune").price == 800 and store.error is None
+
+
+def test_first_load_failure_raises(shop, logged):
+    shop.write(text="[]")
+    with pytest.raises(CatalogError) as info:
+        CatalogStore(shop.path, shop.public, logged.append)
+    assert info.value.problems == ["catalog.json: top level: must be a JSON object {...}, got []"]
+    with pytest.raises(CatalogError):
+        CatalogStore(shop.path.parent / "missing.json", shop.public, logged.append)
+
+
+def test_a_logger_gets_levels(shop, caplog):
+    logger = logging.getLogger("test.catalog")
+    store = CatalogStore(shop.path, shop.public, logger)
+    with caplog.at_level(logging.INFO, logger="test.catalog"):
+        shop.write(text="{}")
+        store.current()
+        shop.write(VALID)
+        store.current()
+    assert [r.levelno for r in caplog.records] == [logging.ERROR, logging.INFO]
+    assert "shop.name" not in caplog.records[0].getMessage()  # the whole "shop" object is missing
+    assert "catalog.json: shop: required field is missing" in caplog.records[0].getMessage()
+
+
+def test_store_problems_checks_the_file_as_it_is_now(shop, store):
+    assert store.problems() == []
+    shop.write(text="{}")
+    assert store.problems() == [
+        "catalog.json: shop: required field is missing",
+        "catalog.json: products: required field is missing",
+        "catalog.json: shipping: required field is missing",
+    ]
+
+
+def test_readers_never_see_a_half_built_catalog(shop, store):
+    """Readers racing a writer always get one whole version: every product has the same price."""
+    seen, failures, stop = set(), [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            cat = store.current()
+            prices = {p.price for p in cat.products}
+            if len(prices) != 1 or len(cat.products) != 2:
+                failures.append(cat)
+            seen.add(prices.pop())
+
+    readers = [threading.Thread(target=read) for _ in range(6)]
+    for t in readers:
+        t.start()
+    try:
+        for price in range(100, 160):
+            if price % 10 == 5:
+                shop.write(text='{"shop": ')  # half-written file: readers keep the last good version
+            else:
+                shop.write(shop.priced(price))
+            store.current()
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert not failures
+    assert seen <= {1299} | set(range(100, 160)) and 159 in seen
+    assert store.current().product("dune").price == 159 and store.error is None

@@ -120,24 +120,27 @@ def _read(path):
 
 
 def _load(path, public_dir):
-    """The checked catalog and the (mtime_ns, size) of the bytes it came from; CatalogError if unusable."""
+    """(catalog or None, problems, (mtime_ns, size) of the bytes checked or None when unreadable)."""
     name = os.path.basename(os.fspath(path))
     try:
         data, key, mtime = _read(path)
     except OSError as e:
-        raise CatalogError([f"{name}: cannot read the file: {e.strerror or e}"]) from None
+        return None, [f"{name}: cannot read the file: {e.strerror or e}"], None
     found, fields = catalog_rules.check(data, name, public_dir)
     if found:
-        raise CatalogError(found)
+        return None, found, key
     products = tuple(Product(**p) for p in fields.pop("products"))
     options = tuple(ShippingOption(**o) for o in fields.pop("shipping_options"))
     countries = tuple(fields.pop("countries"))
-    return Catalog(products=products, shipping_options=options, countries=countries, mtime=mtime, **fields), key
+    return Catalog(products=products, shipping_options=options, countries=countries, mtime=mtime, **fields), [], key
 
 
 def load_catalog(path, public_dir) -> Catalog:
     """The catalog in the file at path, with images looked up under public_dir; CatalogError lists every problem."""
-    return _load(path, public_dir)[0]
+    catalog, found, _ = _load(path, public_dir)
+    if found:
+        raise CatalogError(found)
+    return catalog
 
 
 def problems(path, public_dir) -> list[str]:
@@ -162,7 +165,9 @@ class CatalogStore:
         self.error: str | None = None
         self.reads = 0  # how many times the file was read and checked, for tests and diagnostics
         self._lock = threading.Lock()
-        self._catalog, self._key = self._load()  # the first load must succeed: raises CatalogError
+        self._catalog, found, self._key = self._load()
+        if found:  # the first load must succeed: there is nothing older to fall back on
+            raise CatalogError(found)
 
     def current(self) -> Catalog:
         """The catalog to serve now: reloaded first if the file changed, the last good one if the edit is invalid."""
@@ -188,19 +193,18 @@ class CatalogStore:
         self.reads += 1
         return _load(self.path, self.public_dir)
 
-    def _reload(self, key):
-        try:
-            catalog, key = self._load()
-        except CatalogError as e:
-            self._key = key  # remember this bad version so it is reported once, not on every request
-            count = len(e.problems)
-            first = e.problems[0].removeprefix(f"{self.name}: ")
-            self.error = (f"{self.name}: the last edit was not loaded ({count} problem{'s' * (count > 1)}, "
-                          f"first: {first}); still serving the previous version")
-            self._say(logging.ERROR, "\n  ".join([self.error] + e.problems))
+    def _reload(self, stat_key):
+        catalog, found, read_key = self._load()
+        if found:
+            # Remember the bad version (as read, else as seen) so it is reported once, not on every request.
+            self._key = read_key or stat_key
+            first = found[0].removeprefix(f"{self.name}: ")
+            self.error = (f"{self.name}: the last edit was not loaded ({len(found)} problem"
+                          f"{'s' * (len(found) > 1)}, first: {first}); still serving the previous version")
+            self._say(logging.ERROR, "\n  ".join([self.error] + found))
             return
         was_broken = self.error is not None
-        self._catalog, self._key, self.error = catalog, key, None
+        self._catalog, self._key, self.error = catalog, read_key, None
         self._say(logging.INFO, f"{self.name}: reloaded, {len(catalog.products)} products"
                                 + (" (earlier problems fixed)" if was_broken else ""))
 

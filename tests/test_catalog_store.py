@@ -115,6 +115,20 @@ def test_invalid_edit_keeps_last_good_reports_once_then_fix_clears(shop, store, 
     assert logged[-1] == "catalog.json: reloaded, 2 products (earlier problems fixed)"
 
 
+def test_edit_landing_between_stat_and_read_is_reported_once(shop, store, logged, monkeypatch):
+    good, real_read = store.current(), catalog._read
+
+    def read_after_another_edit(path):
+        shop.write(text="{}")  # the merchant saves again after the shop saw the first change
+        monkeypatch.setattr(catalog, "_read", real_read)
+        return real_read(path)
+    shop.write(text="[]")
+    monkeypatch.setattr(catalog, "_read", read_after_another_edit)
+    for _ in range(3):
+        assert store.current() is good
+    assert len(logged) == 1 and "shop: required field is missing" in logged[0] and store.reads == 2
+
+
 def test_deleted_file_keeps_last_good_until_it_returns(shop, store, logged):
     good = store.current()
     shop.path.unlink()

@@ -139,8 +139,9 @@ def shop(start_shop):
 
 @pytest.fixture(scope="session")
 def screenshot_root():
-    """test-artifacts/screenshots/, emptied at the start of the run."""
+    """test-artifacts/screenshots/ (and axe/ beside it), emptied at the start of the run."""
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    shutil.rmtree(ARTIFACTS.parent / "axe", ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
     return ARTIFACTS
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, DESKTOP, PHONE
+from tests.browser.conftest import DESKTOP, PHONE
 from tests.browser.shopping import (DECLINED_CARD, GOOD_CARD, PAY_PAGE, add_to_cart, catalog, expect, fill_payment,
                                     pay_button)
 
@@ -28,9 +28,9 @@ def axe_source():
 
 
 @pytest.fixture
-def audit(axe_source, request):
+def audit(axe_source, screenshot_root, request):
     """Run axe on the page as it is now; save every finding; return the serious and critical ones."""
-    report_dir = ARTIFACTS.parent / "axe"
+    report_dir = screenshot_root.parent / "axe"
     report_dir.mkdir(parents=True, exist_ok=True)
 
     def run(tab, name):

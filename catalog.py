@@ -20,7 +20,8 @@ catalog.json is written by hand by the merchant. Its shape (every key shown; "ta
 - currency: lowercase ISO code that Stripe supports; every amount is an integer in its minor unit
   (1599 is $15.99 in usd, 1500 is ¥1,500 in jpy). At most 99999999.
 - id: lowercase letters, digits and hyphens, up to 64 characters, unique within its list.
-- image: a path under public/ to an existing .svg/.png/.jpg/.jpeg/.gif/.webp file.
+- image: a path under public/ to an existing .svg/.png/.jpg/.jpeg/.gif/.webp file, in letters, digits
+  and . _ - / only (it becomes part of a URL).
 - shipping: countries are ISO 3166-1 alpha-2 codes ("GB", not "UK"); 1 to 5 options, days are
   business days with 1 <= min_days <= max_days.
 - tax: mode "automatic" (Stripe Tax) or "none" (the default); behavior "exclusive" (tax added on

@@ -20,6 +20,7 @@ TAX_MODES = ("automatic", "none")
 # https://docs.stripe.com/tax/products-prices-tax-codes-tax-behavior
 TAX_BEHAVIORS = ("exclusive", "inclusive")
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+_IMAGE_PATH = re.compile(r"[A-Za-z0-9._/-]+")
 # Stripe tax codes look like txcd_35010000 (books): https://docs.stripe.com/tax/tax-codes
 _TAX_CODE = re.compile(r"txcd_[0-9]{8}")
 _REQUIRED, _BAD, _NO_VALUE = object(), object(), object()
@@ -253,6 +254,8 @@ class _Checker:
         if value.startswith("/") or "\\" in value or ".." in value.split("/") or re.match(r"[A-Za-z]:", value):
             return self.problem(path, "must be a relative path with forward slashes that stays inside public/",
                                 value)
+        if not _IMAGE_PATH.fullmatch(value):  # it becomes part of the image URL sent to Stripe, unquoted
+            return self.problem(path, "must use only letters, digits, and . _ - / in the path", value)
         if not value.lower().endswith(IMAGE_TYPES):
             return self.problem(path, f"must be an image file ({', '.join(IMAGE_TYPES)})", value)
         if value not in self._image_exists:

@@ -190,6 +190,9 @@ CASES = [
      'got "/etc/passwd.png"'),
     (set_path("products", 0, "image", value="https://example.com/dune.png"),
      'catalog.json: products[0].image: must be a path under public/, not a URL, got "https://example.com/dune.png"'),
+    (set_path("products", 0, "image", value="img/books/my dune?.svg"),
+     'catalog.json: products[0].image: must use only letters, digits, and . _ - / in the path, '
+     'got "img/books/my dune?.svg"'),
     (set_path("products", 0, "image", value="img/books/dune.txt"),
      "catalog.json: products[0].image: must be an image file (.svg, .png, .jpg, .jpeg, .gif, .webp), "
      'got "img/books/dune.txt"'),

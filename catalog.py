@@ -51,6 +51,9 @@ class Product:
     price: int
     image: str
     tax_code: str | None = None
+    # What Stripe Checkout gets: Checkout shows JPEG/PNG product images, so an SVG cover with a PNG of the
+    # same name beside it sends the PNG. https://docs.stripe.com/payments/checkout/customization/product-images
+    checkout_image: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,10 +133,20 @@ def _load(path, public_dir):
     found, fields = catalog_rules.check(data, name, public_dir)
     if found:
         return None, found, key
-    products = tuple(Product(**p) for p in fields.pop("products"))
+    products = tuple(Product(**p, checkout_image=_checkout_image(p["image"], public_dir))
+                     for p in fields.pop("products"))
     options = tuple(ShippingOption(**o) for o in fields.pop("shipping_options"))
     countries = tuple(fields.pop("countries"))
     return Catalog(products=products, shipping_options=options, countries=countries, mtime=mtime, **fields), [], key
+
+
+def _checkout_image(image, public_dir):
+    """The PNG beside an SVG image when there is one, else the image itself."""
+    if image.endswith(".svg"):
+        png = image[:-4] + ".png"
+        if os.path.isfile(os.path.join(public_dir, png)):
+            return png
+    return image
 
 
 def load_catalog(path, public_dir) -> Catalog:

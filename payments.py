@@ -35,7 +35,7 @@ def checkout_params(catalog, lines, order_id, base_url):
     items = []
     for product, quantity, _ in lines:
         product_data = {"name": product.name, "description": product.description,
-                        "images": [f"{base_url}/static/{product.image}"],
+                        "images": [f"{base_url}/static/{product.checkout_image or product.image}"],
                         "metadata": {"product_id": product.id}}
         if automatic and product.tax_code:
             product_data["tax_code"] = product.tax_code

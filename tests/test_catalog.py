@@ -101,7 +101,7 @@ def test_valid_catalog_loads_with_everything(shop):
     cat = load_catalog(shop(), shop.public)
     assert cat.shop_name == "Test Books" and cat.currency == "usd"
     assert cat.product("dune") == catalog.Product("dune", "Dune", "Sand.", 1299, "img/books/dune.svg",
-                                                  "txcd_35010000")
+                                                  "txcd_35010000", checkout_image="img/books/dune.svg")
     assert cat.product("emma").tax_code is None
     assert cat.product("nope") is None and cat.product(["dune"]) is None
     assert cat.shipping_options[0] == catalog.ShippingOption("standard", "Standard", 500, 3, 5, "txcd_92010001")

@@ -64,12 +64,25 @@ def test_checkout_params_cover_what_the_shop_promises(shopper, recorded):
     assert params["client_reference_id"] == params["metadata"]["order_id"]
     assert params["payment_intent_data"]["metadata"]["order_id"] == params["client_reference_id"]
     item = params["line_items"][0]
-    assert item["price_data"]["product_data"]["images"][0].startswith("http://shop.test/static/img/")
+    # Checkout shows PNG/JPEG, so the PNG beside each SVG cover is what Stripe gets
+    assert item["price_data"]["product_data"]["images"] == ["http://shop.test/static/img/books/walden.png"]
     assert item["price_data"]["tax_behavior"] in ("exclusive", "inclusive")
     assert params["shipping_address_collection"]["allowed_countries"]
     rate = params["shipping_options"][0]["shipping_rate_data"]
     assert rate["delivery_estimate"]["minimum"]["unit"] == "business_day"
     assert params["success_url"] == "http://shop.test/success?session_id={CHECKOUT_SESSION_ID}"
+
+
+def test_an_svg_without_a_png_beside_it_is_sent_as_is(tmp_path):
+    import shutil
+
+    from catalog import load_catalog
+    public = tmp_path / "public"
+    shutil.copytree(ROOT / "public" / "img", public / "img")
+    (public / "img" / "books" / "walden.png").unlink()
+    catalog = load_catalog(ROOT / "catalog.json", public)
+    assert catalog.product("walden").checkout_image == "img/books/walden.svg"
+    assert catalog.product("moby-dick").checkout_image == "img/books/moby-dick.png"
 
 
 def test_merchant_calls_match_the_sdk_types(shopper, recorded, data_dir, monkeypatch, capsys):

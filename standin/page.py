@@ -59,6 +59,8 @@ def page(standin, session_id):
     form = {k: req.forms.getunicode(k, default="") or "" for k in FIELDS + ("card_number", "card_cvc", "pay_token")}
     if not hmac.compare_digest(form["pay_token"], pay_token(standin, session_id)):
         return render(standin, session, form, "This form has expired. Please check your details and try again.", 400)
+    if req.forms.get("action") == "update":  # without JavaScript, the shopper asks for the total to be worked out
+        return render(standin, session, form, None, 200)
     data = {"email": form["email"], "name": form["name"], "phone": form["phone"],
             "address": {k: form[f"address_{k}"] for k in ADDRESS}, "shipping_option_index": form["shipping_option"],
             "card": form["card_number"], "expiry": form["card_expiry"], "cvc": form["card_cvc"],
@@ -119,6 +121,8 @@ def render(standin, session, form, error, status, field=None):
         "shipping": money(preview["total_details"]["amount_shipping"], cur) if options else None,
         "tax": (money(tax, cur) if country else "Calculated after you enter your address") if auto else None,
         "total": money(preview["amount_total"], cur),
+        # The amount on the Pay button is only promised once shipping and tax are known.
+        "final": bool(country) or not auto,
     }
     values = {k: form.get(k, "") for k in FIELDS}
     values["email"] = values["email"] or session["customer_email"] or ""

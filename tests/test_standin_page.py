@@ -67,7 +67,7 @@ def test_page_renders_summary_and_labelled_fields(client, browser):
     assert page.status_int == 200 and "Test mode" in text and "<script" not in text
     assert 'href="/static/standin.css"' in text and "Book &amp; Co" in text
     assert "Dune" in text and "Qty 2" in text and "$25.00" in text and "$5.00" in text
-    assert "Calculated after you enter your address" in text and "Pay $30.00" in text
+    assert "Calculated after you enter your address" in text and ">Pay</button>" in text  # no amount before tax
     assert "3–5 business days" in text and "Express" in text and "$15.00" in text
     assert 'href="http://shop.test/cart"' in text
     assert "4242 4242 4242 4242" in text and "4000 0000 0000 9995" in text
@@ -203,3 +203,41 @@ def test_programmatic_pay_matches_the_page(client, standin):
     with pytest.raises(PayError) as exc:
         standin.pay("cs_test_missing")
     assert exc.value.status == 404
+
+
+def test_update_total_without_javascript_shows_shipping_and_tax_before_paying(tmp_path):
+    """Without JavaScript the shopper can ask for the final total (chosen shipping, country tax) and nothing is paid."""
+    import re
+
+    from bottle import Bottle
+    from webtest import TestApp
+
+    from standin import StandIn
+    s = StandIn(tmp_path, public_url="http://shop.test")
+    app = Bottle()
+    s.install_pay_page(app)
+    client = s.http_client()
+    import stripe
+    api = stripe.StripeClient("sk_test_x", http_client=client)
+    session = api.v1.checkout.sessions.create({
+        "mode": "payment", "success_url": "http://shop.test/ok?s={CHECKOUT_SESSION_ID}",
+        "cancel_url": "http://shop.test/cart", "automatic_tax": {"enabled": True},
+        "shipping_address_collection": {"allowed_countries": ["DE", "US"]},
+        "shipping_options": [{"shipping_rate_data": {"type": "fixed_amount", "display_name": "Standard",
+                                                     "fixed_amount": {"amount": 500, "currency": "usd"}}},
+                             {"shipping_rate_data": {"type": "fixed_amount", "display_name": "Express",
+                                                     "fixed_amount": {"amount": 1500, "currency": "usd"}}}],
+        "line_items": [{"quantity": 1, "price_data": {"currency": "usd", "unit_amount": 10000,
+                                                      "tax_behavior": "exclusive",
+                                                      "product_data": {"name": "Book"}}}]})
+    browser = TestApp(app)
+    page = browser.get(f"/offline-checkout/{session.id}")
+    assert re.search(r">Pay</button>", page.text) and "Total before tax" in page.text
+    form = page.forms["pay"]
+    form["address_country"] = "DE"
+    form["shipping_option"] = "1"
+    updated = form.submit("action", value="update")
+    assert updated.status_int == 200
+    # 100.00 + 15.00 express, 19% on both = 21.85 tax, 136.85 in all
+    assert "Pay $136.85" in updated.text and "$21.85" in updated.text and "Total due" in updated.text
+    assert s.peek_session(session.id)["status"] == "open"

@@ -37,7 +37,7 @@
       % if summary['tax'] is not None:
       <div><dt>Tax</dt><dd>{{summary['tax']}}</dd></div>
       % end
-      <div class="sti-total"><dt>Total due</dt><dd>{{summary['total']}}</dd></div>
+      <div class="sti-total"><dt>{{"Total due" if summary['final'] else "Total before tax"}}</dt><dd>{{summary['total']}}</dd></div>
     </dl>
   </section>
 
@@ -117,7 +117,9 @@
         <label for="cardholder_name">Cardholder name</label>
         <input id="cardholder_name" name="cardholder_name" autocomplete="cc-name" value="{{values['cardholder_name']}}">
       </fieldset>
-      <button type="submit" class="sti-button">Pay {{summary['total']}}</button>
+      <button type="submit" name="action" value="pay" class="sti-button">{{"Pay " + summary['total'] if summary['final'] else "Pay"}}</button>
+      <!-- after Pay, so that Enter in a field pays (the first submit button is the form's default) -->
+      <p class="sti-update"><button type="submit" name="action" value="update" formnovalidate class="sti-secondary">Update total</button> for the chosen country and shipping method, without paying.</p>
     </form>
     <section class="sti-cards" aria-labelledby="sti-cards-title">
       <h3 id="sti-cards-title">Test cards</h3>

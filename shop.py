@@ -50,11 +50,12 @@ class Shop:
         """The current catalog (re-read only when the file changed)."""
         return self.catalogs.current()
 
-    def render(self, name, **values):
-        """A page in the shop's layout, with what every page shows."""
+    def render(self, name, cart_count=None, **values):
+        """A page in the shop's layout, with what every page shows (the cart count from the cookie unless given)."""
         catalog = self.catalog()
-        cart = carts.parse(request.get_cookie(carts.COOKIE), catalog)
-        return self._template(name, catalog, carts.count(cart), self.guard.token(request, response), **values)
+        if cart_count is None:
+            cart_count = carts.count(carts.parse(request.get_cookie(carts.COOKIE), catalog))
+        return self._template(name, catalog, cart_count, self.guard.token(request, response), **values)
 
     def _template(self, name, catalog, cart_count, csrf, **values):
         values.setdefault("title", None)

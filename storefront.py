@@ -121,7 +121,9 @@ def install(app, shop):
         titles = {"paid": "Thank you for your order", "processing": "Your payment is processing",
                   "failed": "Your payment did not go through", "open": "Your payment is not finished",
                   "expired": "This checkout has expired"}
-        return shop.render("success.tpl", title=titles[state], state=state, order=order, summary=summary)
+        # A paid order empties the cart: this page's header already shows it empty.
+        return shop.render("success.tpl", title=titles[state], state=state, order=order, summary=summary,
+                           cart_count=0 if state == "paid" else None)
 
     def read_cart(catalog):
         return carts.parse(request.get_cookie(carts.COOKIE), catalog)

@@ -7,6 +7,7 @@ what Stripe says is safe to retry, with the request's idempotency key: https://d
 
 import argparse
 import json
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -282,3 +283,23 @@ def test_refund_while_stripe_is_unreachable_can_be_run_again_safely(make, kind, 
     shopper.standin.deliver_pending()
     after = shopper.shop.ledger.get(order["id"])
     assert after["status"] == "partially_refunded" and after["amount_refunded"] == 500
+
+
+# -- over real sockets: the shop's own HTTP client against `python -m standin` --------------------------------------
+
+def test_a_slow_stripe_hits_the_timeout_and_a_reset_connection_is_retried_once(make_shopper, tmp_path):
+    """STRIPE_TIMEOUT and retries with the requests-based client the shop uses in test and live mode."""
+    from tests.test_hostile import KEY, WHSEC, standin_server
+    faults = f"{CREATE}=reset*1;{RETRIEVE}=delay:3*3"
+    with standin_server(tmp_path, faults) as url:
+        shopper = make_shopper(stripe_secret_key=KEY, stripe_api_base=url, stripe_webhook_secret=WHSEC,
+                               stripe_timeout=0.5, stripe_max_retries=1)
+        shopper.add(product(shopper))
+        to_stripe = shopper.checkout()  # the first POST's connection is dropped; the retry replays the session
+        order = only_order(shopper)
+        assert [s.id for s in sessions_for(shopper, order["id"])] == [shopper.session_id(to_stripe)]
+        start = time.monotonic()
+        page = shopper.get("/success", {"session_id": shopper.session_id(to_stripe)})
+        took = time.monotonic() - start
+        assert "confirming your payment" in page.text.lower()
+        assert took < 2.5, took  # two tries of 0.5 s (plus a short back-off), never the 3 s the server sleeps

@@ -857,6 +857,7 @@ def test_markup_in_catalog_text_and_echoed_input_is_escaped_on_every_page(make_s
 
 # -- secrets never reach a response or a log -------------------------------------------------------------------------
 
+import contextlib  # noqa: E402
 import http.client  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -871,32 +872,39 @@ LIVE_KEY = "sk_live_51Hostile" + "Lz8Kq3Wm5Rt7Yp9Xn2Vb4Cd6Fg8Hj0" + "LIVEKEYTAIL
 WHSEC = "whsec_" + "Hostile0webhook1signing2secret3TAIL"
 
 
-@pytest.fixture
-def standalone(tmp_path):
-    """`python -m standin` on a free loopback port (its own process; it ends with the test or within 2 minutes)."""
+@contextlib.contextmanager
+def standin_server(folder, faults=""):
+    """`python -m standin` on a free loopback port, STANDIN_FAULTS=faults; yields its URL. It ends with the block,
+    or by itself within two minutes."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "standin.log", "wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "STANDIN_"))}
-    proc = subprocess.Popen([sys.executable, "-m", "standin", "--port", str(port), "--data-dir",
-                             str(tmp_path / "standin"), "--public-url", url, "--webhook-secret", WHSEC],
-                            cwd=ROOT, env=env, stdout=log, stderr=log, preexec_fn=lambda: signal.alarm(120))
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                status, _, _ = http_get(url + "/")
-                if status == 200:
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.05)
+    env["STANDIN_FAULTS"] = faults
+    with open(Path(folder) / f"standin-{port}.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "standin", "--port", str(port), "--data-dir",
+                                 str(Path(folder) / f"standin-{port}"), "--public-url", url, "--webhook-secret",
+                                 WHSEC], cwd=ROOT, env=env, stdout=log, stderr=log,
+                                preexec_fn=lambda: signal.alarm(120))
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if http_get(url + "/")[0] == 200:
+                        break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise
+                    time.sleep(0.05)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+@pytest.fixture
+def standalone(tmp_path):
+    with standin_server(tmp_path) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 def http_get(url, method="GET", body=None, headers=None):

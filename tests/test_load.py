@@ -31,3 +31,49 @@ def test_a_shop_killed_mid_load_restarts_and_reconcile_leaves_every_paid_session
     assert books["ledger_total"] == books["stripe_total"]
     # The load went on after the restart: more purchases than before the kill, all of them in the books.
     assert len(load.paid) + len(load.left_early) + load.interrupted == 60
+
+
+KILL_DURING_HANDOFF = r"""
+import os, signal, sys
+sys.path.insert(0, sys.argv[2])
+from shop import make_app
+from fulfilment import append_jsonl
+
+shop = make_app({"data_dir": sys.argv[1], "base_url": "http://127.0.0.1:9"}).config["shop"]
+catalog = shop.catalog()
+import payments
+lines = [(catalog.products[0], 1, catalog.products[0].price)]
+items = [{"product_id": p.id, "name": p.name, "unit_amount": p.price, "quantity": q} for p, q, _ in lines]
+order_id = shop.ledger.create_order(catalog.currency, items)
+session = payments.create_session(shop.stripe, payments.checkout_params(catalog, lines, order_id, shop.config.base_url),
+                                  order_id)
+shop.ledger.attach_session(order_id, session.id, session.url)
+shop.standin.pay(session.id)
+
+def hand_off_then_die(record):
+    append_jsonl(shop.fulfilment.path, record)  # the warehouse has the line ...
+    os.kill(os.getpid(), signal.SIGKILL)        # ... and the power goes before the ledger commits
+shop.fulfilment.action = hand_off_then_die
+shop.fulfilment.fulfil(session.id)
+"""
+
+
+@pytest.mark.xfail(reason="fulfilment.py hands off inside the ledger transaction: a kill after the fulfilments.jsonl "
+                          "write and before COMMIT leaves the order unfulfilled, so the next webhook or reconcile "
+                          "writes the line again (the comment in Fulfilment._fulfil_once accepts this)", strict=False)
+def test_a_kill_between_hand_off_and_commit_does_not_hand_off_twice(tmp_path):
+    import subprocess
+    import sys
+
+    from shop import make_app
+    data = tmp_path / "data"
+    done = subprocess.run([sys.executable, "-c", KILL_DURING_HANDOFF, str(data), str(shoppers.ROOT)],
+                          capture_output=True, timeout=60, env={k: v for k, v in shoppers.os.environ.items()
+                                                                if not k.startswith(("STRIPE_", "STANDIN_"))})
+    assert done.returncode == -9, done.stderr[-2000:]
+    assert len((data / "fulfilments.jsonl").read_text().splitlines()) == 1
+    shop = make_app({"data_dir": str(data), "base_url": "http://127.0.0.1:9"}).config["shop"]
+    (order,) = shop.ledger.list()
+    shop.fulfilment.fulfil(order["session_id"], source="reconcile")  # what the next webhook or reconcile does
+    lines = (data / "fulfilments.jsonl").read_text().splitlines()
+    assert len(lines) == 1, f"order {order['id']} handed off {len(lines)} times"

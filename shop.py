@@ -2,7 +2,6 @@
 
 import functools
 import logging
-import re
 import secrets
 import sys
 import threading
@@ -32,14 +31,15 @@ class Shop:
     def __init__(self, config):
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.catalogs = CatalogStore(config.catalog, PUBLIC, log.warning)
+        self.catalogs = CatalogStore(config.catalog, PUBLIC, log)
         self.ledger = Ledger(config.data_dir / "shop.sqlite3")
         self.standin = config.standin
         if config.mode == "offline" and self.standin is None:
             from standin import StandIn  # only offline mode needs the stand-in
             self.standin = StandIn(config.data_dir, public_url=config.base_url,
                                    webhook_url=config.base_url + "/webhook",
-                                   webhook_secret=config.stripe_webhook_secret or None)
+                                   webhook_secret=config.stripe_webhook_secret or None,
+                                   business_name=self.catalog().shop_name)
         self.stripe = payments.make_client(config, self.standin)
         self.guard = Guard(config, load_secret(config.data_dir))
         self.fulfilment = Fulfilment(self.ledger, self.stripe, config.data_dir)
@@ -70,13 +70,11 @@ class Shop:
 
         The template may only print `csrf` and `cart_count` (they are placeholders while it runs). Returns bytes."""
         catalog = self.catalog()
-        pages = self._pages
-        pieces = pages.get(key) if pages.get(None) is catalog else None
+        pieces = self.cached_page(catalog, key)
         if pieces is None:
-            page = self._template(name, catalog, _COUNT_MARK, _CSRF_MARK, **values)
-            # [bytes, mark, bytes, mark, ..., bytes]: the request only fills in the marks and joins.
-            pieces = [p.encode() if i % 2 == 0 else p == _COUNT_MARK
-                      for i, p in enumerate(_MARKS.split(page))]
+            page = self._template(name, catalog, _COUNT_MARK, _CSRF_MARK, **values).encode()
+            # Split at the marks: a request only joins the pieces around its own token and count.
+            pieces = [part.split(_CSRF_MARK.encode()) for part in page.split(_COUNT_MARK.encode())]
             with self._pages_lock:
                 if self._pages.get(None) is not catalog:  # a reloaded catalog starts a fresh cache
                     self._pages = {None: catalog}
@@ -84,15 +82,37 @@ class Shop:
                     self._pages.pop(next(k for k in self._pages if k is not None))
                 self._pages[key] = pieces
         cart = carts.parse(request.get_cookie(carts.COOKIE), catalog)
-        fill = (self.guard.token(request, response).encode(), str(carts.count(cart)).encode())
-        return b"".join([p if i % 2 == 0 else fill[p] for i, p in enumerate(pieces)])
+        return self.fill_page(pieces, self.guard.token(request, response), carts.count(cart))
+
+    def cached_page(self, catalog, key):
+        """The pieces render_cached kept for this catalog version and key, or None."""
+        pages = self._pages
+        return pages.get(key) if pages.get(None) is catalog else None
+
+    @staticmethod
+    def fill_page(pieces, csrf, cart_count):
+        """A cached page's bytes with this browser's CSRF token and cart count filled in."""
+        csrf = csrf.encode()
+        return str(cart_count).encode().join([csrf.join(part) for part in pieces])
 
 
 # Placeholders for per-browser values in cached pages: random, so no catalog text can contain them.
 _CSRF_MARK = "csrf" + secrets.token_hex(12)
 _COUNT_MARK = "count" + secrets.token_hex(12)
-_MARKS = re.compile(f"({_CSRF_MARK}|{_COUNT_MARK})")
 _MAX_CACHED_PAGES = 64  # catalog pages kept rendered (a 10,000-product catalog has 417)
+
+
+class ShopApp(Bottle):
+    """The shop's Bottle app; a catalog page that is already rendered skips bottle's per-request machinery."""
+
+    fast = None  # storefront.fast_home: returns the response, or None to take the normal path
+
+    def __call__(self, environ, start_response):
+        if self.fast is not None:
+            out = self.fast(environ, start_response)
+            if out is not None:
+                return out
+        return self.wsgi(environ, start_response)
 
 
 def make_app(config=None):
@@ -100,7 +120,7 @@ def make_app(config=None):
     if not isinstance(config, Config):
         config = load_config(config)
     shop = Shop(config)
-    app = Bottle()
+    app = ShopApp()
     app.config["shop"] = shop
 
     @app.hook("before_request")
@@ -119,6 +139,7 @@ def make_app(config=None):
     import storefront
     import webhooks
     storefront.install(app, shop)
+    app.fast = storefront.fast_home(shop)
     webhooks.install(app, shop)
     if shop.standin is not None:
         shop.standin.install_pay_page(app)

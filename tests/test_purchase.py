@@ -80,6 +80,7 @@ def test_full_purchase(shopper):
     success = shopper.get(paid.location)
     text = success.text
     assert "Thank you" in text
+    assert 'Cart <span class="count">(0)</span>' in text  # the header already shows the emptied cart
     subtotal, shipping, amount_tax, total = expected_amounts({a: 1, b: 3}, "DE")
     assert amount_tax > 0
     for amount in (subtotal, shipping, amount_tax, total):

@@ -401,7 +401,7 @@ def run(shoppers=16, purchases=10, seconds=120, workers=1, threads=8, data_dir=N
 
 
 def run_crash(shoppers=8, purchases=12, seconds=120, crash_after=1.5, workers=1, threads=8, data_dir=None,
-              say=print):
+              say=print, webhook_wait=5):
     """Load; SIGKILL the shop after crash_after seconds; restart it on the same port and DATA_DIR; let the load
     finish; `shop.py reconcile` beside the running shop; audit. Returns (load, books, problems, reconcile output)."""
     with tempfile.TemporaryDirectory(prefix="shop-crash-") as tmp:
@@ -423,7 +423,7 @@ def run_crash(shoppers=8, purchases=12, seconds=120, crash_after=1.5, workers=1,
             runner.join(seconds + 90)
             # An event the killed process had taken for delivery is retried only when its lease runs out;
             # reconcile does not wait for that.
-            wait_for_webhooks(data_dir, 5)
+            wait_for_webhooks(data_dir, webhook_wait)
             code, output = server.command("reconcile", "--since", "1h")
             say(f"shop.py reconcile (exit {code}):\n  " + output.strip().replace("\n", "\n  "))
             if code != 0:

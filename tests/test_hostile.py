@@ -90,8 +90,10 @@ def assert_ledger_consistent(ledger):
 def app(tmp_path_factory):
     """One shop for the fuzzing tests (Hypothesis runs many examples against it)."""
     data = tmp_path_factory.mktemp("hostile")
-    os.environ.pop("STANDIN_FAULTS", None)
-    return make_app({"data_dir": str(data), "base_url": BASE})
+    with pytest.MonkeyPatch.context() as env:  # module scope: made before conftest's per-test clean environment
+        for name in [k for k in os.environ if k.startswith(("STRIPE_", "STANDIN_"))] + ["BASE_URL", "CATALOG"]:
+            env.delenv(name, raising=False)
+        return make_app({"data_dir": str(data), "base_url": BASE})
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ def test_concurrent_shoppers_lose_nothing_and_fulfil_once(capsys):
 
 
 def test_a_shop_killed_mid_load_restarts_and_reconcile_leaves_every_paid_session_fulfilled_once(capsys):
-    load, books, problems, output = shoppers.run_crash(shoppers=6, purchases=10, seconds=90, crash_after=0.8)
+    load, books, problems, output = shoppers.run_crash(shoppers=6, purchases=10, seconds=90, crash_after=0.8,
+                                                      webhook_wait=2)
     shoppers.report(load, books, problems)
     print(capsys.readouterr().out)
     assert "Checked" in output  # reconcile ran against Stripe's (the stand-in's) sessions

@@ -13,8 +13,9 @@ import stripe
 
 import payments
 from catalog import format_money
-from fulfilment import PAID, Fulfilment
-from ledger import STATUSES, Ledger
+from backend import Backend
+from fulfilment import PAID
+from ledger import STATUSES
 from settings import ShopError
 
 JSON_FIELDS = ("id", "status", "session_id", "payment_intent", "currency", "amount_subtotal", "amount_shipping",
@@ -27,21 +28,8 @@ class Refused(Exception):
     """A command the merchant asked for that cannot be done; the message says why (exit 1)."""
 
 
-class Context:
-    """The ledger, Stripe client and fulfilment of the shop on this DATA_DIR, without the web app."""
-
-    def __init__(self, config):
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config = config
-        self.ledger = Ledger(config.data_dir / "shop.sqlite3")
-        self.standin = config.standin
-        if config.mode == "offline" and self.standin is None:
-            from standin import StandIn  # the same stand-in state (DATA_DIR) the running shop uses
-            self.standin = StandIn(config.data_dir, public_url=config.base_url,
-                                   webhook_url=config.base_url + "/webhook",
-                                   webhook_secret=config.stripe_webhook_secret or None)
-        self.stripe = payments.make_client(config, self.standin)
-        self.fulfilment = Fulfilment(self.ledger, self.stripe, config.data_dir)
+class Context(Backend):
+    """The ledger, Stripe client and fulfilment of the shop on this DATA_DIR, without the web app (or its catalog)."""
 
     def order(self, order_id):
         """The order, or Refused naming the unknown id."""
@@ -50,10 +38,6 @@ class Context:
             raise Refused(f"No order {order_id!r} (see `python shop.py orders`).")
         return order
 
-    def close(self):
-        if self.standin is not None and self.config.standin is None:
-            self.standin.close()
-        self.ledger.close()
 
 
 def duration(text):

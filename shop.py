@@ -6,16 +6,14 @@ import secrets
 import sys
 import threading
 import uuid
-from pathlib import Path
 
 import bottle
 from bottle import Bottle, request, response, static_file
 
 import cart as carts
 import payments
+from backend import Backend
 from catalog import CatalogStore, format_money
-from fulfilment import Fulfilment
-from ledger import Ledger
 from security import Guard, load_secret
 from settings import ROOT, Config, ShopError, load_config
 
@@ -25,24 +23,14 @@ log = logging.getLogger("shop")
 access_log = logging.getLogger("shop.access")
 
 
-class Shop:
+class Shop(Backend):
     """Everything a request handler needs, made once per app."""
 
     def __init__(self, config):
-        self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.catalogs = CatalogStore(config.catalog, PUBLIC, log)
-        self.ledger = Ledger(config.data_dir / "shop.sqlite3")
-        self.standin = config.standin
-        if config.mode == "offline" and self.standin is None:
-            from standin import StandIn  # only offline mode needs the stand-in
-            self.standin = StandIn(config.data_dir, public_url=config.base_url,
-                                   webhook_url=config.base_url + "/webhook",
-                                   webhook_secret=config.stripe_webhook_secret or None,
-                                   business_name=self.catalog().shop_name)
-        self.stripe = payments.make_client(config, self.standin)
+        super().__init__(config, business_name=self.catalog().shop_name)
         self.guard = Guard(config, load_secret(config.data_dir))
-        self.fulfilment = Fulfilment(self.ledger, self.stripe, config.data_dir)
         self._pages = {}  # render_cached: {None: the catalog they were made from, key: page}
         self._pages_lock = threading.Lock()
 

@@ -57,7 +57,7 @@ def page(standin, session_id):
     if req.method != "POST":
         return render(standin, session, {}, None, 200)
     form = {k: req.forms.getunicode(k, default="") or "" for k in FIELDS + ("card_number", "card_cvc", "pay_token")}
-    if not hmac.compare_digest(form["pay_token"], pay_token(standin, session_id)):
+    if not hmac.compare_digest(form["pay_token"].encode(), pay_token(standin, session_id).encode()):  # bytes: any input
         return render(standin, session, form, "This form has expired. Please check your details and try again.", 400)
     if req.forms.get("action") == "update":  # without JavaScript, the shopper asks for the total to be worked out
         return render(standin, session, form, None, 200)

@@ -5,7 +5,7 @@ import time
 
 from . import checkout
 from . import objects as o
-from .errors import invalid, missing_param, no_such
+from .errors import invalid, no_such
 
 ASYNC_OK = "4000009900000004"
 ASYNC_FAIL = "4000009900000012"

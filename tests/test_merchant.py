@@ -143,7 +143,7 @@ def test_reconcile_repairs_dropped_webhooks_once(shop, run):
     assert code == 0
     for sid, status in ((first, "paid"), (second, "paid"), (lapsed, "expired"), (still_open, "open")):
         assert order(shop, sid)["status"] == status
-    assert f"open → paid" in out and "open → expired" in out and "repaired 3 order(s)" in out
+    assert "open → paid" in out and "open → expired" in out and "repaired 3 order(s)" in out
     assert sorted(line["session_id"] for line in handoff(shop)) == sorted([first, second])
     code, out, _ = run("reconcile", "--since", "2d")
     assert code == 0 and "nothing to repair" in out

@@ -3,6 +3,7 @@
     .venv/bin/python bench/shoppers.py                           # 16 shoppers x 10 purchases, then the audit
     .venv/bin/python bench/shoppers.py --shoppers 32 --purchases 25 --workers 2
     .venv/bin/python bench/shoppers.py --crash                    # SIGKILL the shop mid-load, restart, reconcile
+    .venv/bin/python bench/shoppers.py --faults "*=reset*40;*=500*40"   # Stripe failing under load, then reconcile
 
 Starts `python shop.py` (offline mode, temporary DATA_DIR, a free 127.0.0.1 port; its stand-in delivers webhooks
 to BASE_URL/webhook), runs N threads that each browse, fill a cart, check out, pay on the stand-in's page and open
@@ -58,17 +59,20 @@ def _own_group_with_deadline():
 class ShopServer:
     """`python shop.py` in offline mode on 127.0.0.1:port with its own DATA_DIR; start(), kill(), stop()."""
 
-    def __init__(self, data_dir, port=None, workers=1, threads=8, log=None, catalog=None):
+    def __init__(self, data_dir, port=None, workers=1, threads=8, log=None, catalog=None, faults=""):
         self.data_dir, self.port = Path(data_dir), port or free_port()
+        self.faults = faults  # STANDIN_FAULTS for the server (never for the merchant commands)
         self.workers, self.threads = workers, threads
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(log) if log else self.data_dir.parent / f"shop-{self.port}.log"
         self.catalog = catalog
         self.proc = None
 
-    def env(self):
+    def env(self, faults=""):
         """The offline environment: no keys (set empty so a developer's .env cannot add them), this DATA_DIR."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "STANDIN_"))}
+        if faults:
+            env["STANDIN_FAULTS"] = faults
         env.update(STRIPE_SECRET_KEY="", STRIPE_WEBHOOK_SECRET="", STRIPE_API_BASE="", BASE_URL=self.url,
                    HOST="127.0.0.1", PORT=str(self.port), DATA_DIR=str(self.data_dir), THREADS=str(self.threads),
                    WORKERS=str(self.workers), CATALOG=str(self.catalog or ROOT / "catalog.json"),
@@ -78,7 +82,7 @@ class ShopServer:
     def start(self, timeout=30):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, str(ROOT / "shop.py")], cwd=ROOT, env=self.env(),
+            self.proc = subprocess.Popen([sys.executable, str(ROOT / "shop.py")], cwd=ROOT, env=self.env(self.faults),
                                          stdout=log, stderr=log, preexec_fn=_own_group_with_deadline)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -179,15 +183,22 @@ class Unexpected(Exception):
     """A step answered something a working shop never answers."""
 
 
+class Degraded(Exception):
+    """A step answered the way the shop should while Stripe fails (only expected with injected faults)."""
+
+
 class Shoppers:
     """N threads, each a shopper making purchases through the whole offline flow; collects timings and errors."""
 
-    def __init__(self, url, shoppers, purchases, seconds, seed=1, leave_early=0.25):
+    def __init__(self, url, shoppers, purchases, seconds, seed=1, leave_early=0.25, faults=False):
         self.url, self.shoppers, self.purchases, self.seconds = url, shoppers, purchases, seconds
         self.seed = seed
         # The share of shoppers who close the tab once they have paid: their orders depend on webhooks alone.
         self.leave_early = leave_early
         self.left_early = []              # session ids paid without the success page being seen
+        # With injected Stripe faults, a 503 checkout page (cart kept) and a "confirming" success page are the
+        # shop doing its job: counted here, not as errors.
+        self.faults, self.degraded = faults, Counter()
         self.timings = defaultdict(list)  # step -> [seconds]
         self.errors = []                  # (step, description)
         self.paid = []                    # session ids the shoppers saw confirmed
@@ -217,9 +228,12 @@ class Shoppers:
             step = ["browse"]
             leave = rng.random() < self.leave_early
             try:
-                session_id = self._purchase(browser, rng, step, leave)
+                session_id, confirmed = self._purchase(browser, rng, step, leave)
                 with self.lock:
-                    (self.left_early if leave else self.paid).append(session_id)
+                    (self.paid if confirmed else self.left_early).append(session_id)
+            except Degraded as e:
+                with self.lock:
+                    self.degraded[str(e)] += 1
             except (OSError, http.client.HTTPException, Unexpected) as e:
                 browser.close()
                 with self.lock:
@@ -252,8 +266,12 @@ class Shoppers:
                         {"csrf_token": token, "action": "add", "product_id": product,
                          "quantity": str(rng.randint(1, 3))}, expect=(303,))
         self._timed(browser, step, "cart", "GET", "/cart")
-        headers, _ = self._timed(browser, step, "checkout", "POST", "/checkout", {"csrf_token": token},
-                                 expect=(303,))
+        headers, page = self._timed(browser, step, "checkout", "POST", "/checkout", {"csrf_token": token},
+                                    expect=(303, 503) if self.faults else (303,))
+        if "Location" not in headers:
+            if "Your cart is kept" not in page:
+                raise Unexpected("the 503 checkout page does not say the cart is kept")
+            raise Degraded("checkout answered 503, cart kept")
         pay_path = urlsplit(headers["Location"]).path
         session_id = pay_path.rsplit("/", 1)[-1]
         _, page = self._timed(browser, step, "pay_page", "GET", pay_path)
@@ -261,12 +279,16 @@ class Shoppers:
                 "shipping_option": str(rng.randint(0, 1))}
         headers, _ = self._timed(browser, step, "pay", "POST", pay_path, form, expect=(303,))
         if leave_early:
-            return session_id
+            return session_id, False
         success = urlsplit(headers["Location"])
         _, page = self._timed(browser, step, "success", "GET", f"{success.path}?{success.query}")
+        if self.faults and "confirming your payment" in page and "reload" in page and "failed" not in page:
+            with self.lock:
+                self.degraded["success page: confirming"] += 1
+            return session_id, False
         if "Thank you" not in page:
             raise Unexpected(f"the success page for {session_id} does not confirm the payment")
-        return session_id
+        return session_id, True
 
 
 # -- the audit ----------------------------------------------------------------------------------------------------
@@ -378,6 +400,8 @@ def report(load, books, problems, say=print):
         t = load.timings.get(step, [])
         say(f"{step:<10} {len(t):>6} {percentile(t, .5) * 1000:>8.1f} {percentile(t, .99) * 1000:>8.1f}")
     say(f"errors {len(load.errors)}" + (f" (interrupted by the crash: {load.interrupted})" if load.interrupted else ""))
+    for what, n in sorted(load.degraded.items()):
+        say(f"  expected under faults: {what} x{n}")
     for step, what in load.errors[:10]:
         say(f"  {step}: {what}")
     say("books: " + ", ".join(f"{k} {v}" for k, v in books.items()))
@@ -387,15 +411,25 @@ def report(load, books, problems, say=print):
         else "FAILED")
 
 
-def run(shoppers=16, purchases=10, seconds=120, workers=1, threads=8, data_dir=None, say=print):
-    """Start the shop, run the shoppers, wait for webhooks, audit; returns (load, books, problems)."""
+def run(shoppers=16, purchases=10, seconds=120, workers=1, threads=8, data_dir=None, say=print, faults=""):
+    """Start the shop, run the shoppers, wait for webhooks, audit; returns (load, books, problems).
+
+    With faults (STANDIN_FAULTS for the server), `shop.py reconcile` runs once the load is over, as a merchant's
+    cron job would, before the audit."""
     with tempfile.TemporaryDirectory(prefix="shop-load-") as tmp:
         data_dir = Path(data_dir or Path(tmp) / "data")
-        with ShopServer(data_dir, workers=workers, threads=threads) as server:
-            say(f"shop at {server.url} ({workers} worker(s) x {threads} threads), DATA_DIR {data_dir}")
-            load = Shoppers(server.url, shoppers, purchases, seconds).run()
+        with ShopServer(data_dir, workers=workers, threads=threads, faults=faults) as server:
+            say(f"shop at {server.url} ({workers} worker(s) x {threads} threads), DATA_DIR {data_dir}"
+                + (f", STANDIN_FAULTS={faults}" if faults else ""))
+            load = Shoppers(server.url, shoppers, purchases, seconds, faults=bool(faults)).run()
             if not wait_for_webhooks(data_dir):
                 say("webhooks still pending after 30s")
+            if faults:
+                code, output = server.command("reconcile", "--since", "1h")
+                say(f"shop.py reconcile (exit {code}): "
+                    + " ".join(line for line in output.splitlines() if line.startswith("Checked")))
+                if code != 0:
+                    raise RuntimeError(f"reconcile failed with exit code {code}: {output}")
         books, problems = audit(data_dir, load.paid)
     return load, books, problems
 
@@ -443,12 +477,14 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=8, help="request threads per worker")
     p.add_argument("--crash", action="store_true", help="SIGKILL the shop mid-load, restart it, reconcile")
     p.add_argument("--crash-after", type=float, default=2.0, help="seconds of load before the kill")
+    p.add_argument("--faults", default="", help='STANDIN_FAULTS for the shop, e.g. "*=reset*40;*=500*40"')
     args = p.parse_args(argv)
     if args.crash:
         load, books, problems, _ = run_crash(args.shoppers, args.purchases, args.seconds, args.crash_after,
                                              args.workers, args.threads)
     else:
-        load, books, problems = run(args.shoppers, args.purchases, args.seconds, args.workers, args.threads)
+        load, books, problems = run(args.shoppers, args.purchases, args.seconds, args.workers, args.threads,
+                                    faults=args.faults)
     report(load, books, problems)
     return 0 if not problems and not load.errors else 1
 

@@ -1,21 +1,29 @@
 """Hostile input: whatever a client sends (fields, query strings, cookies, headers, content types, bodies, signed
 events, a catalog file broken mid-run), the shop answers below 500 and its ledger stays consistent."""
 
+import contextlib
 import hashlib
 import hmac
+import http.client
 import io
 import json
+import logging
 import os
+import re
+import signal
+import subprocess
+import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 import stripe
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.shoppers import free_port
 from ledger import STATUSES
 from shop import PUBLIC, make_app
 from tests.conftest import ROOT
@@ -411,9 +419,6 @@ def test_the_hostile_catalogs_included_valid_and_invalid_ones():
 
 # == attacks with a browser: CSRF, cookies, headers, limits, tampering, markup ==================================
 
-import re  # noqa: E402  (the browser-level tests below use WebTest through the Shopper fixture)
-
-from catalog import load_catalog  # noqa: E402
 
 FORM = re.compile(r'<form\b[^>]*method="post"[^>]*action="([^"]+)"[^>]*>(.*?)</form>', re.S | re.I)
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
@@ -858,15 +863,6 @@ def test_markup_in_catalog_text_and_echoed_input_is_escaped_on_every_page(make_s
 
 # -- secrets never reach a response or a log -------------------------------------------------------------------------
 
-import contextlib  # noqa: E402
-import http.client  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import logging  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
-
-from bench.shoppers import free_port  # noqa: E402
 
 KEY = "sk_test_51Hostile" + "Q7x9Zr2Lm4Np6Kt8Vw0Yb3Cd5Fg7Hj9" + "SECRETKEYTAIL"
 LIVE_KEY = "sk_live_51Hostile" + "Lz8Kq3Wm5Rt7Yp9Xn2Vb4Cd6Fg8Hj0" + "LIVEKEYTAIL"

@@ -157,7 +157,8 @@ def fast_home(shop):
     assert len(sid_cookie) == 2, "the sid appears once in its cookie"
 
     def serve(environ, start_response):
-        if environ["REQUEST_METHOD"] != "GET" or environ.get("PATH_INFO") != "/" or environ.get("CONTENT_LENGTH"):
+        if (environ["REQUEST_METHOD"] != "GET" or environ.get("PATH_INFO") != "/"
+                or environ.get("CONTENT_LENGTH", "0") not in ("", "0")):
             return None
         query = environ.get("QUERY_STRING")
         page = 1
@@ -190,6 +191,8 @@ def fast_home(shop):
 
 _PAGE_QUERY = re.compile(r"page=([0-9]{1,6})")
 _COOKIE_PART = re.compile(r"([A-Za-z0-9_-]{1,64})=([A-Za-z0-9_.:-]*)")
+# Names that http.cookies (bottle's parser) takes as attributes of the cookie before, not as cookies.
+_ATTRIBUTES = {"expires", "path", "comment", "domain", "max-age", "secure", "httponly", "version", "samesite"}
 
 
 class _FirstVisit:
@@ -209,7 +212,7 @@ def _plain_cookies(header):
     if header:
         for part in header.split(";"):
             m = _COOKIE_PART.fullmatch(part.strip(" "))
-            if m is None:
+            if m is None or m[1].lower() in _ATTRIBUTES:
                 if part.strip(" "):
                     return None
                 continue

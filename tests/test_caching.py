@@ -98,3 +98,69 @@ def test_pages_stay_small_and_need_no_javascript(shopper):
         sheets = re.findall(r'<link rel="stylesheet" href="([^"]+)"', html)
         weight = len(html.encode()) + sum(len(shopper.get(href).body) for href in sheets)
         assert weight <= 15 * 1024, (path, weight)
+
+
+FAST_CASES = {
+    "first visit": {},
+    "returning browser": {"Cookie": "sid=returningreturningreturning0001"},
+    "with a cart": {"Cookie": "sid=returningreturningreturning0001; cart=walden:2.moby-dick:1"},
+    "other cookies too": {"Cookie": "_ga=GA1.2.3.4; sid=returningreturningreturning0001; theme=dark"},
+    "malformed sid": {"Cookie": "sid=short"},
+    "unknown products in the cart": {"Cookie": "sid=returningreturningreturning0001; cart=nope:3.walden:1"},
+}
+SLOW_CASES = {
+    "quoted cookie": {"Cookie": 'sid="returningreturningreturning0001"'},
+    "attribute before the cookie": {"Cookie": "Path=/; sid=returningreturningreturning0001"},
+    "a body on a GET": {"Content-Length": "3"},
+}
+
+
+def spy_on_fast_path(app):
+    """A list that gets what the fast path returned for each request (None: it passed the request on)."""
+    served, fast = [], app.fast
+    vars(app)["fast"] = lambda environ, start_response: served.append(fast(environ, start_response)) or served[-1]
+    return served
+
+
+def _normalized(response):
+    """Status, headers and body with the per-request parts (request id, a new sid and its token) blanked."""
+    headers = sorted((k, v) for k, v in response.headerlist if k != "X-Request-Id")
+    body = response.body
+    sid = re.search(r"sid=([^;]+)", response.headers.get("Set-Cookie", ""))
+    if sid:
+        headers = [(k, v.replace(sid[1], "SID")) for k, v in headers]
+    token = _CSRF.search(response.text)
+    if token:
+        body = body.replace(token[1].encode(), b"TOKEN")
+    return response.status, headers, body
+
+
+@pytest.mark.parametrize("query", ["", "?page=2"])
+@pytest.mark.parametrize("case", FAST_CASES)
+def test_the_fast_path_answers_exactly_as_the_framework_would(make_shopper, big_catalog, query, case):
+    shopper = make_shopper(catalog=str(big_catalog))
+    app = shopper.app
+    shopper.get("/" + query)  # renders and caches the page through the framework
+    served = spy_on_fast_path(app)
+    headers = FAST_CASES[case]
+    quick = shopper.get("/" + query, headers=headers)
+    assert served[-1] is not None, "the fast path answered"
+    vars(app)["fast"] = None  # bottle refuses plain re-assignment of app attributes
+    slow = shopper.get("/" + query, headers=headers)
+    assert _normalized(quick) == _normalized(slow)
+    assert quick.headers["X-Request-Id"] != slow.headers["X-Request-Id"]
+
+
+@pytest.mark.parametrize("case", SLOW_CASES)
+def test_unusual_requests_take_the_framework_path(shopper, case):
+    shopper.get("/")
+    served = spy_on_fast_path(shopper.app)
+    response = shopper.get("/", headers=SLOW_CASES[case], expect_errors=True)
+    assert served == [None] and response.status_int == 200
+
+
+def test_two_first_visits_get_two_different_sids(shopper):
+    shopper.get("/")
+    a = shopper.get("/", headers={"Cookie": ""}).headers["Set-Cookie"]
+    b = shopper.get("/", headers={"Cookie": ""}).headers["Set-Cookie"]
+    assert a != b and a.startswith("sid=") and b.startswith("sid=")

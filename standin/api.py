@@ -44,7 +44,10 @@ class ApiApp:
 
     def __call__(self, environ, start_response):
         status, body, headers = self.handle(environ)
-        data = json.dumps(body, indent=2).encode()
+        # Pretty like Stripe's own answers over HTTP; compact for the in-process client, where nobody reads the
+        # text and json's indenting (pure-Python) encoder was a quarter of the CPU time of a shop webhook.
+        data = (json.dumps(body, separators=(",", ":")) if environ.get("standin.in_process")
+                else json.dumps(body, indent=2)).encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
                    ("Cache-Control", "no-cache, no-store")] + list(headers.items())
         start_response(_STATUS.get(status, f"{status} Error"), headers)

@@ -43,7 +43,7 @@ class InProcessClient(stripe.HTTPClient):
             "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1", "CONTENT_LENGTH": str(len(body)),
             "wsgi.version": (1, 0), "wsgi.url_scheme": parts.scheme or "https", "wsgi.input": io.BytesIO(body),
             "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
-            "standin.timeout": self.timeout,
+            "standin.timeout": self.timeout, "standin.in_process": True,
         }
         for key, value in (headers or {}).items():
             name = key.upper().replace("-", "_")

@@ -41,8 +41,9 @@ def main(argv=None):
     p.add_argument("--responses", required=True)
     args = p.parse_args(argv)
     import waitress
-    from cli import waitress_options
+    from cli import setup_logging, waitress_options
     from settings import load_config
+    setup_logging()  # waitress's own log lines cost the same as under the shop
     with open(args.responses) as f:
         app = make_app(json.load(f))
     # The same socket setup and waitress settings as `python shop.py`, so only the app differs.

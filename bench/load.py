@@ -24,6 +24,17 @@ class Result:
     errors: int = 0            # socket errors, timeouts and unexpected statuses
     statuses: dict = field(default_factory=dict)
     client_cpu: float = 0.0    # CPU seconds the load generator itself used
+    server_cpu: float = 0.0    # CPU seconds the server's processes used meanwhile
+    busy_cores: float = 0.0    # how many cores the whole machine kept busy meanwhile
+
+    @property
+    def server_us_per_request(self):
+        return self.server_cpu / self.requests * 1e6 if self.requests else 0.0
+
+    @property
+    def other_cores(self):
+        """Cores busy with processes other than this server and the load generator (noise)."""
+        return max(0.0, self.busy_cores - (self.server_cpu + self.client_cpu) / self.seconds) if self.seconds else 0.0
 
     @property
     def rps(self):
@@ -134,7 +145,7 @@ async def _read_response(reader):
     return status
 
 
-async def _drive(url, connections, deadline, requests, max_requests):
+async def _drive(url, connections, deadline, requests, max_requests, reconnect=False):
     parts = urlsplit(url)
     host, port = parts.hostname, parts.port or 80
     latencies, statuses, errors = [], {}, 0
@@ -160,6 +171,9 @@ async def _drive(url, connections, deadline, requests, max_requests):
                 status = await asyncio.wait_for(_read_response(reader), 10)
                 latencies.append(time.perf_counter() - start)
                 statuses[status] = statuses.get(status, 0) + 1
+                if reconnect:
+                    writer.close()
+                    reader = writer = None
             except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError):
                 errors += 1
                 if writer is not None:
@@ -173,8 +187,12 @@ async def _drive(url, connections, deadline, requests, max_requests):
     return latencies, statuses, errors, time.monotonic() - start
 
 
-def run_python(url, seconds, connections, method="GET", headers=None, body=None, bodies=None, max_requests=None):
-    """Keep-alive connections in one asyncio loop; `bodies` sends each of a list of (headers, body) once."""
+def run_python(url, seconds, connections, method="GET", headers=None, body=None, bodies=None, max_requests=None,
+               reconnect=False):
+    """Keep-alive connections in one asyncio loop; `bodies` sends each of a list of (headers, body) once;
+    `reconnect` opens a new connection for every request (as webhook senders may)."""
+    if reconnect:
+        headers = {**(headers or {}), "Connection": "close"}
     _check_loopback(url)
     parts = urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -185,7 +203,7 @@ def run_python(url, seconds, connections, method="GET", headers=None, body=None,
         requests = _request_bytes(method, path, hostport, headers, body)
     cpu0 = time.process_time()
     latencies, statuses, errors, took = asyncio.run(
-        _drive(url, connections, time.monotonic() + seconds, requests, max_requests))
+        _drive(url, connections, time.monotonic() + seconds, requests, max_requests, reconnect))
     cpu = time.process_time() - cpu0
     latencies.sort()
     bad = sum(n for s, n in statuses.items() if s >= 400)
@@ -195,6 +213,27 @@ def run_python(url, seconds, connections, method="GET", headers=None, body=None,
     return Result(len(latencies), took, pct(0.50), pct(0.99), errors + bad, statuses, cpu)
 
 
+def process_cpu(pids):
+    """CPU seconds (user + system) used so far by these processes."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def machine_busy():
+    """(busy, total) jiffies of all cores since boot."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
 class Load:
     """The load generator for this run: wrk if available, else the Python one (and it says which)."""
 
@@ -202,7 +241,14 @@ class Load:
         self.wrk = wrk
         self.name = "wrk 1 thread" if wrk else "Python asyncio client (wrk not found)"
 
-    def run(self, url, seconds, connections=16, method="GET", headers=None, body=None):
+    def run(self, url, seconds, connections=16, method="GET", headers=None, body=None, pids=()):
+        """One load run; with `pids`, also the CPU those server processes used."""
+        cpu0, (busy0, total0) = process_cpu(pids), machine_busy()
         if self.wrk:
-            return run_wrk(self.wrk, url, seconds, connections, method, headers, body)
-        return run_python(url, seconds, connections, method, headers, body)
+            result = run_wrk(self.wrk, url, seconds, connections, method, headers, body)
+        else:
+            result = run_python(url, seconds, connections, method, headers, body)
+        busy1, total1 = machine_busy()
+        result.server_cpu = process_cpu(pids) - cpu0
+        result.busy_cores = (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1) if total1 > total0 else 0.0
+        return result

@@ -51,17 +51,25 @@ def versus_bare(load, shop, tmp, variants_, rounds, seconds, connections, name="
                 load.run(server.url + path, 1, connections, headers=headers)
             pairs = []
             for _ in range(rounds):
-                a = load.run(shop.url + path, seconds, connections, headers=headers)
-                b = load.run(bare.url + path, seconds, connections, headers=headers)
+                a = load.run(shop.url + path, seconds, connections, headers=headers, pids=shop.workers())
+                b = load.run(bare.url + path, seconds, connections, headers=headers, pids=bare.workers())
                 pairs.append((a, b))
             out[label] = summarize(pairs)
     return out
 
 
 def summarize(pairs):
-    """The median ratio a/b over rounds, with the median throughputs and any errors."""
+    """The median ratio a/b over rounds, with the median throughputs and any errors.
+
+    cpu_ratio compares CPU per request instead (b's ÷ a's): it hardly moves when other processes take CPU time,
+    so it tells whether a low throughput ratio is the code or a busy machine."""
     ratios = [a.rps / b.rps for a, b in pairs if b.rps]
+    cpu = [b.server_us_per_request / a.server_us_per_request for a, b in pairs if a.server_us_per_request]
     return {
+        "cpu_ratio": statistics.median(cpu) if cpu else 0.0,
+        "a_us": statistics.median(a.server_us_per_request for a, _ in pairs),
+        "b_us": statistics.median(b.server_us_per_request for _, b in pairs),
+        "other_cores": statistics.median(x.other_cores for pair in pairs for x in pair),
         "ratio": statistics.median(ratios) if ratios else 0.0,
         "ratios": ratios,
         "a_rps": statistics.median(a.rps for a, _ in pairs),
@@ -78,8 +86,8 @@ def workers_scaling(load, one, two, path, headers, rounds, seconds, connections)
         load.run(server.url + path, 1, connections, headers=headers)
     pairs = []
     for _ in range(rounds):
-        a = load.run(two.url + path, seconds, connections, headers=headers)
-        b = load.run(one.url + path, seconds, connections, headers=headers)
+        a = load.run(two.url + path, seconds, connections, headers=headers, pids=two.workers())
+        b = load.run(one.url + path, seconds, connections, headers=headers, pids=one.workers())
         pairs.append((a, b))
     return summarize(pairs)
 

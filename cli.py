@@ -24,34 +24,6 @@ def setup_logging():
     # payments.call logs each Stripe call once (endpoint, status, duration, Request-Id); the SDK's own INFO
     # lines would add two more per call, naming api.stripe.com even when the stand-in answered.
     logging.getLogger("stripe").setLevel(logging.WARNING)
-    # A line per request is the log's biggest cost under load. The format above shows no thread, process or
-    # source line, so don't collect them for every record (the logging HOWTO's "Optimization" section):
-    # the access log then costs about 30 µs less CPU per request on this 2-core machine.
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging._srcfile = None
-    # waitress warns "Task queue depth is N" for every request that waits for a thread: under load that is a
-    # line per request, written while waitress holds its task lock. Say it at most once a minute.
-    queue = logging.getLogger("waitress.queue")
-    if not any(isinstance(f, EveryMinute) for f in queue.filters):
-        queue.addFilter(EveryMinute())
-
-
-class EveryMinute(logging.Filter):
-    """Let one record through per minute; the next one says how many were left out."""
-
-    def __init__(self, seconds=60.0):
-        super().__init__()
-        self.seconds, self.next, self.skipped = seconds, 0.0, 0
-
-    def filter(self, record):
-        now = time.monotonic()
-        if now < self.next:
-            self.skipped += 1
-            return False
-        if self.skipped:
-            record.msg = f"{record.msg} ({self.skipped} more such warnings in the last minute)"
-        self.next, self.skipped = now + self.seconds, 0
-        return True
 
 
 def parser():

@@ -1,12 +1,9 @@
-"""What the benchmark (bench/run.py) counts, guarded without timing: Stripe calls per purchase, and the log
-settings that keep a line per request cheap."""
+"""What the benchmark (bench/run.py) counts, guarded without timing: Stripe calls per purchase."""
 
 import json
-import logging
 from collections import Counter
 from urllib.parse import urlsplit
 
-import cli
 from tests.test_purchase import pay
 
 
@@ -55,20 +52,3 @@ def test_the_success_page_reload_and_a_repeated_event_cost_no_more(shopper):
     _, repeat = calls(standin, lambda: shopper.post("/webhook", body, headers=headers))
     assert repeat == 0  # a duplicate delivery is answered from the ledger
 
-
-def test_setup_logging_drops_per_record_details_nobody_prints():
-    cli.setup_logging()
-    cli.setup_logging()
-    assert not (logging.logThreads or logging.logProcesses or logging.logMultiprocessing)
-    assert sum(isinstance(f, cli.EveryMinute) for f in logging.getLogger("waitress.queue").filters) == 1
-
-
-def test_waitress_queue_warnings_come_at_most_once_a_minute():
-    every = cli.EveryMinute()
-    records = [logging.LogRecord("waitress.queue", logging.WARNING, "", 0, "Task queue depth is %d", (n,), None)
-               for n in range(1, 6)]
-    assert [every.filter(r) for r in records] == [True, False, False, False, False]
-    every.next = 0.0  # a minute later
-    late = logging.LogRecord("waitress.queue", logging.WARNING, "", 0, "Task queue depth is %d", (7,), None)
-    assert every.filter(late)
-    assert late.getMessage() == "Task queue depth is 7 (4 more such warnings in the last minute)"

@@ -174,3 +174,27 @@ def test_urls_come_from_base_url_not_the_host_header(shopper):
     assert session.success_url.startswith(BASE + "/success?session_id=")
     assert session.cancel_url == BASE + "/cart?canceled=1"
     assert "evil" not in str(session)
+
+
+def test_zero_decimal_currency_end_to_end(make_shopper, catalog_copy):
+    """A JPY catalog: prices shown as ¥1,500 and sent to Stripe as 1500 (no cents)."""
+    import json
+    data = json.loads(catalog_copy.read_text())
+    data["shop"]["currency"] = "jpy"
+    data["products"][0]["price"] = 1500
+    for option in data["shipping"]["options"]:
+        option["amount"] = 800
+    catalog_copy.write_text(json.dumps(data))
+    shopper = make_shopper(catalog=str(catalog_copy))
+    product_id = data["products"][0]["id"]
+    assert "¥1,500" in shopper.get("/").text
+    shopper.add(product_id, 2)
+    assert "¥3,000" in shopper.get("/cart").text
+    session_id = shopper.session_id(shopper.checkout())
+    shopper.standin.pay(session_id, address={"line1": "1-1 Chiyoda", "city": "Tokyo", "postal_code": "100-0001",
+                                             "country": "US", "state": "CA"})
+    session = shopper.shop.stripe.v1.checkout.sessions.retrieve(session_id, {"expand": ["line_items"]})
+    assert session.currency == "jpy" and session.amount_subtotal == 3000
+    assert session.line_items.data[0].price.unit_amount == 1500
+    page = shopper.get(f"/success?session_id={session_id}").text
+    assert "¥3,000" in page and f"¥{session.amount_total:,}" in page

@@ -99,6 +99,15 @@ class Tx:
         self.conn.execute("INSERT INTO outbox(event_id, next_attempt) VALUES (?, ?)", (event_id, due))
 
 
+_WRITERS, _WRITERS_LOCK = {}, threading.Lock()
+
+
+def _writer(path):
+    """The lock that this process's writers of the database at `path` take turns on."""
+    with _WRITERS_LOCK:
+        return _WRITERS.setdefault(os.path.realpath(path), threading.RLock())
+
+
 class Store:
     """Thread- and process-safe access to `<data_dir>/standin.sqlite3` (WAL, busy timeout, short transactions)."""
 
@@ -126,14 +135,23 @@ class Store:
     def tx(self, write=False):
         """A transaction: `BEGIN IMMEDIATE` for writes so concurrent writers queue instead of failing."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        # Writers of this process queue on a lock first: one that found the file locked would sleep in
+        # SQLite's busy handler (1, 2, 5 ... 100 ms) long after the lock is free (POST /checkout p99 was 1.1 s).
+        writer = _writer(self.path) if write else None
+        if writer:
+            writer.acquire()
         try:
-            yield Tx(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield Tx(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+        finally:
+            if writer:
+                writer.release()
 
     def close(self):
         """Close every connection this store opened."""

@@ -35,26 +35,35 @@ def capture(url, variants_):
     return recorded
 
 
-def versus_bare(load, shop, tmp, variants_, rounds, seconds, connections, name="bare"):
-    """Per variant: interleaved rounds shop, bare, shop, bare ...; the median of the per-round ratios."""
+def versus_bare(load, shop, tmp, variants_, rounds, seconds, connections, name="bare", extras=None):
+    """Per variant: interleaved rounds shop, bare, shop, bare ...; the median of the per-round ratios.
+
+    extras: {label: {name: server}}: more servers (the shop with a cost taken out) measured in the same rounds
+    for that variant, each against the same bare rounds; their results come back as out[f"{label} :: {name}"]."""
     responses = Path(tmp) / f"{name}-responses.json"
     responses.write_text(json.dumps(capture(shop.url, variants_)))
     out = {}
     with start_bare(tmp, responses, name) as bare:
         bare.wait_ready()
         for label, (path, headers) in variants_.items():
+            others = (extras or {}).get(label, {})
             mine, theirs = fetch(shop.url + path, headers)[2], fetch(bare.url + path, headers)[2]
             # A cold page carries a fresh sid and CSRF token each time: same length, different bytes.
             if (len(mine) != len(theirs)) if "cold" in label else (mine != theirs):
                 raise RuntimeError(f"{label}: the baseline does not serve the shop's bytes")
-            for server in (shop, bare):  # warm-up: imports, template compilation, connection set-up
+            for server in (shop, bare, *others.values()):  # warm-up: caches, connection set-up
                 load.run(server.url + path, 1, connections, headers=headers)
-            pairs = []
+            pairs, more = [], {k: [] for k in others}
             for _ in range(rounds):
                 a = load.run(shop.url + path, seconds, connections, headers=headers, pids=shop.workers())
                 b = load.run(bare.url + path, seconds, connections, headers=headers, pids=bare.workers())
                 pairs.append((a, b))
+                for k, server in others.items():
+                    more[k].append((load.run(server.url + path, seconds, connections, headers=headers,
+                                             pids=server.workers()), b))
             out[label] = summarize(pairs)
+            for k, k_pairs in more.items():
+                out[f"{label} :: {k}"] = summarize(k_pairs)
     return out
 
 

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from urllib.parse import urlencode, urlsplit
 
-from load import run_python
+from load import process_cpu, run_python
 from servers import fetch
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -43,11 +43,9 @@ def _session_id(location):
     return urlsplit(location).path.rsplit("/", 1)[-1]
 
 
-def standin_share(data_dir, product_id, n=200):
-    """Of the time POST /checkout takes in-process, the share spent inside the stand-in's API."""
+def _share(requests, warm_up=20):
+    """Run (method, args) requests in-process; the share of their time spent inside the stand-in's API."""
     from standin.client import InProcessClient
-    browser, shop = shop_in_process(data_dir)
-    token = _CSRF.search(browser.get("/").text)[1]
     spent = [0.0]
     original = InProcessClient.request
 
@@ -58,19 +56,37 @@ def standin_share(data_dir, product_id, n=200):
         finally:
             spent[0] += time.perf_counter() - start
 
-    form = {"csrf_token": token, "product_id": product_id, "quantity": "1"}
-    for _ in range(20):  # warm-up
-        browser.post("/checkout", form, status=303)
+    for send in requests[:warm_up]:
+        send()
     InProcessClient.request = timed
     try:
         start = time.perf_counter()
-        for _ in range(n):
-            browser.post("/checkout", form, status=303)
+        for send in requests[warm_up:]:
+            send()
         total = time.perf_counter() - start
     finally:
         InProcessClient.request = original
-    shop.standin.close()
+    n = len(requests) - warm_up
     return {"share": spent[0] / total, "per_request_ms": total / n * 1000, "standin_ms": spent[0] / n * 1000}
+
+
+def standin_share(data_dir, product_id, n=200):
+    """Of the time POST /checkout takes in-process, the share spent inside the stand-in's API."""
+    browser, shop = shop_in_process(data_dir)
+    token = _CSRF.search(browser.get("/").text)[1]
+    form = {"csrf_token": token, "product_id": product_id, "quantity": "1"}
+    result = _share([lambda: browser.post("/checkout", form, status=303)] * (n + 20))
+    shop.standin.close()
+    return result
+
+
+def webhook_standin_share(data_dir, product_id, n=150):
+    """Of the time a checkout.session.completed webhook takes in-process, the share inside the stand-in."""
+    signed, _ = prepare_paid_sessions(data_dir, product_id, n + 20)
+    browser, shop = shop_in_process(data_dir)
+    result = _share([lambda h=h, b=b: browser.post("/webhook", b, headers=h, status=200) for h, b in signed])
+    shop.standin.close()
+    return result
 
 
 def api_calls_per_purchase(data_dir, product_ids):
@@ -133,10 +149,12 @@ def prepare_paid_sessions(data_dir, product_id, n):
     return signed, [shop.ledger.by_session(s)["id"] for s in sessions]
 
 
-def webhook_ingestion(shop_url, data_dir, signed, order_ids, senders=8, reconnect=True):
+def webhook_ingestion(shop_url, data_dir, signed, order_ids, senders=8, reconnect=True, pids=()):
     """Deliver each event once from `senders` concurrent senders, each on a new connection unless `reconnect` is
     False (as Stripe delivers: one POST per event); events/s, lost and double fulfilments."""
+    cpu0 = process_cpu(pids)
     result = run_python(shop_url + "/webhook", 120, senders, "POST", bodies=signed, reconnect=reconnect)
+    server_ms = (process_cpu(pids) - cpu0) / max(1, len(signed)) * 1000
     from ledger import Ledger
     ledger = Ledger(data_dir / "shop.sqlite3")
     fulfilled = sum(1 for oid in order_ids if (ledger.get(oid) or {}).get("fulfilled_at"))
@@ -150,6 +168,7 @@ def webhook_ingestion(shop_url, data_dir, signed, order_ids, senders=8, reconnec
         "not_marked_paid": len(order_ids) - fulfilled,
         "double": sum(1 for oid, n in handed_off.items() if n > 1),
         "statuses": result.statuses, "errors": result.errors, "client_cores": result.client_cores,
+        "server_ms": server_ms,
     }
 
 

@@ -131,6 +131,13 @@ def start_shop(tmp, name="shop", workers=1, catalog=None, data_dir=None, **env):
     return Server(name, argv, port, shop_env(data_dir, catalog, **env), log=Path(tmp) / f"{name}.log")
 
 
+def start_variant(tmp, name, *flags):
+    """bench/variant_shop.py: the shop with a per-request cost taken out (diagnostics for figure 1)."""
+    port = free_port()
+    argv = [PYTHON, str(ROOT / "bench" / "variant_shop.py"), "--port", str(port), *flags]
+    return Server(name, argv, port, shop_env(Path(tmp) / f"data-{name}"), log=Path(tmp) / f"{name}.log")
+
+
 def start_bare(tmp, responses_file, name="bare"):
     port = free_port()
     argv = [PYTHON, str(ROOT / "bench" / "bare.py"), "--port", str(port), "--responses", str(responses_file)]

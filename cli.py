@@ -2,9 +2,11 @@
 
 import argparse
 import logging
+import mmap
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -142,13 +144,18 @@ def waitress_options(config):
                 max_request_body_size=1024 * 1024, max_request_header_size=64 * 1024)
 
 
-def _run(app, sock, config):
+def _run(app, sock, config, balance=None):
     import waitress
     shop = app.config["shop"]
     if shop.standin is not None:
         shop.standin.start_webhook_sender()
     try:
-        waitress.serve(AccessLog(app), sockets=[sock], **waitress_options(config))
+        options = waitress_options(config)
+        options.pop("_quiet")  # serve()'s switch; create_server prints nothing anyway
+        server = waitress.create_server(AccessLog(app), sockets=[sock], **options)
+        if balance is not None:
+            balance.attach(server)
+        server.run()
     except KeyboardInterrupt:
         pass
     finally:
@@ -177,7 +184,8 @@ class Prefork:
     def __init__(self, config, sock):
         self.config, self.sock = config, sock
         self.parent = os.getpid()
-        self.workers = set()
+        self.workers = {}  # pid: slot in self.balance
+        self.balance = Balance(config.workers)
         self.deaths = []
         self.stopping = False
 
@@ -185,8 +193,8 @@ class Prefork:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         signal.signal(signal.SIGALRM, self.kill)
-        for _ in range(self.config.workers):
-            self.spawn()
+        for slot in range(self.config.workers):
+            self.spawn(slot)
         code = 0
         while self.workers:
             try:
@@ -195,7 +203,7 @@ class Prefork:
                 break
             if pid not in self.workers:
                 continue
-            self.workers.discard(pid)
+            slot = self.workers.pop(pid)
             if self.stopping:
                 continue
             now = time.monotonic()
@@ -206,15 +214,16 @@ class Prefork:
                 code = 1
                 self.stop(None, None)
             else:
-                self.spawn()
+                self.spawn(slot)
         signal.alarm(0)
         log.info("stopped")
         return code
 
-    def spawn(self):
+    def spawn(self, slot):
+        self.balance.reset(slot)
         pid = os.fork()
         if pid:
-            self.workers.add(pid)
+            self.workers[pid] = slot
             return
         code = 1
         try:  # the worker: Ctrl-C or SIGTERM ends waitress's loop; it exits if the parent goes away
@@ -223,7 +232,7 @@ class Prefork:
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
             threading.Thread(target=_watch_parent, args=(self.parent,), daemon=True).start()
             from shop import make_app
-            code = _run(make_app(self.config), self.sock, self.config)
+            code = _run(make_app(self.config), self.sock, self.config, self.balance.slot(slot))
         except BaseException:
             log.exception("worker %d failed", os.getpid())
         finally:
@@ -247,6 +256,52 @@ class Prefork:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+class Balance:
+    """Keeps the workers' shares of open connections within one of each other.
+
+    With one listening socket, the kernel gives each new connection to whichever worker accepts first, so a
+    burst of them (a proxy's or a load generator's keep-alive pool) can land on one worker and stay there
+    while the others idle. Each worker publishes its number of connections in shared memory once per turn
+    of its event loop, and leaves the listening socket to the others while it has more than the least
+    busy live one. A worker that has not published for 2 s (stuck or gone) does not count.
+    """
+
+    STALE = 2.0
+
+    def __init__(self, workers):
+        self.n = workers
+        self.shared = mmap.mmap(-1, 16 * workers)  # per slot: connections (q), last update (d); kept by fork()
+
+    def reset(self, slot):
+        struct.pack_into("qd", self.shared, 16 * slot, 0, 0.0)
+
+    def slot(self, slot):
+        return _BalancedSlot(self, slot)
+
+
+class _BalancedSlot:
+    def __init__(self, balance, slot):
+        self.balance, self.slot = balance, slot
+
+    def attach(self, server):
+        """Wrap the waitress server's readable(): asyncore asks it every turn whether to watch the socket."""
+        shared, slot, n, stale = self.balance.shared, self.slot, self.balance.n, self.balance.STALE
+        readable = server.readable
+
+        def balanced():
+            accepting = readable()  # also waitress's own housekeeping: always called
+            now = time.monotonic()
+            mine = len(server._map)  # this worker's connections, plus its listening socket and trigger
+            struct.pack_into("qd", shared, 16 * slot, mine, now)
+            if not accepting:
+                return False
+            others = [struct.unpack_from("qd", shared, 16 * j) for j in range(n) if j != slot]
+            live = [count for count, seen in others if now - seen < stale]
+            return not live or mine <= min(live)
+
+        server.readable = balanced
 
 
 def _interrupt(signum, frame):

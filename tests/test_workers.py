@@ -120,6 +120,41 @@ def test_two_workers_each_accept_on_the_shared_socket(tmp_path):
                 assert [request(port)[0] for _ in range(10)] == [200] * 10
 
 
+def open_sockets(pid):
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+def test_a_burst_of_keep_alive_connections_is_shared_between_the_workers(tmp_path):
+    with shop_server(tmp_path) as (proc, port):
+        workers = children(proc.pid)
+
+        def settled():  # the start-up checks' connections are closed on the server side too
+            first = [open_sockets(w) for w in workers]
+            time.sleep(0.1)
+            return first if first == [open_sockets(w) for w in workers] else None
+
+        before = wait_for(settled, "idle workers")
+        held = []
+        try:
+            for _ in range(16):  # a proxy's keep-alive pool: opened at once, then kept
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", "/healthz")
+                held.append(conn)
+            for conn in held:
+                assert conn.getresponse().read() == b"ok\n"
+            shares = [open_sockets(w) - b for w, b in zip(workers, before)]
+            assert sum(shares) == 16 and max(shares) - min(shares) <= 2, shares
+        finally:
+            for conn in held:
+                conn.close()
+
+
 def test_every_worker_reloads_an_edited_catalog(tmp_path):
     catalog = tmp_path / "catalog.json"
     shutil.copy(ROOT / "catalog.json", catalog)

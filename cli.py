@@ -287,19 +287,23 @@ class _BalancedSlot:
 
     def attach(self, server):
         """Wrap the waitress server's readable(): asyncore asks it every turn whether to watch the socket."""
-        shared, slot, n, stale = self.balance.shared, self.slot, self.balance.n, self.balance.STALE
+        shared, stale, entry = self.balance.shared, self.balance.STALE, struct.Struct("qd")
+        mine_at = 16 * self.slot
+        others_at = [16 * j for j in range(self.balance.n) if j != self.slot]
         readable = server.readable
 
         def balanced():
             accepting = readable()  # also waitress's own housekeeping: always called
             now = time.monotonic()
             mine = len(server._map)  # this worker's connections, plus its listening socket and trigger
-            struct.pack_into("qd", shared, 16 * slot, mine, now)
+            entry.pack_into(shared, mine_at, mine, now)
             if not accepting:
                 return False
-            others = [struct.unpack_from("qd", shared, 16 * j) for j in range(n) if j != slot]
-            live = [count for count, seen in others if now - seen < stale]
-            return not live or mine <= min(live)
+            for at in others_at:
+                count, seen = entry.unpack_from(shared, at)
+                if count < mine and now - seen < stale:
+                    return False  # a live worker with fewer connections takes the next one
+            return True
 
         server.readable = balanced
 

@@ -97,7 +97,11 @@ class ShopApp(Bottle):
 
     def __call__(self, environ, start_response):
         if self.fast is not None:
-            out = self.fast(environ, start_response)
+            try:
+                out = self.fast(environ, start_response)
+            except Exception:  # it answers before start_response or not at all: the framework takes over
+                log.exception("fast path failed on %s; answered by the framework", environ.get("PATH_INFO"))
+                out = None
             if out is not None:
                 return out
         return self.wsgi(environ, start_response)

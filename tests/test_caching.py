@@ -164,3 +164,16 @@ def test_two_first_visits_get_two_different_sids(shopper):
     a = shopper.get("/", headers={"Cookie": ""}).headers["Set-Cookie"]
     b = shopper.get("/", headers={"Cookie": ""}).headers["Set-Cookie"]
     assert a != b and a.startswith("sid=") and b.startswith("sid=")
+
+
+def test_a_failing_fast_path_leaves_the_page_to_the_framework(shopper, monkeypatch, caplog):
+    import storefront
+    shopper.get("/")
+
+    def broken(header):
+        raise RuntimeError("a bug in the fast path")
+
+    monkeypatch.setattr(storefront, "_plain_cookies", broken)
+    page = shopper.get("/")
+    assert page.status_int == 200 and "Add to cart" in page.text
+    assert "fast path failed on /" in caplog.text

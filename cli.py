@@ -2,13 +2,9 @@
 
 import argparse
 import logging
-import mmap
 import os
-import signal
 import socket
-import struct
 import sys
-import threading
 import time
 
 from dotenv import load_dotenv
@@ -135,6 +131,7 @@ def serve(config):
     if config.workers <= 1:
         return _run(app, sock, config)
     _release(app)  # SQLite connections must not cross fork(): each worker opens its own
+    from workers import Prefork
     return Prefork(config, sock).run()
 
 
@@ -170,156 +167,3 @@ def _release(app):
     shop.ledger.close()
     if shop.standin is not None:
         shop.standin.close()
-
-
-class Prefork:
-    """WORKERS processes accepting on the one inherited listening socket; a worker that dies is replaced.
-
-    The kernel hands each new connection to whichever worker accepts first, so an idle worker takes it.
-    Each worker has its own app: its own catalog reload (a stat per request), SQLite connections and threads.
-    """
-
-    RESTARTS = 10  # more deaths than this within a minute means something is wrong: stop instead
-
-    def __init__(self, config, sock):
-        self.config, self.sock = config, sock
-        self.parent = os.getpid()
-        self.workers = {}  # pid: slot in self.balance
-        self.balance = Balance(config.workers)
-        self.deaths = []
-        self.stopping = False
-
-    def run(self):
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
-        signal.signal(signal.SIGALRM, self.kill)
-        for slot in range(self.config.workers):
-            self.spawn(slot)
-        code = 0
-        while self.workers:
-            try:
-                pid, status = os.wait()  # retried after a signal handler returns (PEP 475)
-            except ChildProcessError:
-                break
-            if pid not in self.workers:
-                continue
-            slot = self.workers.pop(pid)
-            if self.stopping:
-                continue
-            now = time.monotonic()
-            self.deaths = [t for t in self.deaths if now - t < 60] + [now]
-            log.error("worker %d %s", pid, _describe(status))
-            if len(self.deaths) > self.RESTARTS:
-                log.error("workers keep dying: stopping")
-                code = 1
-                self.stop(None, None)
-            else:
-                self.spawn(slot)
-        signal.alarm(0)
-        log.info("stopped")
-        return code
-
-    def spawn(self, slot):
-        self.balance.reset(slot)
-        pid = os.fork()
-        if pid:
-            self.workers[pid] = slot
-            return
-        code = 1
-        try:  # the worker: Ctrl-C or SIGTERM ends waitress's loop; it exits if the parent goes away
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, _interrupt)
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
-            threading.Thread(target=_watch_parent, args=(self.parent,), daemon=True).start()
-            from shop import make_app
-            code = _run(make_app(self.config), self.sock, self.config, self.balance.slot(slot))
-        except BaseException:
-            log.exception("worker %d failed", os.getpid())
-        finally:
-            logging.shutdown()
-            os._exit(code)
-
-    def stop(self, signum, frame):
-        """Ask every worker to finish; any still running after 10 s is killed."""
-        self.stopping = True
-        for pid in list(self.workers):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        signal.alarm(10)
-
-    def kill(self, signum, frame):
-        self.stopping = True
-        for pid in list(self.workers):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-class Balance:
-    """Keeps the workers' shares of open connections within one of each other.
-
-    With one listening socket, the kernel gives each new connection to whichever worker accepts first, so a
-    burst of them (a proxy's or a load generator's keep-alive pool) can land on one worker and stay there
-    while the others idle. Each worker publishes its number of connections in shared memory once per turn
-    of its event loop, and leaves the listening socket to the others while it has more than the least
-    busy live one. A worker that has not published for 2 s (stuck or gone) does not count.
-    """
-
-    STALE = 2.0
-
-    def __init__(self, workers):
-        self.n = workers
-        self.shared = mmap.mmap(-1, 16 * workers)  # per slot: connections (q), last update (d); kept by fork()
-
-    def reset(self, slot):
-        struct.pack_into("qd", self.shared, 16 * slot, 0, 0.0)
-
-    def slot(self, slot):
-        return _BalancedSlot(self, slot)
-
-
-class _BalancedSlot:
-    def __init__(self, balance, slot):
-        self.balance, self.slot = balance, slot
-
-    def attach(self, server):
-        """Wrap the waitress server's readable(): asyncore asks it every turn whether to watch the socket."""
-        shared, stale, entry = self.balance.shared, self.balance.STALE, struct.Struct("qd")
-        mine_at = 16 * self.slot
-        others_at = [16 * j for j in range(self.balance.n) if j != self.slot]
-        readable = server.readable
-
-        def balanced():
-            accepting = readable()  # also waitress's own housekeeping: always called
-            now = time.monotonic()
-            mine = len(server._map)  # this worker's connections, plus its listening socket and trigger
-            entry.pack_into(shared, mine_at, mine, now)
-            if not accepting:
-                return False
-            for at in others_at:
-                count, seen = entry.unpack_from(shared, at)
-                if count < mine and now - seen < stale:
-                    return False  # a live worker with fewer connections takes the next one
-            return True
-
-        server.readable = balanced
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _watch_parent(parent):
-    """A worker never outlives the process that started it (it would keep the port answering)."""
-    while os.getppid() == parent:
-        time.sleep(1)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _describe(status):
-    if os.WIFSIGNALED(status):
-        return f"was killed by signal {os.WTERMSIG(status)}; starting another"
-    return f"exited with code {os.waitstatus_to_exitcode(status)}; starting another"

@@ -34,6 +34,7 @@ The checks themselves live in catalog_rules.py; `python shop.py check` prints th
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 
 import catalog_rules
@@ -170,21 +171,30 @@ class CatalogStore:
     """The last good catalog, re-read only when the file's mtime or size changes, so edits go live without a restart.
 
     log: a logging.Logger, or any callable taking one message string (default: the "shop.catalog" logger).
+    check_every: seconds between looks at the file (0: on every call). A look is a stat() system call, which on a
+    busy server costs more than serving the cached page does, so the shop looks at most once a second.
     """
 
-    def __init__(self, path, public_dir, log=None):
+    def __init__(self, path, public_dir, log=None, check_every=0.0):
         self.path, self.public_dir = os.fspath(path), os.fspath(public_dir)
         self.name = os.path.basename(self.path)
         self.log = log if log is not None else logging.getLogger("shop.catalog")
         self.error: str | None = None
         self.reads = 0  # how many times the file was read and checked, for tests and diagnostics
         self._lock = threading.Lock()
+        self.check_every = check_every
+        self._next_check = 0.0
         self._catalog, found, self._key = self._load()
         if found:  # the first load must succeed: there is nothing older to fall back on
             raise CatalogError(found)
 
-    def current(self) -> Catalog:
+    def current(self, force=False) -> Catalog:
         """The catalog to serve now: reloaded first if the file changed, the last good one if the edit is invalid."""
+        if self.check_every and not force:
+            now = time.monotonic()  # no system call: cheap enough for every request
+            if now < self._next_check:
+                return self._catalog
+            self._next_check = now + self.check_every
         key = self._stat()
         if key != self._key:
             with self._lock:  # one reload at a time; readers keep the old catalog until the new one is whole

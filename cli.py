@@ -1,27 +1,17 @@
 """The command line: `python shop.py` serves; `check` validates; merchant commands manage orders."""
 
 import argparse
+import gc
 import logging
-import os
 import socket
 import sys
-import time
 
 from dotenv import load_dotenv
 
+from logs import AccessLog, setup_logging
 from settings import ROOT, SETTINGS, ConfigError, load_config
 
 log = logging.getLogger("shop")
-access_log = logging.getLogger("shop.access")
-
-
-def setup_logging():
-    """One plain line per event on stderr."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s",
-                        stream=sys.stderr)
-    # payments.call logs each Stripe call once (endpoint, status, duration, Request-Id); the SDK's own INFO
-    # lines would add two more per call, naming api.stripe.com even when the stand-in answered.
-    logging.getLogger("stripe").setLevel(logging.WARNING)
 
 
 def parser():
@@ -82,29 +72,6 @@ def check(config):
     return 0
 
 
-class AccessLog:
-    """WSGI middleware: one line per request with method, path, status, duration and request id."""
-
-    def __init__(self, app):
-        self.app = app
-
-    def __call__(self, environ, start_response):
-        start = time.monotonic()
-        request_id = environ.get("shop.request_id") or environ.setdefault("shop.request_id", os.urandom(8).hex())
-        seen = {}
-
-        def recording_start(status, headers, exc_info=None):
-            seen["status"] = status.split(" ", 1)[0]
-            return start_response(status, headers, exc_info)
-
-        try:
-            return self.app(environ, recording_start)
-        finally:
-            access_log.info("%s %s status=%s duration_ms=%.1f request_id=%s", environ.get("REQUEST_METHOD"),
-                            environ.get("PATH_INFO", "")[:200].encode("unicode_escape").decode(),
-                            seen.get("status", "-"), (time.monotonic() - start) * 1000, request_id)
-
-
 def serve(config):
     """Serve with waitress on HOST:PORT until Ctrl-C; with WORKERS > 1, that many processes."""
     from catalog import CatalogError
@@ -146,6 +113,9 @@ def _run(app, sock, config, balance=None):
     shop = app.config["shop"]
     if shop.standin is not None:
         shop.standin.start_webhook_sender()
+    # Everything made at start-up (the stripe SDK alone is tens of thousands of objects) lives as long as the
+    # process: take it out of the garbage collector's full passes. https://docs.python.org/3/library/gc.html#gc.freeze
+    gc.freeze()
     try:
         options = waitress_options(config)
         options.pop("_quiet")  # serve()'s switch; create_server prints nothing anyway

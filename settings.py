@@ -49,6 +49,8 @@ SETTINGS = (
     Setting("host", "HOST", "127.0.0.1", "Interface the server listens on."),
     Setting("port", "PORT", 8000, "Port the server listens on."),
     Setting("catalog", "CATALOG", "catalog.json", "Path of the catalog file (relative to the shop)."),
+    Setting("catalog_check_seconds", "CATALOG_CHECK_SECONDS", 1.0,
+            "How often, at most, the running shop looks at the catalog file for edits (0: on every request)."),
     Setting("data_dir", "DATA_DIR", "data",
             "Folder for the order ledger and the offline stand-in's state (relative to the shop)."),
     Setting("stripe_api_base", "STRIPE_API_BASE", "",
@@ -72,6 +74,7 @@ class Config:
     host: str
     port: int
     catalog: Path
+    catalog_check_seconds: float
     data_dir: Path
     stripe_api_base: str
     stripe_timeout: float
@@ -114,7 +117,7 @@ def _coerce(setting, raw):
             value = float(str(raw).strip())
         except ValueError:
             raise ConfigError(f"{setting.env}: must be a number of seconds, got {raw!r}") from None
-        if not 0 < value <= 300:
+        if not 0 <= value <= 300 or (value == 0 and setting.name == "stripe_timeout"):
             raise ConfigError(f"{setting.env}: must be between 0 and 300 seconds, got {raw!r}")
         return value
     return str(raw).strip()

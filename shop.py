@@ -28,7 +28,7 @@ class Shop(Backend):
 
     def __init__(self, config):
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.catalogs = CatalogStore(config.catalog, PUBLIC, log)
+        self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds)
         super().__init__(config, business_name=self.catalog().shop_name)
         self.guard = Guard(config, load_secret(config.data_dir))
         self._pages = {}  # render_cached: {None: the catalog they were made from, key: page}
@@ -154,7 +154,7 @@ def make_app(config=None):
         except Exception as e:  # any database failure is a health failure
             problems.append(f"database: {type(e).__name__}")
         try:
-            shop.catalog()  # a stat: picks up an edit made since the last page was served
+            shop.catalogs.current(force=True)  # a stat now, whatever CATALOG_CHECK_SECONDS says
         except Exception as e:  # the store keeps the last good catalog; this is only a safety net
             problems.append(f"catalog: {type(e).__name__}")
         if shop.catalogs.error:

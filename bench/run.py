@@ -111,11 +111,9 @@ def pages_and_checkout(ctx, only):
         shop.wait_ready()
         if 1 in only:
             say("1. GET / and GET /cart against the bare baseline ...")
-            with start_variant(tmp, "no-log", "--no-access-log") as v1, \
-                    start_variant(tmp, "no-log-no-stat", "--no-access-log", "--stat-once-a-second") as v2:
-                v1.wait_ready(), v2.wait_ready()
-                extras = {"GET / warm": {"without the access log": v1,
-                                         "without the access log and the per-request catalog stat": v2}}
+            with start_variant(tmp, "no-log", "--no-access-log") as v1:
+                v1.wait_ready()
+                extras = {"GET / warm": {"without the access log": v1}}
                 vs = pages.versus_bare(load, shop, tmp, variants, ctx["rounds"], ctx["seconds"], ctx["conns"],
                                        extras=extras)
             for label, r in vs.items():

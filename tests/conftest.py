@@ -69,7 +69,8 @@ def data_dir(tmp_path):
 def make_shopper(data_dir):
     """Build a shop with settings overrides; each call is a new app on the same DATA_DIR."""
     def factory(**overrides):
-        config = {"data_dir": str(data_dir), "base_url": BASE, **overrides}
+        # Look at catalog.json on every request, so a test's edit shows at once (the server: once a second).
+        config = {"data_dir": str(data_dir), "base_url": BASE, "catalog_check_seconds": 0, **overrides}
         return Shopper(make_app(config))
     return factory
 

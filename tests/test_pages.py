@@ -116,3 +116,24 @@ def test_secret_key_never_reaches_a_page(make_shopper):
     for path in ("/", "/cart", "/nope"):
         page = shopper.get(path, expect_errors=True)
         assert "sk_test" not in page.text and "whsec_" not in page.text
+
+
+def test_the_server_looks_at_the_catalog_at_most_once_per_interval(make_shopper, catalog_copy, monkeypatch):
+    """CATALOG_CHECK_SECONDS: no stat() per request; an edit goes live once the interval has passed."""
+    import catalog as catalog_module
+    clock = [1000.0]
+    monkeypatch.setattr(catalog_module.time, "monotonic", lambda: clock[0])
+    shopper = make_shopper(catalog=str(catalog_copy), catalog_check_seconds=1.0)
+    stats = []
+    real_stat = shopper.shop.catalogs._stat
+    monkeypatch.setattr(shopper.shop.catalogs, "_stat", lambda: stats.append(1) or real_stat())
+    shopper.get("/")
+    data = json.loads(catalog_copy.read_text())
+    data["products"][0]["name"] = "Edited Within The Second"
+    catalog_copy.write_text(json.dumps(data))
+    os.utime(catalog_copy, ns=(1, 2_000_000_000_000_000_000))
+    for _ in range(5):
+        assert "Edited Within The Second" not in shopper.get("/").text
+    assert len(stats) <= 1
+    clock[0] += 1.01
+    assert "Edited Within The Second" in shopper.get("/").text

@@ -166,6 +166,7 @@ def test_every_worker_reloads_an_edited_catalog(tmp_path):
         data["products"][0]["name"] = "A Brand New Title"
         catalog.write_text(json.dumps(data))
         os.utime(catalog, ns=(1, 2_000_000_000_000_000_000))
+        time.sleep(1.2)  # each worker looks at the file at most once a second (CATALOG_CHECK_SECONDS)
         for other in workers:
             with paused(other):
                 assert all("A Brand New Title" in request(port)[1] for _ in range(5))

@@ -1,0 +1,91 @@
+"""The shop's log: one plain line per event on stderr, written in small batches so requests never wait on it."""
+
+import logging
+import os
+import sys
+import threading
+import time
+
+access_log = logging.getLogger("shop.access")
+FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class BatchedStream(logging.StreamHandler):
+    """A stream handler that writes lines in batches: at most FLUSH_SECONDS late, at once for warnings.
+
+    Each write() to stderr is a system call that hands the interpreter lock to another thread; under load
+    one per request was the largest cost of GET / after the page itself (bench/run.py, figure 1b)."""
+
+    FLUSH_SECONDS = 0.2
+    MAX_LINES = 256
+
+    def __init__(self, stream=None):
+        super().__init__(stream or sys.stderr)
+        self.pending = []
+        self._flusher = None
+
+    def emit(self, record):
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:  # logging's contract: a bad record must not break the caller
+            self.handleError(record)
+            return
+        self.pending.append(line)  # list.append is atomic: no lock on the request's path
+        if record.levelno >= logging.WARNING or len(self.pending) >= self.MAX_LINES:
+            self.flush()
+        elif self._flusher is None or not self._flusher.is_alive() or self._flusher.pid != os.getpid():
+            self._start_flusher()
+
+    def flush(self):
+        """Write every pending line now."""
+        with self.lock:
+            lines, self.pending = self.pending, []
+            if lines:
+                self.stream.write("".join(lines))
+            self.stream.flush()
+
+    def _start_flusher(self):
+        with self.lock:
+            if self._flusher is not None and self._flusher.is_alive() and self._flusher.pid == os.getpid():
+                return
+            thread = threading.Thread(target=self._run, name="log-flusher", daemon=True)
+            thread.pid = os.getpid()  # a forked worker starts its own
+            self._flusher = thread
+            thread.start()
+
+    def _run(self):
+        while True:
+            time.sleep(self.FLUSH_SECONDS)
+            if self.pending:
+                self.flush()
+
+
+def setup_logging():
+    """One plain line per event on stderr (batched; flushed at exit and at once for warnings)."""
+    logging.basicConfig(level=logging.INFO, format=FORMAT, handlers=[BatchedStream()])
+    # payments.call logs each Stripe call once (endpoint, status, duration, Request-Id); the SDK's own INFO
+    # lines would add two more per call, naming api.stripe.com even when the stand-in answered.
+    logging.getLogger("stripe").setLevel(logging.WARNING)
+
+
+class AccessLog:
+    """WSGI middleware: one line per request with method, path, status, duration and request id."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        start = time.monotonic()
+        request_id = environ.get("shop.request_id") or environ.setdefault("shop.request_id", os.urandom(8).hex())
+        seen = {}
+
+        def recording_start(status, headers, exc_info=None):
+            seen["status"] = status.split(" ", 1)[0]
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self.app(environ, recording_start)
+        finally:
+            access_log.info("%s %s status=%s duration_ms=%.1f request_id=%s", environ.get("REQUEST_METHOD"),
+                            environ.get("PATH_INFO", "")[:200].encode("unicode_escape").decode(),
+                            seen.get("status", "-"), (time.monotonic() - start) * 1000, request_id)

@@ -63,6 +63,10 @@ class BatchedStream(logging.StreamHandler):
 def setup_logging():
     """One plain line per event on stderr (batched; flushed at exit and at once for warnings)."""
     logging.basicConfig(level=logging.INFO, format=FORMAT, handlers=[BatchedStream()])
+    # The format shows no thread, process or source line: don't collect them for every record, as the logging
+    # HOWTO's "Optimization" section suggests (https://docs.python.org/3/howto/logging.html#optimization).
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None
     # payments.call logs each Stripe call once (endpoint, status, duration, Request-Id); the SDK's own INFO
     # lines would add two more per call, naming api.stripe.com even when the stand-in answered.
     logging.getLogger("stripe").setLevel(logging.WARNING)

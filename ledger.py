@@ -1,12 +1,11 @@
 """The order ledger: every checkout is an order row in SQLite before Stripe hears of it."""
 
 import json
-import os
 import secrets
-import sqlite3
-import threading
 import time
 from datetime import datetime, timezone
+
+from db import Database
 
 # Each entry moves the schema one version up; PRAGMA user_version records how far a file has come.
 MIGRATIONS = (
@@ -71,53 +70,11 @@ def new_order_id():
     return "ord_" + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
 
 
-class Ledger:
+class Ledger(Database):
     """SQLite order storage in DATA_DIR; one connection per thread, WAL, short transactions."""
 
     def __init__(self, path):
-        self.path = str(path)
-        self._local = threading.local()
-        self._writer = _writer_lock(self.path)
-        self.migrate()
-
-    def connect(self):
-        """This thread's connection (created on first use)."""
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA busy_timeout = 10000")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.execute("PRAGMA foreign_keys = ON")
-            self._local.db = db
-        return db
-
-    def close(self):
-        """Close this thread's connection."""
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
-
-    def write(self):
-        """A write transaction that takes the lock up front (no read-then-upgrade deadlocks)."""
-        return _Tx(self.connect(), self._writer)
-
-    def migrate(self):
-        """Bring the file's schema to the newest version."""
-        db = self.connect()
-        with self.write():
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {number}")
-
-    def schema_version(self):
-        """The schema version recorded in the file."""
-        return self.connect().execute("PRAGMA user_version").fetchone()[0]
+        super().__init__(path, MIGRATIONS)
 
     # -- orders -----------------------------------------------------------------------------
 
@@ -262,51 +219,6 @@ class Ledger:
     def ping(self):
         """Raise if the database cannot be read."""
         self.connect().execute("SELECT 1 FROM orders LIMIT 1").fetchall()
-
-
-_WRITERS = {}
-_WRITERS_LOCK = threading.Lock()
-
-
-def _writer_lock(path):
-    """One lock per database file in this process: its threads take turns to write.
-
-    Without it, threads that find the file locked sleep in SQLite's busy handler (1, 2, 5, 10 ... 100 ms)
-    even after the lock is free; a Python lock hands over at once. Other processes still meet busy_timeout.
-    """
-    key = os.path.realpath(path)
-    with _WRITERS_LOCK:
-        return _WRITERS.setdefault(key, threading.RLock())
-
-
-class _Tx:
-    """`with ledger.write() as db:` — BEGIN IMMEDIATE … COMMIT, or ROLLBACK on error."""
-
-    def __init__(self, db, writer):
-        self.db = db
-        self.writer = writer
-
-    def __enter__(self):
-        self.writer.acquire()
-        try:
-            for attempt in range(50):
-                try:
-                    self.db.execute("BEGIN IMMEDIATE")
-                    return self.db
-                except sqlite3.OperationalError as e:  # busy beyond busy_timeout under heavy contention
-                    if "locked" not in str(e) or attempt == 49:
-                        raise
-                    time.sleep(0.05)
-        except BaseException:
-            self.writer.release()
-            raise
-
-    def __exit__(self, kind, value, tb):
-        try:
-            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
-        finally:
-            self.writer.release()
-        return False
 
 
 def _order(row):

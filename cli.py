@@ -2,6 +2,7 @@
 
 import argparse
 import gc
+import signal
 import logging
 import socket
 import sys
@@ -96,6 +97,10 @@ def serve(config):
     log.info("serving %s at %s (%s, %d worker(s))", app.config["shop"].catalog().shop_name, config.base_url,
              mode, config.workers)
     if config.workers <= 1:
+        # SIGTERM (systemd, a container's stop, kill) stops as cleanly as Ctrl-C: the webhook sender ends
+        # and pending log lines are written.
+        from workers import stop_on_signal
+        signal.signal(signal.SIGTERM, stop_on_signal)
         return _run(app, sock, config)
     _release(app)  # SQLite connections must not cross fork(): each worker opens its own
     from workers import Prefork

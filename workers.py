@@ -67,7 +67,7 @@ class Prefork:
         code = 1
         try:  # the worker: Ctrl-C or SIGTERM ends waitress's loop; it exits if the parent goes away
             for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, _interrupt)
+                signal.signal(sig, stop_on_signal)
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
             threading.Thread(target=_watch_parent, args=(self.parent,), daemon=True).start()
             from cli import _run
@@ -148,7 +148,8 @@ class _BalancedSlot:
         server.readable = balanced
 
 
-def _interrupt(signum, frame):
+def stop_on_signal(signum, frame):
+    """A signal handler that stops the server the way Ctrl-C does."""
     raise KeyboardInterrupt
 
 

@@ -27,7 +27,8 @@ def run(args, env_extra, timeout=60):
                           timeout=timeout)
 
 
-def test_serves_logs_each_request_and_stops_on_ctrl_c(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serves_logs_each_request_and_stops_cleanly(tmp_path, stop):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
     env.update(PORT=str(port), DATA_DIR=str(tmp_path / "data"))
@@ -44,7 +45,7 @@ def test_serves_logs_each_request_and_stops_on_ctrl_c(tmp_path):
                     raise
                 time.sleep(0.1)
         assert "Offline test mode" in body
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         assert proc.wait(timeout=15) == 0
         log = proc.stderr.read()
     finally:

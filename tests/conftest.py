@@ -2,6 +2,8 @@
 
 import re
 import shutil
+import socket
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,6 +24,24 @@ def clean_environment(monkeypatch):
     for s in SETTINGS:
         monkeypatch.delenv(s.env, raising=False)
     monkeypatch.delenv("STANDIN_FAULTS", raising=False)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, what, timeout=20):
+    """condition()'s first truthy value, polled until `timeout` seconds; AssertionError naming `what` after."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting: {what}")
 
 
 class Shopper(webtest.TestApp):

@@ -1,6 +1,5 @@
 """The standalone stand-in (`python -m standin`) over real loopback HTTP, driven by the official SDK."""
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -10,13 +9,9 @@ from pathlib import Path
 import pytest
 import stripe
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(tmp_path, faults=""):

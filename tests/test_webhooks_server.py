@@ -15,7 +15,7 @@ import pytest
 
 from ledger import Ledger
 from standin import StandIn
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 from tests.test_merchant import closed_port
 
 
@@ -68,16 +68,6 @@ def checkout(base):
     pytest.fail("checkout did not redirect")
 
 
-def wait_for(fn, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.1)
-    return fn()
-
-
 def shop_cli(env, *args):
     return subprocess.run([sys.executable, "shop.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=60)
@@ -91,7 +81,7 @@ def test_the_running_shop_fulfils_from_webhooks_and_the_cli_hands_it_refund_even
     payer = StandIn(data_dir, public_url=base, webhook_url=base + "/webhook", load_env_faults=False)
     payer.pay(sid)
     ledger = Ledger(os.path.join(data_dir, "shop.sqlite3"))
-    order = wait_for(lambda: (o := ledger.by_session(sid)) and o["fulfilled_at"] and o)
+    order = wait_for(lambda: (o := ledger.by_session(sid)) and o["fulfilled_at"] and o, "the webhook to fulfil")
     assert order and order["status"] == "paid"
     lines = open(os.path.join(data_dir, "fulfilments.jsonl")).read().splitlines()
     assert [json.loads(line)["session_id"] for line in lines] == [sid]
@@ -100,7 +90,7 @@ def test_the_running_shop_fulfils_from_webhooks_and_the_cli_hands_it_refund_even
     assert res.returncode == 0, res.stderr
     # The CLI hands the event to the running shop itself, unless the shop's own sender got there first.
     assert "Refund re_" in res.stdout and "not running" not in res.stdout
-    assert wait_for(lambda: ledger.get(order["id"])["status"] == "partially_refunded")
+    assert wait_for(lambda: ledger.get(order["id"])["status"] == "partially_refunded", "the refund event")
     res = shop_cli(env, "orders", "--json")
     [row] = json.loads(res.stdout)
     assert (row["id"], row["status"], row["amount_refunded"]) == (order["id"], "partially_refunded", 100)

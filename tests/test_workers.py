@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,17 +18,11 @@ from urllib.parse import urlencode
 import pytest
 
 from ledger import Ledger
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 SID = "workersworkersworkersworkers0001"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def request(port, method="GET", path="/", body=None, headers=None):
@@ -57,16 +50,6 @@ def alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def wait_for(condition, what, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting: {what}")
 
 
 @contextmanager

@@ -81,8 +81,10 @@ def _command(fn):
             return 1
         except ShopError as e:
             if e.status == 503:
-                print(f"Stripe is not reachable ({e.detail or 'no answer'}); nothing was changed. "
-                      "Try again in a minute.", file=sys.stderr)
+                # A request that timed out or lost its answer may still have been carried out at Stripe.
+                print(f"Stripe did not answer ({e.detail or 'no answer'}), so the outcome is unknown. Run the "
+                      "same command again in a minute: Stripe replays a request it already carried out "
+                      "(idempotency key) instead of doing it twice.", file=sys.stderr)
                 return 3
             print(f"Stripe refused: {e.detail or e.message}", file=sys.stderr)
             return 1

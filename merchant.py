@@ -209,15 +209,34 @@ def _repair(ctx, session):
     elif (status == "expired" and state in ("open", "checkout_failed")) or (status == "open" and
                                                                           state == "checkout_failed"):
         _, outcome = ctx.fulfilment.sync(sid, session, "reconcile")
+    elif status == "complete" and paid and state in REFUNDABLE + ("refunded",) and _refund_missed(ctx, order, session):
+        outcome = "refund recorded"
     elif not claimed:
         return 0
     else:
         outcome = "session attached"
     after = ctx.ledger.get(order["id"])
-    if (after["status"], after["fulfilled_at"]) == (state, order["fulfilled_at"]) and not claimed:
+    if (after["status"], after["fulfilled_at"], after["amount_refunded"]) == (
+            state, order["fulfilled_at"], order["amount_refunded"]) and not claimed:
         return 0
     print(f"{order['id']}: {state} → {after['status']} ({outcome}; session {sid})")
     return 1
+
+
+def _refund_missed(ctx, order, session):
+    """A refund whose charge.refunded event never arrived: record the charge's running total (1 API call)."""
+    intent_id = session.get("payment_intent")
+    if not intent_id:
+        return False
+    # https://docs.stripe.com/api/payment_intents/retrieve — the charge carries amount_refunded so far
+    intent = payments.call("GET /v1/payment_intents/{id}", ctx.stripe.v1.payment_intents.retrieve, intent_id,
+                           {"expand": ["latest_charge"]}).to_dict()
+    charge = intent.get("latest_charge")
+    if not isinstance(charge, dict) or (charge.get("amount_refunded") or 0) <= order["amount_refunded"]:
+        return False
+    refunded = charge["amount_refunded"]
+    return ctx.ledger.apply_refund(order["id"], refunded, charge.get("amount_captured") or charge.get("amount") or 0,
+                                   "reconcile", f"refunded {refunded} of {charge.get('amount')} (event missed)")
 
 
 def expire(ctx, args):

@@ -218,3 +218,25 @@ def test_orders_json_as_a_real_subprocess(shop, data_dir):
     proc = subprocess.run([sys.executable, "shop.py", "order", "ord_nope"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "No order 'ord_nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_reconcile_records_a_refund_whose_event_was_lost(shop, run):
+    """A refund made in the Dashboard whose charge.refunded event never arrived is caught up, once."""
+    o = paid(shop)
+    stripe_client = shop.shop.stripe
+    stripe_client.v1.refunds.create({"payment_intent": o["payment_intent"], "amount": 500})
+    assert shop.standin.drop_pending_events()  # charge.refunded lost
+    assert order(shop, o["session_id"])["status"] == "paid"
+    code, out, _ = run("reconcile")
+    assert code == 0 and "paid → partially_refunded (refund recorded" in out and "repaired 1 order(s)" in out
+    after = order(shop, o["session_id"])
+    assert after["status"] == "partially_refunded" and after["amount_refunded"] == 500
+    code, out, _ = run("reconcile")
+    assert code == 0 and "nothing to repair" in out
+    stripe_client.v1.refunds.create({"payment_intent": o["payment_intent"]})  # the rest, event lost again
+    shop.standin.drop_pending_events()
+    code, out, _ = run("reconcile")
+    assert "partially_refunded → refunded" in out
+    after = order(shop, o["session_id"])
+    assert after["status"] == "refunded" and after["amount_refunded"] == after["amount_total"]
+    assert len(handoff(shop)) == 1  # refunds never hand an order off again

@@ -121,10 +121,13 @@ def _charge_order(ledger, obj):
     """The order a Charge or Dispute belongs to, found by its PaymentIntent (no API call)."""
     intent = obj.get("payment_intent")
     intent_id = intent.get("id") if isinstance(intent, dict) else intent
+    if not isinstance(intent_id, str):  # Stripe sends an id (or an expanded object); anything else is not ours
+        return None
     order = ledger.by_payment_intent(intent_id)
     if order is None:
-        order_id = (obj.get("metadata") or {}).get("order_id")
-        candidate = ledger.get(order_id) if order_id else None
+        metadata = obj.get("metadata")
+        order_id = metadata.get("order_id") if isinstance(metadata, dict) else None
+        candidate = ledger.get(order_id) if isinstance(order_id, str) else None
         if candidate and candidate["payment_intent"] in (None, intent_id):
             order = candidate
     return order

@@ -416,3 +416,11 @@ def test_continue_your_payment_is_hidden_when_expires_at_has_passed_without_an_e
     shop.shop.ledger.update_fields(o["id"], session_expires_at=int(time.time()) - 1)
     assert CONTINUE not in shop.get("/cart").text
     assert order(shop, sid)["status"] == "open"  # the expiry event (or reconcile) still settles the order
+
+
+@pytest.mark.parametrize("intent", [["pi_1"], 42, None, {"id": 7}])
+@pytest.mark.parametrize("kind", ["charge.refunded", "charge.dispute.created"])
+def test_signed_charge_events_with_odd_payment_intents_are_ignored_not_500(shop, kind, intent):
+    response = post_event(shop, event(kind, {"id": "ch_odd", "object": "charge", "payment_intent": intent,
+                                             "metadata": ["not", "a", "map"], "amount_refunded": 5}))
+    assert response.status_int == 200 and "ignored" in response.json["outcome"]

@@ -109,6 +109,9 @@ class ShopApp(Bottle):
 
 def make_app(config=None):
     """The shop as a WSGI app: pass a dict of settings (tests) or nothing (environment and .env)."""
+    if config is None:  # e.g. `waitress-serve --call shop:make_app`: read .env as `python shop.py` does
+        from dotenv import load_dotenv
+        load_dotenv(ROOT / ".env")  # never overrides a variable the environment already has
     if not isinstance(config, Config):
         config = load_config(config)
     shop = Shop(config)

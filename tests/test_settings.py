@@ -1,5 +1,7 @@
 """Configuration: modes from keys, live-mode refusals, and the docs that list every setting."""
 
+import os
+
 import pytest
 
 from settings import SETTINGS, ConfigError, load_config
@@ -66,3 +68,18 @@ def test_every_setting_is_documented_in_env_sample_and_readme():
     for s in SETTINGS:
         assert f"\n{s.env}=" in sample, s.env
         assert f"`{s.env}`" in readme, s.env
+
+
+def test_make_app_without_config_reads_dot_env_but_the_environment_wins(tmp_path, monkeypatch):
+    import shop
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"DATA_DIR={tmp_path / 'from-dotenv'}\nBASE_URL=http://dotenv.example\nPORT=8123\n")
+    monkeypatch.setattr(shop, "ROOT", tmp_path)
+    monkeypatch.setenv("PORT", "8124")
+    try:
+        config = shop.make_app().config["shop"].config
+    finally:
+        for name in ("DATA_DIR", "BASE_URL"):  # load_dotenv wrote them into os.environ: no leak to other tests
+            os.environ.pop(name, None)
+    assert config.data_dir == tmp_path / "from-dotenv" and config.base_url == "http://dotenv.example"
+    assert config.port == 8124

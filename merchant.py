@@ -183,8 +183,8 @@ def reconcile(ctx, args):
         for session in page.auto_paging_iter():
             checked += 1
             repaired += _repair(ctx, session.to_dict())
-    except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as e:
-        raise ShopError(503, payments.UNAVAILABLE, detail=type(e).__name__) from None
+    except stripe.StripeError as e:  # a later page failed (auto-paging calls Stripe itself)
+        raise payments.shop_error(e) from None
     when = datetime.fromtimestamp(since, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"Checked {checked} checkout session(s) since {when}: "
           + (f"repaired {repaired} order(s)." if repaired else "nothing to repair."))

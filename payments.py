@@ -84,21 +84,24 @@ def call(what, fn, *args, **kwargs):
         status = getattr(response, "code", None) or "ok"  # the HTTP status, like the failures below
         request_id = getattr(response, "request_id", None) or "-"
         return result
-    except stripe.InvalidRequestError as e:
-        status, request_id = e.http_status, e.request_id or "-"
-        if e.code == "resource_missing":
-            raise ShopError(404, "We could not find that checkout.", detail=e.user_message) from None
-        raise ShopError(502, "The payment service refused the request. Your cart is kept.",
-                        detail=e.user_message) from None
-    except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as e:
-        status, request_id = getattr(e, "http_status", None) or "unreachable", getattr(e, "request_id", None) or "-"
-        raise ShopError(503, UNAVAILABLE, detail=type(e).__name__) from None
-    except stripe.StripeError as e:  # authentication, permission: the merchant's setup, not the shopper's fault
-        status, request_id = getattr(e, "http_status", None) or "error", getattr(e, "request_id", None) or "-"
-        raise ShopError(503, UNAVAILABLE, detail=type(e).__name__) from None
+    except stripe.StripeError as e:
+        status = e.http_status or ("unreachable" if isinstance(e, stripe.APIConnectionError) else "error")
+        request_id = e.request_id or "-"
+        raise shop_error(e) from None
     finally:
         log.info("stripe %s status=%s duration_ms=%.1f request_id=%s", what, status,
                  (time.monotonic() - start) * 1000, request_id)
+
+
+def shop_error(e):
+    """The ShopError for a Stripe exception: 404 no such object, 502 refused, 503 unreachable or misconfigured."""
+    if isinstance(e, stripe.InvalidRequestError):
+        if e.code == "resource_missing":
+            return ShopError(404, "We could not find that checkout.", detail=e.user_message)
+        return ShopError(502, "The payment service refused the request. Your cart is kept.", detail=e.user_message)
+    # Unreachable, rate limited, Stripe's own error, or authentication/permission (the merchant's setup,
+    # not the shopper's fault): the shopper is told to come back, and the cart is kept.
+    return ShopError(503, UNAVAILABLE, detail=type(e).__name__)
 
 
 def create_session(client, params, order_id):

@@ -102,7 +102,7 @@ def serve(config):
         from workers import stop_on_signal
         signal.signal(signal.SIGTERM, stop_on_signal)
         return _run(app, sock, config)
-    _release(app)  # SQLite connections must not cross fork(): each worker opens its own
+    app.config["shop"].close()  # SQLite connections must not cross fork(): each worker opens its own
     from workers import Prefork
     return Prefork(config, sock).run()
 
@@ -135,10 +135,3 @@ def _run(app, sock, config, balance=None):
             shop.standin.stop_webhook_sender()
         log.info("stopped")
     return 0
-
-
-def _release(app):
-    shop = app.config["shop"]
-    shop.ledger.close()
-    if shop.standin is not None:
-        shop.standin.close()

@@ -72,6 +72,14 @@ def setup_logging():
     logging.getLogger("stripe").setLevel(logging.WARNING)
 
 
+def request_id(environ):
+    """This request's id (made on first use): the access log line, the X-Request-Id header and logs share it."""
+    rid = environ.get("shop.request_id")
+    if rid is None:
+        rid = environ["shop.request_id"] = os.urandom(8).hex()
+    return rid
+
+
 class AccessLog:
     """WSGI middleware: one line per request with method, path, status, duration and request id."""
 
@@ -80,7 +88,7 @@ class AccessLog:
 
     def __call__(self, environ, start_response):
         start = time.monotonic()
-        request_id = environ.get("shop.request_id") or environ.setdefault("shop.request_id", os.urandom(8).hex())
+        rid = request_id(environ)
         seen = {}
 
         def recording_start(status, headers, exc_info=None):
@@ -92,4 +100,4 @@ class AccessLog:
         finally:
             access_log.info("%s %s status=%s duration_ms=%.1f request_id=%s", environ.get("REQUEST_METHOD"),
                             environ.get("PATH_INFO", "")[:200].encode("unicode_escape").decode(),
-                            seen.get("status", "-"), (time.monotonic() - start) * 1000, request_id)
+                            seen.get("status", "-"), (time.monotonic() - start) * 1000, rid)

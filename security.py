@@ -34,6 +34,11 @@ def load_secret(data_dir):
     return value.encode()
 
 
+def new_sid():
+    """A new random browser id for the `sid` cookie."""
+    return secrets.token_urlsafe(24)
+
+
 class Guard:
     """Per-app CSRF protection (a token tied to the `sid` cookie) and response headers."""
 
@@ -56,16 +61,17 @@ class Guard:
             return sid
         sid = request.get_cookie(SID_COOKIE) or ""
         if not _SID.fullmatch(sid):
-            sid = secrets.token_urlsafe(24)
+            sid = new_sid()
             self.set_cookie(response, SID_COOKIE, sid, max_age=60 * 60 * 24 * 30)
         request.environ["shop.sid"] = sid
         return sid
 
     def token(self, request, response):
         """The CSRF token to put in this browser's forms."""
-        return self._token_for(self.browser_id(request, response))
+        return self.token_for(self.browser_id(request, response))
 
-    def _token_for(self, sid):
+    def token_for(self, sid):
+        """The CSRF token for a browser id."""
         # hmac.digest: OpenSSL's one-shot HMAC, several times cheaper than building an hmac object per page
         return hmac.digest(self.secret, sid.encode(), "sha256").hex()[:40]
 
@@ -82,7 +88,7 @@ class Guard:
         sent = (request.forms.get("csrf_token") or "").strip()
         if not _SID.fullmatch(sid) or not sent:
             raise ShopError(403, FORBIDDEN, detail="missing csrf token or cookie")
-        expected = self._token_for(sid)
+        expected = self.token_for(sid)
         # compare_digest raises TypeError on non-ASCII str: compare bytes
         if not hmac.compare_digest(expected.encode(), sent.encode("utf-8", "surrogateescape")):
             raise ShopError(403, FORBIDDEN, detail="bad csrf token")

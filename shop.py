@@ -5,15 +5,16 @@ import logging
 import secrets
 import sys
 import threading
-import uuid
 
 import bottle
 from bottle import Bottle, request, response, static_file
 
 import cart as carts
 import payments
+import webhooks
 from backend import Backend
 from catalog import CatalogStore, format_money
+from logs import request_id
 from security import Guard, load_secret
 from settings import ROOT, Config, ShopError, load_config
 
@@ -120,19 +121,18 @@ def make_app(config=None):
 
     @app.hook("before_request")
     def start():
-        request.environ.setdefault("shop.request_id", uuid.uuid4().hex[:16])
+        request_id(request.environ)
         _limit_body(request)
         _parse_form(request)
 
     @app.hook("after_request")
     def finish():
         shop.guard.headers(response)
-        response.set_header("X-Request-Id", request.environ.get("shop.request_id", "-"))
+        response.set_header("X-Request-Id", request_id(request.environ))
 
     app.install(functools.partial(_render_errors, shop))
 
     import storefront
-    import webhooks
     storefront.install(app, shop)
     app.fast = storefront.fast_home(shop)
     webhooks.install(app, shop)
@@ -174,12 +174,11 @@ def make_app(config=None):
 
 
 MAX_FORM_BODY = 16 * 1024  # a cart form is a few hundred bytes
-MAX_WEBHOOK_BODY = 512 * 1024  # Stripe events are well under this
 
 
 def _limit_body(request):
     """Refuse oversized bodies (413) before anything reads them."""
-    limit = MAX_WEBHOOK_BODY if request.path == "/webhook" else MAX_FORM_BODY
+    limit = webhooks.MAX_BODY if request.path == "/webhook" else MAX_FORM_BODY
     try:
         length = int(request.environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -233,7 +232,7 @@ def _error_page(shop, error):
     shop.guard.headers(response)
     response.set_header("Cache-Control", "no-store")
     # An unhandled exception replaces the response headers set so far, the request id among them.
-    response.set_header("X-Request-Id", request.environ.get("shop.request_id", "-"))
+    response.set_header("X-Request-Id", request_id(request.environ))
     return _page(shop, error.status_code, MESSAGES.get(error.status_code, MESSAGES[500]))
 
 

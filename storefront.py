@@ -1,15 +1,13 @@
 """The shopper's pages: catalog, cart, checkout and the confirmation page."""
 
 import re
-import secrets
-import types
-import uuid
 
 from bottle import BaseResponse, redirect, request, response
 
 import cart as carts
 import payments
-from security import _SID, SID_COOKIE
+from logs import request_id
+from security import _SID, SID_COOKIE, new_sid
 from settings import ShopError
 
 PER_PAGE = 24
@@ -175,14 +173,11 @@ def fast_home(shop):
         headers = static.copy()
         sid = cookies.get(SID_COOKIE)
         if sid is None or not _SID.fullmatch(sid):  # a first visit: a new sid, as Guard.browser_id makes it
-            sid = secrets.token_urlsafe(24)
+            sid = new_sid()
             headers.append(("Set-Cookie", sid.join(sid_cookie)))
-        environ["shop.sid"] = sid
-        token = shop.guard.token(types.SimpleNamespace(environ=environ), None)
         count = carts.count(carts.parse(cookies.get(carts.COOKIE), catalog))
-        body = shop.fill_page(pieces, token, count)
-        request_id = environ.get("shop.request_id") or environ.setdefault("shop.request_id", uuid.uuid4().hex[:16])
-        headers += [("Content-Length", str(len(body))), ("X-Request-Id", request_id)]
+        body = shop.fill_page(pieces, shop.guard.token_for(sid), count)
+        headers += [("Content-Length", str(len(body))), ("X-Request-Id", request_id(environ))]
         start_response("200 OK", headers)
         return [body]
 

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import random
 import sys
 import threading
 import time
@@ -32,6 +33,14 @@ class BatchedStream(logging.StreamHandler):
             return
         self.pending.append(line)  # list.append is atomic: no lock on the request's path
         if record.levelno >= logging.WARNING or len(self.pending) >= self.MAX_LINES:
+            self.flush()
+        elif self._flusher is None or not self._flusher.is_alive() or self._flusher.pid != os.getpid():
+            self._start_flusher()
+
+    def write_line(self, line):
+        """Queue one line already formatted as FORMAT would (the access log's way around building a record)."""
+        self.pending.append(line)
+        if len(self.pending) >= self.MAX_LINES:
             self.flush()
         elif self._flusher is None or not self._flusher.is_alive() or self._flusher.pid != os.getpid():
             self._start_flusher()
@@ -76,12 +85,58 @@ def request_id(environ):
     """This request's id (made on first use): the access log line, the X-Request-Id header and logs share it."""
     rid = environ.get("shop.request_id")
     if rid is None:
-        rid = environ["shop.request_id"] = os.urandom(8).hex()
+        # Unique, not secret: the random module's generator (reseeded in each forked worker) makes it without a
+        # system call, which under load cost a trip for the interpreter lock (bench/run.py figure 1).
+        rid = environ["shop.request_id"] = f"{random.getrandbits(64):016x}"
     return rid
 
 
+def _sole_plain_handler(logger, level):
+    """The one BatchedStream, formatting with FORMAT, that a `level` line of `logger` reaches; None otherwise.
+
+    Anything else set up (a second handler, a filter, another format, pytest's log capture) returns None,
+    and the line goes through logging as usual."""
+    found = None
+    while logger is not None:
+        if logger.filters:
+            return None
+        for handler in logger.handlers:
+            if handler.level > level:
+                continue
+            if found is not None or type(handler) is not BatchedStream or handler.filters or not _plain(handler.formatter):
+                return None
+            found = handler
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    return found
+
+
+def _plain(formatter):
+    """True for the formatter setup_logging gives: FORMAT with logging's default time format."""
+    return (type(formatter) is logging.Formatter and formatter._fmt == FORMAT and formatter.datefmt is None
+            and formatter.converter is time.localtime
+            and formatter.default_msec_format == logging.Formatter.default_msec_format)
+
+
+_stamp = (None, "")
+
+
+def _asctime(now):
+    """`now` as logging's default asctime shows it ("2026-11-22 02:24:37,123"); the seconds part made once a second."""
+    global _stamp
+    second = int(now)
+    if _stamp[0] != second:
+        _stamp = (second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)))
+    return f"{_stamp[1]},{int((now - second) * 1000):03d}"
+
+
 class AccessLog:
-    """WSGI middleware: one line per request with method, path, status, duration and request id."""
+    """WSGI middleware: one line per request with method, path, status, duration and request id.
+
+    When the line would only go to the shop's own BatchedStream (as `python shop.py` sets up logging), it is
+    formatted here and queued directly: building a logging record per request was a fifth of the interpreter's
+    time on GET / under load (bench/run.py figure 1). The line is the same either way (tests/test_logs.py)."""
 
     def __init__(self, app):
         self.app = app
@@ -98,6 +153,12 @@ class AccessLog:
         try:
             return self.app(environ, recording_start)
         finally:
-            access_log.info("%s %s status=%s duration_ms=%.1f request_id=%s", environ.get("REQUEST_METHOD"),
-                            environ.get("PATH_INFO", "")[:200].encode("unicode_escape").decode(),
-                            seen.get("status", "-"), (time.monotonic() - start) * 1000, rid)
+            if access_log.isEnabledFor(logging.INFO):
+                path = environ.get("PATH_INFO", "")[:200].encode("unicode_escape").decode()
+                message = (f"{environ.get('REQUEST_METHOD')} {path} status={seen.get('status', '-')} "
+                           f"duration_ms={(time.monotonic() - start) * 1000:.1f} request_id={rid}")
+                handler = _sole_plain_handler(access_log, logging.INFO)
+                if handler is not None:
+                    handler.write_line(f"{_asctime(time.time())} INFO shop.access {message}{handler.terminator}")
+                else:
+                    access_log.info("%s", message)

@@ -2,7 +2,10 @@
 
 import io
 import logging
+import re
 import time
+
+import pytest
 
 from logs import BatchedStream
 
@@ -53,3 +56,69 @@ def test_shutdown_flushes_what_is_pending():
     log.info("last words")
     handler.flush()  # what logging.shutdown() does at exit
     assert out.getvalue() == "INFO last words\n"
+
+
+def _served_once(app_status="200 OK", path="/caf\u00e9"):
+    from logs import AccessLog
+
+    def app(environ, start_response):
+        start_response(app_status, [("Content-Type", "text/plain")])
+        return [b"ok"]
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path}
+    AccessLog(app)(environ, lambda status, headers, exc_info=None: None)
+    return environ["shop.request_id"]
+
+
+def test_the_access_line_written_directly_is_the_line_logging_would_write(monkeypatch):
+    """As `python shop.py` sets up logging, the access line skips logging's record but reads the same."""
+    import logs
+    direct, via_logging = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", logging.INFO)
+    plain = BatchedStream(direct)
+    plain.setFormatter(logging.Formatter(logs.FORMAT))
+    root.handlers = [plain]
+    with monkeypatch.context() as m:
+        m.setattr(logs.access_log, "info", lambda *a, **k: pytest.fail("went through logging"))
+        rid = _served_once()
+    assert direct.getvalue() == ""  # queued, not yet written
+    plain.flush()
+    # The same request through logging proper: a second handler makes the middleware use logging.
+    also = BatchedStream(via_logging)
+    also.setFormatter(logging.Formatter(logs.FORMAT))
+    root.handlers = [plain, also]
+    rid2 = _served_once()
+    plain.flush(), also.flush()
+    first, second = direct.getvalue().splitlines(), via_logging.getvalue().splitlines()
+    assert len(first) == 2 and len(second) == 1
+    shape = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO shop\.access GET /caf\\xe9 status=200 "
+                       r"duration_ms=\d+\.\d request_id=([0-9a-f]{16})$")
+    assert shape.match(first[0])[1] == rid
+    assert shape.match(second[0])[1] == rid2 and first[1] == second[0]
+
+
+def test_the_access_line_goes_through_logging_when_logging_is_set_up_otherwise(monkeypatch):
+    """A filter, another format or level: the middleware leaves the line to logging, which honours them."""
+    import logs
+    out = io.StringIO()
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", logging.INFO)
+    handler = BatchedStream(out)
+    handler.setFormatter(logging.Formatter("%(name)s|%(message)s"))
+    root.handlers = [handler]
+    _served_once()
+    handler.flush()
+    assert out.getvalue().startswith("shop.access|GET /caf\\xe9 status=200 ")
+    handler.setFormatter(logging.Formatter(logs.FORMAT))
+    handler.addFilter(lambda record: "/secret" not in record.getMessage())
+    _served_once(path="/secret")
+    handler.flush()
+    assert "/secret" not in out.getvalue()
+    monkeypatch.setattr(logs.access_log, "level", logging.WARNING)
+    logs.access_log.manager._clear_cache()
+    _served_once(path="/quiet")
+    handler.flush()
+    assert "/quiet" not in out.getvalue()
+    logs.access_log.manager._clear_cache()

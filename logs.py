@@ -22,8 +22,8 @@ class BatchedStream(logging.StreamHandler):
 
     def __init__(self, stream=None):
         super().__init__(stream or sys.stderr)
-        self.pending = []
-        self._flusher = None
+        self.pending = []  # lines, or (make_line, args) to format at write time
+        self._flusher_fork = None  # the value of _forks when this process's flusher thread started
 
     def emit(self, record):
         try:
@@ -34,15 +34,15 @@ class BatchedStream(logging.StreamHandler):
         self.pending.append(line)  # list.append is atomic: no lock on the request's path
         if record.levelno >= logging.WARNING or len(self.pending) >= self.MAX_LINES:
             self.flush()
-        elif self._flusher is None or not self._flusher.is_alive() or self._flusher.pid != os.getpid():
+        elif self._flusher_fork != _forks[0]:
             self._start_flusher()
 
-    def write_line(self, line):
-        """Queue one line already formatted as FORMAT would (the access log's way around building a record)."""
-        self.pending.append(line)
+    def write_later(self, make_line, *args):
+        """Queue a line that make_line(*args) formats when the batch is written, off the request's thread."""
+        self.pending.append((make_line, args))
         if len(self.pending) >= self.MAX_LINES:
             self.flush()
-        elif self._flusher is None or not self._flusher.is_alive() or self._flusher.pid != os.getpid():
+        elif self._flusher_fork != _forks[0]:
             self._start_flusher()
 
     def flush(self):
@@ -50,23 +50,36 @@ class BatchedStream(logging.StreamHandler):
         with self.lock:
             lines, self.pending = self.pending, []
             if lines:
-                self.stream.write("".join(lines))
+                self.stream.write("".join(line if type(line) is str else self._made(line) for line in lines))
             self.stream.flush()
+
+    def _made(self, later):
+        make_line, args = later
+        try:
+            return make_line(*args)
+        except Exception:  # a line that cannot be made is reported, the batch is still written
+            self.handleError(logging.makeLogRecord({"msg": "unformattable line %r", "args": (args,)}))
+            return ""
 
     def _start_flusher(self):
         with self.lock:
-            if self._flusher is not None and self._flusher.is_alive() and self._flusher.pid == os.getpid():
+            if self._flusher_fork == _forks[0]:
                 return
-            thread = threading.Thread(target=self._run, name="log-flusher", daemon=True)
-            thread.pid = os.getpid()  # a forked worker starts its own
-            self._flusher = thread
-            thread.start()
+            threading.Thread(target=self._run, name="log-flusher", daemon=True).start()
+            self._flusher_fork = _forks[0]  # a forked worker (a new count) starts its own
 
     def _run(self):
         while True:
             time.sleep(self.FLUSH_SECONDS)
             if self.pending:
-                self.flush()
+                try:
+                    self.flush()
+                except Exception:  # e.g. stderr closed: keep running, logging reports it its own way
+                    self.handleError(logging.makeLogRecord({"msg": "log batch not written"}))
+
+
+_forks = [0]  # forks so far in this process's line: a flusher thread does not survive fork()
+os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
 
 
 def setup_logging():
@@ -103,7 +116,8 @@ def _sole_plain_handler(logger, level):
         for handler in logger.handlers:
             if handler.level > level:
                 continue
-            if found is not None or type(handler) is not BatchedStream or handler.filters or not _plain(handler.formatter):
+            if (found is not None or type(handler) is not BatchedStream or handler.filters
+                    or handler.terminator != "\n" or not _plain(handler.formatter)):
                 return None
             found = handler
         if not logger.propagate:
@@ -134,9 +148,10 @@ def _asctime(now):
 class AccessLog:
     """WSGI middleware: one line per request with method, path, status, duration and request id.
 
-    When the line would only go to the shop's own BatchedStream (as `python shop.py` sets up logging), it is
-    formatted here and queued directly: building a logging record per request was a fifth of the interpreter's
-    time on GET / under load (bench/run.py figure 1). The line is the same either way (tests/test_logs.py)."""
+    When the line would only go to the shop's own BatchedStream (as `python shop.py` sets up logging), the
+    request only queues its values and the writer thread formats the line: building a logging record per
+    request was a fifth of the interpreter's time on GET / under load (bench/run.py figure 1). The line is the
+    same either way (tests/test_logs.py)."""
 
     def __init__(self, app):
         self.app = app
@@ -154,11 +169,20 @@ class AccessLog:
             return self.app(environ, recording_start)
         finally:
             if access_log.isEnabledFor(logging.INFO):
-                path = environ.get("PATH_INFO", "")[:200].encode("unicode_escape").decode()
-                message = (f"{environ.get('REQUEST_METHOD')} {path} status={seen.get('status', '-')} "
-                           f"duration_ms={(time.monotonic() - start) * 1000:.1f} request_id={rid}")
+                seconds, status = time.monotonic() - start, seen.get("status", "-")
+                method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO", "")
                 handler = _sole_plain_handler(access_log, logging.INFO)
                 if handler is not None:
-                    handler.write_line(f"{_asctime(time.time())} INFO shop.access {message}{handler.terminator}")
+                    handler.write_later(_access_line, time.time(), method, path, status, seconds, rid)
                 else:
-                    access_log.info("%s", message)
+                    access_log.info("%s", _access_message(method, path, status, seconds, rid))
+
+
+def _access_message(method, path, status, seconds, rid):
+    path = path[:200].encode("unicode_escape").decode()  # one line per request, whatever the path holds
+    return f"{method} {path} status={status} duration_ms={seconds * 1000:.1f} request_id={rid}"
+
+
+def _access_line(now, method, path, status, seconds, rid):
+    """The access line as FORMAT would show its logging record."""
+    return f"{_asctime(now)} INFO shop.access {_access_message(method, path, status, seconds, rid)}\n"

@@ -122,3 +122,15 @@ def test_the_access_line_goes_through_logging_when_logging_is_set_up_otherwise(m
     handler.flush()
     assert "/quiet" not in out.getvalue()
     logs.access_log.manager._clear_cache()
+
+
+def test_a_line_that_cannot_be_made_does_not_lose_the_rest_of_its_batch(monkeypatch):
+    out = io.StringIO()
+    handler = BatchedStream(out)
+    handler.FLUSH_SECONDS = 60
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # handleError stays quiet, as in production
+    handler.write_later(lambda: "first\n")
+    handler.write_later(lambda: 1 / 0)
+    handler.write_later(lambda n: f"third {n}\n", 3)
+    handler.flush()
+    assert out.getvalue() == "first\nthird 3\n"

@@ -94,9 +94,13 @@ class Fulfilment:
                                session_url=session.get("url"), session_expires_at=session.get("expires_at"))
         return self.ledger.get(order["id"])
 
-    def sync(self, session_id, session=None, source="success page", failed=False):
-        """Apply the session's state to its order; returns (summary, outcome) or (None, None) if not ours."""
-        order = self.order_for(session_id, session, source)
+    def sync(self, session_id, session=None, source="success page", failed=False, order=None, event=None):
+        """Apply the session's state to its order; returns (summary, outcome) or (None, None) if not ours.
+
+        order: the ledger's order for the session when the caller already has it. event: (id, type) of the
+        webhook event that asked, marked handled in the same transaction when it fulfils the order."""
+        if order is None:
+            order = self.order_for(session_id, session, source)
         if order is None:
             return None, None
         if session is None:
@@ -109,13 +113,13 @@ class Fulfilment:
             log.warning("session %s names order %s, ledger has %s: not acting", session_id, summary["order_id"],
                         order["id"])
             return summary, "ignored: order mismatch"
-        return summary, self._settle(order, session, summary, source, failed)
+        return summary, self._settle(order, session, summary, source, failed, event)
 
-    def _settle(self, order, session, summary, source, failed):
+    def _settle(self, order, session, summary, source, failed, event=None):
         status, paid = session.get("status"), session.get("payment_status")
         move = self.ledger.transition
         if status == "complete" and paid in PAID:
-            return "fulfilled" if self._fulfil_once(order, summary, session, source) else "already fulfilled"
+            return "fulfilled" if self._fulfil_once(order, summary, session, source, event) else "already fulfilled"
         if status == "complete":
             intent = session.get("payment_intent")
             if failed or (isinstance(intent, dict) and intent.get("status") in FAILED_INTENT):
@@ -133,7 +137,7 @@ class Fulfilment:
             return "reopened" if moved else "no change"
         return "no change"
 
-    def _fulfil_once(self, order, summary, session, source):
+    def _fulfil_once(self, order, summary, session, source, event=None):
         # The guarded UPDATE and the hand-off share one write transaction: a second caller (another
         # thread or process) blocks on the lock, then finds fulfilled_at set and does nothing. If the
         # action raises, the transaction rolls back and the next delivery or reconcile tries again.
@@ -152,6 +156,8 @@ class Fulfilment:
                 return False
             db.execute("INSERT INTO order_history (order_id, at, source, status, note) VALUES (?, ?, ?, 'paid', ?)",
                        (order["id"], now, source, "fulfilled"))
+            if event is not None:  # one write turn per webhook that fulfils, not two
+                self.ledger.note_event(db, *event, order["id"])
             self.action(record(order, summary, session, now))
         log.info("fulfilled order=%s session=%s amount_total=%s %s source=%s", order["id"], summary["id"],
                  summary["amount_total"], summary["currency"], source)

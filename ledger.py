@@ -205,12 +205,18 @@ class Ledger(Database):
     def record_event(self, event_id, event_type, order_id=None, note=None):
         """Mark an event handled (once); with a note, also add it to the order's history. True if new."""
         with self.write() as db:
-            cur = db.execute("INSERT OR IGNORE INTO webhook_events (id, type, order_id, received) VALUES (?, ?, ?, ?)",
-                             (event_id, event_type, order_id, utcnow()))
-            if cur.rowcount and order_id and note:
+            new = self.note_event(db, event_id, event_type, order_id)
+            if new and order_id and note:
                 status = db.execute("SELECT status FROM orders WHERE id = ?", (order_id,)).fetchone()[0]
                 self._history(db, order_id, f"webhook {event_id} {event_type}", status, note)
-            return cur.rowcount == 1
+            return new
+
+    @staticmethod
+    def note_event(db, event_id, event_type, order_id=None):
+        """Inside a write transaction: mark an event handled (once). True if new."""
+        cur = db.execute("INSERT OR IGNORE INTO webhook_events (id, type, order_id, received) VALUES (?, ?, ?, ?)",
+                         (event_id, event_type, order_id, utcnow()))
+        return cur.rowcount == 1
 
     def _history(self, db, order_id, source, status, note=None):
         db.execute("INSERT INTO order_history (order_id, at, source, status, note) VALUES (?, ?, ?, ?, ?)",

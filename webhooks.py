@@ -92,7 +92,7 @@ def apply(shop, event):
         else:
             # Expiry is final, so the event's own snapshot is enough; the others re-read the session (1 call).
             session = obj if kind == "checkout.session.expired" else None
-            _, outcome = shop.fulfilment.sync(obj["id"], session, source,
+            _, outcome = shop.fulfilment.sync(obj["id"], session, source, order=order, event=(event["id"], kind),
                                               failed=kind == "checkout.session.async_payment_failed")
     elif kind in CHARGE_EVENTS:
         order = _charge_order(ledger, obj)
@@ -113,7 +113,8 @@ def apply(shop, event):
                                            f"dispute {obj.get('id')} {obj.get('status')}")
             outcome = f"dispute {obj.get('status')}" if changed else "no change"
     order_id = order["id"] if order else None
-    ledger.record_event(event["id"], kind, order_id, outcome if outcome in UNCHANGED else None)
+    if outcome != "fulfilled":  # a fulfilment marks its event handled in its own transaction
+        ledger.record_event(event["id"], kind, order_id, outcome if outcome in UNCHANGED else None)
     return order_id, outcome
 
 

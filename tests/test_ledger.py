@@ -51,3 +51,37 @@ def test_transition_is_guarded_and_happens_once_under_concurrency(tmp_path):
     assert ledger.get(order_id)["status"] == "expired"
     assert not ledger.transition(order_id, ("open",), "paid", "test")
     assert [h["status"] for h in ledger.history(order_id)] == ["open", "expired"]
+
+
+def test_a_write_turn_excludes_writers_of_other_processes_and_forked_workers(tmp_path):
+    """The writer lock holds across processes, and a forked worker takes it through its own descriptor."""
+    import fcntl
+    import os
+    ledger = Ledger(tmp_path / "shop.sqlite3")
+    with ledger.write():
+        pass  # this process has opened its lock file now; a child must not share that descriptor's lock
+    ready, done = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            child = Ledger(tmp_path / "shop.sqlite3")
+            with child.write():
+                os.write(ready[1], b"in")
+                os.read(done[0], 1)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(ready[0], 2) == b"in"
+        lock_fd = ledger._writer._fd  # the parent's own descriptor: a shared one would let this through
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held_elsewhere = False
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            held_elsewhere = True
+        assert held_elsewhere
+    finally:
+        os.write(done[1], b"x")
+        os.waitpid(pid, 0)
+    with ledger.write() as db:  # the child's turn is over: ours comes at once
+        db.execute("SELECT 1")

@@ -1,5 +1,6 @@
 """The stand-in's Stripe API through the official SDK (in-process client) and as raw WSGI."""
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -420,3 +421,12 @@ def test_processes_sharing_a_data_dir(tmp_path):
 def test_json_bodies_are_pretty_and_parseable(app):
     r = app.get("/v1/events")
     assert json.loads(r.body) == {"object": "list", "data": [], "has_more": False, "url": "/v1/events"}
+
+
+def test_ids_are_base62_of_the_asked_length_and_do_not_repeat():
+    from standin.objects import new_id
+    ids = [new_id("cs_test_a1", 56) for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"cs_test_a1[A-Za-z0-9]{56}", i) for i in ids)
+    seen = set("".join(new_id("", 24) for _ in range(500)))
+    assert len(seen) == 62  # every character of the alphabet turns up

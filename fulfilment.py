@@ -5,6 +5,7 @@ import logging
 import os
 
 import payments
+from groupcommit import GroupCommit
 from ledger import utcnow
 
 log = logging.getLogger("shop.fulfilment")
@@ -18,16 +19,17 @@ PAYABLE_FROM = ("open", "checkout_failed", "awaiting_payment", "payment_failed",
 FAILED_INTENT = ("requires_payment_method", "canceled")
 
 
-def append_jsonl(path, record):
-    """The default action: append one JSON line to DATA_DIR/fulfilments.jsonl for the warehouse."""
-    line = json.dumps(record, sort_keys=True) + "\n"
-    # One write() of one line with O_APPEND: concurrent writers never interleave within a line.
+def append_jsonl(path, *records):
+    """The default action: append one JSON line per record to DATA_DIR/fulfilments.jsonl for the warehouse."""
+    data = "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in records).encode()
+    # One write() with O_APPEND: concurrent writers never interleave within a line.
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":  # a line torn by a crash: start on a fresh line
-            line = "\n" + line
-        os.write(fd, line.encode())
+            data = b"\n" + data
+        if os.write(fd, data) != len(data):  # a full disk: the next append starts on a fresh line
+            raise OSError(f"{path}: short write")
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -71,8 +73,10 @@ class Fulfilment:
         self.ledger = ledger
         self.client = client
         self.path = data_dir / "fulfilments.jsonl"
-        # The one replaceable step: anything that takes the record and raises on failure.
-        self.action = action or (lambda rec: append_jsonl(self.path, rec))
+        # The one replaceable step: anything that takes the record and raises on failure. None: a line in
+        # fulfilments.jsonl, written for all the orders of a shared transaction at once (groupcommit.py).
+        self.action = action
+        self.commits = GroupCommit(ledger, lambda records: append_jsonl(self.path, *records))
 
     def fulfil(self, session_id, session=None, source="success page", failed=False):
         """Re-read the session from Stripe and, if it is paid, fulfil its order once; returns the summary."""
@@ -139,12 +143,14 @@ class Fulfilment:
 
     def _fulfil_once(self, order, summary, session, source, event=None):
         # The guarded UPDATE and the hand-off share one write transaction: a second caller (another
-        # thread or process) blocks on the lock, then finds fulfilled_at set and does nothing. If the
-        # action raises, the transaction rolls back and the next delivery or reconcile tries again.
-        # If the process dies between the action and COMMIT, the line exists but the order is not marked:
+        # thread or process) waits for the lock, then finds fulfilled_at set and does nothing. If the
+        # hand-off raises, the transaction rolls back and the next delivery or reconcile tries again.
+        # If the process dies between the hand-off and COMMIT, the line exists but the order is not marked:
         # recover(), run at start-up and by reconcile, marks such orders from the file, so no line repeats.
         now = utcnow()
-        with self.ledger.write() as db:
+        rec = record(order, summary, session, now)
+
+        def claim(db):
             cur = db.execute(
                 "UPDATE orders SET status = 'paid', fulfilled_at = ?, updated = ?, payment_intent = ?,"
                 " customer_email = ?, amount_subtotal = ?, amount_shipping = ?, amount_tax = ?, amount_total = ?"
@@ -153,12 +159,18 @@ class Fulfilment:
                  summary["amount_shipping"], summary["amount_tax"], summary["amount_total"], order["id"],
                  *PAYABLE_FROM))
             if cur.rowcount != 1:
-                return False
+                return None
             db.execute("INSERT INTO order_history (order_id, at, source, status, note) VALUES (?, ?, ?, 'paid', ?)",
                        (order["id"], now, source, "fulfilled"))
             if event is not None:  # one write turn per webhook that fulfils, not two
                 self.ledger.note_event(db, *event, order["id"])
-            self.action(record(order, summary, session, now))
+            if self.action is not None:  # a custom hand-off, one record at a time, inside this transaction
+                self.action(rec)
+            return rec
+
+        # A custom action hands off inside its claim: alone, so a failure never rolls back another's hand-off.
+        if self.commits.run(claim, alone=self.action is not None) is None:
+            return False
         log.info("fulfilled order=%s session=%s amount_total=%s %s source=%s", order["id"], summary["id"],
                  summary["amount_total"], summary["currency"], source)
         return True

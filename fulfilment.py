@@ -10,6 +10,9 @@ from ledger import utcnow
 
 log = logging.getLogger("shop.fulfilment")
 
+CHECKPOINT = "fulfilments.jsonl recovered to"  # the ledger's note of how far recover() has read the file
+TAIL = 64  # bytes before that offset, kept to tell the same file from one rewritten in place
+
 PAID = ("paid", "no_payment_required")
 # A paid session may arrive after we saw it expire or fail (events come in any order), so those
 # states can still move to paid. https://docs.stripe.com/webhooks#event-ordering
@@ -66,6 +69,12 @@ def record(order, summary, session, fulfilled_at):
     }
 
 
+def _tail(f, offset):
+    """The (up to) TAIL bytes of the file before `offset`, as hex."""
+    n = min(offset, TAIL)
+    return os.pread(f.fileno(), n, offset - n).hex()
+
+
 class Fulfilment:
     """Brings an order in line with its Checkout Session and hands paid orders to `action` exactly once."""
 
@@ -76,6 +85,7 @@ class Fulfilment:
         # The one replaceable step: anything that takes the record and raises on failure. None: a line in
         # fulfilments.jsonl, written for all the orders of a shared transaction at once (groupcommit.py).
         self.action = action
+        self.last_recovery = None  # (from, to) byte offsets of the file that the last recover() read
         self.commits = GroupCommit(ledger, lambda records: append_jsonl(self.path, *records))
 
     def fulfil(self, session_id, session=None, source="success page", failed=False):
@@ -177,16 +187,8 @@ class Fulfilment:
 
     def recover(self):
         """Mark fulfilled every order whose hand-off line was written but whose commit a crash lost."""
-        try:
-            with open(self.path, "rb") as f:
-                handed = {}
-                for line in f:
-                    try:
-                        rec = json.loads(line)
-                        handed[rec["order_id"]] = rec
-                    except (ValueError, KeyError, TypeError):  # a line torn by the crash itself
-                        continue
-        except FileNotFoundError:
+        handed, start, end, mark = self._lines_since_last_recovery()
+        if handed is None:
             return 0
         recovered = 0
         for order_id, rec in handed.items():
@@ -202,7 +204,43 @@ class Fulfilment:
             if moved:
                 recovered += 1
                 log.warning("recovered order=%s: handed off before a crash, now marked fulfilled", order_id)
+        # Every order of a line before `end` is marked now: the next start reads on from there.
+        if end != start:
+            self.ledger.set_checkpoint(CHECKPOINT, mark)
+        self.last_recovery = (start, end)
         return recovered
+
+    def _lines_since_last_recovery(self):
+        """({order_id: record}, start, end, checkpoint) for the complete lines after the last recovery's end.
+
+        The checkpoint holds the file's device, inode, the offset reached and the bytes just before it; a
+        file replaced, rotated or rewritten in place is read again from the start. Each start of the shop
+        (and each merchant command) then costs what was appended since, not the whole file."""
+        try:
+            with open(self.path, "rb") as f:
+                return self._read_on(f)
+        except FileNotFoundError:
+            return None, 0, 0, None
+
+    def _read_on(self, f):
+        st = os.fstat(f.fileno())
+        mark = self.ledger.checkpoint(CHECKPOINT) or {}
+        start = mark.get("offset", 0)
+        same = (mark.get("dev"), mark.get("ino")) == (st.st_dev, st.st_ino) and 0 < start <= st.st_size
+        if not same or _tail(f, start) != mark.get("tail"):
+            start = 0
+        f.seek(start)
+        handed, end = {}, start
+        for line in f:
+            if not line.endswith(b"\n"):
+                break  # still being written, or torn by a crash: the next append starts a fresh line
+            end += len(line)
+            try:
+                rec = json.loads(line)
+                handed[rec["order_id"]] = rec
+            except (ValueError, KeyError, TypeError):  # a line torn by a crash, now ended by the next one
+                continue
+        return handed, start, end, {"dev": st.st_dev, "ino": st.st_ino, "offset": end, "tail": _tail(f, end)}
 
     @staticmethod
     def _amounts(summary):

@@ -53,6 +53,10 @@ MIGRATIONS = (
     CREATE INDEX orders_payment_intent ON orders(payment_intent);
     ALTER TABLE orders ADD COLUMN session_expires_at INTEGER
     """,
+    # Where a reader of a file has got to (recover() in fulfilment.py), as JSON.
+    """
+    CREATE TABLE checkpoints (name TEXT PRIMARY KEY, value TEXT NOT NULL)
+    """,
 )
 
 SESSION_LIFETIME = 24 * 3600
@@ -217,6 +221,16 @@ class Ledger(Database):
         cur = db.execute("INSERT OR IGNORE INTO webhook_events (id, type, order_id, received) VALUES (?, ?, ?, ?)",
                          (event_id, event_type, order_id, utcnow()))
         return cur.rowcount == 1
+
+    def checkpoint(self, name):
+        """The value last saved under `name`, or None."""
+        row = self.connect().execute("SELECT value FROM checkpoints WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_checkpoint(self, name, value):
+        """Save a JSON value under `name`."""
+        with self.write() as db:
+            db.execute("INSERT OR REPLACE INTO checkpoints (name, value) VALUES (?, ?)", (name, json.dumps(value)))
 
     def _history(self, db, order_id, source, status, note=None):
         db.execute("INSERT INTO order_history (order_id, at, source, status, note) VALUES (?, ?, ?, ?, ?)",

@@ -57,6 +57,10 @@ MIGRATIONS = (
     """
     CREATE TABLE checkpoints (name TEXT PRIMARY KEY, value TEXT NOT NULL)
     """,
+    # reconcile forgets old webhook event ids by when they came.
+    """
+    CREATE INDEX webhook_events_received ON webhook_events(received)
+    """,
 )
 
 SESSION_LIFETIME = 24 * 3600
@@ -221,6 +225,12 @@ class Ledger(Database):
         cur = db.execute("INSERT OR IGNORE INTO webhook_events (id, type, order_id, received) VALUES (?, ?, ?, ?)",
                          (event_id, event_type, order_id, utcnow()))
         return cur.rowcount == 1
+
+    def forget_events(self, days):
+        """Drop the ids of webhook events received more than `days` ago; returns how many."""
+        cutoff = datetime.fromtimestamp(time.time() - days * 86400, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        with self.write() as db:
+            return db.execute("DELETE FROM webhook_events WHERE received < ?", (cutoff,)).rowcount
 
     def checkpoint(self, name):
         """The value last saved under `name`, or None."""

@@ -22,6 +22,7 @@ JSON_FIELDS = ("id", "status", "session_id", "payment_intent", "currency", "amou
                "amount_tax", "amount_total", "amount_refunded", "customer_email", "dispute_status", "created",
                "updated", "fulfilled_at", "items")
 REFUNDABLE = ("paid", "partially_refunded")
+EVENT_DAYS = 30  # how long reconcile keeps the ids of handled webhook events
 
 
 class Refused(Exception):
@@ -188,6 +189,11 @@ def reconcile(ctx, args):
     when = datetime.fromtimestamp(since, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"Checked {checked} checkout session(s) since {when}: "
           + (f"repaired {repaired} order(s)." if repaired else "nothing to repair."))
+    # Stripe retries an event for up to 3 days (https://docs.stripe.com/webhooks#retries); an id kept
+    # for 30 still tells a late duplicate, and the table stops growing.
+    forgotten = ctx.ledger.forget_events(EVENT_DAYS)
+    if forgotten:
+        print(f"Forgot {forgotten} webhook event id(s) older than {EVENT_DAYS} days.")
     return 0
 
 

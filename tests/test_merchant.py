@@ -240,3 +240,15 @@ def test_reconcile_records_a_refund_whose_event_was_lost(shop, run):
     after = order(shop, o["session_id"])
     assert after["status"] == "refunded" and after["amount_refunded"] == after["amount_total"]
     assert len(handoff(shop)) == 1  # refunds never hand an order off again
+
+
+def test_reconcile_forgets_webhook_event_ids_older_than_30_days(shop, run):
+    ledger = shop.shop.ledger
+    ledger.record_event("evt_recent", "checkout.session.completed")
+    ledger.record_event("evt_old", "checkout.session.completed")
+    with ledger.write() as db:
+        db.execute("UPDATE webhook_events SET received = '2020-01-01T00:00:00.000000Z' WHERE id = 'evt_old'")
+    code, out, _ = run("reconcile")
+    assert code == 0 and "Forgot 1 webhook event id(s) older than 30 days." in out
+    assert ledger.seen_event("evt_recent") and not ledger.seen_event("evt_old")
+    assert "Forgot" not in run("reconcile")[1]

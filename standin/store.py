@@ -6,6 +6,8 @@ import threading
 import time
 from contextlib import contextmanager
 
+from writerlock import writer_lock
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     id TEXT PRIMARY KEY, type TEXT NOT NULL, created INTEGER NOT NULL,
@@ -99,15 +101,6 @@ class Tx:
         self.conn.execute("INSERT INTO outbox(event_id, next_attempt) VALUES (?, ?)", (event_id, due))
 
 
-_WRITERS, _WRITERS_LOCK = {}, threading.Lock()
-
-
-def _writer(path):
-    """The lock that this process's writers of the database at `path` take turns on."""
-    with _WRITERS_LOCK:
-        return _WRITERS.setdefault(os.path.realpath(path), threading.RLock())
-
-
 class Store:
     """Thread- and process-safe access to `<data_dir>/standin.sqlite3` (WAL, busy timeout, short transactions)."""
 
@@ -135,9 +128,10 @@ class Store:
     def tx(self, write=False):
         """A transaction: `BEGIN IMMEDIATE` for writes so concurrent writers queue instead of failing."""
         conn = self._conn()
-        # Writers of this process queue on a lock first: one that found the file locked would sleep in
-        # SQLite's busy handler (1, 2, 5 ... 100 ms) long after the lock is free (POST /checkout p99 was 1.1 s).
-        writer = _writer(self.path) if write else None
+        # Writers queue on a lock first (this process's threads, then every process): one that found the file
+        # locked would sleep in SQLite's busy handler (1, 2, 5 ... 100 ms) long after the lock is free
+        # (POST /checkout p99 was 1.1 s).
+        writer = writer_lock(self.path) if write else None
         if writer:
             writer.acquire()
         try:

@@ -66,6 +66,7 @@ MIGRATIONS = (
 SESSION_LIFETIME = 24 * 3600
 STATUSES = ("open", "checkout_failed", "awaiting_payment", "paid", "payment_failed",
             "expired", "refunded", "partially_refunded", "disputed")
+REFUNDABLE = ("paid", "partially_refunded")  # an order that has money left to refund
 
 
 def utcnow():
@@ -205,6 +206,13 @@ class Ledger(Database):
                        (status, outcome, utcnow(), order_id))
             self._history(db, order_id, source, status, note)
             return True
+
+    def open_disputes(self):
+        """Disputed orders whose dispute has no final outcome yet."""
+        rows = self.connect().execute(
+            "SELECT * FROM orders WHERE status = 'disputed' AND payment_intent IS NOT NULL"
+            " AND (dispute_status IS NULL OR dispute_status NOT IN ('won', 'lost', 'warning_closed'))").fetchall()
+        return [_order(r) for r in rows]
 
     def seen_event(self, event_id):
         """True when this webhook event was already handled."""

@@ -5,24 +5,18 @@ import json
 import re
 import socket
 import sys
-import time
-from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-import stripe
-
 import payments
-from catalog import format_money
 from backend import Backend
-from fulfilment import PAID
-from ledger import STATUSES
+from catalog import format_money
+from ledger import REFUNDABLE, STATUSES
+from reconcile import reconcile
 from settings import ShopError
 
 JSON_FIELDS = ("id", "status", "session_id", "payment_intent", "currency", "amount_subtotal", "amount_shipping",
                "amount_tax", "amount_total", "amount_refunded", "customer_email", "dispute_status", "created",
                "updated", "fulfilled_at", "items")
-REFUNDABLE = ("paid", "partially_refunded")
-EVENT_DAYS = 30  # how long reconcile keeps the ids of handled webhook events
 
 
 class Refused(Exception):
@@ -171,78 +165,6 @@ def refund(ctx, args):
     else:
         print("The order changes when Stripe's charge.refunded event reaches the shop.")
     return 0
-
-
-def reconcile(ctx, args):
-    """Repair every order whose webhook never arrived, from Stripe's list of Checkout Sessions."""
-    since = int(time.time()) - args.since
-    # https://docs.stripe.com/api/checkout/sessions/list (newest first; auto-paging follows has_more)
-    page = payments.call("GET /v1/checkout/sessions", ctx.stripe.v1.checkout.sessions.list,
-                         {"created": {"gte": since}, "limit": 100})
-    checked = repaired = 0
-    try:
-        for session in page.auto_paging_iter():
-            checked += 1
-            repaired += _repair(ctx, session.to_dict())
-    except stripe.StripeError as e:  # a later page failed (auto-paging calls Stripe itself)
-        raise payments.shop_error(e) from None
-    when = datetime.fromtimestamp(since, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"Checked {checked} checkout session(s) since {when}: "
-          + (f"repaired {repaired} order(s)." if repaired else "nothing to repair."))
-    # Stripe retries an event for up to 3 days (https://docs.stripe.com/webhooks#retries); an id kept
-    # for 30 still tells a late duplicate, and the table stops growing.
-    forgotten = ctx.ledger.forget_events(EVENT_DAYS)
-    if forgotten:
-        print(f"Forgot {forgotten} webhook event id(s) older than {EVENT_DAYS} days.")
-    return 0
-
-
-def _repair(ctx, session):
-    sid = session["id"]
-    order = ctx.ledger.by_session(sid)
-    claimed = False
-    if order is None:
-        order = ctx.fulfilment.order_for(sid, session, "reconcile")
-        claimed = order is not None
-    if order is None:
-        return 0  # not a session this shop created
-    status, paid = session.get("status"), session.get("payment_status") in PAID
-    state = order["status"]
-    if status == "complete" and paid and order["fulfilled_at"] is None:
-        _, outcome = ctx.fulfilment.sync(sid, None, "reconcile")  # re-read with line items
-    elif status == "complete" and not paid and state in ("open", "checkout_failed", "expired", "awaiting_payment"):
-        _, outcome = ctx.fulfilment.sync(sid, None, "reconcile")
-    elif (status == "expired" and state in ("open", "checkout_failed")) or (status == "open" and
-                                                                          state == "checkout_failed"):
-        _, outcome = ctx.fulfilment.sync(sid, session, "reconcile")
-    elif status == "complete" and paid and state in REFUNDABLE + ("refunded",) and _refund_missed(ctx, order, session):
-        outcome = "refund recorded"
-    elif not claimed:
-        return 0
-    else:
-        outcome = "session attached"
-    after = ctx.ledger.get(order["id"])
-    if (after["status"], after["fulfilled_at"], after["amount_refunded"]) == (
-            state, order["fulfilled_at"], order["amount_refunded"]) and not claimed:
-        return 0
-    print(f"{order['id']}: {state} → {after['status']} ({outcome}; session {sid})")
-    return 1
-
-
-def _refund_missed(ctx, order, session):
-    """A refund whose charge.refunded event never arrived: record the charge's running total (1 API call)."""
-    intent_id = session.get("payment_intent")
-    if not intent_id:
-        return False
-    # https://docs.stripe.com/api/payment_intents/retrieve — the charge carries amount_refunded so far
-    intent = payments.call("GET /v1/payment_intents/{id}", ctx.stripe.v1.payment_intents.retrieve, intent_id,
-                           {"expand": ["latest_charge"]}).to_dict()
-    charge = intent.get("latest_charge")
-    if not isinstance(charge, dict) or (charge.get("amount_refunded") or 0) <= order["amount_refunded"]:
-        return False
-    refunded = charge["amount_refunded"]
-    return ctx.ledger.apply_refund(order["id"], refunded, charge.get("amount_captured") or charge.get("amount") or 0,
-                                   "reconcile", f"refunded {refunded} of {charge.get('amount')} (event missed)")
 
 
 def expire(ctx, args):

@@ -37,6 +37,7 @@ class ApiApp:
             ("GET", "/v1/events", self.list_events, schemas.EVENT_LIST),
             ("GET", "/v1/events/{id}", self.retriever("event"), schemas.RETRIEVE),
             ("GET", "/v1/shipping_rates/{id}", self.retriever("shipping_rate"), schemas.RETRIEVE),
+            ("GET", "/v1/disputes", self.list_disputes, schemas.DISPUTE_LIST),
             ("GET", "/v1/disputes/{id}", self.retriever("dispute"), schemas.RETRIEVE),
         ):
             pattern = re.compile("^" + re.escape(template).replace(r"\{id\}", "([^/]+)") + "$")
@@ -196,6 +197,10 @@ class ApiApp:
     def list_refunds(self, ctx, p):
         where = [(k, p[k]) for k in ("charge", "payment_intent") if p.get(k)]
         return self._list(ctx, p, "refund", "/v1/refunds", where)
+
+    def list_disputes(self, ctx, p):
+        where = [(k, p[k]) for k in ("charge", "payment_intent") if p.get(k)]
+        return self._list(ctx, p, "dispute", "/v1/disputes", where)
 
     def list_events(self, ctx, p):
         where = [("type", p["type"])] if p.get("type") else []

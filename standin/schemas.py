@@ -92,3 +92,4 @@ REFUND_CREATE = Obj({"payment_intent": Str(), "charge": Str(), "amount": Int(min
                      "metadata": Metadata(), "expand": EXPAND,
                      "reason": Str(choices=("duplicate", "fraudulent", "requested_by_customer"))})
 REFUND_LIST = Obj({**LIST_BASE, "charge": Str(), "payment_intent": Str()})
+DISPUTE_LIST = Obj({**LIST_BASE, "charge": Str(), "payment_intent": Str()})

@@ -243,8 +243,22 @@ def test_reconcile_rides_out_faults_on_its_own_calls(make, kind):
     shopper.standin.drop_pending_events()
     inject(shopper, LIST, kind)
     inject(shopper, RETRIEVE, kind)
+    inject(shopper, "GET /v1/disputes", kind)
     assert run(shopper, "reconcile", since=3600) == 0
     assert shopper.shop.ledger.by_session(session_id)["status"] == "paid"
+    assert len(handoff(shopper)) == 1
+
+
+def test_reconcile_says_so_when_stripe_fails_while_it_reads_disputes(make, capsys):
+    shopper = make(retries=0)
+    session_id = paid_session(shopper)
+    shopper.standin.drop_pending_events()
+    inject(shopper, "GET /v1/disputes", "500")
+    assert run(shopper, "reconcile", retries=0, since=3600) == 3
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert shopper.shop.ledger.by_session(session_id)["status"] == "paid"  # what came before is kept
+    assert run(shopper, "reconcile", since=3600) == 0  # and running it again is safe
     assert len(handoff(shopper)) == 1
 
 

@@ -11,7 +11,7 @@ import pytest
 import cli
 from catalog import format_money
 from tests.conftest import ROOT
-from tests.test_webhooks import buy, handoff, order, start, wire
+from tests.test_webhooks import DISPUTED, buy, handoff, order, pending, start, wire
 
 
 def closed_port():
@@ -252,3 +252,28 @@ def test_reconcile_forgets_webhook_event_ids_older_than_30_days(shop, run):
     assert code == 0 and "Forgot 1 webhook event id(s) older than 30 days." in out
     assert ledger.seen_event("evt_recent") and not ledger.seen_event("evt_old")
     assert "Forgot" not in run("reconcile")[1]
+
+
+def test_reconcile_catches_up_a_dispute_whose_events_were_lost(shop, run):
+    sid = buy(shop, card=DISPUTED)
+    completed = pending(shop, "checkout.session.completed")[0]["id"]
+    dispute = pending(shop, "charge.dispute.created")[0]["data"]["object"]["id"]
+    assert shop.standin.redeliver(completed) == 200  # the payment is known ...
+    shop.standin.drop_pending_events()  # ... its dispute never arrives
+    o = order(shop, sid)
+    assert (o["status"], o["dispute_status"]) == ("paid", None)
+    code, out, _ = run("reconcile")
+    assert code == 0 and f"{o['id']}: paid → disputed (dispute {dispute} needs_response)" in out
+    assert (order(shop, sid)["status"], order(shop, sid)["dispute_status"]) == ("disputed", "needs_response")
+    assert "nothing to repair" in run("reconcile")[1]
+
+    # it closes (won) weeks after it opened, so outside the window, and that event is lost too
+    shop.standin.close_dispute(dispute, won=True)
+    shop.standin.drop_pending_events()
+    with shop.standin.store.tx(write=True) as tx:  # it opened 30 days ago
+        tx.conn.execute("UPDATE objects SET created = created - 30 * 86400 WHERE id = ?", (dispute,))
+    code, out, _ = run("reconcile", "--since", "1h")
+    assert code == 0 and f"{o['id']}: disputed → disputed (dispute {dispute} won)" in out
+    assert order(shop, sid)["dispute_status"] == "won"
+    assert "nothing to repair" in run("reconcile")[1]
+    assert len(handoff(shop)) == 1  # fulfilled once, before the dispute

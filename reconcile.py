@@ -1,0 +1,114 @@
+"""`python shop.py reconcile`: bring the ledger in line with what Stripe knows when webhooks never arrived."""
+
+import time
+from datetime import datetime, timezone
+
+import stripe
+
+import payments
+from fulfilment import PAID
+from ledger import REFUNDABLE
+
+EVENT_DAYS = 30  # how long reconcile keeps the ids of handled webhook events
+
+
+def reconcile(ctx, args):
+    """Repair every order whose webhook never arrived, from Stripe's list of Checkout Sessions."""
+    since = int(time.time()) - args.since
+    # https://docs.stripe.com/api/checkout/sessions/list (newest first; auto-paging follows has_more)
+    page = payments.call("GET /v1/checkout/sessions", ctx.stripe.v1.checkout.sessions.list,
+                         {"created": {"gte": since}, "limit": 100})
+    checked = repaired = 0
+    try:
+        for session in page.auto_paging_iter():
+            checked += 1
+            repaired += _repair(ctx, session.to_dict())
+        repaired += _catch_up_disputes(ctx, since)
+    except stripe.StripeError as e:  # a later page failed (auto-paging calls Stripe itself)
+        raise payments.shop_error(e) from None
+    when = datetime.fromtimestamp(since, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"Checked {checked} checkout session(s) since {when}: "
+          + (f"repaired {repaired} order(s)." if repaired else "nothing to repair."))
+    # Stripe retries an event for up to 3 days (https://docs.stripe.com/webhooks#retries); an id kept
+    # for 30 still tells a late duplicate, and the table stops growing.
+    forgotten = ctx.ledger.forget_events(EVENT_DAYS)
+    if forgotten:
+        print(f"Forgot {forgotten} webhook event id(s) older than {EVENT_DAYS} days.")
+    return 0
+
+
+def _repair(ctx, session):
+    sid = session["id"]
+    order = ctx.ledger.by_session(sid)
+    claimed = False
+    if order is None:
+        order = ctx.fulfilment.order_for(sid, session, "reconcile")
+        claimed = order is not None
+    if order is None:
+        return 0  # not a session this shop created
+    status, paid = session.get("status"), session.get("payment_status") in PAID
+    state = order["status"]
+    if status == "complete" and paid and order["fulfilled_at"] is None:
+        _, outcome = ctx.fulfilment.sync(sid, None, "reconcile")  # re-read with line items
+    elif status == "complete" and not paid and state in ("open", "checkout_failed", "expired", "awaiting_payment"):
+        _, outcome = ctx.fulfilment.sync(sid, None, "reconcile")
+    elif (status == "expired" and state in ("open", "checkout_failed")) or (status == "open" and
+                                                                          state == "checkout_failed"):
+        _, outcome = ctx.fulfilment.sync(sid, session, "reconcile")
+    elif status == "complete" and paid and state in REFUNDABLE + ("refunded",) and _refund_missed(ctx, order, session):
+        outcome = "refund recorded"
+    elif not claimed:
+        return 0
+    else:
+        outcome = "session attached"
+    after = ctx.ledger.get(order["id"])
+    if (after["status"], after["fulfilled_at"], after["amount_refunded"]) == (
+            state, order["fulfilled_at"], order["amount_refunded"]) and not claimed:
+        return 0
+    print(f"{order['id']}: {state} → {after['status']} ({outcome}; session {sid})")
+    return 1
+
+
+def _catch_up_disputes(ctx, since):
+    """Disputes whose charge.dispute.* events never arrived: opened in the window, or closed since we heard."""
+    # https://docs.stripe.com/api/disputes/list (newest first); a dispute names its PaymentIntent.
+    page = payments.call("GET /v1/disputes", ctx.stripe.v1.disputes.list, {"created": {"gte": since}, "limit": 100})
+    latest = {}
+    for dispute in page.auto_paging_iter():
+        dispute = dispute.to_dict()
+        latest.setdefault(dispute.get("payment_intent"), dispute)
+    # An open dispute may close weeks after it opened, outside the window: ask about each one we know of.
+    for order in ctx.ledger.open_disputes():
+        if order["payment_intent"] not in latest:
+            found = payments.call("GET /v1/disputes", ctx.stripe.v1.disputes.list,
+                                  {"payment_intent": order["payment_intent"], "limit": 1})
+            if found.data:
+                latest[order["payment_intent"]] = found.data[0].to_dict()
+    changed = 0
+    for intent, dispute in latest.items():
+        order = ctx.ledger.by_payment_intent(intent) if isinstance(intent, str) else None
+        if order is None or order["fulfilled_at"] is None:  # not ours, or not paid yet (the sessions come first)
+            continue
+        if ctx.ledger.apply_dispute(order["id"], dispute.get("status"), "reconcile",
+                                    f"dispute {dispute.get('id')} {dispute.get('status')}"):
+            after = ctx.ledger.get(order["id"])
+            print(f"{order['id']}: {order['status']} → {after['status']} (dispute {dispute.get('id')} "
+                  f"{after['dispute_status']})")
+            changed += 1
+    return changed
+
+
+def _refund_missed(ctx, order, session):
+    """A refund whose charge.refunded event never arrived: record the charge's running total (1 API call)."""
+    intent_id = session.get("payment_intent")
+    if not intent_id:
+        return False
+    # https://docs.stripe.com/api/payment_intents/retrieve — the charge carries amount_refunded so far
+    intent = payments.call("GET /v1/payment_intents/{id}", ctx.stripe.v1.payment_intents.retrieve, intent_id,
+                           {"expand": ["latest_charge"]}).to_dict()
+    charge = intent.get("latest_charge")
+    if not isinstance(charge, dict) or (charge.get("amount_refunded") or 0) <= order["amount_refunded"]:
+        return False
+    refunded = charge["amount_refunded"]
+    return ctx.ledger.apply_refund(order["id"], refunded, charge.get("amount_captured") or charge.get("amount") or 0,
+                                   "reconcile", f"refunded {refunded} of {charge.get('amount')} (event missed)")

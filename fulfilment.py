@@ -158,7 +158,7 @@ class Fulfilment:
         # If the process dies between the hand-off and COMMIT, the line exists but the order is not marked:
         # recover(), run at start-up and by reconcile, marks such orders from the file, so no line repeats.
         now = utcnow()
-        rec = record(order, summary, session, now)
+        rec = record(order, summary, session, now)  # made before the turn: the lock is held for SQL and the write
 
         def claim(db):
             cur = db.execute(

@@ -1,5 +1,6 @@
 """The shop's log: one plain line per event on stderr, written in small batches so requests never wait on it."""
 
+import collections
 import logging
 import os
 import random
@@ -22,7 +23,9 @@ class BatchedStream(logging.StreamHandler):
 
     def __init__(self, stream=None):
         super().__init__(stream or sys.stderr)
-        self.pending = []  # lines, or (make_line, args) to format at write time
+        # Lines, or (make_line, args) to format at write time. A deque: appends need no lock, and the writer
+        # takes lines off the front, so a line appended while a batch is written waits for the next one.
+        self.pending = collections.deque()
         self._flusher_fork = None  # the value of _forks when this process's flusher thread started
 
     def emit(self, record):
@@ -31,7 +34,7 @@ class BatchedStream(logging.StreamHandler):
         except Exception:  # logging's contract: a bad record must not break the caller
             self.handleError(record)
             return
-        self.pending.append(line)  # list.append is atomic: no lock on the request's path
+        self.pending.append(line)  # deque.append is atomic: no lock on the request's path
         if record.levelno >= logging.WARNING or len(self.pending) >= self.MAX_LINES:
             self.flush()
         elif self._flusher_fork != _forks[0]:
@@ -48,7 +51,8 @@ class BatchedStream(logging.StreamHandler):
     def flush(self):
         """Write every pending line now."""
         with self.lock:
-            lines, self.pending = self.pending, []
+            pending = self.pending
+            lines = [pending.popleft() for _ in range(len(pending))]
             if lines:
                 self.stream.write("".join(line if type(line) is str else self._made(line) for line in lines))
             self.stream.flush()

@@ -134,3 +134,25 @@ def test_a_line_that_cannot_be_made_does_not_lose_the_rest_of_its_batch(monkeypa
     handler.write_later(lambda n: f"third {n}\n", 3)
     handler.flush()
     assert out.getvalue() == "first\nthird 3\n"
+
+
+def test_no_line_is_lost_while_batches_are_written_from_another_thread():
+    import threading
+    out = io.StringIO()
+    log, handler = logger_with(out)
+    handler.FLUSH_SECONDS = 60
+    stop = threading.Event()
+
+    def flusher():
+        while not stop.is_set():
+            handler.flush()
+    t = threading.Thread(target=flusher)
+    t.start()
+    try:
+        for i in range(20000):
+            log.info("n%d", i)
+    finally:
+        stop.set()
+        t.join()
+    handler.flush()
+    assert out.getvalue().splitlines() == [f"INFO n{i}" for i in range(20000)]

@@ -67,11 +67,17 @@ SESSION_LIFETIME = 24 * 3600
 STATUSES = ("open", "checkout_failed", "awaiting_payment", "paid", "payment_failed",
             "expired", "refunded", "partially_refunded", "disputed")
 REFUNDABLE = ("paid", "partially_refunded")  # an order that has money left to refund
+DISPUTE_FINAL = ("won", "lost", "warning_closed")  # a dispute status that never changes again
+
+
+def iso_utc(seconds):
+    """A Unix time as the ledger writes times: ISO-8601 UTC with microseconds (they sort as text)."""
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def utcnow():
-    """The current time as an ISO-8601 UTC string with seconds."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The current time as the ledger writes times."""
+    return iso_utc(time.time())
 
 
 def new_order_id():
@@ -136,7 +142,7 @@ class Ledger(Database):
             return None
         now = int(time.time() if now is None else now)
         # Sessions last 24 hours unless created with expires_at: https://docs.stripe.com/api/checkout/sessions/create
-        day_ago = datetime.fromtimestamp(now - SESSION_LIFETIME, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        day_ago = iso_utc(now - SESSION_LIFETIME)
         row = self.connect().execute(
             "SELECT * FROM orders WHERE browser = ? AND status = 'open' AND session_id IS NOT NULL"
             " AND COALESCE(session_expires_at > ?, created > ?) ORDER BY created DESC LIMIT 1",
@@ -194,12 +200,11 @@ class Ledger(Database):
 
     def apply_dispute(self, order_id, dispute_status, source, note=None):
         """Mark a paid order disputed and keep the dispute's status; a closed dispute's outcome is never undone."""
-        final = ("won", "lost", "warning_closed")
         with self.write() as db:
             row = db.execute("SELECT status, dispute_status FROM orders WHERE id = ?", (order_id,)).fetchone()
             status = "disputed" if row["status"] in ("paid", "partially_refunded", "refunded") else row["status"]
             # dispute.created may arrive after dispute.closed: https://docs.stripe.com/webhooks#event-ordering
-            outcome = row["dispute_status"] if row["dispute_status"] in final else dispute_status
+            outcome = row["dispute_status"] if row["dispute_status"] in DISPUTE_FINAL else dispute_status
             if (status, outcome) == (row["status"], row["dispute_status"]):
                 return False
             db.execute("UPDATE orders SET status = ?, dispute_status = ?, updated = ? WHERE id = ?",
@@ -211,7 +216,8 @@ class Ledger(Database):
         """Disputed orders whose dispute has no final outcome yet."""
         rows = self.connect().execute(
             "SELECT * FROM orders WHERE status = 'disputed' AND payment_intent IS NOT NULL"
-            " AND (dispute_status IS NULL OR dispute_status NOT IN ('won', 'lost', 'warning_closed'))").fetchall()
+            f" AND (dispute_status IS NULL OR dispute_status NOT IN ({','.join('?' * len(DISPUTE_FINAL))}))",
+            DISPUTE_FINAL).fetchall()
         return [_order(r) for r in rows]
 
     def seen_event(self, event_id):
@@ -236,9 +242,9 @@ class Ledger(Database):
 
     def forget_events(self, days):
         """Drop the ids of webhook events received more than `days` ago; returns how many."""
-        cutoff = datetime.fromtimestamp(time.time() - days * 86400, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         with self.write() as db:
-            return db.execute("DELETE FROM webhook_events WHERE received < ?", (cutoff,)).rowcount
+            return db.execute("DELETE FROM webhook_events WHERE received < ?",
+                              (iso_utc(time.time() - days * 86400),)).rowcount
 
     def checkpoint(self, name):
         """The value last saved under `name`, or None."""

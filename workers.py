@@ -81,19 +81,17 @@ class Prefork:
 
     def stop(self, signum, frame):
         """Ask every worker to finish; any still running after 10 s is killed."""
-        self.stopping = True
-        for pid in list(self.workers):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        self._signal_workers(signal.SIGTERM)
         signal.alarm(10)
 
     def kill(self, signum, frame):
+        self._signal_workers(signal.SIGKILL)
+
+    def _signal_workers(self, sig):
         self.stopping = True
         for pid in list(self.workers):
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, sig)
             except ProcessLookupError:
                 pass
 

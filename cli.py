@@ -6,6 +6,7 @@ import signal
 import logging
 import socket
 import sys
+import warnings
 
 from dotenv import load_dotenv
 
@@ -107,10 +108,22 @@ def serve(config):
     return Prefork(config, sock).run()
 
 
+# A response of up to this many bytes is sent by waitress's main loop in one send() once its request is done.
+# Waitress's default (send_bytes=1) has the request thread send each write at once: the headers and the page
+# in two send() calls, each a trip for the interpreter lock with the other threads. Under load that was a third
+# of GET /'s throughput (bench/run.py figures 1 and 3). Larger responses still go out as they are written.
+SEND_BUFFER = 64 * 1024
+
+
 def waitress_options(config):
     """The waitress settings of every server process (bench/bare.py serves its baseline with the same)."""
-    return dict(threads=config.threads, ident="shop", _quiet=True, clear_untrusted_proxy_headers=True,
-                max_request_body_size=1024 * 1024, max_request_header_size=64 * 1024)
+    options = dict(threads=config.threads, ident="shop", _quiet=True, clear_untrusted_proxy_headers=True,
+                   max_request_body_size=1024 * 1024, max_request_header_size=64 * 1024)
+    from waitress.adjustments import Adjustments
+    if hasattr(Adjustments, "send_bytes"):  # deprecated in waitress 2 but honoured; a release without it still serves
+        warnings.filterwarnings("ignore", "send_bytes will be removed", DeprecationWarning, "waitress.adjustments")
+        options["send_bytes"] = SEND_BUFFER
+    return options
 
 
 def _run(app, sock, config, balance=None):

@@ -92,3 +92,73 @@ def test_live_mode_refuses_to_start_unsafely(tmp_path, env, message):
     result = run([], {**env, "DATA_DIR": str(tmp_path), "PORT": str(free_port())})
     assert result.returncode == 2 and message in result.stderr
     assert "sk_live_abc" not in result.stderr
+
+
+
+@pytest.fixture
+def serve_like_shop_py(monkeypatch):
+    """serve(app) runs a WSGI app under waitress with `python shop.py`'s settings; returns (base URL, server).
+    `sends` records each send() to a client: (thread name, bytes sent)."""
+    import threading
+    from waitress import wasyncore
+    from waitress.channel import HTTPChannel
+    from waitress.server import create_server
+    from cli import waitress_options
+    from settings import load_config
+    sends, servers = [], []
+    original = HTTPChannel.send
+
+    def send(self, data, do_close=True):
+        sent = original(self, data, do_close)
+        sends.append((threading.current_thread().name, bytes(data[:sent])))
+        return sent
+
+    monkeypatch.setattr(HTTPChannel, "send", send)
+
+    def serve(app):
+        options = waitress_options(load_config())
+        options.pop("_quiet")
+        server = create_server(app, host="127.0.0.1", port=0, **options)
+        thread = threading.Thread(target=server.run, name="main-loop", daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.effective_port}", server
+
+    serve.sends = sends
+    yield serve
+    for server, thread in servers:
+        server.close()
+        server.task_dispatcher.shutdown()
+        wasyncore.close_all(server._map)
+        thread.join(5)
+
+
+def test_a_page_goes_out_in_one_send_from_the_main_loop(serve_like_shop_py, make_shopper):
+    from cli import SEND_BUFFER
+    url, server = serve_like_shop_py(make_shopper().app)
+    assert server.adj.send_bytes == SEND_BUFFER  # the pinned waitress still honours the setting
+    with urllib.request.urlopen(url + "/", timeout=10) as r:
+        body = r.read()
+    assert r.status == 200 and b"</html>" in body and 4000 < len(body) < SEND_BUFFER
+    page = [(thread, data) for thread, data in serve_like_shop_py.sends if data.startswith(b"HTTP/1.1 200")]
+    # Headers and page in one send(), made by waitress's main loop rather than by the request's thread.
+    assert len(page) == 1 and page[0][1].endswith(body), [(t, len(d)) for t, d in serve_like_shop_py.sends]
+    assert page[0][0] == "main-loop"
+
+
+def test_a_response_larger_than_the_send_buffer_arrives_whole(serve_like_shop_py):
+    from cli import SEND_BUFFER
+    chunk = bytes(range(256)) * 64  # 16 KiB
+
+    def big(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(chunk) * 20))])
+        return (chunk for _ in range(20))  # 320 KiB, written as it is made
+
+    url, _ = serve_like_shop_py(big)
+    with urllib.request.urlopen(url + "/", timeout=10) as r:
+        assert r.read() == chunk * 20
+    sent = sum(len(d) for _, d in serve_like_shop_py.sends)
+    assert len(chunk) * 20 > 4 * SEND_BUFFER and sent > len(chunk) * 20
+    # Sent while being written: the request's thread flushed whenever a send buffer's worth was waiting.
+    assert any(thread != "main-loop" for thread, _ in serve_like_shop_py.sends)

@@ -120,30 +120,38 @@ class ApiApp:
 
     def execute(self, route, template, ids, params, key, request_id):
         """Run the handler in one transaction, honouring Idempotency-Key: https://docs.stripe.com/api/idempotent_requests."""
-        self.s.sweep()
         write = route[0] == "POST"
-        fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
         with self.s.store.tx(write=write) as tx:
-            if key is not None:
-                if len(key) > 255:
-                    raise invalid("Idempotency key must be at most 255 characters long.", None)
-                row = tx.idem_get(key)
-                if row is not None:
-                    endpoint, fp, status, body = row
-                    if endpoint != template:
-                        raise StripeError(400, "idempotency_error", "Keys for idempotent requests can only be used "
-                                          f"for the same endpoint they were first used for ('{endpoint}' vs "
-                                          f"'{template}'). Try using a key other than '{key}' if you meant to "
-                                          "execute a different request.")
-                    if fp != fingerprint:
-                        raise StripeError(400, "idempotency_error", "Keys for idempotent requests can only be used "
-                                          "with the same parameters they were first used with. Try using a key "
-                                          f"other than '{key}' if you meant to execute a different request.")
-                    return status, json.loads(body), True
-            ctx = self.s.context(tx, {"id": request_id, "idempotency_key": key})
-            body = route[3](ctx, params, *ids)
-            if key is not None:  # only completed requests are saved; validation errors roll back unsaved
-                tx.idem_put(key, template, fingerprint, 200, json.dumps(body))
+            # Sessions whose expiry or delayed settlement is due change first, so no answer shows them stale;
+            # the check shares the request's transaction (one statement when nothing is due, as is usual).
+            if not tx.due(time.time()):
+                return self._run(tx, route, template, ids, params, key, request_id)
+        self.s.sweep()
+        with self.s.store.tx(write=write) as tx:
+            return self._run(tx, route, template, ids, params, key, request_id)
+
+    def _run(self, tx, route, template, ids, params, key, request_id):
+        if key is not None:
+            if len(key) > 255:
+                raise invalid("Idempotency key must be at most 255 characters long.", None)
+            fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+            row = tx.idem_get(key)
+            if row is not None:
+                endpoint, fp, status, body = row
+                if endpoint != template:
+                    raise StripeError(400, "idempotency_error", "Keys for idempotent requests can only be used "
+                                      f"for the same endpoint they were first used for ('{endpoint}' vs "
+                                      f"'{template}'). Try using a key other than '{key}' if you meant to "
+                                      "execute a different request.")
+                if fp != fingerprint:
+                    raise StripeError(400, "idempotency_error", "Keys for idempotent requests can only be used "
+                                      "with the same parameters they were first used with. Try using a key "
+                                      f"other than '{key}' if you meant to execute a different request.")
+                return status, json.loads(body), True
+        ctx = self.s.context(tx, {"id": request_id, "idempotency_key": key})
+        body = route[3](ctx, params, *ids)
+        if key is not None:  # only completed requests are saved; validation errors roll back unsaved
+            tx.idem_put(key, template, fingerprint, 200, json.dumps(body))
         return 200, body, False
 
     @staticmethod

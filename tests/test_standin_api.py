@@ -175,6 +175,23 @@ def test_lapsed_sessions_expire_lazily(client, standin):
     assert client.v1.checkout.sessions.retrieve(s.id).status == "expired"
 
 
+@pytest.mark.parametrize("call", ["retrieve", "list", "create"])
+def test_any_api_call_first_expires_sessions_that_lapsed(client, standin, call):
+    s = client.v1.checkout.sessions.create(shop_params())
+    with standin.store.tx(write=True) as tx:  # its hour has passed (as if the clock moved on)
+        stored = tx.get(s.id)
+        stored["expires_at"] = int(time.time()) - 1
+        tx.put(stored)
+    if call == "retrieve":
+        assert client.v1.checkout.sessions.retrieve(s.id).status == "expired"
+    elif call == "list":
+        assert [x.status for x in client.v1.checkout.sessions.list({"limit": 1}).data] == ["expired"]
+    else:
+        client.v1.checkout.sessions.create(shop_params())
+    assert [e.data.object.id for e in client.v1.events.list({"type": "checkout.session.expired"}).data] == [s.id]
+    assert standin.sweep() == 0
+
+
 def test_list_sessions_filters_and_pages(client, standin):
     ids = [client.v1.checkout.sessions.create(shop_params()).id for _ in range(4)]
     paid = standin.pay(ids[1])

@@ -4,6 +4,7 @@ import argparse
 import gc
 import signal
 import logging
+import os
 import socket
 import sys
 import warnings
@@ -126,9 +127,15 @@ def waitress_options(config):
     return options
 
 
-def _run(app, sock, config, balance=None):
+def _run(app, sock, config, balance=None, place=(0, None)):
     import waitress
     shop = app.config["shop"]
+    if config.pin_cpus == "auto":
+        from workers import pin_to_cpu
+        slot, first = place
+        cpu = pin_to_cpu(slot, config.workers, first)
+        if cpu is not None:
+            log.info("server process %d runs on CPU %d (PIN_CPUS=off lets the kernel move it)", os.getpid(), cpu)
     if shop.standin is not None:
         shop.standin.start_webhook_sender()
     # Everything made at start-up (the stripe SDK alone is tens of thousands of objects) lives as long as the

@@ -61,6 +61,9 @@ SETTINGS = (
             "Automatic retries of a failed Stripe call (same idempotency key)."),
     Setting("workers", "WORKERS", 1, "Server processes sharing the listening socket."),
     Setting("threads", "THREADS", 8, "Request threads per server process."),
+    Setting("pin_cpus", "PIN_CPUS", "auto",
+            "auto: each server process runs on one CPU of its own (when there are at least as many CPUs as "
+            "workers), so its threads pass the GIL on one core; off: the kernel places them."),
 )
 
 MODES = ("offline", "test", "live")
@@ -81,6 +84,7 @@ class Config:
     stripe_max_retries: int
     workers: int
     threads: int
+    pin_cpus: str
     mode: str
     # Test-only hooks, never from the environment.
     standin: object = None
@@ -152,6 +156,8 @@ def load_config(overrides=None, environ=None):
     if overrides:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(overrides))}")
 
+    if values["pin_cpus"] not in ("auto", "off"):
+        raise ConfigError(f"PIN_CPUS: must be auto or off, got {values['pin_cpus']!r}")
     mode = key_mode(values["stripe_secret_key"])
     if not values["base_url"]:
         host = values["host"] if values["host"] not in ("0.0.0.0", "::", "") else "127.0.0.1"

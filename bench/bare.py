@@ -51,8 +51,12 @@ def main(argv=None):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
     sock.listen(1024)
+    config = load_config()
+    if config.pin_cpus == "auto":  # on one CPU, as `python shop.py` runs (workers.pin_to_cpu)
+        from workers import pin_to_cpu
+        pin_to_cpu(0, 1)
     try:
-        waitress.serve(app, sockets=[sock], **waitress_options(load_config()))
+        waitress.serve(app, sockets=[sock], **waitress_options(config))
     except KeyboardInterrupt:
         pass
     return 0

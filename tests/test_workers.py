@@ -53,17 +53,20 @@ def alive(pid):
 
 
 @contextmanager
-def shop_server(tmp_path, workers=2, catalog=None):
-    """`python shop.py --workers N` in offline mode on a private DATA_DIR and a free port."""
+def shop_server(tmp_path, workers=2, catalog=None, cpus=None, **env_extra):
+    """`python shop.py --workers N` in offline mode on a private DATA_DIR and a free port (on `cpus` only, if
+    given, as `taskset` would start it)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
     env.update(STRIPE_SECRET_KEY="", STRIPE_WEBHOOK_SECRET="", STRIPE_API_BASE="", BASE_URL="",
-               DATA_DIR=str(tmp_path / "data"), CATALOG=str(catalog or ROOT / "catalog.json"))
+               DATA_DIR=str(tmp_path / "data"), CATALOG=str(catalog or ROOT / "catalog.json"), **env_extra)
     log = open(tmp_path / "shop.log", "wb")
     proc = subprocess.Popen([sys.executable, "shop.py", "--port", str(port), "--workers", str(workers)],
-                            cwd=ROOT, env=env, stdout=log, stderr=log)
+                            cwd=ROOT, env=env, stdout=log, stderr=log,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+    serving = workers if workers > 1 else 0  # one worker: the shop's own process serves
     try:
-        wait_for(lambda: len(children(proc.pid)) == workers and _answers(port), "the workers to answer")
+        wait_for(lambda: len(children(proc.pid)) == serving and _answers(port), "the workers to answer")
         yield proc, port
     finally:
         if proc.poll() is None:
@@ -219,3 +222,72 @@ def test_workers_do_not_outlive_a_killed_shop(tmp_path):
 def test_one_worker_is_the_default(tmp_path):
     from settings import load_config
     assert load_config(environ={}).workers == 1
+
+
+def placement(pid):
+    """The set of CPUs each thread of a process may run on, one frozenset per distinct set."""
+    found = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            found.add(frozenset(os.sched_getaffinity(int(tid))))
+        except OSError:  # the thread ended
+            pass
+    return found
+
+
+USABLE = sorted(os.sched_getaffinity(0))
+two_cpus = pytest.mark.skipif(len(USABLE) < 2, reason="pinning needs at least 2 usable CPUs")
+
+
+@two_cpus
+def test_each_worker_runs_every_thread_on_a_cpu_of_its_own(tmp_path):
+    with shop_server(tmp_path) as (proc, port):
+        request(port)  # the workers' request threads exist now
+        first, second = (placement(pid) for pid in children(proc.pid))
+        assert len(first) == len(second) == 1, (first, second)
+        (a,), (b,) = first, second
+        assert len(a) == len(b) == 1 and a != b and a | b <= set(USABLE)
+        assert placement(proc.pid) == {frozenset(USABLE)}  # the supervising process stays where it was
+    assert b"runs on CPU" in (tmp_path / "shop.log").read_bytes()
+
+
+@two_cpus
+def test_a_single_worker_is_pinned_too(tmp_path):
+    with shop_server(tmp_path, workers=1) as (proc, port):
+        request(port)
+        (cpus,) = placement(proc.pid)
+        assert len(cpus) == 1 and cpus <= set(USABLE)
+
+
+@two_cpus
+def test_pin_cpus_off_leaves_the_workers_to_the_kernel(tmp_path):
+    with shop_server(tmp_path, PIN_CPUS="off") as (proc, port):
+        request(port)
+        assert all(placement(pid) == {frozenset(USABLE)} for pid in children(proc.pid))
+
+
+@two_cpus
+def test_more_workers_than_cpus_are_not_pinned(tmp_path):
+    two = set(USABLE[:2])
+    with shop_server(tmp_path, workers=3, cpus=two) as (proc, port):
+        request(port)
+        assert all(placement(pid) == {frozenset(two)} for pid in children(proc.pid))
+
+
+def test_pin_cpus_takes_auto_or_off():
+    from settings import ConfigError, load_config
+    assert load_config(environ={}).pin_cpus == "auto"
+    assert load_config(environ={"PIN_CPUS": " off "}).pin_cpus == "off"
+    with pytest.raises(ConfigError, match="PIN_CPUS: must be auto or off, got 'yes'"):
+        load_config(environ={"PIN_CPUS": "yes"})
+
+
+@two_cpus
+@pytest.mark.parametrize("slot", [0, 1])
+def test_workers_are_placed_from_the_cpu_the_shop_started_on(slot):
+    first = USABLE[-1]  # the last usable CPU: slot 1 wraps round to the first
+    code = ("import os, workers; cpu = workers.pin_to_cpu(%d, 2, first=%d); "
+            "print(cpu, sorted(os.sched_getaffinity(0)))" % (slot, first))
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    expected = USABLE[(len(USABLE) - 1 + slot) % len(USABLE)]
+    assert out.split(" ", 1) == [str(expected), f"[{expected}]\n"]

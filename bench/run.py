@@ -175,6 +175,14 @@ def workers(ctx):
                             f"{r['b_rps']:.0f} req/s; rounds {_rounds(r)})", "≥ 1.6", ok(r["ratio"] >= 1.6)))
         ctx["other_cores"].append(r["other_cores"])
         ctx["rss"]["each of 2 workers"] = _rss(two)
+    # The same without pinning (workers.pin_to_cpu): pinned, one worker gains more than two do, because on 2
+    # cores the load generator (and the kernel's work for it) takes turns on the pinned workers' cores.
+    with (start_shop(ctx["tmp"], "w1-unpinned", workers=1, PIN_CPUS="off") as one,
+          start_shop(ctx["tmp"], "w2-unpinned", workers=2, PIN_CPUS="off") as two):
+        one.wait_ready(), two.wait_ready()
+        r = pages.workers_scaling(ctx["load"], one, two, path, headers, ctx["rounds"], ctx["seconds"], ctx["conns"])
+        ctx["rows"].append((f"3b. {label}, PIN_CPUS=off on both: 2 workers ÷ 1 worker", f"{r['ratio']:.2f} "
+                            f"({r['a_rps']:.0f} vs {r['b_rps']:.0f} req/s; rounds {_rounds(r)})", "(diagnostic)", "—"))
 
 
 def api_calls(ctx):

@@ -1,6 +1,6 @@
 """The shop's benchmarks: every figure is a ratio or count measured in this run; prints a markdown table.
 
-    .venv/bin/python bench/run.py            # about 3 minutes on 2 cores; loopback only; stops by itself
+    .venv/bin/python bench/run.py            # about 4 minutes on 2 cores; loopback only; stops by itself
     .venv/bin/python bench/run.py --quick    # shorter rounds, for trying things out
     .venv/bin/python bench/run.py --readme   # also put the table into README.md (between the bench markers)
 """

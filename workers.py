@@ -156,9 +156,10 @@ def pin_to_cpu(slot, workers, first=None):
     thread: on 2 cores a pinned worker served GET / about 1.5 times as fast and took a webhook in 1.6
     instead of 2.5 ms of CPU (bench/run.py). Worker `slot` takes the slot-th CPU after `first` (the CPU the
     shop started on, so that shops started side by side spread out) among those this process may use.
-    Nothing is pinned with one usable CPU, more workers than CPUs, or no affinity call on this system.
+    Nothing is pinned with one usable CPU, more workers than CPUs, a CPU quota (a container that shares the
+    host's CPUs with others: the kernel had better move it), or no affinity call on this system.
     """
-    if not hasattr(os, "sched_setaffinity"):
+    if not hasattr(os, "sched_setaffinity") or cpu_quota():
         return None
     allowed = sorted(os.sched_getaffinity(0))  # a container's or taskset's limits are respected
     if len(allowed) < 2 or workers > len(allowed):
@@ -176,6 +177,34 @@ def pin_to_cpu(slot, workers, first=None):
         except OSError:  # a thread that ended meanwhile
             pass
     return cpu
+
+
+def cpu_quota(root="/"):
+    """True when this process's cgroup caps its CPU time (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us`)."""
+    try:
+        with open(os.path.join(root, "proc/self/cgroup")) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        path = path.lstrip("/")
+        if controllers == "":  # cgroup v2: "max 100000" when unlimited
+            names = [os.path.join(root, "sys/fs/cgroup", path, "cpu.max")]
+        elif "cpu" in controllers.split(","):  # v1: -1 when unlimited
+            names = [os.path.join(root, "sys/fs/cgroup", mount, path, "cpu.cfs_quota_us")
+                     for mount in ("cpu", "cpu,cpuacct", "cpuacct,cpu")]
+        else:
+            continue
+        for name in names:
+            try:
+                with open(name) as f:
+                    limit = f.read().split()[0]
+            except (OSError, IndexError):
+                continue
+            if limit not in ("max", "-1"):
+                return True
+    return False
 
 
 def current_cpu():

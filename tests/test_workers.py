@@ -291,3 +291,40 @@ def test_workers_are_placed_from_the_cpu_the_shop_started_on(slot):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     expected = USABLE[(len(USABLE) - 1 + slot) % len(USABLE)]
     assert out.split(" ", 1) == [str(expected), f"[{expected}]\n"]
+
+
+def fake_root(tmp_path, cgroup, files):
+    """A directory laid out like / for workers.cpu_quota: /proc/self/cgroup and cgroup files."""
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/cgroup").write_text(cgroup)
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("cgroup, files, limited", [
+    ("0::/kubepods/pod1/c1\n", {"sys/fs/cgroup/kubepods/pod1/c1/cpu.max": "200000 100000\n"}, True),
+    ("0::/user.slice\n", {"sys/fs/cgroup/user.slice/cpu.max": "max 100000\n"}, False),
+    ("0::/\n", {}, False),  # the root cgroup has no cpu.max
+    ("4:cpu,cpuacct:/docker/abc\n1:name=systemd:/docker/abc\n",
+     {"sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "150000\n"}, True),
+    ("3:cpu:/docker/abc\n", {"sys/fs/cgroup/cpu/docker/abc/cpu.cfs_quota_us": "-1\n"}, False),
+    ("3:memory:/limited\n", {"sys/fs/cgroup/memory/limited/cpu.cfs_quota_us": "100000\n"}, False),
+], ids=["v2 quota", "v2 max", "v2 root", "v1 quota", "v1 unlimited", "not the cpu controller"])
+def test_a_cpu_quota_is_read_from_the_process_cgroup(tmp_path, cgroup, files, limited):
+    from workers import cpu_quota
+    assert cpu_quota(fake_root(tmp_path, cgroup, files)) is limited
+
+
+def test_no_cgroup_information_means_no_quota(tmp_path):
+    from workers import cpu_quota
+    assert cpu_quota(str(tmp_path)) is False
+
+
+@two_cpus
+def test_a_process_under_a_cpu_quota_is_not_pinned():
+    code = ("import os, workers; workers.cpu_quota = lambda: True; "
+            "print(workers.pin_to_cpu(0, 1), len(os.sched_getaffinity(0)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["None", str(len(USABLE))]

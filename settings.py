@@ -156,6 +156,7 @@ def load_config(overrides=None, environ=None):
     if overrides:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(overrides))}")
 
+    values["pin_cpus"] = values["pin_cpus"].lower()
     if values["pin_cpus"] not in ("auto", "off"):
         raise ConfigError(f"PIN_CPUS: must be auto or off, got {values['pin_cpus']!r}")
     mode = key_mode(values["stripe_secret_key"])

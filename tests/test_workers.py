@@ -278,6 +278,7 @@ def test_pin_cpus_takes_auto_or_off():
     from settings import ConfigError, load_config
     assert load_config(environ={}).pin_cpus == "auto"
     assert load_config(environ={"PIN_CPUS": " off "}).pin_cpus == "off"
+    assert load_config(environ={"PIN_CPUS": "OFF"}).pin_cpus == "off"
     with pytest.raises(ConfigError, match="PIN_CPUS: must be auto or off, got 'yes'"):
         load_config(environ={"PIN_CPUS": "yes"})
 

@@ -187,8 +187,10 @@ def cpu_quota(root="/"):
     except OSError:
         return False
     for line in lines:
-        _, controllers, path = line.split(":", 2)
-        path = path.lstrip("/")
+        parts = line.split(":", 2)  # hierarchy-id:controllers:path (man 7 cgroups)
+        if len(parts) != 3:
+            continue
+        controllers, path = parts[1], parts[2].lstrip("/")
         if controllers == "":  # cgroup v2: "max 100000" when unlimited
             names = [os.path.join(root, "sys/fs/cgroup", path, "cpu.max")]
         elif "cpu" in controllers.split(","):  # v1: -1 when unlimited

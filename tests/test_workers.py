@@ -312,7 +312,8 @@ def fake_root(tmp_path, cgroup, files):
      {"sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "150000\n"}, True),
     ("3:cpu:/docker/abc\n", {"sys/fs/cgroup/cpu/docker/abc/cpu.cfs_quota_us": "-1\n"}, False),
     ("3:memory:/limited\n", {"sys/fs/cgroup/memory/limited/cpu.cfs_quota_us": "100000\n"}, False),
-], ids=["v2 quota", "v2 max", "v2 root", "v1 quota", "v1 unlimited", "not the cpu controller"])
+    ("garbage\n0::/a\n", {"sys/fs/cgroup/a/cpu.max": "50000 100000"}, True),
+], ids=["v2 quota", "v2 max", "v2 root", "v1 quota", "v1 unlimited", "not the cpu controller", "odd line"])
 def test_a_cpu_quota_is_read_from_the_process_cgroup(tmp_path, cgroup, files, limited):
     from workers import cpu_quota
     assert cpu_quota(fake_root(tmp_path, cgroup, files)) is limited

@@ -132,6 +132,18 @@ def test_buy_now_checks_out_one_product_and_leaves_the_cart_alone(shopper):
     assert shopper.cart_cookie() == before
 
 
+def test_the_buy_now_form_as_rendered_checks_out_one_of_its_product(shopper):
+    cat = catalog()
+    page = shopper.get("/")
+    product = cat.products[2]
+    forms = [f for f in page.forms.values() if f.action == "/checkout" and f["product_id"].value == product.id]
+    assert len(forms) == 1 and "quantity" not in forms[0].fields  # the form sends no quantity: 1 is meant
+    to_stripe = forms[0].submit(status=303)
+    order = shopper.shop.ledger.by_session(shopper.session_id(to_stripe))
+    assert [(i["product_id"], i["quantity"]) for i in order["items"]] == [(product.id, 1)]
+    assert order["amount_subtotal"] in (None, product.price)
+
+
 def test_empty_cart_checkout_goes_back_with_a_message(shopper):
     response = shopper.checkout()
     assert response.location.endswith("/cart?empty=1")

@@ -36,11 +36,14 @@ def load_secret(data_dir):
 
 
 _SID_BYTES, _SIDS_PER_READ = 24, 64
+TOKENS_KEPT = 4096  # CSRF tokens kept per Guard: about 1 MB at most
 _fresh_sids = []  # made from one os.urandom read at a time; never shared with a forked child (below)
 
 
-def new_sid():
-    """A new random browser id for the `sid` cookie (as secrets.token_urlsafe(24) makes it)."""
+def new_sid(guard=None):
+    """A new random browser id for the `sid` cookie (as secrets.token_urlsafe(24) makes it).
+
+    guard: the Guard that will need the ids' CSRF tokens; it makes them for each batch of ids at once."""
     # os.urandom lets go of the interpreter lock for its system call; with waitress's threads busy, winning it
     # back cost more than a whole cached page (bench/run.py figure 1), so one call makes 64 ids.
     try:
@@ -49,6 +52,9 @@ def new_sid():
         pass
     block = os.urandom(_SID_BYTES * _SIDS_PER_READ)
     made = [base64.urlsafe_b64encode(block[i:i + _SID_BYTES]).decode() for i in range(0, len(block), _SID_BYTES)]
+    if guard is not None:
+        for sid in made:
+            guard.token_for(sid)
     sid = made.pop()
     _fresh_sids.extend(made)
     return sid
@@ -64,6 +70,7 @@ class Guard:
     def __init__(self, config, secret):
         self.secret = secret
         self._mac = hmac.new(secret, digestmod="sha256")
+        self._tokens = {}  # browser id: CSRF token, for the browsers seen lately (TOKENS_KEPT at most)
         self.origin = _origin(config.base_url)
         self.secure = config.secure
         form_targets = ["'self'", "https://checkout.stripe.com"]
@@ -81,7 +88,7 @@ class Guard:
             return sid
         sid = request.get_cookie(SID_COOKIE) or ""
         if not _SID.fullmatch(sid):
-            sid = new_sid()
+            sid = new_sid(self)
             self.set_cookie(response, SID_COOKIE, sid, max_age=60 * 60 * 24 * 30)
         request.environ["shop.sid"] = sid
         return sid
@@ -92,11 +99,18 @@ class Guard:
 
     def token_for(self, sid):
         """The CSRF token for a browser id."""
-        # A copy of an HMAC already keyed: not hmac.digest(), whose one-shot OpenSSL call lets go of the
-        # interpreter lock, and under load winning it back cost far more than the HMAC (bench/run.py figure 1).
-        mac = self._mac.copy()
-        mac.update(sid.encode())
-        return mac.hexdigest()[:40]
+        token = self._tokens.get(sid)
+        if token is None:
+            # A copy of an HMAC already keyed: not hmac.digest(), whose one-shot OpenSSL call lets go of the
+            # interpreter lock, and under load winning it back cost far more than the HMAC (figure 1). Kept:
+            # in the server one HMAC cost about 6 µs of a page's 120 (OpenSSL's contexts are made anew each time).
+            mac = self._mac.copy()
+            mac.update(sid.encode())
+            token = mac.hexdigest()[:40]
+            if len(self._tokens) >= TOKENS_KEPT:
+                self._tokens.clear()  # atomic; browsers still coming back get theirs made once more
+            self._tokens[sid] = token
+        return token
 
     def check(self, request):
         """Refuse (403) a state-changing request from another site or without this browser's token."""

@@ -173,7 +173,7 @@ def fast_home(shop):
         headers = static.copy()
         sid = cookies.get(SID_COOKIE)
         if sid is None or not _SID.fullmatch(sid):  # a first visit: a new sid, as Guard.browser_id makes it
-            sid = new_sid()
+            sid = new_sid(shop.guard)
             headers.append(("Set-Cookie", sid.join(sid_cookie)))
         count = carts.count(carts.parse(cookies.get(carts.COOKIE), catalog))
         body = shop.fill_page(pieces, shop.guard.token_for(sid), count)

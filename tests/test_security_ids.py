@@ -53,3 +53,23 @@ def test_csrf_token_is_the_hmac_of_the_browser_id(tmp_path):
     for sid in (new_sid(), new_sid(), "x" * 64):
         assert guard.token_for(sid) == hmac.new(secret, sid.encode(), hashlib.sha256).hexdigest()[:40]
     assert guard.token_for("a" * 32) != guard.token_for("b" * 32)
+
+
+def test_tokens_stay_right_when_kept_and_when_the_store_of_them_is_full(tmp_path, monkeypatch):
+    import security
+    monkeypatch.setattr(security, "TOKENS_KEPT", 50)
+    secret = os.urandom(32)
+    guard = Guard(load_config({"data_dir": str(tmp_path)}, environ={}), secret)
+    sids = [new_sid(guard) for _ in range(200)]  # ids made in batches, their tokens made with them
+    for sid in sids + sids[::-1] + ["x" * 64]:
+        assert guard.token_for(sid) == hmac.new(secret, sid.encode(), hashlib.sha256).hexdigest()[:40]
+        assert len(guard._tokens) <= 50
+
+
+def test_a_second_shop_in_the_process_gets_its_own_tokens_for_ids_the_first_made(tmp_path):
+    one, two = os.urandom(32), os.urandom(32)
+    first = Guard(load_config({"data_dir": str(tmp_path)}, environ={}), one)
+    second = Guard(load_config({"data_dir": str(tmp_path)}, environ={}), two)
+    sid = new_sid(first)
+    assert second.token_for(sid) == hmac.new(two, sid.encode(), hashlib.sha256).hexdigest()[:40]
+    assert first.token_for(sid) == hmac.new(one, sid.encode(), hashlib.sha256).hexdigest()[:40]

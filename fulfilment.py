@@ -162,8 +162,10 @@ class Fulfilment:
 
         def claim(db):
             cur = db.execute(
-                "UPDATE orders SET status = 'paid', fulfilled_at = ?, updated = ?, payment_intent = ?,"
-                " customer_email = ?, amount_subtotal = ?, amount_shipping = ?, amount_tax = ?, amount_total = ?"
+                "UPDATE orders SET status = 'paid', fulfilled_at = ?, updated = ?,"  # what the session leaves out
+                " payment_intent = COALESCE(?, payment_intent), customer_email = COALESCE(?, customer_email),"  # stays
+                " amount_subtotal = COALESCE(?, amount_subtotal), amount_shipping = COALESCE(?, amount_shipping),"
+                " amount_tax = COALESCE(?, amount_tax), amount_total = COALESCE(?, amount_total)"
                 f" WHERE id = ? AND fulfilled_at IS NULL AND status IN ({','.join('?' * len(PAYABLE_FROM))})",
                 (now, now, summary["payment_intent"], summary["email"], summary["amount_subtotal"],
                  summary["amount_shipping"], summary["amount_tax"], summary["amount_total"], order["id"],
@@ -244,7 +246,9 @@ class Fulfilment:
 
     @staticmethod
     def _amounts(summary):
-        return {"amount_subtotal": summary["amount_subtotal"], "amount_shipping": summary["amount_shipping"],
-                "amount_tax": summary["amount_tax"], "amount_total": summary["amount_total"],
-                "customer_email": summary["email"], "payment_intent": summary["payment_intent"]}
+        """What the session says was charged; a field it leaves out keeps the ledger's value."""
+        values = {"amount_subtotal": summary["amount_subtotal"], "amount_shipping": summary["amount_shipping"],
+                  "amount_tax": summary["amount_tax"], "amount_total": summary["amount_total"],
+                  "customer_email": summary["email"], "payment_intent": summary["payment_intent"]}
+        return {k: v for k, v in values.items() if v is not None}
 

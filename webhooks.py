@@ -90,8 +90,9 @@ def apply(shop, event):
         if order is None:
             outcome = "ignored: not a session of this shop"
         else:
-            # Expiry is final, so the event's own snapshot is enough; the others re-read the session (1 call).
-            session = obj if kind == "checkout.session.expired" else None
+            # Expiry is final, so the event's own snapshot is enough when it says expired; anything else
+            # re-reads the session (1 call), and Stripe's answer decides.
+            session = obj if kind == "checkout.session.expired" and obj.get("status") == "expired" else None
             _, outcome = shop.fulfilment.sync(obj["id"], session, source, order=order, event=(event["id"], kind),
                                               failed=kind == "checkout.session.async_payment_failed")
     elif kind in CHARGE_EVENTS:

@@ -424,3 +424,26 @@ def test_signed_charge_events_with_odd_payment_intents_are_ignored_not_500(shop,
     response = post_event(shop, event(kind, {"id": "ch_odd", "object": "charge", "payment_intent": intent,
                                              "metadata": ["not", "a", "map"], "amount_refunded": 5}))
     assert response.status_int == 200 and "ignored" in response.json["outcome"]
+
+
+def test_an_expired_event_whose_snapshot_is_not_expired_is_checked_with_stripe(shopper):
+    """Expiry events are applied from their own snapshot only when it says expired; otherwise Stripe decides."""
+    session_id = start(wire(shopper))
+    odd = {"id": session_id, "object": "checkout.session", "status": "complete", "payment_status": "unpaid"}
+    calls = shopper.standin.calls[SESSION_GET]
+    res = post_event(shopper, event("checkout.session.expired", odd))
+    assert res.status_int == 200 and res.json["outcome"] == "no change"  # Stripe says it is still open
+    assert shopper.standin.calls[SESSION_GET] == calls + 1
+    assert order(shopper, session_id)["status"] == "open"
+
+
+def test_a_session_that_leaves_out_its_amounts_keeps_the_orders_own(shopper):
+    session_id = start(shopper)
+    before = order(shopper, session_id)
+    snapshot = {"id": session_id, "object": "checkout.session", "status": "complete", "payment_status": "unpaid",
+                "metadata": {"order_id": before["id"]}}
+    shopper.shop.fulfilment.fulfil(session_id, snapshot, source="test")
+    after = order(shopper, session_id)
+    assert after["status"] == "awaiting_payment"
+    assert [after[k] for k in ("amount_subtotal", "amount_total")] == [before[k] for k in ("amount_subtotal",
+                                                                                          "amount_total")]

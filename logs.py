@@ -96,6 +96,30 @@ def setup_logging():
     # payments.call logs each Stripe call once (endpoint, status, duration, Request-Id); the SDK's own INFO
     # lines would add two more per call, naming api.stripe.com even when the stand-in answered.
     logging.getLogger("stripe").setLevel(logging.WARNING)
+    # Under load waitress warns "Task queue depth is N" for every request that waits for a thread: hundreds of
+    # lines a second that say one thing. One a second, with the count of the others, says it as well.
+    queue = logging.getLogger("waitress.queue")
+    if not any(isinstance(f, OncePerInterval) for f in queue.filters):
+        queue.addFilter(OncePerInterval())
+
+
+class OncePerInterval(logging.Filter):
+    """Lets one record through per `seconds`; the next one says how many were held back meanwhile."""
+
+    def __init__(self, seconds=1.0):
+        super().__init__()
+        self.seconds, self.next, self.held = seconds, 0.0, 0
+
+    def filter(self, record):
+        now = time.monotonic()
+        if now < self.next:
+            self.held += 1  # approximate under threads, as a count of log lines may be
+            return False
+        self.next = now + self.seconds
+        if self.held:
+            record.msg, record.args = f"{record.getMessage()} ({self.held} more in the last {self.seconds:g} s)", ()
+            self.held = 0
+        return True
 
 
 def request_id(environ):

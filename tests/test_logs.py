@@ -156,3 +156,27 @@ def test_no_line_is_lost_while_batches_are_written_from_another_thread():
         t.join()
     handler.flush()
     assert out.getvalue().splitlines() == [f"INFO n{i}" for i in range(20000)]
+
+
+def test_waitress_queue_warnings_come_once_a_second_with_a_count(monkeypatch, caplog):
+    import logs
+    queue = logging.getLogger("waitress.queue")
+    monkeypatch.setattr(queue, "filters", [])  # the test's own filters, restored after
+    clock = [1000.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
+    logs.setup_logging()
+    logs.setup_logging()  # set up twice (a worker, a test): still one filter
+    assert len(queue.filters) == 1
+    with caplog.at_level(logging.WARNING, logger="waitress.queue"):
+        for depth in range(1, 101):
+            queue.warning("Task queue depth is %d", depth)
+            clock[0] += 0.001
+        clock[0] += 1
+        queue.warning("Task queue depth is %d", 7)
+    lines = [r.getMessage() for r in caplog.records if r.name == "waitress.queue"]
+    assert lines == ["Task queue depth is 1", "Task queue depth is 7 (99 more in the last 1 s)"]
+    other = logging.getLogger("waitress")
+    with caplog.at_level(logging.WARNING, logger="waitress"):
+        other.warning("something else")
+        other.warning("something else")
+    assert [r.getMessage() for r in caplog.records if r.name == "waitress"] == ["something else"] * 2

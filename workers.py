@@ -161,7 +161,10 @@ def pin_to_cpu(slot, workers, first=None):
     """
     if not hasattr(os, "sched_setaffinity") or cpu_quota():
         return None
-    allowed = sorted(os.sched_getaffinity(0))  # a container's or taskset's limits are respected
+    try:
+        allowed = sorted(os.sched_getaffinity(0))  # a container's or taskset's limits are respected
+    except OSError:
+        return None
     if len(allowed) < 2 or workers > len(allowed):
         return None
     first = current_cpu() if first is None else first
@@ -171,12 +174,14 @@ def pin_to_cpu(slot, workers, first=None):
         threads = [int(tid) for tid in os.listdir("/proc/self/task")]  # the calling thread sets only its own
     except OSError:
         threads = [threading.get_native_id()]
+    pinned = 0
     for tid in threads:
         try:
             os.sched_setaffinity(tid, {cpu})
-        except OSError:  # a thread that ended meanwhile
+            pinned += 1
+        except OSError:  # a thread that ended meanwhile, or a sandbox that forbids it
             pass
-    return cpu
+    return cpu if pinned else None
 
 
 def cpu_quota(root="/"):

@@ -161,9 +161,10 @@ class Fulfilment:
         rec = record(order, summary, session, now)  # made before the turn: the lock is held for SQL and the write
 
         def claim(db):
+            # A value the session leaves out (None) keeps the ledger's, as in _amounts.
             cur = db.execute(
-                "UPDATE orders SET status = 'paid', fulfilled_at = ?, updated = ?,"  # what the session leaves out
-                " payment_intent = COALESCE(?, payment_intent), customer_email = COALESCE(?, customer_email),"  # stays
+                "UPDATE orders SET status = 'paid', fulfilled_at = ?, updated = ?,"
+                " payment_intent = COALESCE(?, payment_intent), customer_email = COALESCE(?, customer_email),"
                 " amount_subtotal = COALESCE(?, amount_subtotal), amount_shipping = COALESCE(?, amount_shipping),"
                 " amount_tax = COALESCE(?, amount_tax), amount_total = COALESCE(?, amount_total)"
                 f" WHERE id = ? AND fulfilled_at IS NULL AND status IN ({','.join('?' * len(PAYABLE_FROM))})",

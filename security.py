@@ -103,7 +103,7 @@ class Guard:
         if token is None:
             # A copy of an HMAC already keyed: not hmac.digest(), whose one-shot OpenSSL call lets go of the
             # interpreter lock, and under load winning it back cost far more than the HMAC (figure 1). Kept:
-            # in the server one HMAC cost about 6 µs of a page's 120 (OpenSSL's contexts are made anew each time).
+            # in the server one HMAC cost about 5 µs of a page's 120 (OpenSSL's contexts are made anew each time).
             mac = self._mac.copy()
             mac.update(sid.encode())
             token = mac.hexdigest()[:40]

@@ -14,6 +14,9 @@ CHECKPOINT = "fulfilments.jsonl recovered to"  # the ledger's note of how far re
 TAIL = 64  # bytes before that offset, kept to tell the same file from one rewritten in place
 
 PAID = ("paid", "no_payment_required")
+# sync()'s outcome when this call fulfilled the order; a webhook's event was then marked handled in the same
+# transaction (webhooks.apply relies on it).
+FULFILLED = "fulfilled"
 # A paid session may arrive after we saw it expire or fail (events come in any order), so those
 # states can still move to paid. https://docs.stripe.com/webhooks#event-ordering
 PAYABLE_FROM = ("open", "checkout_failed", "awaiting_payment", "payment_failed", "expired")
@@ -133,7 +136,7 @@ class Fulfilment:
         status, paid = session.get("status"), session.get("payment_status")
         move = self.ledger.transition
         if status == "complete" and paid in PAID:
-            return "fulfilled" if self._fulfil_once(order, summary, session, source, event) else "already fulfilled"
+            return FULFILLED if self._fulfil_once(order, summary, session, source, event) else "already fulfilled"
         if status == "complete":
             intent = session.get("payment_intent")
             if failed or (isinstance(intent, dict) and intent.get("status") in FAILED_INTENT):

@@ -6,6 +6,7 @@ import logging
 import stripe
 from bottle import request, response
 
+from fulfilment import FULFILLED
 from settings import ShopError
 
 log = logging.getLogger("shop.webhooks")
@@ -114,7 +115,7 @@ def apply(shop, event):
                                            f"dispute {obj.get('id')} {obj.get('status')}")
             outcome = f"dispute {obj.get('status')}" if changed else "no change"
     order_id = order["id"] if order else None
-    if outcome != "fulfilled":  # a fulfilment marks its event handled in its own transaction
+    if outcome != FULFILLED:  # a fulfilment marks its event handled in its own transaction
         ledger.record_event(event["id"], kind, order_id, outcome if outcome in UNCHANGED else None)
     return order_id, outcome
 

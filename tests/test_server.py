@@ -110,7 +110,8 @@ def serve_like_shop_py(monkeypatch):
 
     def send(self, data, do_close=True):
         sent = original(self, data, do_close)
-        sends.append((threading.current_thread().name, bytes(data[:sent])))
+        if any(self.server is server for server, _ in servers):  # not another test's server still running
+            sends.append((threading.current_thread().name, bytes(data[:sent])))
         return sent
 
     monkeypatch.setattr(HTTPChannel, "send", send)
@@ -140,10 +141,12 @@ def test_a_page_goes_out_in_one_send_from_the_main_loop(serve_like_shop_py, make
     with urllib.request.urlopen(url + "/", timeout=10) as r:
         body = r.read()
     assert r.status == 200 and b"</html>" in body and 4000 < len(body) < SEND_BUFFER
-    page = [(thread, data) for thread, data in serve_like_shop_py.sends if data.startswith(b"HTTP/1.1 200")]
-    # Headers and page in one send(), made by waitress's main loop rather than by the request's thread.
-    assert len(page) == 1 and page[0][1].endswith(body), [(t, len(d)) for t, d in serve_like_shop_py.sends]
-    assert page[0][0] == "main-loop"
+    sends = serve_like_shop_py.sends
+    # Headers and page in one send() (the kernel may take less than all of it, and the rest follows), made by
+    # waitress's main loop rather than by the request's thread.
+    assert sends and sends[0][1].startswith(b"HTTP/1.1 200") and body[:200] in sends[0][1], \
+        [(t, len(d)) for t, d in sends]
+    assert b"".join(d for _, d in sends).endswith(body) and {t for t, _ in sends} == {"main-loop"}
 
 
 def test_a_response_larger_than_the_send_buffer_arrives_whole(serve_like_shop_py):

@@ -127,15 +127,13 @@ def waitress_options(config):
     return options
 
 
-def _run(app, sock, config, balance=None, place=(0, None)):
+def _run(app, sock, config, balance=None, slot=0, first_cpu=None):
     import waitress
+    from workers import place
     shop = app.config["shop"]
-    if config.pin_cpus == "auto":
-        from workers import pin_to_cpu
-        slot, first = place
-        cpu = pin_to_cpu(slot, config.workers, first)
-        if cpu is not None:
-            log.info("server process %d runs on CPU %d (PIN_CPUS=off lets the kernel move it)", os.getpid(), cpu)
+    cpu = place(config, slot, first_cpu)
+    if cpu is not None:
+        log.info("server process %d runs on CPU %d (PIN_CPUS=off lets the kernel move it)", os.getpid(), cpu)
     if shop.standin is not None:
         shop.standin.start_webhook_sender()
     # Everything made at start-up (the stripe SDK alone is tens of thousands of objects) lives as long as the

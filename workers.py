@@ -25,7 +25,7 @@ class Prefork:
         self.parent = os.getpid()
         self.workers = {}  # pid: slot in self.balance
         self.balance = Balance(config.workers)
-        self.first_cpu = current_cpu()  # workers are pinned from here on (pin_to_cpu)
+        self.first_cpu = current_cpu()  # workers are pinned from here on (place)
         self.deaths = []
         self.stopping = False
 
@@ -73,8 +73,8 @@ class Prefork:
             threading.Thread(target=_watch_parent, args=(self.parent,), daemon=True).start()
             from cli import _run
             from shop import make_app
-            code = _run(make_app(self.config), self.sock, self.config, self.balance.slot(slot),
-                        (slot, self.first_cpu))
+            code = _run(make_app(self.config), self.sock, self.config, self.balance.slot(slot), slot,
+                        self.first_cpu)
         except BaseException:
             log.exception("worker %d failed", os.getpid())
         finally:
@@ -146,6 +146,11 @@ class _BalancedSlot:
             return True
 
         server.readable = balanced
+
+
+def place(config, slot=0, first=None):
+    """Pin this server process as PIN_CPUS says (`auto`: pin_to_cpu; `off`: leave it); returns the CPU or None."""
+    return pin_to_cpu(slot, config.workers, first) if config.pin_cpus == "auto" else None
 
 
 def pin_to_cpu(slot, workers, first=None):

@@ -52,9 +52,8 @@ def main(argv=None):
     sock.bind(("127.0.0.1", args.port))
     sock.listen(1024)
     config = load_config()
-    if config.pin_cpus == "auto":  # on one CPU, as `python shop.py` runs (workers.pin_to_cpu)
-        from workers import pin_to_cpu
-        pin_to_cpu(0, 1)
+    from workers import place
+    place(config)  # on one CPU, as `python shop.py` runs
     try:
         waitress.serve(app, sockets=[sock], **waitress_options(config))
     except KeyboardInterrupt:

@@ -1,6 +1,6 @@
 """The baseline: a bare WSGI app that replays recorded responses byte for byte, under the shop's waitress settings.
 
-    python bench/bare.py --port 8001 --responses responses.json
+    python bench/bare.py --port 8001 --responses responses.json [--workers N]
 
 responses.json maps "GET /path?query" (plus " +cookie" when the request carries a Cookie header) to
 {"status": "200 OK", "headers": [[name, value], ...], "body_b64": "..."}.
@@ -8,7 +8,10 @@ responses.json maps "GET /path?query" (plus " +cookie" when the request carries 
 
 import argparse
 import base64
+import dataclasses
 import json
+import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -39,10 +42,12 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--responses", required=True)
+    p.add_argument("--workers", type=int, default=1, help="processes on the one listening socket, as the shop's")
     args = p.parse_args(argv)
-    import waitress
-    from cli import setup_logging, waitress_options
+    from cli import setup_logging
+    from servers import LIFETIME
     from settings import load_config
+    from workers import Balance, current_cpu
     setup_logging()  # waitress's own log lines cost the same as under the shop
     with open(args.responses) as f:
         app = make_app(json.load(f))
@@ -51,14 +56,33 @@ def main(argv=None):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
     sock.listen(1024)
-    config = load_config()
+    config = dataclasses.replace(load_config(), workers=args.workers)
+    first = current_cpu()
+    balance = Balance(args.workers)
+    for slot in range(1, args.workers):  # forked after binding: the workers inherit the socket, as the shop's do
+        if os.fork() == 0:
+            signal.alarm(LIFETIME)  # fork() does not pass on the alarm servers.py set: a lost worker still ends
+            serve(app, sock, config, balance.slot(slot), slot, first)
+            os._exit(0)
+    serve(app, sock, config, balance.slot(0), 0, first)
+    return 0
+
+
+def serve(app, sock, config, balance, slot, first):
+    """One server process, placed on a CPU and sharing connections as the shop's worker in the same slot does."""
+    import waitress
+    from cli import waitress_options
     from workers import place
-    place(config)  # on one CPU, as `python shop.py` runs
+    place(config, slot, first)
+    options = waitress_options(config)
+    options.pop("_quiet")
+    server = waitress.create_server(app, sockets=[sock], **options)
+    if config.workers > 1:  # as the shop: one process has no one to share with
+        balance.attach(server)
     try:
-        waitress.serve(app, sockets=[sock], **waitress_options(config))
+        server.run()
     except KeyboardInterrupt:
         pass
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
@@ -23,7 +24,7 @@ import catalog_scale  # noqa: E402
 import pages  # noqa: E402
 import purchase  # noqa: E402
 from load import Load, find_wrk  # noqa: E402
-from servers import peak_rss_mb, start_shop, start_variant  # noqa: E402
+from servers import peak_rss_mb, start_bare, start_shop, start_variant  # noqa: E402
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -79,7 +80,7 @@ def main(argv=None):
     if 8 in only and ctx["rss"]:
         rows.append(("8. peak RSS of one worker after its load", ", ".join(
             f"{mb:.0f} MiB ({what})" for what, mb in ctx["rss"].items()), "(reported)", "—"))
-    rows.sort(key=lambda row: (int(re.match(r"\d+", row[0])[0]), row[0][1:2] == "b"))
+    rows.sort(key=lambda row: (int(re.match(r"\d+", row[0])[0]), row[0][1:2]))
     load_cores = ctx["load_cores"]
 
     took = time.monotonic() - started
@@ -175,6 +176,16 @@ def workers(ctx):
                             f"{r['b_rps']:.0f} req/s; rounds {_rounds(r)})", "≥ 1.6", ok(r["ratio"] >= 1.6)))
         ctx["other_cores"].append(r["other_cores"])
         ctx["rss"]["each of 2 workers"] = _rss(two)
+        responses = ctx["tmp"] / "bare-workers-responses.json"
+        responses.write_text(json.dumps(pages.capture(one.url, {label: (path, headers)})))
+    # The ceiling: the bare app serving the same bytes, on 1 and on 2 processes placed as the shop's workers are.
+    # With the load generator on the same 2 cores, this is as far as waitress itself scales here.
+    with (start_bare(ctx["tmp"], responses, "bare-w1") as one, start_bare(ctx["tmp"], responses, "bare-w2", 2) as two):
+        one.wait_ready(path), two.wait_ready(path)
+        r = pages.workers_scaling(ctx["load"], one, two, path, headers, ctx["rounds"], ctx["seconds"], ctx["conns"])
+        ctx["rows"].append((f"3c. {label}, the bare WSGI app serving the same bytes: 2 processes ÷ 1",
+                            f"{r['ratio']:.2f} ({r['a_rps']:.0f} vs {r['b_rps']:.0f} req/s; rounds {_rounds(r)})",
+                            "(ceiling)", "—"))
     # The same without pinning (workers.pin_to_cpu): pinned, one worker gains more than two do, because on 2
     # cores the load generator (and the kernel's work for it) takes turns on the pinned workers' cores.
     with (start_shop(ctx["tmp"], "w1-unpinned", workers=1, PIN_CPUS="off") as one,

@@ -28,8 +28,8 @@ def _die_later():
 class Server:
     """One server process (group) on 127.0.0.1:port; stops on exit from `with`."""
 
-    def __init__(self, name, argv, port, env=None, log=None):
-        self.name, self.port = name, port
+    def __init__(self, name, argv, port, env=None, log=None, parent_serves=False):
+        self.name, self.port, self.parent_serves = name, port, parent_serves
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(log, "ab") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=self.log,
@@ -59,7 +59,7 @@ class Server:
     def workers(self):
         """The pids that serve requests: the forked workers, or the process itself when there are none."""
         kids = children(self.proc.pid)
-        return kids or [self.proc.pid]
+        return [self.proc.pid, *kids] if self.parent_serves or not kids else kids
 
     def stop(self):
         if self.proc.poll() is None:
@@ -138,7 +138,9 @@ def start_variant(tmp, name, *flags):
     return Server(name, argv, port, shop_env(Path(tmp) / f"data-{name}"), log=Path(tmp) / f"{name}.log")
 
 
-def start_bare(tmp, responses_file, name="bare"):
+def start_bare(tmp, responses_file, name="bare", workers=1):
+    """bench/bare.py; with workers > 1 its first process serves too, beside the ones it forks."""
     port = free_port()
-    argv = [PYTHON, str(ROOT / "bench" / "bare.py"), "--port", str(port), "--responses", str(responses_file)]
-    return Server(name, argv, port, log=Path(tmp) / f"{name}.log")
+    argv = [PYTHON, str(ROOT / "bench" / "bare.py"), "--port", str(port), "--responses", str(responses_file),
+            "--workers", str(workers)]
+    return Server(name, argv, port, log=Path(tmp) / f"{name}.log", parent_serves=True)

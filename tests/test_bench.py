@@ -1,9 +1,16 @@
-"""What the benchmark (bench/run.py) counts, guarded without timing: Stripe calls per purchase."""
+"""What the benchmark (bench/run.py) counts, guarded without timing: Stripe calls per purchase; and its baseline."""
 
+import base64
+import http.client
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections import Counter
 from urllib.parse import urlsplit
 
+from tests.conftest import ROOT, free_port, wait_for
 from tests.test_purchase import pay
 
 
@@ -52,3 +59,33 @@ def test_the_success_page_reload_and_a_repeated_event_cost_no_more(shopper):
     _, repeat = calls(standin, lambda: shopper.post("/webhook", body, headers=headers))
     assert repeat == 0  # a duplicate delivery is answered from the ledger
 
+
+
+def test_the_bare_baseline_replays_the_recorded_bytes_and_runs_as_two_processes(tmp_path):
+    body = b"<!doctype html><title>recorded</title>"
+    responses = tmp_path / "responses.json"
+    responses.write_text(json.dumps({"GET /": {"status": "200 OK", "body_b64": base64.b64encode(body).decode(),
+                                               "headers": [["Content-Type", "text/html"],
+                                                           ["Content-Length", str(len(body))]]}}))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "bench/bare.py", "--port", str(port), "--responses", str(responses),
+                             "--workers", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        def get(path):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                conn.request("GET", path)
+                r = conn.getresponse()
+                return r.status, r.read()
+            except OSError:
+                return None
+            finally:
+                conn.close()
+        assert wait_for(lambda: get("/"), "the bare app to answer") == (200, body)
+        assert get("/nothing-recorded")[0] == 404
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            assert len(f.read().split()) == 1  # a second process, forked after binding, shares the socket
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)

@@ -224,6 +224,17 @@ def test_one_worker_is_the_default(tmp_path):
     assert load_config(environ={}).workers == 1
 
 
+def policies(pid):
+    """The scheduling policy of each thread of a process, as a set (os.SCHED_OTHER, os.SCHED_BATCH, ...)."""
+    found = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            found.add(os.sched_getscheduler(int(tid)))
+        except OSError:  # the thread ended
+            pass
+    return found
+
+
 def placement(pid):
     """The set of CPUs each thread of a process may run on, one frozenset per distinct set."""
     found = set()
@@ -248,6 +259,9 @@ def test_each_worker_runs_every_thread_on_a_cpu_of_its_own(tmp_path):
         (a,), (b,) = first, second
         assert len(a) == len(b) == 1 and a != b and a | b <= set(USABLE)
         assert placement(proc.pid) == {frozenset(USABLE)}  # the supervising process stays where it was
+        # every thread of a pinned worker, the request threads waitress started after pinning included
+        assert all(policies(pid) == {os.SCHED_BATCH} for pid in children(proc.pid))
+        assert policies(proc.pid) == {os.SCHED_OTHER}
     assert b"runs on CPU" in (tmp_path / "shop.log").read_bytes()
 
 
@@ -257,6 +271,7 @@ def test_a_single_worker_is_pinned_too(tmp_path):
         request(port)
         (cpus,) = placement(proc.pid)
         assert len(cpus) == 1 and cpus <= set(USABLE)
+        assert policies(proc.pid) == {os.SCHED_BATCH}
 
 
 @two_cpus
@@ -264,6 +279,7 @@ def test_pin_cpus_off_leaves_the_workers_to_the_kernel(tmp_path):
     with shop_server(tmp_path, PIN_CPUS="off") as (proc, port):
         request(port)
         assert all(placement(pid) == {frozenset(USABLE)} for pid in children(proc.pid))
+        assert all(policies(pid) == {os.SCHED_OTHER} for pid in children(proc.pid))
 
 
 @two_cpus

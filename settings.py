@@ -63,8 +63,8 @@ SETTINGS = (
     Setting("threads", "THREADS", 8, "Request threads per server process."),
     Setting("pin_cpus", "PIN_CPUS", "auto",
             "auto: each server process runs on one CPU of its own (when there are at least as many CPUs as "
-            "workers and no cgroup CPU quota), so its threads pass the GIL on one core; off: the kernel "
-            "places them."),
+            "workers and no cgroup CPU quota), so its threads pass the GIL on one core, under SCHED_BATCH so "
+            "that they do not preempt each other; off: the kernel places them."),
 )
 
 MODES = ("offline", "test", "live")

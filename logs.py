@@ -164,15 +164,6 @@ def _plain(formatter):
 _stamp = (None, "")
 
 
-def _asctime(now):
-    """`now` as logging's default asctime shows it ("2026-11-22 02:24:37,123"); the seconds part made once a second."""
-    global _stamp
-    second = int(now)
-    if _stamp[0] != second:
-        _stamp = (second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)))
-    return f"{_stamp[1]},{int((now - second) * 1000):03d}"
-
-
 class AccessLog:
     """WSGI middleware: one line per request with method, path, status, duration and request id.
 
@@ -207,10 +198,22 @@ class AccessLog:
 
 
 def _access_message(method, path, status, seconds, rid):
-    path = path[:200].encode("unicode_escape").decode()  # one line per request, whatever the path holds
-    return f"{method} {path} status={status} duration_ms={seconds * 1000:.1f} request_id={rid}"
+    return f"{method} {_printable(path)} status={status} duration_ms={seconds * 1000:.1f} request_id={rid}"
+
+
+def _printable(path):
+    """The path as it goes into the line: at most 200 characters, anything unusual escaped, so one line per request."""
+    if len(path) > 200 or not (path.isascii() and path.isprintable()) or "\\" in path:
+        return path[:200].encode("unicode_escape").decode()
+    return path  # the usual path, unchanged by the escape: skipping it is a third of the line's cost
 
 
 def _access_line(now, method, path, status, seconds, rid):
-    """The access line as FORMAT would show its logging record."""
-    return f"{_asctime(now)} INFO shop.access {_access_message(method, path, status, seconds, rid)}\n"
+    """The access line as FORMAT would show its logging record (logging's default asctime, made once a second)."""
+    global _stamp
+    second = int(now)
+    if _stamp[0] != second:
+        _stamp = (second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)))
+    # one f-string, not three calls: the writer makes one line per request (bench/run.py figure 1b)
+    return (f"{_stamp[1]},{int((now - second) * 1000):03d} INFO shop.access {method} {_printable(path)} "
+            f"status={status} duration_ms={seconds * 1000:.1f} request_id={rid}\n")

@@ -180,3 +180,24 @@ def test_waitress_queue_warnings_come_once_a_second_with_a_count(monkeypatch, ca
         other.warning("something else")
         other.warning("something else")
     assert [r.getMessage() for r in caplog.records if r.name == "waitress"] == ["something else"] * 2
+
+
+@pytest.mark.parametrize("path, shown", [
+    ("/", "/"),
+    ("/cart", "/cart"),
+    ("/caf\u00e9", "/caf\\xe9"),
+    ("/a\\b", "/a\\\\b"),
+    ("/two\nlines", "/two\\nlines"),
+    ("/tab\there", "/tab\\there"),
+    ("/" + "x" * 300, "/" + "x" * 199),
+    ("/" + "\u00e9" * 300, "/" + "\\xe9" * 199),
+])
+def test_the_access_line_shows_a_path_on_one_line_escaped_and_cut_at_200_characters(path, shown):
+    import logs
+    now = 1_700_000_000.25
+    line = logs._access_line(now, "GET", path, "200", 0.0123, "00ff")
+    assert line.endswith(f" INFO shop.access GET {shown} status=200 duration_ms=12.3 request_id=00ff\n")
+    assert line.count("\n") == 1
+    assert line.split(" INFO ", 1)[1] == "shop.access " + logs._access_message("GET", path, "200", 0.0123, "00ff") + "\n"
+    expected = logging.Formatter(logs.FORMAT).formatTime(logging.makeLogRecord({"created": now, "msecs": 250.0}))
+    assert line.startswith(expected + " INFO ")

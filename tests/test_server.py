@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_for
 
 
 def run(args, env_extra, timeout=60):
@@ -142,6 +142,8 @@ def test_a_page_goes_out_in_one_send_from_the_main_loop(serve_like_shop_py, make
         body = r.read()
     assert r.status == 200 and b"</html>" in body and 4000 < len(body) < SEND_BUFFER
     sends = serve_like_shop_py.sends
+    # The client can have the last byte before the sending thread has recorded its send() returning.
+    wait_for(lambda: b"".join(d for _, d in sends).endswith(body), "the sends to be recorded", timeout=5)
     # Headers and page in one send() (the kernel may take less than all of it, and the rest follows), made by
     # waitress's main loop rather than by the request's thread.
     assert sends and sends[0][1].startswith(b"HTTP/1.1 200") and body[:200] in sends[0][1], \
@@ -161,7 +163,9 @@ def test_a_response_larger_than_the_send_buffer_arrives_whole(serve_like_shop_py
     url, _ = serve_like_shop_py(big)
     with urllib.request.urlopen(url + "/", timeout=10) as r:
         assert r.read() == chunk * 20
-    sent = sum(len(d) for _, d in serve_like_shop_py.sends)
+    # The client can have the last byte before the sending thread has recorded its send() returning.
+    sent = wait_for(lambda: sum(len(d) for _, d in serve_like_shop_py.sends) > len(chunk) * 20 and
+                    sum(len(d) for _, d in serve_like_shop_py.sends), "the sends to be recorded", timeout=5)
     assert len(chunk) * 20 > 4 * SEND_BUFFER and sent > len(chunk) * 20
     # Sent while being written: the request's thread flushed whenever a send buffer's worth was waiting.
     assert any(thread != "main-loop" for thread, _ in serve_like_shop_py.sends)

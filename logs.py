@@ -161,9 +161,6 @@ def _plain(formatter):
             and formatter.default_msec_format == logging.Formatter.default_msec_format)
 
 
-_stamp = (None, "")
-
-
 class AccessLog:
     """WSGI middleware: one line per request with method, path, status, duration and request id.
 
@@ -206,6 +203,9 @@ def _printable(path):
     if len(path) > 200 or not (path.isascii() and path.isprintable()) or "\\" in path:
         return path[:200].encode("unicode_escape").decode()
     return path  # the usual path, unchanged by the escape: skipping it is a third of the line's cost
+
+
+_stamp = (None, "")  # (second, that second as logging's asctime shows it)
 
 
 def _access_line(now, method, path, status, seconds, rid):

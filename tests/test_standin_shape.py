@@ -1,4 +1,5 @@
-"""The stand-in's objects have Stripe's real shape: field names and JSON types as in Stripe's fixtures3.json."""
+"""The stand-in's objects have Stripe's real shape: field names and JSON types as in Stripe's fixtures3.json, and
+types, nulls, enum values and required fields as spec3.json's schemas say."""
 import json
 import os
 from pathlib import Path
@@ -89,6 +90,43 @@ def compare(ours, ref, resource, schemas, path=(), problems=None):
     return problems
 
 
+SPEC_TYPES = {"string": str, "integer": int, "boolean": bool, "number": (int, float), "object": dict, "array": list}
+
+
+def against_spec(value, schema, schemas, path, problems=None):
+    """What in `value` breaks spec3's schema: a JSON type, a null, an enum value or a missing required field.
+    Fields the 2023 spec does not list are left to the fixture comparison."""
+    problems = [] if problems is None else problems
+    while "$ref" in schema:
+        schema = schemas[schema["$ref"].rsplit("/", 1)[-1]]
+    if value is None:
+        if not schema.get("nullable"):
+            problems.append(f"{path}: null, and the spec does not allow null")
+        return problems
+    options = schema.get("anyOf") or schema.get("oneOf")
+    if options:
+        if not any(not against_spec(value, option, schemas, path) for option in options):
+            problems.append(f"{path}: {json_type(value)} {str(value)[:40]!r} matches none of the spec's choices")
+        return problems
+    kind = schema.get("type")
+    if kind and (not isinstance(value, SPEC_TYPES[kind]) or (isinstance(value, bool) and kind != "boolean")):
+        problems.append(f"{path}: {json_type(value)}, the spec says {kind}")
+        return problems
+    if "enum" in schema and value not in schema["enum"]:
+        problems.append(f"{path}: {value!r} is not one of {schema['enum']}")
+    if kind == "object":
+        properties = schema.get("properties", {})
+        problems += [f"{path}.{name}: required by the spec, missing" for name in schema.get("required", ())
+                     if name not in value]
+        for name, item in value.items():
+            if name in properties:
+                against_spec(item, properties[name], schemas, f"{path}.{name}", problems)
+    elif kind == "array" and "items" in schema:
+        for i, item in enumerate(value):
+            against_spec(item, schema["items"], schemas, f"{path}[{i}]", problems)
+    return problems
+
+
 def wire(obj):
     """The JSON exactly as the API sent it."""
     return json.loads(obj.last_response.body)
@@ -165,3 +203,21 @@ def test_the_comparison_catches_differences(stripe_refs):
     problems = compare(broken, fixtures["refund"], "refund", schemas)
     assert any("missing fields ['charge']" in p for p in problems)
     assert any("amount: string" in p for p in problems) and any("surprise" in p for p in problems)
+
+
+@pytest.mark.parametrize("resource", ["checkout.session", "payment_intent", "charge", "refund", "dispute", "item",
+                                      "shipping_rate", "event"])
+def test_objects_keep_to_the_spec_types_nulls_enums_and_required_fields(stripe_refs, objects, resource):
+    _, schemas = stripe_refs
+    assert against_spec(objects[resource], schemas[resource], schemas, resource) == []
+
+
+def test_the_spec_check_catches_a_bad_enum_a_null_a_wrong_type_and_a_missing_field(stripe_refs, objects):
+    _, schemas = stripe_refs
+    broken = dict(objects["checkout.session"], status="finished", created=None, livemode=0)
+    broken.pop("id")
+    problems = against_spec(broken, schemas["checkout.session"], schemas, "session")
+    assert any("session.status: 'finished' is not one of" in p for p in problems), problems
+    assert "session.created: null, and the spec does not allow null" in problems
+    assert "session.livemode: number, the spec says boolean" in problems
+    assert "session.id: required by the spec, missing" in problems

@@ -127,8 +127,19 @@ def waitress_options(config):
     return options
 
 
-def _run(app, sock, config, balance=None, slot=0, first_cpu=None):
+def create_server(app, sock, config, balance=None):
+    """A waitress server for `app` on the listening socket, with the shop's settings; with `balance`, it shares
+    connections with the other workers (workers.Balance). The bench's bare baseline is made here too."""
     import waitress
+    options = waitress_options(config)
+    options.pop("_quiet")  # serve()'s switch; create_server prints nothing anyway
+    server = waitress.create_server(app, sockets=[sock], **options)
+    if balance is not None:
+        balance.attach(server)
+    return server
+
+
+def _run(app, sock, config, balance=None, slot=0, first_cpu=None):
     from workers import place
     shop = app.config["shop"]
     cpu = place(config, slot, first_cpu)
@@ -140,12 +151,7 @@ def _run(app, sock, config, balance=None, slot=0, first_cpu=None):
     # process: take it out of the garbage collector's full passes. https://docs.python.org/3/library/gc.html#gc.freeze
     gc.freeze()
     try:
-        options = waitress_options(config)
-        options.pop("_quiet")  # serve()'s switch; create_server prints nothing anyway
-        server = waitress.create_server(AccessLog(app), sockets=[sock], **options)
-        if balance is not None:
-            balance.attach(server)
-        server.run()
+        create_server(AccessLog(app), sock, config, balance).run()
     except KeyboardInterrupt:
         pass
     finally:

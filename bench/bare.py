@@ -70,17 +70,11 @@ def main(argv=None):
 
 def serve(app, sock, config, balance, slot, first):
     """One server process, placed on a CPU and sharing connections as the shop's worker in the same slot does."""
-    import waitress
-    from cli import waitress_options
+    from cli import create_server
     from workers import place
     place(config, slot, first)
-    options = waitress_options(config)
-    options.pop("_quiet")
-    server = waitress.create_server(app, sockets=[sock], **options)
-    if config.workers > 1:  # as the shop: one process has no one to share with
-        balance.attach(server)
-    try:
-        server.run()
+    try:  # as the shop: one process has no one to share connections with
+        create_server(app, sock, config, balance if config.workers > 1 else None).run()
     except KeyboardInterrupt:
         pass
 

@@ -1,7 +1,6 @@
 """What the benchmark (bench/run.py) counts, guarded without timing: Stripe calls per purchase; and its baseline."""
 
 import base64
-import http.client
 import json
 import os
 import signal
@@ -12,6 +11,7 @@ from urllib.parse import urlsplit
 
 from tests.conftest import ROOT, free_port, wait_for
 from tests.test_purchase import pay
+from tests.test_workers import _answers, children, request
 
 
 def calls(standin, step):
@@ -72,20 +72,10 @@ def test_the_bare_baseline_replays_the_recorded_bytes_and_runs_as_two_processes(
                              "--workers", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        def get(path):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            try:
-                conn.request("GET", path)
-                r = conn.getresponse()
-                return r.status, r.read()
-            except OSError:
-                return None
-            finally:
-                conn.close()
-        assert wait_for(lambda: get("/"), "the bare app to answer") == (200, body)
-        assert get("/nothing-recorded")[0] == 404
-        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
-            assert len(f.read().split()) == 1  # a second process, forked after binding, shares the socket
+        wait_for(lambda: _answers(port, "/"), "the bare app to answer")
+        assert request(port) == (200, body.decode())
+        assert request(port, path="/nothing-recorded")[0] == 404
+        assert len(children(proc.pid)) == 1  # a second process, forked after binding, shares the socket
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)

@@ -164,8 +164,10 @@ def test_a_response_larger_than_the_send_buffer_arrives_whole(serve_like_shop_py
     with urllib.request.urlopen(url + "/", timeout=10) as r:
         assert r.read() == chunk * 20
     # The client can have the last byte before the sending thread has recorded its send() returning.
-    sent = wait_for(lambda: sum(len(d) for _, d in serve_like_shop_py.sends) > len(chunk) * 20 and
-                    sum(len(d) for _, d in serve_like_shop_py.sends), "the sends to be recorded", timeout=5)
+    def recorded():
+        return sum(len(d) for _, d in serve_like_shop_py.sends)
+    wait_for(lambda: recorded() > len(chunk) * 20, "the sends to be recorded", timeout=5)
+    sent = recorded()
     assert len(chunk) * 20 > 4 * SEND_BUFFER and sent > len(chunk) * 20
     # Sent while being written: the request's thread flushed whenever a send buffer's worth was waiting.
     assert any(thread != "main-loop" for thread, _ in serve_like_shop_py.sends)

@@ -80,9 +80,9 @@ def shop_server(tmp_path, workers=2, catalog=None, cpus=None, **env_extra):
         log.close()
 
 
-def _answers(port):
+def _answers(port, path="/healthz"):
     try:
-        return request(port, path="/healthz")[0] == 200
+        return request(port, path=path)[0] == 200
     except OSError:
         return False
 

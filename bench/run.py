@@ -61,7 +61,9 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="1-second rounds, 2 rounds (numbers are noisier)")
     p.add_argument("--readme", action="store_true", help="write the table into README.md")
     p.add_argument("--no-wrk", action="store_true", help="use the Python load generator even if wrk is there")
-    p.add_argument("--connections", type=int, default=16, help="concurrent connections for page loads")
+    # 64: enough to keep two workers busy. With 16, each of 2 workers has 8 connections and spends more CPU per
+    # request (fewer requests per turn of its I/O loop) than one worker with 16; one worker peaks by 32.
+    p.add_argument("--connections", type=int, default=64, help="concurrent connections for page loads")
     p.add_argument("--only", default="1,2,3,4,5,6,7,8", help="comma-separated figure numbers to run")
     args = p.parse_args(argv)
     only = {int(x) for x in args.only.split(",")}
@@ -195,14 +197,22 @@ def workers(ctx):
         ctx["rows"].append((f"3c. {label}, the bare WSGI app serving the same bytes: 2 processes ÷ 1",
                             f"{r['ratio']:.2f} ({r['a_rps']:.0f} vs {r['b_rps']:.0f} req/s; rounds {_rounds(r)})",
                             "(ceiling)", "—"))
-    # The same without pinning (workers.pin_to_cpu): pinned, one worker gains more than two do, because on 2
-    # cores the load generator (and the kernel's work for it) takes turns on the pinned workers' cores.
+    # Diagnostics, in fewer rounds: the same without pinning (workers.pin_to_cpu), and the same at 16 connections,
+    # where each of 2 workers has only 8 and spends more CPU per request than one worker with 16.
+    few = max(3, ctx["rounds"] // 2)
     with (start_shop(ctx["tmp"], "w1-unpinned", workers=1, PIN_CPUS="off") as one,
           start_shop(ctx["tmp"], "w2-unpinned", workers=2, PIN_CPUS="off") as two):
         one.wait_ready(), two.wait_ready()
-        r = pages.workers_scaling(ctx["load"], one, two, path, headers, ctx["rounds"], ctx["seconds"], ctx["conns"])
+        r = pages.workers_scaling(ctx["load"], one, two, path, headers, few, ctx["seconds"], ctx["conns"])
         ctx["rows"].append((f"3b. {label}, PIN_CPUS=off on both: 2 workers ÷ 1 worker", f"{r['ratio']:.2f} "
                             f"({r['a_rps']:.0f} vs {r['b_rps']:.0f} req/s; rounds {_rounds(r)})", "(diagnostic)", "—"))
+    if ctx["conns"] != 16:
+        with start_shop(ctx["tmp"], "w1-16", workers=1) as one, start_shop(ctx["tmp"], "w2-16", workers=2) as two:
+            one.wait_ready(), two.wait_ready()
+            r = pages.workers_scaling(ctx["load"], one, two, path, headers, few, ctx["seconds"], 16)
+            ctx["rows"].append((f"3d. {label}, 16 connections: 2 workers ÷ 1 worker", f"{r['ratio']:.2f} "
+                                f"({r['a_rps']:.0f} vs {r['b_rps']:.0f} req/s; CPU per request {r['a_us']:.0f} vs "
+                                f"{r['b_us']:.0f} µs; rounds {_rounds(r)})", "(diagnostic)", "—"))
 
 
 def api_calls(ctx):

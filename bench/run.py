@@ -199,7 +199,7 @@ def workers(ctx):
                             "(ceiling)", "—"))
     # Diagnostics, in fewer rounds: the same without pinning (workers.pin_to_cpu), and the same at 16 connections,
     # where each of 2 workers has only 8 and spends more CPU per request than one worker with 16.
-    few = max(3, ctx["rounds"] // 2)
+    few = min(ctx["rounds"], max(3, ctx["rounds"] // 2))
     with (start_shop(ctx["tmp"], "w1-unpinned", workers=1, PIN_CPUS="off") as one,
           start_shop(ctx["tmp"], "w2-unpinned", workers=2, PIN_CPUS="off") as two):
         one.wait_ready(), two.wait_ready()

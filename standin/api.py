@@ -31,6 +31,7 @@ class ApiApp:
             ("POST", "/v1/checkout/sessions/{id}/expire", self.expire_session, schemas.EXPIRE),
             ("GET", "/v1/payment_intents/{id}", self.retriever("payment_intent"), schemas.RETRIEVE),
             ("GET", "/v1/charges/{id}", self.retriever("charge"), schemas.RETRIEVE),
+            ("GET", "/v1/charges/{id}/refunds", self.charge_refunds, schemas.LINE_ITEMS_LIST),
             ("POST", "/v1/refunds", self.create_refund, schemas.REFUND_CREATE),
             ("GET", "/v1/refunds", self.list_refunds, schemas.REFUND_LIST),
             ("GET", "/v1/refunds/{id}", self.retriever("refund"), schemas.RETRIEVE),
@@ -40,7 +41,8 @@ class ApiApp:
             ("GET", "/v1/disputes", self.list_disputes, schemas.DISPUTE_LIST),
             ("GET", "/v1/disputes/{id}", self.retriever("dispute"), schemas.RETRIEVE),
         ):
-            pattern = re.compile("^" + re.escape(template).replace(r"\{id\}", "([^/]+)") + "$")
+            # "search" is a route of its own at Stripe (not served here), never an id
+            pattern = re.compile("^" + re.escape(template).replace(r"\{id\}", "(?!search$)([^/]+)") + "$")
             self.routes.append((method, template, pattern, handler, schema))
 
     def __call__(self, environ, start_response):
@@ -72,6 +74,10 @@ class ApiApp:
             headers["Stripe-Version"] = version or self.s.api_version
             if method == "POST":
                 raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+                if environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower() == "application/json":
+                    raise invalid("Invalid request (check that your POST content type is "
+                                  "application/x-www-form-urlencoded). If you have any questions, we can help at "
+                                  "https://support.stripe.com/.")
                 params = parse_form(decode_body(raw))
             else:
                 params = parse_form(environ.get("QUERY_STRING", ""))
@@ -79,7 +85,7 @@ class ApiApp:
             key = environ.get("HTTP_IDEMPOTENCY_KEY") if method == "POST" else None
             if key is not None:
                 headers["Idempotency-Key"] = key
-            status, body, replayed = self.execute(route, template, ids, params, key, request_id)
+            status, body, replayed = self.execute(route, f"{method} {path}", ids, params, key, request_id)
             if replayed:
                 headers["Idempotent-Replayed"] = "true"
             return status, body, headers
@@ -118,30 +124,31 @@ class ApiApp:
             raise StripeError(401, "invalid_request_error", f"Invalid API Key provided: {masked}. The offline "
                               "stand-in accepts only test-mode keys (sk_test_... or rk_test_...).")
 
-    def execute(self, route, template, ids, params, key, request_id):
+    def execute(self, route, endpoint, ids, params, key, request_id):
         """Run the handler in one transaction, honouring Idempotency-Key: https://docs.stripe.com/api/idempotent_requests."""
         write = route[0] == "POST"
         with self.s.store.tx(write=write) as tx:
             # Sessions whose expiry or delayed settlement is due change first, so no answer shows them stale;
             # the check shares the request's transaction (one statement when nothing is due, as is usual).
             if not tx.due(time.time()):
-                return self._run(tx, route, template, ids, params, key, request_id)
+                return self._run(tx, route, endpoint, ids, params, key, request_id)
         self.s.sweep()
         with self.s.store.tx(write=write) as tx:
-            return self._run(tx, route, template, ids, params, key, request_id)
+            return self._run(tx, route, endpoint, ids, params, key, request_id)
 
-    def _run(self, tx, route, template, ids, params, key, request_id):
+    def _run(self, tx, route, endpoint, ids, params, key, request_id):
         if key is not None:
             if len(key) > 255:
                 raise invalid("Idempotency key must be at most 255 characters long.", None)
             fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
             row = tx.idem_get(key)
             if row is not None:
-                endpoint, fp, status, body = row
-                if endpoint != template:
+                # A key belongs to the request's own path (the session it expires, say), not to the route
+                first, fp, status, body = row
+                if first != endpoint:
                     raise StripeError(400, "idempotency_error", "Keys for idempotent requests can only be used "
-                                      f"for the same endpoint they were first used for ('{endpoint}' vs "
-                                      f"'{template}'). Try using a key other than '{key}' if you meant to "
+                                      f"for the same endpoint they were first used for ('{first}' vs "
+                                      f"'{endpoint}'). Try using a key other than '{key}' if you meant to "
                                       "execute a different request.")
                 if fp != fingerprint:
                     raise StripeError(400, "idempotency_error", "Keys for idempotent requests can only be used "
@@ -151,24 +158,28 @@ class ApiApp:
         ctx = self.s.context(tx, {"id": request_id, "idempotency_key": key})
         body = route[3](ctx, params, *ids)
         if key is not None:  # only completed requests are saved; validation errors roll back unsaved
-            tx.idem_put(key, template, fingerprint, 200, json.dumps(body))
+            tx.idem_put(key, endpoint, fingerprint, 200, json.dumps(body))
         return 200, body, False
 
     @staticmethod
-    def render(ctx, obj, expand):
-        """Public JSON of a stored object with `expand[]` applied."""
-        def load(id_):
-            return ctx.tx.get(id_)
+    def virtual(ctx):
+        """Lists made when expanded: a session's `line_items`, a charge's `refunds` (newest first, 10)."""
+        def make(obj, field):
+            if field == "line_items":
+                return checkout.line_items_page(obj, {})
+            rows, more = ctx.tx.list("refund", 10, None, None, [("charge", obj["id"])], None)
+            return o.list_object(rows, f"/v1/charges/{obj['id']}/refunds", more)
+        return make
 
-        def virtual(session, field):
-            return checkout.line_items_page(session, {})
-        return o.public(o.expand(obj, expand or [], load, virtual))
+    def render(self, ctx, obj, expand):
+        """Public JSON of a stored object with `expand[]` applied."""
+        return o.public(o.expand(obj, expand or [], ctx.tx.get, self.virtual(ctx)))
 
     def retriever(self, type_):
         def retrieve(ctx, p, id_):
             obj = ctx.tx.get(id_, type_)
             if obj is None:
-                raise no_such(type_, id_)
+                raise no_such(type_, id_, PATH_PARAM.get(type_, "id"))
             return self.render(ctx, obj, p.get("expand"))
         return retrieve
 
@@ -180,7 +191,7 @@ class ApiApp:
 
     def session_line_items(self, ctx, p, sid):
         page = checkout.line_items_page(checkout.get(ctx, sid), p)
-        return o.public(o.expand(page, p.get("expand") or [], ctx.tx.get))
+        return o.public(o.expand(page, p.get("expand") or [], ctx.tx.get, self.virtual(ctx)))
 
     def expire_session(self, ctx, p, sid):
         return self.render(ctx, checkout.expire(ctx, checkout.get(ctx, sid)), p.get("expand"))
@@ -188,15 +199,21 @@ class ApiApp:
     def create_refund(self, ctx, p):
         return self.render(ctx, payments.create_refund(ctx, p), p.get("expand"))
 
+    def charge_refunds(self, ctx, p, charge_id):
+        if ctx.tx.get(charge_id, "charge") is None:
+            raise no_such("charge", charge_id, "charge")
+        return self._list(ctx, p, "refund", f"/v1/charges/{charge_id}/refunds", [("charge", charge_id)])
+
     def _list(self, ctx, p, type_, url, where):
+        if p.get("starting_after") and p.get("ending_before"):
+            raise invalid("You may only specify one of these parameters: ending_before, starting_after.")
         rows, more = ctx.tx.list(type_, p.get("limit") or 10, p.get("starting_after"), p.get("ending_before"),
                                  where, p.get("created"))
         if rows is None:
             cursor = p.get("starting_after") or p.get("ending_before")
             raise no_such(type_, cursor, "starting_after" if p.get("starting_after") else "ending_before")
         page = o.list_object(rows, url, more)
-        return o.public(o.expand(page, p.get("expand") or [], ctx.tx.get,
-                                 lambda s, f: checkout.line_items_page(s, {})))
+        return o.public(o.expand(page, p.get("expand") or [], ctx.tx.get, self.virtual(ctx)))
 
     def list_sessions(self, ctx, p):
         where = [(k, p[k]) for k in ("status", "payment_intent", "customer", "payment_link") if p.get(k)]
@@ -211,10 +228,18 @@ class ApiApp:
         return self._list(ctx, p, "dispute", "/v1/disputes", where)
 
     def list_events(self, ctx, p):
-        where = [("type", p["type"])] if p.get("type") else []
+        # `type` may end in a `*` wildcard, `types` is a list of exact types: https://docs.stripe.com/api/events/list
+        if p.get("type") and p.get("types"):
+            raise invalid("You may only specify one of these parameters: type, types.")
+        types = [p["type"]] if p.get("type") else p.get("types") or []
+        where = [("type", types)] if types else []
         if "delivery_success" in p:
             where.append(("pending_webhooks", 0 if p["delivery_success"] else 1))
         return self._list(ctx, p, "event", "/v1/events", where)
+
+
+# The path parameter Stripe names in a 404 for a missing object; older objects say "id"
+PATH_PARAM = {"checkout.session": "session", "payment_intent": "intent"}
 
 
 def now():

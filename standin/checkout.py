@@ -173,7 +173,7 @@ def get(ctx, sid):
     """The stored session or Stripe's 404."""
     session = ctx.tx.get(sid, "checkout.session")
     if session is None:
-        raise no_such("checkout.session", sid)
+        raise no_such("checkout.session", sid, "session")
     return session
 
 
@@ -202,7 +202,7 @@ def expire(ctx, session):
     if session["status"] != "open":
         raise invalid(f"This Checkout Session is not in an expirable state (status: {session['status']}). Only "
                       "Checkout Sessions with a status of `open` can be expired.")
-    session["status"] = "expired"
+    session.update(status="expired", url=None)  # `url` only while open
     if session["payment_intent"]:
         pi = ctx.tx.get(session["payment_intent"], "payment_intent")
         if pi and pi["status"] not in ("succeeded", "canceled"):

@@ -131,7 +131,7 @@ class Outbox:
                 " next_attempt = ?, delivered_at = ? WHERE seq = ?",
                 (state, attempts, status, now + (0 if ok else backoff(attempts, self.s.webhook_retry_base)),
                  now if ok else None, seq))
-            if state != "pending":
+            if ok:  # an event never delivered stays pending: it is what `delivery_success=false` lists
                 evt = tx.get(event_id)
                 evt["pending_webhooks"] = 0
                 tx.put(evt)

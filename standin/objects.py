@@ -121,6 +121,22 @@ def card_details(card, exp_month, exp_year, checks_pass=True):
     }
 
 
+def payment_method(card, exp_month, exp_year, billing_details, created):
+    """The card PaymentMethod the hosted page collects: https://docs.stripe.com/api/payment_methods/object."""
+    return {
+        "id": new_id("pm_"), "object": "payment_method", "allow_redisplay": "unspecified",
+        "billing_details": billing_details,
+        "card": {"brand": card["brand"], "checks": {"address_line1_check": None, "address_postal_code_check": None,
+                                                    "cvc_check": None},
+                 "country": "US", "display_brand": card["brand"], "exp_month": exp_month, "exp_year": exp_year,
+                 "fingerprint": card["fingerprint"], "funding": "credit", "generated_from": None,
+                 "last4": card["last4"], "networks": {"available": [card["brand"]], "preferred": None},
+                 "regulated_status": "unregulated", "three_d_secure_usage": {"supported": True}, "wallet": None},
+        "created": created, "customer": None, "customer_account": None, "livemode": False, "metadata": {},
+        "type": "card",
+    }
+
+
 def charge(pi, created, billing_details, pm_details, outcome, status, failure=None):
     """A Charge: https://docs.stripe.com/api/charges/object (failure = (code, message) for declines)."""
     cid = new_id("ch_")
@@ -137,8 +153,8 @@ def charge(pi, created, billing_details, pm_details, outcome, status, failure=No
         "metadata": dict(pi["metadata"]), "on_behalf_of": None, "outcome": outcome, "paid": ok,
         "payment_intent": pi["id"], "payment_method": pi["payment_method"],
         "payment_method_details": {"card": pm_details, "type": "card"}, "receipt_email": pi["receipt_email"],
-        "receipt_number": None, "receipt_url": None, "refunded": False,
-        "refunds": list_object([], f"/v1/charges/{cid}/refunds"), "review": None, "shipping": pi["shipping"],
+        # `refunds` only when expanded, since API version 2022-11-15: https://docs.stripe.com/upgrades#2022-11-15
+        "receipt_number": None, "receipt_url": None, "refunded": False, "review": None, "shipping": pi["shipping"],
         "source": None, "source_transfer": None, "statement_descriptor": None, "statement_descriptor_suffix": None,
         "status": status, "transfer_data": None, "transfer_group": None,
     }
@@ -202,20 +218,27 @@ def event(type_, obj, api_version, created, previous_attributes=None, request=No
     }
 
 
-# Fields each object type lets you expand: https://docs.stripe.com/expand
+# Fields each object type lets you expand, among those the stand-in keeps: https://docs.stripe.com/expand
+# (balance transactions and products are not kept, so expanding them is refused rather than answered with null)
 EXPANDABLE = {
     "checkout.session": {"payment_intent", "line_items", "shipping_cost.shipping_rate", "customer", "invoice",
                          "subscription", "setup_intent", "payment_link"},
     "payment_intent": {"latest_charge", "customer", "payment_method", "review"},
-    "charge": {"payment_intent", "customer", "balance_transaction", "review"},
+    "charge": {"payment_intent", "customer", "refunds", "review"},
     "refund": {"charge", "payment_intent"},
     "dispute": {"charge", "payment_intent"},
+    "item": {"price"},
 }
+VIRTUAL = {"line_items", "refunds"}  # lists made at expansion time, not ids: virtual(obj, field) makes them
+MAX_LEVELS = 4  # https://docs.stripe.com/expand#limits
 
 
 def expand(obj, paths, load, virtual=None):
     """Replace ids with objects along dotted `expand[]` paths; `load(id)` fetches, `virtual(obj, field)` computes."""
     for path in paths:
+        if path.count(".") >= MAX_LEVELS:
+            raise invalid(f"You cannot expand more than {MAX_LEVELS} levels of a property. Property: {path}",
+                          "expand")
         _expand_one(obj, path.split("."), path, load, virtual)
     return obj
 
@@ -232,15 +255,18 @@ def _expand_one(obj, parts, full, load, virtual):
     field, rest = parts[0], parts[1:]
     allowed = EXPANDABLE.get(obj.get("object"), set())
     two = ".".join(parts[:2])
-    if two in allowed and field in obj and isinstance(obj[field], dict):
+    if len(parts) > 1 and two in allowed and isinstance(obj.get(field), dict):
         holder, key, rest = obj[field], parts[1], parts[2:]
     elif field in allowed:
         holder, key = obj, field
     else:
         raise invalid(f"This property cannot be expanded ({full}).", "expand")
     value = holder.get(key)
-    if key == "line_items" and virtual is not None:
+    if key in VIRTUAL and virtual is not None:
         value = holder[key] = virtual(obj, key)
     elif isinstance(value, str):
-        value = holder[key] = load(value)
+        loaded = load(value)
+        if loaded is None:  # an id the stand-in does not keep: say so, never answer null for it
+            raise invalid(f"This property cannot be expanded ({full}).", "expand")
+        value = holder[key] = loaded
     _expand_one(value, rest, full, load, virtual) if isinstance(value, dict) else None

@@ -106,12 +106,13 @@ def attempt(ctx, session, c):
         session["payment_intent"] = pi["id"]
     shipping = ({"address": c["address"], "name": c["name"], "carrier": None, "phone": c["phone"],
                  "tracking_number": None} if allowed else None)
-    pi.update(amount=session["amount_total"], payment_method=o.new_id("pm_"), shipping=shipping)
     card = {"brand": brand, "last4": c["number"][-4:],
             "fingerprint": hashlib.sha256(c["number"].encode()).hexdigest()[:16]}
     billing = {"address": {**o.empty_address(), "country": c["address"]["country"],
                            "postal_code": c["address"]["postal_code"]},
                "email": c["email"], "name": c["cardholder"], "phone": c["phone"], "tax_id": None}
+    pm = ctx.tx.put(o.payment_method(card, c["exp_month"], c["exp_year"], billing, ctx.now))
+    pi.update(amount=session["amount_total"], payment_method=pm["id"], shipping=shipping)
     details = o.card_details(card, c["exp_month"], c["exp_year"], checks_pass=behaviour != "decline")
     if behaviour == "decline":
         return _decline(ctx, session, pi, billing, details, decline)
@@ -121,7 +122,8 @@ def attempt(ctx, session, c):
     ch["_behaviour"] = behaviour
     pi.update(latest_charge=ch["id"], last_payment_error=None, status="processing" if pending else "succeeded",
               amount_received=0 if pending else pi["amount"])
-    session.update(status="complete", payment_status="unpaid" if pending else "paid",
+    # `url` is only present while the session is open (spec: checkout.session.url)
+    session.update(status="complete", payment_status="unpaid" if pending else "paid", url=None,
                    customer_details={"address": c["address"], "business_name": None, "email": c["email"],
                                      "individual_name": None, "name": c["name"], "phone": c["phone"],
                                      "tax_exempt": "none", "tax_ids": []},
@@ -153,8 +155,7 @@ def _decline(ctx, session, pi, billing, details, code):
               last_payment_error={"type": "card_error", "code": failure[0], "decline_code": code,
                                   "message": message, "charge": ch["id"],
                                   "doc_url": "https://stripe.com/docs/error-codes/" + failure[0].replace("_", "-"),
-                                  "payment_method": {"id": pi["payment_method"], "object": "payment_method",
-                                                     "type": "card"}})
+                                  "payment_method": o.public(ctx.tx.get(pi["payment_method"]))})
     for obj in (ch, pi, session):
         ctx.tx.put(obj)
     return "declined", PayError(402, message, "card", code)
@@ -179,7 +180,9 @@ def settle(ctx, session):
                                     reason="generic_decline"))
         pi.update(status="requires_payment_method",
                   last_payment_error={"type": "card_error", "code": "card_declined", "message": ch["failure_message"],
-                                      "decline_code": "generic_decline", "charge": ch["id"]})
+                                      "decline_code": "generic_decline", "charge": ch["id"],
+                                      "doc_url": "https://stripe.com/docs/error-codes/card-declined",
+                                      "payment_method": o.public(ctx.tx.get(pi["payment_method"]))})
         kind = "checkout.session.async_payment_failed"
     for obj in (ch, pi, session):
         ctx.tx.put(obj)
@@ -250,7 +253,6 @@ def create_refund(ctx, p):
     prev = {"amount_refunded": ch["amount_refunded"], "refunded": ch["refunded"]}
     ch["amount_refunded"] += amount
     ch["refunded"] = ch["amount_refunded"] >= ch["amount"]
-    ch["refunds"]["data"].insert(0, o.public(re_))
     ctx.tx.put(ch)
     ctx.emit("charge.refunded", ch, prev)
     ctx.emit("refund.created", re_)

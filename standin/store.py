@@ -1,6 +1,7 @@
 """SQLite persistence for the stand-in: JSON objects by id, idempotency records, and the webhook outbox."""
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -60,6 +61,11 @@ class Tx:
         """Newest first, Stripe-style cursor pagination; returns (objects, has_more). `where` = [(json_path, value)]."""
         sql, args = ["SELECT data FROM objects WHERE type = ?"], [type_]
         for json_path, value in where:
+            if isinstance(value, list):  # any of these; a trailing `*` matches a prefix (event types)
+                sql.append("AND (" + " OR ".join(f"json_extract(data, '$.{json_path}') " + (
+                    "GLOB ?" if v.endswith("*") else "= ?") for v in value) + ")")
+                args += [re.sub(r"([*?\[])", r"[\1]", v[:-1]) + "*" if v.endswith("*") else v for v in value]
+                continue
             sql.append(f"AND json_extract(data, '$.{json_path}') = ?")
             args.append(value)
         for op, value in (created or {}).items():
@@ -69,7 +75,8 @@ class Tx:
         order = "DESC"
         for cursor, cmp in ((starting_after, "<"), (ending_before, ">")):
             if cursor:
-                row = self.conn.execute("SELECT created, rowid FROM objects WHERE id = ?", (cursor,)).fetchone()
+                row = self.conn.execute("SELECT created, rowid FROM objects WHERE id = ? AND type = ?",
+                                        (cursor, type_)).fetchone()
                 if row is None:
                     return None, False
                 sql.append(f"AND (created {cmp} ? OR (created = ? AND rowid {cmp} ?))")

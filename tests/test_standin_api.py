@@ -286,7 +286,7 @@ def test_create_errors_match_stripe(client, override, status, code, param, messa
 def test_missing_session_is_resource_missing(client):
     with pytest.raises(stripe.InvalidRequestError) as exc:
         client.v1.checkout.sessions.retrieve("cs_test_nope")
-    assert exc.value.http_status == 404 and exc.value.code == "resource_missing" and exc.value.param == "id"
+    assert exc.value.http_status == 404 and exc.value.code == "resource_missing" and exc.value.param == "session"
     assert exc.value.user_message == "No such checkout.session: 'cs_test_nope'"
     with pytest.raises(stripe.InvalidRequestError):
         client.v1.payment_intents.retrieve("pi_nope")
@@ -374,7 +374,11 @@ def test_refunds(client, standin):
     r2 = client.v1.refunds.create({"charge": pi.latest_charge})
     assert r2.amount == total - 1000
     ch = client.v1.charges.retrieve(pi.latest_charge)
-    assert ch.amount_refunded == total and ch.refunded and [r.id for r in ch.refunds.data] == [r2.id, r1.id]
+    assert ch.amount_refunded == total and ch.refunded and "refunds" not in ch  # listed only when expanded
+    ch = client.v1.charges.retrieve(pi.latest_charge, {"expand": ["refunds"]})
+    assert [r.id for r in ch.refunds.data] == [r2.id, r1.id]
+    listed = json.loads(client.raw_request("get", f"/v1/charges/{pi.latest_charge}/refunds").body)
+    assert [r["id"] for r in listed["data"]] == [r2.id, r1.id] and listed["url"] == f"/v1/charges/{ch.id}/refunds"
     with pytest.raises(stripe.InvalidRequestError) as exc:
         client.v1.refunds.create({"payment_intent": pi.id})
     assert exc.value.code == "charge_already_refunded"

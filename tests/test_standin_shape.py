@@ -155,19 +155,20 @@ def objects(tmp_path_factory):
     session = wire(c.v1.checkout.sessions.retrieve(sid))
     pi = wire(c.v1.payment_intents.retrieve(session["payment_intent"]))
     refund = wire(c.v1.refunds.create({"payment_intent": pi["id"], "amount": 100}))
-    charge = wire(c.v1.charges.retrieve(pi["latest_charge"]))
+    charge = wire(c.v1.charges.retrieve(pi["latest_charge"], {"expand": ["refunds"]}))  # as the fixture shows it
     item = wire(c.v1.checkout.sessions.line_items.list(sid))["data"][0]
     events = wire(c.v1.events.list({"limit": 100}))["data"]
     completed = next(e for e in events if e["type"] == "checkout.session.completed")
     dispute = next(e for e in events if e["type"] == "charge.dispute.created")["data"]["object"]
     rate = wire(c.v1.shipping_rates.retrieve(session["shipping_cost"]["shipping_rate"]))
+    method = wire(c.v1.payment_intents.retrieve(pi["id"], {"expand": ["payment_method"]}))["payment_method"]
     yield {"checkout.session": session, "payment_intent": pi, "charge": charge, "refund": refund,
-           "event": completed, "dispute": dispute, "item": item, "shipping_rate": rate}
+           "event": completed, "dispute": dispute, "item": item, "shipping_rate": rate, "payment_method": method}
     s.close()
 
 
 @pytest.mark.parametrize("resource", ["checkout.session", "payment_intent", "charge", "refund", "dispute", "item",
-                                      "shipping_rate"])
+                                      "shipping_rate", "payment_method"])
 def test_object_shape_matches_fixture(stripe_refs, objects, resource):
     fixtures, schemas = stripe_refs
     assert compare(objects[resource], fixtures[resource], resource, schemas) == []
@@ -206,7 +207,7 @@ def test_the_comparison_catches_differences(stripe_refs):
 
 
 @pytest.mark.parametrize("resource", ["checkout.session", "payment_intent", "charge", "refund", "dispute", "item",
-                                      "shipping_rate", "event"])
+                                      "shipping_rate", "payment_method", "event"])
 def test_objects_keep_to_the_spec_types_nulls_enums_and_required_fields(stripe_refs, objects, resource):
     _, schemas = stripe_refs
     assert against_spec(objects[resource], schemas[resource], schemas, resource) == []

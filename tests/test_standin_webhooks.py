@@ -107,7 +107,11 @@ def test_delivery_gives_up_after_bounded_attempts(client, standin):
         standin.deliver_pending()
     (row,) = standin.webhook_log()
     assert row["state"] == "failed" and row["attempts"] == 3 and row["last_status"] == 0
-    assert standin.get(row["event_id"])["pending_webhooks"] == 0 and standin.pending_events() == []
+    assert standin.pending_events() == []
+    # never delivered: still pending at Stripe's API, and listed by delivery_success=false, not =true
+    assert client.v1.events.retrieve(row["event_id"]).pending_webhooks == 1
+    assert [e.id for e in client.v1.events.list({"delivery_success": False}).data] == [row["event_id"]]
+    assert client.v1.events.list({"delivery_success": True}).data == []
 
 
 def test_hold_reverse_duplicate_and_drop_controls(client, standin):

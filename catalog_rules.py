@@ -256,6 +256,8 @@ class _Checker:
                                 value)
         if not _IMAGE_PATH.fullmatch(value):  # it becomes part of the image URL sent to Stripe, unquoted
             return self.problem(path, "must use only letters, digits, and . _ - / in the path", value)
+        if any(part == "" or part.startswith(".") for part in value.split("/")):  # what /static/ refuses
+            return self.problem(path, 'must not have an empty part ("//") or a part starting with a dot', value)
         if not value.lower().endswith(IMAGE_TYPES):
             return self.problem(path, f"must be an image file ({', '.join(IMAGE_TYPES)})", value)
         if value not in self._image_exists:

@@ -1,6 +1,7 @@
 """The shopper's pages: catalog, cart, checkout and the confirmation page."""
 
 import re
+from urllib.parse import quote
 
 from bottle import BaseResponse, redirect, request, response
 
@@ -17,6 +18,10 @@ _PRODUCT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 
 def install(app, shop):
     """Add the shopper's routes to the app."""
+
+    def see_other(path):
+        # On BASE_URL, never on the Host header or the scheme the request came in with (a proxy's http)
+        redirect(shop.config.base_url + path, 303)
 
     @app.get("/")
     def home():
@@ -67,7 +72,7 @@ def install(app, shop):
         else:
             raise ShopError(400, "Unknown cart action.")
         write_cart(cart)
-        redirect(f"/cart?added={product_id}" if action == "add" else "/cart", 303)
+        see_other(f"/cart?added={quote(product_id)}" if action == "add" else "/cart")
 
     @app.post("/checkout")
     def checkout():
@@ -81,7 +86,7 @@ def install(app, shop):
             cart = read_cart(catalog)
         items = carts.lines(cart, catalog)
         if not items:
-            redirect("/cart?empty=1", 303)
+            see_other("/cart?empty=1")
         ledger_items = [{"product_id": p.id, "name": p.name, "unit_amount": p.price, "quantity": q}
                         for p, q, _ in items]
         browser = shop.guard.browser_id(request, response)

@@ -1,5 +1,7 @@
 """The cookie cart: ids and quantities only, re-validated against the catalog on every read."""
 
+import json
+
 import pytest
 
 import cart as carts
@@ -87,3 +89,35 @@ def test_quantities_add_up_and_stop_at_99(shopper, cat):
     shopper.add(pid, 60)
     shopper.add(pid, 60)
     assert shopper.cart_cookie() == f"{pid}:99"
+
+
+def test_the_largest_cart_fits_its_cookie(make_shopper, catalog_copy):
+    """50 products with 64-character ids, 99 of each: every line is kept (a cookie a browser keeps whole)."""
+    data = json.loads(catalog_copy.read_text())
+    first = data["products"][0]
+    ids = [f"{i:02d}-" + "x" * 61 for i in range(carts.MAX_LINES + 1)]
+    data["products"] = [dict(first, id=pid, name=f"Book {i}") for i, pid in enumerate(ids)]
+    catalog_copy.write_text(json.dumps(data))
+    shopper = make_shopper(catalog=str(catalog_copy))
+    for pid in ids[:carts.MAX_LINES]:
+        shopper.add(pid, carts.MAX_QUANTITY)
+    assert len(shopper.cart_cookie()) == carts.MAX_COOKIE <= 4000
+    assert shopper.get("/cart").text.count('name="action" value="remove"') == carts.MAX_LINES
+    refused = shopper.post("/cart", {"csrf_token": shopper.csrf(), "action": "add", "product_id": ids[-1]},
+                           status=400)
+    assert f"at most {carts.MAX_LINES} different products" in refused.text
+    assert len(carts.parse(shopper.cart_cookie(), shopper.shop.catalog())) == carts.MAX_LINES
+
+
+def test_redirects_go_to_base_url_whatever_host_the_request_names(shopper, cat):
+    base = shopper.shop.config.base_url
+    token = shopper.csrf()
+
+    def post(path, **fields):  # the browser's own cookies, sent to a Host that is not the shop's
+        cookies = "; ".join(f"{k}={v}" for k, v in shopper.cookies.items())
+        headers = {"Host": "evil.example", "X-Forwarded-Host": "evil.example", "Cookie": cookies}
+        return shopper.post(path, {"csrf_token": token, **fields}, headers=headers, status=303)
+    added = post("/cart", action="add", product_id=cat.products[0].id)
+    assert added.location == f"{base}/cart?added={cat.products[0].id}"
+    assert post("/cart", action="remove", product_id=cat.products[0].id).location == f"{base}/cart"
+    assert post("/checkout").location == f"{base}/cart?empty=1"

@@ -193,6 +193,10 @@ CASES = [
     (set_path("products", 0, "image", value="img/books/my dune?.svg"),
      'catalog.json: products[0].image: must use only letters, digits, and . _ - / in the path, '
      'got "img/books/my dune?.svg"'),
+    *((set_path("products", 0, "image", value=bad),
+       'catalog.json: products[0].image: must not have an empty part ("//") or a part starting with a dot, '
+       f'got "{bad}"') for bad in ("img//books/dune.svg", "./img/books/dune.svg", "img/./books/dune.svg",
+                                   "img/books/.dune.svg", "img/books/")),
     (set_path("products", 0, "image", value="img/books/dune.txt"),
      "catalog.json: products[0].image: must be an image file (.svg, .png, .jpg, .jpeg, .gif, .webp), "
      'got "img/books/dune.txt"'),

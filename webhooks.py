@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 
 import stripe
 from bottle import request, response
@@ -57,10 +58,12 @@ def install(app, shop):
             event = json.loads(body)
         except stripe.SignatureVerificationError as e:
             return refuse(f"signature: {_reason(e)}")
-        except ValueError:  # not UTF-8, not JSON, or not a Stripe event
+        except (ValueError, RecursionError):  # not UTF-8, not JSON (or nested past what json reads)
             return refuse("body is not a Stripe event")
         if not isinstance(event, dict) or not _well_formed(event):
             return refuse("body is not a Stripe event")
+        if not _fields_fit(event):
+            return refuse("event fields of the wrong type")
         try:
             order_id, outcome = apply(shop, event)
         except Retry as e:
@@ -136,12 +139,61 @@ def _charge_order(ledger, obj):
     return order
 
 
+# Ids and types as Stripe makes them: they reach the ledger and the log as they are, so nothing else gets in.
+_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_TYPE = re.compile(r"[a-z0-9_.]{1,100}")
+MAX_AMOUNT = 10 ** 12  # above any amount Stripe takes in any currency, far below SQLite's integer limit
+
+
 def _well_formed(event):
     data = event.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
-    return (event.get("object") == "event" and isinstance(event.get("id"), str) and event.get("id")
-            and isinstance(event.get("type"), str) and isinstance(obj, dict)
-            and (event.get("type") not in EVENTS or isinstance(obj.get("id"), str)))
+    return (event.get("object") == "event" and _is(_ID, event.get("id")) and _is(_TYPE, event.get("type"))
+            and isinstance(obj, dict) and (event.get("type") not in EVENTS or _is(_ID, obj.get("id"))))
+
+
+def _is(pattern, value):
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
+
+
+def _text(value):
+    if value is None:
+        return True
+    if not isinstance(value, str) or len(value) > 5000:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: no text SQLite could store
+        return False
+    return True
+
+
+def _amount(value):
+    return value is None or (type(value) is int and 0 <= value <= MAX_AMOUNT)
+
+
+def _metadata(value):
+    return value is None or (isinstance(value, dict) and all(_text(v) for v in value.values()))
+
+
+def _intent(value):
+    return value is None or _is(_ID, value) or (isinstance(value, dict) and _is(_ID, value.get("id")))
+
+
+# The fields of an event's object that the shop reads, and what each must be.
+_FIELDS = {
+    "session": {"metadata": _metadata, "client_reference_id": _text, "url": _text, "status": _text,
+                "payment_status": _text, "expires_at": _amount},
+    "charge": {"payment_intent": _intent, "metadata": _metadata, "amount": _amount, "amount_captured": _amount,
+               "amount_refunded": _amount, "status": _text},
+}
+
+
+def _fields_fit(event):
+    """False when a field the shop reads has a type Stripe never sends (only a signed, hand-made event can)."""
+    kind = "session" if event["type"] in SESSION_EVENTS else "charge" if event["type"] in CHARGE_EVENTS else None
+    obj = event["data"]["object"]
+    return kind is None or all(check(obj.get(name)) for name, check in _FIELDS[kind].items())
 
 
 def _reason(error):

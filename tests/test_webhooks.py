@@ -122,12 +122,31 @@ def _bad_deliveries(evt, secret):
         "event without an object id": (json.dumps({**evt, "data": {"object": {}}}),
                                        sign(json.dumps({**evt, "data": {"object": {}}}), secret)),
         "data is not an object": (json.dumps({**evt, "data": "x"}), sign(json.dumps({**evt, "data": "x"}), secret)),
+        "nested past what json reads": ("[" * 100_000 + "]" * 100_000,
+                                        sign("[" * 100_000 + "]" * 100_000, secret)),
+        **{f"signed, but {what}": (json.dumps(bad), sign(json.dumps(bad), secret)) for what, bad in (
+            ("an event id with a lone surrogate", {**evt, "id": "evt_\ud800"}),
+            ("an event id with control characters", {**evt, "id": "evt_\u202e\nforged log line"}),
+            ("a type that is not a Stripe type", {**evt, "type": "checkout.session.completed\r\nX"}),
+            ("metadata that is a string", _with(evt, metadata="order_id=1")),
+            ("an order id that is a list", _with(evt, metadata={"order_id": ["x"]})),
+            ("expires_at as a float", _with(evt, expires_at=12.5)),
+        )},
     }
+
+
+def _with(evt, **fields):
+    """The event with fields of its object replaced."""
+    return {**evt, "data": {"object": {**evt["data"]["object"], **fields}}}
 
 
 @pytest.mark.parametrize("case", ["unsigned", "empty signature", "wrong secret", "stale", "tampered",
                                   "malformed header", "no v1 scheme", "not json", "json but not an event",
-                                  "event without an object id", "data is not an object"])
+                                  "event without an object id", "data is not an object", "nested past what json reads",
+                                  *(f"signed, but {what}" for what in (
+                                      "an event id with a lone surrogate", "an event id with control characters",
+                                      "a type that is not a Stripe type", "metadata that is a string",
+                                      "an order id that is a list", "expires_at as a float"))])
 def test_unverified_deliveries_are_refused_and_change_nothing(shop, case, caplog):
     sid = buy(shop)
     evt = pending(shop, "checkout.session.completed")[0]
@@ -338,6 +357,23 @@ def test_partial_then_full_refund(shop):
     assert len(handoff(shop)) == 1
 
 
+@pytest.mark.parametrize("field, value", [("amount_refunded", "500"), ("amount_refunded", 12.75),
+                                          ("amount_refunded", 10 ** 30), ("amount_refunded", -1),
+                                          ("amount", True), ("status", {}), ("payment_intent", ["pi_x"])])
+def test_a_signed_charge_event_with_a_field_stripe_never_sends_is_refused(shop, field, value, caplog):
+    sid = buy(shop)
+    shop.standin.deliver_pending()
+    _refund(shop, sid, 500)
+    (refunded,) = pending(shop, "charge.refunded")
+    with caplog.at_level(logging.INFO):
+        res = post_event(shop, _with(refunded, **{field: value}))
+    assert res.status_int == 400 and res.json == {"error": "invalid webhook delivery"}
+    assert "event fields of the wrong type" in caplog.text and "Traceback" not in caplog.text
+    assert (order(shop, sid)["status"], order(shop, sid)["amount_refunded"]) == ("paid", 0)
+    shop.standin.deliver_pending()  # Stripe's own event still applies
+    assert (order(shop, sid)["status"], order(shop, sid)["amount_refunded"]) == ("partially_refunded", 500)
+
+
 def test_refund_events_out_of_order_keep_the_largest_refunded_amount(shop):
     sid = buy(shop)
     shop.standin.deliver_pending()
@@ -418,12 +454,15 @@ def test_continue_your_payment_is_hidden_when_expires_at_has_passed_without_an_e
     assert order(shop, sid)["status"] == "open"  # the expiry event (or reconcile) still settles the order
 
 
-@pytest.mark.parametrize("intent", [["pi_1"], 42, None, {"id": 7}])
+@pytest.mark.parametrize("intent", [["pi_1"], 42, None, {"id": 7}, "pi_not_ours"])
 @pytest.mark.parametrize("kind", ["charge.refunded", "charge.dispute.created"])
-def test_signed_charge_events_with_odd_payment_intents_are_ignored_not_500(shop, kind, intent):
+def test_signed_charge_events_with_odd_payment_intents_are_ignored_or_refused_not_500(shop, kind, intent):
     response = post_event(shop, event(kind, {"id": "ch_odd", "object": "charge", "payment_intent": intent,
-                                             "metadata": ["not", "a", "map"], "amount_refunded": 5}))
-    assert response.status_int == 200 and "ignored" in response.json["outcome"]
+                                             "metadata": {}, "amount_refunded": 5}))
+    if intent is None or isinstance(intent, str):  # a charge without a PaymentIntent, or another one's: not ours
+        assert response.status_int == 200 and "ignored" in response.json["outcome"]
+    else:  # a type Stripe never sends there
+        assert response.status_int == 400 and response.json == {"error": "invalid webhook delivery"}
 
 
 def test_an_expired_event_whose_snapshot_is_not_expired_is_checked_with_stripe(shopper):

@@ -37,7 +37,7 @@ class Context(Backend):
 
 def duration(text):
     """'24h', '7d', '90m', '3600s' (or plain hours) as seconds."""
-    m = re.fullmatch(r"\s*(\d{1,6})\s*([smhd]?)\s*", text or "")
+    m = re.fullmatch(r"\s*([0-9]{1,6})\s*([smhd]?)\s*", text or "")
     if not m:
         raise argparse.ArgumentTypeError(f"expected a duration like 24h, 7d or 90m, got {text!r}")
     return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 3600}[m.group(2)]

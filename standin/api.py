@@ -14,7 +14,7 @@ from .forms import clean, decode_body, parse_form
 log = logging.getLogger("standin.api")
 _STATUS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 402: "402 Payment Required",
            404: "404 Not Found", 409: "409 Conflict", 429: "429 Too Many Requests", 500: "500 Internal Server Error"}
-_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?(; *[a-z_]+=v\d+)*$")
+_VERSION = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(\.[a-z]+)?(; *[a-z_]+=v[0-9]+)*$")
 
 
 class ApiApp:

@@ -105,7 +105,7 @@ class Int(Field):
 
     def clean(self, value, path):
         value = self._scalar(value, path, "integer")
-        if not re.fullmatch(r"-?\d{1,18}", value):
+        if not re.fullmatch(r"-?[0-9]{1,18}", value):
             raise invalid(f"Invalid integer: {value}", path, "parameter_invalid_integer")
         n = int(value)
         if self.min is not None and n < self.min:
@@ -157,7 +157,7 @@ class Arr(Field):
     def clean(self, value, path):
         if value == "":
             return []
-        if not isinstance(value, dict) or not all(k.isdigit() for k in value):
+        if not isinstance(value, dict) or not all(k.isascii() and k.isdigit() for k in value):
             raise invalid("Invalid array", path)
         keys = sorted(value, key=int)
         if self.max_items is not None and len(keys) > self.max_items:

@@ -79,15 +79,15 @@ def validate(session, form, now=None):
     if not 0 <= option < max(1, len(session["_rates"])):
         raise PayError(400, "Choose a shipping option.", "shipping_option")
     number = re.sub(r"[\s-]", "", f.get("card") or "")
-    if not re.fullmatch(r"\d{12,19}", number) or not luhn_ok(number):
+    if not re.fullmatch(r"[0-9]{12,19}", number) or not luhn_ok(number):
         raise PayError(400, "Your card number is invalid.", "card")
-    m = re.fullmatch(r"(\d{1,2})\s*/\s*(\d{2}|\d{4})", f.get("expiry") or "")
+    m = re.fullmatch(r"([0-9]{1,2})\s*/\s*([0-9]{2}|[0-9]{4})", f.get("expiry") or "")
     month, year = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
     year += 2000 if year < 100 else 0
     today = time.gmtime(now or time.time())
     if not 1 <= month <= 12 or (year, month) < (today.tm_year, today.tm_mon) or year > today.tm_year + 50:
         raise PayError(400, "Your card's expiration date is invalid or in the past.", "expiry")
-    if not re.fullmatch(r"\d{3,4}", f.get("cvc") or ""):
+    if not re.fullmatch(r"[0-9]{3,4}", f.get("cvc") or ""):
         raise PayError(400, "Your card's security code is incomplete.", "cvc")
     return {"email": email, "name": f["name"], "phone": phone, "address": addr, "option": option,
             "number": number, "exp_month": month, "exp_year": year, "cardholder": f.get("cardholder") or f["name"]}

@@ -120,3 +120,22 @@ def test_a_json_body_is_refused_as_stripe_refuses_it(app):
 def test_search_is_not_taken_for_an_id(app):
     r = app.get("/v1/payment_intents/search?query=status:'succeeded'", status=404)
     assert r.json["error"]["message"].startswith("Unrecognized request URL (GET: /v1/payment_intents/search)")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("cvc", "١٢٣", "Your card's security code is incomplete."),
+    ("expiry", "١٢/٣٤", "Your card's expiration date is invalid or in the past."),
+    ("card", "٤٢٤٢٤٢٤٢٤٢٤٢٤٢٤٢", "Your card number is invalid."),
+])
+def test_the_payment_page_takes_ascii_digits_only(client, standin, field, value, message):
+    s = client.v1.checkout.sessions.create(shop_params())
+    with pytest.raises(PayError) as exc:
+        standin.pay(s.id, **{field: value})
+    assert (exc.value.status, exc.value.message) == (400, message)
+    assert client.v1.checkout.sessions.retrieve(s.id).status == "open"
+
+
+def test_array_indexes_are_ascii_digits(app):
+    body = "mode=payment&line_items[\u0661][quantity]=1".encode()
+    r = app.post("/v1/checkout/sessions", body, content_type="application/x-www-form-urlencoded", status=400)
+    assert r.json["error"]["message"] == "Invalid array" and r.json["error"]["param"] == "line_items"

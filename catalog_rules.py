@@ -23,6 +23,8 @@ _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _IMAGE_PATH = re.compile(r"[A-Za-z0-9._/-]+")
 # Stripe tax codes look like txcd_35010000 (books): https://docs.stripe.com/tax/tax-codes
 _TAX_CODE = re.compile(r"txcd_[0-9]{8}")
+# C0 and C1 controls but tab and newline, bidirectional overrides and isolates, and lone surrogates
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _REQUIRED, _BAD, _NO_VALUE = object(), object(), object()
 
 
@@ -68,6 +70,8 @@ def _show(value) -> str:
         value = value[:57] + "..."  # keep the quotes, so a cut string still reads as a string
     try:
         text = json.dumps(value, ensure_ascii=False)
+        if _CONTROL.search(text):  # shown escaped, never as they are (they go to the log and /healthz)
+            text = json.dumps(value)
     except (ValueError, RecursionError):  # integers too long to print, absurd nesting
         return f"a very large {'number' if isinstance(value, int) else 'value'}"
     return text if len(text) <= 80 else text[:77] + "..."
@@ -182,6 +186,10 @@ class _Checker:
                 return self.problem(path, "must not be empty", value)
             if len(value) > limit:
                 return self.problem(path, f"must be at most {limit} characters (this has {len(value)})", value)
+            bad = _CONTROL.search(value)
+            if bad:  # they would reach the pages and Stripe as they are: a NUL, or text that reads backwards
+                return self.problem(path, f"must not contain control characters (U+{ord(bad[0]):04X} at position "
+                                          f"{bad.start() + 1})", value)
             return value
         return check
 

@@ -197,6 +197,14 @@ CASES = [
        'catalog.json: products[0].image: must not have an empty part ("//") or a part starting with a dot, '
        f'got "{bad}"') for bad in ("img//books/dune.svg", "./img/books/dune.svg", "img/./books/dune.svg",
                                    "img/books/.dune.svg", "img/books/")),
+    (set_path("products", 0, "name", value="Dune\u0000"),
+     'catalog.json: products[0].name: must not contain control characters (U+0000 at position 5), '
+     'got "Dune\\u0000"'),
+    (set_path("products", 0, "description", value="A \u202eveldnaw"),
+     'catalog.json: products[0].description: must not contain control characters (U+202E at position 3), '
+     'got "A \\u202eveldnaw"'),
+    (set_path("shop", "name", value="Books\x85"),
+     'catalog.json: shop.name: must not contain control characters (U+0085 at position 6), got "Books\\u0085"'),
     (set_path("products", 0, "image", value="img/books/dune.txt"),
      "catalog.json: products[0].image: must be an image file (.svg, .png, .jpg, .jpeg, .gif, .webp), "
      'got "img/books/dune.txt"'),

@@ -122,6 +122,7 @@ def make_app(config=None):
     @app.hook("before_request")
     def start():
         request_id(request.environ)
+        _check_path(request)
         _limit_body(request)
         _parse_form(request)
 
@@ -145,6 +146,9 @@ def make_app(config=None):
         if any(part.startswith(".") or part == "" for part in path.split("/")):
             raise ShopError(404, "There is no such page.")
         res = static_file(path, root=str(PUBLIC))
+        if res.status_code == 416:  # a malformed or unsatisfiable Range: the whole file (RFC 9110, 14.2 allows it)
+            request.environ.pop("HTTP_RANGE", None)
+            res = static_file(path, root=str(PUBLIC))
         res.set_header("Cache-Control", "public, max-age=3600")
         return res
 
@@ -176,15 +180,27 @@ def make_app(config=None):
 MAX_FORM_BODY = 16 * 1024  # a cart form is a few hundred bytes
 
 
+class Refused(bottle.HTTPError):
+    """A request refused before it reaches a route; its message is safe to show (the page says it)."""
+
+
+def _check_path(request):
+    """400 for a path that is not UTF-8: bottle would drop the bytes it cannot decode and serve another page."""
+    try:
+        request.environ.get("bottle.raw_path", "").encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise Refused(400, "The address is not valid UTF-8.") from None
+
+
 def _limit_body(request):
     """Refuse oversized bodies (413) before anything reads them."""
     limit = webhooks.MAX_BODY if request.path == "/webhook" else MAX_FORM_BODY
     try:
         length = int(request.environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        raise bottle.HTTPError(400, "Bad Content-Length") from None
+        raise Refused(400, "The request's Content-Length is not a number.") from None
     if length > limit:
-        raise bottle.HTTPError(413, "Request body too large")
+        raise Refused(413, "That request is too large.")
 
 
 def _parse_form(request):
@@ -192,8 +208,8 @@ def _parse_form(request):
     if request.method == "POST" and request.path != "/webhook":  # the webhook reads its raw body itself
         try:
             request.forms
-        except ValueError:
-            raise bottle.HTTPError(400, "Malformed form data") from None
+        except (ValueError, bottle.MultipartError):
+            raise Refused(400, "The form data could not be read.") from None
 
 
 def _render_errors(shop, callback):
@@ -233,7 +249,8 @@ def _error_page(shop, error):
     response.set_header("Cache-Control", "no-store")
     # An unhandled exception replaces the response headers set so far, the request id among them.
     response.set_header("X-Request-Id", request_id(request.environ))
-    return _page(shop, error.status_code, MESSAGES.get(error.status_code, MESSAGES[500]))
+    message = error.body if isinstance(error, Refused) else MESSAGES.get(error.status_code, MESSAGES[500])
+    return _page(shop, error.status_code, message)
 
 
 def _page(shop, status, message):

@@ -9,12 +9,20 @@ import bottle
 from .core import StandIn
 
 PUBLIC = Path(__file__).resolve().parent.parent / "public"
+HEADERS = (("Content-Security-Policy", "default-src 'self'; img-src 'self' data: https: http:; object-src 'none'; "
+                                       "base-uri 'none'; frame-ancestors 'none'"),
+           ("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), ("Referrer-Policy", "same-origin"))
 
 
 def make_server_app(standin):
     """One WSGI app: /v1/* to the API, everything else (pay page, /static/standin.css) to a small Bottle app."""
     pages = bottle.Bottle()
     standin.install_pay_page(pages)
+
+    @pages.hook("after_request")
+    def headers():  # in the shop, the shop's own headers; alone, these (product images may be anywhere)
+        for name, value in HEADERS:
+            bottle.response.set_header(name, value)
 
     @pages.get("/static/standin.css")
     def css():

@@ -56,6 +56,10 @@ def page(standin, session_id):
                        session["cancel_url"] or session["success_url"])
     if req.method != "POST":
         return render(standin, session, {}, None, 200)
+    try:
+        req.forms
+    except (ValueError, bottle.MultipartError):  # never the parser's own words on the page
+        return render(standin, session, {}, "The form could not be read. Please try again.", 400)
     form = {k: req.forms.getunicode(k, default="") or "" for k in FIELDS + ("card_number", "card_cvc", "pay_token")}
     if not hmac.compare_digest(form["pay_token"].encode(), pay_token(standin, session_id).encode()):  # bytes: any input
         return render(standin, session, form, "This form has expired. Please check your details and try again.", 400)

@@ -2,6 +2,7 @@
 
 import json
 import os
+from wsgiref.util import setup_testing_defaults
 
 import pytest
 
@@ -77,6 +78,26 @@ def test_static_files_are_served_with_cache_validators(shopper):
     assert again.body == b""
 
 
+@pytest.mark.parametrize("range_, status, length", [("bytes=0-9", 206, 10), ("bytes=abc", 200, None),
+                                                    ("bytes=999999-", 200, None), ("pages=1-2", 200, None)])
+def test_a_range_is_served_when_it_can_be_and_ignored_when_not(shopper, range_, status, length):
+    whole = shopper.get("/static/style.css").body
+    part = shopper.get("/static/style.css", headers={"Range": range_}, status=status)
+    assert part.body == (whole[:length] if length else whole)
+
+
+@pytest.mark.parametrize("path", ["/\xff\xfe", "/cart\xff", "/static/style.css\xc3"])
+def test_a_path_that_is_not_utf8_is_a_400_page_not_another_page(shopper, path):
+    environ = {}
+    setup_testing_defaults(environ)
+    environ["PATH_INFO"] = path  # as a server hands over /%ff%fe: the raw bytes as latin-1
+    answer = {}
+    body = b"".join(shopper.app(environ, lambda status, headers, exc=None: answer.update(status=status,
+                                                                                          headers=dict(headers))))
+    assert answer["status"].startswith("400") and "Content-Security-Policy" in answer["headers"]
+    assert b"The address is not valid UTF-8." in body and b"Traceback" not in body
+
+
 @pytest.mark.parametrize("path", ["/static/%2e%2e/shop.py", "/static/..%2fshop.py", "/static/img/",
                                   "/static/img", "/static/.gitignore", "/static/../../etc/passwd"])
 def test_no_traversal_dotfiles_or_listings(shopper, path):
@@ -137,3 +158,11 @@ def test_the_server_looks_at_the_catalog_at_most_once_per_interval(make_shopper,
     assert len(stats) <= 1
     clock[0] += 1.01
     assert "Edited Within The Second" in shopper.get("/").text
+
+
+def test_refusals_before_any_route_say_what_was_wrong(shopper):
+    broken = shopper.post("/cart", b"--x\r\nContent-Disposition: form-data\r\n", status=400,
+                          content_type="multipart/form-data; boundary=x")
+    assert "The form data could not be read." in broken.text and "Bad request" in broken.text
+    big = shopper.post("/cart", "a=" + "x" * 20_000, content_type="application/x-www-form-urlencoded", status=413)
+    assert "That request is too large." in big.text

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -52,8 +53,17 @@ def test_sdk_over_loopback_and_pay_page(server):
     s = client.v1.checkout.sessions.create(PARAMS)
     assert s.url == f"{server}/offline-checkout/{s.id}"
     assert client.v1.checkout.sessions.retrieve(s.id, {"expand": ["line_items"]}).line_items.data[0].amount_total == 1500
-    page = urllib.request.urlopen(s.url, timeout=5).read().decode()
+    answer = urllib.request.urlopen(s.url, timeout=5)
+    page = answer.read().decode()
     assert "Test mode" in page and "Walden" in page and 'name="card_number"' in page
+    assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+    assert (answer.headers["X-Frame-Options"], answer.headers["X-Content-Type-Options"]) == ("DENY", "nosniff")
+    broken = urllib.request.Request(s.url, b"--x\r\nContent-Disposition: form-data\r\n", method="POST",
+                                    headers={"Content-Type": "multipart/form-data; boundary=x"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(broken, timeout=5)
+    text = refused.value.read().decode()
+    assert refused.value.code == 400 and "The form could not be read." in text and "MultipartError" not in text
     css = urllib.request.urlopen(server + "/static/standin.css", timeout=5)
     assert css.headers["Content-Type"].startswith("text/css") and b".sti" in css.read()
     with pytest.raises(stripe.InvalidRequestError) as exc:

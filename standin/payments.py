@@ -3,6 +3,8 @@ import hashlib
 import re
 import time
 
+import iso_codes
+
 from . import checkout
 from . import objects as o
 from .errors import invalid, no_such
@@ -31,9 +33,6 @@ DECLINE_MESSAGES = {
     "incorrect_cvc": "Your card's security code is incorrect.",
     "test_mode_live_card": "Your card was declined. Your request was in test mode, but used a non test card.",
 }
-ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf",
-                "xof", "xpf"}
-
 
 class PayError(Exception):
     """A payment attempt the shopper must fix: 400 bad input, 402 declined, 404/410 session not payable."""
@@ -215,7 +214,9 @@ def close_dispute(ctx, dispute_id, won):
 def money(amount, currency):
     """Human amount for error messages, e.g. "$21.45"."""
     symbol = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥"}.get(currency)
-    value = f"{amount:,}" if currency in ZERO_DECIMAL else f"{amount // 100:,}.{amount % 100:02d}"
+    exponent = 0 if currency in iso_codes.ZERO_DECIMAL else 3 if currency in iso_codes.THREE_DECIMAL else 2
+    whole, fraction = divmod(amount, 10 ** exponent)
+    value = f"{whole:,}.{fraction:0{exponent}d}" if exponent else f"{whole:,}"
     return f"{symbol}{value}" if symbol else f"{value} {currency.upper()}"
 
 

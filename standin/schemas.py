@@ -1,4 +1,6 @@
 """Request parameter schemas for the endpoints the stand-in serves (a subset of `stripe.params`)."""
+import iso_codes
+
 from .forms import EXPAND, Arr, Bool, Field, Int, Metadata, Obj, Str
 
 
@@ -25,9 +27,9 @@ ZA ZM ZW ZZ""".split())
 # Checkout locales: https://docs.stripe.com/api/checkout/sessions/create#create_checkout_session-locale
 LOCALES = ("auto bg cs da de el en en-GB es es-419 et fi fil fr fr-CA hr hu id it ja ko lt lv ms mt nb nl pl pt "
            "pt-BR ro ru sk sl sv th tr vi zh zh-HK zh-TW").split()
-# Presentment currencies the stand-in accepts (a common subset of https://docs.stripe.com/currencies).
-CURRENCIES = frozenset(("usd eur gbp chf jpy cad aud nzd sek nok dkk pln czk huf ron bgn isk mxn brl sgd hkd inr "
-                        "krw twd thb idr myr php zar aed ils try").split())
+# Presentment currencies: Stripe's list (https://docs.stripe.com/currencies), the one catalog.json is checked with,
+# so any catalog the shop accepts can be paid offline too.
+CURRENCIES = iso_codes.CURRENCIES
 TAX_BEHAVIOR = Str(choices=("exclusive", "inclusive", "unspecified"))
 # Stripe caps amounts at eight digits in minor units: https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts
 MAX_AMOUNT = 99_999_999

@@ -1,6 +1,7 @@
 """A small web shop on Stripe Checkout: `make_app()` builds it, `python shop.py` serves it."""
 
 import functools
+import json
 import logging
 import secrets
 import sys
@@ -250,6 +251,9 @@ def _error_page(shop, error):
     # An unhandled exception replaces the response headers set so far, the request id among them.
     response.set_header("X-Request-Id", request_id(request.environ))
     message = error.body if isinstance(error, Refused) else MESSAGES.get(error.status_code, MESSAGES[500])
+    if request.path == "/webhook":  # Stripe's endpoint answers in JSON, as it does when it gets that far
+        response.content_type = "application/json"
+        return json.dumps({"error": message})
     return _page(shop, error.status_code, message)
 
 

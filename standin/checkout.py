@@ -1,7 +1,7 @@
 """Checkout Sessions: create (validated like Stripe), totals as Checkout computes them, retrieve, list, expire."""
 from . import objects as o
 from .errors import invalid, missing_param, no_such
-from .schemas import COUNTRIES, CURRENCIES
+from .schemas import COUNTRIES, CURRENCIES, MAX_AMOUNT
 from .tax import rate, tax_for
 
 # Minimum charge amounts in minor units: https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts
@@ -103,6 +103,10 @@ def create(ctx, p):
     if session["amount_total"] < minimum:
         raise invalid(f"The Checkout Session's total amount due must add up to at least {minimum} "
                       f"(minor units) {currency}.", "line_items", "amount_too_small")
+    # At most eight digits: https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts
+    if session["amount_total"] > MAX_AMOUNT:
+        raise invalid(f"The Checkout Session's total amount due must be no more than {MAX_AMOUNT} (minor units) "
+                      f"{currency}.", "line_items", "amount_too_large")
     return ctx.tx.put(session)
 
 

@@ -139,3 +139,11 @@ def test_array_indexes_are_ascii_digits(app):
     body = "mode=payment&line_items[\u0661][quantity]=1".encode()
     r = app.post("/v1/checkout/sessions", body, content_type="application/x-www-form-urlencoded", status=400)
     assert r.json["error"]["message"] == "Invalid array" and r.json["error"]["param"] == "line_items"
+
+
+def test_a_total_past_eight_digits_is_refused(client):
+    items = [{"quantity": 999_999, "price_data": {"currency": "usd", "unit_amount": 99_999_999,
+                                                  "product_data": {"name": "Everything"}}}]
+    with pytest.raises(stripe.InvalidRequestError) as exc:
+        client.v1.checkout.sessions.create(shop_params(line_items=items))
+    assert (exc.value.http_status, exc.value.code, exc.value.param) == (400, "amount_too_large", "line_items")

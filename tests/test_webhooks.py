@@ -165,6 +165,13 @@ def test_unverified_deliveries_are_refused_and_change_nothing(shop, case, caplog
     assert order(shop, sid)["status"] == "paid"
 
 
+def test_refusals_before_the_endpoint_runs_are_json_too(shop):
+    big = shop.post("/webhook", b"x" * (600 * 1024), headers={"Content-Type": "application/json"}, status=413)
+    assert big.content_type == "application/json" and big.json == {"error": "That request is too large."}
+    wrong = shop.get("/webhook", status=405)
+    assert wrong.content_type == "application/json" and wrong.headers["Allow"] == "POST" and "error" in wrong.json
+
+
 def test_non_utf8_body_is_refused(shop):
     body = b"\xff\xfe not text"
     res = post_raw(shop, body, f"t={int(time.time())},v1=" + "0" * 64)

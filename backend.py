@@ -1,6 +1,7 @@
 """The back office for one DATA_DIR: the order ledger, the Stripe client (or offline stand-in) and fulfilment."""
 
 import payments
+import webhooks
 from fulfilment import Fulfilment
 from ledger import Ledger
 
@@ -18,7 +19,7 @@ class Backend:
             self.standin = StandIn(config.data_dir, public_url=config.base_url,
                                    webhook_url=config.base_url + "/webhook",
                                    webhook_secret=config.stripe_webhook_secret or None,
-                                   business_name=business_name)
+                                   business_name=business_name, enabled_events=webhooks.EVENTS)
         self.stripe = payments.make_client(config, self.standin)
         self.fulfilment = Fulfilment(self.ledger, self.stripe, config.data_dir)
         # A crash between a hand-off and its commit is repaired before anything else runs.

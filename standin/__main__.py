@@ -54,13 +54,16 @@ def main(argv=None):
     ap.add_argument("--public-url", default=None, help="base URL browsers use to reach this server")
     ap.add_argument("--webhook-url", default=None, help="POST signed events here, e.g. http://127.0.0.1:8000/webhook")
     ap.add_argument("--webhook-secret", default=None, help="signing secret (default: generated in the data dir)")
+    ap.add_argument("--events", default=None,
+                    help="comma-separated event types the webhook URL is subscribed to (default: every event)")
     ap.add_argument("--async-delay", type=float, default=5.0, help="seconds before delayed test payments settle")
     ap.add_argument("--threads", type=int, default=8)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     public_url = args.public_url or f"http://{args.host}:{args.port}"
     s = StandIn(args.data_dir, public_url=public_url, webhook_url=args.webhook_url,
-                webhook_secret=args.webhook_secret, async_delay=args.async_delay)
+                webhook_secret=args.webhook_secret, async_delay=args.async_delay,
+                enabled_events=args.events.split(",") if args.events else None)
     s.start_webhook_sender()
     import waitress
     print(f"stand-in serving http://{args.host}:{args.port} (data in {s.store.path})", file=sys.stderr, flush=True)

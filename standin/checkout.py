@@ -212,6 +212,7 @@ def expire(ctx, session):
         if pi and pi["status"] not in ("succeeded", "canceled"):
             pi.update(status="canceled", canceled_at=ctx.now, cancellation_reason="abandoned")
             ctx.tx.put(pi)
+            ctx.emit("payment_intent.canceled", pi)
     ctx.tx.put(session)
     ctx.emit("checkout.session.expired", session)
     return session

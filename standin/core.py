@@ -26,6 +26,7 @@ class Ctx:
         self.tx, self.now = tx, int(time.time())
         self.public_url, self.api_version = standin.public_url, standin.api_version
         self.webhook_url, self.async_delay = standin.webhook_url, standin.async_delay
+        self.enabled_events = standin.enabled_events
         self.request = request or {"id": None, "idempotency_key": None}
 
     def emit(self, type_, obj, previous_attributes=None):
@@ -36,7 +37,7 @@ class StandIn:
     """An offline imitation of the Stripe API parts the shop uses, persisted in `<data_dir>/standin.sqlite3`."""
 
     def __init__(self, data_dir, public_url="http://127.0.0.1:8000", *, webhook_url=None, webhook_secret=None,
-                 async_delay=5.0, load_env_faults=True, business_name="Test shop"):
+                 async_delay=5.0, load_env_faults=True, business_name="Test shop", enabled_events=None):
         self.data_dir = os.path.abspath(data_dir)
         self.public_url = public_url.rstrip("/")
         self.business_name = business_name
@@ -48,6 +49,9 @@ class StandIn:
         if load_env_faults:
             self.faults.load_env()
         self.webhook_url = webhook_url
+        # What the webhook endpoint is subscribed to, as in the Dashboard (None: every event); every event is
+        # still kept and listed at /v1/events: https://docs.stripe.com/webhooks#events-overview
+        self.enabled_events = None if enabled_events is None else frozenset(enabled_events)
         self.webhook_secret = events.load_secret(self.data_dir, webhook_secret)
         self.deliver = events.http_post
         self.hold_webhooks = False

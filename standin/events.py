@@ -17,9 +17,9 @@ LEASE_SECONDS = 60
 
 
 def emit(ctx, type_, obj, previous_attributes=None):
-    """Store an event snapshot of `obj` and queue it for webhook delivery when an endpoint is configured."""
+    """Store an event snapshot of `obj` and queue it for webhook delivery when an endpoint subscribes to it."""
     evt = o.event(type_, obj, ctx.api_version, ctx.now, previous_attributes, ctx.request)
-    if ctx.webhook_url:
+    if ctx.webhook_url and (ctx.enabled_events is None or type_ in ctx.enabled_events):
         evt["pending_webhooks"] = 1
         ctx.tx.enqueue(evt["id"], time.time())
     ctx.tx.put(evt)

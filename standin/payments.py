@@ -103,6 +103,7 @@ def attempt(ctx, session, c):
     if pi is None:
         pi = o.payment_intent(session, ctx.now)
         session["payment_intent"] = pi["id"]
+        ctx.emit("payment_intent.created", pi)
     shipping = ({"address": c["address"], "name": c["name"], "carrier": None, "phone": c["phone"],
                  "tracking_number": None} if allowed else None)
     card = {"brand": brand, "last4": c["number"][-4:],
@@ -133,6 +134,9 @@ def attempt(ctx, session, c):
         session["_settle_at"] = time.time() + ctx.async_delay
     for obj in (ch, pi, session):
         ctx.tx.put(obj)
+    # What a card payment in Checkout emits: https://docs.stripe.com/checkout/fulfillment (the session's event last)
+    ctx.emit("charge.pending" if pending else "charge.succeeded", ch)
+    ctx.emit("payment_intent.processing" if pending else "payment_intent.succeeded", pi)
     ctx.emit("checkout.session.completed", session)
     if behaviour == "dispute":
         open_dispute(ctx, ch)
@@ -157,6 +161,8 @@ def _decline(ctx, session, pi, billing, details, code):
                                   "payment_method": o.public(ctx.tx.get(pi["payment_method"]))})
     for obj in (ch, pi, session):
         ctx.tx.put(obj)
+    ctx.emit("charge.failed", ch)
+    ctx.emit("payment_intent.payment_failed", pi)
     return "declined", PayError(402, message, "card", code)
 
 
@@ -171,7 +177,8 @@ def settle(ctx, session):
         ch["payment_method_details"]["card"]["overcapture"]["maximum_amount_capturable"] = ch["amount"]
         pi.update(status="succeeded", amount_received=pi["amount"])
         session["payment_status"] = "paid"
-        kind = "checkout.session.async_payment_succeeded"
+        kind, charge_kind, intent_kind = ("checkout.session.async_payment_succeeded", "charge.succeeded",
+                                          "payment_intent.succeeded")
     else:
         ch.update(status="failed", failure_code="card_declined", failure_message="Your card was declined.",
                   outcome=o.outcome("declined_by_network", "issuer_declined",
@@ -182,9 +189,12 @@ def settle(ctx, session):
                                       "decline_code": "generic_decline", "charge": ch["id"],
                                       "doc_url": "https://stripe.com/docs/error-codes/card-declined",
                                       "payment_method": o.public(ctx.tx.get(pi["payment_method"]))})
-        kind = "checkout.session.async_payment_failed"
+        kind, charge_kind, intent_kind = ("checkout.session.async_payment_failed", "charge.failed",
+                                          "payment_intent.payment_failed")
     for obj in (ch, pi, session):
         ctx.tx.put(obj)
+    ctx.emit(charge_kind, ch)
+    ctx.emit(intent_kind, pi)
     ctx.emit(kind, session)
 
 

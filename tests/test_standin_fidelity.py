@@ -1,9 +1,11 @@
 """Details of Stripe's API that clients and Stripe's own tooling rely on, as the stand-in keeps them."""
+import json
+
 import pytest
 import stripe
 
 import test_standin_api as api
-from standin import PayError
+from standin import ASYNC_FAIL, ASYNC_OK, PayError, StandIn
 
 standin, client, app, shop_params = api.standin, api.client, api.app, api.shop_params  # shared with those tests
 
@@ -147,3 +149,55 @@ def test_a_total_past_eight_digits_is_refused(client):
     with pytest.raises(stripe.InvalidRequestError) as exc:
         client.v1.checkout.sessions.create(shop_params(line_items=items))
     assert (exc.value.http_status, exc.value.code, exc.value.param) == (400, "amount_too_large", "line_items")
+
+
+def _types(client):
+    """Every event so far, oldest first."""
+    return [e.type for e in reversed(client.v1.events.list({"limit": 100}).data)]
+
+
+def test_a_card_payment_emits_what_checkout_emits(client, standin):
+    s = paid(client, standin)
+    assert _types(client) == ["payment_intent.created", "charge.succeeded", "payment_intent.succeeded",
+                              "checkout.session.completed"]
+    succeeded = client.v1.events.list({"type": "payment_intent.succeeded"}).data[0].data.object
+    assert (succeeded.id, succeeded.status, succeeded.amount_received) == (s.payment_intent, "succeeded",
+                                                                           s.amount_total)
+
+
+def test_a_decline_then_expiry_emit_the_failure_and_the_cancellation(client, standin):
+    s = client.v1.checkout.sessions.create(shop_params())
+    with pytest.raises(PayError):
+        standin.pay(s.id, card="4000000000000002")
+    client.v1.checkout.sessions.expire(s.id)
+    assert _types(client) == ["payment_intent.created", "charge.failed", "payment_intent.payment_failed",
+                              "payment_intent.canceled", "checkout.session.expired"]
+    canceled = client.v1.events.list({"type": "payment_intent.canceled"}).data[0].data.object
+    assert (canceled.status, canceled.cancellation_reason) == ("canceled", "abandoned")
+
+
+@pytest.mark.parametrize("card, outcome", [(ASYNC_OK, ["charge.succeeded", "payment_intent.succeeded",
+                                                       "checkout.session.async_payment_succeeded"]),
+                                           (ASYNC_FAIL, ["charge.failed", "payment_intent.payment_failed",
+                                                         "checkout.session.async_payment_failed"])])
+def test_a_delayed_payment_emits_processing_then_its_outcome(client, standin, card, outcome):
+    s = paid(client, standin, card=card)
+    standin.settle_async(s.id)
+    assert _types(client) == ["payment_intent.created", "charge.pending", "payment_intent.processing",
+                              "checkout.session.completed", *outcome]
+
+
+def test_the_webhook_endpoint_gets_only_what_it_subscribes_to(tmp_path):
+    delivered = []
+    only = StandIn(tmp_path / "d", webhook_url="http://shop.test/webhook", load_env_faults=False,
+                   enabled_events=["checkout.session.completed"])
+    every = StandIn(tmp_path / "e", webhook_url="http://shop.test/webhook", load_env_faults=False)
+    for s in (only, every):
+        s.deliver = lambda url, body, headers: delivered.append(json.loads(body)["type"]) or 200
+        c = stripe.StripeClient("sk_test_x", http_client=s.http_client())
+        paid(c, s)
+        s.deliver_pending()
+        assert len(c.v1.events.list().data) == 4  # every event is kept and listed either way
+        s.close()
+    assert delivered == ["checkout.session.completed", "payment_intent.created", "charge.succeeded",
+                         "payment_intent.succeeded", "checkout.session.completed"]

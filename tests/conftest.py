@@ -33,6 +33,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def stop_waitress(server, thread):
+    """Stop a waitress server running in `thread`: its sockets are closed by its own loop, woken by its trigger.
+    Closed from here instead, they can vanish under the loop's select() (EBADF in the loop thread)."""
+    from waitress import wasyncore
+    server.task_dispatcher.shutdown()
+    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+    thread.join(5)
+
+
 def wait_for(condition, what, timeout=20):
     """condition()'s first truthy value, polled until `timeout` seconds; AssertionError naming `what` after."""
     deadline = time.monotonic() + timeout

@@ -6,12 +6,11 @@ import threading
 import time
 
 import pytest
-from waitress import wasyncore
 from waitress.server import create_server
 
 from settings import load_config
 from standin.events import http_post
-from tests.conftest import BASE
+from tests.conftest import BASE, stop_waitress
 from tests.test_webhooks import buy, event, handoff, order, pending, sign, start, wire
 
 
@@ -27,10 +26,7 @@ def served(shop):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
-    server.task_dispatcher.shutdown()
-    wasyncore.close_all(server._map)
-    thread.join(5)
+    stop_waitress(server, thread)
 
 
 def at_once(n, fn):

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, free_port, stop_waitress, wait_for
 
 
 def run(args, env_extra, timeout=60):
@@ -100,7 +100,6 @@ def serve_like_shop_py(monkeypatch):
     """serve(app) runs a WSGI app under waitress with `python shop.py`'s settings; returns (base URL, server).
     `sends` records each send() to a client: (thread name, bytes sent)."""
     import threading
-    from waitress import wasyncore
     from waitress.channel import HTTPChannel
     from waitress.server import create_server
     from cli import waitress_options
@@ -128,10 +127,7 @@ def serve_like_shop_py(monkeypatch):
     serve.sends = sends
     yield serve
     for server, thread in servers:
-        server.close()
-        server.task_dispatcher.shutdown()
-        wasyncore.close_all(server._map)
-        thread.join(5)
+        stop_waitress(server, thread)
 
 
 def test_a_page_goes_out_in_one_send_from_the_main_loop(serve_like_shop_py, make_shopper):

@@ -218,15 +218,23 @@ def event(type_, obj, api_version, created, previous_attributes=None, request=No
     }
 
 
-# Fields each object type lets you expand, among those the stand-in keeps: https://docs.stripe.com/expand
-# (balance transactions and products are not kept, so expanding them is refused rather than answered with null)
+# Fields Stripe lets you expand on each object (spec3's x-expandableFields, less those this API version's objects
+# no longer have): https://docs.stripe.com/expand
+# A null one stays null. An id of something the stand-in does not keep (a balance transaction, a product) is
+# refused rather than answered with null.
+_FILES = ("cancellation_policy customer_communication customer_signature duplicate_charge_documentation receipt "
+          "refund_policy service_documentation shipping_documentation uncategorized_file").split()
 EXPANDABLE = {
     "checkout.session": {"payment_intent", "line_items", "shipping_cost.shipping_rate", "customer", "invoice",
                          "subscription", "setup_intent", "payment_link"},
-    "payment_intent": {"latest_charge", "customer", "payment_method", "review"},
-    "charge": {"payment_intent", "customer", "refunds", "review"},
-    "refund": {"charge", "payment_intent"},
-    "dispute": {"charge", "payment_intent"},
+    "payment_intent": {"latest_charge", "customer", "payment_method", "review", "application", "on_behalf_of",
+                       "transfer_data.destination"},
+    "charge": {"payment_intent", "customer", "refunds", "review", "application", "application_fee",
+               "balance_transaction", "failure_balance_transaction", "on_behalf_of", "source_transfer", "transfer",
+               "transfer_data.destination"},
+    "refund": {"charge", "payment_intent", "balance_transaction", "failure_balance_transaction",
+               "source_transfer_reversal", "transfer_reversal"},
+    "dispute": {"charge", "payment_intent", *(f"evidence.{name}" for name in _FILES)},
     "item": {"price"},
 }
 VIRTUAL = {"line_items", "refunds"}  # lists made at expansion time, not ids: virtual(obj, field) makes them
@@ -259,7 +267,11 @@ def _expand_one(obj, parts, full, load, virtual):
         holder, key, rest = obj[field], parts[1], parts[2:]
     elif field in allowed:
         holder, key = obj, field
+    elif len(parts) > 1 and two in allowed and obj.get(field) is None:
+        return  # e.g. shipping_cost.shipping_rate on a session without shipping: null stays null
     else:
+        raise invalid(f"This property cannot be expanded ({full}).", "expand")
+    if key not in holder and key not in VIRTUAL:  # not a field of this object in this API version
         raise invalid(f"This property cannot be expanded ({full}).", "expand")
     value = holder.get(key)
     if key in VIRTUAL and virtual is not None:

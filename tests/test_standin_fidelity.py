@@ -201,3 +201,17 @@ def test_the_webhook_endpoint_gets_only_what_it_subscribes_to(tmp_path):
         s.close()
     assert delivered == ["checkout.session.completed", "payment_intent.created", "charge.succeeded",
                          "payment_intent.succeeded", "checkout.session.completed"]
+
+
+def test_an_expandable_field_that_is_null_stays_null(client, standin, app):
+    s = paid(client, standin)
+    pi = client.v1.payment_intents.retrieve(s.payment_intent)
+    bare = client.v1.checkout.sessions.create(shop_params(shipping_options=[], shipping_address_collection=None))
+    unshipped = app.get(f"/v1/checkout/sessions/{bare.id}?expand[]=shipping_cost.shipping_rate").json
+    assert unshipped["shipping_cost"] is None
+    charge = app.get(f"/v1/charges/{pi.latest_charge}?expand[]=application&expand[]=transfer_data.destination"
+                     "&expand[]=failure_balance_transaction").json
+    assert (charge["application"], charge["transfer_data"], charge["failure_balance_transaction"]) == (None, None, None)
+    intent = app.get(f"/v1/payment_intents/{pi.id}?expand[]=application&expand[]=on_behalf_of").json
+    assert (intent["application"], intent["on_behalf_of"]) == (None, None)
+    app.get(f"/v1/payment_intents/{pi.id}?expand[]=amount", status=400)  # not an expandable field at all

@@ -31,7 +31,7 @@ class ApiApp:
             ("POST", "/v1/checkout/sessions/{id}/expire", self.expire_session, schemas.EXPIRE),
             ("GET", "/v1/payment_intents/{id}", self.retriever("payment_intent"), schemas.RETRIEVE),
             ("GET", "/v1/charges/{id}", self.retriever("charge"), schemas.RETRIEVE),
-            ("GET", "/v1/charges/{id}/refunds", self.charge_refunds, schemas.LINE_ITEMS_LIST),
+            ("GET", "/v1/charges/{id}/refunds", self.charge_refunds, schemas.CHARGE_REFUNDS_LIST),
             ("POST", "/v1/refunds", self.create_refund, schemas.REFUND_CREATE),
             ("GET", "/v1/refunds", self.list_refunds, schemas.REFUND_LIST),
             ("GET", "/v1/refunds/{id}", self.retriever("refund"), schemas.RETRIEVE),

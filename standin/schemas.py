@@ -89,6 +89,7 @@ LIST_BASE = {"limit": Int(min=1, max=100), "starting_after": Str(), "ending_befo
 SESSION_LIST = Obj({**LIST_BASE, "status": Str(choices=("complete", "expired", "open")), "payment_intent": Str(),
                     "customer": Str(), "payment_link": Str()})
 LINE_ITEMS_LIST = Obj({k: LIST_BASE[k] for k in ("limit", "starting_after", "ending_before", "expand")})
+CHARGE_REFUNDS_LIST = LINE_ITEMS_LIST  # a page of one parent's list takes the same
 EVENT_LIST = Obj({**LIST_BASE, "type": Str(), "types": Arr(Str(), max_items=20), "delivery_success": Bool()})
 REFUND_CREATE = Obj({"payment_intent": Str(), "charge": Str(), "amount": Int(min=1, max=MAX_AMOUNT),
                      "metadata": Metadata(), "expand": EXPAND,

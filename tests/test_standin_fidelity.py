@@ -215,3 +215,10 @@ def test_an_expandable_field_that_is_null_stays_null(client, standin, app):
     intent = app.get(f"/v1/payment_intents/{pi.id}?expand[]=application&expand[]=on_behalf_of").json
     assert (intent["application"], intent["on_behalf_of"]) == (None, None)
     app.get(f"/v1/payment_intents/{pi.id}?expand[]=amount", status=400)  # not an expandable field at all
+
+
+def test_a_stripe_version_from_the_future_is_refused(app):
+    assert app.get("/v1/checkout/sessions", headers={"Stripe-Version": stripe.api_version}).json["object"] == "list"
+    assert app.get("/v1/checkout/sessions", headers={"Stripe-Version": "2024-06-20"}).json["object"] == "list"
+    future = app.get("/v1/checkout/sessions", headers={"Stripe-Version": "2099-01-01"}, status=400).json["error"]
+    assert future["message"] == "Invalid Stripe API version: 2099-01-01"

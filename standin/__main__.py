@@ -7,6 +7,7 @@ from pathlib import Path
 import bottle
 
 from .core import StandIn
+from .forms import MAX_BODY
 
 PUBLIC = Path(__file__).resolve().parent.parent / "public"
 HEADERS = (("Content-Security-Policy", "default-src 'self'; img-src 'self' data: https: http:; object-src 'none'; "
@@ -69,7 +70,7 @@ def main(argv=None):
     print(f"stand-in serving http://{args.host}:{args.port} (data in {s.store.path})", file=sys.stderr, flush=True)
     try:
         waitress.serve(make_server_app(s), host=args.host, port=args.port, threads=args.threads,
-                       ident="standin")
+                       ident="standin", max_request_body_size=2 * MAX_BODY)
     finally:
         s.close()
 

@@ -9,7 +9,7 @@ import time
 from . import checkout, payments, schemas
 from . import objects as o
 from .errors import StripeError, api_error, invalid, no_such
-from .forms import clean, decode_body, parse_form
+from .forms import MAX_BODY, clean, decode_body, parse_form
 
 log = logging.getLogger("standin.api")
 _STATUS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 402: "402 Payment Required",
@@ -74,7 +74,11 @@ class ApiApp:
                 raise invalid(f"Invalid Stripe API version: {version}", "stripe_version")
             headers["Stripe-Version"] = version or self.s.api_version
             if method == "POST":
-                raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+                try:
+                    length = int(environ.get("CONTENT_LENGTH") or 0)
+                except ValueError:
+                    raise invalid("Invalid Content-Length header.") from None
+                raw = environ["wsgi.input"].read(min(length, MAX_BODY + 1))  # never more than the limit into memory
                 if environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower() == "application/json":
                     raise invalid("Invalid request (check that your POST content type is "
                                   "application/x-www-form-urlencoded). If you have any questions, we can help at "

@@ -1,4 +1,5 @@
 """Details of Stripe's API that clients and Stripe's own tooling rely on, as the stand-in keeps them."""
+import io
 import json
 
 import pytest
@@ -222,3 +223,14 @@ def test_a_stripe_version_from_the_future_is_refused(app):
     assert app.get("/v1/checkout/sessions", headers={"Stripe-Version": "2024-06-20"}).json["object"] == "list"
     future = app.get("/v1/checkout/sessions", headers={"Stripe-Version": "2099-01-01"}, status=400).json["error"]
     assert future["message"] == "Invalid Stripe API version: 2099-01-01"
+
+
+def test_a_body_past_the_limit_is_refused_without_being_read_whole(app):
+    big = app.post("/v1/checkout/sessions", b"mode=payment&metadata[x]=" + b"a" * (2 << 20),
+                   content_type="application/x-www-form-urlencoded", status=400)
+    assert big.json["error"]["message"] == "Request body too large."
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v1/checkout/sessions", "CONTENT_LENGTH": "twelve",
+               "HTTP_AUTHORIZATION": "Bearer sk_test_x", "wsgi.input": io.BytesIO(b"mode=payment")}
+    answer = []
+    body = b"".join(app.app(environ, lambda status, headers: answer.append(status)))
+    assert answer == ["400 Bad Request"] and json.loads(body)["error"]["message"] == "Invalid Content-Length header."

@@ -3,7 +3,7 @@
 import re
 from urllib.parse import quote
 
-from bottle import BaseResponse, redirect, request, response
+from bottle import BaseResponse, HTTPResponse, redirect, request, response
 
 import cart as carts
 import payments
@@ -20,8 +20,12 @@ def install(app, shop):
     """Add the shopper's routes to the app."""
 
     def see_other(path):
-        # On BASE_URL, never on the Host header or the scheme the request came in with (a proxy's http)
-        redirect(shop.config.base_url + path, 303)
+        # A relative Location (RFC 9110, 10.2.2): the browser stays on the origin it used, so its cookies follow,
+        # and nothing from the Host header or the scheme a proxy spoke is written into the answer.
+        res = response.copy(cls=HTTPResponse)  # as bottle's redirect(), which would make it absolute from Host
+        res.status, res.body = 303, ""
+        res.set_header("Location", path)
+        raise res
 
     @app.get("/")
     def home():

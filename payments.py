@@ -111,9 +111,18 @@ def create_session(client, params, order_id):
 
 
 def retrieve_session(client, session_id):
-    """The Checkout Session with its line items and PaymentIntent expanded, as a plain dict."""
-    return call("GET /v1/checkout/sessions/{id}", _retrieve_as_json(client), session_id,
-                {"expand": ["line_items", "payment_intent"]}).data
+    """The Checkout Session with all its line items and its PaymentIntent expanded, as a plain dict."""
+    session = call("GET /v1/checkout/sessions/{id}", _retrieve_as_json(client), session_id,
+                   {"expand": ["line_items", "payment_intent"]}).data
+    items = session.get("line_items")
+    # An expanded list holds only its first page (10 items): the rest are listed, 100 at a time (one more call
+    # for a cart of up to 50 lines). https://docs.stripe.com/expand#lists
+    while isinstance(items, dict) and items.get("has_more") and items.get("data"):
+        page = call("GET /v1/checkout/sessions/{id}/line_items", client.v1.checkout.sessions.line_items.list,
+                    session_id, {"limit": 100, "starting_after": items["data"][-1]["id"]}).to_dict()
+        items["data"] += page["data"]
+        items["has_more"] = page["has_more"]
+    return session
 
 
 def _retrieve_as_json(client):

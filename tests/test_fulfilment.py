@@ -156,3 +156,28 @@ def test_processes_calling_fulfil_at_once_fulfil_once(shop, data_dir):
     outcomes = sorted(results.get(timeout=5) for _ in procs)
     assert outcomes == ["already fulfilled"] * 3 + ["fulfilled"]
     assert len(handoff(shop)) == 1 and order(shop, sid)["status"] == "paid"
+
+
+@pytest.mark.parametrize("settle", ["success page", "webhook"])
+def test_an_order_of_more_lines_than_a_page_is_handed_off_and_shown_whole(make_shopper, catalog_copy, settle):
+    """Stripe expands only the first 10 line items; the rest are listed, so nothing is left out."""
+    data = json.loads(catalog_copy.read_text())
+    first = data["products"][0]
+    data["products"] = [dict(first, id=f"book-{i:02d}", name=f"Book {i:02d}", price=100 + i) for i in range(23)]
+    catalog_copy.write_text(json.dumps(data))
+    shopper = wire(make_shopper(catalog=str(catalog_copy)))
+    for i in range(23):
+        shopper.add(f"book-{i:02d}", 1 + i % 3)
+    sid = shopper.session_id(shopper.checkout())
+    shopper.standin.pay(sid)
+    before = shopper.standin.calls.copy()
+    if settle == "webhook":
+        shopper.standin.deliver_pending()
+    page = shopper.get(f"/success?session_id={sid}").text
+    assert all(f"Book {i:02d}" in page for i in range(23))
+    [line] = handoff(shopper)
+    assert len(line["items"]) == 23
+    assert sum(i["unit_amount"] * i["quantity"] for i in line["items"]) == order(shopper, sid)["amount_subtotal"]
+    listed = shopper.standin.calls["GET /v1/checkout/sessions/{id}/line_items"] - before[
+        "GET /v1/checkout/sessions/{id}/line_items"]
+    assert listed == (2 if settle == "webhook" else 1)  # one more call for the rest, on each read of the session

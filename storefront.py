@@ -127,14 +127,18 @@ def install(app, shop):
         state = _state(session)
         if state == "processing" and order["status"] == "payment_failed":  # a webhook heard of the failure
             state = "failed"
-        if state == "paid":
+        cart_count = None
+        if state == "paid" and read_cart(shop.catalog()) == {i["product_id"]: i["quantity"] for i in order["items"]}:
+            # The cart was this order: it is bought. A "Buy now" order, or an old confirmation opened again
+            # after the cart changed, leaves the cart alone.
             shop.guard.delete_cookie(response, carts.COOKIE)
+            cart_count = 0
         titles = {"paid": "Thank you for your order", "processing": "Your payment is processing",
                   "failed": "Your payment did not go through", "open": "Your payment is not finished",
                   "expired": "This checkout has expired"}
-        # A paid order empties the cart: this page's header already shows it empty.
+        # An emptied cart: this page's header already shows it empty.
         return shop.render("success.tpl", title=titles[state], state=state, order=order, summary=summary,
-                           cart_count=0 if state == "paid" else None)
+                           cart_count=cart_count)
 
     def read_cart(catalog):
         return carts.parse(request.get_cookie(carts.COOKIE), catalog)

@@ -229,3 +229,19 @@ def test_any_currency_the_catalog_takes_can_be_paid_offline(make_shopper, catalo
     session = shopper.shop.stripe.v1.checkout.sessions.retrieve(session_id)
     assert (session.currency, session.payment_status, session.amount_subtotal) == (currency, "paid", price)
     assert shown in shopper.get(f"/success?session_id={session_id}").text
+
+
+def test_paying_empties_the_cart_only_when_the_cart_was_the_order(shopper):
+    a, b, c = (p.id for p in catalog().products[:3])
+    shopper.add(a, 2)
+    shopper.add(b)
+    cart = shopper.cart_cookie()
+    buy_now = shopper.checkout(product_id=c, quantity="1")  # "Buy now": one book, the cart is another matter
+    assert "Thank you" in shopper.get(pay(shopper, buy_now).location).text
+    assert shopper.cart_cookie() == cart and "(3)" in shopper.get("/cart").text
+    whole = shopper.checkout()
+    confirmation = pay(shopper, whole).location
+    assert "Thank you" in shopper.get(confirmation).text and not shopper.cart_cookie()
+    shopper.add(c)
+    shopper.get(confirmation)  # an old confirmation opened again keeps the cart made since
+    assert shopper.cart_cookie() == f"{c}:1"

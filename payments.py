@@ -110,6 +110,11 @@ def create_session(client, params, order_id):
                 {"idempotency_key": f"checkout-{order_id}"})
 
 
+def expire_session(client, session_id):
+    """Expire an open Checkout Session so it can no longer be paid: https://docs.stripe.com/api/checkout/sessions/expire."""
+    return call("POST /v1/checkout/sessions/{id}/expire", client.v1.checkout.sessions.expire, session_id).to_dict()
+
+
 def retrieve_session(client, session_id):
     """The Checkout Session with all its line items and its PaymentIntent expanded, as a plain dict."""
     session = call("GET /v1/checkout/sessions/{id}", _retrieve_as_json(client), session_id,

@@ -94,6 +94,7 @@ def install(app, shop):
         ledger_items = [{"product_id": p.id, "name": p.name, "unit_amount": p.price, "quantity": q}
                         for p, q, _ in items]
         browser = shop.guard.browser_id(request, response)
+        replace_open_checkout(browser)
         order_id = shop.ledger.create_order(catalog.currency, ledger_items, browser=browser)
         params = payments.checkout_params(catalog, items, order_id, shop.config.base_url)
         try:
@@ -139,6 +140,18 @@ def install(app, shop):
         # An emptied cart: this page's header already shows it empty.
         return shop.render("success.tpl", title=titles[state], state=state, order=order, summary=summary,
                            cart_count=cart_count)
+
+    def replace_open_checkout(browser):
+        """A new checkout replaces this browser's open one (left with "Back"): that one is expired at Stripe, so
+        the cart's "Continue your payment" can't lead to paying for the same books twice."""
+        stale = shop.ledger.open_checkout_for(browser)
+        if stale is None:
+            return
+        try:
+            session = payments.expire_session(shop.stripe, stale["session_id"])
+        except ShopError:  # paid or expired meanwhile (its events will say), or Stripe unreachable: go on
+            return
+        shop.fulfilment.sync(stale["session_id"], session, "new checkout", order=stale)
 
     def read_cart(catalog):
         return carts.parse(request.get_cookie(carts.COOKIE), catalog)

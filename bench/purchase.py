@@ -23,7 +23,8 @@ def checkout_form(url, product_id, sid):
 
 
 def checkout_load(load, shop, product_id, sid, seconds, connections=8):
-    """Requests/s and latency of POST /checkout over HTTP (each one a new order and Checkout Session)."""
+    """Requests/s and latency of POST /checkout over HTTP (each one a new order and Checkout Session; from one
+    browser, each also expires the session before it, as a new checkout replaces an open one)."""
     headers, body = checkout_form(shop.url, product_id, sid)
     status, hdrs, _ = fetch(shop.url + "/checkout", headers, "POST", body)
     if status != 303:

@@ -445,6 +445,18 @@ def test_continue_your_payment_is_offered_until_the_order_is_paid(shop):
     assert CONTINUE not in shop.get("/cart").text
 
 
+def test_a_new_checkout_expires_the_one_left_open_so_it_cannot_be_paid_as_well(shop):
+    first = start(shop)  # then "Back" from the payment page, and Checkout again
+    second = start(shop)
+    assert order(shop, first)["status"] == "expired" and shop.standin.get(first)["status"] == "expired"
+    shop.standin.pay(second)
+    shop.standin.deliver_pending()
+    assert CONTINUE not in shop.get("/cart").text
+    paying_the_first = shop.get(f"/offline-checkout/{first}", status=410)
+    assert "expired" in paying_the_first.text
+    assert [order(shop, sid)["status"] for sid in (first, second)] == ["expired", "paid"]
+
+
 def test_continue_your_payment_is_hidden_once_expired(shop):
     sid = start(shop)
     shop.shop.stripe.v1.checkout.sessions.expire(sid)

@@ -160,16 +160,17 @@ def test_every_worker_reloads_an_edited_catalog(tmp_path):
 
 def test_workers_share_the_ledger_without_losing_an_order(tmp_path):
     with shop_server(tmp_path) as (proc, port):
-        token = _CSRF.search(request(port, headers={"Cookie": f"sid={SID}"})[1])[1]
-        body = urlencode({"csrf_token": token, "product_id": "walden", "quantity": "1"})
-        headers = {"Cookie": f"sid={SID}", "Content-Type": "application/x-www-form-urlencoded"}
         statuses = []
 
-        def shopper():
-            for _ in range(6):
+        def shopper(n):
+            for i in range(6):  # 48 browsers (a browser's new checkout would expire its open one)
+                sid = f"{SID[:-4]}{n}{i:03d}"
+                token = _CSRF.search(request(port, headers={"Cookie": f"sid={sid}"})[1])[1]
+                body = urlencode({"csrf_token": token, "product_id": "walden", "quantity": "1"})
+                headers = {"Cookie": f"sid={sid}", "Content-Type": "application/x-www-form-urlencoded"}
                 statuses.append(request(port, "POST", "/checkout", body, headers)[0])
 
-        threads = [threading.Thread(target=shopper) for _ in range(8)]
+        threads = [threading.Thread(target=shopper, args=(n,)) for n in range(8)]
         for t in threads:
             t.start()
         for t in threads:

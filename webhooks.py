@@ -7,6 +7,7 @@ import re
 import stripe
 from bottle import request, response
 
+import payments
 from fulfilment import FULFILLED
 from settings import ShopError
 
@@ -101,6 +102,8 @@ def apply(shop, event):
                                               failed=kind == "checkout.session.async_payment_failed")
     elif kind in CHARGE_EVENTS:
         order = _charge_order(ledger, obj)
+        if order is None and kind.startswith("charge.dispute."):  # no metadata to find it by (a charge has ours)
+            order = _order_of_intent_session(shop, obj, source)
         if order is None:
             outcome = "ignored: not a payment of this shop"
         elif order["fulfilled_at"] is None:
@@ -143,6 +146,23 @@ def _charge_order(ledger, obj):
 _ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 _TYPE = re.compile(r"[a-z0-9_.]{1,100}")
 MAX_AMOUNT = 10 ** 12  # above any amount Stripe takes in any currency, far below SQLite's integer limit
+
+
+def _order_of_intent_session(shop, obj, source):
+    """The order of the Checkout Session that made this charge's PaymentIntent, asked of Stripe (one call).
+
+    Only needed when the charge's payment is not in the ledger yet: a dispute carries no metadata, and its
+    event can overtake the session's own (https://docs.stripe.com/webhooks#event-ordering). Found, the order is
+    not paid yet, so the event is retried; not found, the payment is not this shop's."""
+    intent = obj.get("payment_intent")
+    intent_id = intent.get("id") if isinstance(intent, dict) else intent
+    if not isinstance(intent_id, str):
+        return None
+    sessions = payments.call("GET /v1/checkout/sessions", shop.stripe.v1.checkout.sessions.list,
+                             {"payment_intent": intent_id, "limit": 1}).data
+    if not sessions:
+        return None
+    return shop.fulfilment.order_for(sessions[0].id, sessions[0].to_dict(), source)
 
 
 def _well_formed(event):

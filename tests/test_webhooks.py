@@ -232,6 +232,9 @@ def test_unknown_types_and_foreign_sessions_are_acknowledged_and_ignored(shop, c
                   "amount": 10, "metadata": {}}
         assert post_event(shop, event("charge.refunded", charge)).json["outcome"].startswith("ignored")
     assert sum(shop.standin.calls.values()) == before  # nothing of ours: no API calls
+    dispute = {"id": "dp_x", "object": "dispute", "charge": "ch_x", "payment_intent": "pi_not_ours", "status": "lost"}
+    assert post_event(shop, event("charge.dispute.created", dispute)).json["outcome"].startswith("ignored")
+    assert sum(shop.standin.calls.values()) == before + 1  # a dispute names no order: Stripe is asked whose it is
     assert "cs_test_not_ours" in caplog.text and handoff(shop) == []
 
 
@@ -402,6 +405,17 @@ def test_refund_that_overtakes_the_payment_is_retried_until_the_order_is_paid(sh
     assert again == {"charge.refunded": 200}
     o = order(shop, sid)
     assert (o["status"], o["amount_refunded"]) == ("partially_refunded", 200)
+
+
+def test_a_dispute_that_overtakes_the_payment_is_retried_until_the_order_is_paid(shop):
+    """A dispute carries no metadata: the shop asks Stripe whose session made the payment, and waits for it."""
+    sid = buy(shop, card=DISPUTED)
+    first = {shop.standin.get(e)["type"]: s for e, s in shop.standin.deliver_pending(reverse=True)}
+    assert first["charge.dispute.created"] == 503 and first["checkout.session.completed"] == 200
+    again = {shop.standin.get(e)["type"]: s for e, s in shop.standin.deliver_pending()}
+    assert again == {"charge.dispute.created": 200}
+    o = order(shop, sid)
+    assert (o["status"], o["dispute_status"], len(handoff(shop))) == ("disputed", "needs_response", 1)
 
 
 @pytest.mark.parametrize("won", [True, False])

@@ -3,7 +3,7 @@
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent
 
@@ -166,9 +166,18 @@ def load_config(overrides=None, environ=None):
         values["base_url"] = f"http://{host}:{values['port']}"
     base = values["base_url"].rstrip("/")
     parts = urlsplit(base)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment
+            or parts.username is not None or port == -1):
         raise ConfigError(f"BASE_URL: must be an absolute http(s) URL like https://shop.example.com, got {base!r}")
-    values["base_url"] = base
+    # As browsers write an origin (lowercase host, no default port), so the CSRF check's Origin comparison holds
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default = {"http": 80, "https": 443}[parts.scheme]
+    values["base_url"] = urlunsplit((parts.scheme, host if port in (None, default) else f"{host}:{port}",
+                                     parts.path, "", ""))
     if mode == "live":
         if parts.scheme != "https":
             raise ConfigError("BASE_URL: live mode needs an https:// URL (Stripe redirects shoppers there)")

@@ -76,7 +76,8 @@ def install(app, shop):
         except Exception:  # never a traceback to the caller; not recorded, so Stripe's retry applies it
             log.exception("webhook %s %s failed", event["id"], event["type"])
             return answer(500, {"error": "could not apply the event; retry"})
-        log.info("webhook %s %s %s order=%s: %s", event["id"], event["type"], event["data"]["object"].get("id"),
+        obj_id = event["data"]["object"].get("id")  # checked only for the types the shop handles: shown if id-like
+        log.info("webhook %s %s %s order=%s: %s", event["id"], event["type"], obj_id if _is(_ID, obj_id) else "-",
                  order_id or "-", outcome)
         return answer(200, {"received": True, "outcome": outcome})
 

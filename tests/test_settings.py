@@ -40,8 +40,20 @@ def test_live_mode_starts_with_https_and_secret():
     assert config.mode == "live" and config.secure and config.base_url == "https://shop.example.com"
 
 
+@pytest.mark.parametrize("given, origin", [
+    ("http://LOCALHOST:8807/", "http://localhost:8807"), ("https://Shop.Example.com:443", "https://shop.example.com"),
+    ("HTTP://shop.example.com:80/store/", "http://shop.example.com/store"), ("http://[::1]:8000", "http://[::1]:8000"),
+])
+def test_base_url_is_written_as_a_browser_writes_its_origin(given, origin):
+    """The CSRF check compares a form's Origin header with BASE_URL: an uppercase host or a default port in
+    BASE_URL would refuse every form."""
+    assert load_config(environ={"BASE_URL": given}).base_url == origin
+
+
 @pytest.mark.parametrize("env, message", [
     ({"STRIPE_SECRET_KEY": "pk_test_abc"}, "STRIPE_SECRET_KEY: must start with"),
+    ({"BASE_URL": "http://user:pw@shop.example.com"}, "BASE_URL: must be an absolute http(s) URL"),
+    ({"BASE_URL": "http://shop.example.com:99999"}, "BASE_URL: must be an absolute http(s) URL"),
     ({"PORT": "eighty"}, "PORT: must be a whole number"),
     ({"PORT": "70000"}, "PORT: out of range"),
     ({"BASE_URL": "shop.example.com"}, "BASE_URL: must be an absolute http(s) URL"),

@@ -219,6 +219,14 @@ def test_repeated_event_id_is_acknowledged_and_does_nothing(shop):
     assert sum(completed in s for s in sources) == 1
 
 
+def test_an_unhandled_event_cannot_write_a_line_of_its_own_into_the_log(shop, caplog):
+    forged = {"id": "pi_1\n2026-11-30 12:00:00,000 ERROR shop forged line", "object": "payment_intent"}
+    with caplog.at_level(logging.INFO):
+        res = post_event(shop, event("payment_intent.created", forged))
+    assert res.status_int == 200 and res.json["outcome"].startswith("ignored")
+    assert "forged line" not in caplog.text and "payment_intent.created - order=-" in caplog.text
+
+
 def test_unknown_types_and_foreign_sessions_are_acknowledged_and_ignored(shop, caplog):
     before = sum(shop.standin.calls.values())
     with caplog.at_level(logging.INFO):

@@ -130,10 +130,9 @@ def prepare_paid_sessions(data_dir, product_id, n):
     token = _CSRF.search(browser.get("/").text)[1]
     form = {"csrf_token": token, "product_id": product_id, "quantity": "1"}
     sessions = []
-    for _ in range(n):
+    for _ in range(n):  # each paid before the next checkout, which would expire an open one of this browser
         sessions.append(_session_id(browser.post("/checkout", form, status=303).location))
-    for session_id in sessions:
-        standin.pay(session_id)
+        standin.pay(sessions[-1])
     wanted, found = set(sessions), {}
     page = shop.stripe.v1.events.list({"type": "checkout.session.completed", "limit": 100})
     for event in page.auto_paging_iter():

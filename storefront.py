@@ -43,8 +43,10 @@ def install(app, shop):
     def show_cart():
         """The cart with line totals and subtotal."""
         catalog = shop.catalog()
-        items = carts.lines(read_cart(catalog), catalog)
-        added = catalog.product(request.query.get("added", "")[:64])
+        cart = read_cart(catalog)
+        items = carts.lines(cart, catalog)
+        added = request.query.get("added", "")[:64]
+        added = catalog.product(added) if added in cart else None  # a link can't claim what the cart lacks
         pending = shop.ledger.open_checkout_for(shop.guard.browser_id(request, response))
         return shop.render("cart.tpl", title="Your cart", items=items,
                            subtotal=sum(total for _, _, total in items),

@@ -121,3 +121,11 @@ def test_redirects_stay_on_the_origin_and_never_name_the_host_the_request_names(
     assert "cart=" in added.headers["Set-Cookie"]  # the redirect still carries the cart
     assert post("/cart", action="remove", product_id=cat.products[0].id).headers["Location"] == "/cart"
     assert post("/checkout").headers["Location"] == "/cart?empty=1"
+
+
+def test_the_added_notice_names_only_what_the_cart_holds(shopper, cat):
+    first, second = cat.products[0], cat.products[1]
+    shopper.add(first.id)
+    assert f"Added “{first.name}” to your cart." in shopper.get(f"/cart?added={first.id}").text
+    page = shopper.get(f"/cart?added={second.id}").text  # a link made up to claim another book was added
+    assert "Added" not in page

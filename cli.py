@@ -55,7 +55,12 @@ def main(argv):
         return check(config)
     if command == "serve":
         return serve(config)
-    return args.run(config, args)
+    try:
+        return args.run(config, args)
+    except BrokenPipeError:  # `orders | head` stopped reading: end quietly, as the Python docs advise
+        # https://docs.python.org/3/library/signal.html#note-on-sigpipe (the flush at exit must not fail again)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def check(config):

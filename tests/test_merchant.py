@@ -221,6 +221,23 @@ def test_orders_json_as_a_real_subprocess(shop, data_dir):
     assert proc.returncode == 1 and "No order 'ord_nope'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_orders_piped_into_a_reader_that_stops_early_end_quietly(data_dir):
+    from ledger import Ledger
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(data_dir / "shop.sqlite3")
+    for i in range(400):  # far more JSON than a pipe holds, so the writer meets the closed pipe
+        ledger.create_order("usd", [{"product_id": "walden", "name": "Walden " * 20, "unit_amount": 999,
+                                     "quantity": 1}])
+    ledger.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
+    env.update(DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "shop.py", "orders", "--json", "--limit", "400"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(10).startswith(b"[")  # `| head -c 10`
+    proc.stdout.close()
+    assert proc.wait(60) == 1 and b"Traceback" not in proc.stderr.read()
+
+
 def test_reconcile_records_a_refund_whose_event_was_lost(shop, run):
     """A refund made in the Dashboard whose charge.refunded event never arrived is caught up, once."""
     o = paid(shop)

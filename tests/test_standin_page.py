@@ -104,6 +104,10 @@ def test_declined_cards_keep_session_open(client, browser, card, reason):
     assert card.replace(" ", "") not in page.text and 'value="123"' not in page.text
     assert page.forms["pay"]["name"].value == "Ada Reader"
     assert page.forms["pay"]["address_city"].value == "Berlin"
+    # the field the decline names is described by the error and focused when the page loads (no script needed)
+    card_input = page.html.find("input", id="card_number")
+    assert card_input.get("aria-describedby") == "sti-error" and card_input.has_attr("autofocus")
+    assert len(page.html.select("[autofocus]")) == 1 and not page.html.select('[aria-describedby=""]')
     assert "<dd>$5.70</dd>" in page.text  # tax is known once the address is: 19% of 2500 + 19% of 500 shipping
     r = client.v1.checkout.sessions.retrieve(s.id, {"expand": ["payment_intent.latest_charge"]})
     assert (r.status, r.payment_status) == ("open", "unpaid")

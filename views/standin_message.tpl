@@ -6,6 +6,7 @@
 <meta name="robots" content="noindex">
 <title>{{title}} · Test mode</title>
 <link rel="stylesheet" href="/static/standin.css">
+<link rel="icon" href="data:,">
 </head>
 <body class="sti">
 <header class="sti-top"><span class="sti-business">Checkout</span><span class="sti-badge">Test mode</span></header>

@@ -6,6 +6,7 @@
 <meta name="robots" content="noindex">
 <title>Pay {{business}} · Test mode</title>
 <link rel="stylesheet" href="/static/standin.css">
+<link rel="icon" href="data:,">
 </head>
 <body class="sti">
 <header class="sti-top">
@@ -51,16 +52,16 @@
       <fieldset>
         <legend>Contact information</legend>
         <label for="email">Email</label>
-        <input id="email" name="email" type="email" autocomplete="email" required value="{{values['email']}}" aria-invalid="{{'true' if error_field == 'email' else 'false'}}" aria-describedby="{{'sti-error' if error_field == 'email' else ''}}">
+        <input id="email" name="email" type="email" autocomplete="email" required value="{{values['email']}}" aria-invalid="{{'true' if error_field == 'email' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'email' else ''}}>
         <label for="phone">Phone{{'' if phone_required else ' (optional)'}}</label>
-        <input id="phone" name="phone" type="tel" autocomplete="tel" value="{{values['phone']}}" {{'required' if phone_required else ''}} aria-invalid="{{'true' if error_field == 'phone' else 'false'}}" aria-describedby="{{'sti-error' if error_field == 'phone' else ''}}">
+        <input id="phone" name="phone" type="tel" autocomplete="tel" value="{{values['phone']}}" {{'required' if phone_required else ''}} aria-invalid="{{'true' if error_field == 'phone' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'phone' else ''}}>
       </fieldset>
       <fieldset>
         <legend>{{'Shipping address' if shipping else 'Billing address'}}</legend>
         <label for="name">Full name</label>
-        <input id="name" name="name" autocomplete="name" required value="{{values['name']}}" aria-invalid="{{'true' if error_field == 'name' else 'false'}}" aria-describedby="{{'sti-error' if error_field == 'name' else ''}}">
+        <input id="name" name="name" autocomplete="name" required value="{{values['name']}}" aria-invalid="{{'true' if error_field == 'name' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'name' else ''}}>
         <label for="address_country">Country or region</label>
-        <select id="address_country" name="address_country" autocomplete="country" required aria-invalid="{{'true' if error_field == 'address_country' else 'false'}}" aria-describedby="{{'sti-error' if error_field == 'address_country' else ''}}">
+        <select id="address_country" name="address_country" autocomplete="country" required aria-invalid="{{'true' if error_field == 'address_country' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'address_country' else ''}}>
           % if len(countries) > 1:
           <option value="">Choose…</option>
           % end
@@ -69,17 +70,17 @@
           % end
         </select>
         <label for="address_line1">Address line 1</label>
-        <input id="address_line1" name="address_line1" autocomplete="address-line1" value="{{values['address_line1']}}" {{'required' if shipping else ''}} aria-invalid="{{'true' if error_field == 'address_line1' else 'false'}}" aria-describedby="{{'sti-error' if error_field == 'address_line1' else ''}}">
+        <input id="address_line1" name="address_line1" autocomplete="address-line1" value="{{values['address_line1']}}" {{'required' if shipping else ''}} aria-invalid="{{'true' if error_field == 'address_line1' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'address_line1' else ''}}>
         <label for="address_line2">Address line 2 (optional)</label>
         <input id="address_line2" name="address_line2" autocomplete="address-line2" value="{{values['address_line2']}}">
         <div class="sti-row">
           <div>
             <label for="address_postal_code">Postal code</label>
-            <input id="address_postal_code" name="address_postal_code" autocomplete="postal-code" value="{{values['address_postal_code']}}" {{'required' if shipping else ''}} aria-invalid="{{'true' if error_field == 'address_postal_code' else 'false'}}" aria-describedby="{{'sti-error' if error_field == 'address_postal_code' else ''}}">
+            <input id="address_postal_code" name="address_postal_code" autocomplete="postal-code" value="{{values['address_postal_code']}}" {{'required' if shipping else ''}} aria-invalid="{{'true' if error_field == 'address_postal_code' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'address_postal_code' else ''}}>
           </div>
           <div>
             <label for="address_city">City</label>
-            <input id="address_city" name="address_city" autocomplete="address-level2" value="{{values['address_city']}}" {{'required' if shipping else ''}} aria-invalid="{{'true' if error_field == 'address_city' else 'false'}}" aria-describedby="{{'sti-error' if error_field == 'address_city' else ''}}">
+            <input id="address_city" name="address_city" autocomplete="address-level2" value="{{values['address_city']}}" {{'required' if shipping else ''}} aria-invalid="{{'true' if error_field == 'address_city' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'address_city' else ''}}>
           </div>
         </div>
         <label for="address_state">State, province or region (optional)</label>
@@ -103,15 +104,15 @@
       <fieldset>
         <legend>Card information</legend>
         <label for="card_number">Card number</label>
-        <input id="card_number" name="card_number" inputmode="numeric" autocomplete="cc-number" placeholder="1234 1234 1234 1234" required aria-invalid="{{'true' if error_field == 'card_number' else 'false'}}" aria-describedby="{{'sti-error' if error_field == 'card_number' else ''}}">
+        <input id="card_number" name="card_number" inputmode="numeric" autocomplete="cc-number" placeholder="1234 1234 1234 1234" required aria-invalid="{{'true' if error_field == 'card_number' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'card_number' else ''}}>
         <div class="sti-row">
           <div>
             <label for="card_expiry">Expiry (MM / YY)</label>
-            <input id="card_expiry" name="card_expiry" inputmode="numeric" autocomplete="cc-exp" placeholder="MM / YY" required value="{{values['card_expiry']}}" aria-invalid="{{'true' if error_field == 'card_expiry' else 'false'}}" aria-describedby="{{'sti-error' if error_field == 'card_expiry' else ''}}">
+            <input id="card_expiry" name="card_expiry" inputmode="numeric" autocomplete="cc-exp" placeholder="MM / YY" required value="{{values['card_expiry']}}" aria-invalid="{{'true' if error_field == 'card_expiry' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'card_expiry' else ''}}>
           </div>
           <div>
             <label for="card_cvc">CVC</label>
-            <input id="card_cvc" name="card_cvc" inputmode="numeric" autocomplete="cc-csc" placeholder="CVC" required aria-invalid="{{'true' if error_field == 'card_cvc' else 'false'}}" aria-describedby="{{'sti-error' if error_field == 'card_cvc' else ''}}">
+            <input id="card_cvc" name="card_cvc" inputmode="numeric" autocomplete="cc-csc" placeholder="CVC" required aria-invalid="{{'true' if error_field == 'card_cvc' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'card_cvc' else ''}}>
           </div>
         </div>
         <label for="cardholder_name">Cardholder name</label>

@@ -9,7 +9,7 @@ MAX_ID = 64  # catalog ids are at most 64 characters
 # The longest cart the shop writes: 50 lines of a 64-character id at 99, dot-separated (3,399 characters),
 # within the 4,096 bytes every browser keeps for a cookie: https://www.rfc-editor.org/rfc/rfc6265#section-6.1
 MAX_COOKIE = MAX_LINES * (MAX_ID + 1 + len(str(MAX_QUANTITY))) + MAX_LINES - 1
-_ITEM = re.compile(r"([a-z0-9][a-z0-9-]{0,63}):([0-9]{1,6})")
+_ITEM = re.compile(rf"([a-z0-9][a-z0-9-]{{0,{MAX_ID - 1}}}):([0-9]{{1,6}})")
 
 
 def parse(raw, catalog):

@@ -172,10 +172,8 @@ def expire(ctx, args):
     o = ctx.order(args.id)
     if o["status"] != "open" or not o["session_id"]:
         raise Refused(f"Order {o['id']} is {o['status']}: only an order with an open checkout can be expired.")
-    # https://docs.stripe.com/api/checkout/sessions/expire
     try:
-        session = payments.call("POST /v1/checkout/sessions/{id}/expire", ctx.stripe.v1.checkout.sessions.expire,
-                                o["session_id"])
+        session = payments.expire_session(ctx.stripe, o["session_id"])
     except ShopError as e:
         if e.status != 502:
             raise
@@ -184,7 +182,7 @@ def expire(ctx, args):
         after = ctx.ledger.get(o["id"])
         raise Refused(f"Stripe refused to expire the checkout: {e.detail or e.message} "
                       f"Order {o['id']} is now {after['status']} ({outcome}).") from None
-    _, outcome = ctx.fulfilment.sync(o["session_id"], session.to_dict(), "cli expire")
+    _, outcome = ctx.fulfilment.sync(o["session_id"], session, "cli expire")
     print(f"Order {o['id']}: checkout {o['session_id']} expired ({outcome}).")
     _deliver_now(ctx)
     return 0

@@ -129,9 +129,8 @@ def apply(shop, event):
 
 def _charge_order(ledger, obj):
     """The order a Charge or Dispute belongs to, found by its PaymentIntent (no API call)."""
-    intent = obj.get("payment_intent")
-    intent_id = intent.get("id") if isinstance(intent, dict) else intent
-    if not isinstance(intent_id, str):  # Stripe sends an id (or an expanded object); anything else is not ours
+    intent_id = _intent_id(obj)
+    if intent_id is None:
         return None
     order = ledger.by_payment_intent(intent_id)
     if order is None:
@@ -141,6 +140,13 @@ def _charge_order(ledger, obj):
         if candidate and candidate["payment_intent"] in (None, intent_id):
             order = candidate
     return order
+
+
+def _intent_id(obj):
+    """The id of a Charge's or Dispute's PaymentIntent (sent as an id, or an expanded object), or None."""
+    intent = obj.get("payment_intent")
+    intent_id = intent.get("id") if isinstance(intent, dict) else intent
+    return intent_id if isinstance(intent_id, str) else None  # anything else is not a payment of ours
 
 
 # Ids and types as Stripe makes them: they reach the ledger and the log as they are, so nothing else gets in.
@@ -155,9 +161,8 @@ def _order_of_intent_session(shop, obj, source):
     Only needed when the charge's payment is not in the ledger yet: a dispute carries no metadata, and its
     event can overtake the session's own (https://docs.stripe.com/webhooks#event-ordering). Found, the order is
     not paid yet, so the event is retried; not found, the payment is not this shop's."""
-    intent = obj.get("payment_intent")
-    intent_id = intent.get("id") if isinstance(intent, dict) else intent
-    if not isinstance(intent_id, str):
+    intent_id = _intent_id(obj)
+    if intent_id is None:
         return None
     sessions = payments.call("GET /v1/checkout/sessions", shop.stripe.v1.checkout.sessions.list,
                              {"payment_intent": intent_id, "limit": 1}).data

@@ -3,7 +3,7 @@ import os
 import string
 import time
 
-from .errors import invalid
+from .errors import DOC_BASE, invalid
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -135,6 +135,13 @@ def payment_method(card, exp_month, exp_year, billing_details, created):
         "created": created, "customer": None, "customer_account": None, "livemode": False, "metadata": {},
         "type": "card",
     }
+
+
+def card_error(code, decline_code, message, charge_id, payment_method_obj):
+    """A PaymentIntent's `last_payment_error` after a decline: https://docs.stripe.com/api/errors."""
+    return {"type": "card_error", "code": code, "decline_code": decline_code, "message": message,
+            "charge": charge_id, "doc_url": DOC_BASE + code.replace("_", "-"),
+            "payment_method": public(payment_method_obj)}
 
 
 def charge(pi, created, billing_details, pm_details, outcome, status, failure=None):

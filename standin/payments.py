@@ -115,7 +115,7 @@ def attempt(ctx, session, c):
     pi.update(amount=session["amount_total"], payment_method=pm["id"], shipping=shipping)
     details = o.card_details(card, c["exp_month"], c["exp_year"], checks_pass=behaviour != "decline")
     if behaviour == "decline":
-        return _decline(ctx, session, pi, billing, details, decline)
+        return _decline(ctx, session, pi, pm, billing, details, decline)
     pending = behaviour.startswith("async")
     outcome = o.outcome("approved_by_network", "authorized", "Payment complete.")
     ch = o.charge(pi, ctx.now, billing, details, outcome, "pending" if pending else "succeeded")
@@ -147,7 +147,7 @@ def _brand(number):
     return {"4": "visa", "5": "mastercard", "3": "amex"}.get(number[0], "unknown")
 
 
-def _decline(ctx, session, pi, billing, details, code):
+def _decline(ctx, session, pi, pm, billing, details, code):
     message = DECLINE_MESSAGES.get(code, DECLINE_MESSAGES["generic_decline"])
     failure = ("card_declined", message) if code not in ("expired_card", "incorrect_cvc") else (code, message)
     seller = ("The bank did not return any further details with this decline." if code == "generic_decline"
@@ -155,10 +155,7 @@ def _decline(ctx, session, pi, billing, details, code):
     outcome = o.outcome("declined_by_network", "issuer_declined", seller, reason=code)
     ch = o.charge(pi, ctx.now, billing, details, outcome, "failed", failure)
     pi.update(latest_charge=ch["id"], status="requires_payment_method",
-              last_payment_error={"type": "card_error", "code": failure[0], "decline_code": code,
-                                  "message": message, "charge": ch["id"],
-                                  "doc_url": "https://stripe.com/docs/error-codes/" + failure[0].replace("_", "-"),
-                                  "payment_method": o.public(ctx.tx.get(pi["payment_method"]))})
+              last_payment_error=o.card_error(failure[0], code, message, ch["id"], pm))
     for obj in (ch, pi, session):
         ctx.tx.put(obj)
     ctx.emit("charge.failed", ch)
@@ -185,10 +182,8 @@ def settle(ctx, session):
                                     "The bank did not return any further details with this decline.",
                                     reason="generic_decline"))
         pi.update(status="requires_payment_method",
-                  last_payment_error={"type": "card_error", "code": "card_declined", "message": ch["failure_message"],
-                                      "decline_code": "generic_decline", "charge": ch["id"],
-                                      "doc_url": "https://stripe.com/docs/error-codes/card-declined",
-                                      "payment_method": o.public(ctx.tx.get(pi["payment_method"]))})
+                  last_payment_error=o.card_error("card_declined", "generic_decline", ch["failure_message"], ch["id"],
+                                                  ctx.tx.get(pi["payment_method"])))
         kind, charge_kind, intent_kind = ("checkout.session.async_payment_failed", "charge.failed",
                                           "payment_intent.payment_failed")
     for obj in (ch, pi, session):

@@ -178,10 +178,13 @@ def _rss(server):
 def workers(ctx):
     """Figure 3: GET / on 2 workers against 1 worker."""
     say("3. 2 workers against 1 ...")
+    # Diagnostics run in fewer rounds: at 16 connections, where each of 2 workers has only 8 and spends more CPU
+    # per request than one worker with 16; and without pinning (workers.pin_to_cpu).
+    few = min(ctx["rounds"], max(3, ctx["rounds"] // 2))
+    label = "GET / cold"
+    path, headers = ctx["variants"][label]
     with start_shop(ctx["tmp"], "w1", workers=1) as one, start_shop(ctx["tmp"], "w2", workers=2) as two:
         one.wait_ready(), two.wait_ready()
-        label = "GET / cold"
-        path, headers = ctx["variants"][label]
         r = pages.workers_scaling(ctx["load"], one, two, path, headers, ctx["rounds"], ctx["seconds"], ctx["conns"])
         ctx["rows"].append((f"3. {label}: 2 workers ÷ 1 worker", f"**{shown(r['ratio'], 1.6)}** ({r['a_rps']:.0f} vs "
                             f"{r['b_rps']:.0f} req/s; rounds {_rounds(r)})", "≥ 1.6", ok(r["ratio"] >= 1.6)))
@@ -189,30 +192,28 @@ def workers(ctx):
         ctx["rss"]["each of 2 workers"] = _rss(two)
         responses = ctx["tmp"] / "bare-workers-responses.json"
         responses.write_text(json.dumps(pages.capture(one.url, {label: (path, headers)})))
+        if ctx["conns"] != 16:
+            r = pages.workers_scaling(ctx["load"], one, two, path, headers, few, ctx["seconds"], 16)
+            ctx["rows"].append((f"3d. {label}, 16 connections: 2 workers ÷ 1 worker", _scaling(
+                r, f"CPU per request {r['a_us']:.0f} vs {r['b_us']:.0f} µs; "), "(diagnostic)", "—"))
     # The ceiling: the bare app serving the same bytes, on 1 and on 2 processes placed as the shop's workers are.
     # With the load generator on the same 2 cores, this is as far as waitress itself scales here.
     with (start_bare(ctx["tmp"], responses, "bare-w1") as one, start_bare(ctx["tmp"], responses, "bare-w2", 2) as two):
         one.wait_ready(path), two.wait_ready(path)
         r = pages.workers_scaling(ctx["load"], one, two, path, headers, ctx["rounds"], ctx["seconds"], ctx["conns"])
-        ctx["rows"].append((f"3c. {label}, the bare WSGI app serving the same bytes: 2 processes ÷ 1",
-                            f"{r['ratio']:.2f} ({r['a_rps']:.0f} vs {r['b_rps']:.0f} req/s; rounds {_rounds(r)})",
+        ctx["rows"].append((f"3c. {label}, the bare WSGI app serving the same bytes: 2 processes ÷ 1", _scaling(r),
                             "(ceiling)", "—"))
-    # Diagnostics, in fewer rounds: the same without pinning (workers.pin_to_cpu), and the same at 16 connections,
-    # where each of 2 workers has only 8 and spends more CPU per request than one worker with 16.
-    few = min(ctx["rounds"], max(3, ctx["rounds"] // 2))
     with (start_shop(ctx["tmp"], "w1-unpinned", workers=1, PIN_CPUS="off") as one,
           start_shop(ctx["tmp"], "w2-unpinned", workers=2, PIN_CPUS="off") as two):
         one.wait_ready(), two.wait_ready()
         r = pages.workers_scaling(ctx["load"], one, two, path, headers, few, ctx["seconds"], ctx["conns"])
-        ctx["rows"].append((f"3b. {label}, PIN_CPUS=off on both: 2 workers ÷ 1 worker", f"{r['ratio']:.2f} "
-                            f"({r['a_rps']:.0f} vs {r['b_rps']:.0f} req/s; rounds {_rounds(r)})", "(diagnostic)", "—"))
-    if ctx["conns"] != 16:
-        with start_shop(ctx["tmp"], "w1-16", workers=1) as one, start_shop(ctx["tmp"], "w2-16", workers=2) as two:
-            one.wait_ready(), two.wait_ready()
-            r = pages.workers_scaling(ctx["load"], one, two, path, headers, few, ctx["seconds"], 16)
-            ctx["rows"].append((f"3d. {label}, 16 connections: 2 workers ÷ 1 worker", f"{r['ratio']:.2f} "
-                                f"({r['a_rps']:.0f} vs {r['b_rps']:.0f} req/s; CPU per request {r['a_us']:.0f} vs "
-                                f"{r['b_us']:.0f} µs; rounds {_rounds(r)})", "(diagnostic)", "—"))
+        ctx["rows"].append((f"3b. {label}, PIN_CPUS=off on both: 2 workers ÷ 1 worker", _scaling(r),
+                            "(diagnostic)", "—"))
+
+
+def _scaling(r, extra=""):
+    """A diagnostic ratio of figure 3 with its throughputs and rounds."""
+    return f"{r['ratio']:.2f} ({r['a_rps']:.0f} vs {r['b_rps']:.0f} req/s; {extra}rounds {_rounds(r)})"
 
 
 def api_calls(ctx):

@@ -2,21 +2,19 @@
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 import bottle
 
 from .core import StandIn
 from .forms import MAX_BODY
 
-PUBLIC = Path(__file__).resolve().parent.parent / "public"
 HEADERS = (("Content-Security-Policy", "default-src 'self'; img-src 'self' data: https: http:; object-src 'none'; "
                                        "base-uri 'none'; frame-ancestors 'none'"),
            ("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), ("Referrer-Policy", "same-origin"))
 
 
 def make_server_app(standin):
-    """One WSGI app: /v1/* to the API, everything else (pay page, /static/standin.css) to a small Bottle app."""
+    """One WSGI app: /v1/* to the API, everything else (pay page and its stylesheet) to a small Bottle app."""
     pages = bottle.Bottle()
     standin.install_pay_page(pages)
 
@@ -24,10 +22,6 @@ def make_server_app(standin):
     def headers():  # in the shop, the shop's own headers; alone, these (product images may be anywhere)
         for name, value in HEADERS:
             bottle.response.set_header(name, value)
-
-    @pages.get("/static/standin.css")
-    def css():
-        return bottle.static_file("standin.css", root=str(PUBLIC), mimetype="text/css")
 
     @pages.get("/")
     def index():

@@ -214,7 +214,8 @@ class StandIn:
             self._sender = None
 
     def install_pay_page(self, app):
-        """Add GET/POST /offline-checkout/<session_id> (the hosted-style payment page) to a Bottle app."""
+        """Add GET/POST /offline-checkout/<session_id> (the hosted-style payment page) to a Bottle app, and
+        GET /offline-checkout/static/standin.css (its stylesheet; the page needs nothing from the app's /static)."""
         from .page import install
         install(self, app)
         return app

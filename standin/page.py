@@ -1,4 +1,7 @@
-"""The hosted-style payment page at /offline-checkout/<session_id>, imitating Stripe Checkout in test mode."""
+"""The hosted-style payment page at /offline-checkout/<session_id>, imitating Stripe Checkout in test mode.
+
+Its templates (standin/views) and stylesheet (standin/static) are its own: the page looks the same in any Bottle
+app it is installed in, and its CSS is served under its own prefix, not from the app's /static."""
 import copy
 import hmac
 from hashlib import sha256
@@ -10,7 +13,14 @@ from . import checkout
 from .payments import CARDS, DECLINE_MESSAGES, PayError, money
 from .schemas import COUNTRIES
 
-VIEWS = str(Path(__file__).resolve().parent.parent / "views")
+HERE = Path(__file__).resolve().parent
+VIEWS = str(HERE / "views")
+STATIC = str(HERE / "static")
+# One list for every render: bottle caches a compiled template by (id(template_lookup), name), so a list that
+# lives as long as the module keeps the template compiled once, under a key no template of the host app shares.
+LOOKUP = [VIEWS]
+PREFIX = "/offline-checkout"
+CSS_URL = f"{PREFIX}/static/standin.css"
 ADDRESS = ("line1", "line2", "city", "postal_code", "state", "country")
 FIELDS = ("email", "name", "phone", *(f"address_{k}" for k in ADDRESS), "shipping_option", "card_expiry",
           "cardholder_name")  # echoed back on errors; never the card number or CVC
@@ -29,10 +39,21 @@ assert all(c.replace(" ", "") in CARDS for c, _ in TEST_CARDS)
 
 
 def install(standin, app):
-    """Route GET/POST /offline-checkout/<session_id> on a Bottle app to the payment page."""
+    """Route GET/POST /offline-checkout/<session_id> on a Bottle app to the payment page, and GET its stylesheet."""
     def handler(session_id):
         return page(standin, session_id)
-    app.route("/offline-checkout/<session_id>", ["GET", "POST"], handler, name="standin_pay")
+    app.route(CSS_URL, "GET", stylesheet, name="standin_css")
+    app.route(PREFIX + "/<session_id>", ["GET", "POST"], handler, name="standin_pay")
+
+
+def stylesheet():
+    """standin/static/standin.css (bottle answers HEAD and conditional requests from the same route)."""
+    res = bottle.static_file("standin.css", root=STATIC, mimetype="text/css")
+    if res.status_code == 416:  # a malformed or unsatisfiable Range: the whole file (RFC 9110, 14.2 allows it)
+        bottle.request.environ.pop("HTTP_RANGE", None)
+        res = bottle.static_file("standin.css", root=STATIC, mimetype="text/css")
+    res.set_header("Cache-Control", "public, max-age=3600")
+    return res
 
 
 def pay_token(standin, session_id):
@@ -98,7 +119,7 @@ def redirect(session):
 
 def message(status, title, text, back_url):
     bottle.response.status = status
-    return bottle.template("standin_message", template_lookup=[VIEWS], title=title, text=text, back_url=back_url)
+    return bottle.template("message", template_lookup=LOOKUP, css=CSS_URL, title=title, text=text, back_url=back_url)
 
 
 def render(standin, session, form, error, status, field=None):
@@ -134,11 +155,11 @@ def render(standin, session, form, error, status, field=None):
     values["shipping_option"] = str(option)
     bottle.response.status = status
     return bottle.template(
-        "standin_pay", template_lookup=[VIEWS], session_id=session["id"], business=standin.business_name,
+        "pay", template_lookup=LOOKUP, css=CSS_URL, session_id=session["id"], business=standin.business_name,
         items=items, options=options, summary=summary, countries=countries, values=values, error=error,
         error_field=field, phone_required=session["phone_number_collection"]["enabled"],
         shipping=bool(allowed), cancel_url=session["cancel_url"], token=pay_token(standin, session["id"]),
-        test_cards=TEST_CARDS, action=f"/offline-checkout/{session['id']}")
+        test_cards=TEST_CARDS, action=f"{PREFIX}/{session['id']}")
 
 
 def estimate(est):

@@ -65,7 +65,7 @@ def test_page_renders_summary_and_labelled_fields(client, browser):
     page = browser.get(f"/offline-checkout/{s.id}")
     text = page.text
     assert page.status_int == 200 and "Test mode" in text and "<script" not in text
-    assert 'href="/static/standin.css"' in text and "Book &amp; Co" in text
+    assert 'href="/offline-checkout/static/standin.css"' in text and "Book &amp; Co" in text
     assert "Dune" in text and "Qty 2" in text and "$25.00" in text and "$5.00" in text
     assert "Calculated after you enter your address" in text and ">Pay</button>" in text  # no amount before tax
     assert "3–5 business days" in text and "Express" in text and "$15.00" in text
@@ -167,6 +167,21 @@ def test_markup_in_product_names_is_escaped(client, browser):
     text = browser.get(f"/offline-checkout/{s.id}").text
     assert "<script>" not in text and "<b>" not in text
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&lt;b&gt;Bold" in text
+
+
+def test_the_page_brings_its_own_stylesheet(client, browser):
+    """The page and its messages link a stylesheet served under the page's own prefix: the host app's /static is
+    not needed (a bare Bottle app has none)."""
+    s = client.v1.checkout.sessions.create(params())
+    links = [re.findall(r'<link rel="stylesheet" href="([^"]+)"', browser.get(url, status=status).text)
+             for url, status in ((f"/offline-checkout/{s.id}", 200), ("/offline-checkout/cs_test_nope", 404))]
+    assert links == [["/offline-checkout/static/standin.css"]] * 2
+    css = browser.get("/offline-checkout/static/standin.css")
+    assert css.content_type == "text/css" and ".sti-main" in css.text and "max-age" in css.headers["Cache-Control"]
+    assert browser.head("/offline-checkout/static/standin.css").content_length == len(css.body)
+    assert browser.get("/offline-checkout/static/standin.css", headers={"Range": "bytes=999999-"}).body == css.body
+    browser.get("/static/standin.css", status=404)
+    browser.get("/offline-checkout/static/../page.py", status=404)
 
 
 def test_unknown_expired_and_lapsed_sessions(client, browser, standin):

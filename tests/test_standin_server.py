@@ -64,8 +64,10 @@ def test_sdk_over_loopback_and_pay_page(server):
         urllib.request.urlopen(broken, timeout=5)
     text = refused.value.read().decode()
     assert refused.value.code == 400 and "The form could not be read." in text and "MultipartError" not in text
-    css = urllib.request.urlopen(server + "/static/standin.css", timeout=5)
+    assert 'href="/offline-checkout/static/standin.css"' in page
+    css = urllib.request.urlopen(server + "/offline-checkout/static/standin.css", timeout=5)
     assert css.headers["Content-Type"].startswith("text/css") and b".sti" in css.read()
+    assert css.headers["X-Content-Type-Options"] == "nosniff"
     with pytest.raises(stripe.InvalidRequestError) as exc:
         client.v1.checkout.sessions.retrieve("cs_test_missing")
     assert exc.value.http_status == 404 and exc.value.request_id.startswith("req_")

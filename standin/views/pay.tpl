@@ -5,7 +5,7 @@
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
 <title>Pay {{business}} · Test mode</title>
-<link rel="stylesheet" href="/static/standin.css">
+<link rel="stylesheet" href="{{css}}">
 <link rel="icon" href="data:,">
 </head>
 <body class="sti">

@@ -7,8 +7,6 @@ import threading
 import time
 from contextlib import contextmanager
 
-from writerlock import writer_lock
-
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     id TEXT PRIMARY KEY, type TEXT NOT NULL, created INTEGER NOT NULL,
@@ -26,6 +24,8 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt);
 """
 # Stripe keeps idempotency keys for at least 24 hours: https://docs.stripe.com/api/idempotent_requests
 IDEMPOTENCY_TTL = 24 * 3600
+# How long a writer of another process waits for the file before SQLite gives up with "database is locked".
+BUSY_TIMEOUT_MS = 30_000
 
 
 class Tx:
@@ -109,7 +109,13 @@ class Tx:
 
 
 class Store:
-    """Thread- and process-safe access to `<data_dir>/standin.sqlite3` (WAL, busy timeout, short transactions)."""
+    """Thread- and process-safe access to `<data_dir>/standin.sqlite3` (WAL, busy timeout, short transactions).
+
+    Writers take turns in two ways, both SQLite's own or the process's: `BEGIN IMMEDIATE` takes the file's write
+    lock up front, and a writer of another process (a second shop worker, `python -m standin`) that finds it taken
+    waits in SQLite's busy handler for up to BUSY_TIMEOUT_MS. This process's writers queue on a thread lock first,
+    which hands over as soon as it is free, instead of sleeping in the busy handler (1, 2, 5 ... 100 ms) after the
+    file is free again."""
 
     def __init__(self, data_dir):
         os.makedirs(data_dir, exist_ok=True)
@@ -117,13 +123,15 @@ class Store:
         self._local = threading.local()
         self._all = []
         self._lock = threading.Lock()
+        self._writer = threading.Lock()  # held for the length of one write transaction of this process
         self._conn().executescript(SCHEMA)
 
     def _conn(self):
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 30000")
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             self._local.conn = conn
@@ -135,24 +143,22 @@ class Store:
     def tx(self, write=False):
         """A transaction: `BEGIN IMMEDIATE` for writes so concurrent writers queue instead of failing."""
         conn = self._conn()
-        # Writers queue on a lock first (this process's threads, then every process): one that found the file
-        # locked would sleep in SQLite's busy handler (1, 2, 5 ... 100 ms) long after the lock is free
-        # (POST /checkout p99 was 1.1 s).
-        writer = writer_lock(self.path) if write else None
-        if writer:
-            writer.acquire()
+        if conn.in_transaction:  # one connection a thread: a nested tx() would wait for itself on the writer lock
+            raise RuntimeError("a stand-in transaction is already open in this thread")
+        if write:
+            self._writer.acquire()
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield Tx(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
                 conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # SQLite may have rolled back already (a failed COMMIT, a full disk)
+                    conn.execute("ROLLBACK")
+                raise
         finally:
-            if writer:
-                writer.release()
+            if write:
+                self._writer.release()
 
     def close(self):
         """Close every connection this store opened."""

@@ -1,0 +1,57 @@
+"""The stand-in's SQLite store: writers of every thread and process take turns without losing an update."""
+import threading
+
+import pytest
+
+from standin.store import Store
+
+
+def bump(store, times):
+    for _ in range(times):
+        with store.tx(write=True) as tx:  # read, then write back: lost updates show if two writers overlap
+            counter = tx.get("counter") or {"id": "counter", "object": "counter", "created": 0, "n": 0}
+            counter["n"] += 1
+            tx.put(counter)
+
+
+def test_concurrent_writers_of_two_stores_on_one_file_lose_nothing(tmp_path):
+    """Two Store objects on one file stand for two processes: each has its own thread lock, so between them
+    only SQLite's BEGIN IMMEDIATE and busy timeout keep the writers apart."""
+    stores = [Store(tmp_path), Store(tmp_path)]
+    try:
+        threads = [threading.Thread(target=bump, args=(stores[i % 2], 25)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        with stores[0].tx() as tx:
+            assert tx.get("counter")["n"] == 8 * 25
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_a_failed_write_rolls_back_and_frees_the_writer(tmp_path):
+    store = Store(tmp_path)
+    try:
+        with pytest.raises(ZeroDivisionError):
+            with store.tx(write=True) as tx:
+                tx.put({"id": "x", "object": "thing", "created": 0})
+                1 / 0
+        bump(store, 1)  # the writer lock was released
+        with store.tx() as tx:
+            assert tx.get("x") is None and tx.get("counter")["n"] == 1
+    finally:
+        store.close()
+
+
+def test_a_nested_transaction_is_refused_not_a_deadlock(tmp_path):
+    store = Store(tmp_path)
+    try:
+        with store.tx(write=True):
+            with pytest.raises(RuntimeError, match="already open"):
+                with store.tx(write=True):
+                    pass
+        bump(store, 1)
+    finally:
+        store.close()

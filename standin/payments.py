@@ -3,7 +3,7 @@ import hashlib
 import re
 import time
 
-import iso_codes
+from webshop.catalog import THREE_DECIMAL, ZERO_DECIMAL
 
 from . import checkout
 from . import objects as o
@@ -219,7 +219,7 @@ def close_dispute(ctx, dispute_id, won):
 def money(amount, currency):
     """Human amount for error messages, e.g. "$21.45"."""
     symbol = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥"}.get(currency)
-    exponent = 0 if currency in iso_codes.ZERO_DECIMAL else 3 if currency in iso_codes.THREE_DECIMAL else 2
+    exponent = 0 if currency in ZERO_DECIMAL else 3 if currency in THREE_DECIMAL else 2
     whole, fraction = divmod(amount, 10 ** exponent)
     value = f"{whole:,}.{fraction:0{exponent}d}" if exponent else f"{whole:,}"
     return f"{symbol}{value}" if symbol else f"{value} {currency.upper()}"

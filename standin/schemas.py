@@ -1,5 +1,7 @@
 """Request parameter schemas for the endpoints the stand-in serves (a subset of `stripe.params`)."""
-import iso_codes
+# Presentment currencies: Stripe's list (https://docs.stripe.com/currencies), the one catalog.json is checked with,
+# so any catalog the shop accepts can be paid offline too.
+from webshop.catalog import CURRENCIES
 
 from .forms import EXPAND, Arr, Bool, Field, Int, Metadata, Obj, Str
 
@@ -27,9 +29,6 @@ ZA ZM ZW ZZ""".split())
 # Checkout locales: https://docs.stripe.com/api/checkout/sessions/create#create_checkout_session-locale
 LOCALES = ("auto bg cs da de el en en-GB es es-419 et fi fil fr fr-CA hr hu id it ja ko lt lv ms mt nb nl pl pt "
            "pt-BR ro ru sk sl sv th tr vi zh zh-HK zh-TW").split()
-# Presentment currencies: Stripe's list (https://docs.stripe.com/currencies), the one catalog.json is checked with,
-# so any catalog the shop accepts can be paid offline too.
-CURRENCIES = iso_codes.CURRENCIES
 TAX_BEHAVIOR = Str(choices=("exclusive", "inclusive", "unspecified"))
 # Stripe caps amounts at eight digits in minor units: https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts
 MAX_AMOUNT = 99_999_999

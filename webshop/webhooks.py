@@ -1,26 +1,20 @@
 """POST /webhook: Stripe's signed events keep every order right, however late, often or out of order they come."""
 
-import json
 import logging
 import re
 
 import stripe
 from bottle import request, response
 
-import payments
-from fulfilment import FULFILLED
-from settings import ShopError
+from . import payments
+from .fulfilment import FULFILLED
+from .payments import CHARGE_EVENTS, EVENTS, SESSION_EVENTS
+from .settings import ShopError
 
 log = logging.getLogger("shop.webhooks")
 
 # Stripe's SDK default: a signature older than 5 minutes is a replay. https://docs.stripe.com/webhooks#replay-attacks
 TOLERANCE = 300
-MAX_BODY = 512 * 1024  # Stripe's events are a few KB; the app refuses larger bodies before they are read
-# The events the shop subscribes to (README: "Webhooks"); anything else is acknowledged and ignored.
-SESSION_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded",
-                  "checkout.session.async_payment_failed", "checkout.session.expired")
-CHARGE_EVENTS = ("charge.refunded", "charge.dispute.created", "charge.dispute.closed")
-EVENTS = SESSION_EVENTS + CHARGE_EVENTS
 UNCHANGED = ("no change", "already fulfilled")
 
 
@@ -28,13 +22,9 @@ class Retry(Exception):
     """The event cannot be applied yet (it overtook the payment); a 5xx makes Stripe send it again later."""
 
 
-def signing_secret(shop):
-    """The endpoint's signing secret; offline, the stand-in's own secret unless STRIPE_WEBHOOK_SECRET is set."""
-    if shop.config.stripe_webhook_secret:
-        return shop.config.stripe_webhook_secret
-    if shop.config.mode == "offline" and shop.standin is not None:
-        return shop.standin.webhook_secret
-    return ""
+def signing_secret(orders):
+    """The endpoint's signing secret; offline, the stand-in's own unless STRIPE_WEBHOOK_SECRET is set."""
+    return orders.config.stripe_webhook_secret or (orders.standin.webhook_secret if orders.standin else "")
 
 
 def install(app, shop):
@@ -43,30 +33,23 @@ def install(app, shop):
     @app.post("/webhook")
     def webhook():
         """Verify the signature over the raw body, apply the event once, and answer 2xx only once it is stored."""
-        secret = signing_secret(shop)
+        secret = signing_secret(shop.orders)
         if not secret:
             return refuse("STRIPE_WEBHOOK_SECRET is not set")
-        if (request.content_length or 0) > MAX_BODY:
-            return refuse("body too large")
-        body = request.body.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
-            return refuse("body too large")
         try:
-            # Verify, then parse: https://docs.stripe.com/webhooks#verify-official-libraries
-            # The SDK's own check; the event is then read as a plain dict (building the SDK's object
-            # tree only to turn it back into a dict cost more than verifying).
-            stripe.WebhookSignature.verify_header(body, request.get_header("Stripe-Signature"), secret, TOLERANCE)
-            event = json.loads(body)
+            # Verify over the raw body, then parse: https://docs.stripe.com/webhooks#verify-official-libraries
+            event = shop.orders.stripe.construct_event(request.body.read(), request.environ.get(
+                "HTTP_STRIPE_SIGNATURE") or "", secret, TOLERANCE).to_dict()
         except stripe.SignatureVerificationError as e:
             return refuse(f"signature: {_reason(e)}")
-        except (ValueError, RecursionError):  # not UTF-8, not JSON (or nested past what json reads)
+        except (ValueError, RecursionError, AttributeError, TypeError):  # not UTF-8, not JSON, not an object
             return refuse("body is not a Stripe event")
         if not isinstance(event, dict) or not _well_formed(event):
             return refuse("body is not a Stripe event")
         if not _fields_fit(event):
             return refuse("event fields of the wrong type")
         try:
-            order_id, outcome = apply(shop, event)
+            order_id, outcome = apply(shop.orders, event)
         except Retry as e:
             log.info("webhook %s %s deferred: %s", event["id"], event["type"], e)
             return answer(503, {"error": f"not yet: {e}"})
@@ -82,9 +65,9 @@ def install(app, shop):
         return answer(200, {"received": True, "outcome": outcome})
 
 
-def apply(shop, event):
+def apply(orders, event):
     """Apply one verified event to its order; returns (order id or None, outcome)."""
-    ledger = shop.ledger
+    ledger = orders.ledger
     # Stripe may deliver an event more than once: https://docs.stripe.com/webhooks#handle-duplicate-events
     if ledger.seen_event(event["id"]):
         return None, "duplicate"
@@ -92,19 +75,19 @@ def apply(shop, event):
     source = f"webhook {event['id']} {kind}"
     order, outcome = None, "ignored: not an event this shop handles"
     if kind in SESSION_EVENTS:
-        order = shop.fulfilment.order_for(obj["id"], obj, source)
+        order = orders.order_for(obj["id"], obj, source)
         if order is None:
             outcome = "ignored: not a session of this shop"
         else:
             # Expiry is final, so the event's own snapshot is enough when it says expired; anything else
             # re-reads the session (1 call), and Stripe's answer decides.
             session = obj if kind == "checkout.session.expired" and obj.get("status") == "expired" else None
-            _, outcome = shop.fulfilment.sync(obj["id"], session, source, order=order, event=(event["id"], kind),
-                                              failed=kind == "checkout.session.async_payment_failed")
+            _, outcome = orders.sync(obj["id"], session, source, order=order, event=(event["id"], kind),
+                                     failed=kind == "checkout.session.async_payment_failed")
     elif kind in CHARGE_EVENTS:
         order = _charge_order(ledger, obj)
         if order is None and kind.startswith("charge.dispute."):  # no metadata to find it by (a charge has ours)
-            order = _order_of_intent_session(shop, obj, source)
+            order = _order_of_intent_session(orders, obj, source)
         if order is None:
             outcome = "ignored: not a payment of this shop"
         elif order["fulfilled_at"] is None:
@@ -155,7 +138,7 @@ _TYPE = re.compile(r"[a-z0-9_.]{1,100}")
 MAX_AMOUNT = 10 ** 12  # above any amount Stripe takes in any currency, far below SQLite's integer limit
 
 
-def _order_of_intent_session(shop, obj, source):
+def _order_of_intent_session(orders, obj, source):
     """The order of the Checkout Session that made this charge's PaymentIntent, asked of Stripe (one call).
 
     Only needed when the charge's payment is not in the ledger yet: a dispute carries no metadata, and its
@@ -164,11 +147,11 @@ def _order_of_intent_session(shop, obj, source):
     intent_id = _intent_id(obj)
     if intent_id is None:
         return None
-    sessions = payments.call("GET /v1/checkout/sessions", shop.stripe.v1.checkout.sessions.list,
+    sessions = payments.call("GET /v1/checkout/sessions", orders.stripe.v1.checkout.sessions.list,
                              {"payment_intent": intent_id, "limit": 1}).data
     if not sessions:
         return None
-    return shop.fulfilment.order_for(sessions[0].id, sessions[0].to_dict(), source)
+    return orders.order_for(sessions[0].id, sessions[0].to_dict(), source)
 
 
 def _well_formed(event):

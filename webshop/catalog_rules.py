@@ -7,7 +7,7 @@ import json
 import os
 import re
 
-from iso_codes import (COUNTRIES, COUNTRY_HINTS, CURRENCIES, NOT_SHIPPABLE, THREE_DECIMAL,
+from .iso_codes import (COUNTRIES, COUNTRY_HINTS, CURRENCIES, NOT_SHIPPABLE, THREE_DECIMAL,
                        WHOLE_UNITS_ONLY)
 
 # Stripe's largest amount (eight digits): https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts

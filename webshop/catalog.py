@@ -37,8 +37,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import catalog_rules
-from iso_codes import THREE_DECIMAL, ZERO_DECIMAL
+from . import catalog_rules
+from .iso_codes import CURRENCIES, THREE_DECIMAL, ZERO_DECIMAL  # noqa: F401 (the stand-in reads CURRENCIES here)
 
 _SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥"}
 

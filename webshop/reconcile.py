@@ -5,11 +5,12 @@ from datetime import datetime, timezone
 
 import stripe
 
-import payments
-from fulfilment import PAID
-from ledger import REFUNDABLE
+from . import payments
+from .ledger import REFUNDABLE, iso_utc
 
 EVENT_DAYS = 30  # how long reconcile keeps the ids of handled webhook events
+PAID = ("paid", "no_payment_required")
+LOST_AFTER = 600  # an order still without a session this long after checkout never reached Stripe
 
 
 def reconcile(ctx, args):
@@ -24,6 +25,7 @@ def reconcile(ctx, args):
             checked += 1
             repaired += _repair(ctx, session.to_dict())
         repaired += _catch_up_disputes(ctx, since)
+        repaired += _settle_lost_checkouts(ctx, since)
     except stripe.StripeError as e:  # a later page failed (auto-paging calls Stripe itself)
         raise payments.shop_error(e) from None
     when = datetime.fromtimestamp(since, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -42,19 +44,19 @@ def _repair(ctx, session):
     order = ctx.ledger.by_session(sid)
     claimed = False
     if order is None:
-        order = ctx.fulfilment.order_for(sid, session, "reconcile")
+        order = ctx.order_for(sid, session, "reconcile")
         claimed = order is not None
     if order is None:
         return 0  # not a session this shop created
     status, paid = session.get("status"), session.get("payment_status") in PAID
     state = order["status"]
     if status == "complete" and paid and order["fulfilled_at"] is None:
-        _, outcome = ctx.fulfilment.sync(sid, None, "reconcile")  # re-read with line items
+        _, outcome = ctx.sync(sid, None, "reconcile")  # re-read with line items
     elif status == "complete" and not paid and state in ("open", "checkout_failed", "expired", "awaiting_payment"):
-        _, outcome = ctx.fulfilment.sync(sid, None, "reconcile")
+        _, outcome = ctx.sync(sid, None, "reconcile")
     elif (status == "expired" and state in ("open", "checkout_failed")) or (status == "open" and
                                                                           state == "checkout_failed"):
-        _, outcome = ctx.fulfilment.sync(sid, session, "reconcile")
+        _, outcome = ctx.sync(sid, session, "reconcile")
     elif status == "complete" and paid and state in REFUNDABLE + ("refunded",) and _refund_missed(ctx, order, session):
         outcome = "refund recorded"
     elif not claimed:
@@ -96,6 +98,17 @@ def _catch_up_disputes(ctx, since):
                   f"{after['dispute_status']})")
             changed += 1
     return changed
+
+
+def _settle_lost_checkouts(ctx, since):
+    """Orders whose process died between the order row and its Checkout Session: the sessions listed above
+    claimed any that reached Stripe (by the order id in their metadata), so the rest never did."""
+    lost = ctx.ledger.list(status="open", since=iso_utc(since), before=iso_utc(time.time() - LOST_AFTER),
+                           limit=10000, without_session=True)
+    for order in lost:
+        if ctx.ledger.transition(order["id"], ("open",), "checkout_failed", "reconcile", "no checkout session"):
+            print(f"{order['id']}: open → checkout_failed (no checkout session was ever made)")
+    return len(lost)
 
 
 def _refund_missed(ctx, order, session):

@@ -1,0 +1,148 @@
+"""Fulfilment: each Checkout Session's state is applied to its order, and every paid order is handed off once."""
+
+import fcntl
+import json
+import logging
+import os
+
+from . import payments
+from .ledger import Ledger, utcnow
+
+log = logging.getLogger("shop.fulfilment")
+
+FULFILLED = "fulfilled"  # sync()'s outcome for the one call that fulfilled the order
+# Events come in any order, so a paid session may follow an expiry or failure: https://docs.stripe.com/webhooks#event-ordering
+PAYABLE_FROM = ("open", "checkout_failed", "awaiting_payment", "payment_failed", "expired")
+# state -> (statuses it may move an order from, the status it moves it to, the outcome it reports)
+MOVES = {
+    "failed": (("open", "checkout_failed", "awaiting_payment", "expired"), "payment_failed", "payment failed"),
+    "processing": (("open", "checkout_failed", "expired"), "awaiting_payment", "awaiting payment"),
+    "expired": (("open", "checkout_failed"), "expired", "expired"),
+    "open": (("checkout_failed",), "open", "reopened"),  # the create call failed for us but reached Stripe
+}
+JSONL_MARK = "fulfilments.jsonl"  # the ledger's checkpoint: the last hand-off id written to the file
+
+
+class Orders:
+    """The ledger, the Stripe client and fulfilment of one shop: what the web app and the merchant's commands share."""
+
+    def __init__(self, config, business_name="Test shop"):
+        self.config = config
+        self.ledger = Ledger(config)
+        self.stripe, self.standin = payments.make_client(config, business_name)
+        # The embedded default also writes each hand-off as a line of DATA_DIR/fulfilments.jsonl for the warehouse.
+        self.jsonl = None if config.database_url else config.data_dir / "fulfilments.jsonl"
+        self.export()  # lines a crash kept from the file are written before anything else runs
+
+    def close(self):
+        """Release what this process opened (the stand-in only if it was made here)."""
+        if self.standin is not None and self.config.standin is None:
+            self.standin.close()
+        self.ledger.close()
+
+    def order_for(self, session_id, session=None, source="stripe"):
+        """This shop's order for a session: by session id, else by the order id in its metadata (if it lost its
+        session: the create call failed after reaching Stripe, or the process died)."""
+        order = self.ledger.by_session(session_id)
+        if order is not None or session is None:
+            return order
+        order_id = (session.get("metadata") or {}).get("order_id") or session.get("client_reference_id")
+        order = self.ledger.get(order_id) if isinstance(order_id, str) else None
+        if order is None or order["session_id"] is not None:
+            return None
+        self.ledger.transition(order["id"], (order["status"],), order["status"], source, f"session {session_id} found",
+                               session_id=session_id, session_url=session.get("url"),
+                               session_expires_at=session.get("expires_at"))
+        return self.ledger.get(order["id"])
+
+    def sync(self, session_id, session=None, source="success page", failed=False, order=None, event=None):
+        """Apply the session's state to its order; returns (what was charged, outcome), or (None, None) if not ours.
+
+        session: None re-reads it from Stripe (one call), whose answer, not an event or a URL, decides:
+        https://docs.stripe.com/checkout/fulfillment. event: (id, type), marked handled with a fulfilment."""
+        order = order or self.order_for(session_id, session, source)
+        if order is None:
+            return None, None
+        session = session or payments.retrieve_session(self.stripe, session_id)
+        if session.get("id") != session_id:
+            raise ValueError("session id mismatch")
+        charged = payments.charged(session)
+        if charged["order_id"] not in (None, order["id"]):
+            log.warning("session %s names order %s, ledger has %s: not acting", session_id, charged["order_id"],
+                        order["id"])
+            return charged, "ignored: order mismatch"
+        state = payments.state(session)
+        state = "failed" if failed and state == "processing" else state
+        fields = {k: charged[c] for k, c in (("amount_subtotal", "amount_subtotal"), ("amount_total", "amount_total"),
+                  ("amount_shipping", "amount_shipping"), ("amount_tax", "amount_tax"),
+                  ("customer_email", "email"), ("payment_intent", "payment_intent"))}
+        if state == "paid":
+            record = handoff(order, charged, session)
+            if not self.ledger.fulfil(order["id"], PAYABLE_FROM, record, charged, source, event, **fields):
+                return charged, "already fulfilled"
+            log.info("fulfilled order=%s session=%s amount_total=%s %s source=%s", order["id"], session_id,
+                     charged["amount_total"], charged["currency"], source)
+            self.export()
+            return charged, FULFILLED
+        allowed, to, outcome = MOVES[state]
+        moved = self.ledger.transition(order["id"], allowed, to, source, outcome, **fields)
+        return charged, outcome if moved else "no change"
+
+    def export(self):
+        """Append to fulfilments.jsonl every hand-off record it does not have yet, in order, once each."""
+        if self.jsonl is None:
+            return
+        with open(self.jsonl, "a+b") as f:
+            os.fchmod(f.fileno(), 0o640)
+            fcntl.flock(f, fcntl.LOCK_EX)  # other processes on this DATA_DIR (gunicorn workers) take turns
+            # Written up to the checkpoint, or further if a crash came between the write and the checkpoint.
+            last = _last_line(f)
+            after = max(self.ledger.checkpoint(JSONL_MARK) or 0,
+                        (last and self.ledger.fulfilment_id(last.get("order_id"))) or 0)
+            records = self.ledger.fulfilments(after)
+            if not records:
+                return
+            data = "".join(json.dumps(r, sort_keys=True) + "\n" for _, r in records).encode()
+            f.seek(0, os.SEEK_END)
+            if f.tell() and last is None:  # a line torn by a crash: start on a fresh line
+                data = b"\n" + data
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            self.ledger.set_checkpoint(JSONL_MARK, records[-1][0])
+
+
+def _last_line(f):
+    """The file's last complete line as a dict, or None (empty, torn or not JSON)."""
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    f.seek(max(0, size - 65536))
+    tail = f.read()
+    if not tail.endswith(b"\n"):
+        return None
+    try:
+        line = json.loads(tail[:-1].rsplit(b"\n", 1)[-1])
+    except ValueError:
+        return None
+    return line if isinstance(line, dict) else None
+
+
+def handoff(order, charged, session):
+    """The hand-off record: what to ship (the order's own lines, by product id), where, and what was charged."""
+    collected = session.get("collected_information") or {}
+    # Newer API versions put the shipping address under collected_information, older ones on the session.
+    shipping = collected.get("shipping_details") or session.get("shipping_details") or {}
+    address = shipping.get("address") or {}
+    lines = charged["items"] if len(charged["items"]) == len(order["items"]) else [{}] * len(order["items"])
+    return {
+        # Stripe keeps the line items in the order they were sent, so position pairs them; never the name.
+        "items": [{"product_id": i["product_id"], "name": i["name"], "quantity": i["quantity"],
+                   "unit_amount": i["unit_amount"], "amount_total": line.get("amount_total")}
+                  for i, line in zip(order["items"], lines)],
+        "order_id": order["id"], "session_id": charged["id"], "currency": charged["currency"],
+        **{k: charged[k] for k in ("amount_subtotal", "amount_shipping", "amount_tax", "amount_total")},
+        "customer_email": charged["email"], "payment_intent": charged["payment_intent"],
+        "shipping_name": shipping.get("name"),
+        "shipping_address": {k: address.get(k) for k in ("line1", "line2", "city", "postal_code", "state", "country")},
+        "fulfilled_at": utcnow(),
+    }

@@ -1,0 +1,319 @@
+"""The command line: `python shop.py` serves; `check`, `settings`, `migrate`; the merchant's order commands."""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from urllib.parse import urlsplit
+
+from . import payments
+from .catalog import format_money
+from .fulfilment import Orders
+from .ledger import REFUNDABLE, STATUSES
+from .reconcile import reconcile
+from .settings import ROOT, SETTINGS, ConfigError, ShopError, load_config
+
+log = logging.getLogger("shop")
+JSON_FIELDS = ("id", "status", "session_id", "payment_intent", "currency", "amount_subtotal", "amount_shipping",
+               "amount_tax", "amount_total", "amount_refunded", "customer_email", "dispute_status", "created",
+               "updated", "fulfilled_at", "items")
+
+
+class Refused(Exception):
+    """A command that cannot be done; the message says why (exit 1)."""
+
+
+def bounded(low, high, parse=int):
+    """An argparse type: a whole number from low to high (exit 2 with a message otherwise)."""
+    def check(text):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {text!r}")
+        return value
+    return check
+
+
+def duration(text):
+    """'24h', '7d', '90m', '3600s' (or plain hours) as seconds, at most 400 days."""
+    text = (text or "").strip()
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(text[-1:], None)
+    number = text[:-1] if unit else text
+    if not (number.isascii() and number.isdigit() and len(number) <= 8) or int(number) * (unit or 3600) > 400 * 86400:
+        raise argparse.ArgumentTypeError(f"expected a duration up to 400d, like 24h, 7d or 90m, got {text!r}")
+    return int(number) * (unit or 3600)
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="shop.py", description="A web shop on Stripe Checkout.")
+    sub = p.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="serve the shop with waitress (the default)")
+    for q in (p, serve):
+        q.add_argument("--host", help="listen address (HOST)")
+        q.add_argument("--port", type=bounded(1, 65535), help="listen port (PORT)")
+    sub.add_parser("check", help="validate catalog.json and the settings; exit 1 on any problem")
+    sub.add_parser("settings", help="print every setting with its value (secrets masked) and help")
+    sub.add_parser("migrate", help="bring the database's schema up to date (serving does it too)")
+    q = sub.add_parser("fulfilments", help="print the hand-off records as JSON lines, oldest first")
+    q.add_argument("--json", action="store_true", help="JSON lines (the only format)")
+    q.add_argument("--after", type=bounded(0, 2**62), default=0, help="only records after this id")
+    q.add_argument("--follow", action="store_true", help="keep printing new records as they come")
+    q.set_defaults(run=fulfilments)
+    q = sub.add_parser("orders", help="list recent orders")
+    q.add_argument("--status", choices=STATUSES, help="only orders with this status")
+    q.add_argument("--limit", type=bounded(1, 100000), default=50, help="how many (default 50)")
+    q.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    q.set_defaults(run=orders)
+    q = sub.add_parser("order", help="show one order in full, with its history")
+    q.add_argument("id")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(run=order)
+    q = sub.add_parser("refund", help="refund a paid order through Stripe (what is left, or --amount)")
+    q.add_argument("id")
+    q.add_argument("--amount", type=bounded(1, 10**12), help="amount in minor units (cents), e.g. 500 for $5.00")
+    q.set_defaults(run=refund)
+    q = sub.add_parser("reconcile", help="repair orders whose webhooks never arrived, from Stripe's sessions")
+    q.add_argument("--since", type=duration, default=24 * 3600, help="how far back: 24h (default), 7d, 90m")
+    q.set_defaults(run=reconcile)
+    q = sub.add_parser("expire", help="expire an order's open checkout so it can no longer be paid")
+    q.add_argument("id")
+    q.set_defaults(run=expire)
+    return p
+
+
+def main(argv):
+    """Run one command; returns the exit code."""
+    from dotenv import load_dotenv
+    load_dotenv(ROOT / ".env")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    command = args.command or "serve"
+    try:
+        config = load_config({k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None})
+    except ConfigError as e:
+        print(f"configuration: {e.message}", file=sys.stderr)
+        return 2
+    if command in ("serve", "check", "settings"):
+        return {"serve": serve, "check": check, "settings": show_settings}[command](config)
+    try:
+        with_orders = Orders(config)
+    except Exception as e:  # noqa: BLE001 — an unreachable database, say: one line, no traceback
+        print(f"cannot open the database: {type(e).__name__}", file=sys.stderr)
+        return 2
+    try:
+        return 0 if command == "migrate" else args.run(with_orders, args) or 0
+    except Refused as e:
+        print(e, file=sys.stderr)
+        return 1
+    except ShopError as e:
+        if e.status == 503:  # a request that lost its answer may still have been carried out at Stripe
+            print(f"Stripe did not answer ({e.detail or 'no answer'}), so the outcome is unknown. Run the same "
+                  "command again in a minute: Stripe replays a request it already carried out (idempotency key) "
+                  "instead of doing it twice.", file=sys.stderr)
+            return 3
+        print(f"Stripe refused: {e.detail or e.message}", file=sys.stderr)
+        return 1
+    except (BrokenPipeError, KeyboardInterrupt):  # `orders | head` stopped reading, or Ctrl-C on --follow
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    finally:
+        with_orders.close()
+
+
+def show_settings(config):
+    for s, value in zip(SETTINGS, config.public().values()):
+        print(f"{s.env:22} = {value!r:24} (default {s.default!r}) {s.help}")
+    return 0
+
+
+def check(config):
+    """Print every problem with the catalog and settings; 0 when there are none."""
+    from .catalog import problems
+    found = problems(config.catalog, ROOT / "public")
+    if config.mode != "offline" and not config.stripe_webhook_secret:
+        found.append("STRIPE_WEBHOOK_SECRET: not set, so POST /webhook refuses every event (set it to whsec_...)")
+    print("\n".join(found) if found else f"ok: {config.catalog.name} is valid; mode {config.mode}; "
+                                          f"base URL {config.base_url}")
+    return 1 if found else 0
+
+
+def serve(config):
+    """Serve with waitress on HOST:PORT until Ctrl-C or SIGTERM."""
+    import waitress
+    from shop import make_app
+    from .catalog import CatalogError
+    try:
+        app = make_app(config)
+    except CatalogError as e:
+        print("\n".join(e.problems + ["The shop cannot start until the catalog is fixed (`python shop.py check`)."]),
+              file=sys.stderr)
+        return 2
+    try:
+        server = waitress.create_server(
+            app, host=config.host, port=config.port, threads=config.threads, ident="shop",
+            connection_limit=config.connection_limit, channel_timeout=config.channel_timeout,
+            asyncore_use_poll=True,  # select() cannot watch more than 1,024 connections
+            clear_untrusted_proxy_headers=True, max_request_body_size=1 << 20, max_request_header_size=64 << 10)
+    except OSError as e:
+        print(f"cannot listen on {config.host}:{config.port}: {e.strerror}", file=sys.stderr)
+        return 2
+    shop = app.config["shop"]
+    log.info("serving %s at %s (%s mode, %d threads)", shop.catalog().shop_name, config.base_url, config.mode,
+             config.threads)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))  # stop as on Ctrl-C
+    if shop.orders.standin is not None:
+        shop.orders.standin.start_webhook_sender()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        shop.orders.close()
+        log.info("stopped")
+    return 0
+
+
+def money(amount, currency):
+    return "—" if amount is None else format_money(amount, currency)
+
+
+def shown(text):
+    """Customer text as a terminal shows it safely: control characters and escapes written out."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text or "—"))
+
+
+def fulfilments(ctx, args):
+    """Hand-off records as JSON lines ({"id": N, ...record}); --follow waits for more."""
+    after = args.after
+    while True:
+        for fid, record in ctx.ledger.fulfilments(after):
+            print(json.dumps({"id": fid, **record}, sort_keys=True), flush=True)
+            after = fid
+        if not args.follow:
+            return 0
+        time.sleep(1)
+
+
+def orders(ctx, args):
+    """Recent orders as a table, or JSON."""
+    rows = ctx.ledger.list(status=args.status, limit=args.limit)
+    if args.json:
+        print(json.dumps([{k: o[k] for k in JSON_FIELDS} for o in rows], indent=2))
+        return 0
+    if not rows:
+        print("No orders" + (f" with status {args.status}." if args.status else " yet."))
+    for i, o in enumerate(rows):
+        if i == 0:
+            print(f"{'ORDER':<28} {'CREATED':<17} {'STATUS':<18} {'TOTAL':>12}  {'EMAIL':<28} FULFILLED")
+        total = money(o["amount_total"] if o["amount_total"] is not None else o["amount_subtotal"], o["currency"])
+        print(f"{o['id']:<28} {_short(o['created']):<17} {o['status']:<18} {total:>12}  "
+              f"{shown(o['customer_email'])[:28]:<28} {_short(o['fulfilled_at']) or '—'}")
+    return 0
+
+
+def order(ctx, args):
+    """One order in full, with its history."""
+    o = _order(ctx, args.id)
+    history = ctx.ledger.history(o["id"])
+    if args.json:
+        print(json.dumps({**{k: o[k] for k in JSON_FIELDS}, "history": history}, indent=2))
+        return 0
+    cur = o["currency"]
+    print(f"Order {o['id']} — {o['status']}")
+    for label, key in (("Created", "created"), ("Updated", "updated"), ("Email", "customer_email"),
+                       ("Payment reference", "payment_intent"), ("Checkout session", "session_id"),
+                       ("Fulfilled", "fulfilled_at"), ("Dispute", "dispute_status")):
+        print(f"  {label + ':':<19} {shown(o[key])}")
+    print("Items")
+    for i in o["items"]:
+        print(f"  {i['quantity']:>3} × {shown(i['name'])[:40]:<40} {money(i['unit_amount'], cur):>12} "
+              f"{money(i['unit_amount'] * i['quantity'], cur):>12}")
+    for label, key in (("Subtotal", "amount_subtotal"), ("Shipping", "amount_shipping"), ("Tax", "amount_tax"),
+                       ("Total", "amount_total"), ("Refunded", "amount_refunded")):
+        print(f"  {label:<58} {money(o[key], cur):>12}")
+    print("History")
+    for h in history:
+        print(f"  {h['at']}  {h['status']:<18} {shown(h['source'])}" + (f" — {shown(h['note'])}" if h["note"] else ""))
+    return 0
+
+
+def refund(ctx, args):
+    """Refund through Stripe; the order changes when Stripe's charge.refunded event arrives."""
+    o = _order(ctx, args.id)
+    cur = o["currency"]
+    if o["status"] not in REFUNDABLE or not o["payment_intent"] or o["amount_total"] is None:
+        hint = " (answer the dispute in the Stripe Dashboard instead)" if o["status"] == "disputed" else ""
+        raise Refused(f"Order {o['id']} is {o['status']}: only paid orders can be refunded{hint}.")
+    left = o["amount_total"] - o["amount_refunded"]
+    amount = left if args.amount is None else args.amount
+    if amount <= 0 or amount > left:
+        raise Refused(f"Cannot refund {money(amount, cur)} on order {o['id']}: {money(left, cur)} of "
+                      f"{money(o['amount_total'], cur)} is left to refund (amounts are in minor units).")
+    # The key pins this exact refund: running the command again after a timeout cannot refund twice.
+    # https://docs.stripe.com/api/idempotent_requests
+    result = payments.call("POST /v1/refunds", ctx.stripe.v1.refunds.create,
+                           {"payment_intent": o["payment_intent"], "amount": amount, "metadata": {"order_id": o["id"]}},
+                           {"idempotency_key": f"refund-{o['id']}-{o['amount_refunded']}-{amount}"})
+    replayed = (result.last_response.headers or {}).get("Idempotent-Replayed") == "true"
+    print(f"Refund {result.id} of {money(result.amount, cur)} for order {o['id']}: {result.status}"
+          + (" (already made earlier; Stripe replayed it)" if replayed else "") + ".")
+    _deliver_now(ctx)
+    after = ctx.ledger.get(o["id"])
+    if (after["status"], after["amount_refunded"]) != (o["status"], o["amount_refunded"]):
+        print(f"Order {o['id']} is now {after['status']} ({money(after['amount_refunded'], cur)} refunded).")
+    else:
+        print("The order changes when Stripe's charge.refunded event reaches the shop.")
+    return 0
+
+
+def expire(ctx, args):
+    """Expire the order's open Checkout Session; the order becomes expired."""
+    o = _order(ctx, args.id)
+    if o["status"] != "open" or not o["session_id"]:
+        raise Refused(f"Order {o['id']} is {o['status']}: only an order with an open checkout can be expired.")
+    try:
+        session = payments.expire_session(ctx.stripe, o["session_id"])
+    except ShopError as e:
+        if e.status != 502:
+            raise
+        # Not open at Stripe any more (paid, or expired already) though no event said so yet: catch up.
+        _, outcome = ctx.sync(o["session_id"], None, "cli expire")
+        raise Refused(f"Stripe refused to expire the checkout: {e.detail or e.message} "
+                      f"Order {o['id']} is now {ctx.ledger.get(o['id'])['status']} ({outcome}).") from None
+    _, outcome = ctx.sync(o["session_id"], session, "cli expire")
+    print(f"Order {o['id']}: checkout {o['session_id']} expired ({outcome}).")
+    _deliver_now(ctx)
+    return 0
+
+
+def _order(ctx, order_id):
+    found = ctx.ledger.get(order_id)
+    if found is None:
+        raise Refused(f"No order {shown(order_id)!r} (see `python shop.py orders`).")
+    return found
+
+
+def _deliver_now(ctx):
+    """Offline: hand the stand-in's pending events to the running shop now, if it is up."""
+    if ctx.standin is None or not ctx.standin.webhook_url:
+        return
+    parts = urlsplit(ctx.config.base_url)
+    try:
+        socket.create_connection((parts.hostname, parts.port or 80), timeout=0.5).close()
+    except OSError:
+        print(f"The shop at {ctx.config.base_url} is not running; it receives the events when it starts.")
+        return
+    results = ctx.standin.deliver_pending()
+    if results:
+        ok = sum(1 for _, status in results if 200 <= status < 300)
+        print(f"Delivered {ok} of {len(results)} pending event(s) to {ctx.standin.webhook_url}.")
+
+
+def _short(iso):
+    return iso[:16].replace("T", " ") if iso else ""

@@ -1,0 +1,195 @@
+"""Talking to Stripe: the one `StripeClient`, the Checkout Session the shop asks for, and what it says back."""
+
+import logging
+import random
+import threading
+import time
+from concurrent.futures import Future
+
+import stripe
+
+from .settings import ShopError
+
+log = logging.getLogger("shop.stripe")
+
+OFFLINE_KEY = "sk_test_offline_standin"
+UNAVAILABLE = "The payment service is not answering right now. Your cart is kept; please try again in a minute."
+# The events the webhook endpoint subscribes to (README: "Webhooks"); anything else is acknowledged and ignored.
+SESSION_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded",
+                  "checkout.session.async_payment_failed", "checkout.session.expired")
+CHARGE_EVENTS = ("charge.refunded", "charge.dispute.created", "charge.dispute.closed")
+EVENTS = SESSION_EVENTS + CHARGE_EVENTS
+
+
+def make_client(config, business_name="Test shop"):
+    """(StripeClient, stand-in or None): API version pinned, a timeout, retries with the same idempotency key.
+
+    Offline, the stand-in plays Stripe behind the same client: the one place the app reaches for it."""
+    # Retries reuse the request's idempotency key: https://docs.stripe.com/error-low-level#idempotency
+    options = dict(stripe_version=stripe.api_version, max_network_retries=config.stripe_max_retries)
+    if config.mode != "offline":
+        base = {"api": config.stripe_api_base} if config.stripe_api_base else None
+        return stripe.StripeClient(config.stripe_secret_key, base_addresses=base,
+                                   http_client=stripe.RequestsClient(timeout=config.stripe_timeout), **options), None
+    from standin import StandIn  # offline test mode only
+    standin = config.standin or StandIn(config.data_dir, public_url=config.base_url, business_name=business_name,
+                                        webhook_url=config.base_url + "/webhook", enabled_events=EVENTS,
+                                        webhook_secret=config.stripe_webhook_secret or None)
+    return stripe.StripeClient(OFFLINE_KEY, http_client=standin.http_client(timeout=config.stripe_timeout),
+                               **options), standin
+
+
+def checkout_params(catalog, lines, order_id, base_url):
+    """Checkout Session parameters built only from the server's catalog, never from the request."""
+    # https://docs.stripe.com/api/checkout/sessions/create
+    automatic = catalog.tax_mode == "automatic"
+    taxed = {"tax_behavior": catalog.tax_behavior} if automatic else {}
+    items = []
+    for product, quantity, _ in lines:
+        data = {"name": product.name, "description": product.description, "metadata": {"product_id": product.id},
+                "images": [f"{base_url}/static/{product.checkout_image or product.image}"]}
+        if automatic and product.tax_code:
+            data["tax_code"] = product.tax_code
+        items.append({"price_data": {"currency": catalog.currency, "unit_amount": product.price,
+                                     "product_data": data, **taxed}, "quantity": quantity})
+    shipping = []
+    for option in catalog.shipping_options:
+        rate = {"type": "fixed_amount", "display_name": option.name, **taxed,
+                "fixed_amount": {"amount": option.amount, "currency": catalog.currency},
+                "delivery_estimate": {"minimum": {"unit": "business_day", "value": option.min_days},
+                                      "maximum": {"unit": "business_day", "value": option.max_days}}}
+        if automatic and option.tax_code:
+            rate["tax_code"] = option.tax_code
+        shipping.append({"shipping_rate_data": rate})
+    params = {
+        "mode": "payment", "line_items": items, "locale": "auto",
+        "shipping_address_collection": {"allowed_countries": list(catalog.countries)},
+        "phone_number_collection": {"enabled": True},
+        "client_reference_id": order_id, "metadata": {"order_id": order_id},
+        "payment_intent_data": {"metadata": {"order_id": order_id}},
+        # Stripe fills in {CHECKOUT_SESSION_ID}: https://docs.stripe.com/payments/checkout/custom-success-page
+        "success_url": f"{base_url}/success?session_id={{CHECKOUT_SESSION_ID}}",
+        "cancel_url": f"{base_url}/cart?canceled=1",
+    }
+    if shipping:
+        params["shipping_options"] = shipping
+    if automatic:
+        params["automatic_tax"] = {"enabled": True}
+    return params
+
+
+def call(what, fn, *args, **kwargs):
+    """One Stripe call, logged (endpoint, status, ms, Request-Id); failures become ShopError.
+
+    Stripe's 429 (rate limit) is retried twice with backoff and jitter, as Stripe advises:
+    https://docs.stripe.com/rate-limits#handling-limiting-gracefully"""
+    for attempt in range(3):
+        start, status, request_id = time.monotonic(), "ok", "-"
+        try:
+            result = fn(*args, **kwargs)
+            response = getattr(result, "last_response", None)
+            status, request_id = getattr(response, "code", "ok"), getattr(response, "request_id", None) or "-"
+            return result
+        except stripe.RateLimitError as e:
+            status, request_id = 429, e.request_id or "-"
+            if attempt == 2:
+                raise shop_error(e) from None
+        except stripe.StripeError as e:
+            status = e.http_status or ("unreachable" if isinstance(e, stripe.APIConnectionError) else "error")
+            request_id = e.request_id or "-"
+            raise shop_error(e) from None
+        finally:
+            log.info("stripe %s status=%s duration_ms=%.1f request_id=%s", what, status,
+                     (time.monotonic() - start) * 1000, request_id)
+        time.sleep((0.5 * 2 ** attempt) * (1 + random.random()))
+
+
+def shop_error(e):
+    """The ShopError for a Stripe exception: 404 no such object, 502 refused, 503 unreachable or misconfigured."""
+    if isinstance(e, stripe.InvalidRequestError):
+        if e.code == "resource_missing":
+            return ShopError(404, "We could not find that checkout.", detail=e.user_message)
+        return ShopError(502, "The payment service refused the request. Your cart is kept.", detail=e.user_message)
+    # Unreachable, rate limited, Stripe's own error, or the merchant's key: the shopper comes back later.
+    return ShopError(503, UNAVAILABLE, detail=type(e).__name__)
+
+
+def create_session(client, params, order_id):
+    """Create the Checkout Session for an order; the idempotency key makes retries safe."""
+    return call("POST /v1/checkout/sessions", client.v1.checkout.sessions.create, params,
+                {"idempotency_key": f"checkout-{order_id}"})
+
+
+def expire_session(client, session_id):
+    """Expire an open Checkout Session so it can no longer be paid (https://docs.stripe.com/api/checkout/sessions/expire)."""
+    return call("POST /v1/checkout/sessions/{id}/expire", client.v1.checkout.sessions.expire, session_id).to_dict()
+
+
+def retrieve_session(client, session_id):
+    """The Checkout Session with all its line items and its PaymentIntent expanded, as a plain dict."""
+    session = call("GET /v1/checkout/sessions/{id}", client.v1.checkout.sessions.retrieve, session_id,
+                   {"expand": ["line_items", "payment_intent"]}).to_dict()
+    items = session.get("line_items")
+    # An expanded list holds its first 10 items; the rest are listed (https://docs.stripe.com/expand#lists).
+    while isinstance(items, dict) and items.get("has_more") and items.get("data"):
+        page = call("GET /v1/checkout/sessions/{id}/line_items", client.v1.checkout.sessions.line_items.list,
+                    session_id, {"limit": 100, "starting_after": items["data"][-1]["id"]}).to_dict()
+        items["data"] += page["data"]
+        items["has_more"] = page["has_more"]
+    return session
+
+
+class SharedReads:
+    """Session reads for the confirmation page, shared for a second: however often a page is reloaded, an open
+    session costs Stripe at most about one call a second, and concurrent views wait for the same answer."""
+
+    def __init__(self, client, seconds=1.0):
+        self.client, self.seconds, self.lock, self.reads = client, seconds, threading.Lock(), {}
+
+    def retrieve(self, session_id):
+        now = time.monotonic()
+        with self.lock:
+            started, future = self.reads.get(session_id, (0, None))
+            mine = future is None or now - started >= self.seconds
+            if mine:
+                if len(self.reads) > 1000:
+                    self.reads = {k: v for k, v in self.reads.items() if now - v[0] < self.seconds}
+                future = Future()
+                self.reads[session_id] = (now, future)
+        if mine:
+            try:
+                future.set_result(retrieve_session(self.client, session_id))
+            except BaseException as e:
+                future.set_exception(e)
+        return future.result()
+
+
+def state(session):
+    """What a Checkout Session means for its order: paid, processing, failed, open or expired."""
+    # https://docs.stripe.com/payments/checkout/fulfill-orders and .../paymentintents/lifecycle
+    status, paid = session.get("status"), session.get("payment_status")
+    if status == "complete" and paid in ("paid", "no_payment_required"):
+        return "paid"
+    if status == "complete":
+        intent = session.get("payment_intent")
+        failed = isinstance(intent, dict) and intent.get("status") in ("canceled", "requires_payment_method")
+        return "failed" if failed else "processing"
+    return "expired" if status == "expired" else "open"
+
+
+def charged(session):
+    """What was actually charged, read from Stripe's session (never from the ledger or the URL)."""
+    totals = session.get("total_details") or {}
+    intent = session.get("payment_intent")
+    items = [{"name": i.get("description"), "quantity": i.get("quantity"),
+              "unit_amount": (i.get("price") or {}).get("unit_amount"), "amount_subtotal": i.get("amount_subtotal"),
+              "amount_total": i.get("amount_total")}
+             for i in ((session.get("line_items") or {}).get("data") or [])]
+    return {
+        "id": session.get("id"), "currency": session.get("currency"), "items": items,
+        "amount_subtotal": session.get("amount_subtotal"), "amount_shipping": totals.get("amount_shipping") or 0,
+        "amount_tax": totals.get("amount_tax") or 0, "amount_discount": totals.get("amount_discount") or 0,
+        "amount_total": session.get("amount_total"), "email": (session.get("customer_details") or {}).get("email"),
+        "payment_intent": intent.get("id") if isinstance(intent, dict) else intent,
+        "order_id": (session.get("metadata") or {}).get("order_id") or session.get("client_reference_id"),
+    }

@@ -1,0 +1,99 @@
+"""What keeps shoppers safe: cookies read leniently, a signed browser id, CSRF checks, security headers."""
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from .settings import ShopError
+
+FORBIDDEN = ("This form has expired or did not come from this shop, so nothing was changed. "
+             "Please go back, reload the page and try again.")
+MONTH = 60 * 60 * 24 * 30
+
+
+def cookies(request):
+    """The request's cookies as {name: value}; a malformed one (another app's on this host) costs only itself.
+
+    Python's cookie parser, which bottle uses, drops the whole header for one bad pair (`theme=dark mode`)."""
+    jar = request.environ.get("shop.cookies")
+    if jar is None:
+        jar = {}
+        for part in request.environ.get("HTTP_COOKIE", "").split(";"):
+            name, eq, value = part.strip().partition("=")
+            if eq and name:
+                jar.setdefault(name, value.strip().strip('"'))  # the first of two same-named cookies wins (RFC 6265)
+        request.environ["shop.cookies"] = jar
+    return jar
+
+
+class Guard:
+    """The browser id (signed, so only ids this shop issued count), CSRF protection and response headers."""
+
+    def __init__(self, config, secret):
+        self.secret, self.secure = secret, config.secure
+        self.origin = config.base_url
+        # __Host- cookies can only be set over https, for this host and path "/": no subdomain can plant one.
+        self.prefix = "__Host-" if config.secure else ""
+        targets = " ".join(["'self'", "https://checkout.stripe.com", config.stripe_api_base]).strip()
+        # No script anywhere; forms post to the shop, which sends the browser on to Checkout (303).
+        # https://docs.stripe.com/security/guide#content-security-policy
+        self.csp = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                    f"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action {targets}")
+
+    def _sign(self, purpose, value):
+        mac = hmac.new(self.secret, f"{purpose}:{value}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:18]).decode()
+
+    def browser_id(self, request, response):
+        """This browser's id from its `sid` cookie; a missing, forged or made-up one gets a new id."""
+        sid = request.environ.get("shop.sid") or self.valid_sid(request)
+        if sid is None:
+            nonce = secrets.token_urlsafe(18)
+            sid = f"{nonce}.{self._sign('sid', nonce)}"
+            self.set_cookie(response, "sid", sid, max_age=MONTH)
+        request.environ["shop.sid"] = sid
+        return sid
+
+    def valid_sid(self, request):
+        """The browser's sid if this shop signed it, else None."""
+        nonce, _, mac = cookies(request).get(self.prefix + "sid", "").partition(".")
+        if nonce and hmac.compare_digest(mac.encode(), self._sign("sid", nonce).encode()):
+            return f"{nonce}.{mac}"
+        return None
+
+    def token(self, request, response):
+        """The CSRF token for this browser's forms."""
+        return self._sign("csrf", self.browser_id(request, response))
+
+    def check(self, request):
+        """Refuse (403) a state-changing request from another site, or without this browser's token."""
+        # Browsers say where a request comes from: https://developer.mozilla.org/docs/Web/HTTP/Headers/Sec-Fetch-Site
+        site, origin = request.environ.get("HTTP_SEC_FETCH_SITE"), request.environ.get("HTTP_ORIGIN")
+        if site and site not in ("same-origin", "none"):
+            raise ShopError(403, FORBIDDEN, detail="Sec-Fetch-Site not same-origin")
+        if origin and origin != "null" and origin != self.origin:
+            raise ShopError(403, FORBIDDEN, detail="foreign Origin")
+        sid, sent = self.valid_sid(request), request.forms.get("csrf_token") or ""
+        if sid is None or not hmac.compare_digest(self._sign("csrf", sid).encode(), sent.encode("utf-8", "replace")):
+            raise ShopError(403, FORBIDDEN, detail="missing or wrong csrf token or sid")
+
+    def set_cookie(self, response, name, value, **options):
+        """Every cookie of this shop: HttpOnly, SameSite=Lax, and Secure with the __Host- prefix on https."""
+        response.set_cookie(self.prefix + name, value, path="/", httponly=True, samesite="lax", secure=self.secure,
+                            **options)
+
+    def delete_cookie(self, response, name):
+        response.delete_cookie(self.prefix + name, path="/", httponly=True, samesite="lax", secure=self.secure)
+
+    def headers(self, response):
+        """The security headers every response carries."""
+        response.set_header("Content-Security-Policy", self.csp)
+        response.set_header("X-Content-Type-Options", "nosniff")
+        response.set_header("X-Frame-Options", "DENY")
+        response.set_header("Referrer-Policy", "strict-origin-when-cross-origin")
+        response.set_header("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(self)")
+        if self.secure:
+            response.set_header("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+        if "Cache-Control" not in response.headers:
+            response.set_header("Cache-Control", "no-store")

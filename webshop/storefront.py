@@ -1,0 +1,198 @@
+"""The shopper's pages: the catalog, the cart (a cookie), checkout, and the confirmation page."""
+
+import logging
+import re
+from urllib.parse import quote
+
+from bottle import HTTPResponse, redirect, request, response
+
+from . import payments
+from .fulfilment import PAYABLE_FROM
+from .security import cookies
+from .settings import ShopError
+
+log = logging.getLogger("shop")
+PER_PAGE = 24
+SESSION_ID = re.compile(r"cs_(test|live)_[A-Za-z0-9]{1,250}")
+MAX_QUANTITY, MAX_LINES, MAX_ID = 99, 50, 64
+# The longest cart the shop writes (50 lines of a 64-character id at 99), within the 4,096 bytes every browser
+# keeps for a cookie: https://www.rfc-editor.org/rfc/rfc6265#section-6.1
+MAX_COOKIE = MAX_LINES * (MAX_ID + 4) - 1
+_ITEM = re.compile(rf"([a-z0-9][a-z0-9-]{{0,{MAX_ID - 1}}}):([0-9]{{1,6}})")
+TITLES = {"paid": "Thank you for your order", "processing": "Your payment is processing",
+          "failed": "Your payment did not go through", "open": "Your payment is not finished",
+          "expired": "This checkout has expired"}
+
+
+def install(app, shop):
+    """Add the shopper's routes to the app."""
+
+    @app.get("/")
+    def home():
+        """The product grid, 24 products a page."""
+        catalog = shop.catalog()
+        page = _int(request.query.get("page"), 1, 1, 10**6) or 1
+        pages = max(1, -(-len(catalog.products) // PER_PAGE))
+        if page > pages:
+            raise ShopError(404, "There is no such page of the catalog.")
+        return shop.render("index.tpl", products=catalog.products[(page - 1) * PER_PAGE: page * PER_PAGE],
+                           page=page, pages=pages)
+
+    @app.get("/cart")
+    def show_cart():
+        """The cart with line totals and subtotal, and the browser's open checkout if it left one."""
+        catalog = shop.catalog()
+        cart = read_cart(catalog)
+        items = lines(cart, catalog)
+        added = request.query.get("added", "")[:MAX_ID]
+        sid = shop.guard.valid_sid(request)
+        return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
+                           canceled=request.query.get("canceled") == "1", empty_checkout=request.query.get("empty") == "1",
+                           added=catalog.product(added) if added in cart else None,
+                           pending=sid and shop.orders.ledger.open_checkout_for(sid))
+
+    @app.post("/cart")
+    def change_cart():
+        """Add, set the quantity of, or remove a product; then back to the cart."""
+        shop.guard.check(request)
+        catalog = shop.catalog()
+        cart, action, product_id = read_cart(catalog), request.forms.get("action", "add"), product_field(catalog)
+        if action == "add":
+            if product_id not in cart and len(cart) >= MAX_LINES:
+                raise ShopError(400, f"A cart holds at most {MAX_LINES} different products.")
+            cart[product_id] = min(MAX_QUANTITY, cart.get(product_id, 0) + quantity_field(1))
+        elif action == "set":
+            quantity = quantity_field(0)
+            if quantity == 0:
+                cart.pop(product_id, None)
+            elif product_id in cart:
+                cart[product_id] = quantity
+        elif action == "remove":
+            cart.pop(product_id, None)
+        else:
+            raise ShopError(400, "Unknown cart action.")
+        if cart:
+            shop.guard.set_cookie(response, "cart", ".".join(f"{p}:{q}" for p, q in cart.items()), max_age=2592000)
+        else:
+            shop.guard.delete_cookie(response, "cart")
+        see_other(f"/cart?added={quote(product_id)}" if action == "add" else "/cart")
+
+    @app.post("/checkout")
+    def checkout():
+        """Record the order, create its Stripe Checkout Session, and send the shopper there (303)."""
+        shop.guard.check(request)
+        catalog = shop.catalog()
+        if request.forms.get("product_id") is not None:  # "Buy now": one product, the cart untouched
+            cart = {product_field(catalog): quantity_field(1)}
+        else:
+            cart = read_cart(catalog)
+        items = lines(cart, catalog)
+        if not items:
+            see_other("/cart?empty=1")
+        orders = shop.orders
+        order_id, stale = orders.ledger.start_order(
+            shop.guard.browser_id(request, response), catalog.currency,
+            [{"product_id": p.id, "name": p.name, "unit_amount": p.price, "quantity": q} for p, q, _ in items],
+            per_minute=shop.config.checkout_limit)
+        for session_id in stale:  # left with "Back": expire it so the same books cannot be paid for twice
+            expire(session_id, "new checkout")
+        try:
+            session = payments.create_session(orders.stripe, payments.checkout_params(
+                catalog, items, order_id, shop.config.base_url), order_id)
+        except ShopError as e:  # the order stays, marked, for reconcile; the cart cookie is untouched
+            orders.ledger.transition(order_id, ("open",), "checkout_failed", "checkout", e.detail or e.message)
+            raise
+        if not orders.ledger.attach_session(order_id, session.id, session.url, session.expires_at):
+            expire(session.id, "replaced by a newer click")  # a second click won the race: never payable
+            see_other("/cart")
+        redirect(session.url, 303)
+
+    @app.get("/success")
+    def success():
+        """What was actually charged, for a session this shop created; from the ledger once the order is paid."""
+        session_id = request.query.get("session_id", "")
+        order = shop.orders.ledger.by_session(session_id) if SESSION_ID.fullmatch(session_id) else None
+        if order is None:
+            raise ShopError(404, "We could not find that order.")
+        charged, state = order["charged"], "paid"
+        if not (order["fulfilled_at"] and charged):  # not settled yet: ask Stripe (shared reads, ~1 call a second)
+            try:
+                session = shop.reads.retrieve(session_id)
+            except ShopError as e:
+                if e.status == 404:
+                    raise
+                # Stripe is unreachable: never say "failed"; the webhook or reconcile will settle it.
+                return shop.render("success.tpl", title="Confirming your payment", state="confirming", order=order)
+            charged, _ = shop.orders.sync(session_id, session, "success page", order=order)
+            order = shop.orders.ledger.get(order["id"])
+            state = payments.state(session)
+            if state == "processing" and order["status"] == "payment_failed":  # a webhook heard of the failure
+                state = "failed"
+        count = None
+        if state == "paid" and read_cart(shop.catalog()) == {i["product_id"]: i["quantity"] for i in order["items"]}:
+            # The cart was this order, so it is bought; "Buy now", or an old confirmation, leaves the cart alone.
+            shop.guard.delete_cookie(response, "cart")
+            count = 0
+        return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,
+                           cart_count=count)
+
+    def read_cart(catalog):
+        return parse_cart(cookies(request).get(shop.guard.prefix + "cart", ""), catalog)
+
+    def expire(session_id, why):
+        try:
+            session = payments.expire_session(shop.orders.stripe, session_id)
+        except ShopError as e:  # paid or expired meanwhile (its events will say), or Stripe unreachable
+            log.warning("could not expire %s (%s): %s", session_id, why, e.detail or e.message)
+            return
+        order = shop.orders.ledger.by_session(session_id)
+        if order is not None and order["status"] in PAYABLE_FROM:
+            shop.orders.sync(session_id, session, why, order=order)
+
+
+def parse_cart(raw, catalog):
+    """The cart cookie as an ordered {product_id: quantity}: unknown ids dropped, quantities kept to 1..99."""
+    cart = {}
+    for part in raw.split(".") if len(raw) <= MAX_COOKIE else ():
+        m = _ITEM.fullmatch(part)
+        if m and catalog.product(m[1]) is not None and (m[1] in cart or len(cart) < MAX_LINES):
+            cart[m[1]] = max(1, min(MAX_QUANTITY, cart.get(m[1], 0) + int(m[2])))
+    return cart
+
+
+def lines(cart, catalog):
+    """Priced lines from the server's catalog: [(product, quantity, line total)]."""
+    return [(catalog.product(p), q, catalog.product(p).price * q) for p, q in cart.items() if catalog.product(p)]
+
+
+def see_other(path):
+    """303 to a path on this shop: a relative Location (RFC 9110, 10.2.2) keeps the browser on the origin it used,
+    and nothing from the Host header or a proxy's scheme is written into the answer."""
+    res = response.copy(cls=HTTPResponse)
+    res.status, res.body = 303, ""
+    res.set_header("Location", path)
+    raise res
+
+
+def product_field(catalog):
+    """The posted product id, which must name a product in the catalog."""
+    product_id = request.forms.get("product_id", "")
+    if catalog.product(product_id) is None:
+        raise ShopError(400, "That product is not in the catalog (it may have just been removed).")
+    return product_id
+
+
+def quantity_field(low):
+    value = _int(request.forms.get("quantity"), 1, low, MAX_QUANTITY)
+    if value is None:
+        raise ShopError(400, f"The quantity must be a whole number from {max(low, 1)} to {MAX_QUANTITY}.")
+    return value
+
+
+def _int(raw, default, low, high):
+    """A whole number from a form or query: default when absent, None when malformed or out of range."""
+    if raw is None or raw.strip() == "":
+        return default
+    raw = raw.strip()
+    ok = raw.isascii() and raw.isdigit() and len(raw) <= 7 and low <= int(raw) <= high
+    return int(raw) if ok else None

@@ -2,6 +2,8 @@
 
 Use `StandIn(data_dir, public_url=...)`: `.wsgi_api` (WSGI app for /v1/*), `.http_client()` (a stripe.HTTPClient
 for `stripe.StripeClient(..., http_client=...)`), `.install_pay_page(app)`, `.pay(...)`, `.calls`.
+The payment page brings its own templates (standin/views) and stylesheet (standin/static, served at
+/offline-checkout/static/standin.css), so it needs nothing from the app it is installed in.
 
 Test cards (any future expiry such as 12/34, any 3-digit CVC):
 - 4242 4242 4242 4242 (visa) and 5555 5555 5555 4444 (mastercard): succeed.

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import catalog
-from catalog import CatalogError, format_money, currency_exponent, load_catalog
+from webshop import catalog
+from webshop.catalog import CatalogError, format_money, currency_exponent, load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 

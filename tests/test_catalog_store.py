@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-import catalog
-from catalog import CatalogError, CatalogStore
+from webshop import catalog
+from webshop.catalog import CatalogError, CatalogStore
 
 BOOK = {"id": "dune", "name": "Dune", "description": "Sand.", "price": 1299, "image": "img/dune.svg"}
 VALID = {

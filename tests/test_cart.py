@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-import cart as carts
-from catalog import load_catalog
 from shop import PUBLIC
-from tests.conftest import ROOT
+from webshop import storefront as carts
+from webshop.catalog import load_catalog
+from webshop.settings import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_cookie_holds_only_ids_and_quantities(shopper, cat):
     ("", {}),
 ])
 def test_parse_drops_unknown_and_clamps(cat, raw, expected):
-    assert carts.parse(raw, cat) == expected
+    assert carts.parse_cart(raw, cat) == expected
 
 
 def test_tampered_cookie_cannot_change_a_price(shopper, cat):
@@ -45,7 +45,7 @@ def test_tampered_cookie_cannot_change_a_price(shopper, cat):
     assert shopper.checkout().location.endswith("/cart?empty=1")
     shopper.set_cookie("cart", f"{product.id}:2")
     to_stripe = shopper.checkout()
-    order = shopper.shop.ledger.by_session(shopper.session_id(to_stripe))
+    order = shopper.shop.orders.ledger.by_session(shopper.session_id(to_stripe))
     assert order["amount_subtotal"] == 2 * product.price
 
 
@@ -54,7 +54,7 @@ def test_posted_price_fields_are_ignored(shopper, cat):
     response = shopper.post("/checkout", {"csrf_token": shopper.csrf(), "product_id": product.id, "quantity": "1",
                                           "price": "1", "unit_amount": "1", "currency": "jpy",
                                           "success_url": "https://evil.example/"}, status=303)
-    session = shopper.shop.stripe.v1.checkout.sessions.retrieve(shopper.session_id(response),
+    session = shopper.shop.orders.stripe.v1.checkout.sessions.retrieve(shopper.session_id(response),
                                                               {"expand": ["line_items"]})
     assert session.amount_subtotal == product.price and session.currency == cat.currency
     assert session.line_items.data[0].price.unit_amount == product.price
@@ -106,7 +106,7 @@ def test_the_largest_cart_fits_its_cookie(make_shopper, catalog_copy):
     refused = shopper.post("/cart", {"csrf_token": shopper.csrf(), "action": "add", "product_id": ids[-1]},
                            status=400)
     assert f"at most {carts.MAX_LINES} different products" in refused.text
-    assert len(carts.parse(shopper.cart_cookie(), shopper.shop.catalog())) == carts.MAX_LINES
+    assert len(carts.parse_cart(shopper.cart_cookie(), shopper.shop.catalog())) == carts.MAX_LINES
 
 
 def test_redirects_stay_on_the_origin_and_never_name_the_host_the_request_names(shopper, cat):

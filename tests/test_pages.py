@@ -78,12 +78,11 @@ def test_static_files_are_served_with_cache_validators(shopper):
     assert again.body == b""
 
 
-@pytest.mark.parametrize("range_, status, length", [("bytes=0-9", 206, 10), ("bytes=abc", 200, None),
-                                                    ("bytes=999999-", 200, None), ("pages=1-2", 200, None)])
-def test_a_range_is_served_when_it_can_be_and_ignored_when_not(shopper, range_, status, length):
+@pytest.mark.parametrize("range_", ["bytes=0-9", "bytes=abc", "bytes=999999-", "pages=1-2", "bytes=0-1,5-9"])
+def test_a_range_is_ignored_and_the_whole_file_served(shopper, range_):
     whole = shopper.get("/static/style.css").body
-    part = shopper.get("/static/style.css", headers={"Range": range_}, status=status)
-    assert part.body == (whole[:length] if length else whole)
+    part = shopper.get("/static/style.css", headers={"Range": range_}, status=200)
+    assert part.body == whole and "Content-Range" not in part.headers
 
 
 @pytest.mark.parametrize("path", ["/\xff\xfe", "/cart\xff", "/static/style.css\xc3"])
@@ -95,7 +94,7 @@ def test_a_path_that_is_not_utf8_is_a_400_page_not_another_page(shopper, path):
     body = b"".join(shopper.app(environ, lambda status, headers, exc=None: answer.update(status=status,
                                                                                           headers=dict(headers))))
     assert answer["status"].startswith("400") and "Content-Security-Policy" in answer["headers"]
-    assert b"The address is not valid UTF-8." in body and b"Traceback" not in body
+    assert b"The address or the Content-Length is not valid." in body and b"Traceback" not in body
 
 
 @pytest.mark.parametrize("path", ["/static/%2e%2e/shop.py", "/static/..%2fshop.py", "/static/img/",
@@ -125,7 +124,8 @@ def test_invalid_catalog_edit_keeps_the_shop_serving(make_shopper, catalog_copy)
     page = shopper.get("/")
     assert name in page.text  # the last good catalog
     health = shopper.get("/healthz", status=503)
-    assert "catalog.json" in health.text and "price" in health.text
+    assert health.text.splitlines() == ["unhealthy", "catalog: the last edit was not loaded (see `python shop.py check`)"]
+    assert str(catalog_copy) not in health.text
 
 
 def test_healthz_ok(shopper):
@@ -141,7 +141,7 @@ def test_secret_key_never_reaches_a_page(make_shopper):
 
 def test_the_server_looks_at_the_catalog_at_most_once_per_interval(make_shopper, catalog_copy, monkeypatch):
     """CATALOG_CHECK_SECONDS: no stat() per request; an edit goes live once the interval has passed."""
-    import catalog as catalog_module
+    from webshop import catalog as catalog_module
     clock = [1000.0]
     monkeypatch.setattr(catalog_module.time, "monotonic", lambda: clock[0])
     shopper = make_shopper(catalog=str(catalog_copy), catalog_check_seconds=1.0)

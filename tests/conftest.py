@@ -1,6 +1,9 @@
 """Fixtures: a fresh shop per test on a temporary DATA_DIR, driven through WebTest."""
 
+import json
+import os
 import re
+import secrets
 import shutil
 import socket
 import time
@@ -8,9 +11,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import stripe
 import webtest
 
-from settings import SETTINGS
+from webshop.settings import SETTINGS
 from shop import make_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +63,7 @@ class Shopper(webtest.TestApp):
     def __init__(self, app):
         super().__init__(app, extra_environ={"HTTP_HOST": "shop.test"})
         self.shop = app.config["shop"]
-        self.standin = self.shop.standin
+        self.standin = self.shop.orders.standin
 
     def csrf(self):
         """The CSRF token of this browser, from a page's form."""
@@ -95,13 +99,65 @@ def data_dir(tmp_path):
 
 
 @pytest.fixture
-def make_shopper(data_dir):
-    """Build a shop with settings overrides; each call is a new app on the same DATA_DIR."""
+def make_shopper(data_dir, database_url):
+    """Build a shop with settings overrides; each call is a new app on the same DATA_DIR and database."""
+    apps = []
+
     def factory(**overrides):
         # Look at catalog.json on every request, so a test's edit shows at once (the server: once a second).
-        config = {"data_dir": str(data_dir), "base_url": BASE, "catalog_check_seconds": 0, **overrides}
-        return Shopper(make_app(config))
-    return factory
+        config = {"data_dir": str(data_dir), "base_url": BASE, "catalog_check_seconds": 0,
+                  "database_url": database_url, **overrides}
+        apps.append(make_app(config))
+        return Shopper(apps[-1])
+    yield factory
+    for app in apps:
+        app.config["shop"].orders.ledger.close()
+
+
+# Test modules whose tests run on both ledgers: SQLite (the default) and PostgreSQL.
+BOTH_BACKENDS = {"test_ledger", "test_fulfilment", "test_purchase", "test_webhooks", "test_webhooks_chaos",
+                 "test_merchant", "test_recovery", "test_reconcile", "test_refunds", "test_checkout_races"}
+
+
+def pytest_generate_tests(metafunc):
+    if "database_url" in metafunc.fixturenames:
+        both = metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_BACKENDS
+        metafunc.parametrize("database_url", ["sqlite", "postgresql"] if both else ["sqlite"], indirect=True)
+
+
+def postgres_server():
+    """The URL of a PostgreSQL server for tests (TEST_DATABASE_URL, else the local one), or a skip; CI must have it."""
+    import psycopg
+    url = os.environ.get("TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI=true: {type(e).__name__}")
+        pytest.skip("no PostgreSQL reachable (set TEST_DATABASE_URL)")
+    return url
+
+
+@pytest.fixture
+def database_url(request):
+    """'' (SQLite in DATA_DIR), or a fresh PostgreSQL database for this test, dropped after it."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield ""
+        return
+    yield from fresh_postgres_database()
+
+
+def fresh_postgres_database():
+    import psycopg
+    server = postgres_server()
+    name = "shop_test_" + secrets.token_hex(6)
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield urlsplit(server)._replace(path="/" + name).geturl()
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
@@ -115,3 +171,86 @@ def catalog_copy(tmp_path):
     path = tmp_path / "catalog.json"
     shutil.copy(ROOT / "catalog.json", path)
     return path
+
+
+# -- helpers of the purchase, webhook, fulfilment and merchant tests ----------------------------------------------
+
+DISPUTED = "4000000000000259"  # the stand-in's card whose payment is disputed at once
+ADDRESS = {"line1": "1 Canal Street", "city": "Berlin", "postal_code": "10115", "country": "DE"}
+
+
+def pay(shopper, checkout_response, card="4242424242424242", address=ADDRESS):
+    """Pay on the stand-in's page as a shopper would: fill the form, press Pay."""
+    page = shopper.get(checkout_response.location)
+    form = page.forms["pay"]
+    values = {"email": "reader@example.com", "name": "Ada Reader", "card_number": card, "card_expiry": "12 / 34",
+              "card_cvc": "123", "cardholder_name": "Ada Reader", "phone": "+49 30 1234567",
+              **{f"address_{k}": v for k, v in address.items()}}
+    for name, value in values.items():
+        if name in form.fields:
+            form[name] = value
+    return form.submit(expect_errors=True)
+
+
+def wire(shopper):
+    """Let the stand-in deliver its webhooks to this shopper's app (call deliver_pending between requests)."""
+    def deliver(url, body, headers):
+        return shopper.post(urlsplit(url).path, body, headers=headers, expect_errors=True).status_int
+    shopper.standin.deliver = deliver
+    shopper.standin.webhook_retry_base = 0  # a failed delivery is due again at once
+    return shopper
+
+
+def start(shopper, product=None, quantity=1):
+    """Check out one product ("Buy now"); returns the Checkout Session id."""
+    product = product or shopper.shop.catalog().products[0].id
+    return shopper.session_id(shopper.checkout(product_id=product, quantity=str(quantity)))
+
+
+def buy(shopper, card="4242424242424242", **kwargs):
+    """Check out and pay on the stand-in; webhooks stay queued until delivered."""
+    session_id = start(shopper, **kwargs)
+    shopper.standin.pay(session_id, card=card)
+    return session_id
+
+
+def order(shopper, session_id):
+    """The ledger's order of a Checkout Session."""
+    return shopper.shop.orders.ledger.by_session(session_id)
+
+
+def handoff(shopper):
+    """The hand-off lines of fulfilments.jsonl so far."""
+    path = shopper.shop.orders.jsonl
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def event(type_, obj, event_id=None):
+    """A Stripe event envelope around an object, as Stripe sends it."""
+    return {"id": event_id or "evt_" + secrets.token_hex(12), "object": "event", "api_version": stripe.api_version,
+            "created": int(time.time()), "data": {"object": obj}, "livemode": False, "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None}, "type": type_}
+
+
+def sign(body, secret, timestamp=None):
+    """The Stripe-Signature header the way Stripe computes it."""
+    return stripe.WebhookSignature.generate_signature_header(body, secret, timestamp)
+
+
+def post_raw(shopper, body, signature=None):
+    """POST bytes to /webhook, with a Stripe-Signature header when given; returns the response."""
+    headers = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers["Stripe-Signature"] = signature
+    return shopper.post("/webhook", body, headers=headers, expect_errors=True)
+
+
+def post_event(shopper, evt, secret=None, timestamp=None):
+    """Sign and POST an event to /webhook; returns the response."""
+    body = json.dumps(evt)
+    return post_raw(shopper, body.encode(), sign(body, secret or shopper.standin.webhook_secret, timestamp))
+
+
+def pending(shopper, type_):
+    """The stand-in's undelivered events of one type."""
+    return [e for e in shopper.standin.pending_events() if e["type"] == type_]

@@ -4,12 +4,10 @@ import re
 
 import pytest
 
-from catalog import format_money, load_catalog
 from shop import PUBLIC
 from standin import tax
-from tests.conftest import BASE, ROOT
-
-ADDRESS = {"line1": "1 Canal Street", "city": "Berlin", "postal_code": "10115", "country": "DE"}
+from tests.conftest import BASE, ROOT, pay
+from webshop.catalog import format_money, load_catalog
 
 
 def catalog():
@@ -25,18 +23,6 @@ def expected_amounts(cart, country, option=0):
     amount_tax = sum(tax.tax_for(a, rate, cat.tax_behavior) for a in lines) + tax.tax_for(shipping, rate, cat.tax_behavior)
     subtotal = sum(lines)
     return subtotal, shipping, amount_tax, subtotal + shipping + amount_tax
-
-
-def pay(shopper, checkout_response, card="4242424242424242", address=ADDRESS):
-    """Pay on the stand-in's page as a shopper would: fill the form, press Pay."""
-    page = shopper.get(checkout_response.location)
-    form = page.forms["pay"]
-    values = {"email": "reader@example.com", "name": "Ada Reader", "card_number": card, "card_expiry": "12 / 34",
-              "card_cvc": "123", "cardholder_name": "Ada Reader", "phone": "+49 30 1234567", **{f"address_{k}": v for k, v in address.items()}}
-    for name, value in values.items():
-        if name in form.fields:
-            form[name] = value
-    return form.submit(expect_errors=True)
 
 
 def test_home_lists_every_product_with_price_and_forms(shopper):
@@ -69,7 +55,7 @@ def test_full_purchase(shopper):
     to_stripe = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=303)
     assert to_stripe.location.startswith(f"{BASE}/offline-checkout/cs_test_")
     session_id = shopper.session_id(to_stripe)
-    order = shopper.shop.ledger.by_session(session_id)
+    order = shopper.shop.orders.ledger.by_session(session_id)
     assert order["status"] == "open" and order["amount_subtotal"] == subtotal
     assert [(i["product_id"], i["quantity"], i["unit_amount"]) for i in order["items"]] == [
         (a, 1, cat.product(a).price), (b, 3, cat.product(b).price)]
@@ -88,7 +74,7 @@ def test_full_purchase(shopper):
     assert re.search(r"Payment reference</dt><dd><code>pi_", text)
     assert "reader@example.com" in text
     assert shopper.cart_cookie() in (None, "")
-    order = shopper.shop.ledger.get(order["id"])
+    order = shopper.shop.orders.ledger.get(order["id"])
     assert order["status"] == "paid" and order["amount_total"] == total and order["fulfilled_at"]
 
 
@@ -100,10 +86,10 @@ def test_declined_cards_leave_the_session_open(shopper, card, reason):
     declined = pay(shopper, to_stripe, card=card)
     assert declined.status_int == 402
     assert "declined" in declined.text.lower()
-    session = shopper.shop.stripe.v1.checkout.sessions.retrieve(shopper.session_id(to_stripe))
+    session = shopper.shop.orders.stripe.v1.checkout.sessions.retrieve(shopper.session_id(to_stripe))
     assert session.status == "open" and session.payment_status == "unpaid"
     assert shopper.get(f"/success?session_id={session.id}").status_int == 200
-    assert shopper.shop.ledger.by_session(session.id)["status"] == "open"
+    assert shopper.shop.orders.ledger.by_session(session.id)["status"] == "open"
     # the shopper can still pay with a good card
     assert pay(shopper, to_stripe).status_int == 303
 
@@ -127,7 +113,7 @@ def test_buy_now_checks_out_one_product_and_leaves_the_cart_alone(shopper):
     shopper.add(cat.products[0].id)
     before = shopper.cart_cookie()
     to_stripe = shopper.checkout(product_id=cat.products[4].id, quantity="1")
-    order = shopper.shop.ledger.by_session(shopper.session_id(to_stripe))
+    order = shopper.shop.orders.ledger.by_session(shopper.session_id(to_stripe))
     assert [i["product_id"] for i in order["items"]] == [cat.products[4].id]
     assert shopper.cart_cookie() == before
 
@@ -139,7 +125,7 @@ def test_the_buy_now_form_as_rendered_checks_out_one_of_its_product(shopper):
     forms = [f for f in page.forms.values() if f.action == "/checkout" and f["product_id"].value == product.id]
     assert len(forms) == 1 and "quantity" not in forms[0].fields  # the form sends no quantity: 1 is meant
     to_stripe = forms[0].submit(status=303)
-    order = shopper.shop.ledger.by_session(shopper.session_id(to_stripe))
+    order = shopper.shop.orders.ledger.by_session(shopper.session_id(to_stripe))
     assert [(i["product_id"], i["quantity"]) for i in order["items"]] == [(product.id, 1)]
     assert order["amount_subtotal"] in (None, product.price)
 
@@ -160,7 +146,7 @@ def test_malformed_or_unknown_session_ids_are_404(shopper, session_id):
 
 def test_foreign_session_id_is_404_even_if_stripe_knows_it(shopper):
     """A session created by someone else on the same Stripe account is not this shop's order."""
-    foreign = shopper.shop.stripe.v1.checkout.sessions.create({
+    foreign = shopper.shop.orders.stripe.v1.checkout.sessions.create({
         "mode": "payment", "success_url": "https://elsewhere.example/ok", "cancel_url": "https://elsewhere.example/no",
         "line_items": [{"quantity": 1, "price_data": {"currency": "usd", "unit_amount": 100,
                                                       "product_data": {"name": "Other"}}}]})
@@ -182,7 +168,7 @@ def test_urls_come_from_base_url_not_the_host_header(shopper):
     response = shopper.post("/checkout", {"csrf_token": token}, status=303,
                             headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example", "Cookie": cookie})
     assert response.location.startswith(BASE + "/")
-    session = shopper.shop.stripe.v1.checkout.sessions.retrieve(shopper.session_id(response))
+    session = shopper.shop.orders.stripe.v1.checkout.sessions.retrieve(shopper.session_id(response))
     assert session.success_url.startswith(BASE + "/success?session_id=")
     assert session.cancel_url == BASE + "/cart?canceled=1"
     assert "evil" not in str(session)
@@ -205,7 +191,7 @@ def test_zero_decimal_currency_end_to_end(make_shopper, catalog_copy):
     session_id = shopper.session_id(shopper.checkout())
     shopper.standin.pay(session_id, address={"line1": "1-1 Chiyoda", "city": "Tokyo", "postal_code": "100-0001",
                                              "country": "US", "state": "CA"})
-    session = shopper.shop.stripe.v1.checkout.sessions.retrieve(session_id, {"expand": ["line_items"]})
+    session = shopper.shop.orders.stripe.v1.checkout.sessions.retrieve(session_id, {"expand": ["line_items"]})
     assert session.currency == "jpy" and session.amount_subtotal == 3000
     assert session.line_items.data[0].price.unit_amount == 1500
     page = shopper.get(f"/success?session_id={session_id}").text
@@ -226,7 +212,7 @@ def test_any_currency_the_catalog_takes_can_be_paid_offline(make_shopper, catalo
     assert shown in shopper.get("/").text
     session_id = shopper.session_id(shopper.checkout(product_id=data["products"][0]["id"]))
     shopper.standin.pay(session_id)
-    session = shopper.shop.stripe.v1.checkout.sessions.retrieve(session_id)
+    session = shopper.shop.orders.stripe.v1.checkout.sessions.retrieve(session_id)
     assert (session.currency, session.payment_status, session.amount_subtotal) == (currency, "paid", price)
     assert shown in shopper.get(f"/success?session_id={session_id}").text
 

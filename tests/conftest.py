@@ -1,6 +1,7 @@
 """Fixtures: a fresh shop per test on a temporary DATA_DIR, driven through WebTest."""
 
 import json
+import os
 import re
 import secrets
 import shutil
@@ -13,7 +14,7 @@ import pytest
 import stripe
 import webtest
 
-from settings import SETTINGS
+from webshop.settings import SETTINGS
 from shop import make_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ class Shopper(webtest.TestApp):
     def __init__(self, app):
         super().__init__(app, extra_environ={"HTTP_HOST": "shop.test"})
         self.shop = app.config["shop"]
-        self.standin = self.shop.standin
+        self.standin = self.shop.orders.standin
 
     def csrf(self):
         """The CSRF token of this browser, from a page's form."""
@@ -98,13 +99,65 @@ def data_dir(tmp_path):
 
 
 @pytest.fixture
-def make_shopper(data_dir):
-    """Build a shop with settings overrides; each call is a new app on the same DATA_DIR."""
+def make_shopper(data_dir, database_url):
+    """Build a shop with settings overrides; each call is a new app on the same DATA_DIR and database."""
+    apps = []
+
     def factory(**overrides):
         # Look at catalog.json on every request, so a test's edit shows at once (the server: once a second).
-        config = {"data_dir": str(data_dir), "base_url": BASE, "catalog_check_seconds": 0, **overrides}
-        return Shopper(make_app(config))
-    return factory
+        config = {"data_dir": str(data_dir), "base_url": BASE, "catalog_check_seconds": 0,
+                  "database_url": database_url, **overrides}
+        apps.append(make_app(config))
+        return Shopper(apps[-1])
+    yield factory
+    for app in apps:
+        app.config["shop"].orders.ledger.close()
+
+
+# Test modules whose tests run on both ledgers: SQLite (the default) and PostgreSQL.
+BOTH_BACKENDS = {"test_ledger", "test_fulfilment", "test_purchase", "test_webhooks", "test_webhooks_chaos",
+                 "test_merchant", "test_recovery", "test_reconcile", "test_refunds", "test_checkout_races"}
+
+
+def pytest_generate_tests(metafunc):
+    if "database_url" in metafunc.fixturenames:
+        both = metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_BACKENDS
+        metafunc.parametrize("database_url", ["sqlite", "postgresql"] if both else ["sqlite"], indirect=True)
+
+
+def postgres_server():
+    """The URL of a PostgreSQL server for tests (TEST_DATABASE_URL, else the local one), or a skip; CI must have it."""
+    import psycopg
+    url = os.environ.get("TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI=true: {type(e).__name__}")
+        pytest.skip("no PostgreSQL reachable (set TEST_DATABASE_URL)")
+    return url
+
+
+@pytest.fixture
+def database_url(request):
+    """'' (SQLite in DATA_DIR), or a fresh PostgreSQL database for this test, dropped after it."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield ""
+        return
+    yield from fresh_postgres_database()
+
+
+def fresh_postgres_database():
+    import psycopg
+    server = postgres_server()
+    name = "shop_test_" + secrets.token_hex(6)
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield urlsplit(server)._replace(path="/" + name).geturl()
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture

@@ -72,7 +72,8 @@ class Ledger:
 
     def migrate(self):
         """Bring the schema to the newest version; safe when two instances start at once. Returns the version."""
-        with self.db.tx(migrating=True) as c:
+        with self.db.tx() as c:
+            self.db.lock(c, "migrations")  # two instances starting at once: the second finds the schema current
             version = self.db.version(c)
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 for statement in script.replace("{serial}", SERIAL[self.engine]).split(";"):
@@ -96,6 +97,7 @@ class Ledger:
         earlier (attach_session then refuses it). More than `per_minute` checkouts from one browser: 429."""
         order_id, now = "ord_" + secrets.token_hex(12), utcnow()
         with self.db.tx() as c:
+            self.db.lock(c, browser)
             recent = c.execute("SELECT COUNT(*) AS n FROM orders WHERE browser = ? AND created > ?",
                                (browser, iso_utc(time.time() - 60))).fetchone()["n"]
             if recent >= per_minute:
@@ -196,20 +198,22 @@ class Ledger:
     def apply_refund(self, order_id, amount_refunded, amount_charged, source, note=None):
         """Keep the charge's largest refunded total (events come in any order); paid becomes (partially_)refunded."""
         with self.db.tx() as c:
+            self.db.lock(c, order_id)
             row = c.execute("SELECT status, amount_refunded FROM orders WHERE id = ?", (order_id,)).fetchone()
             amount, status = max(row["amount_refunded"], amount_refunded), row["status"]
             if status in ("paid", "partially_refunded", "refunded") and amount > 0:
                 status = "refunded" if amount >= amount_charged or status == "refunded" else "partially_refunded"
             changed = (status, amount) != (row["status"], row["amount_refunded"])
-            if changed:  # guarded by what was read: a concurrent change makes this update nothing
-                c.execute("UPDATE orders SET status = ?, amount_refunded = ?, updated = ? WHERE id = ? AND status = ?"
-                          " AND amount_refunded = ?", (status, amount, utcnow(), order_id, row["status"], row["amount_refunded"]))
+            if changed:
+                c.execute("UPDATE orders SET status = ?, amount_refunded = ?, updated = ? WHERE id = ?",
+                          (status, amount, utcnow(), order_id))
                 _history(c, order_id, source, status, note)
             return changed
 
     def apply_dispute(self, order_id, dispute_status, source, note=None):
         """Mark a paid order disputed; a closed dispute's outcome is never undone by a late event."""
         with self.db.tx() as c:
+            self.db.lock(c, order_id)
             row = c.execute("SELECT status, dispute_status FROM orders WHERE id = ?", (order_id,)).fetchone()
             status = "disputed" if row["status"] in ("paid", "partially_refunded", "refunded") else row["status"]
             outcome = row["dispute_status"] if row["dispute_status"] in DISPUTE_FINAL else dispute_status
@@ -262,6 +266,7 @@ class Ledger:
     def secret(self):
         """The shop's signing key: made once, kept in the database, so every instance signs alike."""
         with self.db.tx() as c:
+            self.db.lock(c, "secret_key")
             row = c.execute("SELECT value FROM checkpoints WHERE name = 'secret_key'").fetchone()
             if row is None or len(json.loads(row["value"])) < 32:  # missing, emptied or cut short: a new one
                 c.execute("DELETE FROM checkpoints WHERE name = 'secret_key'")
@@ -321,8 +326,11 @@ class _SQLite:
     def read(self):
         yield self._conn()
 
+    def lock(self, c, key):
+        """Writers take turns already: BEGIN IMMEDIATE holds the database's one write lock."""
+
     @contextmanager
-    def tx(self, migrating=False):
+    def tx(self):
         # BEGIN IMMEDIATE takes the write lock up front, so a read-then-write never deadlocks another process.
         with self._writer:
             conn = self._conn()
@@ -364,11 +372,13 @@ class _Postgres:
             yield _PgConn(conn)
 
     @contextmanager
-    def tx(self, migrating=False):
+    def tx(self):
         with self.pool.connection() as conn, conn.transaction():
-            if migrating:  # two instances starting at once: the second waits, then finds the schema current
-                conn.execute("SELECT pg_advisory_xact_lock(7412)")
             yield _PgConn(conn)
+
+    def lock(self, c, key):
+        """Within this transaction, writers of the same key (a browser, an order) take turns, on every instance."""
+        c.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
 
     def version(self, c):
         c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")

@@ -1,0 +1,108 @@
+"""Clicks that race, and a Stripe that is slow: one payable session per click, Stripe's rate limit protected."""
+
+import threading
+from collections import Counter
+from urllib.parse import urlsplit
+
+import pytest
+import webtest
+
+from standin import PayError, StandIn
+from tests.conftest import BASE
+
+
+@pytest.fixture
+def slow_shopper(make_shopper, data_dir):
+    """A shop whose stand-in answers every API call in 150 ms: a window that clicks can race in."""
+    return make_shopper(standin=StandIn(data_dir / "stripe", public_url=BASE, latency_ms=150))
+
+
+def together(count, fn):
+    """Run fn(i) in `count` threads released at the same moment; their results in order."""
+    results, gate = [None] * count, threading.Barrier(count)
+
+    def run(i):
+        gate.wait()
+        results[i] = fn(i)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def same_browser(shopper):
+    """A WebTest client per thread that sends this shopper's cookies: the same browser clicking again."""
+    cookie = "; ".join(f"{k}={v}" for k, v in shopper.cookies.items())
+    return lambda: webtest.TestApp(shopper.app, extra_environ={"HTTP_HOST": "shop.test", "HTTP_COOKIE": cookie})
+
+
+def open_sessions(shopper):
+    return [s.id for s in shopper.shop.orders.stripe.v1.checkout.sessions.list({"status": "open", "limit": 100})]
+
+
+@pytest.mark.parametrize("fields", [{}, {"product_id": "walden", "quantity": "1"}], ids=["checkout", "buy-now"])
+def test_a_double_clicked_checkout_leaves_exactly_one_payable_session(slow_shopper, fields):
+    shopper = slow_shopper
+    shopper.add("moby-dick")
+    token, browser = shopper.csrf(), same_browser(shopper)
+    answers = together(4, lambda i: browser().post("/checkout", {"csrf_token": token, **fields}, status=303))
+    (still_open,) = open_sessions(shopper)
+    assert still_open in shopper.get("/cart").text  # the cart's "Continue your payment" offers that one
+    offered = [urlsplit(a.location).path.rsplit("/", 1)[-1] for a in answers if "/offline-checkout/" in a.location]
+    paid = 0
+    for session_id in set(offered):
+        try:
+            shopper.standin.pay(session_id)
+            paid += 1
+        except PayError:
+            pass
+    assert paid == 1  # every other session the clicks made was expired before anyone could pay it
+
+
+def test_checking_out_again_after_back_expires_the_first_session(shopper):
+    shopper.add("walden")
+    first = shopper.session_id(shopper.checkout())
+    second = shopper.session_id(shopper.checkout())
+    assert shopper.standin.get(first)["status"] == "expired"
+    assert open_sessions(shopper) == [second]
+    assert shopper.shop.orders.ledger.by_session(first)["status"] == "expired"
+
+
+def test_too_many_checkouts_from_one_browser_get_a_429_page_with_retry_after(make_shopper):
+    shopper = make_shopper(checkout_limit=3)
+    shopper.add("walden")
+    for _ in range(3):
+        shopper.checkout()
+    page = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=429)
+    assert page.headers["Retry-After"] == "60"
+    assert "wait a minute" in page.text
+    assert len(open_sessions(shopper)) == 1  # the refused click made nothing at Stripe
+    other = make_shopper(checkout_limit=3)  # another browser on the same shop is not affected
+    other.add("walden")
+    other.checkout()
+
+
+def test_reloading_an_unpaid_confirmation_costs_stripe_about_one_call_a_second(slow_shopper):
+    shopper = slow_shopper
+    shopper.add("walden")
+    session_id = shopper.session_id(shopper.checkout())
+    browser, before = same_browser(shopper), Counter(shopper.standin.calls)
+    pages = together(30, lambda i: browser().get(f"/success?session_id={session_id}"))
+    assert all("not finished" in p.text for p in pages)
+    reads = sum((Counter(shopper.standin.calls) - before).values())
+    assert 1 <= reads <= 2  # 30 concurrent views share one answer (two if a second passed between them)
+
+
+def test_a_paid_confirmation_is_served_from_the_ledger_without_calling_stripe(shopper):
+    shopper.add("walden")
+    session_id = shopper.session_id(shopper.checkout())
+    shopper.standin.pay(session_id)
+    first = shopper.get(f"/success?session_id={session_id}")
+    before = Counter(shopper.standin.calls)
+    again = shopper.get(f"/success?session_id={session_id}")
+    assert sum((Counter(shopper.standin.calls) - before).values()) == 0
+    assert "Thank you for your order" in again.text
+    for text in ("Walden", "Total charged", shopper.shop.orders.ledger.by_session(session_id)["payment_intent"]):
+        assert text in first.text and text in again.text

@@ -15,7 +15,15 @@ Test cards (any future expiry such as 12/34, any 3-digit CVC):
 - 4000 0099 0000 0012 (stand-in only): as above but the delayed payment fails (..._async_payment_failed).
 - Any other Luhn-valid number is declined as a live card used in test mode (test_mode_live_card).
 
-Environment: STANDIN_FAULTS injects faults (see standin.faults).
+Latency: `StandIn(..., latency_ms=N)`, else the environment variable STANDIN_LATENCY_MS, else 0 (and `python -m
+standin --latency-ms N`, which overrides the variable): every API request (/v1/*, through `http_client()` or the
+standalone server) waits N milliseconds before it is handled, holding no lock while it waits, so concurrent calls
+overlap as they would against a slow Stripe. N is a whole number from 0 to 60000; anything else is refused with a
+ValueError (a usage error from `python -m standin`). `.latency_ms` may be changed while serving. Through
+`http_client(timeout=T)`, a latency of T seconds or more ends in a read timeout (a retryable APIConnectionError)
+after T seconds, while the request itself still runs, as with the "delay" fault.
+
+Environment: STANDIN_FAULTS injects faults (see standin.faults); STANDIN_LATENCY_MS sets the latency (above).
 """
 from .core import StandIn
 from .errors import StripeError

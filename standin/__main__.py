@@ -5,7 +5,7 @@ import sys
 
 import bottle
 
-from .core import StandIn
+from .core import MAX_LATENCY_MS, StandIn, parse_latency
 from .forms import MAX_BODY
 
 HEADERS = (("Content-Security-Policy", "default-src 'self'; img-src 'self' data: https: http:; object-src 'none'; "
@@ -40,6 +40,14 @@ def make_server_app(standin):
     return app
 
 
+def latency(text):
+    """--latency-ms: refused by argparse with the reason."""
+    try:
+        return parse_latency(text, "the latency")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv=None):
     """Parse arguments and serve with waitress until interrupted."""
     ap = argparse.ArgumentParser(prog="python -m standin", description=__doc__)
@@ -52,16 +60,23 @@ def main(argv=None):
     ap.add_argument("--events", default=None,
                     help="comma-separated event types the webhook URL is subscribed to (default: every event)")
     ap.add_argument("--async-delay", type=float, default=5.0, help="seconds before delayed test payments settle")
+    ap.add_argument("--latency-ms", type=latency, default=None, metavar="N",
+                    help=f"milliseconds every API request waits before it is answered, 0 to {MAX_LATENCY_MS} "
+                         "(default: $STANDIN_LATENCY_MS, else 0)")
     ap.add_argument("--threads", type=int, default=8)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     public_url = args.public_url or f"http://{args.host}:{args.port}"
-    s = StandIn(args.data_dir, public_url=public_url, webhook_url=args.webhook_url,
-                webhook_secret=args.webhook_secret, async_delay=args.async_delay,
-                enabled_events=args.events.split(",") if args.events else None)
+    try:
+        s = StandIn(args.data_dir, public_url=public_url, webhook_url=args.webhook_url,
+                    webhook_secret=args.webhook_secret, async_delay=args.async_delay,
+                    enabled_events=args.events.split(",") if args.events else None, latency_ms=args.latency_ms)
+    except ValueError as e:  # STANDIN_LATENCY_MS or STANDIN_FAULTS: a usage error, not a traceback
+        ap.error(str(e))
     s.start_webhook_sender()
     import waitress
-    print(f"stand-in serving http://{args.host}:{args.port} (data in {s.store.path})", file=sys.stderr, flush=True)
+    slow = f", {s.latency_ms} ms latency" if s.latency_ms else ""
+    print(f"stand-in serving http://{args.host}:{args.port} (data in {s.store.path}{slow})", file=sys.stderr, flush=True)
     try:
         waitress.serve(make_server_app(s), host=args.host, port=args.port, threads=args.threads,
                        ident="standin", max_request_body_size=2 * MAX_BODY)

@@ -9,6 +9,7 @@ import time
 from . import checkout, payments, schemas
 from . import objects as o
 from .errors import StripeError, api_error, invalid, no_such
+from .faults import pause
 from .forms import MAX_BODY, clean, decode_body, parse_form
 
 log = logging.getLogger("standin.api")
@@ -63,6 +64,9 @@ class ApiApp:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         path = environ.get("PATH_INFO", "") or "/"
         try:
+            latency = self.s.latency_ms  # before any lock or transaction, so that concurrent calls wait side by side
+            if latency:
+                pause(latency / 1000, environ)
             route, ids = self.match(method, path)
             template = f"{method} {route[1]}"
             self.s.count(template)

@@ -1,6 +1,7 @@
 """The StandIn object: state in a data_dir, the WSGI API, the in-process SDK client, payments and webhooks."""
 import logging
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -17,6 +18,21 @@ from .payments import PayError
 from .store import Store
 
 log = logging.getLogger("standin")
+# The most latency_ms takes: a minute, within the SDK's default 80 s timeout
+MAX_LATENCY_MS = 60_000
+
+
+def parse_latency(value, name="latency_ms"):
+    """Whole milliseconds from 0 to MAX_LATENCY_MS, given as an int or as its digits in text; ValueError otherwise."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+        ms = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        ms = value
+    else:
+        ms = None
+    if ms is None or not 0 <= ms <= MAX_LATENCY_MS:
+        raise ValueError(f"{name} must be a whole number of milliseconds from 0 to {MAX_LATENCY_MS}, not {value!r}")
+    return ms
 
 
 class Ctx:
@@ -37,7 +53,14 @@ class StandIn:
     """An offline imitation of the Stripe API parts the shop uses, persisted in `<data_dir>/standin.sqlite3`."""
 
     def __init__(self, data_dir, public_url="http://127.0.0.1:8000", *, webhook_url=None, webhook_secret=None,
-                 async_delay=5.0, load_env_faults=True, business_name="Test shop", enabled_events=None):
+                 async_delay=5.0, load_env_faults=True, business_name="Test shop", enabled_events=None,
+                 latency_ms=None):
+        # Checked first, so that a bad value is refused before anything is opened
+        if latency_ms is None:
+            self.latency_ms = parse_latency(os.environ.get("STANDIN_LATENCY_MS", "").strip() or 0,
+                                            "STANDIN_LATENCY_MS")
+        else:
+            self.latency_ms = latency_ms
         self.data_dir = os.path.abspath(data_dir)
         self.public_url = public_url.rstrip("/")
         self.business_name = business_name
@@ -62,6 +85,15 @@ class StandIn:
         self.wsgi_api = ApiApp(self)
         self._sender = None
         self._stop = threading.Event()
+
+    @property
+    def latency_ms(self):
+        """Milliseconds every API request waits before it is handled (0: none); may be changed while serving."""
+        return self._latency_ms
+
+    @latency_ms.setter
+    def latency_ms(self, value):
+        self._latency_ms = parse_latency(value)
 
     def count(self, template):
         """Record one served request for `calls`."""

@@ -88,9 +88,15 @@ class Faults:
         if kind == "reset":
             environ["standin.drop"] = "reset"
             return
-        timeout = environ.get("standin.timeout")
-        if timeout is not None and rule["delay"] >= timeout:
-            time.sleep(timeout)
-            environ["standin.drop"] = "timeout"
-        else:
-            time.sleep(rule["delay"])
+        pause(rule["delay"], environ)
+
+
+def pause(seconds, environ):
+    """Sleep before answering. The in-process client sets `standin.timeout`: a wait that reaches it stops there and
+    marks the response lost (`standin.drop`), as a socket's read timeout would; the request itself still runs."""
+    timeout = environ.get("standin.timeout")
+    if timeout is not None and seconds >= timeout:
+        time.sleep(timeout)
+        environ["standin.drop"] = "timeout"
+    else:
+        time.sleep(seconds)

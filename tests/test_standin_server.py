@@ -15,12 +15,13 @@ from tests.conftest import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start(tmp_path, faults=""):
+def start(tmp_path, faults="", args=()):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, STANDIN_FAULTS=faults, PYTHONPATH=str(ROOT))
+    env.pop("STANDIN_LATENCY_MS", None)
     proc = subprocess.Popen([sys.executable, "-m", "standin", "--port", str(port), "--data-dir", str(tmp_path / "d"),
-                             "--public-url", url], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             "--public-url", url, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     deadline = time.time() + 20
     while time.time() < deadline:

@@ -1,0 +1,159 @@
+"""The stand-in's latency knob: every API call waits, none holds a lock while it waits, and 0 adds nothing."""
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import stripe
+
+from standin import StandIn
+from standin.faults import pause
+from test_standin_server import ROOT, start
+
+KEY = "sk_test_latency"
+PARAMS = {"mode": "payment", "success_url": "http://shop.test/ok?session_id={CHECKOUT_SESSION_ID}",
+          "line_items": [{"quantity": 1, "price_data": {"currency": "usd", "unit_amount": 1500,
+                                                        "product_data": {"name": "Walden"}}}]}
+
+
+@pytest.fixture(autouse=True)
+def no_latency_from_the_environment(monkeypatch):
+    monkeypatch.delenv("STANDIN_LATENCY_MS", raising=False)
+
+
+def timed_concurrently(calls):
+    """Run the calls in threads that start together; [(start, end)] in monotonic seconds, in call order."""
+    barrier = threading.Barrier(len(calls))
+    spans = [None] * len(calls)
+
+    def run(i):
+        barrier.wait()
+        t0 = time.monotonic()
+        calls[i]()
+        spans[i] = (t0, time.monotonic())
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert None not in spans
+    return spans
+
+
+def test_concurrent_calls_wait_side_by_side(tmp_path):
+    """8 calls with 200 ms each: every call waits its 200 ms, but no call waits for another's, writes included."""
+    s = StandIn(tmp_path, load_env_faults=False, latency_ms=200)
+    try:
+        client = stripe.StripeClient(KEY, http_client=s.http_client(), max_network_retries=0)
+        s.latency_ms = 0
+        existing = client.v1.checkout.sessions.create(PARAMS).id
+        s.latency_ms = 200
+        calls = [lambda: client.v1.checkout.sessions.create(PARAMS)] * 4 + \
+                [lambda: client.v1.checkout.sessions.retrieve(existing)] * 3 + [lambda: client.v1.events.list()]
+        spans = timed_concurrently(calls)
+        assert all(end - start >= 0.2 for start, end in spans)
+        # Taking turns, the last would end 7 x 200 ms after the first; side by side, all end within one wait
+        ends = sorted(end for _, end in spans)
+        assert ends[-1] - ends[0] < 0.2
+        assert ends[-1] - min(start for start, _ in spans) < 8 * 0.2 / 2
+        assert s.calls["POST /v1/checkout/sessions"] == 5
+    finally:
+        s.close()
+
+
+def test_zero_latency_adds_no_wait(tmp_path, monkeypatch):
+    waits = []
+    monkeypatch.setattr("standin.api.pause", lambda seconds, environ: waits.append(seconds))
+    s = StandIn(tmp_path, load_env_faults=False)
+    try:
+        assert s.latency_ms == 0
+        client = stripe.StripeClient(KEY, http_client=s.http_client())
+        client.v1.checkout.sessions.retrieve(client.v1.checkout.sessions.create(PARAMS).id)
+        assert waits == []
+        s.latency_ms = 5
+        client.v1.checkout.sessions.list()
+        assert waits == [0.005]
+    finally:
+        s.close()
+
+
+def test_the_environment_sets_the_latency_unless_the_argument_does(tmp_path, monkeypatch):
+    monkeypatch.setenv("STANDIN_LATENCY_MS", " 250 ")
+    for kwargs, expected in (({}, 250), ({"latency_ms": 0}, 0), ({"latency_ms": 40}, 40)):
+        s = StandIn(tmp_path, load_env_faults=False, **kwargs)
+        assert s.latency_ms == expected
+        s.close()
+    monkeypatch.setenv("STANDIN_LATENCY_MS", "")
+    s = StandIn(tmp_path, load_env_faults=False)
+    assert s.latency_ms == 0
+    s.close()
+
+
+@pytest.mark.parametrize("value", [-1, 60_001, 1.5, 200.0, True, "abc", "-5", "1e3", "٣", ""])
+def test_invalid_latency_is_refused_with_its_range(tmp_path, value):
+    with pytest.raises(ValueError, match=r"latency_ms must be a whole number of milliseconds from 0 to 60000"):
+        StandIn(tmp_path, load_env_faults=False, latency_ms=value)
+    s = StandIn(tmp_path, load_env_faults=False, latency_ms=60_000)
+    try:
+        with pytest.raises(ValueError, match="from 0 to 60000"):
+            s.latency_ms = -1
+        assert s.latency_ms == 60_000
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("value", ["-1", "60001", "0.5", "fast"])
+def test_invalid_environment_latency_names_the_variable(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("STANDIN_LATENCY_MS", value)
+    with pytest.raises(ValueError, match=f"STANDIN_LATENCY_MS must be .* from 0 to 60000, not '{value}'"):
+        StandIn(tmp_path, load_env_faults=False)
+
+
+def test_a_latency_past_the_client_timeout_is_a_read_timeout(tmp_path):
+    """As with a socket: the SDK gives up at its timeout (a retryable error), but the request still runs."""
+    s = StandIn(tmp_path, load_env_faults=False, latency_ms=300)
+    try:
+        client = stripe.StripeClient(KEY, http_client=s.http_client(timeout=0.05), max_network_retries=0)
+        with pytest.raises(stripe.APIConnectionError, match="read timed out after 0.05s") as exc:
+            client.v1.checkout.sessions.create(PARAMS)
+        assert exc.value.should_retry
+        s.latency_ms = 0
+        assert len(client.v1.checkout.sessions.list().data) == 1
+    finally:
+        s.close()
+
+
+def test_pause_without_a_timeout_sleeps_the_whole_wait():
+    environ = {}
+    t0 = time.monotonic()
+    pause(0.02, environ)
+    assert time.monotonic() - t0 >= 0.02 and "standin.drop" not in environ
+
+
+def test_standalone_server_latency_flag(tmp_path):
+    proc, url = start(tmp_path, args=["--latency-ms", "200"])
+    try:
+        client = stripe.StripeClient(KEY, base_addresses={"api": url}, max_network_retries=0)
+        calls = [lambda: client.v1.checkout.sessions.list()] * 4
+        spans = timed_concurrently(calls)
+        assert all(end - start >= 0.2 for start, end in spans)
+        ends = sorted(end for _, end in spans)
+        assert ends[-1] - ends[0] < 0.2
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--latency-ms", "-5"], "", "argument --latency-ms: the latency must be a whole number of milliseconds "
+                                 "from 0 to 60000, not '-5'"),
+    (["--latency-ms", "60001"], "", "from 0 to 60000, not '60001'"),
+    (["--latency-ms", "1.5"], "", "from 0 to 60000, not '1.5'"),
+    ([], "soon", "STANDIN_LATENCY_MS must be a whole number of milliseconds from 0 to 60000, not 'soon'"),
+])
+def test_standalone_server_refuses_a_bad_latency(tmp_path, args, env, message):
+    done = subprocess.run([sys.executable, "-m", "standin", "--data-dir", str(tmp_path / "d"), *args],
+                          cwd=ROOT, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "STANDIN_LATENCY_MS": env},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr

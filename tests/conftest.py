@@ -6,6 +6,7 @@ import re
 import secrets
 import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -158,6 +159,36 @@ def fresh_postgres_database():
     finally:
         with psycopg.connect(server, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def spawn(tmp_path):
+    """start(args, port, env): a process (killed after the test) that listens on 127.0.0.1:port; its output
+    goes to a file, shown if it exits early."""
+    started = []
+
+    def start(args, port, env=None):
+        log = open(tmp_path / f"process-{len(started)}.log", "w+")
+        proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log,
+                                stderr=subprocess.STDOUT)
+        started.append((proc, log))
+
+        def listening():
+            if proc.poll() is not None:
+                log.seek(0)
+                raise AssertionError(f"{args} exited with {proc.returncode}: {log.read()[-3000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                return True
+            except OSError:
+                return False
+        wait_for(listening, f"{args} listening on {port}", timeout=60)
+        return proc
+    yield start
+    for proc, log in started:
+        proc.kill()
+        proc.wait()
+        log.close()
 
 
 @pytest.fixture

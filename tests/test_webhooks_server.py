@@ -13,10 +13,10 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from ledger import Ledger
 from standin import StandIn
-from tests.conftest import ROOT, wait_for
-from tests.test_merchant import closed_port
+from tests.conftest import ROOT, free_port, wait_for
+from webshop.ledger import Ledger
+from webshop.settings import load_config
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -27,7 +27,7 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 @pytest.fixture
 def server(tmp_path):
     """`python shop.py` on a free loopback port with its own DATA_DIR; yields (base URL, env)."""
-    port = closed_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
     env.update(DATA_DIR=str(tmp_path / "data"), PORT=str(port), HOST="127.0.0.1", PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "shop.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -80,7 +80,7 @@ def test_the_running_shop_fulfils_from_webhooks_and_the_cli_hands_it_refund_even
     # The shopper pays but never comes back: only the webhook can fulfil.
     payer = StandIn(data_dir, public_url=base, webhook_url=base + "/webhook", load_env_faults=False)
     payer.pay(sid)
-    ledger = Ledger(os.path.join(data_dir, "shop.sqlite3"))
+    ledger = Ledger(load_config({"data_dir": data_dir}))
     order = wait_for(lambda: (o := ledger.by_session(sid)) and o["fulfilled_at"] and o, "the webhook to fulfil")
     assert order and order["status"] == "paid"
     lines = open(os.path.join(data_dir, "fulfilments.jsonl")).read().splitlines()
@@ -96,3 +96,4 @@ def test_the_running_shop_fulfils_from_webhooks_and_the_cli_hands_it_refund_even
     assert (row["id"], row["status"], row["amount_refunded"]) == (order["id"], "partially_refunded", 100)
     assert len(open(os.path.join(data_dir, "fulfilments.jsonl")).read().splitlines()) == 1
     payer.close()
+    ledger.close()

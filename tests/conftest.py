@@ -148,6 +148,12 @@ def database_url(request):
     yield from fresh_postgres_database()
 
 
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database for this test, dropped after it."""
+    yield from fresh_postgres_database()
+
+
 def fresh_postgres_database():
     import psycopg
     server = postgres_server()

@@ -1,0 +1,128 @@
+"""More than one process: gunicorn's workers on one DATA_DIR, and two shops on one PostgreSQL with a SIGKILL in the
+middle. Every paid order is handed off exactly once, whichever process hears of it, however often."""
+
+import http.client
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+import psycopg
+import pytest
+
+from standin import StandIn
+from tests.conftest import ROOT, free_port, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def browse(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/")
+    answer = conn.getresponse()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', answer.read().decode())[1]
+    return answer.getheader("Set-Cookie").split(";")[0], token
+
+
+def request(port, method, path, cookie="", body=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}
+    conn.request(method, path, body, headers)
+    answer = conn.getresponse()
+    answer.read()
+    conn.close()
+    return answer
+
+
+def buy(port, stripe, product="walden"):
+    """A new browser buys one book with "Buy now" on the shop at `port`; paid at the stand-in. Its session id."""
+    cookie, token = browse(port)
+    answer = request(port, "POST", "/checkout", cookie, f"csrf_token={token}&product_id={product}&quantity=1")
+    assert answer.status == 303, answer.status
+    session_id = answer.getheader("Location").rsplit("/", 1)[-1]
+    stripe.pay(session_id)
+    return session_id
+
+
+def keep_delivering(stripe, stop):
+    """Deliver the stand-in's events until told to stop: each one twice, half the callers newest first."""
+    def run(reverse):
+        while not stop.is_set():
+            stripe.deliver_pending(reverse=reverse, duplicate=True)
+            stop.wait(0.05)
+    threads = [threading.Thread(target=run, args=(i % 2 == 1,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_two_gunicorn_workers_on_one_data_dir_fulfil_each_order_once(spawn, tmp_path):
+    port, data = free_port(), tmp_path / "data"
+    base = f"http://127.0.0.1:{port}"
+    spawn([sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", "gthread", "--threads", "16",
+           "--bind", f"127.0.0.1:{port}", "shop:make_app()"], port, env={"DATA_DIR": str(data), "BASE_URL": base})
+    stripe = StandIn(data, public_url=base, webhook_url=base + "/webhook")
+    stripe.webhook_retry_base = 0.05
+    sessions = [buy(port, stripe) for _ in range(8)]
+    stop = threading.Event()
+    threads = keep_delivering(stripe, stop)
+    try:  # the confirmation pages race the webhooks for the same orders
+        for session_id in sessions:
+            assert request(port, "GET", f"/success?session_id={session_id}").status == 200
+        wait_for(lambda: len((data / "fulfilments.jsonl").read_text().splitlines()) >= 8, "8 hand-offs")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    stripe.deliver_pending(duplicate=True)
+    lines = [json.loads(line) for line in (data / "fulfilments.jsonl").read_text().splitlines()]
+    assert sorted(line["session_id"] for line in lines) == sorted(sessions)  # each once, none missing
+
+
+def test_two_shops_on_one_postgresql_with_one_killed_mid_run_hand_off_each_order_once(spawn, tmp_path,
+                                                                                       postgres_url):
+    stripe_port, a, b = free_port(), free_port(), free_port()
+    stripe_dir, secret = tmp_path / "stripe", "whsec_two_instances"
+    shop_env = {"STRIPE_SECRET_KEY": "sk_test_two", "STRIPE_API_BASE": f"http://127.0.0.1:{stripe_port}",
+                "STRIPE_WEBHOOK_SECRET": secret, "DATABASE_URL": postgres_url}
+    spawn([sys.executable, "-m", "standin", "--port", str(stripe_port), "--data-dir", str(stripe_dir),
+           "--webhook-url", f"http://127.0.0.1:{b}/webhook", "--webhook-secret", secret], stripe_port)
+
+    def shop(port, name):
+        return spawn([sys.executable, "shop.py"], port, env={**shop_env, "PORT": str(port),
+                                                             "DATA_DIR": str(tmp_path / name)})
+    shop(a, "a")
+    shop_b = shop(b, "b")
+    # The test pays and delivers through the same stand-in store as the server (shared SQLite file).
+    stripe = StandIn(stripe_dir, webhook_url=f"http://127.0.0.1:{b}/webhook", webhook_secret=secret)
+    stripe.webhook_retry_base = 0.05
+    stop = threading.Event()
+    threads = keep_delivering(stripe, stop)
+    sessions = []
+    try:
+        for i in range(12):  # every checkout on A; every webhook to B
+            sessions.append(buy(a, stripe, ["walden", "moby-dick"][i % 2]))
+            if i == 5:
+                shop_b.send_signal(signal.SIGKILL)  # mid-run: its deliveries fail until it is back
+                shop_b.wait()
+                shop(b, "b")
+
+        def handed_off():
+            with psycopg.connect(postgres_url) as db:
+                return db.execute("SELECT COUNT(*) FROM fulfilments").fetchone()[0] >= 12
+        wait_for(handed_off, "12 hand-offs", timeout=60)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    with psycopg.connect(postgres_url) as db:
+        records = [json.loads(r[0]) for r in db.execute("SELECT record FROM fulfilments")]
+        statuses = {r[0] for r in db.execute("SELECT status FROM orders")}
+    assert sorted(r["session_id"] for r in records) == sorted(sessions)
+    assert statuses == {"paid"}
+    reconcile = subprocess.run([sys.executable, "shop.py", "reconcile"], cwd=ROOT, capture_output=True, text=True,
+                               env={**shop_env, "DATA_DIR": str(tmp_path / "a"), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert reconcile.returncode == 0, reconcile.stderr
+    assert "nothing to repair" in reconcile.stdout

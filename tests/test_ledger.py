@@ -1,48 +1,116 @@
-"""The order ledger on a real SQLite file: schema version, guarded transitions, history."""
+"""The order ledger on a real database (SQLite file, or PostgreSQL): schema, guarded transitions, history, records."""
 
+import os
 import sqlite3
+import stat
 import threading
+import time
 
-from ledger import MIGRATIONS, Ledger
+import pytest
+
+from webshop.ledger import MIGRATIONS, Ledger
+from webshop.settings import ShopError, load_config
 
 
 def items():
     return [{"product_id": "walden", "name": "Walden", "unit_amount": 999, "quantity": 2}]
 
 
-def test_new_file_gets_latest_schema_and_wal(tmp_path):
-    ledger = Ledger(tmp_path / "shop.sqlite3")
-    assert ledger.schema_version() == len(MIGRATIONS)
-    mode = sqlite3.connect(tmp_path / "shop.sqlite3").execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal"
-    Ledger(tmp_path / "shop.sqlite3")  # reopening migrates nothing twice
-    assert ledger.schema_version() == len(MIGRATIONS)
+@pytest.fixture
+def config(tmp_path, database_url):
+    return load_config({"data_dir": str(tmp_path / "data"), "database_url": database_url})
 
 
-def test_order_is_written_open_with_integer_money(tmp_path):
-    ledger = Ledger(tmp_path / "shop.sqlite3")
-    order_id = ledger.create_order("usd", items(), browser="b1")
+@pytest.fixture
+def open_ledger(config):
+    """Ledger(config), as often as a test likes; every one is closed after the test."""
+    made = []
+
+    def factory():
+        made.append(Ledger(config))
+        return made[-1]
+    yield factory
+    for ledger in made:
+        ledger.close()
+
+
+@pytest.fixture
+def ledger(open_ledger):
+    return open_ledger()
+
+
+def later():
+    return int(time.time()) + 3600
+
+
+def test_a_new_database_gets_the_latest_schema_once(ledger, open_ledger, config):
+    with ledger.db.read() as c:
+        assert ledger.db.version(c) == len(MIGRATIONS)
+    assert open_ledger().migrate() == len(MIGRATIONS)  # reopening migrates nothing twice
+    with ledger.db.read() as c:
+        assert ledger.db.version(c) == len(MIGRATIONS)
+    if ledger.engine == "sqlite":  # WAL, and the file (shoppers' emails) readable by the shop's user only
+        path = config.data_dir / "shop.sqlite3"
+        assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_an_order_is_written_open_with_integer_money(ledger):
+    order_id, stale = ledger.start_order("b1", "usd", items(), per_minute=10)
+    assert stale == []
     order = ledger.get(order_id)
-    assert order["status"] == "open" and order["amount_subtotal"] == 1998
+    assert order["status"] == "open" and order["amount_subtotal"] == 1998 and order["session_id"] is None
     assert order["items"] == items() and order["created"].endswith("Z")
-    ledger.attach_session(order_id, "cs_test_1", "http://x/pay")
+    assert ledger.open_checkout_for("b1") is None  # no Checkout Session yet
+    assert ledger.attach_session(order_id, "cs_test_1", "http://x/pay", later())
     assert ledger.by_session("cs_test_1")["id"] == order_id
     assert ledger.open_checkout_for("b1")["id"] == order_id
     assert ledger.open_checkout_for("b2") is None
 
 
-def test_transition_is_guarded_and_happens_once_under_concurrency(tmp_path):
-    ledger = Ledger(tmp_path / "shop.sqlite3")
-    order_id = ledger.create_order("usd", items())
+def test_a_checkout_whose_session_has_passed_its_expiry_is_not_offered(ledger):
+    order_id, _ = ledger.start_order("b1", "usd", items(), per_minute=10)
+    ledger.attach_session(order_id, "cs_test_1", "http://x/pay", int(time.time()) - 1)
+    assert ledger.open_checkout_for("b1") is None and ledger.get(order_id)["status"] == "open"
+
+
+def test_a_new_checkout_replaces_the_browsers_open_one(ledger):
+    first, _ = ledger.start_order("b1", "usd", items(), per_minute=10)
+    ledger.attach_session(first, "cs_test_1", "http://x/pay", later())
+    other, _ = ledger.start_order("b2", "usd", items(), per_minute=10)
+    second, stale = ledger.start_order("b1", "usd", items(), per_minute=10)
+    assert stale == ["cs_test_1"]  # the caller expires it at Stripe
+    assert ledger.get(first)["status"] == "expired" and ledger.get(other)["status"] == "open"
+    assert ledger.history(first)[-1]["note"] == "replaced by a newer checkout"
+    # A click that lost the race: its session can no longer be tied to the replaced order.
+    third, stale = ledger.start_order("b1", "usd", items(), per_minute=10)
+    assert stale == []  # the second order had no session yet
+    assert not ledger.attach_session(second, "cs_test_2", "http://x/pay", later())
+    assert ledger.by_session("cs_test_2") is None and ledger.get(second)["status"] == "expired"
+    assert ledger.attach_session(third, "cs_test_3", "http://x/pay", later())
+
+
+def test_more_checkouts_a_minute_than_allowed_from_one_browser_are_refused(ledger):
+    for _ in range(3):
+        ledger.start_order("b1", "usd", items(), per_minute=3)
+    with pytest.raises(ShopError) as refused:
+        ledger.start_order("b1", "usd", items(), per_minute=3)
+    assert refused.value.status == 429 and refused.value.retry_after == 60
+    assert len(ledger.list(limit=100)) == 3
+    ledger.start_order("b2", "usd", items(), per_minute=3)  # another browser is not held up
+
+
+def test_transition_is_guarded_and_happens_once_under_concurrency(ledger, open_ledger):
+    order_id, _ = ledger.start_order("b1", "usd", items(), per_minute=10)
+    others = [open_ledger() for _ in range(10)]  # as many instances of the shop on one database
     results = []
     barrier = threading.Barrier(10)
 
-    def attempt():
-        other = Ledger(tmp_path / "shop.sqlite3")
+    def attempt(other):
         barrier.wait()
         results.append(other.transition(order_id, ("open",), "expired", "test"))
 
-    threads = [threading.Thread(target=attempt) for _ in range(10)]
+    threads = [threading.Thread(target=attempt, args=(other,)) for other in others]
     for t in threads:
         t.start()
     for t in threads:
@@ -53,35 +121,70 @@ def test_transition_is_guarded_and_happens_once_under_concurrency(tmp_path):
     assert [h["status"] for h in ledger.history(order_id)] == ["open", "expired"]
 
 
-def test_a_write_turn_excludes_writers_of_other_processes_and_forked_workers(tmp_path):
-    """The writer lock holds across processes, and a forked worker takes it through its own descriptor."""
-    import fcntl
-    import os
-    ledger = Ledger(tmp_path / "shop.sqlite3")
-    with ledger.write():
-        pass  # this process has opened its lock file now; a child must not share that descriptor's lock
-    ready, done = os.pipe(), os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            child = Ledger(tmp_path / "shop.sqlite3")
-            with child.write():
-                os.write(ready[1], b"in")
-                os.read(done[0], 1)
-        finally:
-            os._exit(0)
-    try:
-        assert os.read(ready[0], 2) == b"in"
-        lock_fd = ledger._writer._fd  # the parent's own descriptor: a shared one would let this through
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            held_elsewhere = False
-            fcntl.flock(lock_fd, fcntl.LOCK_UN)
-        except BlockingIOError:
-            held_elsewhere = True
-        assert held_elsewhere
-    finally:
-        os.write(done[1], b"x")
-        os.waitpid(pid, 0)
-    with ledger.write() as db:  # the child's turn is over: ours comes at once
-        db.execute("SELECT 1")
+def test_fulfil_stores_one_record_in_the_claims_own_transaction(ledger, open_ledger):
+    order_id, _ = ledger.start_order("b1", "usd", items(), per_minute=10)
+    record = {"order_id": order_id, "fulfilled_at": "2026-01-01T00:00:00.000000Z", "items": items()}
+    charged = {"id": "cs_test_1", "amount_total": 2500}
+    others = [open_ledger() for _ in range(8)]
+    results = []
+    barrier = threading.Barrier(8)
+
+    def attempt(i):
+        barrier.wait()
+        results.append(others[i].fulfil(order_id, ("open",), record, charged, f"test {i}", event=(f"evt_{i}", "t"),
+                                        amount_total=2500))
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 1
+    order = ledger.get(order_id)
+    assert (order["status"], order["fulfilled_at"], order["amount_total"]) == ("paid", record["fulfilled_at"], 2500)
+    assert order["charged"] == charged
+    [(fid, stored)] = ledger.fulfilments()
+    assert stored == record and ledger.fulfilment_id(order_id) == fid and ledger.fulfilments(fid) == []
+    assert sum(ledger.seen_event(f"evt_{i}") for i in range(8)) == 1  # only the winner's event is marked handled
+    # Paid is final for fulfil(): another status it may move from does not make a second record.
+    assert not ledger.fulfil(order_id, ("open", "paid"), record, charged, "again")
+    assert len(ledger.fulfilments()) == 1
+
+
+def test_records_are_listed_in_the_order_they_were_made(ledger):
+    made = []
+    for n in range(5):
+        order_id, _ = ledger.start_order(f"b{n}", "usd", items(), per_minute=10)
+        assert ledger.fulfil(order_id, ("open",), {"order_id": order_id, "fulfilled_at": "x", "n": n}, {}, "test")
+        made.append(order_id)
+    records = ledger.fulfilments()
+    assert [r["order_id"] for _, r in records] == made
+    ids = [fid for fid, _ in records]
+    assert ids == sorted(ids) and [r["n"] for _, r in ledger.fulfilments(ids[1], limit=2)] == [2, 3]
+
+
+def test_refunds_keep_the_largest_total_and_a_closed_dispute_keeps_its_outcome(ledger):
+    order_id, _ = ledger.start_order("b1", "usd", items(), per_minute=10)
+    ledger.fulfil(order_id, ("open",), {"order_id": order_id, "fulfilled_at": "x"}, {}, "test", amount_total=2500)
+    assert ledger.apply_refund(order_id, 1000, 2500, "test")
+    assert not ledger.apply_refund(order_id, 500, 2500, "test")  # an older event, later
+    assert (ledger.get(order_id)["status"], ledger.get(order_id)["amount_refunded"]) == ("partially_refunded", 1000)
+    assert ledger.apply_refund(order_id, 2500, 2500, "test") and ledger.get(order_id)["status"] == "refunded"
+    assert ledger.apply_dispute(order_id, "lost", "test")
+    assert not ledger.apply_dispute(order_id, "needs_response", "test")  # the created event, after the closed one
+    assert (ledger.get(order_id)["status"], ledger.get(order_id)["dispute_status"]) == ("disputed", "lost")
+
+
+def test_the_signing_secret_is_made_once_and_shared(ledger, open_ledger):
+    secret = ledger.secret()
+    assert len(secret) >= 32 and open_ledger().secret() == secret
+    ledger.set_checkpoint("secret_key", "short")  # emptied or cut short: replaced, never used
+    renewed = ledger.secret()
+    assert renewed != secret and len(renewed) >= 32 and open_ledger().secret() == renewed
+
+
+def test_checkpoints_keep_json_values(ledger):
+    assert ledger.checkpoint("mark") is None
+    ledger.set_checkpoint("mark", 7)
+    ledger.set_checkpoint("mark", {"at": 8})
+    assert ledger.checkpoint("mark") == {"at": 8}

@@ -1,17 +1,24 @@
-"""The merchant's command line, in-process (`cli.main`) and as a real subprocess, on the shop's DATA_DIR."""
+"""The merchant's command line, in-process (`merchant.main`) and as a real subprocess, on the shop's DATA_DIR
+and database (SQLite and PostgreSQL)."""
 
 import json
 import os
+import queue
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
-import cli
-from catalog import format_money
-from tests.conftest import ROOT
-from tests.test_webhooks import DISPUTED, buy, handoff, order, pending, start, wire
+from tests.conftest import DISPUTED, ROOT, Shopper, buy, handoff, order, pending, start, wire
+from webshop import merchant
+from webshop.catalog import format_money
+from webshop.ledger import MIGRATIONS, iso_utc
+from webshop.settings import load_config
 
 
 def closed_port():
@@ -22,11 +29,28 @@ def closed_port():
 
 
 @pytest.fixture
-def shop(make_shopper, data_dir, monkeypatch):
-    """A shop wired to its webhooks, and the environment that points the CLI at its DATA_DIR."""
+def shop(make_shopper, data_dir, database_url, monkeypatch):
+    """A shop wired to its webhooks, and the environment that points the CLI at its DATA_DIR and database."""
     monkeypatch.setenv("DATA_DIR", str(data_dir))
+    monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("BASE_URL", f"http://127.0.0.1:{closed_port()}")
     return wire(make_shopper())
+
+
+def ledger(shop):
+    return shop.shop.orders.ledger
+
+
+def cli_env(data_dir, database_url=""):
+    """The environment of `python shop.py` as a subprocess on this DATA_DIR and database, offline."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "STANDIN_"))}
+    env.update(DATA_DIR=str(data_dir), DATABASE_URL=database_url, PYTHONPATH=str(ROOT))
+    return env
+
+
+def shop_py(*argv, env, timeout=60):
+    return subprocess.run([sys.executable, "shop.py", *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.fixture
@@ -34,11 +58,16 @@ def run(capsys):
     """Run `python shop.py ARGS` in-process; returns (exit code, stdout, stderr)."""
     def go(*argv):
         capsys.readouterr()
-        code = cli.main(list(argv))
+        code = merchant.main(list(argv))
         out, err = capsys.readouterr()
         assert "Traceback" not in out + err
         return code, out, err
     return go
+
+
+def browser(shop):
+    """Another shopper's browser on the same shop (a browser's new checkout replaces its open one)."""
+    return Shopper(shop.app)
 
 
 def paid(shop, **kwargs):
@@ -78,7 +107,8 @@ def test_order_shows_items_amounts_reference_and_event_history(shop, run):
     for key in ("amount_subtotal", "amount_shipping", "amount_tax", "amount_total"):
         assert format_money(o[key], o["currency"]) in out
     assert o["customer_email"] in out and o["payment_intent"] in out and o["session_id"] in out
-    event_ids = [row[0] for row in shop.shop.ledger.connect().execute("SELECT id FROM webhook_events")]
+    with ledger(shop).db.read() as db:
+        event_ids = [row["id"] for row in db.execute("SELECT id FROM webhook_events").fetchall()]
     completed = next(e for e in event_ids if shop.standin.get(e)["type"] == "checkout.session.completed")
     assert f"webhook {completed} checkout.session.completed" in out
     code, out, _ = run("order", o["id"], "--json")
@@ -124,8 +154,6 @@ def test_refund_over_the_paid_amount_or_of_an_unpaid_order_is_refused(shop, run)
     o = paid(shop)
     code, _, err = run("refund", o["id"], "--amount", str(o["amount_total"] + 1))
     assert code == 1 and "is left to refund" in err
-    code, _, err = run("refund", o["id"], "--amount", "0")
-    assert code == 1
     unpaid = order(shop, start(shop))
     code, _, err = run("refund", unpaid["id"])
     assert code == 1 and "is open: only paid orders can be refunded" in err
@@ -134,10 +162,10 @@ def test_refund_over_the_paid_amount_or_of_an_unpaid_order_is_refused(shop, run)
 
 
 def test_reconcile_repairs_dropped_webhooks_once(shop, run):
-    first, second = buy(shop), buy(shop)
-    lapsed = start(shop)
-    shop.shop.stripe.v1.checkout.sessions.expire(lapsed)
-    still_open = start(shop)
+    first, second = buy(browser(shop)), buy(browser(shop))
+    lapsed = start(browser(shop))
+    shop.shop.orders.stripe.v1.checkout.sessions.expire(lapsed)
+    still_open = start(browser(shop))
     dropped = shop.standin.drop_pending_events()
     assert len(dropped) >= 3 and handoff(shop) == []
     code, out, _ = run("reconcile")
@@ -157,7 +185,7 @@ def test_reconcile_finds_the_session_of_a_checkout_that_failed_for_us(shop, run)
     sid = buy(shop)
     o = order(shop, sid)
     # The create call timed out on our side but reached Stripe: the order never learnt its session.
-    with shop.shop.ledger.write() as db:
+    with ledger(shop).db.tx() as db:
         db.execute("UPDATE orders SET status = 'checkout_failed', session_id = NULL WHERE id = ?", (o["id"],))
     shop.standin.drop_pending_events()
     code, out, _ = run("reconcile")
@@ -188,10 +216,34 @@ def test_expire_of_a_checkout_paid_meanwhile_is_refused_and_fulfils_the_order(sh
     assert len(handoff(shop)) == 1
 
 
-def test_bad_since_is_a_usage_error(shop, run):
+@pytest.mark.parametrize("argv, message", [
+    (["orders", "--limit", "99999999999999999999"], "expected a whole number from 1 to 100000"),
+    (["orders", "--limit", "0"], "expected a whole number from 1 to 100000"),
+    (["orders", "--limit", "-5"], "expected a whole number from 1 to 100000"),
+    (["orders", "--limit", "ten"], "expected a whole number from 1 to 100000"),
+    (["orders", "--limit", "9" * 5000], "expected a whole number from 1 to 100000"),
+    (["reconcile", "--since", "999999d"], "expected a duration up to 400d"),
+    (["reconcile", "--since", "401d"], "expected a duration up to 400d"),
+    (["reconcile", "--since", "99999999999999999999d"], "expected a duration up to 400d"),
+    (["reconcile", "--since", "yesterday"], "expected a duration up to 400d"),
+    (["reconcile", "--since=-1h"], "expected a duration up to 400d"),
+    (["refund", "ord_x", "--amount", "1e3"], "expected a whole number from 1 to"),
+    (["refund", "ord_x", "--amount", "0"], "expected a whole number from 1 to"),
+    (["fulfilments", "--after", "-1"], "expected a whole number from 0 to"),
+])
+def test_out_of_range_arguments_are_a_usage_error_without_a_traceback(capsys, argv, message):
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
-        cli.main(["reconcile", "--since", "yesterday"])
-    assert exit_.value.code == 2
+        merchant.main(argv)
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2 and message in err and "Traceback" not in out + err
+
+
+def test_out_of_range_limit_as_a_real_subprocess(data_dir):
+    for argv in (["orders", "--limit", "99999999999999999999"], ["reconcile", "--since", "999999d"]):
+        proc = shop_py(*argv, env=cli_env(data_dir))
+        assert proc.returncode == 2, proc.stderr
+        assert "expected a" in proc.stderr and "Traceback" not in proc.stdout + proc.stderr
 
 
 def test_stripe_unreachable_is_a_clear_message_and_exit_3(shop, run, monkeypatch):
@@ -207,32 +259,25 @@ def test_stripe_unreachable_is_a_clear_message_and_exit_3(shop, run, monkeypatch
     assert order(shop, o["session_id"])["amount_refunded"] == 0
 
 
-def test_orders_json_as_a_real_subprocess(shop, data_dir):
+def test_orders_json_as_a_real_subprocess(shop, data_dir, database_url):
     o = paid(shop)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
-    env.update(DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "shop.py", "orders", "--json"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = shop_py("orders", "--json", env=cli_env(data_dir, database_url))
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert [(r["id"], r["status"], r["amount_total"]) for r in rows] == [(o["id"], "paid", o["amount_total"])]
-    proc = subprocess.run([sys.executable, "shop.py", "order", "ord_nope"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = shop_py("order", "ord_nope", env=cli_env(data_dir, database_url))
     assert proc.returncode == 1 and "No order 'ord_nope'" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_orders_piped_into_a_reader_that_stops_early_end_quietly(data_dir):
-    from ledger import Ledger
-    data_dir.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(data_dir / "shop.sqlite3")
+def test_orders_piped_into_a_reader_that_stops_early_end_quietly(data_dir, database_url):
+    from webshop.ledger import Ledger
+    book = Ledger(load_config({"data_dir": str(data_dir), "database_url": database_url}, environ={}))
     for i in range(400):  # far more JSON than a pipe holds, so the writer meets the closed pipe
-        ledger.create_order("usd", [{"product_id": "walden", "name": "Walden " * 20, "unit_amount": 999,
-                                     "quantity": 1}])
-    ledger.close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
-    env.update(DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "shop.py", "orders", "--json", "--limit", "400"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        book.start_order(f"browser-{i}", "usd", [{"product_id": "walden", "name": "Walden " * 20, "unit_amount": 999,
+                                                   "quantity": 1}], per_minute=1)
+    book.close()
+    proc = subprocess.Popen([sys.executable, "shop.py", "orders", "--json", "--limit", "400"], cwd=ROOT,
+                            env=cli_env(data_dir, database_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.read(10).startswith(b"[")  # `| head -c 10`
     proc.stdout.close()
     assert proc.wait(60) == 1 and b"Traceback" not in proc.stderr.read()
@@ -241,7 +286,7 @@ def test_orders_piped_into_a_reader_that_stops_early_end_quietly(data_dir):
 def test_reconcile_records_a_refund_whose_event_was_lost(shop, run):
     """A refund made in the Dashboard whose charge.refunded event never arrived is caught up, once."""
     o = paid(shop)
-    stripe_client = shop.shop.stripe
+    stripe_client = shop.shop.orders.stripe
     stripe_client.v1.refunds.create({"payment_intent": o["payment_intent"], "amount": 500})
     assert shop.standin.drop_pending_events()  # charge.refunded lost
     assert order(shop, o["session_id"])["status"] == "paid"
@@ -261,14 +306,14 @@ def test_reconcile_records_a_refund_whose_event_was_lost(shop, run):
 
 
 def test_reconcile_forgets_webhook_event_ids_older_than_30_days(shop, run):
-    ledger = shop.shop.ledger
-    ledger.record_event("evt_recent", "checkout.session.completed")
-    ledger.record_event("evt_old", "checkout.session.completed")
-    with ledger.write() as db:
+    events = ledger(shop)
+    events.record_event("evt_recent", "checkout.session.completed")
+    events.record_event("evt_old", "checkout.session.completed")
+    with events.db.tx() as db:
         db.execute("UPDATE webhook_events SET received = '2020-01-01T00:00:00.000000Z' WHERE id = 'evt_old'")
     code, out, _ = run("reconcile")
     assert code == 0 and "Forgot 1 webhook event id(s) older than 30 days." in out
-    assert ledger.seen_event("evt_recent") and not ledger.seen_event("evt_old")
+    assert events.seen_event("evt_recent") and not events.seen_event("evt_old")
     assert "Forgot" not in run("reconcile")[1]
 
 
@@ -295,3 +340,140 @@ def test_reconcile_catches_up_a_dispute_whose_events_were_lost(shop, run):
     assert order(shop, sid)["dispute_status"] == "won"
     assert "nothing to repair" in run("reconcile")[1]
     assert len(handoff(shop)) == 1  # fulfilled once, before the dispute
+
+
+# -- customer text on the merchant's terminal ----------------------------------------------------------------------
+
+HOSTILE = "\x1b[31m\x1b]0;owned\x07\u202e\x9b2J"  # colour, window title, bell, bidi override, C1 CSI
+
+
+def test_orders_and_order_escape_terminal_control_sequences_in_customer_text(shop, run):
+    """An email typed on Stripe's page, and item names, never reach the terminal as escape sequences."""
+    sid = start(shop)
+    shop.standin.pay(sid, email=f"mallory{HOSTILE}@example.com")
+    shop.standin.deliver_pending()
+    o = order(shop, sid)
+    assert HOSTILE in o["customer_email"]  # stored as given: only the display escapes it
+    items = [{**o["items"][0], "name": f"Walden{HOSTILE}"}]
+    with ledger(shop).db.tx() as db:
+        db.execute("UPDATE orders SET items = ? WHERE id = ?", (json.dumps(items), o["id"]))
+    for argv in (["orders"], ["order", o["id"]], ["orders", "--json"], ["order", o["id"], "--json"]):
+        code, out, _ = run(*argv)
+        assert code == 0 and not any(c in out for c in "\x1b\x07\u202e\x9b"), (argv, out)
+    code, out, _ = run("orders")
+    assert "mallory\\x1b[31m" in out
+    code, out, _ = run("order", o["id"])
+    assert f"mallory{ascii(HOSTILE)[1:-1]}@example.com" in out and "Walden\\x1b[31m\\x1b]0;owned" in out
+    assert json.loads(run("orders", "--json")[1])[0]["customer_email"] == o["customer_email"]  # JSON keeps it exact
+
+
+def test_an_unknown_order_id_with_escapes_is_escaped_in_the_message(shop, run):
+    code, out, err = run("order", f"ord_{HOSTILE}")
+    assert code == 1 and "No order" in err and "\x1b" not in out + err
+
+
+# -- hand-off records ----------------------------------------------------------------------------------------------
+
+def test_fulfilments_json_prints_the_hand_off_records_in_order_and_resumes_after_an_id(shop, run):
+    code, out, _ = run("fulfilments", "--json")
+    assert (code, out) == (0, "")
+    bought = [paid(browser(shop), product=p.id) for p in shop.shop.catalog().products[:3]]
+    code, out, _ = run("fulfilments", "--json")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [r["order_id"] for r in lines] == [o["id"] for o in bought]
+    ids = [r.pop("id") for r in lines]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert lines == handoff(shop)  # the very records the warehouse gets (fulfilments.jsonl on SQLite)
+    assert [r["items"][0]["product_id"] for r in lines] == [p.id for p in shop.shop.catalog().products[:3]]
+    code, out, _ = run("fulfilments", "--json", "--after", str(ids[0]))
+    assert code == 0 and [json.loads(line)["order_id"] for line in out.splitlines()] == [o["id"] for o in bought[1:]]
+    assert run("fulfilments", "--json", "--after", str(ids[-1]))[1] == ""
+    later = paid(browser(shop))
+    code, out, _ = run("fulfilments", "--json", "--after", str(ids[-1]))
+    (record,) = [json.loads(line) for line in out.splitlines()]
+    assert record["order_id"] == later["id"] and record["id"] > ids[-1]
+
+
+def test_fulfilments_follow_prints_new_records_as_they_come(shop, data_dir, database_url):
+    first = paid(shop)
+    proc = subprocess.Popen([sys.executable, "shop.py", "fulfilments", "--json", "--follow"], cwd=ROOT,
+                            env=cli_env(data_dir, database_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    try:
+        assert json.loads(lines.get(timeout=60))["order_id"] == first["id"]
+        second = paid(browser(shop))
+        assert json.loads(lines.get(timeout=60))["order_id"] == second["id"]
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err
+
+
+# -- migrate -------------------------------------------------------------------------------------------------------
+
+def schema_version(data_dir, database_url):
+    if database_url:
+        import psycopg
+        with psycopg.connect(database_url) as db:
+            return db.execute("SELECT version FROM schema_version").fetchone()[0]
+    db = sqlite3.connect(data_dir / "shop.sqlite3")
+    try:
+        return db.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_migrate_makes_the_schema_on_a_new_data_dir_and_is_safe_to_repeat(data_dir, database_url):
+    env = cli_env(data_dir, database_url)
+    proc = shop_py("migrate", env=env)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert schema_version(data_dir, database_url) == len(MIGRATIONS)
+    if not database_url:  # the ledger holds shoppers' emails: readable by the shop's user only
+        assert (data_dir / "shop.sqlite3").stat().st_mode & 0o777 == 0o600
+    assert shop_py("migrate", env=env).returncode == 0
+    assert schema_version(data_dir, database_url) == len(MIGRATIONS)
+    assert shop_py("orders", env=env).stdout.strip() == "No orders yet."
+
+
+def test_migrate_brings_an_older_sqlite_ledger_up_to_date_and_keeps_its_orders(data_dir):
+    data_dir.mkdir(parents=True)
+    db = sqlite3.connect(data_dir / "shop.sqlite3", isolation_level=None)
+    for number, script in enumerate(MIGRATIONS[:3], start=1):
+        for statement in script.split(";"):
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {number}")
+    db.execute("INSERT INTO orders (id, status, currency, items, amount_subtotal, created, updated) VALUES "
+               "('ord_old', 'expired', 'usd', '[]', 999, '2024-01-01T00:00:00.000000Z', '2024-01-01T00:00:00.000000Z')")
+    db.close()
+    proc = shop_py("migrate", env=cli_env(data_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert schema_version(data_dir, "") == len(MIGRATIONS)
+    proc = shop_py("orders", "--json", env=cli_env(data_dir))
+    assert [(r["id"], r["status"]) for r in json.loads(proc.stdout)] == [("ord_old", "expired")]
+
+
+# -- reconcile: checkouts that never reached Stripe ----------------------------------------------------------------
+
+def test_reconcile_settles_an_order_left_open_without_a_session_once(shop, run):
+    """The process died between the order row and the Stripe call: after 10 minutes the order is
+    checkout_failed; a younger one may still be waiting on Stripe, and one with a session is left to Stripe."""
+    book = ledger(shop)
+    item = [{"product_id": "walden", "name": "Walden", "unit_amount": 999, "quantity": 1}]
+    lost, _ = book.start_order("browser-lost", "usd", item, per_minute=10)
+    young, _ = book.start_order("browser-young", "usd", item, per_minute=10)
+    with_session = order(shop, start(shop))
+    with book.db.tx() as db:
+        for order_id, minutes in ((lost, 20), (young, 1), (with_session["id"], 20)):
+            db.execute("UPDATE orders SET created = ? WHERE id = ?", (iso_utc(time.time() - minutes * 60), order_id))
+    code, out, _ = run("reconcile")
+    assert code == 0 and f"{lost}: open → checkout_failed" in out and "repaired 1 order(s)" in out
+    assert young not in out and with_session["id"] not in out
+    assert [book.get(i)["status"] for i in (lost, young, with_session["id"])] == ["checkout_failed", "open", "open"]
+    assert book.history(lost)[-1]["source"] == "reconcile"
+    history = book.history(lost)
+    code, out, _ = run("reconcile")
+    assert code == 0 and "nothing to repair" in out and lost not in out
+    assert book.get(lost)["status"] == "checkout_failed" and book.history(lost) == history
+    assert book.get(young)["status"] == "open"

@@ -1,92 +1,160 @@
-"""A crash between the hand-off line and its commit is repaired at the next start, never handed off twice."""
+"""Hand-off records are committed in the database with the claim; fulfilments.jsonl is caught up from there.
 
+A crash between the commit and the file write loses no hand-off: the next fulfilment or start writes the missing
+lines, once, in order. A torn last line is followed by a fresh line; a rotated or emptied file gets only new lines."""
+
+import argparse
 import json
 
-import payments
-from fulfilment import append_jsonl, record
+import pytest
+
+from tests.conftest import buy, handoff, order, wire
+from webshop import merchant
+
+MARK = "fulfilments.jsonl"  # the ledger's checkpoint: the last record id written to the file
 
 
-def test_start_up_marks_orders_whose_line_was_written_before_a_crash(make_shopper, data_dir):
-    shopper = make_shopper()
-    shopper.add("walden", 2)
-    session_id = shopper.session_id(shopper.checkout())
-    shopper.standin.pay(session_id, address={"line1": "1 Main St", "city": "Austin", "postal_code": "78701",
-                                             "state": "TX", "country": "US"})
-    order = shopper.shop.ledger.by_session(session_id)
-    session = payments.retrieve_session(shopper.shop.stripe, session_id)
-    # what the process wrote just before it was killed, with the order's COMMIT lost
-    append_jsonl(data_dir / "fulfilments.jsonl", record(order, payments.summary(session), session,
-                                                        "2026-01-01T00:00:00.000000Z"))
-    with open(data_dir / "fulfilments.jsonl", "a") as f:
-        f.write('{"order_id": "ord_torn", "sess')  # a torn last line is skipped, not fatal
-    assert shopper.shop.ledger.get(order["id"])["fulfilled_at"] is None
-
-    restarted = make_shopper()
-    again = restarted.shop.ledger.get(order["id"])
-    assert again["status"] == "paid" and again["fulfilled_at"] == "2026-01-01T00:00:00.000000Z"
-    assert [h["source"] for h in restarted.shop.ledger.history(order["id"])][-1] == "recovery"
-    restarted.get(f"/success?session_id={session_id}")  # the success page (or a webhook) fulfils: no-op now
-    lines = [json.loads(li) for li in (data_dir / "fulfilments.jsonl").read_text().splitlines()
-             if li.startswith('{"') and li.endswith("}")]
-    assert [li["order_id"] for li in lines] == [order["id"]]
-
-    # the next hand-off starts on a fresh line after the torn one, so a reader (and recovery) can parse it
-    restarted.add("moby-dick")
-    second = restarted.session_id(restarted.checkout())
-    restarted.standin.pay(second)
-    restarted.get(f"/success?session_id={second}")
-    last = (data_dir / "fulfilments.jsonl").read_text().splitlines()[-1]
-    assert json.loads(last)["session_id"] == second
+def paid(shopper, product="walden"):
+    """A paid order, fulfilled by its confirmation page; returns its order id."""
+    session_id = buy(shopper, product=product)
+    assert "Thank you" in shopper.get(f"/success?session_id={session_id}").text
+    return order(shopper, session_id)["id"]
 
 
-def _paid_order_line(shopper, product="walden"):
-    """A paid session whose order is not marked, and the hand-off line its lost commit would have left."""
-    shopper.add(product)
-    session_id = shopper.session_id(shopper.checkout())
-    shopper.standin.pay(session_id)
-    order = shopper.shop.ledger.by_session(session_id)
-    session = payments.retrieve_session(shopper.shop.stripe, session_id)
-    return order, record(order, payments.summary(session), session, "2026-01-01T00:00:00.000000Z")
+def crash_before_the_file(shopper):
+    """This process dies after each fulfilment's commit, before it writes the line: the file is never touched."""
+    shopper.shop.orders.export = lambda: None
+    return shopper
 
 
-def test_each_start_reads_only_what_was_appended_since_the_last(make_shopper, data_dir):
+def lines(data_dir):
+    """The file's lines: complete ones parsed, anything else (a torn line) as its text."""
     path = data_dir / "fulfilments.jsonl"
-    first = make_shopper()
-    for product in ("walden", "moby-dick"):  # two orders fulfilled the normal way
-        first.add(product)
-        sid = first.session_id(first.checkout())
-        first.standin.pay(sid)
-        first.get(f"/success?session_id={sid}")
-    size = path.stat().st_size
-    second = make_shopper()
-    assert second.shop.fulfilment.last_recovery == (0, size)  # no checkpoint yet: the whole file, once
-    order, line = _paid_order_line(second, "walden")
-    append_jsonl(path, line)  # ... and then the process died before COMMIT
-    third = make_shopper()
-    assert third.shop.fulfilment.last_recovery == (size, path.stat().st_size)  # only the new line
-    assert third.shop.ledger.get(order["id"])["fulfilled_at"] == "2026-01-01T00:00:00.000000Z"
-    fourth = make_shopper()
-    assert fourth.shop.fulfilment.last_recovery == (path.stat().st_size,) * 2  # nothing new to read
+    result = []
+    for text in path.read_text().splitlines() if path.exists() else []:
+        try:
+            result.append(json.loads(text)["order_id"])
+        except ValueError:
+            result.append(text)
+    return result
 
 
-def test_a_replaced_or_rewritten_file_is_read_from_the_start(make_shopper, data_dir):
-    path = data_dir / "fulfilments.jsonl"
+def rotated(data_dir):
+    """The order ids in the file the warehouse moved away."""
+    return [json.loads(line)["order_id"] for line in (data_dir / "fulfilments.jsonl.1").read_text().splitlines()]
+
+
+@pytest.fixture
+def with_file(make_shopper):
+    """A shop that writes fulfilments.jsonl (the SQLite ledger's; with PostgreSQL the database is the hand-off)."""
     shopper = make_shopper()
-    order, line = _paid_order_line(shopper)
-    append_jsonl(path, {"order_id": "ord_elsewhere", "note": "a line of an order this ledger does not know"})
-    make_shopper()  # checkpoint at the end of that one line
-    # the warehouse rotated the file: a new file (new inode) with the lost order's line in it
-    path.rename(data_dir / "fulfilments.jsonl.1")
-    append_jsonl(path, line)
-    restarted = make_shopper()
-    assert restarted.shop.fulfilment.last_recovery[0] == 0
-    assert restarted.shop.ledger.get(order["id"])["fulfilled_at"] is not None
+    if shopper.shop.orders.jsonl is None:
+        pytest.skip("fulfilments.jsonl is written only beside the SQLite ledger")
+    return shopper
 
-    # rewritten in place (same inode, at least as long): the bytes before the checkpoint differ
-    second, line2 = _paid_order_line(restarted, "moby-dick")
-    with open(path, "r+b") as f:
-        f.write(b" " * path.stat().st_size)  # blanked out where the checkpoint points
-    append_jsonl(path, line2)
+
+def test_the_record_is_committed_with_the_claim_before_any_file_is_written(make_shopper, capsys):
+    shopper = crash_before_the_file(wire(make_shopper()))
+    session_id = buy(shopper)
+    shopper.standin.deliver_pending()
+    paid_order = order(shopper, session_id)
+    assert paid_order["status"] == "paid" and paid_order["fulfilled_at"]
+    [(record_id, record)] = shopper.shop.orders.ledger.fulfilments()
+    assert record["order_id"] == paid_order["id"] and record["session_id"] == session_id
+    assert [i["product_id"] for i in record["items"]] == [i["product_id"] for i in paid_order["items"]]
+    # The merchant's `fulfilments --json` reads the database: the hand-off is there whatever the file holds.
+    assert merchant.fulfilments(shopper.shop.orders, argparse.Namespace(after=0, follow=False)) == 0
+    [printed] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed == {"id": record_id, **record}
+
+
+def test_the_next_start_writes_the_lines_a_crash_left_out_once(with_file, make_shopper, data_dir):
+    first = paid(with_file, "walden")
+    crash_before_the_file(with_file)
+    lost = [paid(with_file, "moby-dick"), paid(with_file, "walden")]
+    assert lines(data_dir) == [first]  # the process died before writing these two
+    make_shopper()
+    assert lines(data_dir) == [first, *lost]  # in the order they were made
     again = make_shopper()
-    assert again.shop.fulfilment.last_recovery[0] == 0
-    assert again.shop.ledger.get(second["id"])["fulfilled_at"] is not None
+    assert lines(data_dir) == [first, *lost]  # never a duplicate
+    for order_id in lost:  # the confirmation page (or a late webhook) changes nothing now
+        session_id = again.shop.orders.ledger.get(order_id)["session_id"]
+        assert "Thank you" in again.get(f"/success?session_id={session_id}").text
+    assert again.shop.orders.sync(session_id, source="test")[1] == "already fulfilled"
+    assert lines(data_dir) == [first, *lost]
+
+
+def test_the_next_fulfilment_writes_the_lines_a_failed_write_left_out(with_file, data_dir, caplog):
+    first = paid(with_file, "walden")
+    real, orders = with_file.shop.orders.export, with_file.shop.orders
+
+    def disk_full():
+        raise OSError(28, "No space left on device")
+    orders.export = disk_full
+    second = paid(with_file, "moby-dick")  # the shopper who paid is thanked: the order is committed
+    assert order(with_file, orders.ledger.get(second)["session_id"])["status"] == "paid"
+    assert lines(data_dir) == [first] and "fulfilments.jsonl not written" in caplog.text
+    orders.export = real
+    third = paid(with_file, "walden")
+    assert lines(data_dir) == [first, second, third]
+
+
+def test_a_crash_after_the_write_but_before_the_checkpoint_writes_nothing_twice(with_file, make_shopper, data_dir):
+    first = paid(with_file, "walden")
+    ledger = with_file.shop.orders.ledger
+    ledger.set_checkpoint = lambda name, value: None  # the line is on disk; the checkpoint never got there
+    second = paid(with_file, "moby-dick")
+    assert lines(data_dir) == [first, second] and ledger.checkpoint(MARK) == ledger.fulfilment_id(first)
+    restarted = make_shopper()
+    assert lines(data_dir) == [first, second]  # the file's last line tells what it already has
+    third = paid(restarted, "walden")
+    assert lines(data_dir) == [first, second, third]
+
+
+def test_a_torn_last_line_is_followed_by_a_fresh_line(with_file, make_shopper, data_dir):
+    first = paid(with_file, "walden")
+    crash_before_the_file(with_file)
+    lost = paid(with_file, "moby-dick")
+    [(_, record)] = with_file.shop.orders.ledger.fulfilments(with_file.shop.orders.ledger.fulfilment_id(first))
+    torn = json.dumps(record, sort_keys=True)[:40]
+    with open(data_dir / "fulfilments.jsonl", "a") as f:
+        f.write(torn)  # the crash came in the middle of writing the line
+    restarted = make_shopper()
+    assert lines(data_dir) == [first, torn, lost]
+    third = paid(restarted, "walden")
+    assert lines(data_dir) == [first, torn, lost, third]
+
+
+def test_a_torn_line_after_the_checkpoint_does_not_join_the_next_line(with_file, data_dir):
+    first = paid(with_file, "walden")
+    with open(data_dir / "fulfilments.jsonl", "a") as f:
+        f.write('{"order_id": "ord_torn", "sess')  # whatever tore it, the next line starts on a line of its own
+    second = paid(with_file, "moby-dick")
+    assert lines(data_dir) == [first, '{"order_id": "ord_torn", "sess', second]
+
+
+@pytest.mark.parametrize("how", ["rotated", "emptied"])
+def test_a_rotated_or_emptied_file_does_not_get_old_lines_again(with_file, make_shopper, data_dir, how):
+    path = data_dir / "fulfilments.jsonl"
+    old = [paid(with_file, "walden"), paid(with_file, "moby-dick")]
+    if how == "rotated":  # the warehouse moved the file away and reads the new one
+        path.rename(data_dir / "fulfilments.jsonl.1")
+    else:
+        path.write_text("")
+    restarted = make_shopper()
+    assert lines(data_dir) == []
+    new = paid(restarted, "walden")
+    assert lines(data_dir) == [new]
+    if how == "rotated":
+        assert rotated(data_dir) == old
+    assert [r["order_id"] for r in handoff(restarted)] == [new]
+
+
+def test_lines_a_crash_left_out_go_to_the_new_file_after_a_rotation(with_file, make_shopper, data_dir):
+    first = paid(with_file, "walden")
+    crash_before_the_file(with_file)
+    lost = paid(with_file, "moby-dick")
+    (data_dir / "fulfilments.jsonl").rename(data_dir / "fulfilments.jsonl.1")
+    make_shopper()
+    assert lines(data_dir) == [lost]
+    assert rotated(data_dir) == [first]

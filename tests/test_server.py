@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, free_port, stop_waitress, wait_for
+from tests.conftest import ROOT, free_port
 
 
 def run(args, env_extra, timeout=60):
@@ -44,10 +44,10 @@ def test_serves_logs_each_request_and_stops_cleanly(tmp_path, stop):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert "offline test mode" in log
-    line = next(li for li in log.splitlines() if "shop.access GET / " in li)
-    assert "status=200" in line and "duration_ms=" in line and "request_id=" in line
-    assert log.rstrip().endswith("stopped")
+    assert "(offline mode, 128 threads)" in log
+    line = next(li for li in log.splitlines() if "shop.access: GET / " in li)
+    assert "status=200" in line and "duration_ms=" in line
+    assert log.rstrip().endswith("stopped") and "Traceback" not in log
 
 
 def test_check_passes_on_the_shipped_catalog(tmp_path):
@@ -95,75 +95,36 @@ def test_live_mode_refuses_to_start_unsafely(tmp_path, env, message):
 
 
 
-@pytest.fixture
-def serve_like_shop_py(monkeypatch):
-    """serve(app) runs a WSGI app under waitress with `python shop.py`'s settings; returns (base URL, server).
-    `sends` records each send() to a client: (thread name, bytes sent)."""
-    import threading
-    from waitress.channel import HTTPChannel
-    from waitress.server import create_server
-    from cli import waitress_options
-    from settings import load_config
-    sends, servers = [], []
-    original = HTTPChannel.send
-
-    def send(self, data, do_close=True):
-        sent = original(self, data, do_close)
-        if any(self.server is server for server, _ in servers):  # not another test's server still running
-            sends.append((threading.current_thread().name, bytes(data[:sent])))
-        return sent
-
-    monkeypatch.setattr(HTTPChannel, "send", send)
-
-    def serve(app):
-        options = waitress_options(load_config())
-        options.pop("_quiet")
-        server = create_server(app, host="127.0.0.1", port=0, **options)
-        thread = threading.Thread(target=server.run, name="main-loop", daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        return f"http://127.0.0.1:{server.effective_port}", server
-
-    serve.sends = sends
-    yield serve
-    for server, thread in servers:
-        stop_waitress(server, thread)
+@pytest.mark.parametrize("base_url", [
+    "https://shop.example.com/store", "https://shop.example.com/ x", "https://shop example.com",
+    'https://shop.example.com"', "https://shop.example.com'><script>",
+])
+def test_check_refuses_a_base_url_that_is_not_a_bare_origin(tmp_path, base_url):
+    result = run(["check"], {"BASE_URL": base_url, "DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2 and "BASE_URL: must be an origin" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr and not result.stdout
 
 
-def test_a_page_goes_out_in_one_send_from_the_main_loop(serve_like_shop_py, make_shopper):
-    from cli import SEND_BUFFER
-    url, server = serve_like_shop_py(make_shopper().app)
-    assert server.adj.send_bytes == SEND_BUFFER  # the pinned waitress still honours the setting
-    with urllib.request.urlopen(url + "/", timeout=10) as r:
-        body = r.read()
-    assert r.status == 200 and b"</html>" in body and 4000 < len(body) < SEND_BUFFER
-    sends = serve_like_shop_py.sends
-    # The client can have the last byte before the sending thread has recorded its send() returning.
-    wait_for(lambda: b"".join(d for _, d in sends).endswith(body), "the sends to be recorded", timeout=5)
-    # Headers and page in one send() (the kernel may take less than all of it, and the rest follows), made by
-    # waitress's main loop rather than by the request's thread.
-    assert sends and sends[0][1].startswith(b"HTTP/1.1 200") and body[:200] in sends[0][1], \
-        [(t, len(d)) for t, d in sends]
-    assert b"".join(d for _, d in sends).endswith(body) and {t for t, _ in sends} == {"main-loop"}
+def test_serve_hands_the_server_settings_to_waitress(tmp_path, monkeypatch):
+    """THREADS, CONNECTION_LIMIT and CHANNEL_TIMEOUT reach waitress, which polls (select() stops at 1,024 fds)."""
+    import waitress
 
+    from webshop import merchant
+    given = {}
 
-def test_a_response_larger_than_the_send_buffer_arrives_whole(serve_like_shop_py):
-    from cli import SEND_BUFFER
-    chunk = bytes(range(256)) * 64  # 16 KiB
+    class Server:
+        def run(self):
+            raise KeyboardInterrupt  # Ctrl-C at once
 
-    def big(environ, start_response):
-        start_response("200 OK", [("Content-Type", "application/octet-stream"),
-                                  ("Content-Length", str(len(chunk) * 20))])
-        return (chunk for _ in range(20))  # 320 KiB, written as it is made
+    def create_server(app, **options):
+        given.update(options)
+        return Server()
 
-    url, _ = serve_like_shop_py(big)
-    with urllib.request.urlopen(url + "/", timeout=10) as r:
-        assert r.read() == chunk * 20
-    # The client can have the last byte before the sending thread has recorded its send() returning.
-    def recorded():
-        return sum(len(d) for _, d in serve_like_shop_py.sends)
-    wait_for(lambda: recorded() > len(chunk) * 20, "the sends to be recorded", timeout=5)
-    sent = recorded()
-    assert len(chunk) * 20 > 4 * SEND_BUFFER and sent > len(chunk) * 20
-    # Sent while being written: the request's thread flushed whenever a send buffer's worth was waiting.
-    assert any(thread != "main-loop" for thread, _ in serve_like_shop_py.sends)
+    monkeypatch.setattr(waitress, "create_server", create_server)
+    monkeypatch.setattr(merchant.signal, "signal", lambda *args: None)  # leave pytest's SIGTERM handler alone
+    for name, value in (("DATA_DIR", tmp_path / "data"), ("THREADS", 7), ("CONNECTION_LIMIT", 77),
+                        ("CHANNEL_TIMEOUT", 9), ("PORT", 8765)):
+        monkeypatch.setenv(name, str(value))
+    assert merchant.main([]) == 0
+    assert {k: given[k] for k in ("threads", "connection_limit", "channel_timeout", "asyncore_use_poll", "port")} == {
+        "threads": 7, "connection_limit": 77, "channel_timeout": 9, "asyncore_use_poll": True, "port": 8765}

@@ -5,9 +5,9 @@ import inspect
 import pytest
 import stripe
 
-import payments
 from tests import stripe_params
-from tests.conftest import ROOT
+from tests.conftest import ROOT, pay
+from webshop import merchant, payments
 
 RECORDED = []
 
@@ -39,7 +39,6 @@ def test_validator_catches_unknown_keys_wrong_literals_and_missing_keys():
 
 
 def test_every_call_of_a_purchase_matches_the_sdk_types(shopper, recorded):
-    from tests.test_purchase import pay
     shopper.add("walden", 2)
     shopper.add("moby-dick")
     to_stripe = shopper.checkout()
@@ -76,7 +75,7 @@ def test_checkout_params_cover_what_the_shop_promises(shopper, recorded):
 def test_an_svg_without_a_png_beside_it_is_sent_as_is(tmp_path):
     import shutil
 
-    from catalog import load_catalog
+    from webshop.catalog import load_catalog
     public = tmp_path / "public"
     shutil.copytree(ROOT / "public" / "img", public / "img")
     (public / "img" / "books" / "walden.png").unlink()
@@ -87,19 +86,17 @@ def test_an_svg_without_a_png_beside_it_is_sent_as_is(tmp_path):
 
 def test_merchant_calls_match_the_sdk_types(shopper, recorded, data_dir, monkeypatch, capsys):
     """Refund, reconcile and expire send well-typed requests too."""
-    import cli
-    from tests.test_purchase import pay
     monkeypatch.setenv("DATA_DIR", str(data_dir))
     monkeypatch.setenv("BASE_URL", "http://127.0.0.1:9")  # nothing listens: events stay queued
     shopper.add("walden")
     paid = pay(shopper, shopper.checkout())
     shopper.get(paid.location)
-    order = shopper.shop.ledger.list(status="paid")[0]
+    order = shopper.shop.orders.ledger.list(status="paid")[0]
     shopper.add("moby-dick")
-    open_order = shopper.shop.ledger.by_session(shopper.session_id(shopper.checkout()))
-    assert cli.main(["refund", order["id"], "--amount", "100"]) == 0
-    assert cli.main(["reconcile"]) == 0
-    assert cli.main(["expire", open_order["id"]]) == 0
+    open_order = shopper.shop.orders.ledger.by_session(shopper.session_id(shopper.checkout()))
+    assert merchant.main(["refund", order["id"], "--amount", "100"]) == 0
+    assert merchant.main(["reconcile"]) == 0
+    assert merchant.main(["expire", open_order["id"]]) == 0
     names = {fn.__name__ for fn, _ in recorded}
     assert {"create", "retrieve", "list", "expire"} <= names
     for fn, params in recorded:

@@ -99,7 +99,7 @@ class Orders:
             os.fchmod(f.fileno(), 0o640)
             fcntl.flock(f, fcntl.LOCK_EX)  # other processes on this DATA_DIR (gunicorn workers) take turns
             # Written up to the checkpoint, or further if a crash came between the write and the checkpoint.
-            last = _last_line(f)
+            last, torn = _last_line(f)
             after = max(self.ledger.checkpoint(JSONL_MARK) or 0,
                         (last and self.ledger.fulfilment_id(last.get("order_id"))) or 0)
             records = self.ledger.fulfilments(after)
@@ -107,7 +107,7 @@ class Orders:
                 return
             data = "".join(json.dumps(r, sort_keys=True) + "\n" for _, r in records).encode()
             f.seek(0, os.SEEK_END)
-            if f.tell() and last is None:  # a line torn by a crash: start on a fresh line
+            if torn:  # a line torn by a crash: start on a fresh line
                 data = b"\n" + data
             f.write(data)
             f.flush()
@@ -116,18 +116,21 @@ class Orders:
 
 
 def _last_line(f):
-    """The file's last complete line as a dict, or None (empty, torn or not JSON)."""
+    """(the last record written whole, as a dict, or None; True when the file does not end with a newline).
+
+    A crash can tear a write of several lines after its first ones, or just before its last newline: what is
+    on disk whole counts as written, so it is never written twice."""
     f.seek(0, os.SEEK_END)
     size = f.tell()
     f.seek(max(0, size - 65536))
-    tail = f.read()
-    if not tail.endswith(b"\n"):
-        return None
-    try:
-        line = json.loads(tail[:-1].rsplit(b"\n", 1)[-1])
-    except ValueError:
-        return None
-    return line if isinstance(line, dict) else None
+    *whole, rest = f.read().split(b"\n")  # rest: b"" when the file ends with a newline
+    for line in ([rest] if rest else []) + whole[-1:]:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        return (record if isinstance(record, dict) else None), rest != b""
+    return None, rest != b""
 
 
 def handoff(order, charged, session):

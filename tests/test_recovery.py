@@ -125,6 +125,33 @@ def test_a_torn_last_line_is_followed_by_a_fresh_line(with_file, make_shopper, d
     assert lines(data_dir) == [first, torn, lost, third]
 
 
+def test_a_torn_catch_up_keeps_the_lines_it_wrote_whole(with_file, make_shopper, data_dir):
+    """A catch-up writes several lines at once; torn in its second, the first is on disk and is not written again."""
+    first = paid(with_file, "walden")
+    crash_before_the_file(with_file)
+    lost = [paid(with_file, "moby-dick"), paid(with_file, "walden")]
+    ledger = with_file.shop.orders.ledger
+    records = [json.dumps(r, sort_keys=True) for _, r in ledger.fulfilments(ledger.fulfilment_id(first))]
+    with open(data_dir / "fulfilments.jsonl", "a") as f:
+        f.write(records[0] + "\n" + records[1][:40])
+    make_shopper()
+    assert lines(data_dir) == [first, lost[0], records[1][:40], lost[1]]
+
+
+def test_a_line_written_whole_but_for_its_newline_is_not_written_again(with_file, make_shopper, data_dir):
+    first = paid(with_file, "walden")
+    crash_before_the_file(with_file)
+    lost = paid(with_file, "moby-dick")
+    ledger = with_file.shop.orders.ledger
+    [(_, record)] = ledger.fulfilments(ledger.fulfilment_id(first))
+    with open(data_dir / "fulfilments.jsonl", "a") as f:
+        f.write(json.dumps(record, sort_keys=True))  # the crash came just before the newline
+    restarted = make_shopper()
+    assert lines(data_dir) == [first, lost]
+    third = paid(restarted, "walden")
+    assert lines(data_dir) == [first, lost, third]
+
+
 def test_a_torn_line_after_the_checkpoint_does_not_join_the_next_line(with_file, data_dir):
     first = paid(with_file, "walden")
     with open(data_dir / "fulfilments.jsonl", "a") as f:

@@ -293,3 +293,107 @@ def post_event(shopper, evt, secret=None, timestamp=None):
 def pending(shopper, type_):
     """The stand-in's undelivered events of one type."""
     return [e for e in shopper.standin.pending_events() if e["type"] == type_]
+
+
+# -- helpers of the hostile-input tests: a bare WSGI client (no linting or encoding: what a socket could carry) --
+
+def wsgi(app, method="GET", path="/", query="", headers=None, body=b"", content_type=None, length=None):
+    """(status, response headers as wsgiref Headers, body bytes, what the app wrote to wsgi.errors) of one request.
+
+    path, query and header values are str as a server hands them over (see as_served())."""
+    import io
+    from wsgiref.headers import Headers
+    environ = {
+        "REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": query,
+        "SERVER_NAME": "shop.test", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": io.StringIO(), "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
+        "CONTENT_LENGTH": str(len(body)) if length is None else length,
+    }
+    if content_type is not None:
+        environ["CONTENT_TYPE"] = content_type
+    for name, value in (headers or {}).items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    seen = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        seen["status"], seen["headers"] = int(status.split()[0]), Headers(list(response_headers))
+    chunks = app(environ, start_response)
+    try:
+        data = b"".join(chunks)
+    finally:
+        getattr(chunks, "close", lambda: None)()
+    return seen["status"], seen["headers"], data, environ["wsgi.errors"].getvalue()
+
+
+def as_served(s):
+    """Text or bytes as a server hands them to WSGI: the bytes (UTF-8 for text) decoded as latin-1."""
+    return s.encode("utf-8", "surrogatepass").decode("latin-1") if isinstance(s, str) else s.decode("latin-1")
+
+
+def survived(result):
+    """A wsgi() answer to a hostile request: no 5xx, no traceback anywhere, the shop's headers present."""
+    status, headers, body, errors = result
+    assert status < 500, (status, body[:300])
+    assert errors == "", errors
+    assert b"Traceback" not in body and b'File "' not in body
+    assert headers.get("X-Content-Type-Options") == "nosniff" and "Content-Security-Policy" in headers
+    return result
+
+
+def browser_of(app):
+    """(sid cookie value, CSRF token) of a new browser on `app`, as its first page gives them."""
+    status, headers, body, _ = wsgi(app, "GET", "/")
+    assert status == 200, status
+    (sid,) = [c.split(";", 1)[0].split("=", 1)[1] for c in headers.get_all("Set-Cookie") if "sid=" in c]
+    return sid, _CSRF.search(body.decode()).group(1)
+
+
+PAY_FORM = {"email": "reader@example.com", "name": "Ada Reader", "cardholder_name": "Ada Reader",
+       "card_number": "4242424242424242", "card_expiry": "12 / 34", "card_cvc": "123", "phone": "+1 555 010 0000",
+       "address_line1": "1 Main St", "address_city": "Springfield", "address_postal_code": "12345",
+       "address_country": "US"}
+
+
+def pay_form(shopper, location, **changes):
+    """Fill in and submit the offline payment page at `location` with PAY_FORM and `changes`; returns the response."""
+    form = shopper.get(location).forms["pay"]
+    for name, value in {**PAY_FORM, **changes}.items():
+        if name in form.fields:
+            try:
+                form[name] = value
+            except ValueError:  # not one of a <select>'s options: sent anyway, as a hand-made request would
+                form[name].force_value(value)
+    return form.submit(expect_errors=True)
+
+
+def browser_at(make_shopper, base_url, **overrides):
+    """A shopper on a shop whose BASE_URL is base_url, browsing it there (so https cookies come back too)."""
+    shopper = make_shopper(base_url=base_url, **overrides)
+    shopper.extra_environ.update({"wsgi.url_scheme": base_url.split(":", 1)[0], "HTTP_HOST": base_url.split("://")[1]})
+    return shopper
+
+
+def assert_ledger_consistent(ledger):
+    """Every order has a known status, integer amounts, and items priced and counted as a cart allows."""
+    from webshop.ledger import STATUSES
+    for order in ledger.list(limit=100_000):
+        assert order["status"] in STATUSES
+        assert isinstance(order["amount_subtotal"], int) and order["amount_subtotal"] > 0
+        for key in ("amount_shipping", "amount_tax", "amount_total"):
+            assert order[key] is None or isinstance(order[key], int)
+        assert order["items"] and all(isinstance(i["unit_amount"], int) and i["unit_amount"] > 0
+                                      and isinstance(i["quantity"], int) and 1 <= i["quantity"] <= 99
+                                      for i in order["items"])
+        assert order["amount_subtotal"] == sum(i["unit_amount"] * i["quantity"] for i in order["items"])
+
+
+@pytest.fixture(scope="module")
+def module_app(tmp_path_factory):
+    """One offline shop for a whole test module (fuzzing runs many examples against it, one browser may start as
+    many checkouts as it makes)."""
+    with pytest.MonkeyPatch.context() as env:  # module scope: made before the per-test clean environment
+        for name in [s.env for s in SETTINGS] + ["STANDIN_FAULTS"]:
+            env.delenv(name, raising=False)
+        return make_app({"data_dir": str(tmp_path_factory.mktemp("shop") / "data"), "base_url": BASE,
+                         "checkout_limit": 10_000})

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import sys
+import time
 
 import bottle
 from bottle import Bottle, request, response, static_file
@@ -18,6 +19,7 @@ from webshop.settings import ROOT, Config, ShopError, load_config
 PUBLIC = ROOT / "public"
 VIEWS = [str(ROOT / "views")]
 log = logging.getLogger("shop")
+access = logging.getLogger("shop.access")
 MAX_WEBHOOK, MAX_FORM = 512 * 1024, 16 * 1024  # Stripe's events are a few KB; every other body is a small form
 MESSAGES = {
     400: "The request could not be understood.", 403: "That is not allowed.", 404: "There is no such page.",
@@ -71,6 +73,7 @@ def make_app(config=None):
     @app.hook("before_request")
     def check_request():
         """Refuse what no route should see: a path that is not UTF-8, an oversized or unreadable body."""
+        request.environ["shop.start"] = time.monotonic()
         try:  # bottle would drop the bytes it cannot decode and serve another page
             request.environ.get("bottle.raw_path", "").encode("latin-1").decode("utf-8")
             length = int(request.environ.get("CONTENT_LENGTH") or 0)
@@ -85,8 +88,11 @@ def make_app(config=None):
                 raise refusal(400, "The form data could not be read.") from None
 
     @app.hook("after_request")
-    def headers():
+    def finish():
+        """Security headers on every answer, and one access line (the path escaped: it cannot forge a line)."""
         shop.guard.headers(response)
+        access.info("%s %s status=%d duration_ms=%.1f", request.method, ascii(request.path)[1:-1],
+                    response.status_code, (time.monotonic() - request.environ.get("shop.start", time.monotonic())) * 1000)
 
     app.install(functools.partial(_shop_errors, shop))
     storefront.install(app, shop)

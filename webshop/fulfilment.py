@@ -73,9 +73,12 @@ class Orders:
             return charged, "ignored: order mismatch"
         state = payments.state(session)
         state = "failed" if failed and state == "processing" else state
-        fields = {k: charged[c] for k, c in (("amount_subtotal", "amount_subtotal"), ("amount_total", "amount_total"),
-                  ("amount_shipping", "amount_shipping"), ("amount_tax", "amount_tax"),
-                  ("customer_email", "email"), ("payment_intent", "payment_intent"))}
+        fields = {k: charged[c] for k, c in (
+            ("amount_subtotal", "amount_subtotal"), ("amount_total", "amount_total"), ("amount_tax", "amount_tax"),
+            ("amount_shipping", "amount_shipping"), ("amount_discount", "amount_discount"), ("customer_email", "email"),
+            ("payment_intent", "payment_intent"), ("promotion_code", "promotion_code"),
+            ("terms_accepted", "terms_accepted"))}
+        fields["tax_ids"] = json.dumps(charged["tax_ids"]) if charged["tax_ids"] else None
         if state == "paid":
             record = handoff(order, charged, session)
             if not self.ledger.fulfil(order["id"], PAYABLE_FROM, record, charged, source, event, **fields):
@@ -103,16 +106,15 @@ class Orders:
             after = max(self.ledger.checkpoint(JSONL_MARK) or 0,
                         (last and self.ledger.fulfilment_id(last.get("order_id"))) or 0)
             records = self.ledger.fulfilments(after)
-            if not records:
-                return
-            data = "".join(json.dumps(r, sort_keys=True) + "\n" for _, r in records).encode()
-            f.seek(0, os.SEEK_END)
-            if torn:  # a line torn by a crash: start on a fresh line
-                data = b"\n" + data
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            self.ledger.set_checkpoint(JSONL_MARK, records[-1][0])
+            prefix = b"\n" if torn else b""  # a line torn by a crash: start on a fresh line
+            while records:  # however far behind the file is, a page of records at a time
+                data = prefix + "".join(json.dumps(r, sort_keys=True) + "\n" for _, r in records).encode()
+                f.seek(0, os.SEEK_END)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+                self.ledger.set_checkpoint(JSONL_MARK, records[-1][0])
+                records, prefix = self.ledger.fulfilments(records[-1][0]), b""
 
 
 def _last_line(f):
@@ -146,7 +148,8 @@ def handoff(order, charged, session):
                    "unit_amount": i["unit_amount"], "amount_total": line.get("amount_total")}
                   for i, line in zip(order["items"], lines)],
         "order_id": order["id"], "session_id": charged["id"], "currency": charged["currency"],
-        **{k: charged[k] for k in ("amount_subtotal", "amount_shipping", "amount_tax", "amount_total")},
+        **{k: charged[k] for k in ("amount_subtotal", "amount_shipping", "amount_tax", "amount_discount",
+                                   "amount_total", "promotion_code", "terms_accepted", "tax_ids")},
         "customer_email": charged["email"], "payment_intent": charged["payment_intent"],
         "shipping_name": shipping.get("name"),
         "shipping_address": {k: address.get(k) for k in ("line1", "line2", "city", "postal_code", "state", "country")},

@@ -185,3 +185,16 @@ def test_lines_a_crash_left_out_go_to_the_new_file_after_a_rotation(with_file, m
     make_shopper()
     assert lines(data_dir) == [lost]
     assert rotated(data_dir) == [first]
+
+
+def test_a_start_catches_up_more_lines_than_one_read_of_the_database_returns(with_file, make_shopper, data_dir):
+    """However far behind the file fell (a disk full for a day), one start writes every missing line."""
+    ledger = with_file.shop.orders.ledger
+    made = []
+    for n in range(1001):
+        order_id, _ = ledger.start_order(f"browser-{n}", "usd", [
+            {"product_id": "walden", "name": "Walden", "unit_amount": 999, "quantity": 1}], per_minute=1)
+        assert ledger.fulfil(order_id, ("open",), {"order_id": order_id, "fulfilled_at": "x"}, {}, "test")
+        made.append(order_id)
+    make_shopper()
+    assert lines(data_dir) == made

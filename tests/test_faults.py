@@ -3,18 +3,20 @@
 Faults come from the stand-in (standin/faults.py): 500 api_error, 429 rate_limit, 429 lock_timeout, a reset
 connection (the request ran, the answer was lost) and a delay past the shop's timeout (same). The SDK retries
 what Stripe says is safe to retry, with the request's idempotency key: https://docs.stripe.com/error-low-level
+and the shop tries a rate-limited call three times: https://docs.stripe.com/rate-limits
 """
 
-import argparse
-import json
+import sys
 import time
+import types
 from urllib.parse import urlsplit
 
 import pytest
 import stripe
 
-import merchant
-from settings import load_config
+from tests.conftest import free_port, handoff
+from webshop import merchant, payments
+from webshop.settings import load_config
 
 CREATE = "POST /v1/checkout/sessions"
 RETRIEVE = "GET /v1/checkout/sessions/{id}"
@@ -25,13 +27,28 @@ REFUND = "POST /v1/refunds"
 BASE = "http://127.0.0.1:9"
 RETRIED = ("500", "reset", "delay", "lock_timeout")  # the SDK retries these with the same idempotency key
 ALL = RETRIED + ("429",)
+RATE_LIMITED = ("429", "lock_timeout")  # both are Stripe's 429: the shop's payments.call tries them 3 times
+
+
+def requests_of_one_call(kind, retries):
+    """How many requests one payments.call sends when every answer is `kind`: the SDK's own tries (it never
+    retries a plain rate limit) times the shop's (3 for a 429)."""
+    return (1 if kind == "429" else retries + 1) * (3 if kind in RATE_LIMITED else 1)
 
 
 @pytest.fixture(autouse=True)
-def fast_retries(monkeypatch):
-    """The SDK sleeps 0.5 s × 2^n between retries; tests need not wait."""
+def later(monkeypatch):
+    """The SDK sleeps 0.5 s × 2^n between retries, the shop 0.5-1 s and 1-2 s after a 429; tests need not wait.
+    later(seconds) moves the shop's Stripe clock on instead (the success page shares a read for a second)."""
     monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0.001)
     monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0.002)
+    offset = [0.0]
+
+    def move_on(seconds):
+        offset[0] += seconds
+    monkeypatch.setattr(payments, "time", types.SimpleNamespace(**{
+        **vars(time), "sleep": move_on, "monotonic": lambda: time.monotonic() + offset[0]}))
+    return move_on
 
 
 @pytest.fixture
@@ -53,21 +70,20 @@ def product(shopper, index=0):
     return shopper.shop.catalog().products[index].id
 
 
+def ledger(shopper):
+    return shopper.shop.orders.ledger
+
+
 def sessions_for(shopper, order_id):
     """Every Checkout Session Stripe holds for an order (read through the API, not the ledger)."""
-    listed = shopper.shop.stripe.v1.checkout.sessions.list({"limit": 100})
+    listed = shopper.shop.orders.stripe.v1.checkout.sessions.list({"limit": 100})
     return [s for s in listed.auto_paging_iter() if (s.metadata or {}).to_dict().get("order_id") == order_id]
 
 
 def only_order(shopper):
-    orders = shopper.shop.ledger.list()
+    orders = ledger(shopper).list()
     assert len(orders) == 1, orders
     return orders[0]
-
-
-def handoff(shopper):
-    path = shopper.shop.fulfilment.path
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def inject(shopper, endpoint, kind, times=1):
@@ -75,11 +91,18 @@ def inject(shopper, endpoint, kind, times=1):
     shopper.standin.faults.add(endpoint, kind, times=times, delay=5 if kind == "delay" else None)
 
 
-def run(shopper, command, retries=2, **args):
-    """A merchant command on the shop's DATA_DIR and stand-in, as `python shop.py <command>` runs it."""
-    config = load_config({"data_dir": str(shopper.shop.config.data_dir), "base_url": BASE, "standin": shopper.standin,
-                          "stripe_max_retries": retries, "stripe_timeout": 0.2})
-    return merchant._command(getattr(merchant, command))(config, argparse.Namespace(**args))
+def run(shopper, *argv, retries=2):
+    """`python shop.py ARGV` on the shop's DATA_DIR and database, talking to the shop's own stand-in (and its
+    injected faults); returns the exit code."""
+    config = shopper.shop.config
+
+    def same_shop(overrides):
+        return load_config({"data_dir": str(config.data_dir), "database_url": config.database_url, "base_url": BASE,
+                            "standin": shopper.standin, "stripe_max_retries": retries, "stripe_timeout": 0.2})
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(merchant, "load_config", same_shop)
+        return merchant.main(list(argv))
 
 
 def paid_session(shopper):
@@ -93,7 +116,7 @@ def paid_session(shopper):
 # -- faults for manual runs: STANDIN_FAULTS (the stand-in's own tests cover each kind) ------------------------------------------------------------------------------
 
 def test_the_shop_picks_up_standin_faults_from_the_environment(make_shopper, monkeypatch):
-    monkeypatch.setenv("STANDIN_FAULTS", f"{CREATE}=429*1")
+    monkeypatch.setenv("STANDIN_FAULTS", f"{CREATE}=429*3")  # every try of one call
     shopper = make_shopper()
     shopper.add(product(shopper))
     page = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=503)
@@ -121,7 +144,7 @@ def test_stripe_unreachable_at_checkout_keeps_cart_and_order(make, kind):
     shopper = make(retries=1)
     shopper.add(product(shopper), 2)
     cart = shopper.cart_cookie()
-    inject(shopper, CREATE, kind, times=5)
+    inject(shopper, CREATE, kind, times=10)
     page = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=503)
     assert page.headers["Retry-After"] and "Your cart is kept" in page.text
     assert "Traceback" not in page.text and "Error" not in page.headers.get("Set-Cookie", "")
@@ -129,22 +152,21 @@ def test_stripe_unreachable_at_checkout_keeps_cart_and_order(make, kind):
     assert "Update" in shopper.get("/cart").text  # the cart page still lists the items
     order = only_order(shopper)
     assert order["status"] == "checkout_failed" and order["session_id"] is None
-    assert [h["status"] for h in shopper.shop.ledger.history(order["id"])][-1] == "checkout_failed"
-    expected = 1 if kind == "429" else 2  # the SDK never retries a rate limit
-    assert shopper.standin.calls[CREATE] == expected
+    assert [h["status"] for h in ledger(shopper).history(order["id"])][-1] == "checkout_failed"
+    assert shopper.standin.calls[CREATE] == requests_of_one_call(kind, retries=1)
     # The resets and timeouts reached Stripe: one session (idempotency), which reconcile ties to the order.
     made = sessions_for(shopper, order["id"])
     assert len(made) == (1 if kind in ("reset", "delay") else 0)
     shopper.standin.faults.clear()
-    assert run(shopper, "reconcile", since=3600) == 0
-    order = shopper.shop.ledger.get(order["id"])
+    assert run(shopper, "reconcile", "--since", "1h") == 0
+    order = ledger(shopper).get(order["id"])
     if made:
         assert order["status"] == "open" and order["session_id"] == made[0].id
     else:
         assert order["status"] == "checkout_failed"
     # The shopper tries again once Stripe answers: a new order and a session, the cart unchanged.
     again = shopper.checkout()
-    assert shopper.shop.ledger.by_session(shopper.session_id(again))["status"] == "open"
+    assert ledger(shopper).by_session(shopper.session_id(again))["status"] == "open"
     assert shopper.cart_cookie() == cart
 
 
@@ -158,28 +180,29 @@ def test_a_failed_checkout_whose_session_is_paid_is_fulfilled_once(make):
     (session,) = sessions_for(shopper, order["id"])
     shopper.standin.pay(session.id)
     shopper.standin.deliver_pending()
-    order = shopper.shop.ledger.get(order["id"])
+    order = ledger(shopper).get(order["id"])
     assert order["status"] == "paid" and order["session_id"] == session.id
-    assert run(shopper, "reconcile", since=3600) == 0
+    assert run(shopper, "reconcile", "--since", "1h") == 0
     assert [line["order_id"] for line in handoff(shopper)] == [order["id"]]
 
 
 # -- success page --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ALL)
-def test_success_page_while_stripe_is_unreachable_says_confirming(make, kind):
+def test_success_page_while_stripe_is_unreachable_says_confirming(make, later, kind):
     shopper = make(retries=1)
     session_id = paid_session(shopper)
     cart = shopper.cart_cookie()
-    inject(shopper, RETRIEVE, kind, times=5)
+    inject(shopper, RETRIEVE, kind, times=10)
     page = shopper.get("/success", {"session_id": session_id}, status=200)
     text = page.text.lower()
     assert "confirming your payment" in text and "reload" in text
     for word in ("failed", "did not go through", "declined", "thank you"):
         assert word not in text
     assert shopper.cart_cookie() == cart
-    assert shopper.shop.ledger.by_session(session_id)["fulfilled_at"] is None
+    assert ledger(shopper).by_session(session_id)["fulfilled_at"] is None
     shopper.standin.faults.clear()
+    later(1)  # the shopper reloads: the failed read is not shared any longer
     page = shopper.get("/success", {"session_id": session_id})
     assert "Thank you" in page.text
     assert len(handoff(shopper)) == 1
@@ -200,17 +223,17 @@ def test_success_page_rides_out_one_fault(make, kind):
 def test_webhook_answers_5xx_while_stripe_is_unreachable_then_fulfils_once(make, kind):
     shopper = make(retries=1)
     session_id = paid_session(shopper)
-    inject(shopper, RETRIEVE, kind, times=1 if kind == "429" else 2)  # exactly what one delivery meets
+    inject(shopper, RETRIEVE, kind, times=requests_of_one_call(kind, retries=1))  # what one delivery meets
     results = dict(shopper.standin.deliver_pending())
     completed = [r["event_id"] for r in shopper.standin.webhook_log() if r["type"] == "checkout.session.completed"]
     assert completed and all(results[e] >= 500 for e in completed), results
-    order = shopper.shop.ledger.by_session(session_id)
+    order = ledger(shopper).by_session(session_id)
     assert order["fulfilled_at"] is None and order["status"] == "open"
-    assert not any(shopper.shop.ledger.seen_event(e) for e in completed)  # not recorded, so the retry applies it
+    assert not any(ledger(shopper).seen_event(e) for e in completed)  # not recorded, so the retry applies it
     # Stripe sends it again; now it applies, exactly once, and duplicates change nothing.
     results = dict(shopper.standin.deliver_pending(duplicate=True))
     assert results and all(200 <= s < 300 for s in results.values()), results
-    order = shopper.shop.ledger.by_session(session_id)
+    order = ledger(shopper).by_session(session_id)
     assert order["status"] == "paid"
     assert [line["session_id"] for line in handoff(shopper)] == [session_id]
 
@@ -226,12 +249,12 @@ def test_reconcile_fulfils_what_webhooks_and_success_page_could_not(make):
     shopper.standin.drop_pending_events()  # Stripe gave up on the endpoint
     shopper.standin.faults.clear()
     inject(shopper, LIST, "500")
-    assert run(shopper, "reconcile", retries=0, since=3600) == 3  # unreachable: says so, changes nothing
-    assert shopper.shop.ledger.by_session(session_id)["fulfilled_at"] is None
-    assert run(shopper, "reconcile", since=3600) == 0
-    order = shopper.shop.ledger.by_session(session_id)
+    assert run(shopper, "reconcile", "--since", "1h", retries=0) == 3  # unreachable: says so, changes nothing
+    assert ledger(shopper).by_session(session_id)["fulfilled_at"] is None
+    assert run(shopper, "reconcile", "--since", "1h") == 0
+    order = ledger(shopper).by_session(session_id)
     assert order["status"] == "paid" and order["fulfilled_at"]
-    assert run(shopper, "reconcile", since=3600) == 0
+    assert run(shopper, "reconcile", "--since", "1h") == 0
     assert "Thank you" in shopper.get("/success", {"session_id": session_id}).text
     assert [line["session_id"] for line in handoff(shopper)] == [session_id]
 
@@ -244,8 +267,8 @@ def test_reconcile_rides_out_faults_on_its_own_calls(make, kind):
     inject(shopper, LIST, kind)
     inject(shopper, RETRIEVE, kind)
     inject(shopper, "GET /v1/disputes", kind)
-    assert run(shopper, "reconcile", since=3600) == 0
-    assert shopper.shop.ledger.by_session(session_id)["status"] == "paid"
+    assert run(shopper, "reconcile", "--since", "1h") == 0
+    assert ledger(shopper).by_session(session_id)["status"] == "paid"
     assert len(handoff(shopper)) == 1
 
 
@@ -254,18 +277,18 @@ def test_reconcile_says_so_when_stripe_fails_while_it_reads_disputes(make, capsy
     session_id = paid_session(shopper)
     shopper.standin.drop_pending_events()
     inject(shopper, "GET /v1/disputes", "500")
-    assert run(shopper, "reconcile", retries=0, since=3600) == 3
+    assert run(shopper, "reconcile", "--since", "1h", retries=0) == 3
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
-    assert shopper.shop.ledger.by_session(session_id)["status"] == "paid"  # what came before is kept
-    assert run(shopper, "reconcile", since=3600) == 0  # and running it again is safe
+    assert ledger(shopper).by_session(session_id)["status"] == "paid"  # what came before is kept
+    assert run(shopper, "reconcile", "--since", "1h") == 0  # and running it again is safe
     assert len(handoff(shopper)) == 1
 
 
 # -- merchant refund ---------------------------------------------------------------------------------------------------
 
 def refunds_for(shopper, order):
-    return shopper.shop.stripe.v1.refunds.list({"payment_intent": order["payment_intent"], "limit": 100}).data
+    return shopper.shop.orders.stripe.v1.refunds.list({"payment_intent": order["payment_intent"], "limit": 100}).data
 
 
 @pytest.mark.parametrize("kind", RETRIED)
@@ -273,9 +296,9 @@ def test_a_retried_refund_refunds_once(make, kind):
     shopper = make()
     session_id = paid_session(shopper)
     shopper.standin.deliver_pending()
-    order = shopper.shop.ledger.by_session(session_id)
+    order = ledger(shopper).by_session(session_id)
     inject(shopper, REFUND, kind)
-    assert run(shopper, "refund", id=order["id"], amount=None) == 0
+    assert run(shopper, "refund", order["id"]) == 0
     assert shopper.standin.calls[REFUND] == 2
     (refund,) = refunds_for(shopper, order)
     assert refund.amount == order["amount_total"]
@@ -286,34 +309,35 @@ def test_refund_while_stripe_is_unreachable_can_be_run_again_safely(make, kind, 
     shopper = make()
     session_id = paid_session(shopper)
     shopper.standin.deliver_pending()
-    order = shopper.shop.ledger.by_session(session_id)
-    inject(shopper, REFUND, kind, times=5)
-    assert run(shopper, "refund", retries=1, id=order["id"], amount=500) == 3
+    order = ledger(shopper).by_session(session_id)
+    inject(shopper, REFUND, kind, times=10)
+    assert run(shopper, "refund", order["id"], "--amount", "500", retries=1) == 3
     assert "outcome is unknown" in capsys.readouterr().err
     shopper.standin.faults.clear()
     # Running it again after a lost answer replays the refund Stripe made, never a second one.
-    assert run(shopper, "refund", id=order["id"], amount=500) == 0
+    assert run(shopper, "refund", order["id"], "--amount", "500") == 0
     assert [r.amount for r in refunds_for(shopper, order)] == [500]
     shopper.standin.deliver_pending()
-    after = shopper.shop.ledger.get(order["id"])
+    after = ledger(shopper).get(order["id"])
     assert after["status"] == "partially_refunded" and after["amount_refunded"] == 500
 
 
 # -- over real sockets: the shop's own HTTP client against `python -m standin` --------------------------------------
 
-def test_a_slow_stripe_hits_the_timeout_and_a_reset_connection_is_retried_once(make_shopper, tmp_path):
+def test_a_slow_stripe_hits_the_timeout_and_a_reset_connection_is_retried_once(make_shopper, spawn, tmp_path):
     """STRIPE_TIMEOUT and retries with the requests-based client the shop uses in test and live mode."""
-    from tests.test_hostile import KEY, WHSEC, standin_server
-    faults = f"{CREATE}=reset*1;{RETRIEVE}=delay:3*3"
-    with standin_server(tmp_path, faults) as url:
-        shopper = make_shopper(stripe_secret_key=KEY, stripe_api_base=url, stripe_webhook_secret=WHSEC,
-                               stripe_timeout=0.5, stripe_max_retries=1)
-        shopper.add(product(shopper))
-        to_stripe = shopper.checkout()  # the first POST's connection is dropped; the retry replays the session
-        order = only_order(shopper)
-        assert [s.id for s in sessions_for(shopper, order["id"])] == [shopper.session_id(to_stripe)]
-        start = time.monotonic()
-        page = shopper.get("/success", {"session_id": shopper.session_id(to_stripe)})
-        took = time.monotonic() - start
-        assert "confirming your payment" in page.text.lower()
-        assert took < 2.5, took  # two tries of 0.5 s (plus a short back-off), never the 3 s the server sleeps
+    key, whsec, port = "sk_test_" + "f" * 24, "whsec_" + "f" * 32, free_port()
+    url = f"http://127.0.0.1:{port}"
+    spawn([sys.executable, "-m", "standin", "--port", str(port), "--data-dir", str(tmp_path / "standin"),
+           "--public-url", url, "--webhook-secret", whsec], port,
+          env={"STANDIN_FAULTS": f"{CREATE}=reset*1;{RETRIEVE}=delay:3*3"})
+    shopper = make_shopper(stripe_secret_key=key, stripe_api_base=url, stripe_webhook_secret=whsec,
+                           stripe_timeout=0.5, stripe_max_retries=1)
+    shopper.add(product(shopper))
+    to_stripe = shopper.checkout()  # the first POST's connection is dropped; the retry replays the session
+    order = only_order(shopper)
+    assert [s.id for s in sessions_for(shopper, order["id"])] == [shopper.session_id(to_stripe)]
+    # Both tries give up at the 0.5 s timeout: had either waited for the server's answer (after 3 s, the
+    # session still open), the page would show the open checkout instead of "confirming".
+    page = shopper.get("/success", {"session_id": shopper.session_id(to_stripe)})
+    assert "confirming your payment" in page.text.lower()

@@ -1,17 +1,10 @@
-"""What the benchmark (bench/run.py) counts, guarded without timing: Stripe calls per purchase; and its baseline."""
+"""Stripe calls per purchase, counted by the stand-in: each one is Stripe's rate limit and a shopper's wait."""
 
-import base64
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 from urllib.parse import urlsplit
 
-from tests.conftest import ROOT, free_port, wait_for
-from tests.test_purchase import pay
-from tests.test_workers import _answers, children, request
+from tests.conftest import pay
 
 
 def calls(standin, step):
@@ -58,24 +51,3 @@ def test_the_success_page_reload_and_a_repeated_event_cost_no_more(shopper):
     shopper.post("/webhook", body, headers=headers)
     _, repeat = calls(standin, lambda: shopper.post("/webhook", body, headers=headers))
     assert repeat == 0  # a duplicate delivery is answered from the ledger
-
-
-
-def test_the_bare_baseline_replays_the_recorded_bytes_and_runs_as_two_processes(tmp_path):
-    body = b"<!doctype html><title>recorded</title>"
-    responses = tmp_path / "responses.json"
-    responses.write_text(json.dumps({"GET /": {"status": "200 OK", "body_b64": base64.b64encode(body).decode(),
-                                               "headers": [["Content-Type", "text/html"],
-                                                           ["Content-Length", str(len(body))]]}}))
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "bench/bare.py", "--port", str(port), "--responses", str(responses),
-                             "--workers", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        wait_for(lambda: _answers(port, "/"), "the bare app to answer")
-        assert request(port) == (200, body.decode())
-        assert request(port, path="/nothing-recorded")[0] == 404
-        assert len(children(proc.pid)) == 1  # a second process, forked after binding, shares the socket
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)

@@ -1,0 +1,82 @@
+"""Hostile webhooks: only Stripe can sign an event, and an event of a shape the shop does not expect, signed, still
+never crashes it; the endpoint is exempt from CSRF and relies on its signature alone."""
+
+import json
+import time
+from urllib.parse import urlencode
+
+import pytest
+import stripe
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import browser_of, survived, wsgi
+
+
+@pytest.fixture(scope="module")
+def session_id(module_app):
+    """An open Checkout Session of this shop, from a browser of its own."""
+    sid, token = browser_of(module_app)
+    product = module_app.config["shop"].catalog().products[0].id
+    status, headers, _, _ = wsgi(module_app, "POST", "/checkout", headers={"Cookie": f"sid={sid}"},
+                                 body=urlencode({"csrf_token": token, "product_id": product}).encode(),
+                                 content_type="application/x-www-form-urlencoded")
+    assert status == 303
+    return headers["Location"].rsplit("/", 1)[-1]
+
+
+# Events as Stripe could send them: every field has the type Stripe's API gives it, with values the shop does not
+# expect (other shops' sessions, unknown statuses, odd amounts, metadata naming someone else's order).
+anything = st.text(max_size=80)
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63), st.floats(allow_nan=False), anything)
+EVENT_TYPES = ["checkout.session.completed", "checkout.session.async_payment_succeeded",
+               "checkout.session.async_payment_failed", "checkout.session.expired", "charge.refunded",
+               "charge.dispute.created", "charge.dispute.closed", "payment_intent.succeeded", "other"]
+amounts = st.one_of(st.none(), st.integers(-10**12, 10**12))
+ids = st.one_of(st.none(), anything, st.sampled_from(["cs_test_nope", "ch_x", "du_x", "pi_x", "ord_x"]))
+OBJECT_FIELDS = {
+    "object": st.sampled_from(["checkout.session", "charge", "dispute", "payment_intent"]),
+    "status": st.one_of(st.sampled_from(["open", "complete", "expired", "won", "lost", "needs_response",
+                                         "succeeded"]), anything),
+    "payment_status": st.one_of(st.sampled_from(["paid", "unpaid", "no_payment_required"]), anything),
+    "client_reference_id": ids, "payment_intent": st.one_of(ids, st.fixed_dictionaries({"id": ids})),
+    "charge": ids, "amount_total": amounts, "amount": amounts, "amount_refunded": amounts,
+    "amount_captured": amounts, "currency": st.one_of(st.sampled_from(["usd", "eur", "jpy"]), anything),
+    "metadata": st.dictionaries(anything, anything, max_size=3),
+    "customer_details": st.one_of(st.none(), st.fixed_dictionaries({"email": st.one_of(st.none(), anything)})),
+    "url": st.one_of(st.none(), anything), "expires_at": amounts,
+}
+
+
+@st.composite
+def events(draw, session_id):
+    keys = draw(st.lists(st.sampled_from(sorted(OBJECT_FIELDS)), unique=True))
+    obj = {k: draw(OBJECT_FIELDS[k]) for k in keys}
+    obj["id"] = draw(st.one_of(st.sampled_from([session_id, "cs_test_nope", "ch_x", "du_x", "pi_x"]), anything))
+    if draw(st.booleans()):
+        obj["metadata"] = {"order_id": draw(st.one_of(anything, st.just("ord_x")))}
+    return {"id": draw(st.text("0123456789abcdef", min_size=8, max_size=24).map("evt_".__add__)),
+            "object": "event", "type": draw(st.one_of(st.sampled_from(EVENT_TYPES), anything)),
+            "api_version": stripe.api_version, "created": int(time.time()), "data": {"object": obj}}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_signed_events_of_any_shape_never_fail(module_app, session_id, data):
+    shop = module_app.config["shop"]
+    body = json.dumps(data.draw(events(session_id)))
+    signature = stripe.WebhookSignature.generate_signature_header(body, shop.orders.standin.webhook_secret)
+    status, _, payload, _ = survived(wsgi(module_app, "POST", "/webhook", headers={"Stripe-Signature": signature},
+                                          body=body.encode(), content_type="application/json"))
+    assert status in (200, 400), (status, payload)
+
+
+def test_webhook_is_exempt_from_csrf_and_relies_on_its_signature(shopper):
+    body = json.dumps({"id": "evt_1", "object": "event", "type": "ping", "data": {"object": {"id": "x"}}})
+    hostile = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site", "Content-Type": "application/json"}
+    assert shopper.post("/webhook", body, headers=hostile, expect_errors=True).status_int == 400  # not 403: unsigned
+    signed = stripe.WebhookSignature.generate_signature_header(body, shopper.standin.webhook_secret)
+    assert shopper.post("/webhook", body, headers={**hostile, "Stripe-Signature": signed}).status_int == 200
+    forged = stripe.WebhookSignature.generate_signature_header(body, "whsec_" + "0" * 32)
+    assert shopper.post("/webhook", body, headers={**hostile, "Stripe-Signature": forged},
+                        expect_errors=True).status_int == 400

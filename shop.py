@@ -36,15 +36,20 @@ class Shop:
     """What every request handler needs, made once per app: catalog, orders, Stripe reads, the guard."""
 
     def __init__(self, config):
-        self.config = config
+        self.config, self.promotions = config, None
         self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds)
         self.orders = Orders(config, business_name=self.catalog().shop_name)
         self.reads = payments.SharedReads(self.orders.stripe)
+        self.catalog()  # the catalog's promotion codes made active at Stripe
         self.guard = Guard(config, self.orders.ledger.secret())
 
     def catalog(self):
         """The current catalog (re-read only when the file changed; the last good one if an edit is broken)."""
-        return self.catalogs.current()
+        catalog = self.catalogs.current()
+        if catalog.promotions != self.promotions and hasattr(self, "orders"):  # at start, and after an edit
+            self.promotions = catalog.promotions
+            payments.sync_promotions(self.orders.stripe, catalog)
+        return catalog
 
     def render(self, name, cart_count=None, **values):
         """A page in the shop's layout, with what every page shows."""

@@ -9,6 +9,9 @@
 % if added:
 <p class="notice" role="status">Added “{{added.name}}” to your cart.</p>
 % end
+% for note in stock_notes:
+<p class="notice" role="status">{{note}}</p>
+% end
 % if pending and pending.get("session_url"):
 <p class="notice" role="status">You have a checkout that is still open. <a href="{{pending['session_url']}}">Continue your payment</a></p>
 % end
@@ -46,6 +49,9 @@
   <tfoot><tr><th scope="row" colspan="3">Subtotal</th><td class="num subtotal">{{money(subtotal)}}</td><td></td></tr></tfoot>
 </table>
 <p class="hint">Shipping and tax are calculated at checkout, once you give your address.</p>
+% for option in free_shipping:
+<p class="hint">Free {{option.name.lower()}} over {{money(option.free_over)}}{{"; this order qualifies" if subtotal >= option.free_over else ""}}.</p>
+% end
 <form method="post" action="/checkout" class="checkout">
   <input type="hidden" name="csrf_token" value="{{csrf}}">
   <button type="submit">Checkout</button>

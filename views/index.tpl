@@ -1,6 +1,5 @@
 % rebase('base.tpl', title=title)
-% # No indentation: it was 7% of the page's bytes, and browsers collapse the whitespace anyway. "Buy now" sends
-% # no quantity: POST /checkout takes 1, and its button is styled by `.buy button` (bytes again, 15 KB budget).
+% # No indentation: browsers collapse the whitespace anyway. "Buy now" sends no quantity: POST /checkout takes 1.
 <h1 class="visually-hidden">{{shop_name}}: books</h1>
 <ul class="grid">
 % for p in products:
@@ -9,12 +8,18 @@
 <h2>{{p.name}}</h2>
 <p class="desc">{{p.description}}</p>
 <p class="price">{{money(p.price)}}</p>
+% if left.get(p.id) == 0:
+<p class="stock out">Sold out</p>
+% else:
+%   if p.id in left and left[p.id] <= low_stock:
+<p class="stock">Only {{left[p.id]}} left</p>
+%   end
 <form method="post" action="/cart" class="add">
 <input type="hidden" name="csrf_token" value="{{csrf}}">
 <input type="hidden" name="action" value="add">
 <input type="hidden" name="product_id" value="{{p.id}}">
 <label for="q-{{p.id}}">Quantity</label>
-<input id="q-{{p.id}}" name="quantity" type="number" min="1" max="99" value="1">
+<input id="q-{{p.id}}" name="quantity" type="number" min="1" max="{{min(99, left.get(p.id, 99))}}" value="1">
 <button type="submit">Add to cart<span class="visually-hidden"> {{p.name}}</span></button>
 </form>
 <form method="post" action="/checkout" class="buy">
@@ -22,6 +27,7 @@
 <input type="hidden" name="product_id" value="{{p.id}}">
 <button type="submit">Buy now<span class="visually-hidden"> {{p.name}}</span></button>
 </form>
+% end
 </li>
 % end
 </ul>

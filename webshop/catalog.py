@@ -52,6 +52,7 @@ class Product:
     price: int
     image: str
     tax_code: str | None = None
+    stock: int | None = None  # copies left to sell; None: unlimited
     # What Stripe Checkout gets: Checkout shows JPEG/PNG product images, so an SVG cover with a PNG of the
     # same name beside it sends the PNG. https://docs.stripe.com/payments/checkout/customization/product-images
     checkout_image: str = ""
@@ -66,6 +67,7 @@ class ShippingOption:
     min_days: int
     max_days: int
     tax_code: str | None = None
+    free_over: int | None = None  # a subtotal from which this option costs nothing
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ class Catalog:
     countries: tuple
     tax_mode: str = "none"
     tax_behavior: str = "exclusive"
+    promotions: tuple = ()  # dicts: code, percent_off or amount_off, expires, max_redemptions, minimum_amount
+    terms_url: str | None = None
+    collect_tax_ids: bool = False
     mtime: float = 0.0
     _by_id: dict = field(init=False, repr=False, compare=False)
 
@@ -137,8 +142,9 @@ def _load(path, public_dir):
     products = tuple(Product(**p, checkout_image=_checkout_image(p["image"], public_dir))
                      for p in fields.pop("products"))
     options = tuple(ShippingOption(**o) for o in fields.pop("shipping_options"))
-    countries = tuple(fields.pop("countries"))
-    return Catalog(products=products, shipping_options=options, countries=countries, mtime=mtime, **fields), [], key
+    countries, promotions = tuple(fields.pop("countries")), tuple(fields.pop("promotions"))
+    return Catalog(products=products, shipping_options=options, countries=countries, promotions=promotions,
+                   mtime=mtime, **fields), [], key
 
 
 def _checkout_image(image, public_dir):

@@ -2,6 +2,7 @@
 
 catalog.py documents the file's shape and turns the checked fields into Catalog objects.
 """
+import datetime
 import difflib
 import json
 import os
@@ -103,10 +104,14 @@ class _Checker:
         self.product_fields = {"id": (_REQUIRED, self.id), "name": (_REQUIRED, self.text(NAME_LIMIT)),
                                "description": (_REQUIRED, self.text(DESCRIPTION_LIMIT)),
                                "price": (_REQUIRED, self.price), "image": (_REQUIRED, self.image),
-                               "tax_code": (None, self.tax_code)}
+                               "tax_code": (None, self.tax_code), "stock": (None, self.stock)}
         self.option_fields = {"id": (_REQUIRED, self.id), "name": (_REQUIRED, self.text(NAME_LIMIT)),
                               "amount": (_REQUIRED, self.shipping_amount), "min_days": (_REQUIRED, self.days),
-                              "max_days": (_REQUIRED, self.days), "tax_code": (None, self.tax_code)}
+                              "max_days": (_REQUIRED, self.days), "tax_code": (None, self.tax_code),
+                              "free_over": (None, self.price)}
+        self.promotion_fields = {"code": (_REQUIRED, self.code), "percent_off": (None, self.percent),
+                                 "amount_off": (None, self.price), "expires": (None, self.date),
+                                 "max_redemptions": (None, self.stock), "minimum_amount": (None, self.price)}
 
     def problem(self, path, text, value=_NO_VALUE):
         got = "" if value is _NO_VALUE else f", got {_show(value)}"
@@ -125,13 +130,17 @@ class _Checker:
                     p, v, "shipping option", self.option_fields, self.shipping_option, MAX_SHIPPING_OPTIONS))})),
             "tax": ({"mode": "none", "behavior": "exclusive"}, lambda p, v: self.obj(p, v, {
                 "mode": (_REQUIRED, self.choice(TAX_MODES)), "behavior": (_REQUIRED, self.choice(TAX_BEHAVIORS))})),
+            "promotions": ([], self.promotions),
+            "checkout": ({"terms_url": None, "collect_tax_ids": False}, lambda p, v: self.obj(p, v, {
+                "terms_url": (None, self.url), "collect_tax_ids": (False, self.flag)})),
         })
         if self.problems:
             return None
         shop, shipping, tax = top["shop"], top["shipping"], top["tax"]
         return {"shop_name": shop["name"], "currency": shop["currency"], "products": top["products"],
                 "shipping_options": shipping["options"], "countries": shipping["countries"],
-                "tax_mode": tax["mode"], "tax_behavior": tax["behavior"]}
+                "tax_mode": tax["mode"], "tax_behavior": tax["behavior"], "promotions": top["promotions"],
+                **top["checkout"]}
 
     def obj(self, path, value, fields):
         if not isinstance(value, dict):
@@ -279,6 +288,57 @@ class _Checker:
             return self.problem(path, 'must be a Stripe tax code like "txcd_35010000" (txcd_ and 8 digits) '
                                       'or null', value)
         return value
+
+    def stock(self, path, value):
+        if value is not None and (not _is_int(value) or not 0 <= value <= 1_000_000):
+            return self.problem(path, "must be a whole number from 0 to 1000000", value)
+        return value
+
+    def percent(self, path, value):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 100:
+            return self.problem(path, "must be a number above 0 and at most 100", value)
+        return value
+
+    def code(self, path, value):
+        # Stripe's promotion codes: letters, digits and dashes; shoppers type them in any case.
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9-]{3,40}", value):
+            return self.problem(path, "must be 3-40 letters, digits or dashes, like \"SPRING10\"", value)
+        return value.upper()
+
+    def date(self, path, value):
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+            return self.problem(path, 'must be a date like "2027-01-31"', value)
+        try:
+            datetime.date.fromisoformat(value)
+        except ValueError:
+            return self.problem(path, "is not a date in the calendar", value)
+        return value
+
+    def url(self, path, value):
+        if value is not None and (not isinstance(value, str) or not re.fullmatch(r"https://[^\s\"'<>()]{3,500}", value)):
+            return self.problem(path, "must be an https:// address without spaces, quotes or brackets", value)
+        return value
+
+    def flag(self, path, value):
+        return value if isinstance(value, bool) else self.problem(path, "must be true or false", value)
+
+    def promotions(self, path, value):
+        if not isinstance(value, list):
+            return self.problem(path, "must be a JSON list [...] of promotions", value)
+        out, seen = [], set()
+        for i, item in enumerate(value):
+            where = f"{path}[{i}]"
+            fields = self.obj(where, item, self.promotion_fields)
+            if fields is _BAD or _BAD in fields.values():
+                continue
+            if (fields["percent_off"] is None) == (fields["amount_off"] is None):
+                self.problem(where, "needs exactly one of percent_off or amount_off")
+            elif fields["code"] in seen:
+                self.problem(f"{where}.code", "is used by another promotion (codes ignore case)", fields["code"])
+            else:
+                out.append(fields)
+            seen.add(fields["code"])
+        return out
 
     def choice(self, allowed):
         def check(path, value):

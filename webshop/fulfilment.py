@@ -73,9 +73,12 @@ class Orders:
             return charged, "ignored: order mismatch"
         state = payments.state(session)
         state = "failed" if failed and state == "processing" else state
-        fields = {k: charged[c] for k, c in (("amount_subtotal", "amount_subtotal"), ("amount_total", "amount_total"),
-                  ("amount_shipping", "amount_shipping"), ("amount_tax", "amount_tax"),
-                  ("customer_email", "email"), ("payment_intent", "payment_intent"))}
+        fields = {k: charged[c] for k, c in (
+            ("amount_subtotal", "amount_subtotal"), ("amount_total", "amount_total"), ("amount_tax", "amount_tax"),
+            ("amount_shipping", "amount_shipping"), ("amount_discount", "amount_discount"), ("customer_email", "email"),
+            ("payment_intent", "payment_intent"), ("promotion_code", "promotion_code"),
+            ("terms_accepted", "terms_accepted"))}
+        fields["tax_ids"] = json.dumps(charged["tax_ids"]) if charged["tax_ids"] else None
         if state == "paid":
             record = handoff(order, charged, session)
             if not self.ledger.fulfil(order["id"], PAYABLE_FROM, record, charged, source, event, **fields):
@@ -145,7 +148,8 @@ def handoff(order, charged, session):
                    "unit_amount": i["unit_amount"], "amount_total": line.get("amount_total")}
                   for i, line in zip(order["items"], lines)],
         "order_id": order["id"], "session_id": charged["id"], "currency": charged["currency"],
-        **{k: charged[k] for k in ("amount_subtotal", "amount_shipping", "amount_tax", "amount_total")},
+        **{k: charged[k] for k in ("amount_subtotal", "amount_shipping", "amount_tax", "amount_discount",
+                                   "amount_total", "promotion_code", "terms_accepted", "tax_ids")},
         "customer_email": charged["email"], "payment_intent": charged["payment_intent"],
         "shipping_name": shipping.get("name"),
         "shipping_address": {k: address.get(k) for k in ("line1", "line2", "city", "postal_code", "state", "country")},

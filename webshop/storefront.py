@@ -12,7 +12,7 @@ from .security import cookies
 from .settings import ShopError
 
 log = logging.getLogger("shop")
-PER_PAGE = 24
+PER_PAGE, LOW_STOCK = 24, 5  # "Only N left" from LOW_STOCK copies down
 SESSION_ID = re.compile(r"cs_(test|live)_[A-Za-z0-9]{1,250}")
 MAX_QUANTITY, MAX_LINES, MAX_ID = 99, 50, 64
 # The longest cart the shop writes (50 lines of a 64-character id at 99), within the 4,096 bytes every browser
@@ -35,21 +35,23 @@ def install(app, shop):
         pages = max(1, -(-len(catalog.products) // PER_PAGE))
         if page > pages:
             raise ShopError(404, "There is no such page of the catalog.")
-        return shop.render("index.tpl", products=catalog.products[(page - 1) * PER_PAGE: page * PER_PAGE],
-                           page=page, pages=pages)
+        products = catalog.products[(page - 1) * PER_PAGE: page * PER_PAGE]
+        return shop.render("index.tpl", products=products, page=page, pages=pages, low_stock=LOW_STOCK,
+                           left=copies_left(products))
 
     @app.get("/cart")
     def show_cart():
         """The cart with line totals and subtotal, and the browser's open checkout if it left one."""
         catalog = shop.catalog()
-        cart = read_cart(catalog)
+        cart, notes = in_stock(read_cart(catalog), catalog)
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
         sid = shop.guard.valid_sid(request)
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
                            canceled=request.query.get("canceled") == "1", empty_checkout=request.query.get("empty") == "1",
                            added=catalog.product(added) if added in cart else None,
-                           pending=sid and shop.orders.ledger.open_checkout_for(sid))
+                           pending=sid and shop.orders.ledger.open_checkout_for(sid), stock_notes=notes,
+                           free_shipping=[o for o in catalog.shipping_options if o.free_over])
 
     @app.post("/cart")
     def change_cart():
@@ -60,7 +62,10 @@ def install(app, shop):
         if action == "add":
             if product_id not in cart and len(cart) >= MAX_LINES:
                 raise ShopError(400, f"A cart holds at most {MAX_LINES} different products.")
-            cart[product_id] = min(MAX_QUANTITY, cart.get(product_id, 0) + quantity_field(1))
+            left = copies_left([catalog.product(product_id)]).get(product_id, MAX_QUANTITY)
+            if not left:
+                raise ShopError(409, f"Sorry, {catalog.product(product_id).name} is sold out.")
+            cart[product_id] = min(MAX_QUANTITY, left, cart.get(product_id, 0) + quantity_field(1))
         elif action == "set":
             quantity = quantity_field(0)
             if quantity == 0:
@@ -85,7 +90,7 @@ def install(app, shop):
         if request.forms.get("product_id") is not None:  # "Buy now": one product, the cart untouched
             cart = {product_field(catalog): quantity_field(1)}
         else:
-            cart = read_cart(catalog)
+            cart = in_stock(read_cart(catalog), catalog)[0]
         items = lines(cart, catalog)
         if not items:
             see_other("/cart?empty=1")
@@ -93,7 +98,8 @@ def install(app, shop):
         order_id, stale = orders.ledger.start_order(
             shop.guard.browser_id(request, response), catalog.currency,
             [{"product_id": p.id, "name": p.name, "unit_amount": p.price, "quantity": q} for p, q, _ in items],
-            per_minute=shop.config.checkout_limit)
+            per_minute=shop.config.checkout_limit,
+            stock={p.id: p.stock for p, _, _ in items if p.stock is not None})
         for session_id in stale:  # left with "Back": expire it so the same books cannot be paid for twice
             expire(session_id, "new checkout")
         try:
@@ -135,6 +141,23 @@ def install(app, shop):
             count = 0
         return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,
                            cart_count=count)
+
+    def copies_left(products):
+        """{product id: copies left} for the products with limited stock."""
+        stocked = {p.id: p.stock for p in products if p.stock is not None}
+        taken = shop.orders.ledger.taken(stocked) if stocked else {}
+        return {pid: max(0, n - taken.get(pid, 0)) for pid, n in stocked.items()}
+
+    def in_stock(cart, catalog):
+        """The cart held to the copies left, and what the shopper is told about it."""
+        notes = []
+        for pid, left in copies_left([catalog.product(p) for p in cart]).items():
+            if cart[pid] > left:
+                name = catalog.product(pid).name
+                notes.append(f"Sorry, {name} is sold out, so it is not in your order." if not left else
+                             f"Only {left} of {name} left: your order holds that many.")
+                cart[pid] = left
+        return {p: q for p, q in cart.items() if q}, notes
 
     def read_cart(catalog):
         return parse_cart(cookies(request).get(shop.guard.prefix + "cart", ""), catalog)

@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from http.cookiejar import CookieJar
 from urllib.parse import urlencode, urlsplit
@@ -30,19 +29,21 @@ def server(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
     env.update(DATA_DIR=str(tmp_path / "data"), PORT=str(port), HOST="127.0.0.1", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "shop.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    log = open(tmp_path / "shop.log", "w+")  # a file, not a pipe: a full pipe would stop the server mid-line
+    proc = subprocess.Popen([sys.executable, "shop.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
+                            text=True)
     base = f"http://127.0.0.1:{port}"
+
+    def up():
+        if proc.poll() is not None:
+            pytest.fail("the shop did not start: " + (tmp_path / "shop.log").read_text())
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=1) as res:
+                return res.status == 200
+        except OSError:
+            return False
     try:
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(base + "/healthz", timeout=1) as res:
-                    if res.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the shop did not start: " + proc.stderr.read())
+        wait_for(up, "the shop to answer /healthz")
         yield base, env
     finally:
         proc.send_signal(signal.SIGINT)
@@ -51,6 +52,7 @@ def server(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 def checkout(base):

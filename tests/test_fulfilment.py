@@ -10,6 +10,7 @@ from waitress.server import create_server
 
 from standin.events import http_post
 from tests.conftest import BASE, buy, event, handoff, order, pending, sign, start, stop_waitress, wire
+from webshop import payments
 from webshop.fulfilment import Orders
 from webshop.settings import load_config
 
@@ -204,3 +205,24 @@ def test_an_order_of_more_lines_than_a_page_is_handed_off_and_shown_whole(make_s
         "GET /v1/checkout/sessions/{id}/line_items"]
     # One more call for the rest, on the one read of the session: once paid, the page shows what the ledger kept.
     assert listed == 1
+
+
+def test_books_of_the_same_name_are_handed_off_by_their_own_ids(make_shopper, catalog_copy):
+    """The record's lines are the order's own (product id, quantity, price), never looked up by Stripe's name."""
+    data = json.loads(catalog_copy.read_text())
+    first = data["products"][0]
+    data["products"] = [dict(first, id="walden-hardcover", name="Walden", price=2500),
+                        dict(first, id="walden-paperback", name="Walden", price=900)]
+    catalog_copy.write_text(json.dumps(data))
+    shopper = wire(make_shopper(catalog=str(catalog_copy)))
+    shopper.add("walden-paperback", 3)
+    shopper.add("walden-hardcover", 1)
+    sid = shopper.session_id(shopper.checkout())
+    shopper.standin.pay(sid)
+    shopper.standin.deliver_pending()
+    [line] = handoff(shopper)
+    assert [(i["product_id"], i["quantity"], i["unit_amount"]) for i in line["items"]] == [
+        ("walden-paperback", 3, 900), ("walden-hardcover", 1, 2500)]
+    stripe_lines = payments.retrieve_session(shopper.shop.orders.stripe, sid)["line_items"]["data"]
+    assert [(i["unit_amount"], i["amount_total"]) for i in line["items"]] == [
+        (li["price"]["unit_amount"], li["amount_total"]) for li in stripe_lines]

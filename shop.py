@@ -108,7 +108,7 @@ def make_app(config=None):
     @app.get("/static/<path:path>")
     def static(path):
         """Files from public/ only: no dotfiles, no symlinks, no way out of the folder."""
-        if (any(p.startswith(".") or p == "" for p in path.split("/"))
+        if ("\0" in path or any(p.startswith(".") or p == "" for p in path.split("/"))  # a NUL: resolve() raises
                 or PUBLIC.joinpath(path).resolve() != PUBLIC.resolve().joinpath(path)):
             raise ShopError(404, MESSAGES[404])
         request.environ.pop("HTTP_RANGE", None)  # the pages' files are small: always whole

@@ -53,12 +53,12 @@ def with_file(make_shopper):
     return shopper
 
 
-def test_the_record_is_committed_with_the_claim_before_any_file_is_written(make_shopper, capsys):
+def test_the_record_is_committed_with_the_claim_before_any_file_is_written(make_shopper, data_dir, capsys):
     shopper = crash_before_the_file(wire(make_shopper()))
     session_id = buy(shopper)
     shopper.standin.deliver_pending()
     paid_order = order(shopper, session_id)
-    assert paid_order["status"] == "paid" and paid_order["fulfilled_at"]
+    assert paid_order["status"] == "paid" and paid_order["fulfilled_at"] and lines(data_dir) == []
     [(record_id, record)] = shopper.shop.orders.ledger.fulfilments()
     assert record["order_id"] == paid_order["id"] and record["session_id"] == session_id
     assert [i["product_id"] for i in record["items"]] == [i["product_id"] for i in paid_order["items"]]

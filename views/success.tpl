@@ -27,7 +27,7 @@
   <tr><th scope="row" colspan="2">Shipping</th><td class="num">{{money(summary["amount_shipping"], currency=summary["currency"])}}</td></tr>
   <tr><th scope="row" colspan="2">Tax</th><td class="num">{{money(summary["amount_tax"], currency=summary["currency"])}}</td></tr>
 %   if summary["amount_discount"]:
-  <tr><th scope="row" colspan="2">Discount</th><td class="num">−{{money(summary["amount_discount"], currency=summary["currency"])}}</td></tr>
+  <tr><th scope="row" colspan="2">Discount{{" (" + summary["promotion_code"] + ")" if summary.get("promotion_code") else ""}}</th><td class="num">−{{money(summary["amount_discount"], currency=summary["currency"])}}</td></tr>
 %   end
   <tr class="total"><th scope="row" colspan="2">Total {{"charged" if state == "paid" else "due"}}</th><td class="num">{{money(summary["amount_total"] or 0, currency=summary["currency"])}} <span class="cur">{{summary["currency"].upper()}}</span></td></tr>
   </tfoot>

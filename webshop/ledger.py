@@ -136,26 +136,28 @@ class Ledger:
             self.db.lock(c, "stock:" + product_id)
         taken = self._taken(c, list(wanted))
         for product_id, item in wanted.items():
-            left = max(0, stock[product_id] - taken.get(product_id, 0))
+            left = max(0, stock[product_id] - sum(taken.get(product_id, ())))
             if item["quantity"] > left:
                 raise ShopError(409, f"Sorry, {item['name']} is sold out." if not left else
                                 f"Sorry, only {left} of {item['name']} left. Please change the quantity.")
 
     def _taken(self, c, product_ids):
-        """{product id: copies held by open checkouts or sold (and not restocked)}."""
+        """{product id: (copies held by open checkouts, copies sold and not restocked)}."""
         if not product_ids:
             return {}
         now = int(time.time())
         rows = c.execute(
-            "SELECT l.product_id, SUM(l.quantity) AS n FROM order_lines l JOIN orders o ON o.id = l.order_id"
+            "SELECT l.product_id, SUM(CASE WHEN o.status = 'open' THEN l.quantity ELSE 0 END) AS held,"
+            " SUM(CASE WHEN o.status = 'open' THEN 0 ELSE l.quantity END) AS sold"
+            " FROM order_lines l JOIN orders o ON o.id = l.order_id"
             f" WHERE l.product_id IN ({','.join('?' * len(product_ids))}) AND o.restocked = 0 AND"
             " (o.status IN ('awaiting_payment', 'paid', 'partially_refunded', 'refunded', 'disputed')"
             " OR (o.status = 'open' AND (o.session_expires_at > ? OR (o.session_expires_at IS NULL AND o.created > ?))))"
             " GROUP BY l.product_id", (*product_ids, now, iso_utc(now - 600)))
-        return {r["product_id"]: r["n"] for r in rows}
+        return {r["product_id"]: (r["held"], r["sold"]) for r in rows}
 
-    def taken(self, product_ids):
-        """{product id: copies held or sold}, for the pages and `shop.py stock`."""
+    def stock_levels(self, product_ids):
+        """{product id: (copies held by open checkouts, copies sold)}, for the pages and `shop.py stock`."""
         with self.db.read() as c:
             return self._taken(c, list(product_ids))
 

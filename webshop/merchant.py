@@ -20,7 +20,8 @@ from .settings import ROOT, SETTINGS, ConfigError, ShopError, load_config
 log = logging.getLogger("shop")
 JSON_FIELDS = ("id", "status", "session_id", "payment_intent", "currency", "amount_subtotal", "amount_shipping",
                "amount_tax", "amount_total", "amount_refunded", "customer_email", "dispute_status", "created",
-               "updated", "fulfilled_at", "items")
+               "updated", "fulfilled_at", "items", "amount_discount", "promotion_code", "terms_accepted", "tax_ids",
+               "restocked")
 
 
 class Refused(Exception):
@@ -77,7 +78,10 @@ def parser():
     q = sub.add_parser("refund", help="refund a paid order through Stripe (what is left, or --amount)")
     q.add_argument("id")
     q.add_argument("--amount", type=bounded(1, 10**12), help="amount in minor units (cents), e.g. 500 for $5.00")
+    q.add_argument("--restock", action="store_true", help="give the order's copies back to the stock")
     q.set_defaults(run=refund)
+    q = sub.add_parser("stock", help="list stock, copies held by open checkouts and sold, per product")
+    q.set_defaults(run=stock)
     q = sub.add_parser("reconcile", help="repair orders whose webhooks never arrived, from Stripe's sessions")
     q.add_argument("--since", type=duration, default=24 * 3600, help="how far back: 24h (default), 7d, 90m")
     q.set_defaults(run=reconcile)
@@ -263,12 +267,29 @@ def refund(ctx, args):
     replayed = (result.last_response.headers or {}).get("Idempotent-Replayed") == "true"
     print(f"Refund {result.id} of {money(result.amount, cur)} for order {o['id']}: {result.status}"
           + (" (already made earlier; Stripe replayed it)" if replayed else "") + ".")
+    if args.restock and ctx.ledger.restock(o["id"], "cli refund"):
+        print(f"Order {o['id']}: its copies are back in stock.")
     _deliver_now(ctx)
     after = ctx.ledger.get(o["id"])
     if (after["status"], after["amount_refunded"]) != (o["status"], o["amount_refunded"]):
         print(f"Order {o['id']} is now {after['status']} ({money(after['amount_refunded'], cur)} refunded).")
     else:
         print("The order changes when Stripe's charge.refunded event reaches the shop.")
+    return 0
+
+
+def stock(ctx, args):
+    """Per product with a stock: its stock, the copies held by open checkouts and sold, and what is left."""
+    from .catalog import load_catalog
+    products = [p for p in load_catalog(ctx.config.catalog, ROOT / "public").products if p.stock is not None]
+    levels = ctx.ledger.stock_levels(p.id for p in products)
+    for i, p in enumerate(products):
+        if i == 0:
+            print(f"{'PRODUCT':<40} {'STOCK':>7} {'HELD':>7} {'SOLD':>7} {'LEFT':>7}")
+        h, s = levels.get(p.id, (0, 0))
+        print(f"{shown(p.id)[:40]:<40} {p.stock:>7} {h:>7} {s:>7} {max(0, p.stock - h - s):>7}")
+    if not products:
+        print("No product in the catalog has a stock (every one is unlimited).")
     return 0
 
 

@@ -145,8 +145,8 @@ def install(app, shop):
     def copies_left(products):
         """{product id: copies left} for the products with limited stock."""
         stocked = {p.id: p.stock for p in products if p.stock is not None}
-        taken = shop.orders.ledger.taken(stocked) if stocked else {}
-        return {pid: max(0, n - taken.get(pid, 0)) for pid, n in stocked.items()}
+        taken = shop.orders.ledger.stock_levels(stocked) if stocked else {}
+        return {pid: max(0, n - sum(taken.get(pid, ()))) for pid, n in stocked.items()}
 
     def in_stock(cart, catalog):
         """The cart held to the copies left, and what the shopper is told about it."""

@@ -1,0 +1,142 @@
+"""Stock and free shipping from catalog.json: the last copy is sold once, pages say what is left, the cart holds
+no more than there is, and a shipping option can be free over an amount."""
+
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+import webtest
+
+from tests.conftest import ROOT, pay, wire
+
+
+@pytest.fixture
+def stocked(make_shopper, catalog_copy):
+    """make(stock=N for walden, **catalog edits) -> a shopper on a catalog with that stock."""
+    def make(walden=1, **top):
+        data = json.loads(catalog_copy.read_text())
+        for p in data["products"]:
+            if p["id"] == "walden":
+                p["stock"] = walden
+        data.update(top)
+        catalog_copy.write_text(json.dumps(data))
+        return make_shopper(catalog=str(catalog_copy))
+    return make
+
+
+def card(page, product_id):
+    """The home page's card of one product (found by its cover image)."""
+    return next(c for c in page.text.split('<li class="card">') if f"/{product_id}." in c.split(">")[0])
+
+
+def test_pages_say_only_n_left_then_sold_out_without_buttons(stocked):
+    shopper = stocked(walden=2)
+    assert "Only 2 left" in card(shopper.get("/"), "walden")
+    assert "left" not in card(shopper.get("/"), "moby-dick")  # unlimited stock says nothing
+    shopper.checkout(product_id="walden", quantity="2")  # an open checkout holds both copies
+    sold_out = card(shopper.get("/"), "walden")
+    assert "Sold out" in sold_out and "Buy now" not in sold_out and "Add to cart" not in sold_out
+
+
+def test_the_last_copy_checked_out_by_two_shoppers_at_once_is_sold_once(stocked, make_shopper):
+    first = stocked(walden=1)
+    others = [make_shopper(catalog=first.shop.config.catalog) for _ in range(5)]
+    tokens, gate, answers = [o.csrf() for o in others], threading.Barrier(len(others)), [None] * len(others)
+
+    def click(i):
+        browser = webtest.TestApp(others[i].app, extra_environ={"HTTP_HOST": "shop.test", "HTTP_COOKIE": "; ".join(
+            f"{k}={v}" for k, v in others[i].cookies.items())})
+        gate.wait()
+        answers[i] = browser.post("/checkout", {"csrf_token": tokens[i], "product_id": "walden"}, expect_errors=True)
+    threads = [threading.Thread(target=click, args=(i,)) for i in range(len(others))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(a.status_int for a in answers) == [303] + [409] * 4
+    refused = [a for a in answers if a.status_int == 409]
+    assert all("Walden is sold out" in a.text for a in refused)  # told before Stripe, never a payment to refund
+    winner = next(a for a in answers if a.status_int == 303)
+    assert "/offline-checkout/" in winner.location
+    sessions = first.shop.orders.stripe.v1.checkout.sessions.list({"limit": 100})
+    assert len(sessions.data) == 1  # the refused shoppers never reached Stripe
+
+
+def test_a_session_holding_stock_expires_after_30_minutes_and_gives_the_copy_back(stocked):
+    shopper = stocked(walden=1)
+    session_id = shopper.session_id(shopper.checkout(product_id="walden"))
+    session = shopper.standin.get(session_id)
+    assert 30 * 60 <= session["expires_at"] - session["created"] <= 32 * 60  # Stripe's shortest lifetime
+    unstocked = shopper.session_id(shopper.checkout(product_id="moby-dick"))
+    assert shopper.standin.get(unstocked)["expires_at"] - shopper.standin.get(unstocked)["created"] == 24 * 3600
+    shopper.shop.orders.sync(session_id, dict(shopper.standin.get(session_id), status="expired"), "test")
+    assert "Only 1 left" in card(shopper.get("/"), "walden")
+
+
+def test_the_cart_holds_no_more_than_is_left(stocked):
+    shopper = stocked(walden=3)
+    shopper.add("walden", 5)
+    cart = shopper.get("/cart")
+    assert shopper.cart_cookie() == "walden:3"
+    shopper.add("walden", 1)
+    assert shopper.cart_cookie() == "walden:3"
+    shopper.checkout()  # holds all three
+    refused = shopper.post("/cart", {"csrf_token": shopper.csrf(), "action": "add", "product_id": "walden"},
+                           status=409)
+    assert "sold out" in refused.text
+    assert "sold out" in shopper.get("/cart").text
+    assert 'value="3"' in cart.text
+
+
+def test_a_paid_order_keeps_its_copies_and_a_refund_restocks_only_when_asked(stocked, data_dir):
+    shopper = stocked(walden=2)
+    to_stripe = shopper.checkout(product_id="walden", quantity="2")
+    pay(shopper, to_stripe)
+    wire(shopper)
+    shopper.standin.deliver_pending()
+    order = shopper.shop.orders.ledger.by_session(shopper.session_id(to_stripe))
+    assert order["status"] == "paid"
+    assert "Sold out" in card(shopper.get("/"), "walden")
+
+    def command(*args):
+        env = {"DATA_DIR": str(data_dir), "CATALOG": str(shopper.shop.config.catalog), "PATH": "/usr/bin:/bin",
+               "BASE_URL": "http://127.0.0.1:9", "DATABASE_URL": shopper.shop.config.database_url}
+        return subprocess.run([sys.executable, "shop.py", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=60)
+    listing = command("stock")
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.splitlines()[1].split() == ["walden", "2", "0", "2", "0"]
+    assert command("refund", order["id"], "--amount", "100").returncode == 0
+    assert "Sold out" in card(shopper.get("/"), "walden")  # a refund alone does not restock
+    assert command("refund", order["id"], "--amount", "100", "--restock").returncode == 0
+    assert "Only 2 left" in card(shopper.get("/"), "walden")
+
+
+def test_stock_values_are_checked_with_the_field_path(stocked, catalog_copy):
+    data = json.loads(catalog_copy.read_text())
+    data["products"][0]["stock"] = "ten"
+    catalog_copy.write_text(json.dumps(data))
+    check = subprocess.run([sys.executable, "shop.py", "check"], cwd=ROOT, capture_output=True, text=True,
+                           env={"CATALOG": str(catalog_copy), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert check.returncode == 1
+    assert 'catalog.json: products[0].stock: must be a whole number from 0 to 1000000, got "ten"' in check.stdout
+
+
+def test_free_shipping_over_an_amount_is_offered_at_zero_and_shown_on_the_cart(make_shopper, catalog_copy):
+    data = json.loads(catalog_copy.read_text())
+    data["shipping"]["options"][0]["free_over"] = 3000
+    catalog_copy.write_text(json.dumps(data))
+    shopper = make_shopper(catalog=str(catalog_copy))
+    standard = data["shipping"]["options"][0]
+    shopper.add("walden")  # under the amount
+    assert f"Free {standard['name'].lower()} over $30.00." in shopper.get("/cart").text
+
+    def rates(checkout):
+        session = shopper.standin.get(shopper.session_id(checkout))
+        return [shopper.standin.get(o["shipping_rate"])["fixed_amount"]["amount"] for o in session["shipping_options"]]
+    assert rates(shopper.checkout())[0] == standard["amount"]
+    shopper.add("moby-dick", 2)
+    assert "this order qualifies" in shopper.get("/cart").text
+    assert rates(shopper.checkout())[0] == 0

@@ -477,3 +477,14 @@ def test_reconcile_settles_an_order_left_open_without_a_session_once(shop, run):
     assert code == 0 and "nothing to repair" in out and lost not in out
     assert book.get(lost)["status"] == "checkout_failed" and book.history(lost) == history
     assert book.get(young)["status"] == "open"
+
+
+def test_stripe_calls_are_logged_once_each_by_the_shop_and_never_as_api_stripe_com_offline(shop, data_dir,
+                                                                                          database_url):
+    """The shop logs one line per Stripe call (endpoint, status, time, request id); the SDK's own lines would add
+    two more per call, naming api.stripe.com though the offline stand-in answered."""
+    paid(shop)
+    proc = shop_py("reconcile", env=cli_env(data_dir, database_url))
+    assert proc.returncode == 0, proc.stderr
+    assert "shop.stripe: stripe GET /v1/checkout/sessions status=200" in proc.stderr
+    assert "api.stripe.com" not in proc.stdout + proc.stderr

@@ -96,6 +96,9 @@ def main(argv):
     from dotenv import load_dotenv
     load_dotenv(ROOT / ".env")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # payments.call logs each Stripe call once; the SDK's own INFO lines would add two more per call, naming
+    # api.stripe.com even when the offline stand-in answered.
+    logging.getLogger("stripe").setLevel(logging.WARNING)
     args = parser().parse_args(argv)
     command = args.command or "serve"
     try:

@@ -324,7 +324,11 @@ class Ledger:
         with self.db.tx() as c:
             self.db.lock(c, "secret_key")
             row = c.execute("SELECT value FROM checkpoints WHERE name = 'secret_key'").fetchone()
-            if row is None or len(json.loads(row["value"])) < 32:  # missing, emptied or cut short: a new one
+            try:
+                kept = json.loads(row["value"]) if row else None
+            except ValueError:  # emptied to '' or garbled: not JSON at all
+                kept = None
+            if not (isinstance(kept, str) and len(kept) >= 32):  # missing, emptied, cut short or not text: a new one
                 c.execute("DELETE FROM checkpoints WHERE name = 'secret_key'")
                 c.execute("INSERT INTO checkpoints (name, value) VALUES ('secret_key', ?)",
                           (json.dumps(secrets.token_urlsafe(32)),))

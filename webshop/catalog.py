@@ -1,35 +1,7 @@
 """The shop's catalog: catalog.json checked in full, reloaded when edited, and money formatted for shoppers.
 
-catalog.json is written by hand by the merchant. Its shape (every key shown; "tax" and each
-"tax_code" may be left out):
-
-    {
-      "shop": {"name": "Paper Lantern Books", "currency": "usd"},
-      "products": [
-        {"id": "moby-dick", "name": "Moby-Dick", "description": "Herman Melville's 1851 novel ...",
-         "price": 1599, "image": "img/books/moby-dick.svg", "tax_code": "txcd_35010000"}
-      ],
-      "shipping": {
-        "countries": ["US", "CA", "GB"],
-        "options": [{"id": "standard", "name": "Standard shipping", "amount": 500,
-                     "min_days": 3, "max_days": 7, "tax_code": "txcd_92010001"}]
-      },
-      "tax": {"mode": "automatic", "behavior": "exclusive"}
-    }
-
-- currency: lowercase ISO code that Stripe supports; every amount is an integer in its minor unit
-  (1599 is $15.99 in usd, 1500 is ¥1,500 in jpy). At most 99999999.
-- id: lowercase letters, digits and hyphens, up to 64 characters, unique within its list.
-- image: a path under public/ to an existing .svg/.png/.jpg/.jpeg/.gif/.webp file, in letters, digits
-  and . _ - / only (it becomes part of a URL).
-- shipping: countries are ISO 3166-1 alpha-2 codes ("GB", not "UK"); 1 to 5 options, days are
-  business days with 1 <= min_days <= max_days.
-- tax: mode "automatic" (Stripe Tax) or "none" (the default); behavior "exclusive" (tax added on
-  top, the default) or "inclusive" (prices already include it).
-
-Every problem is reported, not just the first, as `<file>: <where>: <what>, got <value as JSON>`,
-e.g. `catalog.json: products[3].price: must be a positive integer in minor units, got 12.5`.
-The checks themselves live in catalog_rules.py; `python shop.py check` prints them via problems().
+The file's fields are documented in the README ("The catalog"); the checks are in catalog_rules.py, which reports
+every problem as `<file>: <where>: <what>, got <value>` (e.g. `catalog.json: products[3].price: ...`).
 """
 import logging
 import os

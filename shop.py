@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 
 import bottle
 from bottle import Bottle, request, response, static_file
@@ -137,7 +138,8 @@ def make_app(config=None):
 
 
 def _shop_errors(shop, callback):
-    """Plugin: a ShopError raised by any route becomes the error page with its status (JSON for /webhook)."""
+    """Plugin: a ShopError raised by any route becomes the error page with its status (JSON for /webhook), and any
+    other exception the 500 page: answered here, the after_request hook's access line says 500, not bottle's 200."""
 
     @functools.wraps(callback)
     def wrapper(*args, **kwargs):
@@ -147,6 +149,11 @@ def _shop_errors(shop, callback):
             if e.detail:
                 log.info("refused %s %s: %s (%s)", request.method, request.path, e.status, e.detail)
             raise refusal(e.status, e.message, e) from None
+        except bottle.HTTPResponse:
+            raise
+        except Exception as e:  # noqa: BLE001 — a crash is a 500 here, before the access line is written
+            request.environ["wsgi.errors"].write(traceback.format_exc())  # the traceback where bottle writes it
+            raise bottle.HTTPError(500, MESSAGES[500], e) from None
     return wrapper
 
 

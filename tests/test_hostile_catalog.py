@@ -18,7 +18,8 @@ PRODUCT_IDS = [p["id"] for p in VALID["products"]]
 anything = st.text(max_size=80)
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63), st.floats(allow_nan=False), anything)
 json_value = st.recursive(json_leaf, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                             st.dictionaries(anything, inner, max_size=3)), max_leaves=8)
+                                                             st.dictionaries(anything, inner, max_size=3)),
+                          max_leaves=8)
 
 
 def _paths(value, prefix=()):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import (BASE, ROOT, as_served, assert_ledger_consistent, browser_of, survived, wsgi)
+from tests.conftest import BASE, ROOT, as_served, assert_ledger_consistent, browser_of, survived, wsgi
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 PRODUCT_IDS = [p["id"] for p in json.loads((ROOT / "catalog.json").read_text())["products"]]

@@ -1,5 +1,5 @@
-"""Nothing the shopper sends sets what they pay: extra form fields, a hand-edited URL, and anything posted to the offline
-payment page leave the prices, amounts and URLs the catalog and Stripe decide."""
+"""Nothing the shopper sends sets what they pay: extra form fields, a hand-edited URL, and anything posted to the
+offline payment page leave the prices, amounts and URLs the catalog and Stripe decide."""
 
 from urllib.parse import urlencode
 

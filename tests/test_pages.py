@@ -124,7 +124,8 @@ def test_invalid_catalog_edit_keeps_the_shop_serving(make_shopper, catalog_copy)
     page = shopper.get("/")
     assert name in page.text  # the last good catalog
     health = shopper.get("/healthz", status=503)
-    assert health.text.splitlines() == ["unhealthy", "catalog: the last edit was not loaded (see `python shop.py check`)"]
+    assert health.text.splitlines() == ["unhealthy",
+                                        "catalog: the last edit was not loaded (see `python shop.py check`)"]
     assert str(catalog_copy) not in health.text
 
 

@@ -220,7 +220,9 @@ class SharedReads:
         if mine:
             try:
                 future.set_result(retrieve_session(self.client, session_id))
-            except BaseException as e:
+            except BaseException as e:  # shared with the views already waiting, not with later ones
+                with self.lock:
+                    self.reads.pop(session_id, None)
                 future.set_exception(e)
         return future.result()
 

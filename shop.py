@@ -11,7 +11,7 @@ import traceback
 import bottle
 from bottle import Bottle, request, response, static_file
 
-from webshop import payments, storefront, webhooks
+from webshop import admin, payments, storefront, webhooks
 from webshop.catalog import CatalogStore, format_money
 from webshop.fulfilment import Orders
 from webshop.security import Guard, cookies
@@ -23,21 +23,23 @@ log = logging.getLogger("shop")
 access = logging.getLogger("shop.access")
 MAX_WEBHOOK, MAX_FORM = 512 * 1024, 16 * 1024  # Stripe's events are a few KB; every other body is a small form
 MESSAGES = {
-    400: "The request could not be understood.", 403: "That is not allowed.", 404: "There is no such page.",
+    400: "The request could not be understood.", 401: "Please sign in.", 403: "That is not allowed.",
+    404: "There is no such page.",
     405: "That page does not take this kind of request.", 413: "That request is too large.",
     429: "Too many requests. Please wait a minute and try again.",
     500: "Something went wrong on our side. Nothing was charged twice; please try again.",
     502: "The payment service refused the request. Your cart is kept.", 503: payments.UNAVAILABLE,
 }
-TITLES = {400: "Bad request", 403: "Forbidden", 404: "Not found", 405: "Method not allowed", 413: "Too large",
-          429: "Too many requests", 500: "Server error", 502: "Payment refused", 503: "Payment service unavailable"}
+TITLES = {400: "Bad request", 401: "Sign in", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
+          413: "Too large", 429: "Too many requests", 500: "Server error", 502: "Payment refused",
+          503: "Payment service unavailable"}
 
 
 class Shop:
     """What every request handler needs, made once per app: catalog, orders, Stripe reads, the guard."""
 
     def __init__(self, config):
-        self.config, self.promotions = config, None
+        self.config, self.promotions = config, ()  # the promotions last made active at Stripe by this process
         self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds)
         self.orders = Orders(config, business_name=self.catalog().shop_name)
         self.reads = payments.SharedReads(self.orders.stripe)
@@ -103,6 +105,7 @@ def make_app(config=None):
     app.install(functools.partial(_shop_errors, shop))
     storefront.install(app, shop)
     webhooks.install(app, shop)
+    admin.install(app, shop)  # /admin, only when ADMIN_PASSWORD is set
     if shop.orders.standin is not None:  # offline test mode: the stand-in's payment page
         shop.orders.standin.install_pay_page(app)
 

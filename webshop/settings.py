@@ -1,11 +1,13 @@
 """The shop's settings as data: one table (name, env var, default, help), read from the environment and `.env`."""
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")  # a plain ASCII address
 
 
 class ShopError(Exception):
@@ -66,6 +68,15 @@ SETTINGS = (
             "Seconds a connection may stay silent (mid-request or idle keep-alive) before it is closed."),
     Setting("checkout_limit", "CHECKOUT_LIMIT", 10,
             "Checkouts one browser may start per minute; more get a 429 page (protects Stripe's rate limit)."),
+    Setting("smtp_url", "SMTP_URL", "",
+            "Mail server for order emails: smtp://user:pass@host:587 (STARTTLS when offered) or smtps://...:465; "
+            "?timeout=30 sets the seconds per step. Empty: each email is written to DATA_DIR/outbox/ as a .eml file.",
+            secret=True),
+    Setting("merchant_email", "MERCHANT_EMAIL", "", "Address that gets a notice of each new order (empty: none)."),
+    Setting("mail_from", "MAIL_FROM", "", "Sender address of the shop's emails (default shop@ the BASE_URL host)."),
+    Setting("admin_password", "ADMIN_PASSWORD", "",
+            "Password of the orders page /admin (user admin); empty: no /admin. Live mode needs 12+ characters.",
+            secret=True),
 )
 
 MODES = ("offline", "test", "live")
@@ -91,6 +102,10 @@ class Config:
     connection_limit: int
     channel_timeout: int
     checkout_limit: int
+    smtp_url: str
+    merchant_email: str
+    mail_from: str
+    admin_password: str
     mode: str
     standin: object = None  # tests only: a stand-in to use instead of making one
 
@@ -176,6 +191,20 @@ def load_config(overrides=None, environ=None):
                               "(any sk_test_ key works against stripe-mock or `python -m standin`)")
     if values["database_url"] and urlsplit(values["database_url"]).scheme not in ("postgresql", "postgres"):
         raise ConfigError("DATABASE_URL: must be empty (SQLite) or a postgresql:// URL")
+    if mode == "live" and values["admin_password"] and len(values["admin_password"]) < 12:
+        raise ConfigError("ADMIN_PASSWORD: live mode needs at least 12 characters (or none: no /admin)")
+    smtp = urlsplit(values["smtp_url"])  # never echoed: it may hold a password
+    try:
+        smtp.port  # raises on a port that is not a number up to 65535
+    except ValueError:
+        smtp = smtp._replace(scheme="")
+    if values["smtp_url"] and (smtp.scheme not in ("smtp", "smtps") or not smtp.hostname):
+        raise ConfigError("SMTP_URL: must be empty or like smtp://user:pass@host:587 or smtps://host:465")
+    host = "shop@" + urlsplit(values["base_url"]).hostname
+    values["mail_from"] = values["mail_from"] or (host if EMAIL.fullmatch(host) else "shop@localhost")
+    for name in ("merchant_email", "mail_from"):
+        if values[name] and not EMAIL.fullmatch(values[name]):
+            raise ConfigError(f"{name.upper()}: must be a plain address like orders@example.com")
     values["catalog"] = (ROOT / values["catalog"]).resolve()
     values["data_dir"] = (ROOT / values["data_dir"]).resolve()
     return Config(mode=mode, standin=standin, **values)

@@ -5,7 +5,7 @@ import json
 import logging
 import os
 
-from . import payments
+from . import mail, payments
 from .ledger import Ledger, utcnow
 
 log = logging.getLogger("shop.fulfilment")
@@ -29,6 +29,7 @@ class Orders:
     def __init__(self, config, business_name="Test shop"):
         self.config = config
         self.ledger = Ledger(config)
+        self.ledger.notify = mail.Notices(config, business_name)  # the emails a payment, failure or refund causes
         self.stripe, self.standin = payments.make_client(config, business_name)
         # The embedded default also writes each hand-off as a line of DATA_DIR/fulfilments.jsonl for the warehouse.
         self.jsonl = None if config.database_url else config.data_dir / "fulfilments.jsonl"

@@ -337,16 +337,16 @@ class Ledger:
 
     # -- the outbox: claimed under a lease, so no two senders have one message at once ---------------------------
 
-    def claim_mail(self, now, lease_seconds, due=None, max_attempts=25):
+    def claim_mail(self, now, lease_seconds, due=None, skip=(), max_attempts=25):
         """One unsent message whose attempt is due (by `due`, default now) and that no sender holds, leased to the
-        caller until now + lease_seconds; None when there is none."""
+        caller until now + lease_seconds; None when there is none. skip: ids this sender already tried."""
         now_iso, until = iso_utc(now), iso_utc(now + lease_seconds)
         with self.db.read() as c:
             ids = [r["id"] for r in c.execute(
                 "SELECT id FROM outbox WHERE sent_at IS NULL AND next_attempt <= ? AND attempts < ? AND"
                 " (lease_until IS NULL OR lease_until < ?) ORDER BY next_attempt LIMIT 20",
                 (iso_utc(due or now), max_attempts, now_iso))]
-        for mail_id in ids:  # another sender may take one first: then the UPDATE changes no row
+        for mail_id in (i for i in ids if i not in skip):  # another sender may take it first: no row changes
             with self.db.tx() as c:
                 if c.execute("UPDATE outbox SET lease_until = ?, attempts = attempts + 1 WHERE id = ? AND sent_at"
                              " IS NULL AND (lease_until IS NULL OR lease_until < ?)",
@@ -367,7 +367,7 @@ class Ledger:
     def outbox(self, order_id=None, pending=False, limit=100):
         """Messages, newest first (without their text): an order's, or the unsent ones."""
         sql = ("SELECT id, order_id, kind, amount, recipient, created, attempts, next_attempt, lease_until, sent_at,"
-               " last_error FROM outbox WHERE " + ("order_id = ?" if order_id else "1 = 1 OR ? IS NULL")
+               " last_error FROM outbox WHERE order_id " + ("= ?" if order_id else "<> ?")  # '' is no order's id
                + (" AND sent_at IS NULL" if pending else "") + " ORDER BY created DESC, id LIMIT ?")
         with self.db.read() as c:
             return [dict(r) for r in c.execute(sql, (order_id or "", limit))]

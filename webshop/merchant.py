@@ -10,8 +10,8 @@ import sys
 import time
 from urllib.parse import urlsplit
 
-from . import payments
-from .catalog import format_money
+from . import mail, payments
+from .catalog import CatalogError, format_money, load_catalog
 from .fulfilment import Orders
 from .ledger import REFUNDABLE, STATUSES
 from .reconcile import reconcile
@@ -71,6 +71,8 @@ def parser():
     q.add_argument("--limit", type=bounded(1, 100000), default=50, help="how many (default 50)")
     q.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     q.set_defaults(run=orders)
+    sub.add_parser("mail", help="send the emails waiting to go out now, back-off or not").set_defaults(run=send_mail)
+    sub.add_parser("outbox", help="list the emails not sent yet, with their attempts").set_defaults(run=outbox)
     q = sub.add_parser("order", help="show one order in full, with its history")
     q.add_argument("id")
     q.add_argument("--json", action="store_true", help="print JSON")
@@ -108,8 +110,12 @@ def main(argv):
         return 2
     if command in ("serve", "check", "settings"):
         return {"serve": serve, "check": check, "settings": show_settings}[command](config)
+    try:  # the shop's name signs the emails a command causes (reconcile); a broken catalog stops no command
+        name = load_catalog(config.catalog, ROOT / "public").shop_name
+    except CatalogError:
+        name = "Test shop"
     try:
-        with_orders = Orders(config)
+        with_orders = Orders(config, business_name=name)
     except Exception as e:  # noqa: BLE001 — an unreachable database, say: one line, no traceback
         print(f"cannot open the database: {type(e).__name__}", file=sys.stderr)
         return 2
@@ -176,11 +182,13 @@ def serve(config):
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))  # stop as on Ctrl-C
     if shop.orders.standin is not None:
         shop.orders.standin.start_webhook_sender()
+    mailer = mail.start_sender(shop.orders)
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
+        mailer.set()
         shop.orders.close()
         log.info("stopped")
     return 0
@@ -278,6 +286,22 @@ def refund(ctx, args):
         print(f"Order {o['id']} is now {after['status']} ({money(after['amount_refunded'], cur)} refunded).")
     else:
         print("The order changes when Stripe's charge.refunded event reaches the shop.")
+    return 0
+
+
+def send_mail(ctx, args):
+    sent, failed = mail.send_due(ctx, retry_now=True)
+    print(f"Sent {sent} email(s)" + (f"; {failed} failed and will be retried (`python shop.py outbox`)." if failed
+                                     else "."))
+    return 1 if failed else 0
+
+
+def outbox(ctx, args):
+    rows = ctx.ledger.outbox(pending=True, limit=1000)
+    for m in rows:
+        print(f"{m['id']}  to {shown(m['recipient'])}  attempts {m['attempts']}, next {_short(m['next_attempt'])}"
+              + (f": {shown(m['last_error'])}" if m["last_error"] else ""))
+    print(f"{len(rows)} email(s) waiting." if rows else "No email is waiting to be sent.")
     return 0
 
 

@@ -1,0 +1,170 @@
+"""Order emails: composed when an order changes (stored by the ledger in that change's transaction), sent after it.
+
+A sender claims one message at a time under a lease, so two threads or instances never send the same one at
+once; it marks the message sent once the server accepted it, and retries with back-off otherwise. A sender that
+dies between the server's "accepted" and that mark leaves the lease to expire and the message is sent again:
+at least once is the best SMTP allows. Without SMTP_URL each message is written once as DATA_DIR/outbox/<id>.eml.
+"""
+
+import logging
+import os
+import re
+import smtplib
+import ssl
+import threading
+import time
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate
+from html import escape
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .catalog import format_money
+from .settings import EMAIL
+
+log = logging.getLogger("shop.mail")
+MAX_BACKOFF = 6 * 3600
+
+
+class Notices:
+    """ledger.notify: the emails an order change causes, as {id, kind, amount, to, message}."""
+
+    def __init__(self, config, shop_name):
+        self.config, self.shop_name = config, shop_name
+
+    def __call__(self, what, order, **details):
+        try:
+            return list(self._compose(what, order, **details))
+        except Exception:  # noqa: BLE001 — an email must never stop the payment or refund that causes it
+            log.exception("no email composed for order %s (%s)", order["id"], what)
+            return []
+
+    def _compose(self, what, order, record=None, before=0):
+        money, oid = (lambda amount: format_money(amount or 0, order["currency"])), order["id"]
+        to = order["customer_email"] if EMAIL.fullmatch(order["customer_email"] or "") else None
+        if to is None and order["customer_email"]:
+            log.warning("order %s: the shopper's email is not a plain address; no email to the shopper", oid)
+        if what == "paid":
+            rows = [(f"{i['quantity']} × {i['name']}", money(i["unit_amount"] * i["quantity"])) for i in record["items"]]
+            rows += [("Subtotal", money(record["amount_subtotal"]))]
+            if record["amount_discount"]:
+                code = f" ({record['promotion_code']})" if record["promotion_code"] else ""
+                rows.append((f"Discount{code}", "−" + money(record["amount_discount"])))
+            rows += [("Shipping", money(record["amount_shipping"])), ("Tax", money(record["amount_tax"])),
+                     ("Total", money(record["amount_total"]))]
+            a = record["shipping_address"]
+            where = "\n".join(x for x in (record["shipping_name"], a["line1"], a["line2"], " ".join(
+                x for x in (a["postal_code"], a["city"]) if x), a["state"], a["country"]) if x) or "—"
+            facts = [f"Ship to:\n{where}", f"Email: {record['customer_email'] or '—'}\n"
+                     f"Payment reference: {record['payment_intent'] or '—'}"]
+            if self.config.merchant_email:
+                yield self._message(oid, "order_notice", 0, self.config.merchant_email,
+                                    f"New order {oid}: {money(record['amount_total'])}",
+                                    [f"Order {oid} is paid. Please ship it."] + facts, rows)
+            if to:
+                yield self._message(oid, "confirmation", 0, to, f"Your order {oid} at {self.shop_name}",
+                                    [f"Thank you for your order {oid}: your payment went through."] + facts, rows)
+        elif what == "payment_failed" and to:
+            yield self._message(oid, "payment_failed", 0, to, f"Your payment for order {oid} did not go through", [
+                f"The payment for your order {oid} of {money(order['amount_total'])} did not go through, so "
+                "nothing was charged and the order will not be shipped. You are welcome to order again."])
+        elif what == "refund" and to:
+            total = order["amount_refunded"]
+            yield self._message(oid, "refund", total, to, f"Refund for your order {oid}", [
+                f"We refunded {money(total - before)} of your order {oid} ({money(total)} of "
+                f"{money(order['amount_total'])} refunded in all). It reaches your card in 5 to 10 days."])
+
+    def _message(self, order_id, kind, amount, to, subject, paragraphs, rows=()):
+        """Plain text and a simple HTML alternative (every value escaped); the id names order, kind and amount."""
+        msg, mail_id = EmailMessage(), f"{order_id}.{kind}.{amount}@{self.config.mail_from.rpartition('@')[2]}"
+        msg["Subject"], msg["To"], msg["Date"], msg["Message-ID"] = subject, to, formatdate(), f"<{mail_id}>"
+        msg["From"] = Address(self.shop_name, addr_spec=self.config.mail_from)
+        width = max([len(label) for label, _ in rows] + [10])
+        table = "\n".join(f"{label:<{width}}  {value:>12}" for label, value in rows)
+        msg.set_content("\n\n".join(paragraphs[:1] + ([table] if rows else []) + paragraphs[1:]) + "\n")
+        cells = "".join(f"<tr><th align=left>{escape(label)}</th><td align=right>{escape(value)}</td></tr>"
+                        for label, value in rows)
+        paras = [f"<p>{escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs]
+        msg.add_alternative(f"<!doctype html><html><body><h1>{escape(self.shop_name)}</h1>{paras[0]}"
+                            + (f"<table>{cells}</table>" if rows else "") + "".join(paras[1:]) + "</body></html>",
+                            subtype="html")
+        return {"id": mail_id, "kind": kind, "amount": amount, "to": to, "message": msg.as_string()}
+
+
+def timeout(config):
+    """Seconds per SMTP step: SMTP_URL's ?timeout=N, else 30."""
+    value = parse_qs(urlsplit(config.smtp_url).query).get("timeout", [""])[0]
+    return float(value) if re.fullmatch(r"[0-9]{1,4}(\.[0-9]+)?", value) and float(value) > 0 else 30.0
+
+
+def send_due(orders, now=None, retry_now=False):
+    """Send each message that is due (retry_now: those waiting out a back-off too), once; returns (sent, failed)."""
+    config, ledger, now = orders.config, orders.ledger, time.time() if now is None else now
+    sent, failed, tried = 0, 0, set()
+    while True:  # one claim at a time: a lease only has to cover one message's send
+        row = ledger.claim_mail(now, 10 * timeout(config), due=now + 10 ** 9 if retry_now else None, skip=tried)
+        if row is None:
+            return sent, failed
+        tried.add(row["id"])
+        try:
+            deliver(config, row)
+        except Exception as e:  # noqa: BLE001 — down, refused, dropped, or a bad answer: all are retried
+            error = " ".join(str(x) for x in (type(e).__name__, getattr(e, "smtp_code", ""),
+                                              getattr(e, "strerror", "") or "") if x)[:200]
+            retry = now + min(MAX_BACKOFF, 60 * 2 ** (row["attempts"] - 1))
+            ledger.mail_failed(row["id"], error, retry)
+            log.warning("email %s not sent (attempt %d): %s; next try at %s", row["id"], row["attempts"], error,
+                        time.strftime("%H:%M:%S", time.gmtime(retry)))
+            failed += 1
+        else:
+            ledger.mail_sent(row["id"])
+            log.info("email %s sent to the %s", row["id"], "mail server" if config.smtp_url else "outbox folder")
+            sent += 1
+
+
+def deliver(config, row):
+    """Hand one stored message to the mail server, or write it as <id>.eml (atomically: whole or not at all)."""
+    if not config.smtp_url:
+        folder = config.data_dir / "outbox"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9._@-]", "_", row["id"]) + ".eml"
+        temporary = folder / f".{name}.{os.getpid()}.{threading.get_ident()}"
+        with open(temporary, "w", encoding="ascii") as f:
+            f.write(row["message"])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, folder / name)  # the same id twice: still one file
+        return
+    url, seconds = urlsplit(config.smtp_url), timeout(config)
+    if url.scheme == "smtps":
+        server = smtplib.SMTP_SSL(url.hostname, url.port or 465, timeout=seconds, context=ssl.create_default_context())
+    else:
+        server = smtplib.SMTP(url.hostname, url.port or 587, timeout=seconds)
+    with server:
+        server.ehlo()
+        secure = url.scheme == "smtps"
+        if not secure and server.has_extn("starttls"):
+            server.starttls(context=ssl.create_default_context())
+            server.ehlo()
+            secure = True
+        if url.username:
+            if not secure and url.hostname not in ("localhost", "127.0.0.1", "::1"):
+                raise smtplib.SMTPException("no TLS offered: the password is not sent in the clear")
+            server.login(unquote(url.username), unquote(url.password or ""))
+        server.sendmail(config.mail_from, [row["recipient"]], row["message"])
+
+
+def start_sender(orders, interval=1.0):
+    """A daemon thread sending due emails every `interval` seconds; set the returned event to stop it."""
+    stop = threading.Event()
+
+    def run():
+        while True:
+            try:
+                send_due(orders)
+            except Exception:  # noqa: BLE001 — the database is away: the next round tries again
+                log.exception("sending emails failed")
+            if stop.wait(interval):
+                return
+    threading.Thread(target=run, name="mail-sender", daemon=True).start()
+    return stop

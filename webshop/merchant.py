@@ -70,6 +70,7 @@ def parser():
     q.add_argument("--status", choices=STATUSES, help="only orders with this status")
     q.add_argument("--limit", type=bounded(1, 100000), default=50, help="how many (default 50)")
     q.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    q.add_argument("--csv", action="store_true", help="print CSV with a header row (spreadsheet-safe)")
     q.set_defaults(run=orders)
     sub.add_parser("mail", help="send the emails waiting to go out now, back-off or not").set_defaults(run=send_mail)
     sub.add_parser("outbox", help="list the emails not sent yet, with their attempts").set_defaults(run=outbox)
@@ -218,6 +219,10 @@ def fulfilments(ctx, args):
 def orders(ctx, args):
     """Recent orders as a table, or JSON."""
     rows = ctx.ledger.list(status=args.status, limit=args.limit)
+    if args.csv:
+        from .admin import write_csv
+        write_csv(sys.stdout, rows)
+        return 0
     if args.json:
         print(json.dumps([{k: o[k] for k in JSON_FIELDS} for o in rows], indent=2))
         return 0
@@ -258,15 +263,17 @@ def order(ctx, args):
     return 0
 
 
-def refund(ctx, args):
-    """Refund through Stripe; the order changes when Stripe's charge.refunded event arrives."""
-    o = _order(ctx, args.id)
+def refund_order(ctx, order_id, amount=None, restock=False, source="cli refund"):
+    """Refund through Stripe what is left, or `amount`: (the order, Stripe's Refund, replayed?, restocked?).
+
+    The command and /admin both refund here; the order changes when Stripe's charge.refunded event arrives."""
+    o = _order(ctx, order_id)
     cur = o["currency"]
     if o["status"] not in REFUNDABLE or not o["payment_intent"] or o["amount_total"] is None:
         hint = " (answer the dispute in the Stripe Dashboard instead)" if o["status"] == "disputed" else ""
         raise Refused(f"Order {o['id']} is {o['status']}: only paid orders can be refunded{hint}.")
     left = o["amount_total"] - o["amount_refunded"]
-    amount = left if args.amount is None else args.amount
+    amount = left if amount is None else amount
     if amount <= 0 or amount > left:
         raise Refused(f"Cannot refund {money(amount, cur)} on order {o['id']}: {money(left, cur)} of "
                       f"{money(o['amount_total'], cur)} is left to refund (amounts are in minor units).")
@@ -276,9 +283,16 @@ def refund(ctx, args):
                            {"payment_intent": o["payment_intent"], "amount": amount, "metadata": {"order_id": o["id"]}},
                            {"idempotency_key": f"refund-{o['id']}-{o['amount_refunded']}-{amount}"})
     replayed = (result.last_response.headers or {}).get("Idempotent-Replayed") == "true"
+    return o, result, replayed, restock and ctx.ledger.restock(o["id"], source)
+
+
+def refund(ctx, args):
+    """Refund through Stripe; the order changes when Stripe's charge.refunded event arrives."""
+    o, result, replayed, restocked = refund_order(ctx, args.id, args.amount, args.restock)
+    cur = o["currency"]
     print(f"Refund {result.id} of {money(result.amount, cur)} for order {o['id']}: {result.status}"
           + (" (already made earlier; Stripe replayed it)" if replayed else "") + ".")
-    if args.restock and ctx.ledger.restock(o["id"], "cli refund"):
+    if restocked:
         print(f"Order {o['id']}: its copies are back in stock.")
     _deliver_now(ctx)
     after = ctx.ledger.get(o["id"])

@@ -1,0 +1,14 @@
+% rebase('base.tpl', title=title)
+% cur = o["currency"]
+<h1>Refund {{amount(refund, cur)}} of order {{o["id"]}}?</h1>
+<p>{{amount(o["amount_total"], cur)}} was paid{{" by " + o["customer_email"] if o["customer_email"] else ""}}, and {{amount(o["amount_refunded"], cur)}} has been refunded so far. Stripe returns {{amount(refund, cur)}} to the shopper’s card{{", and the copies go back in stock" if restock else ""}}. A refund cannot be undone.</p>
+<form method="post" action="/admin/orders/{{o['id']}}/refund">
+  <input type="hidden" name="csrf_token" value="{{csrf}}">
+  <input type="hidden" name="minor" value="{{refund}}">
+  <input type="hidden" name="confirm" value="yes">
+% if restock:
+  <input type="hidden" name="restock" value="1">
+% end
+  <button type="submit">Refund {{amount(refund, cur)}}</button>
+  <a href="/admin/orders/{{o['id']}}">Cancel</a>
+</form>

@@ -1,0 +1,155 @@
+"""/admin, the merchant's orders page: list, search, details and history, refunds, CSV export. It exists only when
+ADMIN_PASSWORD is set: HTTP Basic auth (user admin), failed sign-ins limited per client address."""
+
+import csv
+import hmac
+import io
+import re
+import threading
+import time
+from collections import deque
+from urllib.parse import urlencode
+
+import bottle
+from bottle import request, response
+
+from . import merchant
+from .catalog import currency_exponent
+from .ledger import REFUNDABLE, STATUSES
+from .settings import ShopError
+from .storefront import see_other
+
+CSV_FIELDS = ("id", "created", "status", "email", "items", "subtotal", "discount", "shipping", "tax", "total",
+              "currency", "refunded", "payment reference")
+FAILURES, WINDOW, PAGE = 10, 600, 100  # 10 failed sign-ins per address in 10 minutes; 100 orders a page
+ORDER_ID, TIME = re.compile(r"ord_[0-9a-f]{24}"), re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{8,15}Z")
+
+
+def install(app, shop):
+    """Add /admin and its pages to the app, when ADMIN_PASSWORD is set (otherwise they are 404s)."""
+    if not shop.config.admin_password:
+        return
+    failed, lock, ledger = {}, threading.Lock(), shop.orders.ledger
+
+    def authorize():
+        """401 without the right user and password; 429 for an address with too many failures lately."""
+        address, now = request.environ.get("REMOTE_ADDR") or "-", time.monotonic()  # never X-Forwarded-For
+        with lock:
+            recent = failed.setdefault(address, deque())
+            while recent and now - recent[0] > WINDOW:
+                recent.popleft()
+            if len(recent) >= FAILURES:
+                raise ShopError(429, "Too many failed sign-ins. Please wait a few minutes and try again.",
+                                detail=f"admin sign-ins from {address}", retry_after=int(WINDOW - now + recent[0]) + 1)
+        user, password = request.auth or (None, None)
+        if hmac.compare_digest((user or "").encode(), b"admin") & hmac.compare_digest(
+                (password or "").encode(), shop.config.admin_password.encode()):
+            return
+        if user is not None:  # a first visit without credentials is not a failed attempt
+            with lock:
+                recent.append(now)
+                if len(failed) > 10000:  # many addresses: forget those without recent failures
+                    for key in [k for k, v in failed.items() if not v or now - v[-1] > WINDOW]:
+                        del failed[key]
+        error = bottle.HTTPError(401, "Sign in as admin to see the orders.", ShopError(401, "Sign in as admin "
+                                 "to see the orders."))
+        error.set_header("WWW-Authenticate", 'Basic realm="Shop admin", charset="UTF-8"')
+        raise error
+
+    def filters():
+        status, search = request.query.get("status", ""), request.query.get("q", "").strip()[:100]
+        return (status if status in STATUSES else None), search or None
+
+    def find(order_id):
+        found = ledger.get(order_id) if ORDER_ID.fullmatch(order_id) else None
+        if found is None:
+            raise ShopError(404, "There is no such order.")
+        return found
+
+    @app.get("/admin")
+    def orders_page():
+        authorize()
+        status, search = filters()
+        before = request.query.get("before", "")
+        rows = ledger.list(status=status, search=search, before=before if TIME.fullmatch(before) else None,
+                           limit=PAGE)
+        query = {k: v for k, v in (("status", status), ("q", search)) if v}
+        older = urlencode({**query, "before": rows[-1]["created"]}) if len(rows) == PAGE else None
+        return shop.render("admin.tpl", title="Orders", orders=rows, status=status or "", search=search or "",
+                           statuses=STATUSES, query=urlencode(query), older=older, amount=merchant.money)
+
+    @app.get("/admin/orders.csv")
+    def orders_csv():
+        authorize()
+        status, search = filters()
+        out = io.StringIO()
+        write_csv(out, ledger.list(status=status, search=search, limit=100000))
+        response.content_type = "text/csv; charset=utf-8"
+        response.set_header("Content-Disposition", 'attachment; filename="orders.csv"')
+        return out.getvalue()
+
+    @app.get("/admin/orders/<order_id>")
+    def order_page(order_id):
+        authorize()
+        o = find(order_id)
+        return shop.render("admin_order.tpl", title=f"Order {o['id']}", o=o, history=ledger.history(o["id"]),
+                           record=ledger.handoff_record(o["id"]), mails=ledger.outbox(order_id=o["id"]),
+                           refundable=o["status"] in REFUNDABLE and o["payment_intent"] and o["amount_total"],
+                           left=(o["amount_total"] or 0) - o["amount_refunded"], amount=merchant.money,
+                           refunded=request.query.get("refunded", "")[:100])
+
+    @app.post("/admin/orders/<order_id>/refund")
+    def refund(order_id):
+        """The form asks, a confirmation page repeats the amount, and only its button refunds (through Stripe)."""
+        authorize()
+        shop.guard.check(request)
+        o, form = find(order_id), request.forms
+        left, currency = (o["amount_total"] or 0) - o["amount_refunded"], o["currency"]
+        if o["status"] not in REFUNDABLE:
+            raise ShopError(409, f"Order {o['id']} is {o['status']}: only paid orders can be refunded.")
+        raw = form.get("minor", "")  # the confirmation page's amount, in minor units
+        amount = (minor(form.get("amount", ""), currency) if form.get("how") == "partial"
+                  else int(raw) if re.fullmatch(r"[0-9]{1,12}", raw) else left)
+        if amount is None or not 0 < amount <= left:
+            raise ShopError(400, f"Enter an amount from {merchant.money(1, currency)} to "
+                                 f"{merchant.money(left, currency)} (what is left to refund).")
+        restock = form.get("restock") == "1"
+        if form.get("confirm") != "yes":
+            return shop.render("admin_refund.tpl", title="Confirm the refund", o=o, refund=amount, restock=restock,
+                               amount=merchant.money)
+        try:
+            _, result, _, _ = merchant.refund_order(shop.orders, o["id"], amount, restock, source="admin refund")
+        except merchant.Refused as e:
+            raise ShopError(409, str(e)) from None
+        except ShopError as e:  # the idempotency key makes the same confirmation safe to send again
+            raise ShopError(e.status, f"Stripe did not confirm the refund ({e.detail or e.message}). Going back "
+                                      "and confirming again cannot refund twice.") from None
+        see_other(f"/admin/orders/{o['id']}?{urlencode({'refunded': result.id})}")
+
+
+def minor(text, currency):
+    """'12.50' in the currency's major unit as minor units (1250), or None."""
+    exponent = currency_exponent(currency)
+    m = re.fullmatch(rf"\s*([0-9]{{1,10}})(?:[.,]([0-9]{{0,{exponent}}}))?\s*", text)
+    return m and int(m[1]) * 10 ** exponent + int((m[2] or "").ljust(exponent, "0") or 0)
+
+
+def write_csv(out, orders):
+    """Orders as CSV with a header row, for /admin/orders.csv and `shop.py orders --csv`. A value that starts with
+    = + - @ tab or CR gets a leading ' so no spreadsheet runs it as a formula (OWASP: CSV injection)."""
+    def decimal(amount, currency):
+        if amount is None:
+            return ""
+        exponent = currency_exponent(currency)
+        whole, fraction = divmod(amount, 10 ** exponent)
+        return f"{whole}.{fraction:0{exponent}d}" if exponent else str(amount)
+
+    writer = csv.writer(out)
+    writer.writerow(CSV_FIELDS)
+    for o in orders:
+        items = "; ".join(f"{i['quantity']} × {i['name']}" for i in o["items"])
+        money = [decimal(o[k], o["currency"]) for k in (
+            "amount_subtotal", "amount_discount", "amount_shipping", "amount_tax", "amount_total")]
+        writer.writerow([("'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v) for v in (
+            str(x or "") for x in (o["id"], o["created"], o["status"], o["customer_email"], items, *money,
+                                   o["currency"], decimal(o["amount_refunded"], o["currency"]), o["payment_intent"]))])

@@ -15,6 +15,24 @@ Test cards (any future expiry such as 12/34, any 3-digit CVC):
 - 4000 0099 0000 0012 (stand-in only): as above but the delayed payment fails (..._async_payment_failed).
 - Any other Luhn-valid number is declined as a live card used in test mode (test_mode_live_card).
 
+`.sweep(now=None)` does what time would: expires open sessions past their expires_at (checkout.session.expired, the
+PaymentIntent canceled), settles delayed payments, turns promotion codes past their expires_at inactive and coupons past
+their redeem_by invalid.
+
+Coupons and promotion codes (https://docs.stripe.com/payments/checkout/discounts), as in API version
+2025-09-30.clover and later:
+- POST /v1/coupons (id kept when given, else 8 random characters; percent_off, or amount_off + currency; duration,
+  default "once"; name; metadata; max_redemptions; redeem_by), GET /v1/coupons/{id}. An id that exists: 400
+  resource_already_exists, "Coupon already exists.". Events coupon.created.
+- POST /v1/promotion_codes (promotion[type]=coupon + promotion[coupon], not the older top-level `coupon`; code, else
+  8 random capitals and digits; active; expires_at; max_redemptions; restrictions[minimum_amount] +
+  [minimum_amount_currency]; metadata), GET /v1/promotion_codes (filters active, code (any case), coupon, created;
+  limit/starting_after/ending_before), GET /v1/promotion_codes/{id} (expand promotion.coupon), POST
+  /v1/promotion_codes/{id} (active, metadata). An active code is unique among active codes whatever its case ("An
+  active promotion code with `code: X` already exists."). A code that passes its expires_at turns inactive, and so do
+  all codes of a coupon past its redeem_by (valid: false). Reactivating a code that could not be redeemed is refused.
+  Events promotion_code.created and .updated (previous_attributes).
+
 Latency: `StandIn(..., latency_ms=N)`, else the environment variable STANDIN_LATENCY_MS, else 0 (and `python -m
 standin --latency-ms N`, which overrides the variable): every API request (/v1/*, through `http_client()` or the
 standalone server) waits N milliseconds before it is handled, holding no lock while it waits, so concurrent calls

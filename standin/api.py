@@ -6,7 +6,7 @@ import logging
 import re
 import time
 
-from . import checkout, payments, schemas
+from . import checkout, payments, promotions, schemas
 from . import objects as o
 from .errors import StripeError, api_error, invalid, no_such
 from .faults import pause
@@ -41,6 +41,12 @@ class ApiApp:
             ("GET", "/v1/shipping_rates/{id}", self.retriever("shipping_rate"), schemas.RETRIEVE),
             ("GET", "/v1/disputes", self.list_disputes, schemas.DISPUTE_LIST),
             ("GET", "/v1/disputes/{id}", self.retriever("dispute"), schemas.RETRIEVE),
+            ("POST", "/v1/coupons", self.create_coupon, schemas.COUPON_CREATE),
+            ("GET", "/v1/coupons/{id}", self.retriever("coupon"), schemas.RETRIEVE),
+            ("POST", "/v1/promotion_codes", self.create_promotion_code, schemas.PROMOTION_CODE_CREATE),
+            ("GET", "/v1/promotion_codes", self.list_promotion_codes, schemas.PROMOTION_CODE_LIST),
+            ("GET", "/v1/promotion_codes/{id}", self.retriever("promotion_code"), schemas.RETRIEVE),
+            ("POST", "/v1/promotion_codes/{id}", self.update_promotion_code, schemas.PROMOTION_CODE_UPDATE),
         ):
             # "search" is a route of its own at Stripe (not served here), never an id
             pattern = re.compile("^" + re.escape(template).replace(r"\{id\}", "(?!search$)([^/]+)") + "$")
@@ -235,6 +241,18 @@ class ApiApp:
     def list_disputes(self, ctx, p):
         where = [(k, p[k]) for k in ("charge", "payment_intent") if p.get(k)]
         return self._list(ctx, p, "dispute", "/v1/disputes", where)
+
+    def create_coupon(self, ctx, p):
+        return self.render(ctx, promotions.create_coupon(ctx, p), p.get("expand"))
+
+    def create_promotion_code(self, ctx, p):
+        return self.render(ctx, promotions.create_promotion_code(ctx, p), p.get("expand"))
+
+    def update_promotion_code(self, ctx, p, promo_id):
+        return self.render(ctx, promotions.update_promotion_code(ctx, p, promo_id), p.get("expand"))
+
+    def list_promotion_codes(self, ctx, p):
+        return self._list(ctx, p, "promotion_code", "/v1/promotion_codes", promotions.list_where(p))
 
     def list_events(self, ctx, p):
         # `type` may end in a `*` wildcard, `types` is a list of exact types: https://docs.stripe.com/api/events/list

@@ -8,7 +8,7 @@ from collections import Counter
 
 import stripe
 
-from . import checkout, events, payments
+from . import checkout, events, payments, promotions
 from . import objects as o
 from .api import ApiApp
 from .client import InProcessClient
@@ -179,7 +179,8 @@ class StandIn:
             raise ValueError(e.message) from None
 
     def sweep(self, now=None):
-        """Expire lapsed open sessions and settle due delayed payments; returns how many were handled."""
+        """Expire lapsed open sessions, settle due delayed payments, turn promotion codes past their expires_at
+        inactive and coupons past their redeem_by invalid; returns how many were handled."""
         now = time.time() if now is None else now
         with self.store.tx() as tx:
             if not tx.due(now):
@@ -188,7 +189,10 @@ class StandIn:
         with self.store.tx(write=True) as tx:
             ctx = self.context(tx)
             for sid in tx.due(now):
-                session = tx.get(sid, "checkout.session")
+                session = tx.get(sid)
+                if session["object"] != "checkout.session":
+                    handled += promotions.lapse(ctx, session, now)
+                    continue
                 if session["status"] == "open" and session["expires_at"] <= now:
                     checkout.expire(ctx, session)
                 elif session.get("_settle_at") and session["_settle_at"] <= now:

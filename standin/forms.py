@@ -115,6 +115,24 @@ class Int(Field):
         return n
 
 
+class Num(Field):
+    """A decimal number (`25.5`), as a float; `gt` is an exclusive lower bound, `max` an inclusive upper one."""
+
+    def __init__(self, gt=None, max=None):
+        self.gt, self.max = gt, max
+
+    def clean(self, value, path):
+        value = self._scalar(value, path, "number")
+        if not re.fullmatch(r"-?[0-9]{1,18}(\.[0-9]{1,12})?", value):
+            raise invalid(f"Invalid decimal: {value}", path)
+        n = float(value)
+        if self.gt is not None and n <= self.gt:
+            raise invalid(f"Invalid {path}: must be greater than {self.gt:g}", path)
+        if self.max is not None and n > self.max:
+            raise invalid(f"Invalid {path}: must be less than or equal to {self.max:g}", path)
+        return n
+
+
 class Bool(Field):
     """`true` / `false`."""
 
@@ -166,11 +184,17 @@ class Arr(Field):
 
 
 class Metadata(Field):
-    """Metadata: up to 50 string keys (40 chars) with string values (500 chars); https://docs.stripe.com/metadata."""
+    """Metadata: up to 50 string keys (40 chars) with string values (500 chars); https://docs.stripe.com/metadata.
+
+    On an update (`update=True`) an empty value unsets: `metadata=""` gives None (unset every key) and
+    `metadata[k]=""` keeps k with the value None (unset that key); see `merge_metadata`."""
+
+    def __init__(self, update=False):
+        self.update = update
 
     def clean(self, value, path):
         if value == "":
-            return {}
+            return None if self.update else {}
         if not isinstance(value, dict):
             raise invalid("Invalid object", path)
         if len(value) > 50:
@@ -185,7 +209,22 @@ class Metadata(Field):
                 raise invalid("Invalid metadata: values must be at most 500 characters", join(path, k))
             if v != "":
                 out[k] = v
+            elif self.update:
+                out[k] = None
         return out
+
+
+def merge_metadata(current, update):
+    """An object's metadata after an update cleaned by `Metadata(update=True)`."""
+    if update is None:
+        return {}
+    merged = dict(current or {})
+    for k, v in update.items():
+        if v is None:
+            merged.pop(k, None)
+        else:
+            merged[k] = v
+    return merged
 
 
 def is_url(value):

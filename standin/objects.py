@@ -68,6 +68,35 @@ def item(price_obj, quantity, description):
     }
 
 
+def coupon(p, created):
+    """A Coupon: https://docs.stripe.com/api/coupons/object (`valid` turns false once redeem_by or max_redemptions
+    is reached)."""
+    return {
+        "id": p.get("id") or new_id("", 8), "object": "coupon", "amount_off": p.get("amount_off"),
+        "created": created, "currency": p.get("currency"), "duration": p.get("duration") or "once",
+        "duration_in_months": p.get("duration_in_months"), "livemode": False,
+        "max_redemptions": p.get("max_redemptions"), "metadata": p.get("metadata") or {}, "name": p.get("name"),
+        "percent_off": p.get("percent_off"), "redeem_by": p.get("redeem_by"), "times_redeemed": 0, "valid": True,
+    }
+
+
+def promotion_code(p, code, created):
+    """A Promotion Code of API version 2025-09-30.clover and later (the coupon inside `promotion`):
+    https://docs.stripe.com/api/promotion_codes/object. `_code_key` (never shown) is the code in capitals, for
+    the case-insensitive look-ups."""
+    restrictions = p.get("restrictions") or {}
+    return {
+        "id": new_id("promo_"), "object": "promotion_code", "active": p.get("active", True), "code": code,
+        "created": created, "customer": None, "customer_account": None, "expires_at": p.get("expires_at"),
+        "livemode": False, "max_redemptions": p.get("max_redemptions"), "metadata": p.get("metadata") or {},
+        "promotion": {"coupon": p["promotion"]["coupon"], "type": "coupon"},
+        "restrictions": {"first_time_transaction": bool(restrictions.get("first_time_transaction")),
+                         "minimum_amount": restrictions.get("minimum_amount"),
+                         "minimum_amount_currency": restrictions.get("minimum_amount_currency")},
+        "times_redeemed": 0, "_code_key": code.upper(),
+    }
+
+
 def shipping_rate(data, created):
     """A shipping rate created from `shipping_rate_data`: https://docs.stripe.com/api/shipping_rates/object."""
     return {
@@ -234,6 +263,7 @@ _FILES = ("cancellation_policy customer_communication customer_signature duplica
 EXPANDABLE = {
     "checkout.session": {"payment_intent", "line_items", "shipping_cost.shipping_rate", "customer", "invoice",
                          "subscription", "setup_intent", "payment_link"},
+    "promotion_code": {"promotion.coupon", "customer"},
     "payment_intent": {"latest_charge", "customer", "payment_method", "review", "application", "on_behalf_of",
                        "transfer_data.destination"},
     "charge": {"payment_intent", "customer", "refunds", "review", "application", "application_fee",
@@ -278,6 +308,11 @@ def _expand_one(obj, parts, full, load, virtual):
         return  # e.g. shipping_cost.shipping_rate on a session without shipping: null stays null
     else:
         raise invalid(f"This property cannot be expanded ({full}).", "expand")
+    _expand_key(obj, holder, key, rest, full, load, virtual)
+
+
+def _expand_key(obj, holder, key, rest, full, load, virtual):
+    """Expand `holder[key]` (a field of `obj` itself or of a hash inside it), then the rest of the path."""
     if key not in holder and key not in VIRTUAL:  # not a field of this object in this API version
         raise invalid(f"This property cannot be expanded ({full}).", "expand")
     value = holder.get(key)

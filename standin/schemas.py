@@ -3,7 +3,7 @@
 # so any catalog the shop accepts can be paid offline too.
 from webshop.catalog import CURRENCIES
 
-from .forms import EXPAND, Arr, Bool, Field, Int, Metadata, Obj, Str
+from .forms import EXPAND, Arr, Bool, Field, Int, Metadata, Num, Obj, Str
 
 
 class Range(Field):
@@ -95,3 +95,33 @@ REFUND_CREATE = Obj({"payment_intent": Str(), "charge": Str(), "amount": Int(min
                      "reason": Str(choices=("duplicate", "fraudulent", "requested_by_customer"))})
 REFUND_LIST = Obj({**LIST_BASE, "charge": Str(), "payment_intent": Str()})
 DISPUTE_LIST = Obj({**LIST_BASE, "charge": Str(), "payment_intent": Str()})
+
+# Coupons and promotion codes: https://docs.stripe.com/api/coupons/create, .../promotion_codes/create
+COUPON_CREATE = Obj({
+    "id": Str(max_length=5000),
+    "percent_off": Num(gt=0, max=100),
+    "amount_off": Int(min=1, max=MAX_AMOUNT),
+    "currency": CURRENCY,
+    "duration": Str(choices=("forever", "once", "repeating")),
+    "duration_in_months": Int(min=1, max=1200),
+    "max_redemptions": Int(min=1),
+    "metadata": Metadata(),
+    "name": Str(max_length=40),
+    "redeem_by": Int(),
+    "expand": EXPAND,
+})
+PROMOTION_CODE_CREATE = Obj({
+    # Since API version 2025-09-30.clover the coupon is named inside `promotion`, not as a top-level `coupon`
+    "promotion": Obj({"type": Str(choices=("coupon",)), "coupon": Str()}, required=("type",)),
+    "code": Str(max_length=500),
+    "active": Bool(),
+    "customer": Str(),
+    "expires_at": Int(),
+    "max_redemptions": Int(min=1),
+    "metadata": Metadata(),
+    "restrictions": Obj({"first_time_transaction": Bool(), "minimum_amount": Int(min=1, max=MAX_AMOUNT),
+                         "minimum_amount_currency": CURRENCY}),
+    "expand": EXPAND,
+}, required=("promotion",))
+PROMOTION_CODE_UPDATE = Obj({"active": Bool(), "metadata": Metadata(update=True), "expand": EXPAND})
+PROMOTION_CODE_LIST = Obj({**LIST_BASE, "active": Bool(), "code": Str(), "coupon": Str(), "customer": Str()})

@@ -42,10 +42,17 @@ class Tx:
         return json.loads(row[1])
 
     def put(self, obj):
-        """Insert or replace an object; sessions that need attention later (expiry, settlement) are indexed."""
+        """Insert or replace an object; those that need attention later are indexed by when: an open session's
+        expiry or a delayed payment's settlement, an active promotion code's expires_at, a valid coupon's
+        redeem_by."""
         due = None
-        if obj["object"] == "checkout.session":
+        kind = obj["object"]
+        if kind == "checkout.session":
             due = obj["expires_at"] if obj["status"] == "open" else obj.get("_settle_at")
+        elif kind == "promotion_code":
+            due = obj["expires_at"] if obj["active"] else None
+        elif kind == "coupon":
+            due = obj["redeem_by"] if obj["valid"] else None
         self.conn.execute(
             "INSERT INTO objects(id, type, created, due_at, data) VALUES (?,?,?,?,?) "
             "ON CONFLICT(id) DO UPDATE SET due_at = excluded.due_at, data = excluded.data",
@@ -53,7 +60,7 @@ class Tx:
         return obj
 
     def due(self, now):
-        """Ids of sessions whose expiry or delayed settlement time has come."""
+        """Ids of objects whose time has come (see `put`)."""
         rows = self.conn.execute("SELECT id FROM objects WHERE due_at IS NOT NULL AND due_at <= ?", (now,))
         return [r[0] for r in rows]
 

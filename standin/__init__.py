@@ -15,9 +15,14 @@ Test cards (any future expiry such as 12/34, any 3-digit CVC):
 - 4000 0099 0000 0012 (stand-in only): as above but the delayed payment fails (..._async_payment_failed).
 - Any other Luhn-valid number is declined as a live card used in test mode (test_mode_live_card).
 
+`.pay(session_id, card=..., email=..., name=..., address=None, shipping_option_index=0, phone=None, expiry="12/34",
+cvc="123", cardholder=None, promotion_code=None, accept_terms=True, tax_id=None)` fills in and submits the payment page
+in one call: `promotion_code` is typed into the code field, `accept_terms` ticks (or, False, leaves) the terms of
+service box, `tax_id` is a (type, value) pair such as ("eu_vat", "DE123456789"). What the page refuses raises PayError
+with the page's message (`.status`, `.message`, `.field`); a declined card raises PayError(402).
 `.sweep(now=None)` does what time would: expires open sessions past their expires_at (checkout.session.expired, the
 PaymentIntent canceled), settles delayed payments, turns promotion codes past their expires_at inactive and coupons past
-their redeem_by invalid.
+their redeem_by invalid. `.check_promotion_code(session, code)` is the page's preview of a code.
 
 Coupons and promotion codes (https://docs.stripe.com/payments/checkout/discounts), as in API version
 2025-09-30.clover and later:
@@ -29,9 +34,28 @@ Coupons and promotion codes (https://docs.stripe.com/payments/checkout/discounts
   [minimum_amount_currency]; metadata), GET /v1/promotion_codes (filters active, code (any case), coupon, created;
   limit/starting_after/ending_before), GET /v1/promotion_codes/{id} (expand promotion.coupon), POST
   /v1/promotion_codes/{id} (active, metadata). An active code is unique among active codes whatever its case ("An
-  active promotion code with `code: X` already exists."). A code that passes its expires_at turns inactive, and so do
-  all codes of a coupon past its redeem_by (valid: false). Reactivating a code that could not be redeemed is refused.
-  Events promotion_code.created and .updated (previous_attributes).
+  active promotion code with `code: X` already exists."). times_redeemed counts the completed sessions that used a
+  code (and its coupon); a code that reaches its max_redemptions, or passes its expires_at, turns inactive, and so do
+  all codes of a coupon that is used up or past its redeem_by (valid: false). Reactivating a code that could not be
+  redeemed is refused. Events promotion_code.created and .updated (previous_attributes).
+
+Checkout Sessions also take allow_promotion_codes, expires_at (30 minutes to 24 hours away, else Stripe's 400),
+consent_collection[terms_of_service], custom_text[terms_of_service_acceptance][message] and
+tax_id_collection[enabled] (+ [required] never | if_supported), and show them on the session (tax_id_collection only
+when sent). The payment page (no JavaScript) then has:
+- a promotion code field with Apply (and Remove): an applied code shows its discount in the totals; a code that is
+  unknown, inactive, expired, used up, for another currency, below its restrictions[minimum_amount] (compared with the
+  items' subtotal) or that would take the total below the smallest chargeable amount is refused with a message saying
+  which, and the form keeps what was typed. The code is checked again when paying.
+- a required terms of service checkbox, labelled with the custom message (escaped; its Markdown links to http(s)
+  URLs made links) or "I agree to the Terms of Service.";
+- tax ID fields (a type among au_abn, ca_bn, ch_vat, eu_vat, gb_vat, no_vat, nz_gst, us_ein, by default the one of the
+  shopper's country, and the value, checked against a rough pattern of its format), optional unless
+  required=if_supported and the country has one of those types.
+A completed session has discounts [{"coupon": id, "promotion_code": id}], total_details.amount_discount and each line
+item's amount_discount (the discount spread over the items in proportion to their amounts, in whole minor units;
+shipping is not discounted), tax worked out on the discounted amounts, amount_total and the PaymentIntent's amount to
+match, consent {"terms_of_service": "accepted", "promotions": null} and customer_details.tax_ids [{"type", "value"}].
 
 Latency: `StandIn(..., latency_ms=N)`, else the environment variable STANDIN_LATENCY_MS, else 0 (and `python -m
 standin --latency-ms N`, which overrides the variable): every API request (/v1/*, through `http_client()` or the

@@ -1,4 +1,6 @@
 """Checkout Sessions: create (validated like Stripe), totals as Checkout computes them, retrieve, list, expire."""
+from decimal import ROUND_HALF_UP, Decimal
+
 from . import objects as o
 from .errors import invalid, missing_param, no_such
 from .schemas import COUNTRIES, CURRENCIES, MAX_AMOUNT
@@ -65,6 +67,9 @@ def create(ctx, p):
         raise invalid(f"Invalid email address: {p['customer_email']}", "customer_email", "email_invalid")
     sid = o.new_id("cs_test_a1", 56)
     auto = bool((p.get("automatic_tax") or {}).get("enabled"))
+    terms = (p.get("consent_collection") or {}).get("terms_of_service")
+    custom_text = dict.fromkeys(("after_submit", "shipping_address", "submit", "terms_of_service_acceptance"))
+    custom_text["terms_of_service_acceptance"] = (p.get("custom_text") or {}).get("terms_of_service_acceptance")
     session = {
         "id": sid, "object": "checkout.session", "adaptive_pricing": {"enabled": False}, "after_expiration": None,
         "allow_promotion_codes": p.get("allow_promotion_codes"), "amount_subtotal": 0, "amount_total": 0,
@@ -72,9 +77,11 @@ def create(ctx, p):
                           "provider": "stripe" if auto else None, "status": None},
         "billing_address_collection": p.get("billing_address_collection"), "cancel_url": p.get("cancel_url"),
         "client_reference_id": p.get("client_reference_id"), "client_secret": None,
-        "collected_information": None, "consent": None, "consent_collection": None, "created": created,
-        "currency": currency, "currency_conversion": None, "custom_fields": [],
-        "custom_text": dict.fromkeys(("after_submit", "shipping_address", "submit", "terms_of_service_acceptance")),
+        "collected_information": None, "consent": None,
+        "consent_collection": {"payment_method_reuse_agreement": None, "promotions": None, "terms_of_service": terms}
+        if p.get("consent_collection") is not None else None,
+        "created": created, "currency": currency, "currency_conversion": None, "custom_fields": [],
+        "custom_text": custom_text,
         "customer": None, "customer_account": None, "customer_creation": p.get("customer_creation") or "if_required",
         "customer_details": None, "customer_email": p.get("customer_email"), "discounts": [],
         "expires_at": expires_at, "integration_identifier": None, "invoice": None,
@@ -98,8 +105,12 @@ def create(ctx, p):
         "url": f"{ctx.public_url}/offline-checkout/{sid}", "wallet_options": None,
         "_line_items": items, "_rates": rates, "_payment_intent_data": p.get("payment_intent_data") or {},
     }
+    if p.get("tax_id_collection") is not None:
+        # Shown only when sent (Stripe's 2026 example session has no `tax_id_collection`)
+        session["tax_id_collection"] = {"enabled": p["tax_id_collection"]["enabled"],
+                                        "required": p["tax_id_collection"].get("required") or "never"}
     compute(session)
-    minimum = MIN_AMOUNT.get(currency, 50)
+    minimum = minimum_charge(currency)
     if session["amount_total"] < minimum:
         raise invalid(f"The Checkout Session's total amount due must add up to at least {minimum} "
                       f"(minor units) {currency}.", "line_items", "amount_too_small")
@@ -141,18 +152,25 @@ def _shipping_rate(ctx, opt, i, currency):
     return rate_obj
 
 
-def compute(session, country=None, option_index=0):
-    """Recompute item, shipping and session totals; tax only when automatic tax is on and a country is known."""
+def compute(session, country=None, option_index=0, coupon=None):
+    """Recompute item, shipping and session totals; tax only when automatic tax is on and a country is known.
+
+    A coupon comes off the line items (not shipping), spread over them in proportion to their amounts, and
+    before tax: each item's tax is worked out on its discounted amount."""
     auto = session["automatic_tax"]["enabled"]
     taxed = auto and bool(country)
-    sub = tax = total = 0
-    for it in session["_line_items"]:
+    lines = session["_line_items"]
+    amounts = [it["price"]["unit_amount"] * it["quantity"] for it in lines]
+    sub = sum(amounts)
+    discount = amount_off(coupon, sub) if coupon else 0
+    tax = total = 0
+    for it, amount, off in zip(lines, amounts, spread(discount, amounts)):
         price = it["price"]
-        amount = price["unit_amount"] * it["quantity"]
-        t = tax_for(amount, rate(country, it["_product"].get("tax_code")), price["tax_behavior"]) if taxed else 0
-        it.update(amount_subtotal=amount, amount_tax=t,
-                  amount_total=amount + (t if price["tax_behavior"] != "inclusive" else 0))
-        sub, tax, total = sub + amount, tax + t, total + it["amount_total"]
+        net = amount - off
+        t = tax_for(net, rate(country, it["_product"].get("tax_code")), price["tax_behavior"]) if taxed else 0
+        it.update(amount_subtotal=amount, amount_discount=off, amount_tax=t,
+                  amount_total=net + (t if price["tax_behavior"] != "inclusive" else 0))
+        tax, total = tax + t, total + it["amount_total"]
     rates = session["_rates"]
     ship = 0
     if rates:
@@ -167,10 +185,36 @@ def compute(session, country=None, option_index=0):
                                        for r in rates]
         tax, total = tax + st, total + session["shipping_cost"]["amount_total"]
     session.update(amount_subtotal=sub, amount_total=total,
-                   total_details={"amount_discount": 0, "amount_shipping": ship, "amount_tax": tax})
+                   total_details={"amount_discount": discount, "amount_shipping": ship, "amount_tax": tax})
     if auto:
         session["automatic_tax"]["status"] = "complete" if country else "requires_location_inputs"
     return session
+
+
+def minimum_charge(currency):
+    """The smallest amount Stripe charges in a currency (minor units)."""
+    return MIN_AMOUNT.get(currency, 50)
+
+
+def amount_off(coupon, subtotal):
+    """What a coupon takes off a subtotal: a percentage (rounded half up), or a fixed amount, never more than all."""
+    if coupon["percent_off"] is not None:
+        off = int((Decimal(subtotal) * Decimal(str(coupon["percent_off"])) / 100).quantize(Decimal(1), ROUND_HALF_UP))
+    else:
+        off = coupon["amount_off"]
+    return max(0, min(subtotal, off))
+
+
+def spread(total, amounts):
+    """`total` split over `amounts` in proportion, in whole minor units that add up exactly (largest remainder)."""
+    whole = sum(amounts)
+    if not whole or not total:
+        return [0] * len(amounts)
+    shares = [a * total // whole for a in amounts]
+    left = total - sum(shares)
+    for i in sorted(range(len(amounts)), key=lambda i: (-(amounts[i] * total % whole), i))[:left]:
+        shares[i] += 1
+    return shares
 
 
 def get(ctx, sid):

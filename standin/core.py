@@ -115,8 +115,13 @@ class StandIn:
 
     # -- payments -------------------------------------------------------------------------------------------------
     def pay(self, session_id, card="4242424242424242", email="jenny.rosen@example.com", name="Jenny Rosen",
-            address=None, shipping_option_index=0, phone=None, expiry="12/34", cvc="123", cardholder=None):
-        """Pay a session as the hosted page would; returns the session, raises PayError (400/402/404/409/410)."""
+            address=None, shipping_option_index=0, phone=None, expiry="12/34", cvc="123", cardholder=None,
+            promotion_code=None, accept_terms=True, tax_id=None):
+        """Pay a session as the hosted page would; returns the session, raises PayError (400/402/404/409/410).
+
+        `promotion_code` is typed into the code field (sessions with allow_promotion_codes), `accept_terms` ticks
+        the terms of service box (sessions with consent_collection[terms_of_service]=required), `tax_id` is a
+        (type, value) pair such as ("eu_vat", "DE123456789") (sessions with tax_id_collection[enabled])."""
         session = self.peek_session(session_id)
         if session is None:
             raise PayError(404, "No such checkout session.")
@@ -125,8 +130,11 @@ class StandIn:
                               "country": allowed[0]}
         if phone is None and session["phone_number_collection"]["enabled"]:
             phone = "+1 555 010 0000"
+        tax_type, tax_value = tax_id or ("", "")
         form = {"email": email, "name": name, "address": address, "shipping_option_index": str(shipping_option_index),
-                "phone": phone, "card": card, "expiry": expiry, "cvc": cvc, "cardholder": cardholder}
+                "phone": phone, "card": card, "expiry": expiry, "cvc": cvc, "cardholder": cardholder,
+                "promotion_code": promotion_code or "", "terms": "accepted" if accept_terms else "",
+                "tax_id_type": tax_type, "tax_id_value": tax_value}
         session, result, err = self.submit_payment(session_id, form)
         if err:
             raise err
@@ -149,8 +157,21 @@ class StandIn:
                 raise PayError(410 if session["status"] == "expired" else 409,
                                f"This checkout session is {session['status']}.")
             cleaned = payments.validate(session, form)
-            result, err = payments.attempt(self.context(tx), session, cleaned)
+            ctx = self.context(tx)
+            if cleaned["promotion_code"]:
+                cleaned["discount"] = promotions.resolve(tx, session, cleaned["promotion_code"], ctx.now)
+            result, err = payments.attempt(ctx, session, cleaned)
+            if cleaned.get("discount") and result != "declined":  # a completed session redeems its code
+                promotions.redeem(ctx, cleaned["discount"])
         return o.public(session), result, err
+
+    def check_promotion_code(self, session, code):
+        """(discount, None) for a code the session can use now, else (None, why not); for the page's preview."""
+        with self.store.tx() as tx:
+            try:
+                return promotions.resolve(tx, session, code, time.time()), None
+            except PayError as e:
+                return None, e.message
 
     def settle_async(self, session_id=None):
         """Settle delayed payments now (one session or all); returns how many settled."""

@@ -4,13 +4,14 @@ Its templates (standin/views) and stylesheet (standin/static) are its own: the p
 app it is installed in, and its CSS is served under its own prefix, not from the app's /static."""
 import copy
 import hmac
+import re
 from hashlib import sha256
 from pathlib import Path
 
 import bottle
 
-from . import checkout
-from .payments import CARDS, DECLINE_MESSAGES, PayError, money
+from . import checkout, promotions
+from .payments import CARDS, DECLINE_MESSAGES, TAX_ID_FOR_COUNTRY, TAX_ID_TYPES, PayError, check_minimum, money
 from .schemas import COUNTRIES
 
 HERE = Path(__file__).resolve().parent
@@ -23,10 +24,13 @@ PREFIX = "/offline-checkout"
 CSS_URL = f"{PREFIX}/static/standin.css"
 ADDRESS = ("line1", "line2", "city", "postal_code", "state", "country")
 FIELDS = ("email", "name", "phone", *(f"address_{k}" for k in ADDRESS), "shipping_option", "card_expiry",
-          "cardholder_name")  # echoed back on errors; never the card number or CVC
+          "cardholder_name", "promotion_code", "tax_id_type", "tax_id_value",
+          "terms")  # echoed back on errors; never the card number or CVC
 # payments.validate() names for the fields the page does not call the same
 ERROR_FIELDS = {"card": "card_number", "expiry": "card_expiry", "cvc": "card_cvc", "shipping_option": "shipping_option",
                 **{k: f"address_{k}" for k in ADDRESS}}
+# A Markdown link in custom_text, the one piece of Markdown the page renders (after escaping everything)
+LINK = re.compile(r"\[([^\[\]]+)\]\((https?://[^\s()]+)\)")
 TEST_CARDS = [
     ("4242 4242 4242 4242", "Succeeds"),
     ("4000 0000 0000 0002", "Declined (generic_decline)"),
@@ -84,12 +88,18 @@ def page(standin, session_id):
     form = {k: req.forms.getunicode(k, default="") or "" for k in FIELDS + ("card_number", "card_cvc", "pay_token")}
     if not hmac.compare_digest(form["pay_token"].encode(), pay_token(standin, session_id).encode()):  # bytes: any input
         return render(standin, session, form, "This form has expired. Please check your details and try again.", 400)
-    if req.forms.get("action") == "update":  # without JavaScript, the shopper asks for the total to be worked out
+    action = req.forms.get("action")
+    if action == "update":  # without JavaScript, the shopper asks for the total to be worked out
         return render(standin, session, form, None, 200)
+    if action == "remove_code":
+        return render(standin, session, dict(form, promotion_code=""), None, 200)
+    if action == "apply_code":
+        return apply_code(standin, session, form)
     data = {"email": form["email"], "name": form["name"], "phone": form["phone"],
             "address": {k: form[f"address_{k}"] for k in ADDRESS}, "shipping_option_index": form["shipping_option"],
             "card": form["card_number"], "expiry": form["card_expiry"], "cvc": form["card_cvc"],
-            "cardholder": form["cardholder_name"]}
+            "cardholder": form["cardholder_name"], "promotion_code": form["promotion_code"], "terms": form["terms"],
+            "tax_id_type": form["tax_id_type"], "tax_id_value": form["tax_id_value"]}
     try:
         session, result, err = standin.submit_payment(session_id, data)
     except PayError as e:
@@ -103,6 +113,22 @@ def page(standin, session_id):
         text = f"Your card was declined.{detail} (decline code: {reason})"
         return render(standin, standin.peek_session(session_id), form, text, 402, "card_number")
     return redirect(session)
+
+
+def apply_code(standin, session, form):
+    """The shopper's Apply: the page again with the code's discount in the totals, or the reason it cannot be used."""
+    code = form["promotion_code"].strip()
+    if not code:
+        return render(standin, session, form, "Enter a promotion code.", 400, "promotion_code")
+    discount, why = standin.check_promotion_code(session, code)
+    if discount:
+        country, option = _choices(session, form)
+        preview = checkout.compute(copy.deepcopy(session), country, option, discount["coupon"])
+        try:
+            check_minimum(preview, discount)
+        except PayError as e:
+            why = e.message
+    return render(standin, session, form, why, 400 if why else 200, "promotion_code" if why else None)
 
 
 def page_after_race(standin, session_id):
@@ -122,8 +148,8 @@ def message(status, title, text, back_url):
     return bottle.template("message", template_lookup=LOOKUP, css=CSS_URL, title=title, text=text, back_url=back_url)
 
 
-def render(standin, session, form, error, status, field=None):
-    """The payment form with an order summary; totals preview the entered country and shipping choice."""
+def _choices(session, form):
+    """(country, shipping option index) from the form, where the session allows them."""
     allowed = (session["shipping_address_collection"] or {}).get("allowed_countries")
     countries = allowed or sorted(COUNTRIES - {"ZZ", "AC", "TA", "XK"})
     try:
@@ -132,7 +158,30 @@ def render(standin, session, form, error, status, field=None):
         option = 0
     option = option if 0 <= option < len(session["_rates"]) else 0
     country = form.get("address_country") if form.get("address_country") in countries else None
-    preview = checkout.compute(copy.deepcopy(session), country, option) if session["status"] == "open" else session
+    return country, option
+
+
+def terms_html(session):
+    """The terms of service checkbox's label: the custom text (escaped, its Markdown links made links) or the
+    default wording."""
+    custom = session["custom_text"]["terms_of_service_acceptance"]
+    if not custom:
+        return "I agree to the Terms of Service."
+    text = bottle.html_escape(custom["message"])
+    return LINK.sub(lambda m: f'<a href="{m.group(2)}" target="_blank" rel="noopener">{m.group(1)}</a>', text)
+
+
+def render(standin, session, form, error, status, field=None):
+    """The payment form with an order summary; totals preview the entered country, shipping choice and code."""
+    allowed = (session["shipping_address_collection"] or {}).get("allowed_countries")
+    countries = allowed or sorted(COUNTRIES - {"ZZ", "AC", "TA", "XK"})
+    country, option = _choices(session, form)
+    code = (form.get("promotion_code") or "").strip()
+    discount = None
+    if code and session["allow_promotion_codes"] and session["status"] == "open":
+        discount, _ = standin.check_promotion_code(session, code)
+    preview = (checkout.compute(copy.deepcopy(session), country, option, discount and discount["coupon"])
+               if session["status"] == "open" else session)
     cur = session["currency"]
     auto = session["automatic_tax"]["enabled"]
     items = [{"name": it["description"], "quantity": it["quantity"],
@@ -141,8 +190,11 @@ def render(standin, session, form, error, status, field=None):
     options = [{"index": i, "name": r["display_name"], "amount": money(r["fixed_amount"]["amount"], cur),
                 "estimate": estimate(r["delivery_estimate"])} for i, r in enumerate(session["_rates"])]
     tax = preview["total_details"]["amount_tax"]
+    off = preview["total_details"]["amount_discount"]
     summary = {
         "subtotal": money(preview["amount_subtotal"], cur),
+        "discount": f"−{money(off, cur)}" if off else None,
+        "discount_label": f"Discount ({discount['promotion_code']['code']})" if discount else None,
         "shipping": money(preview["total_details"]["amount_shipping"], cur) if options else None,
         "tax": (money(tax, cur) if country else "Calculated after you enter your address") if auto else None,
         "total": money(preview["amount_total"], cur),
@@ -153,13 +205,22 @@ def render(standin, session, form, error, status, field=None):
     values["email"] = values["email"] or session["customer_email"] or ""
     values["address_country"] = values["address_country"] or (countries[0] if len(countries) == 1 else "")
     values["shipping_option"] = str(option)
+    values["tax_id_type"] = values["tax_id_type"] or TAX_ID_FOR_COUNTRY.get(country or values["address_country"], "")
+    collection = session.get("tax_id_collection") or {"enabled": False, "required": "never"}
+    applied = (f"{discount['promotion_code']['code']} applied: {promotions.describe(discount['coupon'], cur)}"
+               if discount and not (error and field == "promotion_code") else None)
     bottle.response.status = status
     return bottle.template(
         "pay", template_lookup=LOOKUP, css=CSS_URL, session_id=session["id"], business=standin.business_name,
         items=items, options=options, summary=summary, countries=countries, values=values, error=error,
         error_field=field, phone_required=session["phone_number_collection"]["enabled"],
         shipping=bool(allowed), cancel_url=session["cancel_url"], token=pay_token(standin, session["id"]),
-        test_cards=TEST_CARDS, action=f"{PREFIX}/{session['id']}")
+        test_cards=TEST_CARDS, action=f"{PREFIX}/{session['id']}",
+        promotion_codes=bool(session["allow_promotion_codes"]), applied=applied,
+        terms=terms_html(session) if (session["consent_collection"] or {}).get("terms_of_service") == "required"
+        else None,
+        tax_ids=[(t, label) for t, (label, _, _, _) in TAX_ID_TYPES.items()] if collection["enabled"] else None,
+        tax_id_required=collection["required"] == "if_supported")
 
 
 def estimate(est):

@@ -34,6 +34,25 @@ DECLINE_MESSAGES = {
     "test_mode_live_card": "Your card was declined. Your request was in test mode, but used a non test card.",
 }
 
+# Tax IDs the page offers when tax_id_collection is on: type -> (label, example, pattern of the value with spaces
+# and dots taken out, countries it is for). Stripe knows many more types (https://docs.stripe.com/tax/checkout/tax-ids);
+# the patterns are the stand-in's own rough checks of the formats, not Stripe's.
+EU = "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split()
+TAX_ID_TYPES = {
+    "au_abn": ("Australian Business Number (ABN)", "12345678912", r"[0-9]{11}", ["AU"]),
+    "ca_bn": ("Canadian Business Number (BN)", "123456789", r"[0-9]{9}", ["CA"]),
+    "ch_vat": ("Swiss VAT number", "CHE-123.456.789 MWST", r"CHE-?[0-9]{9}(MWST|TVA|IVA)", ["CH"]),
+    "eu_vat": ("European VAT number", "DE123456789",
+               r"(AT|BE|BG|CY|CZ|DE|DK|EE|EL|ES|FI|FR|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|PT|RO|SE|SI|SK|XI)[0-9A-Z+*]{8,12}",
+               EU),
+    "gb_vat": ("United Kingdom VAT number", "GB123456789", r"GB([0-9]{9}|[0-9]{12})", ["GB"]),
+    "no_vat": ("Norwegian VAT number", "123456789MVA", r"[0-9]{9}MVA", ["NO"]),
+    "nz_gst": ("New Zealand GST number", "123456789", r"[0-9]{8,9}", ["NZ"]),
+    "us_ein": ("United States EIN", "12-3456789", r"[0-9]{2}-?[0-9]{7}", ["US"]),
+}
+TAX_ID_FOR_COUNTRY = {c: t for t, (_, _, _, countries) in TAX_ID_TYPES.items() for c in countries}
+
+
 class PayError(Exception):
     """A payment attempt the shopper must fix: 400 bad input, 402 declined, 404/410 session not payable."""
 
@@ -88,8 +107,40 @@ def validate(session, form, now=None):
         raise PayError(400, "Your card's expiration date is invalid or in the past.", "expiry")
     if not re.fullmatch(r"[0-9]{3,4}", f.get("cvc") or ""):
         raise PayError(400, "Your card's security code is incomplete.", "cvc")
+    tax_id = _tax_id(session, f.get("tax_id_type") or "", f.get("tax_id_value") or "", addr["country"])
+    code = f.get("promotion_code") or ""
+    if code and not session["allow_promotion_codes"]:
+        raise PayError(400, "This checkout does not accept promotion codes.", "promotion_code")
+    if terms_required(session) and f.get("terms") not in (True, "accepted"):
+        raise PayError(400, "Please accept the terms of service to continue.", "terms")
     return {"email": email, "name": f["name"], "phone": phone, "address": addr, "option": option,
-            "number": number, "exp_month": month, "exp_year": year, "cardholder": f.get("cardholder") or f["name"]}
+            "number": number, "exp_month": month, "exp_year": year, "cardholder": f.get("cardholder") or f["name"],
+            "tax_id": tax_id, "promotion_code": code}
+
+
+def terms_required(session):
+    """True when the shopper must tick the terms of service box (consent_collection[terms_of_service]=required)."""
+    return (session["consent_collection"] or {}).get("terms_of_service") == "required"
+
+
+def _tax_id(session, type_, value, country):
+    """The shopper's tax ID as {"type", "value"}, None when left out, or PayError(400) naming the field."""
+    collection = session.get("tax_id_collection") or {"enabled": False, "required": "never"}
+    if not collection["enabled"]:
+        if value:
+            raise PayError(400, "This checkout does not collect tax IDs.", "tax_id_value")
+        return None
+    if not value:
+        if collection["required"] == "if_supported" and country in TAX_ID_FOR_COUNTRY:
+            raise PayError(400, "Enter your tax ID.", "tax_id_value")
+        return None
+    type_ = type_ or TAX_ID_FOR_COUNTRY.get(country, "")  # the usual one for the shopper's country
+    if type_ not in TAX_ID_TYPES:
+        raise PayError(400, "Choose the type of your tax ID.", "tax_id_type")
+    label, example, pattern, _ = TAX_ID_TYPES[type_]
+    if not re.fullmatch(pattern, re.sub(r"[\s.]", "", value.upper())):
+        raise PayError(400, f"Enter a valid {label}, such as {example}.", "tax_id_value")
+    return {"type": type_, "value": value}
 
 
 def attempt(ctx, session, c):
@@ -97,7 +148,12 @@ def attempt(ctx, session, c):
     if session["status"] != "open":
         raise PayError(410 if session["status"] == "expired" else 409, f"This checkout session is {session['status']}.")
     allowed = session["shipping_address_collection"]
-    checkout.compute(session, c["address"]["country"], c["option"])
+    discount = c.get("discount")
+    # This attempt's code is on the session from now on: a declined try leaves it there, a try without one takes it off
+    session["discounts"] = ([{"coupon": discount["coupon"]["id"], "promotion_code": discount["promotion_code"]["id"]}]
+                            if discount else [])
+    checkout.compute(session, c["address"]["country"], c["option"], discount and discount["coupon"])
+    check_minimum(session, discount)
     brand, behaviour, decline = CARDS.get(c["number"], (_brand(c["number"]), "decline", "test_mode_live_card"))
     pi = ctx.tx.get(session["payment_intent"]) if session["payment_intent"] else None
     if pi is None:
@@ -126,7 +182,9 @@ def attempt(ctx, session, c):
     session.update(status="complete", payment_status="unpaid" if pending else "paid", url=None,
                    customer_details={"address": c["address"], "business_name": None, "email": c["email"],
                                      "individual_name": None, "name": c["name"], "phone": c["phone"],
-                                     "tax_exempt": "none", "tax_ids": []},
+                                     "tax_exempt": "none", "tax_ids": [c["tax_id"]] if c.get("tax_id") else []},
+                   consent={"promotions": None, "terms_of_service": "accepted" if terms_required(session) else None}
+                   if session["consent_collection"] else None,
                    collected_information={"business_name": None, "individual_name": None,
                                           "shipping_details": {"address": c["address"], "name": c["name"]}
                                           if allowed else None})
@@ -141,6 +199,15 @@ def attempt(ctx, session, c):
     if behaviour == "dispute":
         open_dispute(ctx, ch)
     return ("processing" if pending else "paid"), None
+
+
+def check_minimum(session, discount):
+    """A discount may not take the total below the smallest amount Stripe charges: PayError(400) if it does."""
+    minimum = checkout.minimum_charge(session["currency"])
+    if discount and session["amount_total"] < minimum:
+        raise PayError(400, f'With the promotion code "{discount["promotion_code"]["code"]}" the total would be '
+                       f"{money(session['amount_total'], session['currency'])}, below the smallest amount that can "
+                       f"be charged ({money(minimum, session['currency'])}).", "promotion_code")
 
 
 def _brand(number):

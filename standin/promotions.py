@@ -1,14 +1,16 @@
-"""Coupons and promotion codes: create, update, list, and lapse with time.
+"""Coupons and promotion codes: create, update, redeem on a Checkout Session, and lapse with time.
 
 https://docs.stripe.com/payments/checkout/discounts: a coupon says how much comes off (a percentage, or an amount
 in one currency); a promotion code is a customer-facing code for one coupon, with its own limits (expiry,
-redemptions, a minimum order)."""
+redemptions, a minimum order). Shoppers type codes on the payment page of sessions created with
+`allow_promotion_codes`."""
 import re
 
 from . import objects as o
 from .checkout import check_currency
 from .errors import invalid, missing_param, no_such
 from .forms import merge_metadata
+from .payments import PayError, money
 
 FIVE_YEARS = 5 * 365 * 24 * 3600
 # What a promotion code may be made of (stripe.params.PromotionCodeCreateParams.code)
@@ -149,7 +151,7 @@ def _new_code(tx):
             return code
 
 
-# -- lapsing -----------------------------------------------------------------------------------------------------------
+# -- lapsing and redeeming ---------------------------------------------------------------------------------------------
 def unredeemable(tx, promo, now, ignore_active=False, coupon=None):
     """Why a promotion code cannot be redeemed now ("it has expired", ...), or None."""
     coupon = coupon or tx.get(promo["promotion"]["coupon"], "coupon")
@@ -192,3 +194,58 @@ def lapse(ctx, obj, now):
         _deactivate_codes(ctx, obj)
         return True
     return False
+
+
+def redeem(ctx, discount):
+    """Count one redemption (a completed session) of a promotion code and its coupon; a code or coupon that
+    reaches its max_redemptions is used up (inactive, invalid)."""
+    promo = ctx.tx.get(discount["promotion_code"]["id"], "promotion_code")
+    coupon = ctx.tx.get(discount["coupon"]["id"], "coupon")
+    promo["times_redeemed"] += 1
+    if promo["max_redemptions"] is not None and promo["times_redeemed"] >= promo["max_redemptions"]:
+        promo["active"] = False
+    ctx.tx.put(promo)
+    coupon["times_redeemed"] += 1
+    used_up = coupon["max_redemptions"] is not None and coupon["times_redeemed"] >= coupon["max_redemptions"]
+    coupon["valid"] = coupon["valid"] and not used_up
+    ctx.tx.put(coupon)
+    if used_up:
+        _deactivate_codes(ctx, coupon)
+
+
+# -- on the payment page -----------------------------------------------------------------------------------------------
+def resolve(tx, session, text, now):
+    """The discount a typed code gives this session ({"coupon": ..., "promotion_code": ...}), or PayError(400)
+    saying why it cannot be used: unknown, inactive, expired, used up, another currency or below its minimum."""
+    typed = (text or "").strip()
+    if not session["allow_promotion_codes"]:
+        raise PayError(400, "This checkout does not accept promotion codes.", "promotion_code")
+    rows = []
+    if CODE_CHARS.fullmatch(typed) and len(typed) <= 500:
+        rows, _ = tx.list("promotion_code", 100, where=[("_code_key", typed.upper())])
+    if not rows:
+        raise PayError(400, f'"{typed}" is not a valid promotion code.', "promotion_code")
+    promo = next((r for r in rows if r["active"]), rows[0])  # newest first
+    coupon = tx.get(promo["promotion"]["coupon"], "coupon")
+    name, currency = promo["code"], session["currency"]
+    why = unredeemable(tx, promo, now, coupon=coupon)
+    if why:
+        reason = {"it has expired": "has expired", "it has reached its redemption limit":
+                  "has reached its redemption limit"}.get(why, "is no longer active")
+        raise PayError(400, f'The promotion code "{name}" {reason}.', "promotion_code")
+    minimum = promo["restrictions"]
+    if (coupon["amount_off"] is not None and coupon["currency"] != currency) or (
+            minimum["minimum_amount"] is not None and minimum["minimum_amount_currency"] != currency):
+        raise PayError(400, f'The promotion code "{name}" cannot be used for payments in {currency.upper()}.',
+                       "promotion_code")
+    if minimum["minimum_amount"] is not None and session["amount_subtotal"] < minimum["minimum_amount"]:
+        raise PayError(400, f'The promotion code "{name}" needs an order of at least '
+                       f'{money(minimum["minimum_amount"], currency)} (before shipping and tax).', "promotion_code")
+    return {"coupon": coupon, "promotion_code": promo}
+
+
+def describe(coupon, currency):
+    """"20% off" or "$5.00 off"."""
+    if coupon["percent_off"] is not None:
+        return f"{coupon['percent_off']:g}% off"
+    return f"{money(coupon['amount_off'], currency)} off"

@@ -77,6 +77,12 @@ SESSION_CREATE = Obj({
     "submit_type": Str(choices=("auto", "book", "donate", "pay", "subscribe")),
     "customer_creation": Str(choices=("always", "if_required")),
     "allow_promotion_codes": Bool(),
+    # Only the parts the stand-in's page acts on; the rest of these hashes is refused as unknown
+    "consent_collection": Obj({"terms_of_service": Str(choices=("none", "required"))}),
+    "custom_text": Obj({"terms_of_service_acceptance": Obj({"message": Str(max_length=1200)},
+                                                           required=("message",))}),
+    "tax_id_collection": Obj({"enabled": Bool(), "required": Str(choices=("if_supported", "never"))},
+                             required=("enabled",)),
     "ui_mode": Str(choices=("hosted_page",)),
     "expand": EXPAND,
 }, required=("mode",))

@@ -1,16 +1,22 @@
-"""Coupons and promotion codes in the stand-in: the API's requests and objects, uniqueness, lists and lapsing."""
+"""Coupons, promotion codes, terms of service consent, tax ID collection and Checkout Session lifetimes in the
+stand-in: the API's requests and objects, the payment page's refusals, and the totals of a discounted payment."""
 import json
 import re
 import time
+import typing
 
+import bottle
 import pytest
 import stripe
+import webtest
 
 import test_standin_api as api
+from standin import PayError
 from test_standin_shape import against_spec, compare, stripe_refs  # noqa: F401 (a fixture)
 from tests import stripe_params
 
 standin, client, app, shop_params = api.standin, api.client, api.app, api.shop_params  # shared with those tests
+DE = {"line1": "Unter den Linden 1", "city": "Berlin", "postal_code": "10117", "country": "DE"}
 # spec3.json (2023) knows promotion codes with a top-level `coupon`; since API version 2025-09-30.clover it is
 # `promotion: {type: "coupon", coupon: <id>}` (stripe.PromotionCode.Promotion, and Stripe's 2026 fixture).
 NEWER_THAN_SPEC = {"promotion_code.coupon: required by the spec, missing"}
@@ -33,8 +39,26 @@ def make_code(client, coupon, code, **params):
     return create(sent(create, {"promotion": {"type": "coupon", "coupon": coupon}, "code": code, **params}))
 
 
+def promo_params(**over):
+    """The shop's session parameters with promotion codes, terms and tax IDs switched on."""
+    return shop_params(**{
+        "allow_promotion_codes": True, "consent_collection": {"terms_of_service": "required"},
+        "custom_text": {"terms_of_service_acceptance": {
+            "message": "I agree to the [Terms of Service](https://shop.example/terms?v=2&x=1)"}},
+        "tax_id_collection": {"enabled": True}, **over})
+
+
 def wire(obj):
     return json.loads(obj.last_response.body)
+
+
+def age(standin, object_id, **fields):
+    """Rewrite stored fields (as if time had passed) and let the stand-in notice."""
+    with standin.store.tx(write=True) as tx:
+        obj = tx.get(object_id)
+        obj.update(fields)
+        tx.put(obj)
+    standin.sweep()
 
 
 # -- coupons ----------------------------------------------------------------------------------------------------------
@@ -205,3 +229,367 @@ def test_codes_lapse_at_expires_at_and_with_their_coupon(client, standin):
     assert "cannot be reactivated" in exc.value.user_message
     # and a lapsed code no longer holds its code: a new one may take it
     assert make_code(client, "FIVE", "soon").active is True
+
+
+# -- Checkout Session parameters --------------------------------------------------------------------------------------
+def test_a_session_echoes_promotion_consent_and_tax_id_settings(client, stripe_refs):
+    fixtures, schemas = stripe_refs
+    expires = int(time.time()) + 31 * 60
+    create = client.v1.checkout.sessions.create
+    s = wire(create(sent(create, promo_params(expires_at=expires))))
+    assert s["allow_promotion_codes"] is True and s["expires_at"] == expires and s["discounts"] == []
+    assert s["consent_collection"] == {"payment_method_reuse_agreement": None, "promotions": None,
+                                       "terms_of_service": "required"}
+    assert s["custom_text"]["terms_of_service_acceptance"] == {
+        "message": "I agree to the [Terms of Service](https://shop.example/terms?v=2&x=1)"}
+    assert s["tax_id_collection"] == {"enabled": True, "required": "never"} and s["consent"] is None
+    plain = wire(create(shop_params()))
+    assert "tax_id_collection" not in plain and plain["consent_collection"] is None
+    assert plain["allow_promotion_codes"] is None
+    # Stripe's 2026 example session leaves tax_id_collection out; spec3 and the SDK's Session have it
+    assert against_spec(s["tax_id_collection"], schemas["payment_pages_checkout_session_tax_id_collection"],
+                        schemas, "tax_id_collection") == []
+    assert "tax_id_collection" in stripe.checkout.Session.__annotations__
+    echoed = ("allow_promotion_codes", "consent_collection", "custom_text", "discounts", "expires_at")
+    problems = compare({k: s[k] for k in echoed}, {k: fixtures["checkout.session"][k] for k in echoed},
+                       "checkout.session", schemas)
+    # the fixture sets payment_method_reuse_agreement; the SDK types it Optional, and nothing here sets it
+    assert problems == ["checkout.session.consent_collection.payment_method_reuse_agreement: null, fixture has "
+                        "object (and not nullable in the spec)"]
+    reuse = stripe.checkout.Session.ConsentCollection.__annotations__["payment_method_reuse_agreement"]
+    assert type(None) in typing.get_args(reuse)
+    assert against_spec(s, schemas["checkout.session"], schemas, "session") == []
+
+
+@pytest.mark.parametrize("over, param", [
+    ({"consent_collection": {"terms_of_service": "always"}}, "consent_collection[terms_of_service]"),
+    ({"consent_collection": {"promotions": "auto"}}, "consent_collection[promotions]"),
+    ({"custom_text": {"terms_of_service_acceptance": {"message": "x" * 1201}}},
+     "custom_text[terms_of_service_acceptance][message]"),
+    ({"custom_text": {"terms_of_service_acceptance": {"message": ""}}},
+     "custom_text[terms_of_service_acceptance][message]"),
+    ({"tax_id_collection": {"required": "never"}}, "tax_id_collection[enabled]"),
+    ({"tax_id_collection": {"enabled": True, "required": "always"}}, "tax_id_collection[required]"),
+])
+def test_session_parameter_errors(client, over, param):
+    with pytest.raises(stripe.InvalidRequestError) as exc:
+        client.v1.checkout.sessions.create(shop_params(**over))
+    assert exc.value.http_status == 400 and exc.value.param == param
+
+
+@pytest.mark.parametrize("minutes, message", [
+    (28, "The `expires_at` timestamp must be at least 30 minutes from Checkout Session creation."),
+    (24 * 60 + 2, "The `expires_at` timestamp must be less than 24 hours from Checkout Session creation."),
+])
+def test_expires_at_must_be_between_half_an_hour_and_a_day_away(client, minutes, message):
+    with pytest.raises(stripe.InvalidRequestError) as exc:
+        client.v1.checkout.sessions.create(shop_params(expires_at=int(time.time()) + minutes * 60))
+    assert (exc.value.http_status, exc.value.param, exc.value.user_message) == (400, "expires_at", message)
+    for ok in (31, 24 * 60 - 1):
+        assert client.v1.checkout.sessions.create(shop_params(expires_at=int(time.time()) + ok * 60)).status == "open"
+
+
+def test_a_stock_hold_session_expires_at_its_expires_at(client, standin):
+    held = client.v1.checkout.sessions.create(shop_params(expires_at=int(time.time()) + 31 * 60))
+    day = client.v1.checkout.sessions.create(shop_params())
+    with pytest.raises(PayError):  # a declined try leaves a PaymentIntent to cancel
+        standin.pay(held.id, card="4000000000000002")
+    assert standin.sweep(now=held.expires_at - 1) == 0
+    assert standin.sweep(now=held.expires_at) == 1
+    expired = client.v1.checkout.sessions.retrieve(held.id, {"expand": ["payment_intent"]})
+    assert (expired.status, expired.url) == ("expired", None)
+    assert (expired.payment_intent.status, expired.payment_intent.cancellation_reason) == ("canceled", "abandoned")
+    assert [e.data.object.id for e in client.v1.events.list({"type": "checkout.session.expired"}).data] == [held.id]
+    assert client.v1.checkout.sessions.retrieve(day.id).status == "open"
+    with pytest.raises(PayError) as exc:
+        standin.pay(held.id)
+    assert exc.value.status == 410
+
+
+# -- paying with a code -----------------------------------------------------------------------------------------------
+def test_the_discount_comes_off_before_tax_and_is_spread_over_the_items(client, standin):
+    make_coupon(client, id="TEN", percent_off=10)
+    promo = make_code(client, "TEN", "READ10")
+    s = client.v1.checkout.sessions.create(promo_params())
+    paid = standin.pay(s.id, promotion_code=" read10 ", address=DE)
+    # 2 x 12.50 + 9.99 = 34.99; 10% = 3.50 (half up), shared 2.50 : 1.00 by the items' 25.00 : 9.99
+    items = client.v1.checkout.sessions.line_items.list(s.id).data
+    assert [(i.amount_subtotal, i.amount_discount) for i in items] == [(2500, 250), (999, 100)]
+    # German VAT (19%) on the discounted amounts: 22.50 -> 4.28, 8.99 -> 1.71, shipping 5.00 -> 0.95
+    assert [i.amount_tax for i in items] == [428, 171] and [i.amount_total for i in items] == [2678, 1070]
+    assert paid["total_details"] == {"amount_discount": 350, "amount_shipping": 500, "amount_tax": 428 + 171 + 95}
+    assert paid["amount_subtotal"] == 3499 and paid["amount_total"] == 3499 - 350 + 500 + 694
+    assert paid["discounts"] == [{"coupon": "TEN", "promotion_code": promo.id}]
+    pi = client.v1.payment_intents.retrieve(paid["payment_intent"], {"expand": ["latest_charge"]})
+    assert pi.amount == pi.amount_received == pi.latest_charge.amount == paid["amount_total"]
+
+
+def test_an_amount_off_coupon_with_prices_that_include_tax(client, standin):
+    make_coupon(client, id="FIVE", amount_off=500, currency="usd")
+    make_code(client, "FIVE", "FIVE")
+    lines = [{"quantity": 1, "price_data": {"currency": "usd", "unit_amount": 3000, "tax_behavior": "inclusive",
+                                            "product_data": {"name": "A"}}},
+             {"quantity": 1, "price_data": {"currency": "usd", "unit_amount": 1000, "tax_behavior": "inclusive",
+                                            "product_data": {"name": "B"}}}]
+    s = client.v1.checkout.sessions.create(shop_params(line_items=lines, shipping_options=[],
+                                                       allow_promotion_codes=True))
+    paid = standin.pay(s.id, promotion_code="five", address=DE)
+    items = client.v1.checkout.sessions.line_items.list(s.id).data
+    # 5.00 off 40.00 shared 3.75 : 1.25; the 19% carved out of what is left: 26.25 -> 4.19, 8.75 -> 1.40
+    assert [(i.amount_discount, i.amount_tax, i.amount_total) for i in items] == [(375, 419, 2625), (125, 140, 875)]
+    assert paid["amount_total"] == 3500 and paid["total_details"]["amount_tax"] == 559
+
+
+def test_times_redeemed_counts_completed_sessions_and_a_used_up_code_is_refused(client, standin):
+    make_coupon(client, id="TEN", percent_off=10)
+    promo = make_code(client, "TEN", "ONCE", max_redemptions=1)
+    first, second = (client.v1.checkout.sessions.create(promo_params()) for _ in range(2))
+    with pytest.raises(PayError):  # a declined payment redeems nothing
+        standin.pay(first.id, promotion_code="ONCE", card="4000000000000002")
+    assert client.v1.promotion_codes.retrieve(promo.id).times_redeemed == 0
+    standin.pay(first.id, promotion_code="ONCE")
+    used = client.v1.promotion_codes.retrieve(promo.id)
+    assert (used.times_redeemed, used.active) == (1, False)
+    assert client.v1.coupons.retrieve("TEN").times_redeemed == 1
+    with pytest.raises(PayError) as exc:
+        standin.pay(second.id, promotion_code="once")
+    assert (exc.value.status, exc.value.field) == (400, "promotion_code")
+    assert exc.value.message == 'The promotion code "ONCE" has reached its redemption limit.'
+    assert standin.pay(second.id)["discounts"] == []  # without it the shopper can still pay
+
+
+def test_a_used_up_coupon_takes_its_codes_with_it(client, standin):
+    make_coupon(client, id="TWICE", percent_off=10, max_redemptions=2)
+    make_code(client, "TWICE", "ONE")
+    two = make_code(client, "TWICE", "TWO")
+    for code in ("ONE", "TWO"):
+        standin.pay(client.v1.checkout.sessions.create(promo_params()).id, promotion_code=code)
+    coupon = client.v1.coupons.retrieve("TWICE")
+    assert (coupon.times_redeemed, coupon.valid) == (2, False)
+    assert client.v1.promotion_codes.retrieve(two.id).active is False
+    with pytest.raises(PayError) as exc:
+        standin.pay(client.v1.checkout.sessions.create(promo_params()).id, promotion_code="one")
+    assert "redemption limit" in exc.value.message
+
+
+def test_each_reason_a_code_is_refused(client, standin):
+    make_coupon(client, id="TEN", percent_off=10)
+    make_coupon(client, id="EUROS", amount_off=500, currency="eur")
+    off = make_code(client, "TEN", "OFF")
+    client.v1.promotion_codes.update(off.id, {"active": False})
+    old = make_code(client, "TEN", "OLD", expires_at=int(time.time()) + 60)
+    age(standin, old.id, expires_at=int(time.time()) - 1)
+    make_code(client, "TEN", "BIG", restrictions={"minimum_amount": 5000, "minimum_amount_currency": "usd"})
+    make_code(client, "EUROS", "EURO")
+    s = client.v1.checkout.sessions.create(promo_params())
+    for code, message in [
+        ("NOPE", '"NOPE" is not a valid promotion code.'),
+        ("off", 'The promotion code "OFF" is no longer active.'),
+        ("old", 'The promotion code "OLD" has expired.'),
+        ("big", 'The promotion code "BIG" needs an order of at least $50.00 (before shipping and tax).'),
+        ("euro", 'The promotion code "EURO" cannot be used for payments in USD.'),
+    ]:
+        with pytest.raises(PayError) as exc:
+            standin.pay(s.id, promotion_code=code)
+        assert (exc.value.status, exc.value.field, exc.value.message) == (400, "promotion_code", message)
+    assert client.v1.checkout.sessions.retrieve(s.id).status == "open"
+
+
+def test_a_code_may_not_take_the_total_below_what_stripe_can_charge(client, standin):
+    make_coupon(client, id="ALL", percent_off=100)
+    make_code(client, "ALL", "FREE")
+    s = client.v1.checkout.sessions.create(promo_params(shipping_options=[], automatic_tax={"enabled": False}))
+    with pytest.raises(PayError) as exc:
+        standin.pay(s.id, promotion_code="FREE")
+    assert exc.value.field == "promotion_code" and "below the smallest amount that can be charged" in exc.value.message
+
+
+def test_codes_terms_and_tax_ids_only_where_the_session_asks_for_them(client, standin):
+    make_coupon(client, id="TEN", percent_off=10)
+    make_code(client, "TEN", "READ10")
+    s = client.v1.checkout.sessions.create(shop_params())
+    with pytest.raises(PayError) as exc:
+        standin.pay(s.id, promotion_code="READ10")
+    assert exc.value.message == "This checkout does not accept promotion codes."
+    with pytest.raises(PayError) as exc:
+        standin.pay(s.id, tax_id=("eu_vat", "DE123456789"))
+    assert exc.value.message == "This checkout does not collect tax IDs."
+    paid = standin.pay(s.id, accept_terms=False)  # nothing to accept
+    assert paid["consent"] is None and paid["customer_details"]["tax_ids"] == []
+
+
+def test_consent_and_tax_ids_on_the_completed_session(client, standin, stripe_refs):
+    fixtures, schemas = stripe_refs
+    s = client.v1.checkout.sessions.create(promo_params())
+    with pytest.raises(PayError) as exc:
+        standin.pay(s.id, accept_terms=False)
+    assert (exc.value.status, exc.value.field) == (400, "terms")
+    assert exc.value.message == "Please accept the terms of service to continue."
+    for tax_id, field in ((("eu_vat", "DE1234"), "tax_id_value"), (("xx_vat", "123"), "tax_id_type"),
+                          (("gb_vat", "DE123456789"), "tax_id_value")):
+        with pytest.raises(PayError) as exc:
+            standin.pay(s.id, tax_id=tax_id)
+        assert exc.value.field == field
+    standin.pay(s.id, address=DE, tax_id=("eu_vat", "DE 123 456 789"))
+    done = wire(client.v1.checkout.sessions.retrieve(s.id))
+    assert done["consent"] == {"promotions": None, "terms_of_service": "accepted"}
+    assert done["customer_details"]["tax_ids"] == [{"type": "eu_vat", "value": "DE 123 456 789"}]
+    assert against_spec(done, schemas["checkout.session"], schemas, "session") == []
+    problems = compare({k: v for k, v in done.items() if k != "tax_id_collection"}, fixtures["checkout.session"],
+                       "checkout.session", schemas)
+    assert problems == ["checkout.session.consent_collection.payment_method_reuse_agreement: null, fixture has "
+                        "object (and not nullable in the spec)"]
+    event = client.v1.events.list({"type": "checkout.session.completed"}).data[0]
+    assert event.data.object.consent.terms_of_service == "accepted"
+
+
+def test_a_tax_id_can_be_required_where_supported(client, standin):
+    s = client.v1.checkout.sessions.create(shop_params(tax_id_collection={"enabled": True,
+                                                                          "required": "if_supported"}))
+    with pytest.raises(PayError) as exc:
+        standin.pay(s.id, address=DE)
+    assert (exc.value.field, exc.value.message) == ("tax_id_value", "Enter your tax ID.")
+    paid = standin.pay(s.id, address=DE, tax_id=("eu_vat", "DE123456789"))
+    assert paid["customer_details"]["tax_ids"] == [{"type": "eu_vat", "value": "DE123456789"}]
+
+
+def test_a_discounted_item_and_session_keep_stripes_shape(client, standin, stripe_refs):
+    fixtures, schemas = stripe_refs
+    make_coupon(client, id="TEN", percent_off=10)
+    make_code(client, "TEN", "READ10")
+    s = client.v1.checkout.sessions.create(promo_params())
+    standin.pay(s.id, promotion_code="READ10")
+    item = wire(client.v1.checkout.sessions.line_items.list(s.id))["data"][0]
+    assert item["amount_discount"] > 0
+    assert compare(item, fixtures["item"], "item", schemas) == []
+    assert against_spec(item, schemas["item"], schemas, "item") == []
+
+
+# -- the payment page -------------------------------------------------------------------------------------------------
+@pytest.fixture
+def browser(standin):
+    app = bottle.Bottle()
+    standin.install_pay_page(app)
+    return webtest.TestApp(app)
+
+
+def fill(page, **over):
+    form = page.forms["pay"]
+    values = {"name": "Ada Reader", "card_number": "4242424242424242", "card_expiry": "12 / 34", "card_cvc": "123",
+              "address_line1": DE["line1"], "address_city": DE["city"], "address_postal_code": DE["postal_code"],
+              "address_country": "DE", **over}
+    for k, v in values.items():
+        form[k] = v
+    return form
+
+
+def test_the_page_shows_a_code_field_the_terms_box_and_tax_id_fields(client, browser):
+    s = client.v1.checkout.sessions.create(promo_params())
+    page = browser.get(f"/offline-checkout/{s.id}")
+    text = page.text
+    ids = set(re.findall(r'<(?:input|select)[^>]*\bid="([^"]+)"', text))
+    assert {"promotion_code", "terms", "tax_id_type", "tax_id_value"} <= ids
+    assert ids - set(re.findall(r'<label for="([^"]+)"', text)) == set()
+    assert 'I agree to the <a href="https://shop.example/terms?v=2&amp;x=1" target="_blank" rel="noopener">' \
+           'Terms of Service</a>' in text
+    assert re.search(r'<input type="checkbox" id="terms" name="terms" value="accepted" required', text)
+    assert {"eu_vat", "gb_vat", "us_ein", "au_abn"} <= set(re.findall(r'<option value="([a-z]{2}_[a-z]+)"', text))
+    assert "Tax ID (optional)" in text
+    plain = browser.get(f"/offline-checkout/{client.v1.checkout.sessions.create(shop_params()).id}").text
+    assert 'id="promotion_code"' not in plain and 'id="terms"' not in plain and 'id="tax_id_value"' not in plain
+
+
+def test_the_terms_message_is_escaped_and_only_http_links_are_made(client, browser):
+    message = 'Read <b>this</b> & [the terms](javascript:alert(1)) or [these](https://x.example/t"onclick=1)'
+    s = client.v1.checkout.sessions.create(promo_params(custom_text={"terms_of_service_acceptance": {
+        "message": message}}))
+    text = browser.get(f"/offline-checkout/{s.id}").text
+    assert "<b>" not in text and "Read &lt;b&gt;this&lt;/b&gt; &amp; [the terms](javascript:alert(1))" in text
+    assert 'href="javascript' not in text and not re.search(r"<a [^>]*\sonclick", text)
+    assert '<a href="https://x.example/t&quot;onclick=1" target="_blank" rel="noopener">these</a>' in text
+
+
+def test_applying_a_good_code_shows_the_discount_and_keeps_the_form(client, browser, standin):
+    make_coupon(client, id="TEN", percent_off=10)
+    make_code(client, "TEN", "READ10")
+    s = client.v1.checkout.sessions.create(promo_params())
+    form = fill(browser.get(f"/offline-checkout/{s.id}"), promotion_code="read10", tax_id_value="DE123456789")
+    applied = form.submit("action", value="apply_code")
+    assert applied.status_int == 200 and "READ10 applied: 10% off" in applied.text
+    assert "Discount (READ10)" in applied.text and "−$3.50" in applied.text
+    # 34.99 - 3.50 + 5.00 shipping + 19% VAT on 31.49 and on 5.00 (5.98 + 0.95) = 43.43
+    assert "Pay $43.43" in applied.text
+    again = applied.forms["pay"]
+    assert again["promotion_code"].value == "read10" and again["name"].value == "Ada Reader"
+    assert again["tax_id_value"].value == "DE123456789" and again["tax_id_type"].value == "eu_vat"
+    assert standin.get(s.id)["discounts"] == []  # nothing is paid or kept by applying
+    again["card_number"] = "4242424242424242"
+    again["card_cvc"] = "123"
+    again["terms"] = "accepted"
+    done = again.submit("action", value="pay")
+    assert done.status_int == 303
+    paid = client.v1.checkout.sessions.retrieve(s.id)
+    assert paid.amount_total == 4343 and paid.total_details.amount_discount == 350
+    assert paid.customer_details.tax_ids[0].value == "DE123456789"
+
+
+@pytest.mark.parametrize("code, message", [
+    ("NOPE", "&quot;nope&quot; is not a valid promotion code."),
+    ("OFF", "is no longer active."),
+    ("OLD", "has expired."),
+    ("USED", "has reached its redemption limit."),
+    ("BIG", "needs an order of at least $50.00"),
+])
+def test_the_page_refuses_a_code_saying_why(client, browser, standin, code, message):
+    make_coupon(client, id="TEN", percent_off=10)
+    client.v1.promotion_codes.update(make_code(client, "TEN", "OFF").id, {"active": False})
+    old = make_code(client, "TEN", "OLD", expires_at=int(time.time()) + 60)
+    age(standin, old.id, expires_at=int(time.time()) - 1)
+    make_code(client, "TEN", "USED", max_redemptions=1)
+    standin.pay(client.v1.checkout.sessions.create(promo_params()).id, promotion_code="USED")
+    make_code(client, "TEN", "BIG", restrictions={"minimum_amount": 5000, "minimum_amount_currency": "usd"})
+    s = client.v1.checkout.sessions.create(promo_params())
+    page = browser.get(f"/offline-checkout/{s.id}")
+    for action in ("apply_code", "pay"):
+        form = fill(page, promotion_code=code.lower(), phone="+49 30 1234567")
+        form["terms"] = "accepted"
+        refused = form.submit("action", value=action, status=400)
+        assert message in refused.text and "Discount (" not in refused.text
+        assert refused.forms["pay"]["promotion_code"].value == code.lower()
+        assert refused.forms["pay"]["phone"].value == "+49 30 1234567"
+        field = refused.html.find("input", id="promotion_code")
+        assert field.get("aria-invalid") == "true" and field.has_attr("autofocus")
+    assert client.v1.checkout.sessions.retrieve(s.id).status == "open"
+
+
+def test_the_terms_box_must_be_ticked_on_the_page(client, browser):
+    s = client.v1.checkout.sessions.create(promo_params())
+    refused = fill(browser.get(f"/offline-checkout/{s.id}")).submit("action", value="pay", status=400)
+    assert "Please accept the terms of service to continue." in refused.text
+    box = refused.html.find("input", id="terms")
+    assert box.get("aria-invalid") == "true" and box.has_attr("autofocus") and not box.has_attr("checked")
+    form = fill(refused)
+    form["terms"] = "accepted"
+    assert form.submit("action", value="pay").status_int == 303
+
+
+def test_a_bad_tax_id_is_refused_on_the_page(client, browser):
+    s = client.v1.checkout.sessions.create(promo_params())
+    form = fill(browser.get(f"/offline-checkout/{s.id}"), tax_id_value="DE1234")
+    form["terms"] = "accepted"
+    refused = form.submit("action", value="pay", status=400)
+    assert "Enter a valid European VAT number, such as DE123456789." in refused.text
+    assert refused.forms["pay"]["tax_id_value"].value == "DE1234"
+
+
+def test_an_applied_code_can_be_removed(client, browser):
+    make_coupon(client, id="TEN", percent_off=10)
+    make_code(client, "TEN", "READ10")
+    s = client.v1.checkout.sessions.create(promo_params())
+    applied = fill(browser.get(f"/offline-checkout/{s.id}"), promotion_code="READ10").submit("action",
+                                                                                            value="apply_code")
+    removed = applied.forms["pay"].submit("action", value="remove_code")
+    assert removed.status_int == 200 and "Discount (" not in removed.text
+    assert removed.forms["pay"]["promotion_code"].value == ""
+    empty = removed.forms["pay"].submit("action", value="apply_code", status=400)
+    assert "Enter a promotion code." in empty.text

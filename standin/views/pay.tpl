@@ -32,6 +32,9 @@
     </ul>
     <dl class="sti-totals">
       <div><dt>Subtotal</dt><dd>{{summary['subtotal']}}</dd></div>
+      % if summary['discount'] is not None:
+      <div class="sti-discount"><dt>{{summary['discount_label']}}</dt><dd>{{summary['discount']}}</dd></div>
+      % end
       % if summary['shipping'] is not None:
       <div><dt>Shipping</dt><dd>{{summary['shipping']}}</dd></div>
       % end
@@ -101,6 +104,20 @@
         % end
       </fieldset>
       % end
+      % if tax_ids is not None:
+      <fieldset>
+        <legend>{{'Tax ID' if tax_id_required else 'Tax ID (optional)'}}</legend>
+        <label for="tax_id_type">Type of tax ID</label>
+        <select id="tax_id_type" name="tax_id_type" aria-invalid="{{'true' if error_field == 'tax_id_type' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'tax_id_type' else ''}}>
+          <option value="">Choose…</option>
+          % for code, label in tax_ids:
+          <option value="{{code}}" {{'selected' if values['tax_id_type'] == code else ''}}>{{label}}</option>
+          % end
+        </select>
+        <label for="tax_id_value">Tax ID{{' (required for businesses where tax IDs are supported)' if tax_id_required else ''}}</label>
+        <input id="tax_id_value" name="tax_id_value" autocomplete="off" value="{{values['tax_id_value']}}" aria-invalid="{{'true' if error_field == 'tax_id_value' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'tax_id_value' else ''}}>
+      </fieldset>
+      % end
       <fieldset>
         <legend>Card information</legend>
         <label for="card_number">Card number</label>
@@ -118,8 +135,26 @@
         <label for="cardholder_name">Cardholder name</label>
         <input id="cardholder_name" name="cardholder_name" autocomplete="cc-name" value="{{values['cardholder_name']}}">
       </fieldset>
+      % if terms is not None:
+      <div class="sti-terms">
+        <input type="checkbox" id="terms" name="terms" value="accepted" required {{'checked' if values['terms'] == 'accepted' else ''}} aria-invalid="{{'true' if error_field == 'terms' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'terms' else ''}}>
+        <label for="terms">{{!terms}}</label>
+      </div>
+      % end
       <button type="submit" name="action" value="pay" class="sti-button">{{"Pay " + summary['total'] if summary['final'] else "Pay"}}</button>
       <!-- after Pay, so that Enter in a field pays (the first submit button is the form's default) -->
+      % if promotion_codes:
+      <div class="sti-promo">
+        <label for="promotion_code">Promotion code</label>
+        <div class="sti-inline">
+          <input id="promotion_code" name="promotion_code" autocomplete="off" value="{{values['promotion_code']}}" aria-invalid="{{'true' if error_field == 'promotion_code' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'promotion_code' else ''}}>
+          <button type="submit" name="action" value="apply_code" formnovalidate class="sti-secondary">Apply</button>
+        </div>
+        % if applied:
+        <p class="sti-applied">{{applied}} <button type="submit" name="action" value="remove_code" formnovalidate class="sti-link">Remove</button></p>
+        % end
+      </div>
+      % end
       <p class="sti-update"><button type="submit" name="action" value="update" formnovalidate class="sti-secondary">Update total</button> for the chosen country and shipping method, without paying.</p>
     </form>
     <section class="sti-cards" aria-labelledby="sti-cards-title">

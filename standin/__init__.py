@@ -52,10 +52,11 @@ when sent). The payment page (no JavaScript) then has:
 - tax ID fields (a type among au_abn, ca_bn, ch_vat, eu_vat, gb_vat, no_vat, nz_gst, us_ein, by default the one of the
   shopper's country, and the value, checked against a rough pattern of its format), optional unless
   required=if_supported and the country has one of those types.
-A completed session has discounts [{"coupon": id, "promotion_code": id}], total_details.amount_discount and each line
-item's amount_discount (the discount spread over the items in proportion to their amounts, in whole minor units;
-shipping is not discounted), tax worked out on the discounted amounts, amount_total and the PaymentIntent's amount to
-match, consent {"terms_of_service": "accepted", "promotions": null} and customer_details.tax_ids [{"type", "value"}].
+A completed session has discounts [{"coupon": id, "promotion_code": id}] (expand discounts.promotion_code and
+discounts.coupon, also on lists as data.discounts.promotion_code), total_details.amount_discount and each line item's
+amount_discount (the discount spread over the items in proportion to their amounts, in whole minor units; shipping is
+not discounted), tax worked out on the discounted amounts, amount_total and the PaymentIntent's amount to match, consent
+{"terms_of_service": "accepted", "promotions": null} and customer_details.tax_ids [{"type", "value"}].
 
 Latency: `StandIn(..., latency_ms=N)`, else the environment variable STANDIN_LATENCY_MS, else 0 (and `python -m
 standin --latency-ms N`, which overrides the variable): every API request (/v1/*, through `http_client()` or the

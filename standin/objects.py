@@ -262,7 +262,8 @@ _FILES = ("cancellation_policy customer_communication customer_signature duplica
           "refund_policy service_documentation shipping_documentation uncategorized_file").split()
 EXPANDABLE = {
     "checkout.session": {"payment_intent", "line_items", "shipping_cost.shipping_rate", "customer", "invoice",
-                         "subscription", "setup_intent", "payment_link"},
+                         "subscription", "setup_intent", "payment_link", "discounts.coupon",
+                         "discounts.promotion_code"},
     "promotion_code": {"promotion.coupon", "customer"},
     "payment_intent": {"latest_charge", "customer", "payment_method", "review", "application", "on_behalf_of",
                        "transfer_data.destination"},
@@ -300,6 +301,12 @@ def _expand_one(obj, parts, full, load, virtual):
     field, rest = parts[0], parts[1:]
     allowed = EXPANDABLE.get(obj.get("object"), set())
     two = ".".join(parts[:2])
+    if len(parts) > 1 and two in allowed and isinstance(obj.get(field), list):
+        # a field of each hash in an array, e.g. a session's discounts.promotion_code
+        for entry in obj[field]:
+            if isinstance(entry, dict):
+                _expand_key(obj, entry, parts[1], parts[2:], full, load, virtual)
+        return
     if len(parts) > 1 and two in allowed and isinstance(obj.get(field), dict):
         holder, key, rest = obj[field], parts[1], parts[2:]
     elif field in allowed:

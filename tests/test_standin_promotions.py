@@ -465,6 +465,32 @@ def test_a_discounted_item_and_session_keep_stripes_shape(client, standin, strip
     assert against_spec(item, schemas["item"], schemas, "item") == []
 
 
+# -- expand -----------------------------------------------------------------------------------------------------------
+def test_the_shops_retrieve_expands_the_promotion_code_in_one_call(client, standin, app):
+    make_coupon(client, id="TEN", percent_off=10, name="Ten percent")
+    promo = make_code(client, "TEN", "READ10")
+    s = client.v1.checkout.sessions.create(promo_params())
+    standin.pay(s.id, promotion_code="read10")
+    before = sum(standin.calls.values())
+    retrieve = client.v1.checkout.sessions.retrieve
+    r = retrieve(s.id, sent(retrieve, {"expand": ["line_items", "payment_intent", "discounts.promotion_code"]}))
+    assert sum(standin.calls.values()) == before + 1
+    d = r.to_dict()
+    assert d["discounts"][0]["promotion_code"]["code"] == "READ10"
+    assert d["discounts"][0]["promotion_code"]["id"] == promo.id and d["discounts"][0]["coupon"] == "TEN"
+    assert d["payment_intent"]["amount"] == d["amount_total"] and len(d["line_items"]["data"]) == 2
+    both = app.get(f"/v1/checkout/sessions/{s.id}?expand[]=discounts.coupon&expand[]=discounts.promotion_code"
+                   ".promotion.coupon").json["discounts"][0]
+    assert both["coupon"]["name"] == "Ten percent" and both["promotion_code"]["promotion"]["coupon"]["id"] == "TEN"
+    assert "_code_key" not in both["promotion_code"]
+    listed = client.v1.checkout.sessions.list({"expand": ["data.discounts.promotion_code"], "limit": 1}).data[0]
+    assert listed.discounts[0].promotion_code.code == "READ10"
+    plain = client.v1.checkout.sessions.create(shop_params())  # no discounts: nothing to expand, no error
+    assert retrieve(plain.id, {"expand": ["discounts.promotion_code"]}).discounts == []
+    refused = app.get(f"/v1/checkout/sessions/{s.id}?expand[]=discounts.nothing", status=400)
+    assert refused.json["error"]["message"] == "This property cannot be expanded (discounts.nothing)."
+
+
 # -- the payment page -------------------------------------------------------------------------------------------------
 @pytest.fixture
 def browser(standin):

@@ -1,0 +1,329 @@
+"""Order emails through a real SMTP server on loopback (aiosmtpd): one notice and one confirmation per paid order
+however often it is confirmed, one per failed payment and per refund, retries when the server is down, refuses or
+drops the connection, .eml files offline, and a serving process killed mid-send (SQLite and PostgreSQL)."""
+
+import asyncio
+import email
+import email.policy
+import json
+import signal
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from standin import ASYNC_FAIL, StandIn
+from tests.conftest import buy, free_port, order, pay_form, pending, wait_for, wire
+from webshop import mail, merchant
+from webshop.settings import load_config
+
+MERCHANT = "owner@example.com"
+
+
+class MailServer:
+    """A real SMTP server on 127.0.0.1 that keeps what it accepted; `mode` makes it accept, refuse a recipient
+    (550), refuse the message (421), drop the connection mid-session or stall before answering DATA."""
+
+    def __init__(self, **options):
+        self.accepted, self.mode, self.stalled = [], "accept", threading.Event()
+        self.port, self.options = free_port(), options
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port, **options)
+        self.url = f"smtp://127.0.0.1:{self.port}"
+
+    def restart(self):
+        """Up again on the same port (a stopped controller cannot start twice)."""
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port, **self.options)
+        self.controller.start()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.mode == "refuse":
+            return "550 5.1.1 Mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.mode == "busy":
+            return "421 4.3.2 Service not available, closing channel"
+        if self.mode == "drop":
+            server.transport.close()  # gone mid-session, before any answer to the message
+            return "250 never heard"
+        if self.mode == "stall":
+            self.stalled.set()
+            await asyncio.sleep(60)  # the client dies meanwhile; never accepted
+            return "451 4.4.2 Too late"
+        self.accepted.append((envelope.rcpt_tos, email.message_from_bytes(envelope.original_content,
+                                                                         policy=email.policy.default)))
+        return "250 2.0.0 Accepted"
+
+    def ids(self):
+        return [m["Message-ID"].strip("<>") for _, m in self.accepted]
+
+    def kinds(self):
+        return sorted(i.split("@")[0].split(".")[1] for i in self.ids())  # <order id>.<kind>.<amount>@<domain>
+
+
+@pytest.fixture
+def smtp():
+    server = MailServer()
+    server.controller.start()
+    yield server
+    server.controller.stop()
+
+
+@pytest.fixture
+def shop(make_shopper, smtp):
+    return wire(make_shopper(smtp_url=smtp.url + "?timeout=5", merchant_email=MERCHANT))
+
+
+def outbox(shop):
+    return shop.shop.orders.ledger.outbox()
+
+
+def send(shop, now=None):
+    return mail.send_due(shop.shop.orders, now=now)
+
+
+def text_and_html(message):
+    return (message.get_body(("plain",)).get_content(), message.get_body(("html",)).get_content())
+
+
+def test_a_paid_order_sends_one_notice_and_one_confirmation_however_often_it_is_confirmed(shop, smtp):
+    sid = buy(shop)
+    shop.get(f"/success?session_id={sid}")  # the confirmation page comes first and fulfils
+    shop.get(f"/success?session_id={sid}")
+    for _ in range(3):  # then the webhook, each event more than once
+        shop.standin.deliver_pending(duplicate=True)
+    for event_id in [e["id"] for e in shop.standin.pending_events()] + [r["event_id"] for r in shop.standin.webhook_log()]:
+        shop.standin.redeliver(event_id)
+    assert shop.shop.orders.sync(sid, source="reconcile")[1] == "already fulfilled"
+    assert send(shop) == (2, 0) and send(shop) == (0, 0)
+    o = order(shop, sid)
+    assert smtp.kinds() == ["confirmation", "order_notice"]
+    (notice,) = [m for to, m in smtp.accepted if to == [MERCHANT]]
+    (confirmation,) = [m for to, m in smtp.accepted if to == [o["customer_email"]]]
+    assert o["id"] in notice["Subject"] and notice["From"].addresses[0].addr_spec == "shop@shop.test"
+    for message in (notice, confirmation):
+        text, html = text_and_html(message)
+        for part in (text, html):
+            assert o["id"] in part and "Jenny Rosen" in part and "1 Test Street" in part and "Testville" in part
+            for key in ("amount_subtotal", "amount_shipping", "amount_tax", "amount_total"):
+                assert f"${o[key] // 100}.{o[key] % 100:02d}" in part
+            assert o["items"][0]["name"] in part and o["payment_intent"] in part
+    assert all(m["sent_at"] and m["attempts"] == 1 for m in outbox(shop))
+
+
+def test_the_discount_is_in_the_order_summary(smtp, catalog_copy, make_shopper):
+    data = json.loads(catalog_copy.read_text())
+    data["promotions"] = [{"code": "SPRING10", "percent_off": 10}]
+    catalog_copy.write_text(json.dumps(data))
+    shop = wire(make_shopper(catalog=str(catalog_copy), smtp_url=smtp.url, merchant_email=MERCHANT))
+    to_stripe = shop.checkout(product_id=data["products"][0]["id"], quantity="1")
+    assert pay_form(shop, to_stripe.location, promotion_code="SPRING10").status_int == 303
+    shop.standin.deliver_pending()
+    send(shop)
+    o = order(shop, shop.session_id(to_stripe))
+    assert o["amount_discount"] > 0
+    for _, message in smtp.accepted:
+        text, html = text_and_html(message)
+        off = f"−${o['amount_discount'] // 100}.{o['amount_discount'] % 100:02d}"
+        label = f"Discount ({o['promotion_code']})" if o["promotion_code"] else "Discount"
+        assert label in text and off in text and off in html
+
+
+def test_a_failed_delayed_payment_sends_one_notice_to_the_shopper(shop, smtp):
+    sid = buy(shop, card=ASYNC_FAIL)
+    shop.standin.deliver_pending()
+    shop.standin.settle_async(sid)
+    shop.standin.deliver_pending(duplicate=True)
+    shop.get(f"/success?session_id={sid}")
+    assert order(shop, sid)["status"] == "payment_failed"
+    assert send(shop) == (1, 0)
+    ((to, message),) = smtp.accepted
+    assert to == [order(shop, sid)["customer_email"]] and "did not go through" in message["Subject"]
+    assert "nothing was charged" in text_and_html(message)[0]
+
+
+def test_each_refund_sends_one_notice_however_often_its_event_comes(shop, smtp):
+    sid = buy(shop)
+    shop.standin.deliver_pending()
+    o = order(shop, sid)
+    refunds = shop.shop.orders.stripe.v1.refunds
+    refunds.create({"payment_intent": o["payment_intent"], "amount": 500})
+    shop.standin.deliver_pending(duplicate=True)
+    for charge in pending(shop, "charge.refunded"):
+        shop.standin.redeliver(charge["id"])
+    refunds.create({"payment_intent": o["payment_intent"]})  # the rest
+    shop.standin.deliver_pending(duplicate=True)
+    ledger = shop.shop.orders.ledger
+    assert not ledger.apply_refund(o["id"], 500, o["amount_total"], "reconcile")  # a late, smaller total: nothing
+    send(shop)
+    refunds_sent = sorted((m["kind"], m["amount"]) for m in outbox(shop) if m["kind"] == "refund")
+    assert refunds_sent == [("refund", 500), ("refund", o["amount_total"])]
+    assert smtp.kinds().count("refund") == 2
+    texts = [text_and_html(m)[0] for _, m in smtp.accepted if "Refund" in m["Subject"]]
+    assert any("We refunded $5.00" in t for t in texts)
+
+
+def test_hostile_names_and_emails_are_escaped_in_the_html_part(make_shopper, smtp, catalog_copy):
+    data = json.loads(catalog_copy.read_text())
+    data["products"][0]["name"] = '<img src=x onerror=alert(1)> & "Co"'
+    catalog_copy.write_text(json.dumps(data))
+    shop = wire(make_shopper(catalog=str(catalog_copy), smtp_url=smtp.url, merchant_email=MERCHANT))
+    sid = shop.session_id(shop.checkout(product_id=data["products"][0]["id"], quantity="1"))
+    shop.standin.pay(sid, name="<script>alert(2)</script>", email="<b>x</b>&y@evil.example")
+    shop.standin.deliver_pending()
+    assert send(shop) == (1, 0)  # not a plain address: the merchant hears of the order, the "shopper" gets nothing
+    ((to, message),) = smtp.accepted
+    text, html = text_and_html(message)
+    assert to == [MERCHANT] and "<script>" in text  # plain text is plain
+    assert "<script>" not in html and "<img" not in html and "<b>x" not in html
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html and "&lt;img src=x onerror=alert(1)&gt; &amp; &quot;Co&quot;" in html
+    assert "&lt;b&gt;x&lt;/b&gt;&amp;y@evil.example" in html
+
+
+@pytest.mark.parametrize("mode", ["refuse", "busy", "drop", "down"])
+def test_a_server_that_refuses_drops_or_is_down_is_retried_with_back_off(shop, smtp, mode):
+    if mode == "down":
+        smtp.controller.stop()
+    smtp.mode = mode
+    sid = buy(shop)
+    shop.standin.deliver_pending()
+    assert send(shop) == (0, 2)
+    first = {m["kind"]: m for m in outbox(shop)}
+    assert all(m["sent_at"] is None and m["attempts"] == 1 and m["lease_until"] is None and m["last_error"]
+               for m in first.values())
+    assert send(shop) == (0, 0)  # waiting out the back-off
+    assert send(shop, now=time.time() + 61) == (0, 2)  # second try after a minute, third after two more
+    assert all(m["attempts"] == 2 and m["next_attempt"] > first[m["kind"]]["next_attempt"] for m in outbox(shop))
+    if mode == "down":
+        smtp.restart()
+    smtp.mode = "accept"
+    assert send(shop, now=time.time() + 200) == (2, 0)
+    assert smtp.kinds() == ["confirmation", "order_notice"] and len(set(smtp.ids())) == 2
+    assert all(m["sent_at"] and m["last_error"] is None for m in outbox(shop))
+    assert order(shop, sid)["status"] == "paid"
+
+
+def test_shop_py_mail_sends_now_whatever_the_back_off_and_outbox_lists_what_waits(shop, smtp, data_dir,
+                                                                                   database_url, monkeypatch, capsys):
+    for name, value in (("DATA_DIR", str(data_dir)), ("DATABASE_URL", database_url), ("SMTP_URL", smtp.url),
+                        ("MERCHANT_EMAIL", MERCHANT), ("BASE_URL", "http://shop.test")):
+        monkeypatch.setenv(name, value)
+    smtp.mode = "busy"
+    buy(shop)
+    shop.standin.deliver_pending()
+    send(shop)
+    capsys.readouterr()
+    assert merchant.main(["outbox"]) == 0
+    out = capsys.readouterr().out
+    assert "2 email(s) waiting." in out and "order_notice" in out and "SMTPDataError 421" in out
+    smtp.mode = "accept"
+    assert merchant.main(["mail"]) == 0
+    assert "Sent 2 email(s)." in capsys.readouterr().out
+    assert merchant.main(["outbox"]) == 0 and "No email is waiting" in capsys.readouterr().out
+
+
+def test_two_senders_racing_send_each_message_once(shop, smtp, make_shopper):
+    other = make_shopper(smtp_url=smtp.url, merchant_email=MERCHANT)  # a second instance on the same ledger
+    for _ in range(3):
+        buy(shop)
+    shop.standin.deliver_pending()
+    results = []
+    threads = [threading.Thread(target=lambda s=s: results.append(send(s))) for s in (shop, other, shop, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(sent for sent, _ in results) == 6 and len(smtp.ids()) == 6 and len(set(smtp.ids())) == 6
+
+
+def test_a_send_cut_off_before_it_was_marked_goes_again_after_its_lease(shop, smtp, monkeypatch):
+    buy(shop)
+    shop.standin.deliver_pending()
+    ledger = shop.shop.orders.ledger
+    row = ledger.claim_mail(time.time(), 50)  # a sender took it, then died
+    assert mail.send_due(shop.shop.orders) == (1, 0)  # the other one; the leased one waits
+    assert mail.send_due(shop.shop.orders, now=time.time() + 51) == (1, 0)
+    assert row["id"] in smtp.ids() and len(smtp.ids()) == 2
+    assert {m["id"]: m["attempts"] for m in outbox(shop)}[row["id"]] == 2
+
+
+def test_offline_each_message_is_written_once_as_an_eml_file(make_shopper, data_dir, monkeypatch):
+    shop = wire(make_shopper(merchant_email=MERCHANT))
+    sid = buy(shop)
+    shop.standin.deliver_pending()
+    ledger, orders = shop.shop.orders.ledger, shop.shop.orders
+    marked = ledger.mail_sent
+    monkeypatch.setattr(ledger, "mail_sent", lambda mail_id: (_ for _ in ()).throw(OSError("power cut")))
+    with pytest.raises(OSError):  # the file is written, the mark is not: the crash between the two
+        mail.send_due(orders)
+    monkeypatch.setattr(ledger, "mail_sent", marked)
+    assert mail.send_due(orders, now=time.time() + 10 * mail.timeout(orders.config) + 1) == (2, 0)
+    files = sorted((data_dir / "outbox").iterdir())
+    o = order(shop, sid)
+    assert [f.name for f in files] == [f"{o['id']}.confirmation.0@shop.test.eml", f"{o['id']}.order_notice.0@shop.test.eml"]
+    message = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
+    assert message["To"] == o["customer_email"] and o["id"] in message.get_body(("plain",)).get_content()
+    assert mail.send_due(orders, now=time.time() + 3600) == (0, 0) and len(list((data_dir / "outbox").iterdir())) == 2
+
+
+def test_the_smtp_password_is_never_shown_in_settings_logs_or_errors(make_shopper, caplog, capsys):
+    server = MailServer(authenticator=lambda *a: AuthResult(success=False, handled=False), auth_require_tls=False)
+    server.controller.start()
+    try:
+        url = f"smtp://shop:pa55-w0rd-xyz@127.0.0.1:{server.controller.port}"
+        shop = wire(make_shopper(smtp_url=url, merchant_email=MERCHANT))
+        buy(shop)
+        shop.standin.deliver_pending()
+        assert send(shop) == (0, 2)
+        assert [m["last_error"] for m in outbox(shop)] == ["SMTPAuthenticationError 535"] * 2
+    finally:
+        server.controller.stop()
+    config = load_config({"smtp_url": url})
+    merchant.show_settings(config)
+    shown = capsys.readouterr().out
+    assert "SMTP_URL" in shown and "pa55-w0rd-xyz" not in shown and "pa55-w0rd-xyz" not in caplog.text
+    with pytest.raises(Exception) as refused:
+        load_config({"smtp_url": "smtp://shop:pa55-w0rd-xyz@host:99999"})
+    assert "SMTP_URL" in str(refused.value) and "pa55-w0rd-xyz" not in str(refused.value)
+
+
+# -- a real serving process killed mid-send ----------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_server_killed_mid_send_sends_each_message_once_after_a_restart(spawn, tmp_path, smtp):
+    """SIGKILL while the mail server holds the first message at DATA (never accepted); after a restart the other
+    message goes at once and the held one when its lease ends: each id accepted once."""
+    port, data = free_port(), tmp_path / "data"
+    base = f"http://127.0.0.1:{port}"
+    env = {"DATA_DIR": str(data), "BASE_URL": base, "PORT": str(port), "SMTP_URL": smtp.url + "?timeout=1",
+           "MERCHANT_EMAIL": MERCHANT, "STRIPE_SECRET_KEY": "", "STRIPE_API_BASE": "", "STRIPE_WEBHOOK_SECRET": ""}
+    smtp.mode = "stall"
+    shop = spawn([sys.executable, "shop.py"], port, env=env)
+    stripe = StandIn(data, public_url=base, webhook_url=base + "/webhook")
+    answer = urllib.request.urlopen(base + "/")
+    cookie = answer.headers["Set-Cookie"].split(";")[0]
+    token = answer.read().decode().split('name="csrf_token" value="')[1].split('"')[0]
+    request = urllib.request.Request(base + "/checkout", f"csrf_token={token}&product_id=walden&quantity=1".encode(),
+                                     {"Cookie": cookie})
+
+    class Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args):
+            return None
+    try:
+        urllib.request.build_opener(Stay).open(request)
+    except urllib.error.HTTPError as e:
+        session_id = e.headers["Location"].rsplit("/", 1)[-1]
+    stripe.pay(session_id)  # the serving process's own sender delivers the webhook; its mail thread sends
+    assert smtp.stalled.wait(30), "the shop never reached DATA"
+    shop.send_signal(signal.SIGKILL)
+    shop.wait()
+    smtp.mode = "accept"
+    spawn([sys.executable, "shop.py"], port, env=env)
+    wait_for(lambda: len(smtp.accepted) >= 2, "both emails accepted after the restart", timeout=60)
+    time.sleep(3)  # a duplicate would come within a sender round or two
+    assert smtp.kinds() == ["confirmation", "order_notice"] and len(set(smtp.ids())) == 2

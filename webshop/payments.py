@@ -144,7 +144,7 @@ def expire_session(client, session_id):
 def retrieve_session(client, session_id):
     """The Checkout Session with all its line items and its PaymentIntent expanded, as a plain dict."""
     session = call("GET /v1/checkout/sessions/{id}", client.v1.checkout.sessions.retrieve, session_id,
-                   {"expand": ["line_items", "payment_intent"]}).to_dict()
+                   {"expand": ["line_items", "payment_intent", "discounts.promotion_code"]}).to_dict()
     items = session.get("line_items")
     # An expanded list holds its first 10 items; the rest are listed (https://docs.stripe.com/expand#lists).
     while isinstance(items, dict) and items.get("has_more") and items.get("data"):
@@ -166,10 +166,11 @@ def sync_promotions(client, catalog):
     try:
         for code in call("GET /v1/promotion_codes", client.v1.promotion_codes.list,
                          {"active": True, "limit": 100}).auto_paging_iter():
+            code = code.to_dict()
             coupon = (code.get("promotion") or {}).get("coupon")
-            key = (code.code.upper(), getattr(coupon, "id", coupon))
+            key = (code["code"].upper(), coupon.get("id") if isinstance(coupon, dict) else coupon)
             if (code.get("metadata") or {}).get("shop") == "catalog" and wanted.pop(key, None) is None:
-                call("POST /v1/promotion_codes/{id}", client.v1.promotion_codes.update, code.id, {"active": False})
+                call("POST /v1/promotion_codes/{id}", client.v1.promotion_codes.update, code["id"], {"active": False})
         for (code, coupon), promo in wanted.items():
             expires = promo["expires"] and calendar.timegm(time.strptime(promo["expires"], "%Y-%m-%d")) + 86399
             if expires and expires < time.time():

@@ -1,0 +1,129 @@
+"""Promotion codes, terms of service and tax IDs from catalog.json, as Checkout (the stand-in) takes them."""
+
+import json
+
+import pytest
+
+from standin import PayError
+from tests.conftest import handoff, wire
+
+SPRING = {"code": "spring10", "percent_off": 10, "expires": "2099-01-31", "max_redemptions": 2,
+          "minimum_amount": 2000}
+
+
+@pytest.fixture
+def shop_with(make_shopper, catalog_copy):
+    """make(**top-level catalog fields) -> a shopper on that catalog; edit(**fields) changes it under the shop."""
+    def edit(**top):
+        data = json.loads(catalog_copy.read_text())
+        data.update(top)
+        catalog_copy.write_text(json.dumps(data))
+
+    def make(**top):
+        edit(**top)
+        shopper = wire(make_shopper(catalog=str(catalog_copy)))
+        shopper.edit = edit
+        return shopper
+    return make
+
+
+def active_codes(shopper):
+    codes = shopper.shop.orders.stripe.v1.promotion_codes.list({"active": True, "limit": 100})
+    return {c.code: c for c in codes.data}
+
+
+def buy(shopper, products, **pay):
+    """Check out `products` ({id: quantity}) and pay; the session id, or PayError from the payment page."""
+    for product_id, quantity in products.items():
+        shopper.add(product_id, quantity)
+    session_id = shopper.session_id(shopper.checkout())
+    shopper.standin.pay(session_id, **pay)
+    shopper.standin.deliver_pending()
+    return session_id
+
+
+def test_the_catalogs_promotions_become_active_codes_at_stripe_and_follow_its_edits(shop_with):
+    shopper = shop_with(promotions=[SPRING, {"code": "FIVE-OFF", "amount_off": 500}])
+    codes = active_codes(shopper)
+    assert set(codes) == {"SPRING10", "FIVE-OFF"}
+    assert codes["SPRING10"].max_redemptions == 2
+    assert codes["SPRING10"].restrictions.minimum_amount == 2000
+    # Creating a shop again (a restart, another instance) makes nothing twice.
+    again = shop_with(promotions=[SPRING, {"code": "FIVE-OFF", "amount_off": 500}])
+    assert set(active_codes(again)) == {"SPRING10", "FIVE-OFF"}
+    shopper.edit(promotions=[{**SPRING, "percent_off": 20}])  # edited: a new coupon; removed: deactivated
+    shopper.get("/")
+    codes = active_codes(shopper)
+    assert set(codes) == {"SPRING10"}
+    coupon = shopper.standin.get(codes["SPRING10"].promotion.coupon)
+    assert coupon["percent_off"] == 20
+    session = shopper.standin.get(shopper.session_id(shopper.checkout(product_id="walden")))
+    assert session["allow_promotion_codes"] is True
+
+
+def test_a_code_typed_on_stripes_page_discounts_before_tax_and_is_shown_and_handed_off(shop_with):
+    shopper = shop_with(promotions=[SPRING])
+    session_id = buy(shopper, {"moby-dick": 2}, promotion_code="spring10")
+    session = shopper.standin.get(session_id)
+    assert session["total_details"]["amount_discount"] == 320  # 10% of 2 × $15.99, rounded
+    page = shopper.get(f"/success?session_id={session_id}")
+    assert "Discount (SPRING10)" in page.text and "$3.20" in page.text
+    order = shopper.shop.orders.ledger.by_session(session_id)
+    assert (order["amount_discount"], order["promotion_code"]) == (320, "SPRING10")
+    (record,) = handoff(shopper)
+    assert (record["amount_discount"], record["promotion_code"]) == (320, "SPRING10")
+    assert record["amount_total"] == session["amount_total"]
+
+
+@pytest.mark.parametrize("code, products, reason", [
+    ("NOPE", {"moby-dick": 2}, "not a valid"),
+    ("SPRING10", {"walden": 1}, "at least $20.00"),  # $11.99 is under the minimum
+])
+def test_unknown_or_below_minimum_codes_are_refused_on_the_payment_page(shop_with, code, products, reason):
+    shopper = shop_with(promotions=[SPRING])
+    with pytest.raises(PayError) as refused:
+        buy(shopper, products, promotion_code=code)
+    assert reason in str(refused.value).lower()
+
+
+def test_an_exhausted_code_is_refused(shop_with):
+    shopper = shop_with(promotions=[{**SPRING, "max_redemptions": 1}])
+    buy(shopper, {"moby-dick": 2}, promotion_code="SPRING10")
+    with pytest.raises(PayError):
+        buy(shopper, {"moby-dick": 2}, promotion_code="SPRING10")
+
+
+def test_an_expired_promotion_is_not_made_active(shop_with):
+    shopper = shop_with(promotions=[{**SPRING, "expires": "2020-01-31"}])
+    assert active_codes(shopper) == {}
+
+
+def test_terms_consent_and_tax_ids_are_asked_for_and_recorded(shop_with):
+    shopper = shop_with(checkout={"terms_url": "https://example.com/terms", "collect_tax_ids": True})
+    shopper.add("walden")
+    session_id = shopper.session_id(shopper.checkout())
+    session = shopper.standin.get(session_id)
+    assert session["consent_collection"]["terms_of_service"] == "required"
+    assert "https://example.com/terms" in session["custom_text"]["terms_of_service_acceptance"]["message"]
+    assert session["tax_id_collection"]["enabled"] is True
+    with pytest.raises(PayError):
+        shopper.standin.pay(session_id, accept_terms=False)
+    shopper.standin.pay(session_id, tax_id=("eu_vat", "DE123456789"))
+    shopper.standin.deliver_pending()
+    order = shopper.shop.orders.ledger.by_session(session_id)
+    assert order["terms_accepted"] == "accepted"
+    assert order["tax_ids"] == [{"type": "eu_vat", "value": "DE123456789"}]
+    (record,) = handoff(shopper)
+    assert record["terms_accepted"] == "accepted" and record["tax_ids"] == order["tax_ids"]
+
+
+def test_promotion_and_checkout_fields_are_checked_with_their_paths(shop_with, catalog_copy):
+    from webshop.catalog import problems
+    data = json.loads(catalog_copy.read_text())
+    data["promotions"] = [{"code": "X", "percent_off": 10}, {"code": "BOTH", "percent_off": 5, "amount_off": 5}]
+    data["checkout"] = {"terms_url": "javascript:alert(1)"}
+    catalog_copy.write_text(json.dumps(data))
+    found = problems(catalog_copy, catalog_copy.parent.parent / "public")
+    assert any(p.startswith("catalog.json: promotions[0].code: must be 3-40 letters") for p in found)
+    assert "catalog.json: promotions[1]: needs exactly one of percent_off or amount_off" in found
+    assert any(p.startswith("catalog.json: checkout.terms_url: must be an https:// address") for p in found)

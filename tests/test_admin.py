@@ -1,0 +1,230 @@
+"""/admin, the orders page: only with ADMIN_PASSWORD, Basic auth with a limit on failures, list, filter, search,
+details, refunds behind a confirmation, CSRF, and the CSV export (SQLite and PostgreSQL)."""
+
+import base64
+import csv
+import io
+import json
+import re
+
+import pytest
+
+from tests.conftest import buy, order, start, wire
+from webshop import merchant
+from webshop.admin import CSV_FIELDS, write_csv
+from webshop.settings import ConfigError, load_config
+
+PASSWORD = "correct horse battery"
+
+
+def auth(user="admin", password=PASSWORD):
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.fixture
+def admin(make_shopper):
+    return wire(make_shopper(admin_password=PASSWORD))
+
+
+def paid(shop, **kwargs):
+    sid = buy(shop, **kwargs)
+    shop.standin.deliver_pending()
+    return order(shop, sid)
+
+
+def token(shop):
+    """The CSRF token of this browser, as the shop's forms carry it (the same on every page)."""
+    return shop.csrf()
+
+
+def test_without_a_password_there_is_no_admin(make_shopper):
+    shop = make_shopper()
+    for path in ("/admin", "/admin/orders.csv", "/admin/orders/ord_" + "0" * 24):
+        assert shop.get(path, headers=auth(), status=404)
+
+
+@pytest.mark.parametrize("headers", [{}, auth(password="wrong"), auth(user="root"), {"Authorization": "Basic !!"},
+                                     {"Authorization": "Bearer " + PASSWORD}])
+def test_a_missing_or_wrong_password_is_401_with_a_challenge(admin, headers):
+    page = admin.get("/admin", headers=headers, status=401)
+    assert page.headers["WWW-Authenticate"].startswith('Basic realm="Shop admin"')
+    assert "Sign in as admin" in page.text and "<h1>Sign in</h1>" in page.text
+    assert admin.get("/admin/orders.csv", headers=headers, status=401)
+
+
+def test_ten_failed_sign_ins_from_an_address_are_429_for_ten_minutes(admin):
+    there, elsewhere = {"REMOTE_ADDR": "203.0.113.7"}, {"REMOTE_ADDR": "198.51.100.1"}
+    for _ in range(10):
+        admin.get("/admin", headers=auth(password="guess"), extra_environ=there, status=401)
+    for headers in (auth(password="guess"), auth(), {**auth(), "X-Forwarded-For": "192.0.2.1"}):
+        page = admin.get("/admin", headers=headers, extra_environ=there, status=429)
+        assert 590 <= int(page.headers["Retry-After"]) <= 601 and "Too many failed sign-ins" in page.text
+    assert admin.get("/admin", headers=auth(), extra_environ=elsewhere, status=200)
+    for _ in range(20):  # visits without credentials (the browser asking first) are not failures
+        admin.get("/admin", extra_environ=elsewhere, status=401)
+    assert admin.get("/admin", headers=auth(), extra_environ=elsewhere, status=200)
+
+
+def test_orders_newest_first_filtered_by_status_and_searched_by_id_or_email(admin):
+    first, second = paid(admin), paid(admin)
+    admin.standin.deliver_pending()
+    unpaid = order(admin, start(admin))
+    page = admin.get("/admin", headers=auth())
+    ids = re.findall(r'<a href="/admin/orders/(ord_\w+)">', page.text)
+    assert ids == [unpaid["id"], second["id"], first["id"]]
+    assert "<caption>3 orders, newest first</caption>" in page.text and "$" in page.text
+    listed = lambda query: re.findall(r'/admin/orders/(ord_\w+)"', admin.get("/admin?" + query, headers=auth()).text)  # noqa: E731
+    assert listed("status=open") == [unpaid["id"]]
+    assert len(re.findall(r'/admin/orders/(ord_\w+)"', admin.get("/admin?status=paid", headers=auth()).text)) == 2
+    assert re.findall(r'/admin/orders/(ord_\w+)"', admin.get(f"/admin?q={first['id'][:14]}", headers=auth()).text) \
+        in ([first["id"]], [second["id"], first["id"]], [unpaid["id"], second["id"], first["id"]])
+    found = admin.get(f"/admin?q={first['id'].upper()}", headers=auth()).text
+    assert re.findall(r'/admin/orders/(ord_\w+)"', found) == [first["id"]]
+    by_email = admin.get("/admin?q=JENNY.ROSEN", headers=auth()).text
+    assert len(re.findall(r'/admin/orders/(ord_\w+)"', by_email)) == 2
+    for nothing in ("%", "ord%", "x_y", "\\", "nobody@example.com"):  # wildcards are plain characters
+        assert "<caption>0 orders" in admin.get("/admin", {"q": nothing}, headers=auth()).text
+    assert "3 orders" in admin.get("/admin?status=bogus", headers=auth()).text  # an unknown status: all
+
+
+def test_an_order_page_shows_items_amounts_address_emails_and_history(admin):
+    o = paid(admin)
+    page = admin.get(f"/admin/orders/{o['id']}", headers=auth()).text
+    for text in (o["items"][0]["name"], o["customer_email"], o["payment_intent"], "Jenny Rosen", "1 Test Street",
+                 "12345 Testville", "$19.29" if o["amount_total"] == 1929 else "", "<h2>History</h2>", "checkout",
+                 "fulfilled", "<h2>Emails</h2>", "confirmation", 'action="/admin/orders/' + o["id"] + '/refund"'):
+        assert text in page
+    assert admin.get("/admin/orders/ord_" + "f" * 24, headers=auth(), status=404)
+    assert admin.get("/admin/orders/../../etc", headers=auth(), status=404)
+
+
+def test_a_partial_then_full_refund_each_confirmed_first(admin):
+    o = paid(admin)
+    url = f"/admin/orders/{o['id']}/refund"
+    charge = lambda: admin.shop.orders.stripe.v1.payment_intents.retrieve(  # noqa: E731
+        o["payment_intent"], {"expand": ["latest_charge"]}).latest_charge
+    confirm = admin.post(url, {"csrf_token": token(admin), "how": "partial", "amount": "5.00"}, headers=auth())
+    assert "Refund $5.00 of order" in confirm.text and charge().amount_refunded == 0  # asked, not done
+    form = confirm.forms[0]
+    assert form["minor"].value == "500" and form["confirm"].value == "yes"
+    done = form.submit(headers=auth(), status=303)
+    assert done.location.startswith(f"/admin/orders/{o['id']}?refunded=re_")
+    assert charge().amount_refunded == 500
+    form.submit(headers=auth(), status=303)  # the same confirmation twice (a double click): one refund at Stripe
+    assert charge().amount_refunded == 500
+    admin.standin.deliver_pending()
+    after = order(admin, o["session_id"])
+    assert (after["status"], after["amount_refunded"]) == ("partially_refunded", 500)
+    assert "Refund re_" in admin.get(done.location, headers=auth()).text
+    rest = admin.post(url, {"csrf_token": token(admin), "how": "full", "restock": "1"}, headers=auth())
+    left = o["amount_total"] - 500
+    assert f"Refund ${left // 100}.{left % 100:02d}" in rest.text and "copies go back in stock" in rest.text
+    rest.forms[0].submit(headers=auth(), status=303)
+    admin.standin.deliver_pending()
+    after = order(admin, o["session_id"])
+    assert (after["status"], after["amount_refunded"], after["restocked"]) == ("refunded", o["amount_total"], 1)
+    assert "only paid orders can be refunded" in admin.post(url, {"csrf_token": token(admin)}, headers=auth(),
+                                                             status=409).text
+
+
+@pytest.mark.parametrize("amount", ["0", "abc", "-1", "5.001", "1e3", "99999.00", ""])
+def test_a_refund_amount_that_is_not_left_to_refund_is_refused(admin, amount):
+    o = paid(admin)
+    page = admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin), "how": "partial",
+                                                           "amount": amount}, headers=auth(), status=400)
+    assert "Enter an amount from $0.01 to" in page.text
+
+
+def test_an_unpaid_order_cannot_be_refunded(admin):
+    o = order(admin, start(admin))
+    assert "Only a paid order" in admin.get(f"/admin/orders/{o['id']}", headers=auth()).text
+    admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin)}, headers=auth(), status=409)
+
+
+@pytest.mark.parametrize("case", ["no token", "wrong token", "foreign origin", "cross-site"])
+def test_a_refund_without_the_form_s_protection_is_403_and_refunds_nothing(admin, case):
+    o = paid(admin)
+    fields = {"csrf_token": token(admin), "how": "full", "confirm": "yes", "minor": "100"}
+    headers = dict(auth())
+    if case == "no token":
+        del fields["csrf_token"]
+    elif case == "wrong token":
+        fields["csrf_token"] = "x" * 24
+    elif case == "foreign origin":
+        headers["Origin"] = "https://evil.example"
+    else:
+        headers["Sec-Fetch-Site"] = "cross-site"
+    admin.post(f"/admin/orders/{o['id']}/refund", fields, headers=headers, status=403)
+    intent = admin.shop.orders.stripe.v1.payment_intents.retrieve(o["payment_intent"], {"expand": ["latest_charge"]})
+    assert intent.latest_charge.amount_refunded == 0
+
+
+def test_hostile_names_and_emails_are_escaped_on_the_pages(make_shopper, catalog_copy):
+    data = json.loads(catalog_copy.read_text())
+    data["products"][0]["name"] = "<script>alert(1)</script>"
+    catalog_copy.write_text(json.dumps(data))
+    admin = wire(make_shopper(admin_password=PASSWORD, catalog=str(catalog_copy)))
+    sid = admin.session_id(admin.checkout(product_id=data["products"][0]["id"], quantity="1"))
+    admin.standin.pay(sid, name="<img src=x onerror=alert(2)>", email="<b>x</b>&y@evil.example")
+    admin.standin.deliver_pending()
+    o = order(admin, sid)
+    for path in ("/admin", f"/admin/orders/{o['id']}", "/admin?q=" + "<b>x"):
+        page = admin.get(path, headers=auth()).text
+        assert "<script>alert" not in page and "<img src=x" not in page and "<b>x</b>" not in page
+    detail = admin.get(f"/admin/orders/{o['id']}", headers=auth()).text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in detail and "&lt;b&gt;x&lt;/b&gt;&amp;y@evil.example" in detail
+    assert "&lt;img src=x onerror=alert(2)&gt;" in detail
+
+
+def rows(text):
+    return list(csv.reader(io.StringIO(text)))
+
+
+def test_csv_export_has_a_header_row_and_each_order_s_values(admin):
+    o = paid(admin)
+    answer = admin.get("/admin/orders.csv", headers=auth())
+    assert answer.content_type == "text/csv" and "attachment" in answer.headers["Content-Disposition"]
+    header, row = rows(answer.text)
+    assert header == list(CSV_FIELDS) == ["id", "created", "status", "email", "items", "subtotal", "discount",
+                                          "shipping", "tax", "total", "currency", "refunded", "payment reference"]
+    money = lambda k: f"{o[k] // 100}.{o[k] % 100:02d}"  # noqa: E731
+    assert row == [o["id"], o["created"], "paid", o["customer_email"], f"1 × {o['items'][0]['name']}",
+                   money("amount_subtotal"), "0.00", money("amount_shipping"), money("amount_tax"),
+                   money("amount_total"), "usd", "0.00", o["payment_intent"]]
+    assert rows(admin.get("/admin/orders.csv?status=open", headers=auth()).text) == [list(CSV_FIELDS)]
+
+
+def test_csv_values_that_look_like_formulas_are_neutralised(admin):
+    o = paid(admin)
+    admin.shop.orders.ledger.transition(o["id"], ("paid",), "paid", "test",
+                                        customer_email="=HYPERLINK(\"x\")@e.example")
+    made = [{**o, "id": i, "customer_email": e, "items": [{"quantity": 1, "name": n}], "payment_intent": p}
+            for i, e, n, p in (("=1+2", "+cmd@x.example", "-2", "@SUM(A1)"), ("\tx", "\rx@y.example", "ok", None))]
+    out = io.StringIO()
+    write_csv(out, made)
+    cells = rows(out.getvalue())[1:]
+    assert [c[0] for c in cells] == ["'=1+2", "'\tx"] and [c[3] for c in cells] == ["'+cmd@x.example", "'\rx@y.example"]
+    assert cells[0][12] == "'@SUM(A1)" and cells[0][4] == "1 × -2" and cells[1][12] == ""
+    exported = rows(admin.get("/admin/orders.csv", headers=auth()).text)
+    assert exported[1][3] == "'=HYPERLINK(\"x\")@e.example"
+
+
+def test_shop_py_orders_csv_is_the_same_export(admin, data_dir, database_url, monkeypatch, capsys):
+    paid(admin)
+    order(admin, start(admin))
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    capsys.readouterr()
+    assert merchant.main(["orders", "--csv"]) == 0
+    assert rows(capsys.readouterr().out) == rows(admin.get("/admin/orders.csv", headers=auth()).text)
+    assert merchant.main(["orders", "--csv", "--status", "open"]) == 0
+    assert [r[2] for r in rows(capsys.readouterr().out)] == ["status", "open"]
+
+
+def test_live_mode_refuses_a_short_admin_password():
+    live = {"stripe_secret_key": "sk_live_x", "stripe_webhook_secret": "whsec_x", "base_url": "https://shop.example"}
+    with pytest.raises(ConfigError, match="ADMIN_PASSWORD"):
+        load_config({**live, "admin_password": "elevenchars"}, environ={})
+    assert load_config({**live, "admin_password": "twelve chars"}, environ={}).admin_password == "twelve chars"
+    assert load_config({**live}, environ={}).admin_password == ""  # none: no /admin at all
+    assert load_config({"admin_password": "short"}, environ={}).admin_password == "short"  # test modes: any

@@ -45,7 +45,8 @@ class Notices:
         if to is None and order["customer_email"]:
             log.warning("order %s: the shopper's email is not a plain address; no email to the shopper", oid)
         if what == "paid":
-            rows = [(f"{i['quantity']} × {i['name']}", money(i["unit_amount"] * i["quantity"])) for i in record["items"]]
+            rows = [(f"{i['quantity']} × {i['name']}", money(i["unit_amount"] * i["quantity"]))
+                    for i in record["items"]]
             rows += [("Subtotal", money(record["amount_subtotal"]))]
             if record["amount_discount"]:
                 code = f" ({record['promotion_code']})" if record["promotion_code"] else ""

@@ -75,7 +75,8 @@ class ShopServer:
         # Set (not just unset) the keys: an empty value also stops a developer's .env from filling them in.
         env.update(STRIPE_SECRET_KEY="", STRIPE_WEBHOOK_SECRET="", STRIPE_API_BASE="", CATALOG="catalog.json",
                    HOST="127.0.0.1", PORT=str(port), BASE_URL=self.url, DATA_DIR=str(self.data_dir),
-                   PYTHONUNBUFFERED="1", **self.extra_env)
+                   PYTHONUNBUFFERED="1")
+        env.update(self.extra_env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "shop.py"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT)

@@ -24,7 +24,7 @@ class Product:
     price: int
     image: str
     tax_code: str | None = None
-    stock: int | None = None  # copies left to sell; None: unlimited
+    stock: int | None = None  # copies to sell in all (sold ones count against it); None: unlimited
     # What Stripe Checkout gets: Checkout shows JPEG/PNG product images, so an SVG cover with a PNG of the
     # same name beside it sends the PNG. https://docs.stripe.com/payments/checkout/customization/product-images
     checkout_image: str = ""

@@ -48,7 +48,7 @@ SETTINGS = (
     Setting("catalog", "CATALOG", "catalog.json", "Path of the catalog file (relative to the shop)."),
     Setting("catalog_check_seconds", "CATALOG_CHECK_SECONDS", 1.0,
             "How often, at most, the shop looks at the catalog file for edits (0: on every request)."),
-    Setting("data_dir", "DATA_DIR", "data", "Folder for the SQLite ledger, fulfilments.jsonl and the secret key."),
+    Setting("data_dir", "DATA_DIR", "data", "Folder for the SQLite ledger, fulfilments.jsonl and the offline stand-in."),
     Setting("database_url", "DATABASE_URL", "",
             "Empty: SQLite in DATA_DIR. postgresql://user:pass@host/db: PostgreSQL, shared by every instance.",
             secret=True),

@@ -1,254 +1,298 @@
-"""Load generation on loopback: wrk when it is installed, else a small asyncio client; both stop by themselves."""
+"""The load generator: asyncio protocols speaking raw HTTP/1.1 over loopback, one event loop, no threads.
 
-import asyncio
-import os
-import re
-import resource
-import shutil
-import subprocess
-import tempfile
-import time
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-@dataclass
-class Result:
-    """What one load run measured."""
-    requests: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-    errors: int = 0            # socket errors, timeouts and unexpected statuses
-    statuses: dict = field(default_factory=dict)
-    client_cpu: float = 0.0    # CPU seconds the load generator itself used
-    server_cpu: float = 0.0    # CPU seconds the server's processes used meanwhile
-    busy_cores: float = 0.0    # how many cores the whole machine kept busy meanwhile
-
-    @property
-    def server_us_per_request(self):
-        return self.server_cpu / self.requests * 1e6 if self.requests else 0.0
-
-    @property
-    def other_cores(self):
-        """Cores busy with processes other than this server and the load generator (noise)."""
-        return max(0.0, self.busy_cores - (self.server_cpu + self.client_cpu) / self.seconds) if self.seconds else 0.0
-
-    @property
-    def rps(self):
-        return self.requests / self.seconds if self.seconds else 0.0
-
-    @property
-    def client_cores(self):
-        """How much of a core the load generator took while it ran."""
-        return self.client_cpu / self.seconds if self.seconds else 0.0
-
-
-def find_wrk(install=True, say=print):
-    """The wrk binary: found on PATH, or installed from Debian's `wrk` package when root; None otherwise."""
-    path = shutil.which("wrk")
-    if path or not install:
-        return path
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        say("wrk is not installed and cannot be installed here (needs root and apt-get)")
-        return None
-    say("installing wrk (Debian package) ...")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
-        try:
-            subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=240,
-                           check=True)
-        except (subprocess.SubprocessError, OSError):
-            say(f"`{' '.join(cmd)}` failed")
-            return None
-    return shutil.which("wrk")
-
-
-def _check_loopback(url):
-    host = urlsplit(url).hostname
-    if host not in LOOPBACK and not (host or "").startswith("127."):
-        raise ValueError(f"load is only ever sent to loopback, not to {host!r}")
-
-
-# --- wrk ---------------------------------------------------------------------------------------
-
-_LUA = """
-wrk.method = {method}
-wrk.body = {body}
-{headers}
+Every simulated client is a coroutine in a closed loop (send, wait for the whole answer, send the next). A run is
+bounded twice: it stops starting work at its deadline, and after `limit` operations; whatever is still in flight
+then gets `grace` seconds before it is cancelled and counted as an error. The generator's own CPU time is read
+with getrusage, so the table can say what the load cost the machine (the servers share its 2 cores).
 """
 
+import asyncio
+import resource
+import time
 
-def _lua_str(s):
-    """A Lua string literal (decimal escapes for anything unusual), or nil."""
-    if s is None:
-        return "nil"
-    safe = set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_=&.;:/,%+*()")
-    return '"' + "".join(chr(b) if b in safe else f"\\{b:03d}" for b in s.encode()) + '"'
+TIMEOUT = 30.0  # seconds one request may take before it counts as an error
 
 
-
-def run_wrk(wrk, url, seconds, connections, method="GET", headers=None, body=None):
-    """One wrk run (1 thread: the server needs the other core more than wrk does)."""
-    _check_loopback(url)
-    with tempfile.TemporaryDirectory() as tmp:
-        script = os.path.join(tmp, "req.lua")
-        lines = "\n".join(f"wrk.headers[{_lua_str(k)}] = {_lua_str(v)}" for k, v in (headers or {}).items())
-        with open(script, "w") as f:
-            f.write(_LUA.format(method=_lua_str(method), body=_lua_str(body), headers=lines))
-        cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency", "-s", script, url]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return _parse_wrk(out, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+class HTTPError(Exception):
+    """The connection broke or the answer could not be parsed."""
 
 
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+class _Proto(asyncio.Protocol):
+    """One HTTP/1.1 connection: collects bytes until a whole response is in, then wakes the waiter."""
 
+    def __init__(self):
+        self.buf = bytearray()
+        self.waiter = None
+        self.transport = None
+        self.eof = False
 
-def _ms(text):
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    return float(m[1]) * _UNITS[m[2]]
+    def connection_made(self, transport):
+        self.transport = transport
 
+    def data_received(self, data):
+        self.buf += data
+        if self.waiter is not None and not self.waiter.done():
+            self._check()
 
-def _parse_wrk(out, cpu):
-    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
-    if not m:
-        raise RuntimeError("wrk printed no summary:\n" + out)
-    requests, seconds = int(m[1]), _ms(m[2] + m[3]) / 1000
-    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
-    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors += int(non2xx[1]) if non2xx else 0
-    return Result(requests, seconds, _ms(pct["50"]), _ms(pct["99"]), errors, client_cpu=cpu)
+    def eof_received(self):
+        self.eof = True
+        if self.waiter is not None and not self.waiter.done():
+            self._check()
+        return False
 
+    def connection_lost(self, exc):
+        self.eof = True
+        if self.waiter is not None and not self.waiter.done():
+            self._check()
 
-# --- the Python fallback (and the webhook senders) ---------------------------------------------
-
-def _request_bytes(method, path, host, headers, body):
-    head = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
-    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    data = body.encode() if isinstance(body, str) else (body or b"")
-    if data or method == "POST":
-        head.append(f"Content-Length: {len(data)}")
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
-
-
-async def _read_response(reader):
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-    if m and int(m[1]):
-        await reader.readexactly(int(m[1]))
-    return status
-
-
-async def _drive(url, connections, deadline, requests, max_requests, reconnect=False):
-    parts = urlsplit(url)
-    host, port = parts.hostname, parts.port or 80
-    latencies, statuses, errors = [], {}, 0
-    queue = iter(requests) if isinstance(requests, list) else None
-    sent = 0
-
-    async def one_connection():
-        nonlocal errors, sent
-        reader = writer = None
-        while time.monotonic() < deadline and (max_requests is None or sent < max_requests):
-            if queue is not None:
-                data = next(queue, None)
-                if data is None:
-                    break
-            else:
-                data = requests
-            sent += 1
-            try:
-                if writer is None:
-                    reader, writer = await asyncio.open_connection(host, port)
-                start = time.perf_counter()
-                writer.write(data)
-                status = await asyncio.wait_for(_read_response(reader), 10)
-                latencies.append(time.perf_counter() - start)
-                statuses[status] = statuses.get(status, 0) + 1
-                if reconnect:
-                    writer.close()
-                    reader = writer = None
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError):
-                errors += 1
-                if writer is not None:
-                    writer.close()
-                reader = writer = None
-        if writer is not None:
-            writer.close()
-
-    start = time.monotonic()
-    await asyncio.gather(*(one_connection() for _ in range(connections)))
-    return latencies, statuses, errors, time.monotonic() - start
-
-
-def run_python(url, seconds, connections, method="GET", headers=None, body=None, bodies=None, max_requests=None,
-               reconnect=False):
-    """Keep-alive connections in one asyncio loop; `bodies` sends each of a list of (headers, body) once;
-    `reconnect` opens a new connection for every request (as webhook senders may)."""
-    if reconnect:
-        headers = {**(headers or {}), "Connection": "close"}
-    _check_loopback(url)
-    parts = urlsplit(url)
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    hostport = parts.netloc
-    if bodies is not None:
-        requests = [_request_bytes(method, path, hostport, {**(headers or {}), **h}, b) for h, b in bodies]
-    else:
-        requests = _request_bytes(method, path, hostport, headers, body)
-    cpu0 = time.process_time()
-    latencies, statuses, errors, took = asyncio.run(
-        _drive(url, connections, time.monotonic() + seconds, requests, max_requests, reconnect))
-    cpu = time.process_time() - cpu0
-    latencies.sort()
-    bad = sum(n for s, n in statuses.items() if s >= 400)
-
-    def pct(p):
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0.0
-    return Result(len(latencies), took, pct(0.50), pct(0.99), errors + bad, statuses, cpu)
-
-
-def process_cpu(pids):
-    """CPU seconds (user + system) used so far by these processes."""
-    total = 0.0
-    for pid in pids:
+    def _check(self):
+        """Resolve the waiter when the buffer holds one whole response (or the peer closed)."""
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if self.eof:
+                self.waiter.set_exception(HTTPError("connection closed before the response"))
+            return
+        head = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+            version, status = head[0].split(" ", 2)[:2]
+            status = int(status)
+        except ValueError:
+            self.waiter.set_exception(HTTPError(f"bad status line {head[0]!r}"))
+            return
+        headers = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            headers.setdefault(name.strip().lower(), []).append(value.strip())
+        start = end + 4
+        if "content-length" in headers:
+            length = int(headers["content-length"][0])
+            if len(self.buf) - start < length:
+                if self.eof:
+                    self.waiter.set_exception(HTTPError("connection closed mid-body"))
+                return
+            body = bytes(self.buf[start:start + length])
+            del self.buf[:start + length]
+        elif "chunked" in ",".join(headers.get("transfer-encoding", [])).lower():
+            body, used = _dechunk(self.buf, start)
+            if body is None:
+                if self.eof:
+                    self.waiter.set_exception(HTTPError("connection closed mid-body"))
+                return
+            del self.buf[:used]
+        elif status in (204, 304) or 100 <= status < 200:
+            body = b""
+            del self.buf[:start]
+        else:  # no length: the body runs to the end of the connection
+            if not self.eof:
+                return
+            body = bytes(self.buf[start:])
+            del self.buf[:]
+        keep = version == "HTTP/1.1" and "close" not in ",".join(headers.get("connection", [])).lower()
+        self.waiter.set_result((status, headers, body, keep))
 
 
-def machine_busy():
-    """(busy, total) jiffies of all cores since boot."""
-    with open("/proc/stat") as f:
-        values = [int(x) for x in f.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
+def _dechunk(buf, pos):
+    """(body, bytes used) of a whole chunked body starting at pos, or (None, 0) while it is incomplete."""
+    out = bytearray()
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return None, 0
+        size = int(bytes(buf[pos:eol]).split(b";")[0], 16)
+        if size == 0:
+            end = buf.find(b"\r\n\r\n", eol)
+            return (bytes(out), end + 4) if end >= 0 else (None, 0)
+        if len(buf) < eol + 2 + size + 2:
+            return None, 0
+        out += buf[eol + 2:eol + 2 + size]
+        pos = eol + 2 + size + 2
 
 
-class Load:
-    """The load generator for this run: wrk if available, else the Python one (and it says which)."""
+class Connection:
+    """A keep-alive HTTP/1.1 connection to host:port that reconnects when the server closed it."""
 
-    def __init__(self, wrk):
-        self.wrk = wrk
-        self.name = "wrk 1 thread" if wrk else "Python asyncio client (wrk not found)"
+    def __init__(self, port, host="127.0.0.1"):
+        self.host, self.port = host, port
+        self.proto = None
 
-    def run(self, url, seconds, connections=16, method="GET", headers=None, body=None, pids=()):
-        """One load run; with `pids`, also the CPU those server processes used."""
-        cpu0, (busy0, total0) = process_cpu(pids), machine_busy()
-        if self.wrk:
-            result = run_wrk(self.wrk, url, seconds, connections, method, headers, body)
-        else:
-            result = run_python(url, seconds, connections, method, headers, body)
-        busy1, total1 = machine_busy()
-        result.server_cpu = process_cpu(pids) - cpu0
-        result.busy_cores = (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1) if total1 > total0 else 0.0
-        return result
+    async def request(self, method, path, headers=None, body=b"", timeout=TIMEOUT):
+        """(status, {lowercase name: [values]}, body bytes) of one request."""
+        loop = asyncio.get_running_loop()
+        if self.proto is None or self.proto.eof or self.proto.transport.is_closing():
+            _, self.proto = await asyncio.wait_for(
+                loop.create_connection(_Proto, self.host, self.port), timeout)
+        proto = self.proto
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        for name, value in (headers or {}).items():
+            lines.append(f"{name}: {value}")
+        if body or method == "POST":
+            lines.append(f"Content-Length: {len(body)}")
+        proto.waiter = loop.create_future()
+        proto.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        if proto.buf or proto.eof:
+            proto._check()
+        try:
+            status, rheaders, rbody, keep = await asyncio.wait_for(proto.waiter, timeout)
+        except BaseException:
+            self.close()
+            raise
+        if not keep:
+            self.close()
+        return status, rheaders, rbody
+
+    def close(self):
+        if self.proto is not None and self.proto.transport is not None:
+            self.proto.transport.close()
+        self.proto = None
+
+
+def cookie_of(headers, name):
+    """The value a Set-Cookie header gives `name`, or None."""
+    for value in headers.get("set-cookie", []):
+        pair = value.split(";", 1)[0]
+        if pair.split("=", 1)[0].strip() == name:
+            return pair.split("=", 1)[1]
+    return None
+
+
+class Result:
+    """What one run measured: operations, errors, latencies of the timed request, wall time, generator CPU."""
+
+    def __init__(self, clients, seconds=None):
+        self.clients, self.seconds = clients, seconds
+        self.start = time.monotonic()
+        self.latencies = []
+        self.errors = 0
+        self.error_kinds = {}
+        self.elapsed = 0.0
+        self.cpu = 0.0
+        self.extra = {}
+
+    def ok(self, seconds):
+        self.latencies.append(seconds)
+
+    def error(self, kind):
+        self.errors += 1
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+
+    @property
+    def count(self):
+        return len(self.latencies)
+
+    @property
+    def rate(self):
+        """Operations a second: all that completed, over the time from the start to the last answer. With N
+        closed-loop clients at X/s and latency R, a run of T seconds completes about X·T + N (those in flight at
+        the deadline finish) in T + R seconds, which is X; counting only answers before the deadline would give
+        about X·(T − R)/T, unfair to the slower server."""
+        return self.count / self.elapsed if self.elapsed else 0.0
+
+    def pct(self, p):
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+    @property
+    def cpu_ms_per_op(self):
+        done = self.count + self.errors
+        return 1000 * self.cpu / done if done else float("nan")
+
+    def __repr__(self):
+        return (f"<{self.clients} clients: {self.count} ok, {self.errors} errors {self.error_kinds}, "
+                f"{self.rate:.1f}/s, p50 {self.pct(50) * 1000:.0f} ms, p99 {self.pct(99) * 1000:.0f} ms, "
+                f"generator {self.cpu_ms_per_op:.2f} CPU ms/op>")
+
+
+def cpu_seconds():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def run(operation, clients, seconds, limit=None, grace=15.0, on_tick=None):
+    """Run `operation(client_index, result)` in `clients` closed loops for `seconds` or `limit` operations.
+
+    `operation` does one unit of work (one shopper, one event) and records it with result.ok(latency) or
+    result.error(kind); it returns False when it has no more work (e.g. a pool of sessions ran out)."""
+    result = Result(clients, seconds)
+    budget = [limit if limit is not None else float("inf")]
+    start = result.start
+    deadline = start + seconds
+
+    async def loop(i):
+        while time.monotonic() < deadline and budget[0] > 0:
+            budget[0] -= 1
+            try:
+                more = await operation(i, result)
+            except (OSError, HTTPError, asyncio.TimeoutError) as e:
+                result.error(type(e).__name__)
+                more = True
+            if more is False:
+                return
+
+    cpu0 = cpu_seconds()
+    tasks = [asyncio.ensure_future(loop(i)) for i in range(clients)]
+    ticker = None
+    if on_tick is not None:
+        async def tick():
+            while True:
+                on_tick()
+                await asyncio.sleep(0.25)
+        ticker = asyncio.ensure_future(tick())
+    done, pending = await asyncio.wait(tasks, timeout=seconds + grace)
+    for task in pending:
+        task.cancel()
+        result.error("cancelled at the end of the run")
+    if pending:
+        await asyncio.wait(pending)
+    if ticker is not None:
+        ticker.cancel()
+    result.elapsed = time.monotonic() - start
+    result.cpu = cpu_seconds() - cpu0
+    for task in done:
+        if task.exception() is not None:
+            raise task.exception()
+    return result
+
+
+def run_threads(port, path, clients, seconds, headers=None):
+    """The other way to make load, for comparison: a thread per client, each with a keep-alive http.client
+    connection. Returns a Result like run() (GET path answered 200 counts as ok)."""
+    import http.client
+    import threading
+
+    result = Result(clients)
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+        times, errors = [], 0
+        while time.monotonic() < deadline:
+            start = time.monotonic()
+            try:
+                conn.request("GET", path, headers=headers or {})
+                response = conn.getresponse()
+                response.read()
+                if response.status == 200:
+                    times.append(time.monotonic() - start)
+                else:
+                    errors += 1
+            except (OSError, http.client.HTTPException):
+                errors += 1
+                conn.close()
+        conn.close()
+        with lock:
+            result.latencies.extend(times)
+            for _ in range(errors):
+                result.error("GET failed")
+
+    cpu0, start = cpu_seconds(), time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + TIMEOUT)
+    result.elapsed = time.monotonic() - start
+    result.cpu = cpu_seconds() - cpu0
+    return result

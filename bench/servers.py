@@ -1,6 +1,5 @@
-"""Start and stop the servers under test: `python shop.py` and the bare baseline, each on its own loopback port."""
+"""Starting and stopping what the bench measures: each server is its own process on a loopback port."""
 
-import http.client
 import os
 import signal
 import socket
@@ -10,8 +9,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
 PYTHON = sys.executable
-LIFETIME = 600  # seconds: a server left behind by a crashed run still ends by itself
+STRIPE_KEY = "sk_test_bench_0000000000000000"
+WEBHOOK_SECRET = "whsec_bench_0000000000000000"
+LIFETIME = 1800  # no server the bench starts outlives it by more than this many seconds
 
 
 def free_port():
@@ -20,46 +22,73 @@ def free_port():
         return s.getsockname()[1]
 
 
-def _die_later():
-    os.setsid()  # its own process group, so stop() reaches the workers too
-    signal.alarm(LIFETIME)  # survives exec; SIGALRM's default action ends the process
-
-
 class Server:
-    """One server process (group) on 127.0.0.1:port; stops on exit from `with`."""
+    """One child process listening on 127.0.0.1:port; its output goes to log_path."""
 
-    def __init__(self, name, argv, port, env=None, log=None, parent_serves=False):
-        self.name, self.port, self.parent_serves = name, port, parent_serves
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = open(log, "ab") if log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=self.log,
-                                     preexec_fn=_die_later)
+    def __init__(self, name, argv, port, log_path, env=None, cwd=ROOT):
+        self.name, self.port, self.log_path = name, port, Path(log_path)
+        self.log = open(self.log_path, "wb")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "STANDIN_"))}
+        full_env.update({"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+        full_env.update(env or {})
+        # `timeout` ends the server even if the bench itself is killed before it can stop it.
+        self.proc = subprocess.Popen(["timeout", "-s", "TERM", str(LIFETIME), PYTHON, *argv], cwd=cwd,
+                                     env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.wait_ready()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def wait_ready(self, path="/healthz", timeout=30):
-        """Block until the server answers `path` with a status below 500."""
-        deadline = time.monotonic() + timeout
+    def wait_ready(self, seconds=30):
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}:\n"
+                                   + self.log_path.read_text()[-2000:])
             try:
-                status, _, _ = fetch(self.url + path)
-                if status < 500:
-                    return self
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
             except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not answer within {timeout}s")
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not listen on {self.port} within {seconds} s")
 
-    def workers(self):
-        """The pids that serve requests: the forked workers, or the process itself when there are none."""
-        kids = children(self.proc.pid)
-        return [self.proc.pid, *kids] if self.parent_serves or not kids else kids
+    @property
+    def pid(self):
+        """The Python process (the child of `timeout`)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                children = f.read().split()
+            return int(children[0]) if children else self.proc.pid
+        except OSError:
+            return self.proc.pid
+
+    def rss_mib(self):
+        """Resident memory of the server process now, in MiB."""
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return float("nan")
+
+    def cpu_seconds(self):
+        """User + system CPU seconds the server process has used so far."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            return float("nan")
+
+    def threads(self):
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("Threads:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
 
     def stop(self):
         if self.proc.poll() is None:
@@ -72,75 +101,107 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
-        if self.log is not subprocess.DEVNULL:
-            self.log.close()
+        self.log.close()
+
+    def log_lines(self, *needles):
+        """Lines of the server's output that contain any of the needles."""
+        text = self.log_path.read_text(errors="replace")
+        return [line for line in text.splitlines() if any(n in line for n in needles)]
 
 
-def children(pid):
-    """Direct child pids of a process (Linux /proc)."""
-    kids = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                kids += [int(x) for x in f.read().split()]
-    except OSError:
-        pass
-    return kids
-
-
-def peak_rss_mb(pid):
-    """The process's peak resident set size (VmHWM) in MiB, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def fetch(url, headers=None, method="GET", body=None):
-    """(status, [(name, value)], body bytes) of one request over a fresh connection."""
-    from urllib.parse import urlsplit
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        return r.status, r.getheaders(), r.read()
-    finally:
-        conn.close()
-
-
-def shop_env(data_dir, catalog=None, **extra):
-    """The environment for `python shop.py` in offline mode on a private DATA_DIR (no keys, no .env surprises)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "WORKERS", "THREADS"))}
-    # Set (even empty) wins over a developer's .env: python-dotenv never overrides the environment.
-    env.update(STRIPE_SECRET_KEY="", STRIPE_WEBHOOK_SECRET="", STRIPE_API_BASE="", BASE_URL="",
-               DATA_DIR=str(data_dir), CATALOG=str(catalog or ROOT / "catalog.json"), PYTHONUNBUFFERED="1")
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def start_shop(tmp, name="shop", workers=1, catalog=None, data_dir=None, **env):
+def standin(workdir, latency_ms=400, threads=400, name="stand-in"):
+    """The Stripe stand-in as its own server (see bench/standin_server.py), every API call taking latency_ms."""
     port = free_port()
-    data_dir = data_dir or Path(tmp) / f"data-{name}"
-    argv = [PYTHON, "shop.py", "--port", str(port), "--workers", str(workers)]
-    return Server(name, argv, port, shop_env(data_dir, catalog, **env), log=Path(tmp) / f"{name}.log")
+    data = Path(workdir) / f"standin-{port}"
+    return Server(name, [str(BENCH / "standin_server.py"), "--port", str(port), "--data-dir", str(data),
+                         "--public-url", f"http://127.0.0.1:{port}", "--webhook-secret", WEBHOOK_SECRET,
+                         "--latency-ms", str(latency_ms), "--threads", str(threads)],
+                  port, Path(workdir) / f"standin-{port}.log")
 
 
-def start_variant(tmp, name, *flags):
-    """bench/variant_shop.py: the shop with a per-request cost taken out (diagnostics for figure 1)."""
+def shop(workdir, stripe, env=None, name="shop", port=None, data_dir=None):
+    """`python shop.py` in test mode against the stand-in, default settings unless env says otherwise."""
+    port = port or free_port()
+    settings = {"STRIPE_SECRET_KEY": STRIPE_KEY, "STRIPE_API_BASE": f"http://127.0.0.1:{stripe.port}",
+                "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "PORT": str(port), "HOST": "127.0.0.1",
+                "DATA_DIR": str(data_dir or Path(workdir) / f"shop-{port}")}
+    settings.update(env or {})
+    return Server(name, ["shop.py"], port, Path(workdir) / f"shop-{port}.log", env=settings)
+
+
+def flask_sample(workdir, stripe):
+    """bench/flask_sample.py (`app.run(threaded=True)`) against the same stand-in."""
     port = free_port()
-    argv = [PYTHON, str(ROOT / "bench" / "variant_shop.py"), "--port", str(port), *flags]
-    return Server(name, argv, port, shop_env(Path(tmp) / f"data-{name}"), log=Path(tmp) / f"{name}.log")
+    return Server("flask sample", [str(BENCH / "flask_sample.py"), "--port", str(port)], port,
+                  Path(workdir) / f"flask-{port}.log",
+                  env={"STRIPE_SECRET_KEY": STRIPE_KEY, "STRIPE_API_BASE": f"http://127.0.0.1:{stripe.port}",
+                       "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET})
 
 
-def start_bare(tmp, responses_file, name="bare", workers=1):
-    """bench/bare.py; with workers > 1 its first process serves too, beside the ones it forks."""
+def bare(workdir, responses_path):
     port = free_port()
-    argv = [PYTHON, str(ROOT / "bench" / "bare.py"), "--port", str(port), "--responses", str(responses_file),
-            "--workers", str(workers)]
-    return Server(name, argv, port, log=Path(tmp) / f"{name}.log", parent_serves=True)
+    return Server("bare WSGI", [str(BENCH / "bare.py"), "--port", str(port), "--response", str(responses_path)],
+                  port, Path(workdir) / f"bare-{port}.log")
+
+
+def shop_command(workdir, shop_server, *args, env=None):
+    """Run a merchant command (`python shop.py fulfilments --json`) against a shop's data; its stdout."""
+    settings = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "STANDIN_"))}
+    settings.update({"STRIPE_SECRET_KEY": STRIPE_KEY, "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                     "DATA_DIR": str(Path(workdir) / f"shop-{shop_server.port}")})
+    settings.update(env or {})
+    out = subprocess.run([PYTHON, "shop.py", *args], cwd=ROOT, env=settings, capture_output=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"shop.py {' '.join(args)} exited {out.returncode}: {out.stderr.decode()[-2000:]}")
+    return out.stdout.decode()
+
+
+class Postgres:
+    """A fresh database on the local PostgreSQL for one run, dropped afterwards."""
+
+    def __init__(self, admin="postgresql://postgres@127.0.0.1:5432/postgres"):
+        import psycopg
+        self.admin = admin
+        self.name = f"shop_bench_{os.getpid()}_{int(time.time())}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        self.url = admin.rsplit("/", 1)[0] + "/" + self.name
+
+    def drop(self):
+        import psycopg
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def postgres_available():
+    try:
+        import psycopg
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=3):
+            return True
+    except Exception:  # noqa: BLE001 — any failure means: skip the PostgreSQL figure, say why
+        return False
+
+
+class PostgresProcesses:
+    """PostgreSQL's own processes, watched like a server: the CPU they use during a load (every database's)."""
+
+    name = "PostgreSQL"
+
+    def cpu_seconds(self):
+        total = 0
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    head, _, rest = f.read().rpartition(")")
+                if not head.endswith("(postgres"):
+                    continue
+                fields = rest.split()
+                total += int(fields[11]) + int(fields[12])
+            except (OSError, IndexError, ValueError):
+                continue
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self):
+        return float("nan")

@@ -53,7 +53,7 @@
 % end
 <h2>Emails</h2>
 % if mails:
-<table class="cart">
+<table class="cart log">
   <thead><tr><th scope="col">Email</th><th scope="col">To</th><th scope="col">Sent</th></tr></thead>
   <tbody>
 %   for m in mails:
@@ -65,7 +65,7 @@
 <p>None.</p>
 % end
 <h2>History</h2>
-<table class="cart">
+<table class="cart log">
   <thead><tr><th scope="col">Time (UTC)</th><th scope="col">Status</th><th scope="col">By</th><th scope="col">Note</th></tr></thead>
   <tbody>
 % for h in history:

@@ -11,7 +11,7 @@ import traceback
 import bottle
 from bottle import Bottle, request, response, static_file
 
-from webshop import admin, payments, storefront, webhooks
+from webshop import admin, mail, payments, storefront, webhooks
 from webshop.catalog import CatalogStore, format_money
 from webshop.fulfilment import Orders
 from webshop.security import Guard, cookies
@@ -69,8 +69,10 @@ class Shop:
 
 
 def make_app(config=None):
-    """The shop as a WSGI app: a dict of settings (tests), or None for the environment and `.env`."""
-    if config is None:  # e.g. `gunicorn 'shop:make_app()'`: read .env as `python shop.py` does
+    """The shop as a WSGI app: a dict of settings (tests), or None for the environment and `.env`, as a server
+    runs it (`gunicorn 'shop:make_app()'`), which also starts what runs beside the requests (start_background)."""
+    served = config is None
+    if served:  # read .env as `python shop.py` does
         from dotenv import load_dotenv
         load_dotenv(ROOT / ".env")  # never overrides a variable the environment already has
     config = config if isinstance(config, Config) else load_config(config)
@@ -137,7 +139,17 @@ def make_app(config=None):
 
     for status in MESSAGES:
         app.error(status)(functools.partial(_error_page, shop))
+    if served:
+        start_background(shop)
     return app
+
+
+def start_background(shop):
+    """The email sender, and offline the stand-in's webhook sender: threads of each serving process (the outbox's
+    leases keep two processes from sending one message); returns the event that stops the email sender."""
+    if shop.orders.standin is not None:
+        shop.orders.standin.start_webhook_sender()
+    return mail.start_sender(shop.orders)
 
 
 def _shop_errors(shop, callback):

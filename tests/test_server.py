@@ -128,3 +128,25 @@ def test_serve_hands_the_server_settings_to_waitress(tmp_path, monkeypatch):
     assert merchant.main([]) == 0
     assert {k: given[k] for k in ("threads", "connection_limit", "channel_timeout", "asyncore_use_poll", "port")} == {
         "threads": 7, "connection_limit": 77, "channel_timeout": 9, "asyncore_use_poll": True, "port": 8765}
+
+
+def test_behind_a_trusted_proxy_the_admin_sign_in_limit_counts_each_forwarded_client(spawn, tmp_path):
+    """TRUSTED_PROXY: only that proxy's X-Forwarded-For names the client, so one visitor's wrong passwords do
+    not lock out the merchant, who comes through the same proxy."""
+    import base64
+    import http.client
+
+    port = free_port()
+    spawn([sys.executable, "shop.py"], port, env={"PORT": str(port), "DATA_DIR": str(tmp_path / "data"),
+                                                  "ADMIN_PASSWORD": "correct horse battery", "TRUSTED_PROXY": "127.0.0.1"})
+
+    def sign_in(client, password):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        token = base64.b64encode(f"admin:{password}".encode()).decode()
+        conn.request("GET", "/admin", headers={"Authorization": f"Basic {token}", "X-Forwarded-For": client})
+        status = conn.getresponse().status
+        conn.close()
+        return status
+    assert [sign_in("203.0.113.7", "guess") for _ in range(10)] == [401] * 10
+    assert sign_in("203.0.113.7", "guess") == 429
+    assert sign_in("198.51.100.2", "correct horse battery") == 200

@@ -160,7 +160,7 @@ def check(config):
 def serve(config):
     """Serve with waitress on HOST:PORT until Ctrl-C or SIGTERM."""
     import waitress
-    from shop import make_app
+    from shop import make_app, start_background
     from .catalog import CatalogError
     try:
         app = make_app(config)
@@ -173,7 +173,9 @@ def serve(config):
             app, host=config.host, port=config.port, threads=config.threads, ident="shop",
             connection_limit=config.connection_limit, channel_timeout=config.channel_timeout,
             asyncore_use_poll=True,  # select() cannot watch more than 1,024 connections
-            clear_untrusted_proxy_headers=True, max_request_body_size=1 << 20, max_request_header_size=64 << 10)
+            clear_untrusted_proxy_headers=True, max_request_body_size=1 << 20, max_request_header_size=64 << 10,
+            **({"trusted_proxy": config.trusted_proxy, "trusted_proxy_count": 1,
+                "trusted_proxy_headers": {"x-forwarded-for"}} if config.trusted_proxy else {}))
     except OSError as e:
         print(f"cannot listen on {config.host}:{config.port}: {e.strerror}", file=sys.stderr)
         return 2
@@ -181,9 +183,7 @@ def serve(config):
     log.info("serving %s at %s (%s mode, %d threads)", shop.catalog().shop_name, config.base_url, config.mode,
              config.threads)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))  # stop as on Ctrl-C
-    if shop.orders.standin is not None:
-        shop.orders.standin.start_webhook_sender()
-    mailer = mail.start_sender(shop.orders)
+    mailer = start_background(shop)
     try:
         server.run()
     except KeyboardInterrupt:

@@ -58,14 +58,16 @@ SETTINGS = (
     Setting("stripe_max_retries", "STRIPE_MAX_RETRIES", 2,
             "Retries of a failed Stripe call (same idempotency key, so nothing is made twice)."),
     Setting("threads", "THREADS", 128,
-            "Request threads. Nearly every request that matters waits on Stripe (hundreds of ms) without using "
-            "the CPU, so the pool is sized for waiting: at 400 ms a call, 128 threads carry 320 checkouts/s, more "
-            "than 2 cores can prepare, so the CPU, not the pool, is the limit. Each idle thread costs ~100 KiB."),
+            "Request threads, sized for waiting on Stripe: at 400 ms a call 128 threads carry 320 checkouts/s, more "
+            "than 2 cores prepare, so the CPU, not the pool, is the limit (an idle thread costs ~100 KiB)."),
     Setting("connection_limit", "CONNECTION_LIMIT", 1000,
-            "Open connections at most. Connections that are still sending their request hold no thread, so "
-            "slow clients cannot take the threads; the limit only bounds memory and file descriptors."),
+            "Open connections at most. One still sending its request holds no thread, so slow clients cannot take "
+            "the threads; the limit bounds memory and file descriptors."),
     Setting("channel_timeout", "CHANNEL_TIMEOUT", 30,
             "Seconds a connection may stay silent (mid-request or idle keep-alive) before it is closed."),
+    Setting("trusted_proxy", "TRUSTED_PROXY", "",
+            "Address of the reverse proxy in front: only its X-Forwarded-For names the client (/admin's sign-in "
+            "limit). Empty: none is trusted."),
     Setting("checkout_limit", "CHECKOUT_LIMIT", 10,
             "Checkouts one browser may start per minute; more get a 429 page (protects Stripe's rate limit)."),
     Setting("smtp_url", "SMTP_URL", "",
@@ -101,6 +103,7 @@ class Config:
     threads: int
     connection_limit: int
     channel_timeout: int
+    trusted_proxy: str
     checkout_limit: int
     smtp_url: str
     merchant_email: str

@@ -94,13 +94,13 @@ def log_run(label, result):
     print(f"  {label}: {result!r}" + (f" [CPU s: {cpu}; others {others:.0%}]" if cpu else ""), flush=True)
 
 
-async def top_up(shop, stripe, sessions, wanted, clients=128):
+async def top_up(shop, stripe, sessions, wanted, clients=128, csrf=True):
     """Start checkouts (unmeasured) until `sessions` holds `wanted` ids."""
     for _ in range(3):
         missing = wanted - len(sessions)
         if missing <= 0:
             return
-        result = await load.run(shoppers.checkout(shop.port, stripe.port, True, sessions), min(clients, missing),
+        result = await load.run(shoppers.checkout(shop.port, stripe.port, csrf, sessions), min(clients, missing),
                                 120, limit=missing)
         if result.errors:
             print(f"  topping up: {result!r}", flush=True)
@@ -153,115 +153,130 @@ def hand_off_check(records, sessions):
 
 async def figure1(plan, workdir):
     rows, notes = [], []
-    stripe = servers.standin(workdir, LATENCY_MS)
-    shop = servers.shop(workdir, stripe)
-    flask = servers.flask_sample(workdir, stripe)
-    both = (("shop", shop, True), ("flask", flask, False))
-    watch = (shop, flask, stripe)
+    # One stand-in each, configured alike: sharing one, the shop's 128 idle keep-alive connections (one per
+    # request thread) would slow the stand-in down while it answered the baseline, whose waitress loop visits
+    # every open connection each time it wakes.
+    stripes = {"shop": servers.standin(workdir, LATENCY_MS, name="stand-in (shop)")}
+    started = [stripes["shop"]]
     try:
-        for _, server, csrf in both:  # warm-up: imports, first connections, compiled templates
-            await load.run(shoppers.checkout(server.port, stripe.port, csrf), 16, 1.0, limit=64)
-        sessions = {"shop": [], "flask": []}
-        checkouts = {}
-        for clients in (64, 256):
-            for name, server, csrf in both:
-                r = await measure(shoppers.checkout(server.port, stripe.port, csrf, sessions[name]), clients,
-                                  plan.seconds, watch)
-                checkouts[name, clients] = r
-                log_run(f"checkout {name} {clients}", r)
-        s64, f64, s256, f256 = (checkouts["shop", 64], checkouts["flask", 64], checkouts["shop", 256],
-                                checkouts["flask", 256])
-        ideal = 64 / (LATENCY_MS / 1000)
-        rows.append(Row(1, "Checkout starts, 64 clients", fmt(s64), fmt(f64),
-                        f"≥ {0.9 * ideal:.0f}/s, p99 ≤ 0.9 s, no errors",
-                        verdict(s64.rate >= 0.9 * ideal and s64.pct(99) <= 0.9 and s64.errors == 0)))
-        rows.append(Row(1, "Checkout starts, 256 clients", fmt(s256), fmt(f256),
-                        "≥ Flask sample, p99 ≤ 1.5 s",
-                        verdict(s256.rate >= f256.rate and s256.pct(99) <= 1.5)))
-        # Paid sessions whose shopper has not come back yet: one pool per load, each session viewed once (the
-        # baseline views the same ones after the shop). Sized from the checkout rates at the same concurrency;
-        # a load that uses its pool up before its deadline ends there and says so.
-
-        def size(clients):
-            fastest = max(checkouts["shop", clients].rate, checkouts["flask", clients].rate, 20)
-            return min(math.ceil(clients / (LATENCY_MS / 1000) * plan.seconds), math.ceil(2 * fastest * plan.seconds))
-        need = {"success64": size(64), "success256": size(256), "webhook64": size(64)}
-        pool = sessions["shop"]
-        await top_up(shop, stripe, pool, sum(need.values()))
-        start = time.monotonic()
-        paid = await pay_all(stripe, pool[:sum(need.values())])
-        print(f"  paid {len(paid)} sessions in {time.monotonic() - start:.1f} s", flush=True)
-        pools, at = {}, 0
-        for key, n in need.items():
-            pools[key], at = paid[at:at + n], at + n
-
-        success = {}
-        for clients in (64, 256):
-            sessions_for = pools[f"success{clients}"]
-            for name, server, expect in (("shop", shop, SHOP_PAID), ("flask", flask, FLASK_PAID)):
-                r = await measure(shoppers.viewer(server.port, sessions_for, expect), clients, plan.seconds, watch)
-                success[name, clients] = r
-                log_run(f"success {name} {clients}", r)
-        for clients in (64, 256):
-            rows.append(Row(1, f"Success page (first view, paid), {clients} clients", fmt(success["shop", clients]),
-                            fmt(success["flask", clients])))
-
-        events = await shoppers.completed_events(stripe.port, pools["webhook64"])
-        deliveries = with_duplicates(events)
-        answers = {}
-        hooks = {}
-        for name, server in (("shop", shop), ("flask", flask)):
-            answers[name] = []
-            r = await measure(shoppers.deliverer(server.port, deliveries, answers[name]), 64, plan.seconds, watch,
-                              limit=len(deliveries))
-            hooks[name] = r
-            log_run(f"webhooks {name}", r)
-        acknowledged = {e["data"]["object"]["id"] for e, status in answers["shop"] if 200 <= status < 300}
-        fulfilled, lost, double = hand_off_check(fulfilments(workdir, shop), acknowledged)
-        sh = hooks["shop"]
-        rows.append(Row(1, "Webhook deliveries (checkout.session.completed, 10% sent twice), 64 senders",
-                        fmt(sh, " events/s") + f"; {len(acknowledged)} paid orders acknowledged: "
-                        f"{lost} lost, {double} double",
-                        fmt(hooks["flask"], " events/s"), "≥ 120 events/s, 0 lost, 0 double",
-                        verdict(sh.rate >= 120 and lost == 0 and double == 0)))
-
-        rss = max(checkouts["shop", 256].extra["rss"]["shop"], success["shop", 256].extra["rss"]["shop"])
-        rss_flask = max(checkouts["flask", 256].extra["rss"]["flask sample"],
-                        success["flask", 256].extra["rss"]["flask sample"])
-        rows.append(Row(1, "Peak RSS during the 256-client loads", f"{rss:.0f} MiB", f"{rss_flask:.0f} MiB",
-                        "≤ 150 MiB", verdict(rss <= 150)))
-
-        slow = {}
-        for name, server in (("shop", shop), ("flask", flask)):
-            slow[name] = await shoppers.slow_clients(server.port)
-        held, worst, ok = slow["shop"]
-        fheld, fworst, fok = slow["flask"]
-        rows.append(Row(1, "300 slow clients (half a request line each) + 20 GET /",
-                        f"{held} held, {ok}/20 answered, slowest {worst * 1000:.0f} ms",
-                        f"{fheld} held, {fok}/20 answered, slowest {fworst * 1000:.0f} ms",
-                        "20/20 within 1 s", verdict(ok == 20 and worst <= 1.0)))
-
-        def per_op(r, name):
-            return 1000 * r.extra["cpu"][name] / max(1, r.count)
-        notes.append("CPU ms per operation at 64 clients, app + stand-in, shop | Flask sample: " + "; ".join(
-            f"{what} {per_op(runs['shop'], 'shop'):.1f} + {per_op(runs['shop'], 'stand-in'):.1f} | "
-            f"{per_op(runs['flask'], 'flask sample'):.1f} + {per_op(runs['flask'], 'stand-in'):.1f}"
-            for what, runs in (("checkout start (with its GET /)", {k: checkouts[k, 64] for k in ("shop", "flask")}),
-                               ("success view", {k: success[k, 64] for k in ("shop", "flask")}),
-                               ("webhook", hooks))))
-        queued = shop.log_lines("Task queue depth")
-        if queued:
-            notes.append(f"shop log: {len(queued)} waitress warnings 'Task queue depth' (all THREADS busy, "
-                         "requests waiting for a thread)")
-        errors = shop.log_lines(" ERROR ", "Traceback")
-        if errors:
-            notes.append(f"shop log: {len(errors)} ERROR lines, e.g. {errors[0][:200]}")
-        gen = sorted(r.cpu_ms_per_op for r in list(checkouts.values()) + list(success.values()) + list(hooks.values()))
-        notes.append(f"load generator's own CPU: {gen[0]:.2f}–{gen[-1]:.2f} ms per operation (a checkout start is "
-                     "two requests and a new connection)")
+        stripes["flask"] = servers.standin(workdir, LATENCY_MS, name="stand-in (Flask)")
+        started.append(stripes["flask"])
+        shop = servers.shop(workdir, stripes["shop"])
+        started.append(shop)
+        flask = servers.flask_sample(workdir, stripes["flask"])
+        started.append(flask)
+        rows, notes = await _figure1(plan, workdir, {"shop": shop, "flask": flask}, stripes)
     finally:
-        for s in (flask, shop, stripe):
+        for s in reversed(started):
             s.stop()
+    return rows, notes
+
+
+async def _figure1(plan, workdir, apps, stripes):
+    rows, notes = [], []
+    csrf = {"shop": True, "flask": False}
+    shop = apps["shop"]
+    watch = (*apps.values(), *stripes.values())
+    for name, app in apps.items():  # warm-up: imports, first connections, compiled templates
+        await load.run(shoppers.checkout(app.port, stripes[name].port, csrf[name]), 16, 1.0, limit=64)
+    sessions = {name: [] for name in apps}
+    checkouts = {}
+    for clients in (64, 256):
+        for name, app in apps.items():
+            r = await measure(shoppers.checkout(app.port, stripes[name].port, csrf[name], sessions[name]), clients,
+                              plan.seconds, watch)
+            checkouts[name, clients] = r
+            log_run(f"checkout {name} {clients}", r)
+    s64, f64, s256, f256 = (checkouts["shop", 64], checkouts["flask", 64], checkouts["shop", 256],
+                            checkouts["flask", 256])
+    ideal = 64 / (LATENCY_MS / 1000)
+    rows.append(Row(1, "Checkout starts, 64 clients", fmt(s64), fmt(f64),
+                    f"≥ {0.9 * ideal:.0f}/s, p99 ≤ 0.9 s, no errors",
+                    verdict(s64.rate >= 0.9 * ideal and s64.pct(99) <= 0.9 and s64.errors == 0)))
+    rows.append(Row(1, "Checkout starts, 256 clients", fmt(s256), fmt(f256), "≥ Flask sample, p99 ≤ 1.5 s",
+                    verdict(s256.rate >= f256.rate and s256.pct(99) <= 1.5)))
+
+    # Paid sessions whose shopper has not come back yet: for each app, one pool per load from its own checkouts
+    # (topped up when short), each session viewed once. Sized from the faster app's checkout rate at the same
+    # concurrency; a load that uses its pool up before its deadline ends there and says so.
+    def size(clients):
+        fastest = max(checkouts["shop", clients].rate, checkouts["flask", clients].rate, 20)
+        return min(math.ceil(clients / (LATENCY_MS / 1000) * plan.seconds), math.ceil(2 * fastest * plan.seconds))
+    need = {"success64": size(64), "success256": size(256), "webhook64": size(64)}
+    pools = {}
+    for name, app in apps.items():
+        await top_up(app, stripes[name], sessions[name], sum(need.values()), csrf=csrf[name])
+        start = time.monotonic()
+        paid = await pay_all(stripes[name], sessions[name][:sum(need.values())])
+        print(f"  paid {len(paid)} sessions of the {name} in {time.monotonic() - start:.1f} s", flush=True)
+        at = 0
+        for key, n in need.items():
+            pools[name, key], at = paid[at:at + n], at + n
+
+    success = {}
+    for clients in (64, 256):
+        for name, app in apps.items():
+            expect = SHOP_PAID if name == "shop" else FLASK_PAID
+            r = await measure(shoppers.viewer(app.port, pools[name, f"success{clients}"], expect), clients,
+                              plan.seconds, watch)
+            success[name, clients] = r
+            log_run(f"success {name} {clients}", r)
+    for clients in (64, 256):
+        rows.append(Row(1, f"Success page (first view, paid), {clients} clients", fmt(success["shop", clients]),
+                        fmt(success["flask", clients])))
+
+    hooks, answers = {}, {}
+    for name, app in apps.items():
+        events = await shoppers.completed_events(stripes[name].port, pools[name, "webhook64"])
+        deliveries = with_duplicates(events)
+        answers[name] = []
+        r = await measure(shoppers.deliverer(app.port, deliveries, answers[name]), 64, plan.seconds, watch,
+                          limit=len(deliveries))
+        hooks[name] = r
+        log_run(f"webhooks {name}", r)
+    acknowledged = {e["data"]["object"]["id"] for e, status in answers["shop"] if 200 <= status < 300}
+    fulfilled, lost, double = hand_off_check(fulfilments(workdir, shop), acknowledged)
+    sh = hooks["shop"]
+    rows.append(Row(1, "Webhook deliveries (checkout.session.completed, 10% sent twice), 64 senders",
+                    fmt(sh, " events/s") + f"; {len(acknowledged)} paid orders acknowledged: "
+                    f"{lost} lost, {double} double",
+                    fmt(hooks["flask"], " events/s"), "≥ 120 events/s, 0 lost, 0 double",
+                    verdict(sh.rate >= 120 and lost == 0 and double == 0)))
+
+    rss = {name: max(checkouts[name, 256].extra["rss"][app.name], success[name, 256].extra["rss"][app.name])
+           for name, app in apps.items()}
+    rows.append(Row(1, "Peak RSS during the 256-client loads", f"{rss['shop']:.0f} MiB", f"{rss['flask']:.0f} MiB",
+                    "≤ 150 MiB", verdict(rss["shop"] <= 150)))
+
+    slow = {name: await shoppers.slow_clients(app.port) for name, app in apps.items()}
+    cells = {name: f"{held} held, {ok}/20 answered, slowest {worst * 1000:.0f} ms"
+             for name, (held, worst, ok) in slow.items()}
+    _, worst, ok = slow["shop"]
+    rows.append(Row(1, "300 slow clients (half a request line each) + 20 GET /", cells["shop"], cells["flask"],
+                    "20/20 within 1 s", verdict(ok == 20 and worst <= 1.0)))
+
+    def cell(runs):
+        return " | ".join(f"{1000 * runs[n].extra['cpu'][apps[n].name] / max(1, runs[n].count):.1f} + "
+                          f"{1000 * runs[n].extra['cpu'][stripes[n].name] / max(1, runs[n].count):.1f}"
+                          for n in ("shop", "flask"))
+    notes.append("CPU ms per operation, app + its stand-in, shop | Flask sample: " + "; ".join(
+        [f"checkout start (with its GET /) at {c}: {cell({n: checkouts[n, c] for n in apps})}" for c in (64, 256)]
+        + [f"success view at {c}: {cell({n: success[n, c] for n in apps})}" for c in (64, 256)]
+        + [f"webhook at 64: {cell(hooks)}"]))
+    notes.append("share of one core each stand-in used during the 256-client checkout loads (one process: 100% "
+                 "is all it can use), shop | Flask sample: " + " | ".join(
+                     f"{checkouts[n, 256].extra['cpu'][stripes[n].name] / checkouts[n, 256].elapsed:.0%}"
+                     for n in ("shop", "flask")))
+    queued = shop.log_lines("Task queue depth")
+    if queued:
+        notes.append(f"shop log: {len(queued)} waitress warnings 'Task queue depth' (all THREADS busy, "
+                     "requests waiting for a thread)")
+    errors = shop.log_lines(" ERROR ", "Traceback")
+    if errors:
+        notes.append(f"shop log: {len(errors)} ERROR lines, e.g. {errors[0][:200]}")
+    gen = sorted(r.cpu_ms_per_op for r in list(checkouts.values()) + list(success.values()) + list(hooks.values()))
+    notes.append(f"load generator's own CPU: {gen[0]:.2f}–{gen[-1]:.2f} ms per operation (a checkout start is "
+                 "two requests and a new connection)")
     return rows, notes
 
 
@@ -467,76 +482,96 @@ async def figure5(plan, workdir):
     if not servers.postgres_available():
         return [Row(5, "PostgreSQL ledger", "skipped: no PostgreSQL at 127.0.0.1:5432 (user postgres)")], notes
     pg = servers.Postgres()
-    stripe = servers.standin(workdir, LATENCY_MS)
-    started = [stripe]
+    started = []
     try:
-        lite = servers.shop(workdir, stripe, name="shop (SQLite)")
+        # A stand-in for the SQLite shop and one for the PostgreSQL shops (which must share theirs: either may
+        # be asked about the other's session); the second instance starts only for the loads it is part of.
+        lite_stripe = servers.standin(workdir, LATENCY_MS, name="stand-in (SQLite)")
+        started.append(lite_stripe)
+        pg_stripe = servers.standin(workdir, LATENCY_MS, name="stand-in (PostgreSQL)")
+        started.append(pg_stripe)
+        lite = servers.shop(workdir, lite_stripe, name="shop (SQLite)")
         started.append(lite)
         pg_env = {"DATABASE_URL": pg.url}
-        one = servers.shop(workdir, stripe, env=pg_env, name="shop (PostgreSQL)")
+        one = servers.shop(workdir, pg_stripe, env=pg_env, name="shop (PostgreSQL)")
         started.append(one)
-        two = servers.shop(workdir, stripe, env=pg_env, name="shop 2 (PostgreSQL)")
-        started.append(two)
-        watch = (lite, one, two, stripe, servers.PostgresProcesses())
-        for s in (lite, one, two):
-            await load.run(shoppers.checkout(s.port, stripe.port, True), 16, 1.0, limit=64)
-
-        def spread(*shops):
-            """A checkout op that sends client i to shop i mod n (a load balancer's round robin)."""
-            ops = [shoppers.checkout(s.port, stripe.port, True, pools[s.name]) for s in shops]
-            return lambda i, result: ops[i % len(ops)](i, result)
-        pools = {s.name: [] for s in (lite, one, two)}
-        results = {}
-        for label, shops, clients in (("SQLite", (lite,), 64), ("PostgreSQL", (one,), 64),
-                                      ("PostgreSQL", (one,), 256), ("PostgreSQL ×2", (one, two), 256)):
-            r = await measure(spread(*shops), clients, plan.seconds, watch)
-            results[label, clients] = r
-            log_run(f"checkout {label} {clients}", r)
-        rows.append(Row(5, "Checkout starts, 64 clients: PostgreSQL | SQLite", fmt(results["PostgreSQL", 64]),
-                        fmt(results["SQLite", 64])))
-        rows.append(Row(5, "Checkout starts, 256 clients: two instances on one PostgreSQL | one",
-                        fmt(results["PostgreSQL ×2", 256]), fmt(results["PostgreSQL", 256])))
-        notes.append("CPU ms per checkout start at 256 clients, shops + stand-in + PostgreSQL: two instances "
-                     + " | one: ".join(
-                         f"{1000 * sum(v for k, v in r.extra['cpu'].items() if k.startswith('shop')) / r.count:.1f} + "
-                         f"{1000 * r.extra['cpu']['stand-in'] / r.count:.1f} + "
-                         f"{1000 * r.extra['cpu']['PostgreSQL'] / r.count:.1f}"
-                         for r in (results["PostgreSQL ×2", 256], results["PostgreSQL", 256])))
-
-        fastest = max(results["SQLite", 64].rate, results["PostgreSQL", 64].rate, 20)
-        need = min(math.ceil(64 / (LATENCY_MS / 1000) * plan.seconds), math.ceil(2 * fastest * plan.seconds))
-        hooks = {}
-        pg_pool = pools[one.name] + pools[two.name]  # one ledger: either instance's orders
-        for label, shops, pool, source in (("SQLite", (lite,), pools[lite.name], lite),
-                                           ("PostgreSQL", (one,), pg_pool, one),
-                                           ("PostgreSQL ×2", (one, two), pg_pool, one)):
-            await top_up(source, stripe, pool, need)
-            batch = pool[:need]
-            del pool[:need]
-            paid = await pay_all(stripe, batch)
-            events = await shoppers.completed_events(stripe.port, paid)
-            deliveries = with_duplicates(events)
-            answers = []
-            r = await measure(shoppers.deliverer([s.port for s in shops], deliveries, answers), 64, plan.seconds,
-                              watch, limit=len(deliveries))
-            acknowledged = {e["data"]["object"]["id"] for e, status in answers if 200 <= status < 300}
-            env = pg_env if "PostgreSQL" in label else None
-            fulfilled, lost, double = hand_off_check(fulfilments(workdir, source, env), acknowledged)
-            hooks[label] = (r, lost, double, len(acknowledged))
-            log_run(f"webhooks {label}", r)
-
-        def hook_cell(label):
-            r, lost, double, n = hooks[label]
-            return fmt(r, " events/s") + f"; {n} orders: {lost} lost, {double} double"
-        rows.append(Row(5, "Webhook deliveries, 64 senders: PostgreSQL | SQLite", hook_cell("PostgreSQL"),
-                        hook_cell("SQLite"), "0 lost, 0 double",
-                        verdict(all(hooks[k][1] == 0 and hooks[k][2] == 0 for k in hooks))))
-        rows.append(Row(5, "Webhook deliveries, 64 senders: two instances on one PostgreSQL (duplicates to either)",
-                        hook_cell("PostgreSQL ×2"), "", "0 lost, 0 double",
-                        verdict(hooks["PostgreSQL ×2"][1] == 0 and hooks["PostgreSQL ×2"][2] == 0)))
+        rows, notes = await _figure5(plan, workdir, lite, one, lite_stripe, pg_stripe, pg_env, started)
     finally:
         for s in reversed(started):
             s.stop()
         pg.drop()
     return rows, notes
 
+
+async def _figure5(plan, workdir, lite, one, lite_stripe, pg_stripe, pg_env, started):
+    rows, notes = [], []
+    stripe_of = {lite.name: lite_stripe, one.name: pg_stripe}
+    pools = {lite.name: [], "PostgreSQL": []}  # one ledger: either PostgreSQL instance's orders
+    watch = [lite, one, lite_stripe, pg_stripe, servers.PostgresProcesses()]
+
+    def spread(*shops):
+        """A checkout op that sends client i to shop i mod n (a load balancer's round robin)."""
+        ops = [shoppers.checkout(s.port, stripe_of[s.name].port, True,
+                                 pools[s.name if s is lite else "PostgreSQL"]) for s in shops]
+        return lambda i, result: ops[i % len(ops)](i, result)
+
+    async def checkouts(label, shops, clients):
+        r = await measure(spread(*shops), clients, plan.seconds, watch)
+        log_run(f"checkout {label} {clients}", r)
+        return r
+
+    async def webhooks(label, shops, pool, need):
+        stripe = stripe_of[shops[0].name]
+        await top_up(shops[0], stripe, pool, need)
+        batch = pool[:need]
+        del pool[:need]
+        paid = await pay_all(stripe, batch)
+        deliveries = with_duplicates(await shoppers.completed_events(stripe.port, paid))
+        answers = []
+        r = await measure(shoppers.deliverer([s.port for s in shops], deliveries, answers), 64, plan.seconds,
+                          watch, limit=len(deliveries))
+        log_run(f"webhooks {label}", r)
+        acknowledged = {e["data"]["object"]["id"] for e, status in answers if 200 <= status < 300}
+        _, lost, double = hand_off_check(fulfilments(workdir, shops[0], pg_env if shops[0] is not lite else None),
+                                         acknowledged)
+        return r, lost, double, len(acknowledged)
+
+    for s in (lite, one):
+        await load.run(shoppers.checkout(s.port, stripe_of[s.name].port, True), 16, 1.0, limit=64)
+    results = {("SQLite", 64): await checkouts("SQLite", (lite,), 64),
+               ("PostgreSQL", 64): await checkouts("PostgreSQL", (one,), 64),
+               ("PostgreSQL", 256): await checkouts("PostgreSQL", (one,), 256)}
+    fastest = max(results["SQLite", 64].rate, results["PostgreSQL", 64].rate, 20)
+    need = min(math.ceil(64 / (LATENCY_MS / 1000) * plan.seconds), math.ceil(2 * fastest * plan.seconds))
+    hooks = {"SQLite": await webhooks("SQLite", (lite,), pools[lite.name], need),
+             "PostgreSQL": await webhooks("PostgreSQL", (one,), pools["PostgreSQL"], need)}
+
+    two = servers.shop(workdir, pg_stripe, env=pg_env, name="shop 2 (PostgreSQL)")
+    started.append(two)
+    stripe_of[two.name] = pg_stripe
+    watch.append(two)
+    await load.run(shoppers.checkout(two.port, pg_stripe.port, True), 16, 1.0, limit=64)
+    results["PostgreSQL ×2", 256] = await checkouts("PostgreSQL ×2", (one, two), 256)
+    hooks["PostgreSQL ×2"] = await webhooks("PostgreSQL ×2", (one, two), pools["PostgreSQL"], need)
+
+    rows.append(Row(5, "Checkout starts, 64 clients: PostgreSQL | SQLite", fmt(results["PostgreSQL", 64]),
+                    fmt(results["SQLite", 64])))
+    rows.append(Row(5, "Checkout starts, 256 clients: two instances on one PostgreSQL | one",
+                    fmt(results["PostgreSQL ×2", 256]), fmt(results["PostgreSQL", 256])))
+
+    def hook_cell(label):
+        r, lost, double, n = hooks[label]
+        return fmt(r, " events/s") + f"; {n} orders: {lost} lost, {double} double"
+    rows.append(Row(5, "Webhook deliveries, 64 senders: PostgreSQL | SQLite", hook_cell("PostgreSQL"),
+                    hook_cell("SQLite"), "0 lost, 0 double",
+                    verdict(all(hooks[k][1] == 0 and hooks[k][2] == 0 for k in ("PostgreSQL", "SQLite")))))
+    rows.append(Row(5, "Webhook deliveries, 64 senders: two instances on one PostgreSQL (duplicates to either) | one",
+                    hook_cell("PostgreSQL ×2"), hook_cell("PostgreSQL"), "0 lost, 0 double",
+                    verdict(hooks["PostgreSQL ×2"][1] == 0 and hooks["PostgreSQL ×2"][2] == 0)))
+    notes.append("CPU ms per checkout start at 256 clients, shops + stand-in + PostgreSQL: two instances "
+                 + " | one: ".join(
+                     f"{1000 * sum(v for k, v in r.extra['cpu'].items() if k.startswith('shop')) / r.count:.1f} + "
+                     f"{1000 * r.extra['cpu'][pg_stripe.name] / r.count:.1f} + "
+                     f"{1000 * r.extra['cpu']['PostgreSQL'] / r.count:.1f}"
+                     for r in (results["PostgreSQL ×2", 256], results["PostgreSQL", 256])))
+    return rows, notes

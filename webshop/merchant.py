@@ -168,6 +168,10 @@ def serve(config):
         print("\n".join(e.problems + ["The shop cannot start until the catalog is fixed (`python shop.py check`)."]),
               file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 — the database is unreachable, say: one line, never the URL
+        print(f"cannot start: the database could not be opened ({type(e).__name__}); check DATABASE_URL or DATA_DIR",
+              file=sys.stderr)
+        return 2
     try:
         server = waitress.create_server(
             app, host=config.host, port=config.port, threads=config.threads, ident="shop",

@@ -7,9 +7,10 @@ import secrets
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 import stripe
@@ -400,3 +401,30 @@ def module_app(tmp_path_factory):
             env.delenv(name, raising=False)
         return make_app({"data_dir": str(tmp_path_factory.mktemp("shop") / "data"), "base_url": BASE,
                          "checkout_limit": 10_000})
+
+
+@pytest.fixture(scope="module")
+def module_session_id(module_app):
+    """An open Checkout Session of the module's shop, from a browser of its own."""
+    sid, token = browser_of(module_app)
+    product = module_app.config["shop"].catalog().products[0].id
+    status, headers, _, _ = wsgi(module_app, "POST", "/checkout", headers={"Cookie": f"sid={sid}"},
+                                 body=urlencode({"csrf_token": token, "product_id": product}).encode(),
+                                 content_type="application/x-www-form-urlencoded")
+    assert status == 303
+    return headers["Location"].rsplit("/", 1)[-1]
+
+
+def together(count, fn):
+    """Run fn(i) in `count` threads released at the same moment; their results in order."""
+    results, gate = [None] * count, threading.Barrier(count)
+
+    def run(i):
+        gate.wait()
+        results[i] = fn(i)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results

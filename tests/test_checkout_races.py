@@ -1,6 +1,5 @@
 """Clicks that race, and a Stripe that is slow: one payable session per click, Stripe's rate limit protected."""
 
-import threading
 from collections import Counter
 from urllib.parse import urlsplit
 
@@ -8,28 +7,13 @@ import pytest
 import webtest
 
 from standin import PayError, StandIn
-from tests.conftest import BASE
+from tests.conftest import BASE, together
 
 
 @pytest.fixture
 def slow_shopper(make_shopper, data_dir):
     """A shop whose stand-in answers every API call in 150 ms: a window that clicks can race in."""
     return make_shopper(standin=StandIn(data_dir / "stripe", public_url=BASE, latency_ms=150))
-
-
-def together(count, fn):
-    """Run fn(i) in `count` threads released at the same moment; their results in order."""
-    results, gate = [None] * count, threading.Barrier(count)
-
-    def run(i):
-        gate.wait()
-        results[i] = fn(i)
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return results
 
 
 def same_browser(shopper):

@@ -9,7 +9,7 @@ import pytest
 from waitress.server import create_server
 
 from standin.events import http_post
-from tests.conftest import BASE, buy, event, handoff, order, pending, sign, start, stop_waitress, wire
+from tests.conftest import BASE, buy, event, handoff, order, pending, sign, start, stop_waitress, together, wire
 from webshop import payments
 from webshop.fulfilment import Orders
 from webshop.settings import load_config
@@ -28,22 +28,6 @@ def served(shop):
     thread.start()
     yield f"http://127.0.0.1:{server.effective_port}"
     stop_waitress(server, thread)
-
-
-def at_once(n, fn):
-    """Run fn(i) in n threads released together; returns their results in order."""
-    barrier = threading.Barrier(n)
-    results = [None] * n
-
-    def run(i):
-        barrier.wait()
-        results[i] = fn(i)
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
 
 
 def test_handoff_line_has_items_amounts_email_and_address(shop):
@@ -126,7 +110,7 @@ def test_twenty_concurrent_deliveries_of_the_same_event_over_http(shop, served):
     evt = pending(shop, "checkout.session.completed")[0]
     body = json.dumps(evt).encode()
     headers = {"Content-Type": "application/json", "Stripe-Signature": sign(body.decode(), shop.standin.webhook_secret)}
-    statuses = at_once(20, lambda i: http_post(served + "/webhook", body, headers))
+    statuses = together(20, lambda i: http_post(served + "/webhook", body, headers))
     assert statuses == [200] * 20, statuses
     assert order(shop, sid)["status"] == "paid" and len(handoff(shop)) == 1
     assert shop.shop.orders.ledger.seen_event(evt["id"])
@@ -141,7 +125,7 @@ def test_twenty_concurrent_completions_with_different_event_ids_over_http(shop, 
         body = json.dumps(event("checkout.session.completed", snapshot, f"evt_concurrent_{i:02d}"))
         return http_post(served + "/webhook", body.encode(), {"Content-Type": "application/json",
                                                               "Stripe-Signature": sign(body, secret)})
-    assert at_once(20, deliver) == [200] * 20
+    assert together(20, deliver) == [200] * 20
     assert order(shop, sid)["status"] == "paid" and len(handoff(shop)) == 1
     history = shop.shop.orders.ledger.history(order(shop, sid)["id"])
     assert sum(1 for h in history if h["note"] == "fulfilled") == 1
@@ -152,7 +136,7 @@ def test_twenty_concurrent_completions_with_different_event_ids_over_http(shop, 
 
 def test_threads_calling_fulfil_directly_fulfil_once(shop):
     sid = buy(shop)
-    outcomes = at_once(12, lambda i: shop.shop.orders.sync(sid, source=f"thread {i}")[1])
+    outcomes = together(12, lambda i: shop.shop.orders.sync(sid, source=f"thread {i}")[1])
     assert sorted(outcomes) == ["already fulfilled"] * 11 + ["fulfilled"]
     assert len(handoff(shop)) == 1
 

@@ -7,20 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import BASE, browser_of, pay_form, survived, wsgi
+from tests.conftest import BASE, pay_form, survived, wsgi
 from webshop.catalog import format_money
-
-
-@pytest.fixture(scope="module")
-def session_id(module_app):
-    """An open Checkout Session of this shop, for its payment page."""
-    sid, token = browser_of(module_app)
-    product = module_app.config["shop"].catalog().products[0].id
-    status, headers, _, _ = wsgi(module_app, "POST", "/checkout", headers={"Cookie": f"sid={sid}"},
-                                 body=urlencode({"csrf_token": token, "product_id": product}).encode(),
-                                 content_type="application/x-www-form-urlencoded")
-    assert status == 303
-    return headers["Location"].rsplit("/", 1)[-1]
 
 
 anything = st.text(max_size=80)
@@ -35,19 +23,19 @@ ascii_only = st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size
                                            "shipping_option", "card_number", "card_expiry", "card_cvc",
                                            "cardholder_name", "amount"]), field_value), max_size=12),
        st.booleans(), ascii_only)
-def test_payment_page_posts_never_fail(module_app, session_id, pairs, with_token, forged):
+def test_payment_page_posts_never_fail(module_app, module_session_id, pairs, with_token, forged):
     """Any form on the offline payment page: a decline, an error message, or a payment; never a crash."""
     from standin.page import pay_token
     standin = module_app.config["shop"].orders.standin
-    pairs = [("pay_token", pay_token(standin, session_id) if with_token else forged)] + pairs
-    status, _, _, _ = survived(wsgi(module_app, "POST", f"/offline-checkout/{session_id}",
+    pairs = [("pay_token", pay_token(standin, module_session_id) if with_token else forged)] + pairs
+    status, _, _, _ = survived(wsgi(module_app, "POST", f"/offline-checkout/{module_session_id}",
                                     body=urlencode(pairs).encode(), content_type="application/x-www-form-urlencoded"))
     assert status in (200, 303, 400, 402, 409, 410), status
 
 
-def test_payment_page_with_a_non_ascii_token(module_app, session_id):
+def test_payment_page_with_a_non_ascii_token(module_app, module_session_id):
     """hmac.compare_digest raises TypeError on non-ASCII str: the token must be compared as bytes."""
-    survived(wsgi(module_app, "POST", f"/offline-checkout/{session_id}", body=b"pay_token=%C2%80",
+    survived(wsgi(module_app, "POST", f"/offline-checkout/{module_session_id}", body=b"pay_token=%C2%80",
                   content_type="application/x-www-form-urlencoded"))
 
 

@@ -25,13 +25,14 @@ MAX_WEBHOOK, MAX_FORM = 512 * 1024, 16 * 1024  # Stripe's events are a few KB; e
 MESSAGES = {
     400: "The request could not be understood.", 401: "Please sign in.", 403: "That is not allowed.",
     404: "There is no such page.",
-    405: "That page does not take this kind of request.", 413: "That request is too large.",
+    405: "That page does not take this kind of request.", 409: "That cannot be done any more.",
+    413: "That request is too large.",
     429: "Too many requests. Please wait a minute and try again.",
     500: "Something went wrong on our side. Nothing was charged twice; please try again.",
     502: "The payment service refused the request. Your cart is kept.", 503: payments.UNAVAILABLE,
 }
 TITLES = {400: "Bad request", 401: "Sign in", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-          413: "Too large", 429: "Too many requests", 500: "Server error", 502: "Payment refused",
+          409: "Sorry", 413: "Too large", 429: "Too many requests", 500: "Server error", 502: "Payment refused",
           503: "Payment service unavailable"}
 
 

@@ -140,3 +140,18 @@ def test_free_shipping_over_an_amount_is_offered_at_zero_and_shown_on_the_cart(m
     shopper.add("moby-dick", 2)
     assert "this order qualifies" in shopper.get("/cart").text
     assert rates(shopper.checkout())[0] == 0
+
+
+def test_a_cart_with_more_than_is_left_checks_out_what_is_left_and_sold_out_is_the_shops_own_page(stocked,
+                                                                                                  make_shopper):
+    shopper = stocked(walden=3)
+    shopper.add("walden", 3)
+    other = make_shopper(catalog=shopper.shop.config.catalog)
+    other.checkout(product_id="walden")  # takes one of the three while the first cart still says 3
+    session = shopper.standin.get(shopper.session_id(shopper.checkout()))
+    order = shopper.shop.orders.ledger.by_session(session["id"])
+    assert [i["quantity"] for i in order["items"]] == [2]
+    third = make_shopper(catalog=shopper.shop.config.catalog)
+    refused = third.post("/checkout", {"csrf_token": third.csrf(), "product_id": "walden"}, status=409)
+    assert "<h1>Sorry</h1>" in refused.text and "Walden is sold out" in refused.text  # the shop's page
+    assert refused.headers["Content-Security-Policy"]

@@ -163,7 +163,7 @@ class Ledger:
             " (o.status IN ('awaiting_payment', 'paid', 'partially_refunded', 'refunded', 'disputed')"
             " OR (o.status = 'open' AND (o.session_expires_at > ? OR (o.session_expires_at IS NULL AND o.created > ?))))"
             " GROUP BY l.product_id", (*product_ids, now, iso_utc(now - 600)))
-        return {r["product_id"]: (r["held"], r["sold"]) for r in rows}
+        return {r["product_id"]: (int(r["held"]), int(r["sold"])) for r in rows}  # PostgreSQL's SUM is numeric
 
     def stock_levels(self, product_ids):
         """{product id: (copies held by open checkouts, copies sold)}, for the pages and `shop.py stock`."""

@@ -100,9 +100,10 @@ def timeout(config):
 
 def send_due(orders, now=None, retry_now=False):
     """Send each message that is due (retry_now: those waiting out a back-off too), once; returns (sent, failed)."""
-    config, ledger, now = orders.config, orders.ledger, time.time() if now is None else now
+    config, ledger, fixed = orders.config, orders.ledger, now
     sent, failed, tried = 0, 0, set()
-    while True:  # one claim at a time: a lease only has to cover one message's send
+    while True:  # one claim at a time, its lease counted from now: it only has to cover one message's send
+        now = time.time() if fixed is None else fixed
         row = ledger.claim_mail(now, 10 * timeout(config), due=now + 10 ** 9 if retry_now else None, skip=tried)
         if row is None:
             return sent, failed

@@ -105,10 +105,12 @@ def _settle_lost_checkouts(ctx, since):
     claimed any that reached Stripe (by the order id in their metadata), so the rest never did."""
     lost = ctx.ledger.list(status="open", since=iso_utc(since), before=iso_utc(time.time() - LOST_AFTER),
                            limit=10000, without_session=True)
+    settled = 0
     for order in lost:
         if ctx.ledger.transition(order["id"], ("open",), "checkout_failed", "reconcile", "no checkout session"):
             print(f"{order['id']}: open → checkout_failed (no checkout session was ever made)")
-    return len(lost)
+            settled += 1
+    return settled
 
 
 def _refund_missed(ctx, order, session):

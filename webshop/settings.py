@@ -2,7 +2,7 @@
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -81,37 +81,11 @@ SETTINGS = (
             secret=True),
 )
 
-MODES = ("offline", "test", "live")
 _LIMITS = {"port": (1, 65535), "stripe_max_retries": (0, 10), "threads": (1, 1024),
            "connection_limit": (10, 100000), "channel_timeout": (1, 3600), "checkout_limit": (1, 10000)}
 
 
-@dataclass(frozen=True)
-class Config:
-    stripe_secret_key: str
-    stripe_webhook_secret: str
-    base_url: str
-    host: str
-    port: int
-    catalog: Path
-    catalog_check_seconds: float
-    data_dir: Path
-    database_url: str
-    stripe_api_base: str
-    stripe_timeout: float
-    stripe_max_retries: int
-    threads: int
-    connection_limit: int
-    channel_timeout: int
-    trusted_proxy: str
-    checkout_limit: int
-    smtp_url: str
-    merchant_email: str
-    mail_from: str
-    admin_password: str
-    mode: str
-    standin: object = None  # tests only: a stand-in to use instead of making one
-
+class _Config:
     @property
     def secure(self):
         """True when the shop is served over https (cookies get Secure and __Host-, HSTS is sent)."""
@@ -121,6 +95,11 @@ class Config:
         """Every setting with secrets masked, for `shop.py settings` and logs."""
         return {s.env: ("set" if getattr(self, s.name) else "") if s.secret else str(getattr(self, s.name))
                 for s in SETTINGS}
+
+
+# The settings' values by name, the mode the key selects, and (tests only) a stand-in to use instead of making one.
+Config = make_dataclass("Config", [s.name for s in SETTINGS] + ["mode", ("standin", object, None)],
+                        bases=(_Config,), frozen=True)
 
 
 def _coerce(setting, raw):

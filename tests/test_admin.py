@@ -115,6 +115,8 @@ def test_a_partial_then_full_refund_each_confirmed_first(admin):
     admin.standin.deliver_pending()
     after = order(admin, o["session_id"])
     assert (after["status"], after["amount_refunded"]) == ("partially_refunded", 500)
+    form.submit(headers=auth(), status=303)  # Back and Confirm once the event has arrived: still one refund
+    assert charge().amount_refunded == 500
     assert "Refund re_" in admin.get(done.location, headers=auth()).text
     rest = admin.post(url, {"csrf_token": token(admin), "how": "full", "restock": "1"}, headers=auth())
     left = o["amount_total"] - 500

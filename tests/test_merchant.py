@@ -488,3 +488,18 @@ def test_stripe_calls_are_logged_once_each_by_the_shop_and_never_as_api_stripe_c
     assert proc.returncode == 0, proc.stderr
     assert "shop.stripe: stripe GET /v1/checkout/sessions status=200" in proc.stderr
     assert "api.stripe.com" not in proc.stdout + proc.stderr
+
+
+def test_the_same_refund_after_its_event_arrived_is_still_replayed_and_again_makes_a_second(shop, run):
+    o = paid(shop)
+    assert run("refund", o["id"], "--amount", "300")[0] == 0
+    shop.standin.deliver_pending()  # the charge.refunded event arrives: the ledger now says 300 refunded
+    assert shop.shop.orders.ledger.get(o["id"])["amount_refunded"] == 300
+    code, out, _ = run("refund", o["id"], "--amount", "300")
+    assert code == 0 and "replayed" in out
+    charge = shop.standin.get(shop.standin.get(o["payment_intent"])["latest_charge"])
+    assert charge["amount_refunded"] == 300
+    code, out, _ = run("refund", o["id"], "--amount", "300", "--again")
+    assert code == 0 and "replayed" not in out
+    charge = shop.standin.get(shop.standin.get(o["payment_intent"])["latest_charge"])
+    assert charge["amount_refunded"] == 600

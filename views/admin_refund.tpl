@@ -6,6 +6,7 @@
   <input type="hidden" name="csrf_token" value="{{csrf}}">
   <input type="hidden" name="minor" value="{{refund}}">
   <input type="hidden" name="confirm" value="yes">
+  <input type="hidden" name="key" value="{{key}}">
 % if restock:
   <input type="hidden" name="restock" value="1">
 % end

@@ -5,6 +5,7 @@ import csv
 import hmac
 import io
 import re
+import secrets
 import threading
 import time
 from collections import deque
@@ -114,11 +115,13 @@ def install(app, shop):
             raise ShopError(400, f"Enter an amount from {merchant.money(1, currency)} to "
                                  f"{merchant.money(left, currency)} (what is left to refund).")
         restock = form.get("restock") == "1"
-        if form.get("confirm") != "yes":
+        key = form.get("key", "")
+        if form.get("confirm") != "yes" or not re.fullmatch(r"[0-9a-f]{32}", key):
+            # This page's key goes with its button: confirming it again (Back, a double submit) replays one refund.
             return shop.render("admin_refund.tpl", title="Confirm the refund", o=o, refund=amount, restock=restock,
-                               amount=merchant.money)
+                               amount=merchant.money, key=secrets.token_hex(16))
         try:
-            _, result, _, _ = merchant.refund_order(shop.orders, o["id"], amount, restock, source="admin refund")
+            _, result, _, _ = merchant.refund_order(shop.orders, o["id"], amount, restock, "admin refund", key)
         except merchant.Refused as e:
             raise ShopError(409, str(e)) from None
         except ShopError as e:  # the idempotency key makes the same confirmation safe to send again

@@ -4,6 +4,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -82,6 +83,8 @@ def parser():
     q.add_argument("id")
     q.add_argument("--amount", type=bounded(1, 10**12), help="amount in minor units (cents), e.g. 500 for $5.00")
     q.add_argument("--restock", action="store_true", help="give the order's copies back to the stock")
+    q.add_argument("--again", action="store_true", help="refund the same amount once more (without it, the same "
+                   "command within 23 hours replays the first refund)")
     q.set_defaults(run=refund)
     q = sub.add_parser("stock", help="list stock, copies held by open checkouts and sold, per product")
     q.set_defaults(run=stock)
@@ -268,7 +271,7 @@ def order(ctx, args):
     return 0
 
 
-def refund_order(ctx, order_id, amount=None, restock=False, source="cli refund"):
+def refund_order(ctx, order_id, amount=None, restock=False, source="cli refund", key=None, again=False):
     """Refund through Stripe what is left, or `amount`: (the order, Stripe's Refund, replayed?, restocked?).
 
     The command and /admin both refund here; the order changes when Stripe's charge.refunded event arrives."""
@@ -282,18 +285,26 @@ def refund_order(ctx, order_id, amount=None, restock=False, source="cli refund")
     if amount <= 0 or amount > left:
         raise Refused(f"Cannot refund {money(amount, cur)} on order {o['id']}: {money(left, cur)} of "
                       f"{money(o['amount_total'], cur)} is left to refund (amounts are in minor units).")
-    # The key pins this exact refund: running the command again after a timeout cannot refund twice.
-    # https://docs.stripe.com/api/idempotent_requests
+    # Stripe replays a request sent again with its idempotency key (https://docs.stripe.com/api/idempotent_requests).
+    # key: the /admin confirmation page's own. The command keeps one per order and amount for 23 hours, so running
+    # it again (after a timeout, or by mistake) replays the first refund, whenever its event arrives; --again
+    # makes another.
+    mark, now = f"refund {o['id']}", time.time()
+    last = ctx.ledger.checkpoint(mark)
+    if key is None:
+        fresh = again or not last or last["amount"] != amount or now - last["at"] > 23 * 3600
+        key = secrets.token_hex(16) if fresh else last["key"]
+        ctx.ledger.set_checkpoint(mark, {"amount": amount, "key": key, "at": now if fresh else last["at"]})
     result = payments.call("POST /v1/refunds", ctx.stripe.v1.refunds.create,
                            {"payment_intent": o["payment_intent"], "amount": amount, "metadata": {"order_id": o["id"]}},
-                           {"idempotency_key": f"refund-{o['id']}-{o['amount_refunded']}-{amount}"})
+                           {"idempotency_key": f"refund-{o['id']}-{key}"})
     replayed = (result.last_response.headers or {}).get("Idempotent-Replayed") == "true"
     return o, result, replayed, restock and ctx.ledger.restock(o["id"], source)
 
 
 def refund(ctx, args):
     """Refund through Stripe; the order changes when Stripe's charge.refunded event arrives."""
-    o, result, replayed, restocked = refund_order(ctx, args.id, args.amount, args.restock)
+    o, result, replayed, restocked = refund_order(ctx, args.id, args.amount, args.restock, again=args.again)
     cur = o["currency"]
     print(f"Refund {result.id} of {money(result.amount, cur)} for order {o['id']}: {result.status}"
           + (" (already made earlier; Stripe replayed it)" if replayed else "") + ".")

@@ -155,3 +155,13 @@ def test_a_cart_with_more_than_is_left_checks_out_what_is_left_and_sold_out_is_t
     refused = third.post("/checkout", {"csrf_token": third.csrf(), "product_id": "walden"}, status=409)
     assert "<h1>Sorry</h1>" in refused.text and "Walden is sold out" in refused.text  # the shop's page
     assert refused.headers["Content-Security-Policy"]
+
+
+def test_paying_a_session_left_with_back_then_checking_out_again_never_sells_a_copy_twice(stocked):
+    shopper = stocked(walden=1)
+    first = shopper.session_id(shopper.checkout(product_id="walden"))
+    shopper.standin.pay(first)  # paid in another tab; its events have not arrived yet
+    refused = shopper.post("/checkout", {"csrf_token": shopper.csrf(), "product_id": "walden"}, status=409)
+    assert "Walden is sold out" in refused.text
+    assert shopper.shop.orders.ledger.by_session(first)["status"] == "paid"  # learnt from Stripe on the way
+    assert shopper.shop.orders.ledger.stock_levels(["walden"]) == {"walden": (0, 1)}

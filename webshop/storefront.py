@@ -86,6 +86,10 @@ def install(app, shop):
     def checkout():
         """Record the order, create its Stripe Checkout Session, and send the shopper there (303)."""
         shop.guard.check(request)
+        browser = shop.guard.browser_id(request, response)
+        left_open = shop.orders.ledger.open_checkout_for(browser)
+        if left_open:  # left with "Back": expired first, so neither its payment nor its copies can be taken twice
+            expire(left_open["session_id"], "new checkout", must=True)
         catalog = shop.catalog()
         if request.forms.get("product_id") is not None:  # "Buy now": one product, the cart untouched
             cart = {product_field(catalog): quantity_field(1)}
@@ -95,12 +99,12 @@ def install(app, shop):
         if not items:
             see_other("/cart?empty=1")
         orders = shop.orders
-        order_id, stale = orders.ledger.start_order(
-            shop.guard.browser_id(request, response), catalog.currency,
+        order_id, racing = orders.ledger.start_order(
+            browser, catalog.currency,
             [{"product_id": p.id, "name": p.name, "unit_amount": p.price, "quantity": q} for p, q, _ in items],
             per_minute=shop.config.checkout_limit,
             stock={p.id: p.stock for p, _, _ in items if p.stock is not None})
-        for session_id in stale:  # left with "Back": expire it so the same books cannot be paid for twice
+        for session_id in racing:  # a click at the same moment already had its session: expired too
             expire(session_id, "new checkout")
         try:
             session = payments.create_session(orders.stripe, payments.checkout_params(
@@ -162,12 +166,17 @@ def install(app, shop):
     def read_cart(catalog):
         return parse_cart(cookies(request).get(shop.guard.prefix + "cart", ""), catalog)
 
-    def expire(session_id, why):
+    def expire(session_id, why, must=False):
+        """Expire a session at Stripe so it cannot be paid, and bring its order in line with Stripe's answer."""
         try:
             session = payments.expire_session(shop.orders.stripe, session_id)
-        except ShopError as e:  # paid or expired meanwhile (its events will say), or Stripe unreachable
+        except ShopError as e:
             log.warning("could not expire %s (%s): %s", session_id, why, e.detail or e.message)
-            return
+            if e.status == 503:  # Stripe unreachable: `must` answers the shopper so, rather than risk it
+                if must:
+                    raise
+                return
+            session = None  # no longer open (paid or expired meanwhile): its order follows Stripe's own answer
         order = shop.orders.ledger.by_session(session_id)
         if order is not None and order["status"] in PAYABLE_FROM:
             shop.orders.sync(session_id, session, why, order=order)

@@ -460,3 +460,14 @@ def test_any_value_in_any_field_loads_or_names_its_place(scratch, data, value):
             assert PLACE.match(problem), problem
     else:
         assert isinstance(cat, catalog.Catalog)
+
+
+@pytest.mark.parametrize("where", ["shop", "product", "option"])
+def test_a_name_is_one_line_because_it_heads_emails_and_pages(catalog_copy, where):
+    data = json.loads(catalog_copy.read_text())
+    target = {"shop": data["shop"], "product": data["products"][0], "option": data["shipping"]["options"][0]}[where]
+    target["name"] = "Tiny\nBooks"
+    data["products"][1]["description"] = "Two lines\nof description are fine."
+    catalog_copy.write_text(json.dumps(data))
+    found = catalog.problems(catalog_copy, ROOT / "public")
+    assert len(found) == 1 and "must not contain control characters (U+000A at position 5)" in found[0]

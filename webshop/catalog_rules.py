@@ -26,6 +26,7 @@ _IMAGE_PATH = re.compile(r"[A-Za-z0-9._/-]+")
 _TAX_CODE = re.compile(r"txcd_[0-9]{8}")
 # C0 and C1 controls but tab and newline, bidirectional overrides and isolates, and lone surrogates
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")  # and tab, line breaks
 _REQUIRED, _BAD, _NO_VALUE = object(), object(), object()
 
 
@@ -195,8 +196,10 @@ class _Checker:
                 return self.problem(path, "must not be empty", value)
             if len(value) > limit:
                 return self.problem(path, f"must be at most {limit} characters (this has {len(value)})", value)
-            bad = _CONTROL.search(value)
-            if bad:  # they would reach the pages and Stripe as they are: a NUL, or text that reads backwards
+            # They would reach the pages and Stripe as they are: a NUL, or text that reads backwards; and a name is
+            # one line (it heads emails), so no line break or tab either.
+            bad = (_CONTROL if limit > NAME_LIMIT else _ONE_LINE).search(value)
+            if bad:
                 return self.problem(path, f"must not contain control characters (U+{ord(bad[0]):04X} at position "
                                           f"{bad.start() + 1})", value)
             return value

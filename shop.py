@@ -42,15 +42,15 @@ class Shop:
     def __init__(self, config):
         self.config, self.promotions = config, ()  # the promotions last made active at Stripe by this process
         self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds)
-        self.orders = Orders(config, business_name=self.catalog().shop_name)
+        self.orders = Orders(config, business_name=self.catalogs.current().shop_name)
         self.reads = payments.SharedReads(self.orders.stripe)
-        self.catalog()  # the catalog's promotion codes made active at Stripe
         self.guard = Guard(config, self.orders.ledger.secret())
+        self.catalog()  # the catalog's promotion codes made active at Stripe
 
     def catalog(self):
         """The current catalog (re-read only when the file changed; the last good one if an edit is broken)."""
         catalog = self.catalogs.current()
-        if catalog.promotions != self.promotions and hasattr(self, "orders"):  # at start, and after an edit
+        if catalog.promotions != self.promotions:  # at start, and after an edit
             self.promotions = catalog.promotions
             payments.sync_promotions(self.orders.stripe, catalog)
         return catalog

@@ -141,7 +141,7 @@ class Ledger:
     def _reserve(self, c, items, stock):
         """Refuse (409) an order for more copies than are left; the last copy goes to one shopper only."""
         wanted = {i["product_id"]: i for i in items if i["product_id"] in stock}
-        for product_id in sorted(wanted):  # in one order everywhere, so two checkouts never wait on each other
+        for product_id in sorted(wanted):  # always in this order, so two checkouts can never deadlock
             self.db.lock(c, "stock:" + product_id)
         taken = self._taken(c, list(wanted))
         for product_id, item in wanted.items():

@@ -397,8 +397,12 @@ async def figure3(plan, workdir):
                         cell(f, ("webhook", "success first"), ("webhook", "webhook first"),
                              ("duplicate webhook", "webhook first")),
                         "≤ 1", verdict(hook_max <= 1)))
-        notes.append("calls by endpoint (shop): " + "; ".join(
-            f"{step} ({order}): {dict(d) or '-'}" for (step, order), d in s.items()))
+        grouped = {}
+        for (step, order), d in s.items():
+            grouped.setdefault(tuple(sorted(d.items())), []).append(f"{step} ({order})")
+        notes.append("the shop's calls by endpoint: " + "; ".join(
+            f"{', '.join(steps)}: " + (", ".join(f"{n}× {k}" for k, n in calls) or "none")
+            for calls, steps in grouped.items()))
     finally:
         for srv in (flask, shop, stripe):
             srv.stop()

@@ -41,19 +41,16 @@ def reconcile(ctx, args):
 
 def _repair(ctx, session):
     sid = session["id"]
-    order = ctx.ledger.by_session(sid)
-    claimed = False
-    if order is None:
-        order = ctx.order_for(sid, session, "reconcile")
-        claimed = order is not None
+    known = ctx.ledger.by_session(sid)
+    order = known or ctx.order_for(sid, session, "reconcile")
     if order is None:
         return 0  # not a session this shop created
+    claimed = known is None
     status, paid = session.get("status"), session.get("payment_status") in PAID
     state = order["status"]
-    if status == "complete" and paid and order["fulfilled_at"] is None:
+    if status == "complete" and (order["fulfilled_at"] is None if paid else
+                                 state in ("open", "checkout_failed", "expired", "awaiting_payment")):
         _, outcome = ctx.sync(sid, None, "reconcile")  # re-read with line items
-    elif status == "complete" and not paid and state in ("open", "checkout_failed", "expired", "awaiting_payment"):
-        _, outcome = ctx.sync(sid, None, "reconcile")
     elif (status == "expired" and state in ("open", "checkout_failed")) or (status == "open" and
                                                                           state == "checkout_failed"):
         _, outcome = ctx.sync(sid, session, "reconcile")

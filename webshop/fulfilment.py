@@ -20,6 +20,7 @@ MOVES = {
     "expired": (("open", "checkout_failed"), "expired", "expired"),
     "open": (("checkout_failed",), "open", "reopened"),  # the create call failed for us but reached Stripe
 }
+AMOUNTS = ("amount_subtotal", "amount_shipping", "amount_tax", "amount_discount", "amount_total")
 JSONL_MARK = "fulfilments.jsonl"  # the ledger's checkpoint: the last hand-off id written to the file
 
 
@@ -74,11 +75,8 @@ class Orders:
             return charged, "ignored: order mismatch"
         state = payments.state(session)
         state = "failed" if failed and state == "processing" else state
-        fields = {k: charged[c] for k, c in (
-            ("amount_subtotal", "amount_subtotal"), ("amount_total", "amount_total"), ("amount_tax", "amount_tax"),
-            ("amount_shipping", "amount_shipping"), ("amount_discount", "amount_discount"), ("customer_email", "email"),
-            ("payment_intent", "payment_intent"), ("promotion_code", "promotion_code"),
-            ("terms_accepted", "terms_accepted"))}
+        fields = {k: charged[k] for k in AMOUNTS + ("payment_intent", "promotion_code", "terms_accepted")}
+        fields["customer_email"] = charged["email"]
         fields["tax_ids"] = json.dumps(charged["tax_ids"]) if charged["tax_ids"] else None
         if state == "paid":
             record = handoff(order, charged, session)
@@ -149,8 +147,7 @@ def handoff(order, charged, session):
                    "unit_amount": i["unit_amount"], "amount_total": line.get("amount_total")}
                   for i, line in zip(order["items"], lines)],
         "order_id": order["id"], "session_id": charged["id"], "currency": charged["currency"],
-        **{k: charged[k] for k in ("amount_subtotal", "amount_shipping", "amount_tax", "amount_discount",
-                                   "amount_total", "promotion_code", "terms_accepted", "tax_ids")},
+        **{k: charged[k] for k in AMOUNTS + ("promotion_code", "terms_accepted", "tax_ids")},
         "customer_email": charged["email"], "payment_intent": charged["payment_intent"],
         "shipping_name": shipping.get("name"),
         "shipping_address": {k: address.get(k) for k in ("line1", "line2", "city", "postal_code", "state", "country")},

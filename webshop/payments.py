@@ -24,7 +24,7 @@ CHARGE_EVENTS = ("charge.refunded", "charge.dispute.created", "charge.dispute.cl
 EVENTS = SESSION_EVENTS + CHARGE_EVENTS
 
 
-def make_client(config, business_name="Test shop"):
+def make_client(config, business_name):
     """(StripeClient, stand-in or None): API version pinned, a timeout, retries with the same idempotency key.
 
     Offline, the stand-in plays Stripe behind the same client: the one place the app reaches for it."""

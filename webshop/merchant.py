@@ -12,7 +12,7 @@ import time
 from urllib.parse import urlsplit
 
 from . import mail, payments
-from .catalog import CatalogError, format_money, load_catalog
+from .catalog import CatalogError, format_money, load_catalog, problems
 from .fulfilment import Orders
 from .ledger import REFUNDABLE, STATUSES
 from .reconcile import reconcile
@@ -29,11 +29,11 @@ class Refused(Exception):
     """A command that cannot be done; the message says why (exit 1)."""
 
 
-def bounded(low, high, parse=int):
+def bounded(low, high):
     """An argparse type: a whole number from low to high (exit 2 with a message otherwise)."""
     def check(text):
         try:
-            value = parse(text)
+            value = int(text)
         except ValueError:
             value = None
         if value is None or not low <= value <= high:
@@ -151,7 +151,6 @@ def show_settings(config):
 
 def check(config):
     """Print every problem with the catalog and settings; 0 when there are none."""
-    from .catalog import problems
     found = problems(config.catalog, ROOT / "public")
     if config.mode != "offline" and not config.stripe_webhook_secret:
         found.append("STRIPE_WEBHOOK_SECRET: not set, so POST /webhook refuses every event (set it to whsec_...)")
@@ -164,7 +163,6 @@ def serve(config):
     """Serve with waitress on HOST:PORT until Ctrl-C or SIGTERM."""
     import waitress
     from shop import make_app, start_background
-    from .catalog import CatalogError
     try:
         app = make_app(config)
     except CatalogError as e:
@@ -236,9 +234,9 @@ def orders(ctx, args):
         return 0
     if not rows:
         print("No orders" + (f" with status {args.status}." if args.status else " yet."))
-    for i, o in enumerate(rows):
-        if i == 0:
-            print(f"{'ORDER':<28} {'CREATED':<17} {'STATUS':<18} {'TOTAL':>12}  {'EMAIL':<28} FULFILLED")
+    else:
+        print(f"{'ORDER':<28} {'CREATED':<17} {'STATUS':<18} {'TOTAL':>12}  {'EMAIL':<28} FULFILLED")
+    for o in rows:
         total = money(o["amount_total"] if o["amount_total"] is not None else o["amount_subtotal"], o["currency"])
         print(f"{o['id']:<28} {_short(o['created']):<17} {o['status']:<18} {total:>12}  "
               f"{shown(o['customer_email'])[:28]:<28} {_short(o['fulfilled_at']) or '—'}")
@@ -337,16 +335,15 @@ def outbox(ctx, args):
 
 def stock(ctx, args):
     """Per product with a stock: its stock, the copies held by open checkouts and sold, and what is left."""
-    from .catalog import load_catalog
     products = [p for p in load_catalog(ctx.config.catalog, ROOT / "public").products if p.stock is not None]
     levels = ctx.ledger.stock_levels(p.id for p in products)
-    for i, p in enumerate(products):
-        if i == 0:
-            print(f"{'PRODUCT':<40} {'STOCK':>7} {'HELD':>7} {'SOLD':>7} {'LEFT':>7}")
-        h, s = levels.get(p.id, (0, 0))
-        print(f"{shown(p.id)[:40]:<40} {p.stock:>7} {h:>7} {s:>7} {max(0, p.stock - h - s):>7}")
     if not products:
         print("No product in the catalog has a stock (every one is unlimited).")
+    else:
+        print(f"{'PRODUCT':<40} {'STOCK':>7} {'HELD':>7} {'SOLD':>7} {'LEFT':>7}")
+    for p in products:
+        h, s = levels.get(p.id, (0, 0))
+        print(f"{shown(p.id)[:40]:<40} {p.stock:>7} {h:>7} {s:>7} {max(0, p.stock - h - s):>7}")
     return 0
 
 

@@ -148,15 +148,15 @@ def problems(path, public_dir) -> list[str]:
 class CatalogStore:
     """The last good catalog, re-read only when the file's mtime or size changes, so edits go live without a restart.
 
-    log: a logging.Logger, or any callable taking one message string (default: the "shop.catalog" logger).
+    log: a logging.Logger, or any callable taking one message string.
     check_every: seconds between looks at the file (0: on every call). A look is a stat() system call, which on a
     busy server costs more than serving the cached page does, so the shop looks at most once a second.
     """
 
-    def __init__(self, path, public_dir, log=None, check_every=0.0):
+    def __init__(self, path, public_dir, log, check_every=0.0):
         self.path, self.public_dir = os.fspath(path), os.fspath(public_dir)
         self.name = os.path.basename(self.path)
-        self.log = log if log is not None else logging.getLogger("shop.catalog")
+        self.log = log
         self.error: str | None = None
         self.reads = 0  # how many times the file was read and checked, for tests and diagnostics
         self._lock = threading.Lock()

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.conftest import buy, order, start, wire
+from tests.conftest import order, paid, start, wire
 from webshop import merchant
 from webshop.admin import CSV_FIELDS, write_csv
 from webshop.settings import ConfigError, load_config
@@ -24,12 +24,6 @@ def auth(user="admin", password=PASSWORD):
 @pytest.fixture
 def admin(make_shopper):
     return wire(make_shopper(admin_password=PASSWORD))
-
-
-def paid(shop, **kwargs):
-    sid = buy(shop, **kwargs)
-    shop.standin.deliver_pending()
-    return order(shop, sid)
 
 
 def token(shop):

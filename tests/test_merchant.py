@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import DISPUTED, ROOT, Shopper, buy, handoff, order, pending, start, wire
+from tests.conftest import DISPUTED, ROOT, Shopper, buy, handoff, order, paid, pending, start, wire
 from webshop import merchant
 from webshop.catalog import format_money
 from webshop.ledger import MIGRATIONS, iso_utc
@@ -68,12 +68,6 @@ def run(capsys):
 def browser(shop):
     """Another shopper's browser on the same shop (a browser's new checkout replaces its open one)."""
     return Shopper(shop.app)
-
-
-def paid(shop, **kwargs):
-    sid = buy(shop, **kwargs)
-    shop.standin.deliver_pending()
-    return order(shop, sid)
 
 
 def test_orders_table_json_and_status_filter(shop, run):

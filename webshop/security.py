@@ -84,7 +84,7 @@ class Guard:
                             **options)
 
     def delete_cookie(self, response, name):
-        response.delete_cookie(self.prefix + name, path="/", httponly=True, samesite="lax", secure=self.secure)
+        self.set_cookie(response, name, "", max_age=-1, expires=0)  # as bottle's delete_cookie, with our attributes
 
     def headers(self, response):
         """The security headers every response carries."""

@@ -131,6 +131,7 @@ def _intent_id(obj):
 # Ids and types as Stripe makes them: they reach the ledger and the log as they are, so nothing else gets in.
 _ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 _TYPE = re.compile(r"[a-z0-9_.]{1,100}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_AMOUNT = 10 ** 12  # above any amount Stripe takes in any currency, far below SQLite's integer limit
 
 
@@ -162,15 +163,8 @@ def _is(pattern, value):
 
 
 def _text(value):
-    if value is None:
-        return True
-    if not isinstance(value, str) or len(value) > 5000:
-        return False
-    try:
-        value.encode()
-    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: no text SQLite could store
-        return False
-    return True
+    # A lone surrogate (from a JSON escape) is no text SQLite could store.
+    return value is None or (isinstance(value, str) and len(value) <= 5000 and not _SURROGATE.search(value))
 
 
 def _amount(value):

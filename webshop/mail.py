@@ -156,8 +156,8 @@ def deliver(config, row):
         server.sendmail(config.mail_from, [row["recipient"]], row["message"])
 
 
-def start_sender(orders, interval=1.0):
-    """A daemon thread sending due emails every `interval` seconds; set the returned event to stop it."""
+def start_sender(orders):
+    """A daemon thread sending due emails every second; set the returned event to stop it."""
     stop = threading.Event()
 
     def run():
@@ -166,7 +166,7 @@ def start_sender(orders, interval=1.0):
                 send_due(orders)
             except Exception:  # noqa: BLE001 — the database is away: the next round tries again
                 log.exception("sending emails failed")
-            if stop.wait(interval):
+            if stop.wait(1.0):
                 return
     threading.Thread(target=run, name="mail-sender", daemon=True).start()
     return stop

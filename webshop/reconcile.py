@@ -51,8 +51,7 @@ def _repair(ctx, session):
     if status == "complete" and (order["fulfilled_at"] is None if paid else
                                  state in ("open", "checkout_failed", "expired", "awaiting_payment")):
         _, outcome = ctx.sync(sid, None, "reconcile")  # re-read with line items
-    elif (status == "expired" and state in ("open", "checkout_failed")) or (status == "open" and
-                                                                          state == "checkout_failed"):
+    elif (status, state) in (("expired", "open"), ("expired", "checkout_failed"), ("open", "checkout_failed")):
         _, outcome = ctx.sync(sid, session, "reconcile")
     elif status == "complete" and paid and state in REFUNDABLE + ("refunded",) and _refund_missed(ctx, order, session):
         outcome = "refund recorded"

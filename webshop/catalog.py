@@ -7,7 +7,8 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 from . import catalog_rules
 from .iso_codes import CURRENCIES, THREE_DECIMAL, ZERO_DECIMAL  # noqa: F401 (the stand-in reads CURRENCIES here)
@@ -56,10 +57,10 @@ class Catalog:
     terms_url: str | None = None
     collect_tax_ids: bool = False
     mtime: float = 0.0
-    _by_id: dict = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self):
-        object.__setattr__(self, "_by_id", {p.id: p for p in self.products})
+    @cached_property
+    def _by_id(self):
+        return {p.id: p for p in self.products}
 
     def product(self, product_id) -> Product | None:
         """The product with this id, or None."""

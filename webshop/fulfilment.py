@@ -7,6 +7,7 @@ import os
 
 from . import mail, payments
 from .ledger import Ledger, utcnow
+from .settings import ShopError
 
 log = logging.getLogger("shop.fulfilment")
 
@@ -92,6 +93,20 @@ class Orders:
         allowed, to, outcome = MOVES[state]
         moved = self.ledger.transition(order["id"], allowed, to, source, outcome, **fields)
         return charged, outcome if moved else "no change"
+
+    def expire(self, session_id, source):
+        """Expire a session at Stripe so it can no longer be paid, and bring its order in line with Stripe's answer:
+        (whether Stripe expired it, the refusal's detail, outcome). ShopError 503 when Stripe is unreachable."""
+        try:
+            session, refused = payments.expire_session(self.stripe, session_id), None
+        except ShopError as e:
+            if e.status == 503:
+                raise
+            session, refused = None, e.detail or e.message  # not open any more (paid or expired meanwhile)
+        order = self.ledger.by_session(session_id)
+        if order is None or order["status"] not in PAYABLE_FROM:
+            return refused is None, refused, "no change"
+        return refused is None, refused, self.sync(session_id, session, source, order=order)[1]
 
     def export(self):
         """Append to fulfilments.jsonl every hand-off record it does not have yet, in order, once each."""

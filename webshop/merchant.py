@@ -352,16 +352,10 @@ def expire(ctx, args):
     o = _order(ctx, args.id)
     if o["status"] != "open" or not o["session_id"]:
         raise Refused(f"Order {o['id']} is {o['status']}: only an order with an open checkout can be expired.")
-    try:
-        session = payments.expire_session(ctx.stripe, o["session_id"])
-    except ShopError as e:
-        if e.status != 502:
-            raise
-        # Not open at Stripe any more (paid, or expired already) though no event said so yet: catch up.
-        _, outcome = ctx.sync(o["session_id"], None, "cli expire")
-        raise Refused(f"Stripe refused to expire the checkout: {e.detail or e.message} "
-                      f"Order {o['id']} is now {ctx.ledger.get(o['id'])['status']} ({outcome}).") from None
-    _, outcome = ctx.sync(o["session_id"], session, "cli expire")
+    expired, refused, outcome = ctx.expire(o["session_id"], "cli expire")
+    if not expired:  # not open at Stripe any more (paid, or expired already) though no event said so yet
+        raise Refused(f"Stripe refused to expire the checkout: {refused} "
+                      f"Order {o['id']} is now {ctx.ledger.get(o['id'])['status']} ({outcome}).")
     print(f"Order {o['id']}: checkout {o['session_id']} expired ({outcome}).")
     _deliver_now(ctx)
     return 0

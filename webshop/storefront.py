@@ -7,7 +7,6 @@ from urllib.parse import quote
 from bottle import HTTPResponse, redirect, request, response
 
 from . import payments
-from .fulfilment import PAYABLE_FROM
 from .security import cookies
 from .settings import ShopError
 
@@ -167,19 +166,14 @@ def install(app, shop):
         return parse_cart(cookies(request).get(shop.guard.prefix + "cart", ""), catalog)
 
     def expire(session_id, why, must=False):
-        """Expire a session at Stripe so it cannot be paid, and bring its order in line with Stripe's answer."""
         try:
-            session = payments.expire_session(shop.orders.stripe, session_id)
-        except ShopError as e:
-            log.warning("could not expire %s (%s): %s", session_id, why, e.detail or e.message)
-            if e.status == 503:  # Stripe unreachable: `must` answers the shopper so, rather than risk it
-                if must:
-                    raise
-                return
-            session = None  # no longer open (paid or expired meanwhile): its order follows Stripe's own answer
-        order = shop.orders.ledger.by_session(session_id)
-        if order is not None and order["status"] in PAYABLE_FROM:
-            shop.orders.sync(session_id, session, why, order=order)
+            refused = shop.orders.expire(session_id, why)[1]
+        except ShopError as e:  # Stripe unreachable: `must` answers the shopper so, rather than risk a payable one
+            if must:
+                raise
+            refused = e.detail or e.message
+        if refused:
+            log.warning("could not expire %s (%s): %s", session_id, why, refused)
 
 
 def parse_cart(raw, catalog):

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import order, paid, start, wire
 from webshop import merchant
-from webshop.admin import CSV_FIELDS, write_csv
+from webshop.fulfilment import CSV_FIELDS, write_csv
 from webshop.settings import ConfigError, load_config
 
 PASSWORD = "correct horse battery"

@@ -1,7 +1,6 @@
 """/admin, the merchant's orders page: list, search, details and history, refunds, CSV export. It exists only when
 ADMIN_PASSWORD is set: HTTP Basic auth (user admin), failed sign-ins limited per client address."""
 
-import csv
 import hmac
 import io
 import re
@@ -14,14 +13,12 @@ from urllib.parse import urlencode
 import bottle
 from bottle import request, response
 
-from . import merchant
-from .catalog import currency_exponent
+from .catalog import currency_exponent, money
+from .fulfilment import write_csv
 from .ledger import REFUNDABLE, STATUSES
 from .settings import ShopError
 from .storefront import see_other
 
-CSV_FIELDS = ("id", "created", "status", "email", "items", "subtotal", "discount", "shipping", "tax", "total",
-              "currency", "refunded", "payment reference")
 FAILURES, WINDOW, PAGE = 10, 600, 100  # 10 failed sign-ins per address in 10 minutes; 100 orders a page
 ORDER_ID, TIME = re.compile(r"ord_[0-9a-f]{24}"), re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{8,15}Z")
 
@@ -77,7 +74,7 @@ def install(app, shop):
         query = {k: v for k, v in (("status", status), ("q", search)) if v}
         older = urlencode({**query, "before": rows[-1]["created"]}) if len(rows) == PAGE else None
         return shop.render("admin.tpl", title="Orders", orders=rows, status=status or "", search=search or "",
-                           statuses=STATUSES, query=urlencode(query), older=older, amount=merchant.money)
+                           statuses=STATUSES, query=urlencode(query), older=older, amount=money)
 
     @app.get("/admin/orders.csv")
     def orders_csv():
@@ -96,7 +93,7 @@ def install(app, shop):
         return shop.render("admin_order.tpl", title=f"Order {o['id']}", o=o, history=ledger.history(o["id"]),
                            record=ledger.handoff_record(o["id"]), mails=ledger.outbox(order_id=o["id"]),
                            refundable=o["status"] in REFUNDABLE and o["payment_intent"] and o["amount_total"],
-                           left=(o["amount_total"] or 0) - o["amount_refunded"], amount=merchant.money,
+                           left=(o["amount_total"] or 0) - o["amount_refunded"], amount=money,
                            refunded=request.query.get("refunded", "")[:100])
 
     @app.post("/admin/orders/<order_id>/refund")
@@ -112,19 +109,19 @@ def install(app, shop):
         amount = (minor(form.get("amount", ""), currency) if form.get("how") == "partial"
                   else int(raw) if re.fullmatch(r"[0-9]{1,12}", raw) else left)
         if amount is None or not 0 < amount <= left:
-            raise ShopError(400, f"Enter an amount from {merchant.money(1, currency)} to "
-                                 f"{merchant.money(left, currency)} (what is left to refund).")
+            raise ShopError(400, f"Enter an amount from {money(1, currency)} to "
+                                 f"{money(left, currency)} (what is left to refund).")
         restock = form.get("restock") == "1"
         key = form.get("key", "")
         if form.get("confirm") != "yes" or not re.fullmatch(r"[0-9a-f]{32}", key):
             # This page's key goes with its button: confirming it again (Back, a double submit) replays one refund.
             return shop.render("admin_refund.tpl", title="Confirm the refund", o=o, refund=amount, restock=restock,
-                               amount=merchant.money, key=secrets.token_hex(16))
+                               amount=money, key=secrets.token_hex(16))
         try:
-            _, result, _, _ = merchant.refund_order(shop.orders, o["id"], amount, restock, "admin refund", key)
-        except merchant.Refused as e:
-            raise ShopError(409, str(e)) from None
+            _, result, _, _ = shop.orders.refund(o["id"], amount, restock, "admin refund", key)
         except ShopError as e:  # the idempotency key makes the same confirmation safe to send again
+            if e.status in (404, 409):
+                raise
             raise ShopError(e.status, f"Stripe did not confirm the refund ({e.detail or e.message}). Going back "
                                       "and confirming again cannot refund twice.") from None
         see_other(f"/admin/orders/{o['id']}?{urlencode({'refunded': result.id})}")
@@ -135,24 +132,3 @@ def minor(text, currency):
     exponent = currency_exponent(currency)
     m = re.fullmatch(rf"\s*([0-9]{{1,10}})(?:[.,]([0-9]{{0,{exponent}}}))?\s*", text)
     return m and int(m[1]) * 10 ** exponent + int((m[2] or "").ljust(exponent, "0") or 0)
-
-
-def write_csv(out, orders):
-    """Orders as CSV with a header row, for /admin/orders.csv and `shop.py orders --csv`. A value that starts with
-    = + - @ tab or CR gets a leading ' so no spreadsheet runs it as a formula (OWASP: CSV injection)."""
-    def decimal(amount, currency):
-        if amount is None:
-            return ""
-        exponent = currency_exponent(currency)
-        whole, fraction = divmod(amount, 10 ** exponent)
-        return f"{whole}.{fraction:0{exponent}d}" if exponent else str(amount)
-
-    writer = csv.writer(out)
-    writer.writerow(CSV_FIELDS)
-    for o in orders:
-        items = "; ".join(f"{i['quantity']} × {i['name']}" for i in o["items"])
-        money = [decimal(o[k], o["currency"]) for k in (
-            "amount_subtotal", "amount_discount", "amount_shipping", "amount_tax", "amount_total")]
-        writer.writerow([("'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v) for v in (
-            str(x or "") for x in (o["id"], o["created"], o["status"], o["customer_email"], items, *money,
-                                   o["currency"], decimal(o["amount_refunded"], o["currency"]), o["payment_intent"]))])

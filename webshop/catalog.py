@@ -96,6 +96,11 @@ def format_money(amount: int, currency: str) -> str:
     return f"{sign}{symbol}{number}" if symbol else f"{sign}{number} {currency.upper()}"
 
 
+def money(amount, currency: str) -> str:
+    """format_money, or a dash for an amount not known yet."""
+    return "—" if amount is None else format_money(amount, currency)
+
+
 def _read(path):
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())

@@ -1,12 +1,16 @@
 """Fulfilment: each Checkout Session's state is applied to its order, and every paid order is handed off once."""
 
+import csv
 import fcntl
 import json
 import logging
 import os
+import secrets
+import time
 
 from . import mail, payments
-from .ledger import Ledger, utcnow
+from .catalog import currency_exponent, money
+from .ledger import REFUNDABLE, Ledger, utcnow
 from .settings import ShopError
 
 log = logging.getLogger("shop.fulfilment")
@@ -108,6 +112,38 @@ class Orders:
             return refused is None, refused, "no change"
         return refused is None, refused, self.sync(session_id, session, source, order=order)[1]
 
+    def refund(self, order_id, amount=None, restock=False, source="cli refund", key=None, again=False):
+        """Refund through Stripe what is left, or `amount`: (the order, Stripe's Refund, replayed?, restocked?).
+
+        The command and /admin both refund here; the order changes when Stripe's charge.refunded event arrives."""
+        o = self.ledger.get(order_id)
+        if o is None:
+            raise ShopError(404, f"No order {order_id!r} (see `python shop.py orders`).")
+        cur = o["currency"]
+        if o["status"] not in REFUNDABLE or not o["payment_intent"] or o["amount_total"] is None:
+            hint = " (answer the dispute in the Stripe Dashboard instead)" if o["status"] == "disputed" else ""
+            raise ShopError(409, f"Order {o['id']} is {o['status']}: only paid orders can be refunded{hint}.")
+        left = o["amount_total"] - o["amount_refunded"]
+        amount = left if amount is None else amount
+        if amount <= 0 or amount > left:
+            raise ShopError(409, f"Cannot refund {money(amount, cur)} on order {o['id']}: {money(left, cur)} of "
+                          f"{money(o['amount_total'], cur)} is left to refund (amounts are in minor units).")
+        # Stripe replays a request sent again with its idempotency key (https://docs.stripe.com/api/idempotent_requests).
+        # key: the /admin confirmation page's own. The command keeps one per order and amount for 23 hours, so running
+        # it again (after a timeout, or by mistake) replays the first refund, whenever its event arrives; --again
+        # makes another.
+        mark, now = f"refund {o['id']}", time.time()
+        last = self.ledger.checkpoint(mark)
+        if key is None:
+            fresh = again or not last or last["amount"] != amount or now - last["at"] > 23 * 3600
+            key = secrets.token_hex(16) if fresh else last["key"]
+            self.ledger.set_checkpoint(mark, {"amount": amount, "key": key, "at": now if fresh else last["at"]})
+        result = payments.call("POST /v1/refunds", self.stripe.v1.refunds.create,
+                               {"payment_intent": o["payment_intent"], "amount": amount, "metadata": {"order_id": o["id"]}},
+                               {"idempotency_key": f"refund-{o['id']}-{key}"})
+        replayed = (result.last_response.headers or {}).get("Idempotent-Replayed") == "true"
+        return o, result, replayed, restock and self.ledger.restock(o["id"], source)
+
     def export(self):
         """Append to fulfilments.jsonl every hand-off record it does not have yet, in order, once each."""
         if self.jsonl is None:
@@ -168,3 +204,28 @@ def handoff(order, charged, session):
         "shipping_address": {k: address.get(k) for k in ("line1", "line2", "city", "postal_code", "state", "country")},
         "fulfilled_at": utcnow(),
     }
+
+
+CSV_FIELDS = ("id", "created", "status", "email", "items", "subtotal", "discount", "shipping", "tax", "total",
+              "currency", "refunded", "payment reference")
+
+
+def write_csv(out, orders):
+    """Orders as CSV with a header row, for /admin/orders.csv and `shop.py orders --csv`. A value that starts with
+    = + - @ tab or CR gets a leading ' so no spreadsheet runs it as a formula (OWASP: CSV injection)."""
+    def decimal(amount, currency):
+        if amount is None:
+            return ""
+        exponent = currency_exponent(currency)
+        whole, fraction = divmod(amount, 10 ** exponent)
+        return f"{whole}.{fraction:0{exponent}d}" if exponent else str(amount)
+
+    writer = csv.writer(out)
+    writer.writerow(CSV_FIELDS)
+    for o in orders:
+        items = "; ".join(f"{i['quantity']} × {i['name']}" for i in o["items"])
+        money = [decimal(o[k], o["currency"]) for k in (
+            "amount_subtotal", "amount_discount", "amount_shipping", "amount_tax", "amount_total")]
+        writer.writerow([("'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v) for v in (
+            str(x or "") for x in (o["id"], o["created"], o["status"], o["customer_email"], items, *money,
+                                   o["currency"], decimal(o["amount_refunded"], o["currency"]), o["payment_intent"]))])

@@ -4,17 +4,16 @@ import argparse
 import json
 import logging
 import os
-import secrets
 import signal
 import socket
 import sys
 import time
 from urllib.parse import urlsplit
 
-from . import mail, payments
-from .catalog import CatalogError, format_money, load_catalog, problems
-from .fulfilment import Orders
-from .ledger import REFUNDABLE, STATUSES
+from . import mail
+from .catalog import CatalogError, load_catalog, money, problems
+from .fulfilment import Orders, write_csv
+from .ledger import STATUSES
 from .reconcile import reconcile
 from .settings import ROOT, SETTINGS, ConfigError, ShopError, load_config
 
@@ -129,6 +128,9 @@ def main(argv):
         print(e, file=sys.stderr)
         return 1
     except ShopError as e:
+        if e.status in (404, 409):  # an unknown order, or one that cannot be refunded (its message says why)
+            print(e.message, file=sys.stderr)
+            return 1
         if e.status == 503:  # a request that lost its answer may still have been carried out at Stripe
             print(f"Stripe did not answer ({e.detail or 'no answer'}), so the outcome is unknown. Run the same "
                   "command again in a minute: Stripe replays a request it already carried out (idempotency key) "
@@ -200,10 +202,6 @@ def serve(config):
     return 0
 
 
-def money(amount, currency):
-    return "—" if amount is None else format_money(amount, currency)
-
-
 def shown(text):
     """Customer text as a terminal shows it safely: control characters and escapes written out."""
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text or "—"))
@@ -226,7 +224,6 @@ def orders(ctx, args):
     """Recent orders as a table, or JSON."""
     rows = ctx.ledger.list(status=args.status, limit=args.limit)
     if args.csv:
-        from .admin import write_csv
         write_csv(sys.stdout, rows)
         return 0
     if args.json:
@@ -269,40 +266,9 @@ def order(ctx, args):
     return 0
 
 
-def refund_order(ctx, order_id, amount=None, restock=False, source="cli refund", key=None, again=False):
-    """Refund through Stripe what is left, or `amount`: (the order, Stripe's Refund, replayed?, restocked?).
-
-    The command and /admin both refund here; the order changes when Stripe's charge.refunded event arrives."""
-    o = _order(ctx, order_id)
-    cur = o["currency"]
-    if o["status"] not in REFUNDABLE or not o["payment_intent"] or o["amount_total"] is None:
-        hint = " (answer the dispute in the Stripe Dashboard instead)" if o["status"] == "disputed" else ""
-        raise Refused(f"Order {o['id']} is {o['status']}: only paid orders can be refunded{hint}.")
-    left = o["amount_total"] - o["amount_refunded"]
-    amount = left if amount is None else amount
-    if amount <= 0 or amount > left:
-        raise Refused(f"Cannot refund {money(amount, cur)} on order {o['id']}: {money(left, cur)} of "
-                      f"{money(o['amount_total'], cur)} is left to refund (amounts are in minor units).")
-    # Stripe replays a request sent again with its idempotency key (https://docs.stripe.com/api/idempotent_requests).
-    # key: the /admin confirmation page's own. The command keeps one per order and amount for 23 hours, so running
-    # it again (after a timeout, or by mistake) replays the first refund, whenever its event arrives; --again
-    # makes another.
-    mark, now = f"refund {o['id']}", time.time()
-    last = ctx.ledger.checkpoint(mark)
-    if key is None:
-        fresh = again or not last or last["amount"] != amount or now - last["at"] > 23 * 3600
-        key = secrets.token_hex(16) if fresh else last["key"]
-        ctx.ledger.set_checkpoint(mark, {"amount": amount, "key": key, "at": now if fresh else last["at"]})
-    result = payments.call("POST /v1/refunds", ctx.stripe.v1.refunds.create,
-                           {"payment_intent": o["payment_intent"], "amount": amount, "metadata": {"order_id": o["id"]}},
-                           {"idempotency_key": f"refund-{o['id']}-{key}"})
-    replayed = (result.last_response.headers or {}).get("Idempotent-Replayed") == "true"
-    return o, result, replayed, restock and ctx.ledger.restock(o["id"], source)
-
-
 def refund(ctx, args):
     """Refund through Stripe; the order changes when Stripe's charge.refunded event arrives."""
-    o, result, replayed, restocked = refund_order(ctx, args.id, args.amount, args.restock, again=args.again)
+    o, result, replayed, restocked = ctx.refund(args.id, args.amount, args.restock, "cli refund", again=args.again)
     cur = o["currency"]
     print(f"Refund {result.id} of {money(result.amount, cur)} for order {o['id']}: {result.status}"
           + (" (already made earlier; Stripe replayed it)" if replayed else "") + ".")

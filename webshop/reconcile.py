@@ -9,7 +9,6 @@ from . import payments
 from .ledger import REFUNDABLE, iso_utc
 
 EVENT_DAYS = 30  # how long reconcile keeps the ids of handled webhook events
-PAID = ("paid", "no_payment_required")
 LOST_AFTER = 600  # an order still without a session this long after checkout never reached Stripe
 
 
@@ -40,20 +39,18 @@ def reconcile(ctx, args):
 
 
 def _repair(ctx, session):
-    sid = session["id"]
+    sid, stripe_says = session["id"], payments.state(session)  # a listed session: its PaymentIntent is an id
     known = ctx.ledger.by_session(sid)
     order = known or ctx.order_for(sid, session, "reconcile")
     if order is None:
         return 0  # not a session this shop created
-    claimed = known is None
-    status, paid = session.get("status"), session.get("payment_status") in PAID
-    state = order["status"]
-    if status == "complete" and (order["fulfilled_at"] is None if paid else
-                                 state in ("open", "checkout_failed", "expired", "awaiting_payment")):
-        _, outcome = ctx.sync(sid, None, "reconcile")  # re-read with line items
-    elif (status, state) in (("expired", "open"), ("expired", "checkout_failed"), ("open", "checkout_failed")):
+    claimed, state = known is None, order["status"]
+    if (stripe_says == "paid" and order["fulfilled_at"] is None) or (
+            stripe_says == "processing" and state in ("open", "checkout_failed", "expired", "awaiting_payment")):
+        _, outcome = ctx.sync(sid, None, "reconcile")  # re-read with line items and the PaymentIntent
+    elif (stripe_says, state) in (("expired", "open"), ("expired", "checkout_failed"), ("open", "checkout_failed")):
         _, outcome = ctx.sync(sid, session, "reconcile")
-    elif status == "complete" and paid and state in REFUNDABLE + ("refunded",) and _refund_missed(ctx, order, session):
+    elif stripe_says == "paid" and state in REFUNDABLE + ("refunded",) and _refund_missed(ctx, order, session):
         outcome = "refund recorded"
     elif not claimed:
         return 0

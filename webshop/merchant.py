@@ -31,10 +31,8 @@ class Refused(Exception):
 def bounded(low, high):
     """An argparse type: a whole number from low to high (exit 2 with a message otherwise)."""
     def check(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
+        text = text.strip()
+        value = int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else None  # not "٣", not "1e3"
         if value is None or not low <= value <= high:
             raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {text!r}")
         return value

@@ -18,6 +18,7 @@ import webtest
 
 from webshop.settings import SETTINGS
 from shop import make_app
+from standin import StandIn
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "http://shop.test"
@@ -435,3 +436,46 @@ def together(count, fn):
     for t in threads:
         t.join(60)
     return results
+
+
+# -- the stand-in (package standin) -----------------------------------------------------------------------------------
+STANDIN_KEY = "sk_test_offline"
+
+
+@pytest.fixture
+def standin(tmp_path):
+    """A stand-in on its own data directory, serving its pay page at http://127.0.0.1:8000."""
+    s = StandIn(tmp_path / "data", public_url="http://127.0.0.1:8000", load_env_faults=False)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def client(standin):
+    """The official SDK talking to `standin` in-process."""
+    return stripe.StripeClient(STANDIN_KEY, http_client=standin.http_client(), max_network_retries=2)
+
+
+@pytest.fixture
+def app(standin):
+    """`standin`'s Stripe API as raw WSGI, authorised with the test key."""
+    return webtest.TestApp(standin.wsgi_api, extra_environ={"HTTP_AUTHORIZATION": f"Bearer {STANDIN_KEY}"})
+
+
+def openapi_dir():
+    """The directory holding Stripe's fixtures3.json and spec3.json, or None."""
+    for cand in (os.environ.get("STRIPE_OPENAPI_DIR"), ROOT.parent / "shared" / "stripe-openapi"):
+        if cand and (Path(cand) / "fixtures3.json").is_file() and (Path(cand) / "spec3.json").is_file():
+            return Path(cand)
+    return None
+
+
+@pytest.fixture(scope="module")
+def stripe_refs():
+    """(fixtures3's resources, spec3's schemas); the test is skipped when Stripe's OpenAPI files are not here."""
+    d = openapi_dir()
+    if d is None:
+        pytest.skip("Stripe's OpenAPI files not found: set STRIPE_OPENAPI_DIR or put them in ../shared/stripe-openapi/")
+    fixtures = json.loads((d / "fixtures3.json").read_text())["resources"]
+    schemas = json.loads((d / "spec3.json").read_text())["components"]["schemas"]
+    return fixtures, schemas

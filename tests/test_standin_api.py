@@ -12,66 +12,8 @@ import stripe
 import webtest
 
 from standin import PayError, StandIn
-
-ROOT = Path(__file__).resolve().parent.parent
-KEY = "sk_test_offline"
-
-
-def shop_params(**over):
-    """Exactly the Checkout Session parameters the shop sends (contract), with overrides."""
-    p = {
-        "mode": "payment",
-        "line_items": [
-            {"quantity": 2, "price_data": {"currency": "usd", "unit_amount": 1250, "tax_behavior": "exclusive",
-                                           "product_data": {"name": "Dune", "description": "Desert planet novel",
-                                                            "images": ["http://127.0.0.1:8000/static/img/books/dune.svg"],
-                                                            "tax_code": "txcd_35010000",
-                                                            "metadata": {"product_id": "dune"}}}},
-            {"quantity": 1, "price_data": {"currency": "usd", "unit_amount": 999, "tax_behavior": "exclusive",
-                                           "product_data": {"name": "Emma", "metadata": {"product_id": "emma"}}}},
-        ],
-        "shipping_address_collection": {"allowed_countries": ["US", "DE", "GB"]},
-        "shipping_options": [
-            {"shipping_rate_data": {"type": "fixed_amount", "display_name": "Standard",
-                                    "fixed_amount": {"amount": 500, "currency": "usd"}, "tax_behavior": "exclusive",
-                                    "tax_code": "txcd_92010001",
-                                    "delivery_estimate": {"minimum": {"unit": "business_day", "value": 3},
-                                                          "maximum": {"unit": "business_day", "value": 5}}}},
-            {"shipping_rate_data": {"type": "fixed_amount", "display_name": "Express",
-                                    "fixed_amount": {"amount": 1500, "currency": "usd"}, "tax_behavior": "exclusive",
-                                    "delivery_estimate": {"minimum": {"unit": "business_day", "value": 1},
-                                                          "maximum": {"unit": "business_day", "value": 2}}}},
-        ],
-        "automatic_tax": {"enabled": True},
-        "phone_number_collection": {"enabled": False},
-        "locale": "auto",
-        "client_reference_id": "ord_123",
-        "metadata": {"order_id": "ord_123"},
-        "payment_intent_data": {"metadata": {"order_id": "ord_123"}},
-        "success_url": "http://127.0.0.1:8000/checkout/success?session_id={CHECKOUT_SESSION_ID}",
-        "cancel_url": "http://127.0.0.1:8000/cart",
-        "customer_email": "jenny@example.com",
-    }
-    p.update(over)
-    return p
-
-
-@pytest.fixture
-def standin(tmp_path):
-    s = StandIn(tmp_path / "data", public_url="http://127.0.0.1:8000", load_env_faults=False)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def client(standin):
-    return stripe.StripeClient(KEY, http_client=standin.http_client(), max_network_retries=2)
-
-
-@pytest.fixture
-def app(standin):
-    return webtest.TestApp(standin.wsgi_api, extra_environ={"HTTP_AUTHORIZATION": f"Bearer {KEY}"})
-
+from tests.conftest import ROOT, STANDIN_KEY as KEY
+from tests.standin_helpers import shop_params
 
 def test_create_with_shop_params_has_checkout_totals(client):
     s = client.v1.checkout.sessions.create(shop_params())

@@ -5,10 +5,9 @@ import json
 import pytest
 import stripe
 
-import test_standin_api as api
 from standin import ASYNC_FAIL, ASYNC_OK, PayError, StandIn
+from tests.standin_helpers import shop_params
 
-standin, client, app, shop_params = api.standin, api.client, api.app, api.shop_params  # shared with those tests
 
 
 def paid(client, standin, **pay):

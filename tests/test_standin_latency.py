@@ -9,7 +9,8 @@ import stripe
 
 from standin import StandIn
 from standin.faults import pause
-from test_standin_server import ROOT, start
+from tests.conftest import ROOT
+from tests.standin_helpers import start
 
 KEY = "sk_test_latency"
 PARAMS = {"mode": "payment", "success_url": "http://shop.test/ok?session_id={CHECKOUT_SESSION_ID}",

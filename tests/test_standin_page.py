@@ -8,10 +8,9 @@ import stripe
 import webtest
 
 from standin import PayError, StandIn
+from tests.standin_helpers import fill
 
 KEY = "sk_test_offline"
-ADDRESS = {"address_line1": "Unter den Linden 1", "address_city": "Berlin", "address_postal_code": "10117",
-           "address_country": "DE"}
 
 
 def params(**over):
@@ -49,15 +48,6 @@ def browser(standin):
     app = bottle.Bottle()
     standin.install_pay_page(app)
     return webtest.TestApp(app)
-
-
-def fill(page, card="4242424242424242", **over):
-    form = page.forms["pay"]
-    values = {"name": "Ada Reader", "card_number": card, "card_expiry": "12 / 34", "card_cvc": "123", **ADDRESS,
-              **over}
-    for k, v in values.items():
-        form[k] = v
-    return form
 
 
 def test_page_renders_summary_and_labelled_fields(client, browser):

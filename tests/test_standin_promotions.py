@@ -1,6 +1,5 @@
 """Coupons, promotion codes, terms of service consent, tax ID collection and Checkout Session lifetimes in the
 stand-in: the API's requests and objects, the payment page's refusals, and the totals of a discounted payment."""
-import json
 import re
 import time
 import typing
@@ -10,12 +9,10 @@ import pytest
 import stripe
 import webtest
 
-import test_standin_api as api
 from standin import PayError
-from test_standin_shape import against_spec, compare, stripe_refs  # noqa: F401 (a fixture)
 from tests import stripe_params
+from tests.standin_helpers import against_spec, compare, fill, shop_params, wire
 
-standin, client, app, shop_params = api.standin, api.client, api.app, api.shop_params  # shared with those tests
 DE = {"line1": "Unter den Linden 1", "city": "Berlin", "postal_code": "10117", "country": "DE"}
 # spec3.json (2023) knows promotion codes with a top-level `coupon`; since API version 2025-09-30.clover it is
 # `promotion: {type: "coupon", coupon: <id>}` (stripe.PromotionCode.Promotion, and Stripe's 2026 fixture).
@@ -46,10 +43,6 @@ def promo_params(**over):
         "custom_text": {"terms_of_service_acceptance": {
             "message": "I agree to the [Terms of Service](https://shop.example/terms?v=2&x=1)"}},
         "tax_id_collection": {"enabled": True}, **over})
-
-
-def wire(obj):
-    return json.loads(obj.last_response.body)
 
 
 def age(standin, object_id, **fields):
@@ -497,16 +490,6 @@ def browser(standin):
     app = bottle.Bottle()
     standin.install_pay_page(app)
     return webtest.TestApp(app)
-
-
-def fill(page, **over):
-    form = page.forms["pay"]
-    values = {"name": "Ada Reader", "card_number": "4242424242424242", "card_expiry": "12 / 34", "card_cvc": "123",
-              "address_line1": DE["line1"], "address_city": DE["city"], "address_postal_code": DE["postal_code"],
-              "address_country": "DE", **over}
-    for k, v in values.items():
-        form[k] = v
-    return form
 
 
 def test_the_page_shows_a_code_field_the_terms_box_and_tax_id_fields(client, browser):

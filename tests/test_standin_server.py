@@ -1,40 +1,11 @@
 """The standalone stand-in (`python -m standin`) over real loopback HTTP, driven by the official SDK."""
-import os
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 import stripe
 
-from tests.conftest import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def start(tmp_path, faults="", args=()):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, STANDIN_FAULTS=faults, PYTHONPATH=str(ROOT))
-    env.pop("STANDIN_LATENCY_MS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "standin", "--port", str(port), "--data-dir", str(tmp_path / "d"),
-                             "--public-url", url, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url + "/", timeout=1).read()
-            return proc, url
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode())
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("stand-in did not start")
-
+from tests.standin_helpers import start
 
 @pytest.fixture
 def server(tmp_path):

@@ -14,7 +14,7 @@ from bottle import Bottle, request, response, static_file
 from webshop import admin, mail, payments, storefront, webhooks
 from webshop.catalog import CatalogStore, format_money
 from webshop.fulfilment import Orders
-from webshop.security import Guard, cookies
+from webshop.security import Guard
 from webshop.settings import ROOT, Config, ShopError, load_config
 
 PUBLIC = ROOT / "public"
@@ -59,8 +59,7 @@ class Shop:
         """A page in the shop's layout, with what every page shows."""
         catalog = self.catalog()
         if cart_count is None:
-            cart_count = sum(storefront.parse_cart(cookies(request).get(self.guard.prefix + "cart", ""),
-                                                   catalog).values())
+            cart_count = sum(storefront.read_cart(self.guard, catalog).values())
         values.setdefault("title", None)
         return bottle.template(
             name, template_lookup=VIEWS, shop_name=catalog.shop_name, offline=self.config.mode == "offline",
@@ -102,8 +101,9 @@ def make_app(config=None):
     def finish():
         """Security headers on every answer, and one access line (the path escaped: it cannot forge a line)."""
         shop.guard.headers(response)
+        started = request.environ.get("shop.start", time.monotonic())
         access.info("%s %s status=%d duration_ms=%.1f", request.method, ascii(request.path)[1:-1],
-                    response.status_code, (time.monotonic() - request.environ.get("shop.start", time.monotonic())) * 1000)
+                    response.status_code, (time.monotonic() - started) * 1000)
 
     app.install(functools.partial(_shop_errors, shop))
     storefront.install(app, shop)

@@ -42,12 +42,13 @@ def install(app, shop):
     def show_cart():
         """The cart with line totals and subtotal, and the browser's open checkout if it left one."""
         catalog = shop.catalog()
-        cart, notes = in_stock(read_cart(catalog), catalog)
+        cart, notes = in_stock(read_cart(shop.guard, catalog), catalog)
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
         sid = shop.guard.valid_sid(request)
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
-                           canceled=request.query.get("canceled") == "1", empty_checkout=request.query.get("empty") == "1",
+                           canceled=request.query.get("canceled") == "1",
+                           empty_checkout=request.query.get("empty") == "1",
                            added=catalog.product(added) if added in cart else None,
                            pending=sid and shop.orders.ledger.open_checkout_for(sid), stock_notes=notes,
                            free_shipping=[o for o in catalog.shipping_options if o.free_over])
@@ -57,7 +58,8 @@ def install(app, shop):
         """Add, set the quantity of, or remove a product; then back to the cart."""
         shop.guard.check(request)
         catalog = shop.catalog()
-        cart, action, product_id = read_cart(catalog), request.forms.get("action", "add"), product_field(catalog)
+        cart, action = read_cart(shop.guard, catalog), request.forms.get("action", "add")
+        product_id = product_field(catalog)
         if action == "add":
             if product_id not in cart and len(cart) >= MAX_LINES:
                 raise ShopError(400, f"A cart holds at most {MAX_LINES} different products.")
@@ -93,7 +95,7 @@ def install(app, shop):
         if request.forms.get("product_id") is not None:  # "Buy now": one product, the cart untouched
             cart = {product_field(catalog): quantity_field(1)}
         else:
-            cart = in_stock(read_cart(catalog), catalog)[0]
+            cart = in_stock(read_cart(shop.guard, catalog), catalog)[0]
         items = lines(cart, catalog)
         if not items:
             see_other("/cart?empty=1")
@@ -138,7 +140,8 @@ def install(app, shop):
             if state == "processing" and order["status"] == "payment_failed":  # a webhook heard of the failure
                 state = "failed"
         count = None
-        if state == "paid" and read_cart(shop.catalog()) == {i["product_id"]: i["quantity"] for i in order["items"]}:
+        bought = {i["product_id"]: i["quantity"] for i in order["items"]}
+        if state == "paid" and read_cart(shop.guard, shop.catalog()) == bought:
             # The cart was this order, so it is bought; "Buy now", or an old confirmation, leaves the cart alone.
             shop.guard.delete_cookie(response, "cart")
             count = 0
@@ -162,9 +165,6 @@ def install(app, shop):
                 cart[pid] = left
         return {p: q for p, q in cart.items() if q}, notes
 
-    def read_cart(catalog):
-        return parse_cart(cookies(request).get(shop.guard.prefix + "cart", ""), catalog)
-
     def expire(session_id, why, must=False):
         try:
             refused = shop.orders.expire(session_id, why)[1]
@@ -174,6 +174,11 @@ def install(app, shop):
             refused = e.detail or e.message
         if refused:
             log.warning("could not expire %s (%s): %s", session_id, why, refused)
+
+
+def read_cart(guard, catalog):
+    """This browser's cart, from its cookie (the pages' cart count and the cart's routes read it alike)."""
+    return parse_cart(cookies(request).get(guard.prefix + "cart", ""), catalog)
 
 
 def parse_cart(raw, catalog):

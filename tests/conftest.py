@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
+import bottle
 import pytest
 import stripe
 import webtest
@@ -440,6 +441,14 @@ def together(count, fn):
 
 # -- the stand-in (package standin) -----------------------------------------------------------------------------------
 STANDIN_KEY = "sk_test_offline"
+
+
+@pytest.fixture
+def pay_page(standin):
+    """A browser (WebTest) on the stand-in's payment page alone, outside any shop."""
+    app = bottle.Bottle()
+    standin.install_pay_page(app)
+    return webtest.TestApp(app)
 
 
 @pytest.fixture

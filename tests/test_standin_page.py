@@ -2,10 +2,8 @@
 import re
 import time
 
-import bottle
 import pytest
 import stripe
-import webtest
 
 from standin import PayError, StandIn
 from tests.standin_helpers import fill
@@ -43,16 +41,9 @@ def client(standin):
     return stripe.StripeClient(KEY, http_client=standin.http_client())
 
 
-@pytest.fixture
-def browser(standin):
-    app = bottle.Bottle()
-    standin.install_pay_page(app)
-    return webtest.TestApp(app)
-
-
-def test_page_renders_summary_and_labelled_fields(client, browser):
+def test_page_renders_summary_and_labelled_fields(client, pay_page):
     s = client.v1.checkout.sessions.create(params())
-    page = browser.get(f"/offline-checkout/{s.id}")
+    page = pay_page.get(f"/offline-checkout/{s.id}")
     text = page.text
     assert page.status_int == 200 and "Test mode" in text and "<script" not in text
     assert 'href="/offline-checkout/static/standin.css"' in text and "Book &amp; Co" in text
@@ -71,9 +62,9 @@ def test_page_renders_summary_and_labelled_fields(client, browser):
     assert page.forms["pay"]["email"].value == "reader@example.com"
 
 
-def test_success_redirects_with_session_id_and_records_payment(client, browser, standin):
+def test_success_redirects_with_session_id_and_records_payment(client, pay_page, standin):
     s = client.v1.checkout.sessions.create(params())
-    done = fill(browser.get(f"/offline-checkout/{s.id}"), shipping_option="1").submit(status=303)
+    done = fill(pay_page.get(f"/offline-checkout/{s.id}"), shipping_option="1").submit(status=303)
     assert done.location == f"http://shop.test/success?session_id={s.id}"
     r = client.v1.checkout.sessions.retrieve(s.id, {"expand": ["payment_intent.latest_charge"]})
     assert (r.status, r.payment_status) == ("complete", "paid")
@@ -81,14 +72,14 @@ def test_success_redirects_with_session_id_and_records_payment(client, browser, 
     assert r.payment_intent.latest_charge.payment_method_details.card.last4 == "4242"
     assert r.customer_details.name == "Ada Reader" and r.collected_information.shipping_details.address.city == "Berlin"
     # paying again is not possible: the page sends the shopper on to the success URL
-    assert browser.get(f"/offline-checkout/{s.id}", status=303).location == done.location
+    assert pay_page.get(f"/offline-checkout/{s.id}", status=303).location == done.location
 
 
 @pytest.mark.parametrize("card, reason", [("4000000000000002", "generic_decline"),
                                           ("4000 0000 0000 9995", "insufficient_funds")])
-def test_declined_cards_keep_session_open(client, browser, card, reason):
+def test_declined_cards_keep_session_open(client, pay_page, card, reason):
     s = client.v1.checkout.sessions.create(params())
-    page = fill(browser.get(f"/offline-checkout/{s.id}"), card=card).submit(status=402)
+    page = fill(pay_page.get(f"/offline-checkout/{s.id}"), card=card).submit(status=402)
     assert "Your card was declined" in page.text and reason in page.text
     assert page.forms["pay"]["card_number"].value == "" and page.forms["pay"]["card_cvc"].value == ""
     assert card.replace(" ", "") not in page.text and 'value="123"' not in page.text
@@ -119,76 +110,76 @@ def test_declined_cards_keep_session_open(client, browser, card, reason):
     ({"card_cvc": "1"}, "card_cvc", "security code"),
     ({"address_city": ""}, "address_city", "Enter your city."),
 ])
-def test_validation_errors_rerender_with_values(client, browser, over, field, message):
+def test_validation_errors_rerender_with_values(client, pay_page, over, field, message):
     s = client.v1.checkout.sessions.create(params())
-    page = fill(browser.get(f"/offline-checkout/{s.id}"), **over).submit(status=400)
+    page = fill(pay_page.get(f"/offline-checkout/{s.id}"), **over).submit(status=400)
     assert message in page.text
     assert re.search(rf'id="{field}"[^>]*aria-invalid="true"', page.text)
     assert "4242424242424241" not in page.text and "4242424242424242" not in page.text
     assert client.v1.checkout.sessions.retrieve(s.id).payment_intent is None
 
 
-def test_country_outside_allowed_list_is_refused(client, browser):
+def test_country_outside_allowed_list_is_refused(client, pay_page):
     s = client.v1.checkout.sessions.create(params())
-    form = fill(browser.get(f"/offline-checkout/{s.id}"))
+    form = fill(pay_page.get(f"/offline-checkout/{s.id}"))
     form["address_country"].force_value("FR")
     assert "Choose a country we can ship to." in form.submit(status=400).text
 
 
-def test_forged_posts_without_the_page_token_are_refused(client, browser, standin):
+def test_forged_posts_without_the_page_token_are_refused(client, pay_page, standin):
     s = client.v1.checkout.sessions.create(params())
-    browser.post(f"/offline-checkout/{s.id}", {"email": "a@b.co", "card_number": "4242424242424242"}, status=400)
+    pay_page.post(f"/offline-checkout/{s.id}", {"email": "a@b.co", "card_number": "4242424242424242"}, status=400)
     assert standin.get(s.id)["status"] == "open"
 
 
-def test_phone_is_required_when_collected(client, browser):
+def test_phone_is_required_when_collected(client, pay_page):
     s = client.v1.checkout.sessions.create(params(phone_number_collection={"enabled": True}))
-    page = browser.get(f"/offline-checkout/{s.id}")
+    page = pay_page.get(f"/offline-checkout/{s.id}")
     assert "Phone (optional)" not in page.text
     assert "Enter a valid phone number." in fill(page).submit(status=400).text
     fill(page, phone="+49 30 1234567").submit(status=303)
     assert client.v1.checkout.sessions.retrieve(s.id).customer_details.phone == "+49 30 1234567"
 
 
-def test_markup_in_product_names_is_escaped(client, browser):
+def test_markup_in_product_names_is_escaped(client, pay_page):
     s = client.v1.checkout.sessions.create(params(line_items=[{"quantity": 1, "price_data": {
         "currency": "usd", "unit_amount": 900, "product_data": {"name": '<script>alert("x")</script><b>Bold'}}}],
         cancel_url='http://shop.test/cart?a="><b>'))
-    text = browser.get(f"/offline-checkout/{s.id}").text
+    text = pay_page.get(f"/offline-checkout/{s.id}").text
     assert "<script>" not in text and "<b>" not in text
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&lt;b&gt;Bold" in text
 
 
-def test_the_page_brings_its_own_stylesheet(client, browser):
+def test_the_page_brings_its_own_stylesheet(client, pay_page):
     """The page and its messages link a stylesheet served under the page's own prefix: the host app's /static is
     not needed (a bare Bottle app has none)."""
     s = client.v1.checkout.sessions.create(params())
-    links = [re.findall(r'<link rel="stylesheet" href="([^"]+)"', browser.get(url, status=status).text)
+    links = [re.findall(r'<link rel="stylesheet" href="([^"]+)"', pay_page.get(url, status=status).text)
              for url, status in ((f"/offline-checkout/{s.id}", 200), ("/offline-checkout/cs_test_nope", 404))]
     assert links == [["/offline-checkout/static/standin.css"]] * 2
-    css = browser.get("/offline-checkout/static/standin.css")
+    css = pay_page.get("/offline-checkout/static/standin.css")
     assert css.content_type == "text/css" and ".sti-main" in css.text and "max-age" in css.headers["Cache-Control"]
-    assert browser.head("/offline-checkout/static/standin.css").content_length == len(css.body)
-    assert browser.get("/offline-checkout/static/standin.css", headers={"Range": "bytes=999999-"}).body == css.body
-    browser.get("/static/standin.css", status=404)
-    browser.get("/offline-checkout/static/../page.py", status=404)
+    assert pay_page.head("/offline-checkout/static/standin.css").content_length == len(css.body)
+    assert pay_page.get("/offline-checkout/static/standin.css", headers={"Range": "bytes=999999-"}).body == css.body
+    pay_page.get("/static/standin.css", status=404)
+    pay_page.get("/offline-checkout/static/../page.py", status=404)
 
 
-def test_unknown_expired_and_lapsed_sessions(client, browser, standin):
-    assert "not found" in browser.get("/offline-checkout/cs_test_nope", status=404).text
+def test_unknown_expired_and_lapsed_sessions(client, pay_page, standin):
+    assert "not found" in pay_page.get("/offline-checkout/cs_test_nope", status=404).text
     s = client.v1.checkout.sessions.create(params())
     client.v1.checkout.sessions.expire(s.id)
-    gone = browser.get(f"/offline-checkout/{s.id}", status=410)
+    gone = pay_page.get(f"/offline-checkout/{s.id}", status=410)
     assert "expired" in gone.text and 'href="http://shop.test/cart"' in gone.text
-    browser.post(f"/offline-checkout/{s.id}", {}, status=410)
+    pay_page.post(f"/offline-checkout/{s.id}", {}, status=410)
     lapsing = client.v1.checkout.sessions.create(params(expires_at=int(time.time()) + 1800))
     standin.sweep(now=time.time() + 3600)
-    assert browser.get(f"/offline-checkout/{lapsing.id}", status=410)
+    assert pay_page.get(f"/offline-checkout/{lapsing.id}", status=410)
 
 
-def test_delayed_payment_card_completes_unpaid_then_settles(client, browser, standin):
+def test_delayed_payment_card_completes_unpaid_then_settles(client, pay_page, standin):
     s = client.v1.checkout.sessions.create(params())
-    fill(browser.get(f"/offline-checkout/{s.id}"), card="4000009900000004").submit(status=303)
+    fill(pay_page.get(f"/offline-checkout/{s.id}"), card="4000009900000004").submit(status=303)
     r = client.v1.checkout.sessions.retrieve(s.id, {"expand": ["payment_intent"]})
     assert (r.status, r.payment_status, r.payment_intent.status) == ("complete", "unpaid", "processing")
     assert standin.settle_async() == 1
@@ -239,8 +230,8 @@ def test_update_total_without_javascript_shows_shipping_and_tax_before_paying(tm
         "line_items": [{"quantity": 1, "price_data": {"currency": "usd", "unit_amount": 10000,
                                                       "tax_behavior": "exclusive",
                                                       "product_data": {"name": "Book"}}}]})
-    browser = TestApp(app)
-    page = browser.get(f"/offline-checkout/{session.id}")
+    pay_page = TestApp(app)
+    page = pay_page.get(f"/offline-checkout/{session.id}")
     assert re.search(r">Pay</button>", page.text) and "Total before tax" in page.text
     form = page.forms["pay"]
     form["address_country"] = "DE"

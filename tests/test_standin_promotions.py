@@ -4,10 +4,8 @@ import re
 import time
 import typing
 
-import bottle
 import pytest
 import stripe
-import webtest
 
 from standin import PayError
 from tests import stripe_params
@@ -485,16 +483,9 @@ def test_the_shops_retrieve_expands_the_promotion_code_in_one_call(client, stand
 
 
 # -- the payment page -------------------------------------------------------------------------------------------------
-@pytest.fixture
-def browser(standin):
-    app = bottle.Bottle()
-    standin.install_pay_page(app)
-    return webtest.TestApp(app)
-
-
-def test_the_page_shows_a_code_field_the_terms_box_and_tax_id_fields(client, browser):
+def test_the_page_shows_a_code_field_the_terms_box_and_tax_id_fields(client, pay_page):
     s = client.v1.checkout.sessions.create(promo_params())
-    page = browser.get(f"/offline-checkout/{s.id}")
+    page = pay_page.get(f"/offline-checkout/{s.id}")
     text = page.text
     ids = set(re.findall(r'<(?:input|select)[^>]*\bid="([^"]+)"', text))
     assert {"promotion_code", "terms", "tax_id_type", "tax_id_value"} <= ids
@@ -504,25 +495,25 @@ def test_the_page_shows_a_code_field_the_terms_box_and_tax_id_fields(client, bro
     assert re.search(r'<input type="checkbox" id="terms" name="terms" value="accepted" required', text)
     assert {"eu_vat", "gb_vat", "us_ein", "au_abn"} <= set(re.findall(r'<option value="([a-z]{2}_[a-z]+)"', text))
     assert "Tax ID (optional)" in text
-    plain = browser.get(f"/offline-checkout/{client.v1.checkout.sessions.create(shop_params()).id}").text
+    plain = pay_page.get(f"/offline-checkout/{client.v1.checkout.sessions.create(shop_params()).id}").text
     assert 'id="promotion_code"' not in plain and 'id="terms"' not in plain and 'id="tax_id_value"' not in plain
 
 
-def test_the_terms_message_is_escaped_and_only_http_links_are_made(client, browser):
+def test_the_terms_message_is_escaped_and_only_http_links_are_made(client, pay_page):
     message = 'Read <b>this</b> & [the terms](javascript:alert(1)) or [these](https://x.example/t"onclick=1)'
     s = client.v1.checkout.sessions.create(promo_params(custom_text={"terms_of_service_acceptance": {
         "message": message}}))
-    text = browser.get(f"/offline-checkout/{s.id}").text
+    text = pay_page.get(f"/offline-checkout/{s.id}").text
     assert "<b>" not in text and "Read &lt;b&gt;this&lt;/b&gt; &amp; [the terms](javascript:alert(1))" in text
     assert 'href="javascript' not in text and not re.search(r"<a [^>]*\sonclick", text)
     assert '<a href="https://x.example/t&quot;onclick=1" target="_blank" rel="noopener">these</a>' in text
 
 
-def test_applying_a_good_code_shows_the_discount_and_keeps_the_form(client, browser, standin):
+def test_applying_a_good_code_shows_the_discount_and_keeps_the_form(client, pay_page, standin):
     make_coupon(client, id="TEN", percent_off=10)
     make_code(client, "TEN", "READ10")
     s = client.v1.checkout.sessions.create(promo_params())
-    form = fill(browser.get(f"/offline-checkout/{s.id}"), promotion_code="read10", tax_id_value="DE123456789")
+    form = fill(pay_page.get(f"/offline-checkout/{s.id}"), promotion_code="read10", tax_id_value="DE123456789")
     applied = form.submit("action", value="apply_code")
     assert applied.status_int == 200 and "READ10 applied: 10% off" in applied.text
     assert "Discount (READ10)" in applied.text and "−$3.50" in applied.text
@@ -549,7 +540,7 @@ def test_applying_a_good_code_shows_the_discount_and_keeps_the_form(client, brow
     ("USED", "has reached its redemption limit."),
     ("BIG", "needs an order of at least $50.00"),
 ])
-def test_the_page_refuses_a_code_saying_why(client, browser, standin, code, message):
+def test_the_page_refuses_a_code_saying_why(client, pay_page, standin, code, message):
     make_coupon(client, id="TEN", percent_off=10)
     client.v1.promotion_codes.update(make_code(client, "TEN", "OFF").id, {"active": False})
     old = make_code(client, "TEN", "OLD", expires_at=int(time.time()) + 60)
@@ -558,7 +549,7 @@ def test_the_page_refuses_a_code_saying_why(client, browser, standin, code, mess
     standin.pay(client.v1.checkout.sessions.create(promo_params()).id, promotion_code="USED")
     make_code(client, "TEN", "BIG", restrictions={"minimum_amount": 5000, "minimum_amount_currency": "usd"})
     s = client.v1.checkout.sessions.create(promo_params())
-    page = browser.get(f"/offline-checkout/{s.id}")
+    page = pay_page.get(f"/offline-checkout/{s.id}")
     for action in ("apply_code", "pay"):
         form = fill(page, promotion_code=code.lower(), phone="+49 30 1234567")
         form["terms"] = "accepted"
@@ -571,9 +562,9 @@ def test_the_page_refuses_a_code_saying_why(client, browser, standin, code, mess
     assert client.v1.checkout.sessions.retrieve(s.id).status == "open"
 
 
-def test_the_terms_box_must_be_ticked_on_the_page(client, browser):
+def test_the_terms_box_must_be_ticked_on_the_page(client, pay_page):
     s = client.v1.checkout.sessions.create(promo_params())
-    refused = fill(browser.get(f"/offline-checkout/{s.id}")).submit("action", value="pay", status=400)
+    refused = fill(pay_page.get(f"/offline-checkout/{s.id}")).submit("action", value="pay", status=400)
     assert "Please accept the terms of service to continue." in refused.text
     box = refused.html.find("input", id="terms")
     assert box.get("aria-invalid") == "true" and box.has_attr("autofocus") and not box.has_attr("checked")
@@ -582,20 +573,20 @@ def test_the_terms_box_must_be_ticked_on_the_page(client, browser):
     assert form.submit("action", value="pay").status_int == 303
 
 
-def test_a_bad_tax_id_is_refused_on_the_page(client, browser):
+def test_a_bad_tax_id_is_refused_on_the_page(client, pay_page):
     s = client.v1.checkout.sessions.create(promo_params())
-    form = fill(browser.get(f"/offline-checkout/{s.id}"), tax_id_value="DE1234")
+    form = fill(pay_page.get(f"/offline-checkout/{s.id}"), tax_id_value="DE1234")
     form["terms"] = "accepted"
     refused = form.submit("action", value="pay", status=400)
     assert "Enter a valid European VAT number, such as DE123456789." in refused.text
     assert refused.forms["pay"]["tax_id_value"].value == "DE1234"
 
 
-def test_an_applied_code_can_be_removed(client, browser):
+def test_an_applied_code_can_be_removed(client, pay_page):
     make_coupon(client, id="TEN", percent_off=10)
     make_code(client, "TEN", "READ10")
     s = client.v1.checkout.sessions.create(promo_params())
-    applied = fill(browser.get(f"/offline-checkout/{s.id}"), promotion_code="READ10").submit("action",
+    applied = fill(pay_page.get(f"/offline-checkout/{s.id}"), promotion_code="READ10").submit("action",
                                                                                             value="apply_code")
     removed = applied.forms["pay"].submit("action", value="remove_code")
     assert removed.status_int == 200 and "Discount (" not in removed.text

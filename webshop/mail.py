@@ -1,4 +1,4 @@
-"""Order emails: composed when an order changes (stored by the ledger in that change's transaction), sent after it.
+"""Order emails: written when an order changes (stored by the ledger in that change's transaction), sent after it.
 
 A sender claims one message at a time under a lease, so two threads or instances never send the same one at
 once; it marks the message sent once the server accepted it, and retries with back-off otherwise. A sender that
@@ -6,6 +6,7 @@ dies between the server's "accepted" and that mark leaves the lease to expire an
 at least once is the best SMTP allows. Without SMTP_URL each message is written once as DATA_DIR/outbox/<id>.eml.
 """
 
+import json
 import logging
 import os
 import re
@@ -13,9 +14,10 @@ import smtplib
 import ssl
 import threading
 import time
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import formatdate
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import formataddr, formatdate
 from html import escape
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -76,20 +78,32 @@ class Notices:
                 f"{money(order['amount_total'])} refunded in all). It reaches your card in 5 to 10 days."])
 
     def _message(self, order_id, kind, amount, to, subject, paragraphs, rows=()):
-        """Plain text and a simple HTML alternative (every value escaped); the id names order, kind and amount."""
-        msg, mail_id = EmailMessage(), f"{order_id}.{kind}.{amount}@{self.config.mail_from.rpartition('@')[2]}"
-        msg["Subject"], msg["To"], msg["Date"], msg["Message-ID"] = subject, to, formatdate(), f"<{mail_id}>"
-        msg["From"] = Address(self.shop_name, addr_spec=self.config.mail_from)
-        width = max([len(label) for label, _ in rows] + [10])
-        table = "\n".join(f"{label:<{width}}  {value:>12}" for label, value in rows)
-        msg.set_content("\n\n".join(paragraphs[:1] + ([table] if rows else []) + paragraphs[1:]) + "\n")
-        cells = "".join(f"<tr><th align=left>{escape(label)}</th><td align=right>{escape(value)}</td></tr>"
-                        for label, value in rows)
-        paras = [f"<p>{escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs]
-        msg.add_alternative(f"<!doctype html><html><body><h1>{escape(self.shop_name)}</h1>{paras[0]}"
-                            + (f"<table>{cells}</table>" if rows else "") + "".join(paras[1:]) + "</body></html>",
-                            subtype="html")
-        return {"id": mail_id, "kind": kind, "amount": amount, "to": to, "message": msg.as_string()}
+        """What the email says, as JSON (made into MIME when sent); the id names order, kind and amount."""
+        content = {"subject": subject, "from_name": self.shop_name, "paragraphs": paragraphs, "rows": list(rows)}
+        mail_id = f"{order_id}.{kind}.{amount}@{self.config.mail_from.rpartition('@')[2]}"
+        return {"id": mail_id, "kind": kind, "amount": amount, "to": to, "message": json.dumps(content)}
+
+
+def mime(config, row):
+    """The stored email as MIME: plain text and a simple HTML alternative, every value escaped."""
+    if not row["message"].startswith("{"):  # stored whole by an earlier version
+        return row["message"]
+    m = json.loads(row["message"])
+    paragraphs, rows = m["paragraphs"], m["rows"]
+    width = max([len(label) for label, _ in rows] + [10])
+    table = "\n".join(f"{label:<{width}}  {value:>12}" for label, value in rows)
+    text = "\n\n".join(paragraphs[:1] + ([table] if rows else []) + paragraphs[1:]) + "\n"
+    cells = "".join(f"<tr><th align=left>{escape(label)}</th><td align=right>{escape(value)}</td></tr>"
+                    for label, value in rows)
+    paras = [f"<p>{escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs]
+    html = (f"<!doctype html><html><body><h1>{escape(m['from_name'])}</h1>{paras[0]}"
+            + (f"<table>{cells}</table>" if rows else "") + "".join(paras[1:]) + "</body></html>")
+    # compat32's MIME classes: a third of EmailMessage's cost, the same message on the wire
+    msg = MIMEMultipart("alternative", _subparts=[MIMEText(text, "plain", "utf-8"), MIMEText(html, "html", "utf-8")])
+    msg["Subject"], msg["To"] = Header(m["subject"], None if m["subject"].isascii() else "utf-8"), row["recipient"]
+    msg["From"] = formataddr((m["from_name"], config.mail_from), "utf-8")
+    msg["Date"], msg["Message-ID"] = formatdate(), f"<{row['id']}>"
+    return msg.as_string()
 
 
 def timeout(config):
@@ -132,7 +146,7 @@ def deliver(config, row):
         name = re.sub(r"[^A-Za-z0-9._@-]", "_", row["id"]) + ".eml"
         temporary = folder / f".{name}.{os.getpid()}.{threading.get_ident()}"
         with open(temporary, "w", encoding="ascii") as f:
-            f.write(row["message"])
+            f.write(mime(config, row))
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, folder / name)  # the same id twice: still one file
@@ -153,7 +167,7 @@ def deliver(config, row):
             if not secure and url.hostname not in ("localhost", "127.0.0.1", "::1"):
                 raise smtplib.SMTPException("no TLS offered: the password is not sent in the clear")
             server.login(unquote(url.username), unquote(url.password or ""))
-        server.sendmail(config.mail_from, [row["recipient"]], row["message"])
+        server.sendmail(config.mail_from, [row["recipient"]], mime(config, row))
 
 
 def start_sender(orders):

@@ -1,8 +1,4 @@
-"""The shop's catalog: catalog.json checked in full, reloaded when edited, and money formatted for shoppers.
-
-The file's fields are documented in the README ("The catalog"); the checks are in catalog_rules.py, which reports
-every problem as `<file>: <where>: <what>, got <value>` (e.g. `catalog.json: products[3].price: ...`).
-"""
+"""The shop's catalog: catalog.json checked in full (see catalog_rules.py), reloaded when edited, money formatted."""
 import logging
 import os
 import threading
@@ -120,18 +116,13 @@ def _load(path, public_dir):
     products = tuple(Product(**p, checkout_image=_checkout_image(p["image"], public_dir))
                      for p in fields.pop("products"))
     options = tuple(ShippingOption(**o) for o in fields.pop("shipping_options"))
-    countries, promotions = tuple(fields.pop("countries")), tuple(fields.pop("promotions"))
-    return Catalog(products=products, shipping_options=options, countries=countries, promotions=promotions,
-                   mtime=mtime, **fields), [], key
+    return Catalog(products=products, shipping_options=options, mtime=mtime, **fields), [], key
 
 
 def _checkout_image(image, public_dir):
     """The PNG beside an SVG image when there is one, else the image itself."""
-    if image.endswith(".svg"):
-        png = image[:-4] + ".png"
-        if os.path.isfile(os.path.join(public_dir, png)):
-            return png
-    return image
+    png = image.removesuffix(".svg") + ".png"
+    return png if image.endswith(".svg") and os.path.isfile(os.path.join(public_dir, png)) else image
 
 
 def load_catalog(path, public_dir) -> Catalog:
@@ -144,31 +135,24 @@ def load_catalog(path, public_dir) -> Catalog:
 
 def problems(path, public_dir) -> list[str]:
     """Every problem with the catalog file, one line each; empty when it is valid."""
-    try:
-        load_catalog(path, public_dir)
-    except CatalogError as e:
-        return e.problems
-    return []
+    return _load(path, public_dir)[1]
 
 
 class CatalogStore:
-    """The last good catalog, re-read only when the file's mtime or size changes, so edits go live without a restart.
-
-    log: a logging.Logger, or any callable taking one message string.
-    check_every: seconds between looks at the file (0: on every call). A look is a stat() system call, which on a
-    busy server costs more than serving the cached page does, so the shop looks at most once a second.
-    """
+    """The last good catalog, re-read only when the file's mtime or size changes, so edits go live without a restart."""
 
     def __init__(self, path, public_dir, log, check_every=0.0):
         self.path, self.public_dir = os.fspath(path), os.fspath(public_dir)
         self.name = os.path.basename(self.path)
-        self.log = log
+        # log: a logging.Logger, which gets each message's level, or any callable taking the message alone
+        self._log = log.log if isinstance(log, (logging.Logger, logging.LoggerAdapter)) else lambda _, text: log(text)
         self.error: str | None = None
-        self.reads = 0  # how many times the file was read and checked, for tests and diagnostics
+        self.reads = 1  # how many times the file was read and checked, for tests and diagnostics
         self._lock = threading.Lock()
-        self.check_every = check_every
-        self._next_check = 0.0
-        self._catalog, found, self._key = self._load()
+        # Seconds between looks at the file (0: on every call). A look is a stat() system call, which on a busy
+        # server costs more than serving the cached page does, so the shop looks at most once a second.
+        self.check_every, self._next_check = check_every, 0.0
+        self._catalog, found, self._key = _load(self.path, self.public_dir)
         if found:  # the first load must succeed: there is nothing older to fall back on
             raise CatalogError(found)
 
@@ -197,27 +181,17 @@ class CatalogStore:
             return ("unreadable", e.errno)
         return (st.st_mtime_ns, st.st_size)
 
-    def _load(self):
-        self.reads += 1
-        return _load(self.path, self.public_dir)
-
     def _reload(self, stat_key):
-        catalog, found, read_key = self._load()
+        self.reads += 1
+        catalog, found, read_key = _load(self.path, self.public_dir)
         if found:
             # Remember the bad version (as read, else as seen) so it is reported once, not on every request.
             self._key = read_key or stat_key
             first = found[0].removeprefix(f"{self.name}: ")
             self.error = (f"{self.name}: the last edit was not loaded ({len(found)} problem"
                           f"{'s' * (len(found) > 1)}, first: {first}); still serving the previous version")
-            self._say(logging.ERROR, "\n  ".join([self.error] + found))
+            self._log(logging.ERROR, "\n  ".join([self.error] + found))
             return
-        was_broken = self.error is not None
+        fixed = " (earlier problems fixed)" if self.error else ""
         self._catalog, self._key, self.error = catalog, read_key, None
-        self._say(logging.INFO, f"{self.name}: reloaded, {len(catalog.products)} products"
-                                + (" (earlier problems fixed)" if was_broken else ""))
-
-    def _say(self, level, message):
-        if isinstance(self.log, (logging.Logger, logging.LoggerAdapter)):
-            self.log.log(level, message)
-        else:
-            self.log(message)
+        self._log(logging.INFO, f"{self.name}: reloaded, {len(catalog.products)} products{fixed}")

@@ -18,14 +18,9 @@ from .reconcile import reconcile
 from .settings import ROOT, SETTINGS, ConfigError, ShopError, load_config
 
 log = logging.getLogger("shop")
-JSON_FIELDS = ("id", "status", "session_id", "payment_intent", "currency", "amount_subtotal", "amount_shipping",
-               "amount_tax", "amount_total", "amount_refunded", "customer_email", "dispute_status", "created",
-               "updated", "fulfilled_at", "items", "amount_discount", "promotion_code", "terms_accepted", "tax_ids",
-               "restocked")
-
-
-class Refused(Exception):
-    """A command that cannot be done; the message says why (exit 1)."""
+JSON_FIELDS = ("id status session_id payment_intent currency amount_subtotal amount_shipping amount_tax amount_total "
+               "amount_refunded customer_email dispute_status created updated fulfilled_at items amount_discount "
+               "promotion_code terms_accepted tax_ids restocked").split()
 
 
 def bounded(low, high):
@@ -42,7 +37,7 @@ def bounded(low, high):
 def duration(text):
     """'24h', '7d', '90m', '3600s' (or plain hours) as seconds, at most 400 days."""
     text = (text or "").strip()
-    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(text[-1:], None)
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(text[-1:])
     number = text[:-1] if unit else text
     if not (number.isascii() and number.isdigit() and len(number) <= 8) or int(number) * (unit or 3600) > 400 * 86400:
         raise argparse.ArgumentTypeError(f"expected a duration up to 400d, like 24h, 7d or 90m, got {text!r}")
@@ -52,8 +47,7 @@ def duration(text):
 def parser():
     p = argparse.ArgumentParser(prog="shop.py", description="A web shop on Stripe Checkout.")
     sub = p.add_subparsers(dest="command")
-    serve = sub.add_parser("serve", help="serve the shop with waitress (the default)")
-    for q in (p, serve):
+    for q in (p, sub.add_parser("serve", help="serve the shop with waitress (the default)")):
         q.add_argument("--host", help="listen address (HOST)")
         q.add_argument("--port", type=bounded(1, 65535), help="listen port (PORT)")
     sub.add_parser("check", help="validate catalog.json and the settings; exit 1 on any problem")
@@ -63,34 +57,26 @@ def parser():
     q.add_argument("--json", action="store_true", help="JSON lines (the only format)")
     q.add_argument("--after", type=bounded(0, 2**62), default=0, help="only records after this id")
     q.add_argument("--follow", action="store_true", help="keep printing new records as they come")
-    q.set_defaults(run=fulfilments)
     q = sub.add_parser("orders", help="list recent orders")
     q.add_argument("--status", choices=STATUSES, help="only orders with this status")
     q.add_argument("--limit", type=bounded(1, 100000), default=50, help="how many (default 50)")
     q.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     q.add_argument("--csv", action="store_true", help="print CSV with a header row (spreadsheet-safe)")
-    q.set_defaults(run=orders)
-    sub.add_parser("mail", help="send the emails waiting to go out now, back-off or not").set_defaults(run=send_mail)
-    sub.add_parser("outbox", help="list the emails not sent yet, with their attempts").set_defaults(run=outbox)
+    sub.add_parser("mail", help="send the emails waiting to go out now, back-off or not")
+    sub.add_parser("outbox", help="list the emails not sent yet, with their attempts")
     q = sub.add_parser("order", help="show one order in full, with its history")
     q.add_argument("id")
     q.add_argument("--json", action="store_true", help="print JSON")
-    q.set_defaults(run=order)
     q = sub.add_parser("refund", help="refund a paid order through Stripe (what is left, or --amount)")
     q.add_argument("id")
     q.add_argument("--amount", type=bounded(1, 10**12), help="amount in minor units (cents), e.g. 500 for $5.00")
     q.add_argument("--restock", action="store_true", help="give the order's copies back to the stock")
     q.add_argument("--again", action="store_true", help="refund the same amount once more (without it, the same "
                    "command within 23 hours replays the first refund)")
-    q.set_defaults(run=refund)
-    q = sub.add_parser("stock", help="list stock, copies held by open checkouts and sold, per product")
-    q.set_defaults(run=stock)
-    q = sub.add_parser("reconcile", help="repair orders whose webhooks never arrived, from Stripe's sessions")
-    q.add_argument("--since", type=duration, default=24 * 3600, help="how far back: 24h (default), 7d, 90m")
-    q.set_defaults(run=reconcile)
-    q = sub.add_parser("expire", help="expire an order's open checkout so it can no longer be paid")
-    q.add_argument("id")
-    q.set_defaults(run=expire)
+    sub.add_parser("stock", help="list stock, copies held by open checkouts and sold, per product")
+    sub.add_parser("reconcile", help="repair orders whose webhooks never arrived, from Stripe's sessions").add_argument(
+        "--since", type=duration, default=24 * 3600, help="how far back: 24h (default), 7d, 90m")
+    sub.add_parser("expire", help="expire an order's open checkout so it can no longer be paid").add_argument("id")
     return p
 
 
@@ -107,46 +93,44 @@ def main(argv):
     try:
         config = load_config({k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None})
     except ConfigError as e:
-        print(f"configuration: {e.message}", file=sys.stderr)
-        return 2
+        return _fail(f"configuration: {e.message}", 2)
     if command in ("serve", "check", "settings"):
-        return {"serve": serve, "check": check, "settings": show_settings}[command](config)
+        return {"serve": serve, "check": check, "settings": show_settings}[command](config) or 0
     try:  # the shop's name signs the emails a command causes (reconcile); a broken catalog stops no command
         name = load_catalog(config.catalog, ROOT / "public").shop_name
     except CatalogError:
         name = "Test shop"
     try:
-        with_orders = Orders(config, business_name=name)
+        ctx = Orders(config, business_name=name)  # opening the ledger migrates it: all `migrate` does
     except Exception as e:  # noqa: BLE001 — an unreachable database, say: one line, no traceback
-        print(f"cannot open the database: {type(e).__name__}", file=sys.stderr)
-        return 2
+        return _fail(f"cannot open the database: {type(e).__name__}", 2)
+    run = {"fulfilments": fulfilments, "orders": orders, "order": order, "refund": refund, "stock": stock,
+           "reconcile": reconcile, "expire": expire, "mail": send_mail, "outbox": outbox, "migrate": lambda *_: 0}
     try:
-        return 0 if command == "migrate" else args.run(with_orders, args) or 0
-    except Refused as e:
-        print(e, file=sys.stderr)
-        return 1
+        return run[command](ctx, args) or 0
     except ShopError as e:
-        if e.status in (404, 409):  # an unknown order, or one that cannot be refunded (its message says why)
-            print(e.message, file=sys.stderr)
-            return 1
         if e.status == 503:  # a request that lost its answer may still have been carried out at Stripe
-            print(f"Stripe did not answer ({e.detail or 'no answer'}), so the outcome is unknown. Run the same "
-                  "command again in a minute: Stripe replays a request it already carried out (idempotency key) "
-                  "instead of doing it twice.", file=sys.stderr)
-            return 3
-        print(f"Stripe refused: {e.detail or e.message}", file=sys.stderr)
-        return 1
+            return _fail(f"Stripe did not answer ({e.detail or 'no answer'}), so the outcome is unknown. Run the same "
+                         "command again in a minute: Stripe replays a request it already carried out (idempotency "
+                         "key) instead of doing it twice.", 3)
+        # 404 and 409: an unknown order, or one that cannot be refunded or expired (the message says why)
+        return _fail(e.message if e.status in (404, 409) else f"Stripe refused: {e.detail or e.message}", 1)
     except (BrokenPipeError, KeyboardInterrupt):  # `orders | head` stopped reading, or Ctrl-C on --follow
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     finally:
-        with_orders.close()
+        ctx.close()
+
+
+def _fail(message, code):
+    """Print why a command failed on stderr; returns its exit code."""
+    print(message, file=sys.stderr)
+    return code
 
 
 def show_settings(config):
     for s, value in zip(SETTINGS, config.public().values()):
         print(f"{s.env:22} = {value!r:24} (default {s.default!r}) {s.help}")
-    return 0
 
 
 def check(config):
@@ -166,13 +150,11 @@ def serve(config):
     try:
         app = make_app(config)
     except CatalogError as e:
-        print("\n".join(e.problems + ["The shop cannot start until the catalog is fixed (`python shop.py check`)."]),
-              file=sys.stderr)
-        return 2
+        fix = "The shop cannot start until the catalog is fixed (`python shop.py check`)."
+        return _fail("\n".join([*e.problems, fix]), 2)
     except Exception as e:  # noqa: BLE001 — the database is unreachable, say: one line, never the URL
-        print(f"cannot start: the database could not be opened ({type(e).__name__}); check DATABASE_URL or DATA_DIR",
-              file=sys.stderr)
-        return 2
+        return _fail(f"cannot start: the database could not be opened ({type(e).__name__}); check DATABASE_URL or "
+                     "DATA_DIR", 2)
     try:
         server = waitress.create_server(
             app, host=config.host, port=config.port, threads=config.threads, ident="shop",
@@ -182,8 +164,7 @@ def serve(config):
             **({"trusted_proxy": config.trusted_proxy, "trusted_proxy_count": 1,
                 "trusted_proxy_headers": {"x-forwarded-for"}} if config.trusted_proxy else {}))
     except OSError as e:
-        print(f"cannot listen on {config.host}:{config.port}: {e.strerror}", file=sys.stderr)
-        return 2
+        return _fail(f"cannot listen on {config.host}:{config.port}: {e.strerror}", 2)
     shop = app.config["shop"]
     log.info("serving %s at %s (%s mode, %d threads)", shop.catalog().shop_name, config.base_url, config.mode,
              config.threads)
@@ -219,32 +200,26 @@ def fulfilments(ctx, args):
 
 
 def orders(ctx, args):
-    """Recent orders as a table, or JSON."""
     rows = ctx.ledger.list(status=args.status, limit=args.limit)
     if args.csv:
         write_csv(sys.stdout, rows)
-        return 0
-    if args.json:
+    elif args.json:
         print(json.dumps([{k: o[k] for k in JSON_FIELDS} for o in rows], indent=2))
-        return 0
-    if not rows:
-        print("No orders" + (f" with status {args.status}." if args.status else " yet."))
     else:
-        print(f"{'ORDER':<28} {'CREATED':<17} {'STATUS':<18} {'TOTAL':>12}  {'EMAIL':<28} FULFILLED")
-    for o in rows:
-        total = money(o["amount_total"] if o["amount_total"] is not None else o["amount_subtotal"], o["currency"])
-        print(f"{o['id']:<28} {_short(o['created']):<17} {o['status']:<18} {total:>12}  "
-              f"{shown(o['customer_email'])[:28]:<28} {_short(o['fulfilled_at']) or '—'}")
-    return 0
+        print(f"{'ORDER':<28} {'CREATED':<17} {'STATUS':<18} {'TOTAL':>12}  {'EMAIL':<28} FULFILLED" if rows
+              else "No orders" + (f" with status {args.status}." if args.status else " yet."))
+        for o in rows:
+            total = money(o["amount_total"] if o["amount_total"] is not None else o["amount_subtotal"], o["currency"])
+            print(f"{o['id']:<28} {_short(o['created']):<17} {o['status']:<18} {total:>12}  "
+                  f"{shown(o['customer_email'])[:28]:<28} {_short(o['fulfilled_at']) or '—'}")
 
 
 def order(ctx, args):
-    """One order in full, with its history."""
     o = _order(ctx, args.id)
     history = ctx.ledger.history(o["id"])
     if args.json:
         print(json.dumps({**{k: o[k] for k in JSON_FIELDS}, "history": history}, indent=2))
-        return 0
+        return
     cur = o["currency"]
     print(f"Order {o['id']} — {o['status']}")
     for label, key in (("Created", "created"), ("Updated", "updated"), ("Email", "customer_email"),
@@ -261,11 +236,9 @@ def order(ctx, args):
     print("History")
     for h in history:
         print(f"  {h['at']}  {h['status']:<18} {shown(h['source'])}" + (f" — {shown(h['note'])}" if h["note"] else ""))
-    return 0
 
 
 def refund(ctx, args):
-    """Refund through Stripe; the order changes when Stripe's charge.refunded event arrives."""
     o, result, replayed, restocked = ctx.refund(args.id, args.amount, args.restock, "cli refund", again=args.again)
     cur = o["currency"]
     print(f"Refund {result.id} of {money(result.amount, cur)} for order {o['id']}: {result.status}"
@@ -274,11 +247,9 @@ def refund(ctx, args):
         print(f"Order {o['id']}: its copies are back in stock.")
     _deliver_now(ctx)
     after = ctx.ledger.get(o["id"])
-    if (after["status"], after["amount_refunded"]) != (o["status"], o["amount_refunded"]):
-        print(f"Order {o['id']} is now {after['status']} ({money(after['amount_refunded'], cur)} refunded).")
-    else:
-        print("The order changes when Stripe's charge.refunded event reaches the shop.")
-    return 0
+    print(f"Order {o['id']} is now {after['status']} ({money(after['amount_refunded'], cur)} refunded)."
+          if (after["status"], after["amount_refunded"]) != (o["status"], o["amount_refunded"])
+          else "The order changes when Stripe's charge.refunded event reaches the shop.")
 
 
 def send_mail(ctx, args):
@@ -294,41 +265,34 @@ def outbox(ctx, args):
         print(f"{m['id']}  to {shown(m['recipient'])}  attempts {m['attempts']}, next {_short(m['next_attempt'])}"
               + (f": {shown(m['last_error'])}" if m["last_error"] else ""))
     print(f"{len(rows)} email(s) waiting." if rows else "No email is waiting to be sent.")
-    return 0
 
 
 def stock(ctx, args):
-    """Per product with a stock: its stock, the copies held by open checkouts and sold, and what is left."""
     products = [p for p in load_catalog(ctx.config.catalog, ROOT / "public").products if p.stock is not None]
     levels = ctx.ledger.stock_levels(p.id for p in products)
-    if not products:
-        print("No product in the catalog has a stock (every one is unlimited).")
-    else:
-        print(f"{'PRODUCT':<40} {'STOCK':>7} {'HELD':>7} {'SOLD':>7} {'LEFT':>7}")
+    print(f"{'PRODUCT':<40} {'STOCK':>7} {'HELD':>7} {'SOLD':>7} {'LEFT':>7}" if products
+          else "No product in the catalog has a stock (every one is unlimited).")
     for p in products:
         h, s = levels.get(p.id, (0, 0))
         print(f"{shown(p.id)[:40]:<40} {p.stock:>7} {h:>7} {s:>7} {max(0, p.stock - h - s):>7}")
-    return 0
 
 
 def expire(ctx, args):
-    """Expire the order's open Checkout Session; the order becomes expired."""
     o = _order(ctx, args.id)
     if o["status"] != "open" or not o["session_id"]:
-        raise Refused(f"Order {o['id']} is {o['status']}: only an order with an open checkout can be expired.")
+        raise ShopError(409, f"Order {o['id']} is {o['status']}: only an order with an open checkout can be expired.")
     expired, refused, outcome = ctx.expire(o["session_id"], "cli expire")
     if not expired:  # not open at Stripe any more (paid, or expired already) though no event said so yet
-        raise Refused(f"Stripe refused to expire the checkout: {refused} "
-                      f"Order {o['id']} is now {ctx.ledger.get(o['id'])['status']} ({outcome}).")
+        raise ShopError(409, f"Stripe refused to expire the checkout: {refused} "
+                             f"Order {o['id']} is now {ctx.ledger.get(o['id'])['status']} ({outcome}).")
     print(f"Order {o['id']}: checkout {o['session_id']} expired ({outcome}).")
     _deliver_now(ctx)
-    return 0
 
 
 def _order(ctx, order_id):
     found = ctx.ledger.get(order_id)
     if found is None:
-        raise Refused(f"No order {shown(order_id)!r} (see `python shop.py orders`).")
+        raise ShopError(404, f"No order {shown(order_id)!r} (see `python shop.py orders`).")
     return found
 
 
@@ -342,10 +306,9 @@ def _deliver_now(ctx):
     except OSError:
         print(f"The shop at {ctx.config.base_url} is not running; it receives the events when it starts.")
         return
-    results = ctx.standin.deliver_pending()
-    if results:
-        ok = sum(1 for _, status in results if 200 <= status < 300)
-        print(f"Delivered {ok} of {len(results)} pending event(s) to {ctx.standin.webhook_url}.")
+    if results := ctx.standin.deliver_pending():
+        print(f"Delivered {sum(200 <= status < 300 for _, status in results)} of {len(results)} pending event(s) to "
+              f"{ctx.standin.webhook_url}.")
 
 
 def _short(iso):

@@ -1,7 +1,6 @@
 """`python shop.py reconcile`: bring the ledger in line with what Stripe knows when webhooks never arrived."""
 
 import time
-from datetime import datetime, timezone
 
 import stripe
 
@@ -20,20 +19,16 @@ def reconcile(ctx, args):
                          {"created": {"gte": since}, "limit": 100})
     checked = repaired = 0
     try:
-        for session in page.auto_paging_iter():
-            checked += 1
+        for checked, session in enumerate(page.auto_paging_iter(), 1):
             repaired += _repair(ctx, session.to_dict())
-        repaired += _catch_up_disputes(ctx, since)
-        repaired += _settle_lost_checkouts(ctx, since)
+        repaired += _catch_up_disputes(ctx, since) + _settle_lost_checkouts(ctx, since)
     except stripe.StripeError as e:  # a later page failed (auto-paging calls Stripe itself)
         raise payments.shop_error(e) from None
-    when = datetime.fromtimestamp(since, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"Checked {checked} checkout session(s) since {when}: "
+    print(f"Checked {checked} checkout session(s) since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}: "
           + (f"repaired {repaired} order(s)." if repaired else "nothing to repair."))
     # Stripe retries an event for up to 3 days (https://docs.stripe.com/webhooks#retries); an id kept
     # for 30 still tells a late duplicate, and the table stops growing.
-    forgotten = ctx.ledger.forget_events(EVENT_DAYS)
-    if forgotten:
+    if forgotten := ctx.ledger.forget_events(EVENT_DAYS):
         print(f"Forgot {forgotten} webhook event id(s) older than {EVENT_DAYS} days.")
     return 0
 
@@ -68,10 +63,8 @@ def _catch_up_disputes(ctx, since):
     """Disputes whose charge.dispute.* events never arrived: opened in the window, or closed since we heard."""
     # https://docs.stripe.com/api/disputes/list (newest first); a dispute names its PaymentIntent.
     page = payments.call("GET /v1/disputes", ctx.stripe.v1.disputes.list, {"created": {"gte": since}, "limit": 100})
-    latest = {}
-    for dispute in page.auto_paging_iter():
-        dispute = dispute.to_dict()
-        latest.setdefault(dispute.get("payment_intent"), dispute)
+    listed = [dispute.to_dict() for dispute in page.auto_paging_iter()]
+    latest = {dispute.get("payment_intent"): dispute for dispute in reversed(listed)}  # the newest one wins
     # An open dispute may close weeks after it opened, outside the window: ask about each one we know of.
     for order in ctx.ledger.open_disputes():
         if order["payment_intent"] not in latest:
@@ -94,8 +87,7 @@ def _catch_up_disputes(ctx, since):
 
 
 def _settle_lost_checkouts(ctx, since):
-    """Orders whose process died between the order row and its Checkout Session: the sessions listed above
-    claimed any that reached Stripe (by the order id in their metadata), so the rest never did."""
+    """Orders whose process died before their Checkout Session (the sessions listed above claimed any made)."""
     lost = ctx.ledger.list(status="open", since=iso_utc(since), before=iso_utc(time.time() - LOST_AFTER),
                            limit=10000, without_session=True)
     settled = 0

@@ -13,33 +13,32 @@ MONTH = 60 * 60 * 24 * 30
 
 
 def cookies(request):
-    """The request's cookies as {name: value}; a malformed one (another app's on this host) costs only itself.
-
-    Python's cookie parser, which bottle uses, drops the whole header for one bad pair (`theme=dark mode`)."""
-    jar = request.environ.get("shop.cookies")
-    if jar is None:
-        jar = {}
-        for part in request.environ.get("HTTP_COOKIE", "").split(";"):
-            name, eq, value = part.strip().partition("=")
-            if eq and name:
-                jar.setdefault(name, value.strip().strip('"'))  # the first of two same-named cookies wins (RFC 6265)
-        request.environ["shop.cookies"] = jar
-    return jar
+    """The request's cookies as {name: value}; a malformed one (another app's on this host) costs only itself."""
+    # Python's cookie parser, which bottle uses, drops the whole header for one bad pair (`theme=dark mode`).
+    if "shop.cookies" not in request.environ:
+        # reversed: of two cookies with one name, the first wins (RFC 6265)
+        pairs = (part.strip().partition("=") for part in reversed(request.environ.get("HTTP_COOKIE", "").split(";")))
+        request.environ["shop.cookies"] = {name: value.strip().strip('"') for name, eq, value in pairs if eq and name}
+    return request.environ["shop.cookies"]
 
 
 class Guard:
     """The browser id (signed, so only ids this shop issued count), CSRF protection and response headers."""
 
     def __init__(self, config, secret):
-        self.secret, self.secure = secret, config.secure
-        self.origin = config.base_url
+        self.secret, self.secure, self.origin = secret, config.secure, config.base_url
         # __Host- cookies can only be set over https, for this host and path "/": no subdomain can plant one.
         self.prefix = "__Host-" if config.secure else ""
         targets = " ".join(["'self'", "https://checkout.stripe.com", config.stripe_api_base]).strip()
         # No script anywhere; forms post to the shop, which sends the browser on to Checkout (303).
         # https://docs.stripe.com/security/guide#content-security-policy
-        self.csp = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                    f"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action {targets}")
+        csp = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+               f"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action {targets}")
+        self.security_headers = {
+            "Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+            "Referrer-Policy": "strict-origin-when-cross-origin",
+            "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(self)",
+            **({"Strict-Transport-Security": "max-age=63072000; includeSubDomains"} if config.secure else {})}
 
     def _sign(self, purpose, value):
         mac = hmac.new(self.secret, f"{purpose}:{value}".encode(), hashlib.sha256).digest()
@@ -58,9 +57,8 @@ class Guard:
     def valid_sid(self, request):
         """The browser's sid if this shop signed it, else None."""
         nonce, _, mac = cookies(request).get(self.prefix + "sid", "").partition(".")
-        if nonce and hmac.compare_digest(mac.encode(), self._sign("sid", nonce).encode()):
-            return f"{nonce}.{mac}"
-        return None
+        signed = nonce and hmac.compare_digest(mac.encode(), self._sign("sid", nonce).encode())
+        return f"{nonce}.{mac}" if signed else None
 
     def token(self, request, response):
         """The CSRF token for this browser's forms."""
@@ -87,13 +85,7 @@ class Guard:
         self.set_cookie(response, name, "", max_age=-1, expires=0)  # as bottle's delete_cookie, with our attributes
 
     def headers(self, response):
-        """The security headers every response carries."""
-        response.set_header("Content-Security-Policy", self.csp)
-        response.set_header("X-Content-Type-Options", "nosniff")
-        response.set_header("X-Frame-Options", "DENY")
-        response.set_header("Referrer-Policy", "strict-origin-when-cross-origin")
-        response.set_header("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(self)")
-        if self.secure:
-            response.set_header("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
-        if "Cache-Control" not in response.headers:
-            response.set_header("Cache-Control", "no-store")
+        """The security headers every response carries, and no caching unless the route allowed it."""
+        for name, value in self.security_headers.items():
+            response.set_header(name, value)
+        response.headers.setdefault("Cache-Control", "no-store")

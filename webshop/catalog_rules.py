@@ -5,8 +5,7 @@ import json
 import os
 import re
 
-from .iso_codes import (COUNTRIES, COUNTRY_HINTS, CURRENCIES, NOT_SHIPPABLE, THREE_DECIMAL,
-                        WHOLE_UNITS_ONLY)
+from .iso_codes import COUNTRIES, COUNTRY_HINTS, CURRENCIES, NOT_SHIPPABLE, THREE_DECIMAL, WHOLE_UNITS_ONLY
 
 # Stripe's largest amount (eight digits): https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts
 MAX_AMOUNT = 99_999_999
@@ -112,12 +111,12 @@ def _amount(smallest, what):
     return check
 
 
-def _text(limit):
-    """A check of text: one line for a name; a description may have tabs and line breaks."""
+def _text(limit, controls):
+    """A check of text of at most limit characters, none of them matching the controls pattern."""
     def check(checker, path, value):
         # They would reach the pages and Stripe as they are: a NUL, or text that reads backwards; and a name is one
         # line (it heads emails), so no line break or tab either.
-        bad = isinstance(value, str) and (_CONTROL if limit > NAME_LIMIT else _ONE_LINE).search(value)
+        bad = isinstance(value, str) and controls.search(value)
         if not isinstance(value, str):
             problem = "must be a text string"
         elif not value.strip():
@@ -272,7 +271,7 @@ class _Checker:
 
 _identifier = _rule(_string(r"[a-z0-9][a-z0-9-]{0,63}"),
                     "must be 1-64 lowercase letters, digits or hyphens, starting with a letter or digit")
-_name, _price = _text(NAME_LIMIT), _amount(1, "a positive integer")
+_name, _price = _text(NAME_LIMIT, _ONE_LINE), _amount(1, "a positive integer")
 # Stripe tax codes look like txcd_35010000 (books): https://docs.stripe.com/tax/tax-codes
 _tax_code = _rule(_string(r"txcd_[0-9]{8}"),
                   'must be a Stripe tax code like "txcd_35010000" (txcd_ and 8 digits) or null', nullable=True)
@@ -288,7 +287,7 @@ _url = _rule(_string(r"https://[^\s\"'<>()]{3,500}"), "must be an https:// addre
              nullable=True)
 
 _PRODUCT = {"id": (_REQUIRED, _identifier), "name": (_REQUIRED, _name),
-            "description": (_REQUIRED, _text(DESCRIPTION_LIMIT)), "price": (_REQUIRED, _price),
+            "description": (_REQUIRED, _text(DESCRIPTION_LIMIT, _CONTROL)), "price": (_REQUIRED, _price),
             "image": (_REQUIRED, _Checker.image), "tax_code": (None, _tax_code), "stock": (None, _count)}
 _OPTION = {"id": (_REQUIRED, _identifier), "name": (_REQUIRED, _name),
            "amount": (_REQUIRED, _amount(0, "an integer of 0 or more")), "min_days": (_REQUIRED, _days),

@@ -178,7 +178,6 @@ def serve(config):
         mailer.set()
         shop.orders.close()
         log.info("stopped")
-    return 0
 
 
 def shown(text):

@@ -100,13 +100,11 @@ def _settle_lost_checkouts(ctx, since):
 
 def _refund_missed(ctx, order, session):
     """A refund whose charge.refunded event never arrived: record the charge's running total (1 API call)."""
-    intent_id = session.get("payment_intent")
-    if not intent_id:
+    if not session.get("payment_intent"):
         return False
     # https://docs.stripe.com/api/payment_intents/retrieve — the charge carries amount_refunded so far
-    intent = payments.call("GET /v1/payment_intents/{id}", ctx.stripe.v1.payment_intents.retrieve, intent_id,
-                           {"expand": ["latest_charge"]}).to_dict()
-    charge = intent.get("latest_charge")
+    charge = payments.call("GET /v1/payment_intents/{id}", ctx.stripe.v1.payment_intents.retrieve,
+                           session["payment_intent"], {"expand": ["latest_charge"]}).to_dict().get("latest_charge")
     if not isinstance(charge, dict) or (charge.get("amount_refunded") or 0) <= order["amount_refunded"]:
         return False
     refunded = charge["amount_refunded"]

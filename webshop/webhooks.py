@@ -40,10 +40,9 @@ def install(app, shop):
             return refuse(f"signature: {_reason(e)}")
         except (ValueError, RecursionError, AttributeError, TypeError):  # not UTF-8, not JSON, not an object
             event = None
-        if not isinstance(event, dict) or not _well_formed(event):
-            return refuse("body is not a Stripe event")
-        if not _fields_fit(event):
-            return refuse("event fields of the wrong type")
+        problem = _problem(event) if isinstance(event, dict) else "body is not a Stripe event"
+        if problem:
+            return refuse(problem)
         try:
             order_id, outcome = apply(shop.orders, event)
         except Retry as e:
@@ -128,13 +127,6 @@ def _intent_id(obj):
     return intent_id if isinstance(intent_id, str) else None  # anything else is not a payment of ours
 
 
-# Ids and types as Stripe makes them: they reach the ledger and the log as they are, so nothing else gets in.
-_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
-_TYPE = re.compile(r"[a-z0-9_.]{1,100}")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-MAX_AMOUNT = 10 ** 12  # above any amount Stripe takes in any currency, far below SQLite's integer limit
-
-
 def _order_of_intent_session(orders, obj, source):
     """The order of the Checkout Session that made this charge's PaymentIntent, asked of Stripe (one call).
 
@@ -151,11 +143,10 @@ def _order_of_intent_session(orders, obj, source):
     return orders.order_for(sessions[0].id, sessions[0].to_dict(), source)
 
 
-def _well_formed(event):
-    data = event.get("data")
-    obj = data.get("object") if isinstance(data, dict) else None
-    return (event.get("object") == "event" and _is(_ID, event.get("id")) and _is(_TYPE, event.get("type"))
-            and isinstance(obj, dict) and (event.get("type") not in EVENTS or _is(_ID, obj.get("id"))))
+# Ids and types as Stripe makes them: they reach the ledger and the log as they are, so nothing else gets in.
+_ID, _TYPE = re.compile(r"[A-Za-z0-9_-]{1,255}"), re.compile(r"[a-z0-9_.]{1,100}")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # from a JSON escape: no text SQLite could store
+MAX_AMOUNT = 10 ** 12  # above any amount Stripe takes in any currency, far below SQLite's integer limit
 
 
 def _is(pattern, value):
@@ -163,7 +154,6 @@ def _is(pattern, value):
 
 
 def _text(value):
-    # A lone surrogate (from a JSON escape) is no text SQLite could store.
     return value is None or (isinstance(value, str) and len(value) <= 5000 and not _SURROGATE.search(value))
 
 
@@ -188,11 +178,17 @@ _FIELDS = {
 }
 
 
-def _fields_fit(event):
-    """False when a field the shop reads has a type Stripe never sends (only a signed, hand-made event can)."""
+def _problem(event):
+    """Why a verified body is no event the shop can apply (a field of a type Stripe never sends), or None."""
+    data = event.get("data") if isinstance(event, dict) else None
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not (event.get("object") == "event" and _is(_ID, event.get("id")) and _is(_TYPE, event.get("type"))
+            and isinstance(obj, dict) and (event.get("type") not in EVENTS or _is(_ID, obj.get("id")))):
+        return "body is not a Stripe event"
     kind = "session" if event["type"] in SESSION_EVENTS else "charge" if event["type"] in CHARGE_EVENTS else None
-    obj = event["data"]["object"]
-    return kind is None or all(check(obj.get(name)) for name, check in _FIELDS[kind].items())
+    if kind and not all(check(obj.get(name)) for name, check in _FIELDS[kind].items()):
+        return "event fields of the wrong type"
+    return None
 
 
 def _reason(error):

@@ -115,6 +115,8 @@ def main(argv):
                          "key) instead of doing it twice.", 3)
         # 404 and 409: an unknown order, or one that cannot be refunded or expired (the message says why)
         return _fail(e.message if e.status in (404, 409) else f"Stripe refused: {e.detail or e.message}", 1)
+    except CatalogError as e:  # `stock` reads the catalog: a broken one is named as `check` names it
+        return _fail("\n".join(e.problems), 1)
     except (BrokenPipeError, KeyboardInterrupt):  # `orders | head` stopped reading, or Ctrl-C on --follow
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -1,5 +1,4 @@
-"""/admin, the merchant's orders page: list, search, details and history, refunds, CSV export. It exists only when
-ADMIN_PASSWORD is set: HTTP Basic auth (user admin), failed sign-ins limited per client address."""
+"""/admin, the orders page (list, search, details, refunds, CSV) behind Basic auth, when ADMIN_PASSWORD is set."""
 
 import hmac
 import io
@@ -7,7 +6,6 @@ import re
 import secrets
 import threading
 import time
-from collections import deque
 from urllib.parse import urlencode
 
 import bottle
@@ -33,9 +31,8 @@ def install(app, shop):
         """401 without the right user and password; 429 for an address with too many failures lately."""
         address, now = request.environ.get("REMOTE_ADDR") or "-", time.monotonic()  # never X-Forwarded-For
         with lock:
-            recent = failed.setdefault(address, deque())
-            while recent and now - recent[0] > WINDOW:
-                recent.popleft()
+            recent = failed.setdefault(address, [])
+            recent[:] = [t for t in recent if now - t <= WINDOW]  # in place: a parallel request's failure counts
             if len(recent) >= FAILURES:
                 raise ShopError(429, "Too many failed sign-ins. Please wait a few minutes and try again.",
                                 detail=f"admin sign-ins from {address}", retry_after=int(WINDOW - now + recent[0]) + 1)
@@ -49,10 +46,9 @@ def install(app, shop):
                 if len(failed) > 10000:  # many addresses: forget those without recent failures
                     for key in [k for k, v in failed.items() if not v or now - v[-1] > WINDOW]:
                         del failed[key]
-        error = bottle.HTTPError(401, "Sign in as admin to see the orders.", ShopError(401, "Sign in as admin "
-                                 "to see the orders."))
-        error.set_header("WWW-Authenticate", 'Basic realm="Shop admin", charset="UTF-8"')
-        raise error
+        message = "Sign in as admin to see the orders."
+        raise bottle.HTTPError(401, message, ShopError(401, message),
+                               **{"WWW-Authenticate": 'Basic realm="Shop admin", charset="UTF-8"'})
 
     def filters():
         status, search = request.query.get("status", ""), request.query.get("q", "").strip()[:100]
@@ -111,8 +107,7 @@ def install(app, shop):
         if amount is None or not 0 < amount <= left:
             raise ShopError(400, f"Enter an amount from {money(1, currency)} to "
                                  f"{money(left, currency)} (what is left to refund).")
-        restock = form.get("restock") == "1"
-        key = form.get("key", "")
+        restock, key = form.get("restock") == "1", form.get("key", "")
         if form.get("confirm") != "yes" or not re.fullmatch(r"[0-9a-f]{32}", key):
             # This page's key goes with its button: confirming it again (Back, a double submit) replays one refund.
             return shop.render("admin_refund.tpl", title="Confirm the refund", o=o, refund=amount, restock=restock,

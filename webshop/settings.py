@@ -100,19 +100,15 @@ SETTINGS = (
 
 
 class _Config:
-    @property
-    def secure(self):
-        """True when the shop is served over https (cookies get Secure and __Host-, HSTS is sent)."""
-        return self.base_url.startswith("https://")
-
     def public(self):
         """Every setting with secrets masked, for `shop.py settings` and logs."""
         return {s.env: ("set" if getattr(self, s.name) else "") if s.secret else str(getattr(self, s.name))
                 for s in SETTINGS}
 
 
-# The settings' values by name, the mode the key selects, and (tests only) a stand-in to use instead of making one.
-Config = make_dataclass("Config", [s.name for s in SETTINGS] + ["mode", ("standin", object, None)],
+# The settings' values by name, the mode the key selects, whether the shop is served over https (cookies get Secure
+# and __Host-, HSTS is sent), and (tests only) a stand-in to use instead of making one.
+Config = make_dataclass("Config", [s.name for s in SETTINGS] + ["mode", "secure", ("standin", object, None)],
                         bases=(_Config,), frozen=True)
 
 
@@ -159,12 +155,13 @@ def load_config(overrides=None, environ=None):
     mode = KEY.match(values["stripe_secret_key"])[1] if values["stripe_secret_key"] else "offline"
     host = values["host"] if values["host"] not in ("0.0.0.0", "::", "") else "127.0.0.1"
     values["base_url"] = origin(values["base_url"] or f"http://{host}:{values['port']}", "BASE_URL")
+    secure = values["base_url"].startswith("https://")
     if values["stripe_api_base"]:
         values["stripe_api_base"] = origin(values["stripe_api_base"], "STRIPE_API_BASE")
     if mode == "offline" and values["stripe_api_base"]:
         raise ConfigError("STRIPE_API_BASE: needs a STRIPE_SECRET_KEY too "
                           "(any sk_test_ key works against stripe-mock or `python -m standin`)")
-    if mode == "live" and not values["base_url"].startswith("https://"):
+    if mode == "live" and not secure:
         raise ConfigError("BASE_URL: live mode needs an https:// URL (Stripe redirects shoppers there)")
     if mode == "live" and not values["stripe_webhook_secret"]:
         raise ConfigError("STRIPE_WEBHOOK_SECRET: live mode needs the webhook signing secret (whsec_...)")
@@ -174,4 +171,4 @@ def load_config(overrides=None, environ=None):
     values["mail_from"] = values["mail_from"] or (sender if EMAIL.fullmatch(sender) else "shop@localhost")
     values["catalog"] = (ROOT / values["catalog"]).resolve()
     values["data_dir"] = (ROOT / values["data_dir"]).resolve()
-    return Config(mode=mode, standin=overrides.get("standin"), **values)
+    return Config(mode=mode, secure=secure, standin=overrides.get("standin"), **values)

@@ -24,9 +24,8 @@ access = logging.getLogger("shop.access")
 MAX_WEBHOOK, MAX_FORM = 512 * 1024, 16 * 1024  # Stripe's events are a few KB; every other body is a small form
 MESSAGES = {
     400: "The request could not be understood.", 401: "Please sign in.", 403: "That is not allowed.",
-    404: "There is no such page.",
-    405: "That page does not take this kind of request.", 409: "That cannot be done any more.",
-    413: "That request is too large.",
+    404: "There is no such page.", 405: "That page does not take this kind of request.",
+    409: "That cannot be done any more.", 413: "That request is too large.",
     429: "Too many requests. Please wait a minute and try again.",
     500: "Something went wrong on our side. Nothing was charged twice; please try again.",
     502: "The payment service refused the request. Your cart is kept.", 503: payments.UNAVAILABLE,
@@ -55,22 +54,20 @@ class Shop:
             payments.sync_promotions(self.orders.stripe, catalog)
         return catalog
 
-    def render(self, name, cart_count=None, **values):
+    def render(self, name, cart_count=None, title=None, **values):
         """A page in the shop's layout, with what every page shows."""
         catalog = self.catalog()
         if cart_count is None:
             cart_count = sum(storefront.read_cart(self.guard, catalog).values())
-        values.setdefault("title", None)
         return bottle.template(
             name, template_lookup=VIEWS, shop_name=catalog.shop_name, offline=self.config.mode == "offline",
-            test_mode=self.config.mode != "live", cart_count=cart_count, currency=catalog.currency,
+            test_mode=self.config.mode != "live", cart_count=cart_count, currency=catalog.currency, title=title,
             money=functools.partial(format_money, currency=catalog.currency), path=request.path,
             csrf=self.guard.token(request, response), **values)
 
 
 def make_app(config=None):
-    """The shop as a WSGI app: a dict of settings (tests), or None for the environment and `.env`, as a server
-    runs it (`gunicorn 'shop:make_app()'`), which also starts what runs beside the requests (start_background)."""
+    """The shop as a WSGI app: from a dict of settings (tests), or from the environment and `.env` as servers run it."""
     served = config is None
     if served:  # read .env as `python shop.py` does
         from dotenv import load_dotenv
@@ -88,14 +85,14 @@ def make_app(config=None):
             request.environ.get("bottle.raw_path", "").encode("latin-1").decode("utf-8")
             length = int(request.environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            raise refusal(400, "The address or the Content-Length is not valid.") from None
+            raise refusal(ShopError(400, "The address or the Content-Length is not valid.")) from None
         if length > (MAX_WEBHOOK if request.path == "/webhook" else MAX_FORM):
-            raise refusal(413, MESSAGES[413])
+            raise refusal(ShopError(413, MESSAGES[413]))
         if request.method == "POST" and request.path != "/webhook":  # bottle raises ValueError on some bodies
             try:
                 request.forms
             except (ValueError, bottle.MultipartError):
-                raise refusal(400, "The form data could not be read.") from None
+                raise refusal(ShopError(400, "The form data could not be read.")) from None
 
     @app.hook("after_request")
     def finish():
@@ -105,7 +102,7 @@ def make_app(config=None):
         access.info("%s %s status=%d duration_ms=%.1f", request.method, ascii(request.path)[1:-1],
                     response.status_code, (time.monotonic() - started) * 1000)
 
-    app.install(functools.partial(_shop_errors, shop))
+    app.install(_shop_errors)
     storefront.install(app, shop)
     webhooks.install(app, shop)
     admin.install(app, shop)  # /admin, only when ADMIN_PASSWORD is set
@@ -146,16 +143,16 @@ def make_app(config=None):
 
 
 def start_background(shop):
-    """The email sender, and offline the stand-in's webhook sender: threads of each serving process (the outbox's
-    leases keep two processes from sending one message); returns the event that stops the email sender."""
+    """Start the email sender (and offline the stand-in's webhook sender); returns the event that stops it."""
+    # Threads of each serving process: the outbox's leases keep two processes from sending one message.
     if shop.orders.standin is not None:
         shop.orders.standin.start_webhook_sender()
     return mail.start_sender(shop.orders)
 
 
-def _shop_errors(shop, callback):
-    """Plugin: a ShopError raised by any route becomes the error page with its status (JSON for /webhook), and any
-    other exception the 500 page: answered here, the after_request hook's access line says 500, not bottle's 200."""
+def _shop_errors(callback):
+    """Plugin: a route's ShopError becomes the error page with its status, and any other exception the 500 page."""
+    # Answered here, before the after_request hook, so that the access line says 500, not bottle's 200.
 
     @functools.wraps(callback)
     def wrapper(*args, **kwargs):
@@ -164,7 +161,7 @@ def _shop_errors(shop, callback):
         except ShopError as e:
             if e.detail:
                 log.info("refused %s %s: %s (%s)", request.method, request.path, e.status, e.detail)
-            raise refusal(e.status, e.message, e) from None
+            raise refusal(e) from None
         except bottle.HTTPResponse:
             raise
         except Exception as e:  # noqa: BLE001 — a crash is a 500 here, before the access line is written
@@ -173,32 +170,30 @@ def _shop_errors(shop, callback):
     return wrapper
 
 
-def refusal(status, message, error=None):
+def refusal(error):
     """A ShopError as bottle's HTTPError, so that the one error handler renders it."""
-    return bottle.HTTPError(status, message, error or ShopError(status, message))
+    return bottle.HTTPError(error.status, error.message, error)
 
 
 def _error_page(shop, error):
     """The one error handler: the shop's page for every status, never a traceback or an exception's text."""
-    cause = error.exception
-    if error.status_code >= 500 and cause is not None and not isinstance(cause, ShopError):
-        log.error("unhandled %s on %s %s", type(cause).__name__, request.method, request.path)
+    cause, status = error.exception, error.status_code
+    if not isinstance(cause, ShopError):  # a ShopError's message is written for shoppers; no other text is shown
+        if status >= 500 and cause is not None:
+            log.error("unhandled %s on %s %s", type(cause).__name__, request.method, request.path)
+        cause = ShopError(status, MESSAGES.get(status, MESSAGES[500]))
     shop.guard.headers(response)
     response.set_header("Cache-Control", "no-store")
-    retry = cause.retry_after if isinstance(cause, ShopError) else None
-    if retry or error.status_code == 503:
-        response.set_header("Retry-After", str(retry or 30))
-    # A ShopError's message is written for shoppers; any other exception's text is never shown.
-    message = cause.message if isinstance(cause, ShopError) else MESSAGES.get(error.status_code, MESSAGES[500])
+    if cause.retry_after or status == 503:
+        response.set_header("Retry-After", str(cause.retry_after or 30))
     if request.path == "/webhook":  # Stripe's endpoint answers in JSON
         response.content_type = "application/json"
-        return json.dumps({"error": message})
+        return json.dumps({"error": cause.message})
     try:
-        return shop.render("error.tpl", title=TITLES.get(error.status_code, "Error"), status=error.status_code,
-                           message=message)
+        return shop.render("error.tpl", title=TITLES.get(status, "Error"), status=status, message=cause.message)
     except Exception:  # noqa: BLE001 — a broken template must still answer, plainly
         response.content_type = "text/plain; charset=utf-8"
-        return f"{error.status_code}: {message}\n"
+        return f"{status}: {cause.message}\n"
 
 
 if __name__ == "__main__":

@@ -119,8 +119,9 @@ def test_a_postgresql_database_url_is_accepted_and_masked():
 def test_public_view_masks_secrets():
     config = load_config(environ={"STRIPE_SECRET_KEY": "sk_test_supersecretvalue123",
                                   "STRIPE_WEBHOOK_SECRET": "whsec_topsecret"})
-    shown = repr(config.public())
-    assert "supersecretvalue123" not in shown and "topsecret" not in shown
+    for shown in (repr(config.public()), repr(config), str(config)):
+        assert "supersecretvalue123" not in shown and "topsecret" not in shown
+        assert "STRIPE_SECRET_KEY='set'" in shown or "'STRIPE_SECRET_KEY': 'set'" in shown
 
 
 def test_every_setting_is_documented_in_env_sample_and_readme():

@@ -105,11 +105,14 @@ class _Config:
         return {s.env: ("set" if getattr(self, s.name) else "") if s.secret else str(getattr(self, s.name))
                 for s in SETTINGS}
 
+    def __repr__(self):  # a Config in a log line or a traceback shows no secret
+        return f"Config({', '.join(f'{k}={v!r}' for k, v in self.public().items())}, mode={self.mode!r})"
+
 
 # The settings' values by name, the mode the key selects, whether the shop is served over https (cookies get Secure
 # and __Host-, HSTS is sent), and (tests only) a stand-in to use instead of making one.
 Config = make_dataclass("Config", [s.name for s in SETTINGS] + ["mode", "secure", ("standin", object, None)],
-                        bases=(_Config,), frozen=True)
+                        bases=(_Config,), frozen=True, repr=False)
 
 
 def _coerce(setting, raw):

@@ -85,7 +85,9 @@ def test_the_running_shop_fulfils_from_webhooks_and_the_cli_hands_it_refund_even
     ledger = Ledger(load_config({"data_dir": data_dir}))
     order = wait_for(lambda: (o := ledger.by_session(sid)) and o["fulfilled_at"] and o, "the webhook to fulfil")
     assert order and order["status"] == "paid"
-    lines = open(os.path.join(data_dir, "fulfilments.jsonl")).read().splitlines()
+    # The hand-off record is committed with the order, then appended to the file: wait for the append.
+    jsonl = os.path.join(data_dir, "fulfilments.jsonl")
+    lines = wait_for(lambda: os.path.exists(jsonl) and open(jsonl).read().splitlines(), "the hand-off line")
     assert [json.loads(line)["session_id"] for line in lines] == [sid]
 
     res = shop_cli(env, "refund", order["id"], "--amount", "100")

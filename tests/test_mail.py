@@ -209,6 +209,15 @@ def test_a_server_that_refuses_drops_or_is_down_is_retried_with_back_off(shop, s
     assert order(shop, sid)["status"] == "paid"
 
 
+def test_an_email_is_dated_when_it_was_written_not_when_a_retry_sends_it(shop):
+    buy(shop)
+    shop.standin.deliver_pending()
+    [row] = shop.shop.orders.ledger.rows("SELECT * FROM outbox WHERE kind = ?", "confirmation")
+    row = dict(row, created="2026-01-02T03:04:05.000000Z")  # written long before this send
+    message = email.message_from_string(mail.mime(shop.shop.config, row), policy=email.policy.default)
+    assert message["Date"].datetime.isoformat() == "2026-01-02T03:04:05+00:00"
+
+
 def test_shop_py_mail_sends_now_whatever_the_back_off_and_outbox_lists_what_waits(shop, smtp, data_dir,
                                                                                    database_url, monkeypatch, capsys):
     for name, value in (("DATA_DIR", str(data_dir)), ("DATABASE_URL", database_url), ("SMTP_URL", smtp.url),

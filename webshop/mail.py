@@ -14,6 +14,7 @@ import smtplib
 import ssl
 import threading
 import time
+from datetime import datetime
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -102,7 +103,9 @@ def mime(config, row):
     msg = MIMEMultipart("alternative", _subparts=[MIMEText(text, "plain", "utf-8"), MIMEText(html, "html", "utf-8")])
     msg["Subject"], msg["To"] = Header(m["subject"], None if m["subject"].isascii() else "utf-8"), row["recipient"]
     msg["From"] = formataddr((m["from_name"], config.mail_from), "utf-8")
-    msg["Date"], msg["Message-ID"] = formatdate(), f"<{row['id']}>"
+    # Date: when the order changed and the email was written, however late a retry sends it (RFC 5322 3.6.1)
+    created = datetime.fromisoformat(row["created"].replace("Z", "+00:00")).timestamp()
+    msg["Date"], msg["Message-ID"] = formatdate(created, usegmt=True), f"<{row['id']}>"
     return msg.as_string()
 
 

@@ -6,11 +6,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_for
 
 
 def run(args, env_extra, timeout=60):
@@ -48,6 +49,37 @@ def test_serves_logs_each_request_and_stops_cleanly(tmp_path, stop):
     line = next(li for li in log.splitlines() if "shop.access: GET / " in li)
     assert "status=200" in line and "duration_ms=" in line
     assert log.rstrip().endswith("stopped") and "Traceback" not in log
+
+
+def test_a_log_reader_that_stalls_never_stalls_the_shop(tmp_path):
+    """Its stdout a pipe nobody reads (a stuck log collector): the pipe fills after a few hundred access lines, and
+    the shop must go on answering; the lines wait for the reader instead."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
+    env.update(PORT=str(port), DATA_DIR=str(tmp_path / "data"), CATALOG_CHECK_SECONDS="300")
+    proc = subprocess.Popen([sys.executable, "shop.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), "the shop to listen", timeout=30)
+        long_path = "/static/" + "x" * 2000  # a 404 whose access line is 2 kB: 64 kB of pipe in 32 requests
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{long_path}", timeout=5)
+            except urllib.error.HTTPError as e:
+                assert e.code == 404
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        proc.kill()
+        proc.communicate(timeout=15)
+
+
+def _answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def test_check_passes_on_the_shipped_catalog(tmp_path):

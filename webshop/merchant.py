@@ -3,7 +3,9 @@
 import argparse
 import json
 import logging
+import logging.handlers
 import os
+import queue
 import signal
 import socket
 import sys
@@ -168,6 +170,13 @@ def serve(config):
     except OSError as e:
         return _fail(f"cannot listen on {config.host}:{config.port}: {e.strerror}", 2)
     shop = app.config["shop"]
+    # Request threads only queue their log lines and one thread writes them, so a slow stdout (a full pipe) never
+    # holds a request up and 128 threads never queue for the stream's lock, which cost GET / most of its CPU
+    # under load (https://docs.python.org/3/howto/logging-cookbook.html#dealing-with-handlers-that-block).
+    root, lines = logging.getLogger(), queue.SimpleQueue()
+    writer = logging.handlers.QueueListener(lines, *root.handlers)
+    root.handlers = [logging.handlers.QueueHandler(lines)]
+    writer.start()
     log.info("serving %s at %s (%s mode, %d threads)", shop.catalog().shop_name, config.base_url, config.mode,
              config.threads)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))  # stop as on Ctrl-C
@@ -180,6 +189,7 @@ def serve(config):
         mailer.set()
         shop.orders.close()
         log.info("stopped")
+        writer.stop()  # every queued line written before the process ends
 
 
 def shown(text):

@@ -14,18 +14,20 @@ import pytest
 from tests.conftest import ROOT, free_port, wait_for
 
 
+def shop_env(**settings):
+    """This process's environment without its Stripe settings (offline mode), plus these settings."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}, **settings}
+
+
 def run(args, env_extra, timeout=60):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
-    env.update(env_extra)
-    return subprocess.run([sys.executable, "shop.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "shop.py", *args], cwd=ROOT, env=shop_env(**env_extra),
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_serves_logs_each_request_and_stops_cleanly(tmp_path, stop):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
-    env.update(PORT=str(port), DATA_DIR=str(tmp_path / "data"))
+    env = shop_env(PORT=str(port), DATA_DIR=str(tmp_path / "data"))
     proc = subprocess.Popen([sys.executable, "shop.py"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20
@@ -55,8 +57,7 @@ def test_a_log_reader_that_stalls_never_stalls_the_shop(tmp_path):
     """Its stdout a pipe nobody reads (a stuck log collector): the pipe fills after a few hundred access lines, and
     the shop must go on answering; the lines wait for the reader instead."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
-    env.update(PORT=str(port), DATA_DIR=str(tmp_path / "data"), CATALOG_CHECK_SECONDS="300")
+    env = shop_env(PORT=str(port), DATA_DIR=str(tmp_path / "data"), CATALOG_CHECK_SECONDS="300")
     proc = subprocess.Popen([sys.executable, "shop.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:

@@ -41,7 +41,7 @@ class Shop:
     def __init__(self, config):
         self.config, self.promotions = config, ()  # the promotions last made active at Stripe by this process
         self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds)
-        self.orders = Orders(config, business_name=self.catalogs.current().shop_name)
+        self.orders = Orders(config, shop_name=lambda: self.catalogs.current().shop_name)
         self.reads = payments.SharedReads(self.orders.stripe)
         self.guard = Guard(config, self.orders.ledger.secret())
         self.catalog()  # the catalog's promotion codes made active at Stripe

@@ -17,7 +17,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from standin import ASYNC_FAIL, StandIn
-from tests.conftest import buy, free_port, order, pay_form, pending, wait_for, wire
+from tests.conftest import buy, free_port, order, paid, pay_form, pending, wait_for, wire
 from webshop import mail, merchant
 from webshop.settings import load_config
 
@@ -132,6 +132,23 @@ def test_the_discount_is_in_the_order_summary(smtp, catalog_copy, make_shopper):
         off = f"−${o['amount_discount'] // 100}.{o['amount_discount'] % 100:02d}"
         label = f"Discount ({o['promotion_code']})" if o["promotion_code"] else "Discount"
         assert label in text and off in text and off in html
+
+
+def test_a_shop_renamed_in_the_catalog_signs_its_next_emails_with_the_new_name_without_a_restart(
+        smtp, catalog_copy, make_shopper):
+    shop = wire(make_shopper(catalog=str(catalog_copy), smtp_url=smtp.url, merchant_email=MERCHANT))
+    data = json.loads(catalog_copy.read_text())
+    old = data["shop"]["name"]
+    before = paid(shop)
+    data["shop"]["name"] = "Renamed Books"
+    catalog_copy.write_text(json.dumps(data))
+    assert "Renamed Books" in shop.get("/").text
+    after = paid(shop)
+    assert send(shop) == (4, 0)
+    signed = {(m["Subject"], m["From"].addresses[0].display_name) for _, m in smtp.accepted}
+    assert (f"Your order {before['id']} at {old}", old) in signed
+    assert (f"Your order {after['id']} at Renamed Books", "Renamed Books") in signed
+    assert sum(name == "Renamed Books" for _, name in signed) == 2  # the second order's notice and confirmation
 
 
 def test_a_failed_delayed_payment_sends_one_notice_to_the_shopper(shop, smtp):

@@ -32,11 +32,11 @@ JSONL_MARK = "fulfilments.jsonl"  # the ledger's checkpoint: the last hand-off i
 class Orders:
     """The ledger, the Stripe client and fulfilment of one shop: what the web app and the merchant's commands share."""
 
-    def __init__(self, config, business_name="Test shop"):
+    def __init__(self, config, shop_name=lambda: "Test shop"):
         self.config = config
         self.ledger = Ledger(config)
-        self.ledger.notify = mail.Notices(config, business_name)  # the emails a payment, failure or refund causes
-        self.stripe, self.standin = payments.make_client(config, business_name)
+        self.ledger.notify = mail.Notices(config, shop_name)  # the emails a payment, failure or refund causes
+        self.stripe, self.standin = payments.make_client(config, shop_name())
         # The embedded default also writes each hand-off as a line of DATA_DIR/fulfilments.jsonl for the warehouse.
         self.jsonl = None if config.database_url else config.data_dir / "fulfilments.jsonl"
         self.export()  # lines a crash kept from the file are written before anything else runs

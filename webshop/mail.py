@@ -30,7 +30,9 @@ MAX_BACKOFF = 6 * 3600
 
 
 class Notices:
-    """ledger.notify: the emails an order change causes, as {id, kind, amount, to, message}."""
+    """ledger.notify: the emails an order change causes, as {id, kind, amount, to, message}.
+
+    shop_name() is the catalog's name now, so a renamed shop signs its next email with the new name."""
 
     def __init__(self, config, shop_name):
         self.config, self.shop_name = config, shop_name
@@ -66,7 +68,7 @@ class Notices:
                                     f"New order {oid}: {money(record['amount_total'])}",
                                     [f"Order {oid} is paid. Please ship it."] + facts, rows)
             if to:
-                yield self._message(oid, "confirmation", 0, to, f"Your order {oid} at {self.shop_name}",
+                yield self._message(oid, "confirmation", 0, to, f"Your order {oid} at {self.shop_name()}",
                                     [f"Thank you for your order {oid}: your payment went through."] + facts, rows)
         elif what == "payment_failed" and to:
             yield self._message(oid, "payment_failed", 0, to, f"Your payment for order {oid} did not go through", [
@@ -80,7 +82,7 @@ class Notices:
 
     def _message(self, order_id, kind, amount, to, subject, paragraphs, rows=()):
         """What the email says, as JSON (made into MIME when sent); the id names order, kind and amount."""
-        content = {"subject": subject, "from_name": self.shop_name, "paragraphs": paragraphs, "rows": list(rows)}
+        content = {"subject": subject, "from_name": self.shop_name(), "paragraphs": paragraphs, "rows": list(rows)}
         mail_id = f"{order_id}.{kind}.{amount}@{self.config.mail_from.rpartition('@')[2]}"
         return {"id": mail_id, "kind": kind, "amount": amount, "to": to, "message": json.dumps(content)}
 

@@ -103,7 +103,7 @@ def main(argv):
     except CatalogError:
         name = "Test shop"
     try:
-        ctx = Orders(config, business_name=name)  # opening the ledger migrates it: all `migrate` does
+        ctx = Orders(config, shop_name=lambda: name)  # opening the ledger migrates it: all `migrate` does
     except Exception as e:  # noqa: BLE001 — an unreachable database, say: one line, no traceback
         return _fail(f"cannot open the database: {type(e).__name__}", 2)
     run = {"fulfilments": fulfilments, "orders": orders, "order": order, "refund": refund, "stock": stock,

@@ -254,6 +254,29 @@ def test_shop_py_mail_sends_now_whatever_the_back_off_and_outbox_lists_what_wait
     assert merchant.main(["outbox"]) == 0 and "No email is waiting" in capsys.readouterr().out
 
 
+def test_an_email_that_used_up_its_attempts_is_reported_and_sent_by_shop_py_mail(shop, smtp, data_dir, database_url,
+                                                                                   monkeypatch, capsys, caplog):
+    for name, value in (("DATA_DIR", str(data_dir)), ("DATABASE_URL", database_url), ("SMTP_URL", smtp.url),
+                        ("MERCHANT_EMAIL", MERCHANT), ("BASE_URL", "http://shop.test")):
+        monkeypatch.setenv(name, value)
+    smtp.mode = "busy"
+    buy(shop)
+    shop.standin.deliver_pending()
+    with shop.shop.orders.ledger.db.tx() as c:  # 24 failed attempts already, days of back-off ago
+        c.execute("UPDATE outbox SET attempts = ?", (mail.MAX_MAIL_ATTEMPTS - 1,))
+    assert send(shop) == (0, 2)
+    given_up = [r for r in caplog.records if "given up" in r.getMessage()]
+    assert len(given_up) == 2 and all(r.levelname == "ERROR" for r in given_up)
+    assert send(shop, now=time.time() + 10 ** 8) == (0, 0)  # no sender tries it again by itself
+    capsys.readouterr()
+    assert merchant.main(["outbox"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("attempts 25, given up") == 2 and "2 email(s) waiting." in out
+    smtp.mode = "accept"
+    assert merchant.main(["mail"]) == 0 and "Sent 2 email(s)." in capsys.readouterr().out
+    assert smtp.kinds() == ["confirmation", "order_notice"]
+
+
 def test_two_senders_racing_send_each_message_once(shop, smtp, make_shopper):
     other = make_shopper(smtp_url=smtp.url, merchant_email=MERCHANT)  # a second instance on the same ledger
     for _ in range(3):

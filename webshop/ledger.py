@@ -56,7 +56,7 @@ STATUSES = ("open", "checkout_failed", "awaiting_payment", "paid", "payment_fail
             "expired", "refunded", "partially_refunded", "disputed")
 REFUNDABLE = ("paid", "partially_refunded")  # an order that has money left to refund
 DISPUTE_FINAL = ("won", "lost", "warning_closed")  # a dispute status that never changes again
-MAX_MAIL_ATTEMPTS = 25  # then a message stays unsent, listed by `shop.py outbox`
+MAX_MAIL_ATTEMPTS = 25  # then a message waits for `shop.py mail`, listed by `shop.py outbox` as given up
 
 
 def iso_utc(seconds):
@@ -309,12 +309,13 @@ class Ledger:
 
     # -- the outbox: claimed under a lease, so no two senders have one message at once ---------------------------
 
-    def claim_mail(self, now, lease_seconds, due=None, skip=()):
-        """An unsent message due by `due` (default now), not held or in `skip`, leased until now + lease_seconds."""
+    def claim_mail(self, now, lease_seconds, due=None, skip=(), given_up=False):
+        """An unsent message due by `due` (default now), not held or in `skip`, leased until now + lease_seconds;
+        one that used up its attempts only if `given_up`."""
         now_iso, until = iso_utc(now), iso_utc(now + lease_seconds)
         due_rows = self.rows("SELECT id FROM outbox WHERE sent_at IS NULL AND next_attempt <= ? AND attempts < ? AND"
                              " (lease_until IS NULL OR lease_until < ?) ORDER BY next_attempt LIMIT 20",
-                             iso_utc(due or now), MAX_MAIL_ATTEMPTS, now_iso)
+                             iso_utc(due or now), 2 ** 31 if given_up else MAX_MAIL_ATTEMPTS, now_iso)
         for mail_id in (r["id"] for r in due_rows if r["id"] not in skip):  # another sender may take it first
             with self.db.tx() as c:
                 if c.execute("UPDATE outbox SET lease_until = ?, attempts = attempts + 1 WHERE id = ? AND sent_at"

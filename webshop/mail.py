@@ -23,6 +23,7 @@ from html import escape
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .catalog import format_money
+from .ledger import MAX_MAIL_ATTEMPTS
 from .settings import EMAIL
 
 log = logging.getLogger("shop.mail")
@@ -118,12 +119,14 @@ def timeout(config):
 
 
 def send_due(orders, now=None, retry_now=False):
-    """Send each message that is due (retry_now: those waiting out a back-off too), once; returns (sent, failed)."""
+    """Send each message that is due (retry_now: those waiting out a back-off or given up too), once; returns
+    (sent, failed)."""
     config, ledger, fixed = orders.config, orders.ledger, now
     sent, failed, tried = 0, 0, set()
     while True:  # one claim at a time, its lease counted from now: it only has to cover one message's send
         now = time.time() if fixed is None else fixed
-        row = ledger.claim_mail(now, 10 * timeout(config), due=now + 10 ** 9 if retry_now else None, skip=tried)
+        row = ledger.claim_mail(now, 10 * timeout(config), due=now + 10 ** 9 if retry_now else None, skip=tried,
+                                given_up=retry_now)
         if row is None:
             return sent, failed
         tried.add(row["id"])
@@ -134,8 +137,12 @@ def send_due(orders, now=None, retry_now=False):
                                               getattr(e, "strerror", "") or "") if x)[:200]
             retry = now + min(MAX_BACKOFF, 60 * 2 ** (row["attempts"] - 1))
             ledger.mail_failed(row["id"], error, retry)
-            log.warning("email %s not sent (attempt %d): %s; next try at %s", row["id"], row["attempts"], error,
-                        time.strftime("%H:%M:%S", time.gmtime(retry)))
+            if row["attempts"] >= MAX_MAIL_ATTEMPTS:  # said loudly once: no sender tries it again by itself
+                log.error("email %s given up after %d attempts: %s; `python shop.py mail` sends it once the mail "
+                          "server is fixed", row["id"], row["attempts"], error)
+            else:
+                log.warning("email %s not sent (attempt %d): %s; next try at %s", row["id"], row["attempts"], error,
+                            time.strftime("%H:%M:%S", time.gmtime(retry)))
             failed += 1
         else:
             ledger.mail_sent(row["id"])

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from . import mail
 from .catalog import CatalogError, load_catalog, money, problems
 from .fulfilment import Orders, write_csv
-from .ledger import STATUSES
+from .ledger import MAX_MAIL_ATTEMPTS, STATUSES
 from .reconcile import reconcile
 from .settings import ROOT, SETTINGS, ConfigError, ShopError, load_config
 
@@ -273,7 +273,8 @@ def send_mail(ctx, args):
 def outbox(ctx, args):
     rows = ctx.ledger.outbox(pending=True, limit=1000)
     for m in rows:
-        print(f"{m['id']}  to {shown(m['recipient'])}  attempts {m['attempts']}, next {_short(m['next_attempt'])}"
+        next_try = "given up" if m["attempts"] >= MAX_MAIL_ATTEMPTS else f"next {_short(m['next_attempt'])}"
+        print(f"{m['id']}  to {shown(m['recipient'])}  attempts {m['attempts']}, {next_try}"
               + (f": {shown(m['last_error'])}" if m["last_error"] else ""))
     print(f"{len(rows)} email(s) waiting." if rows else "No email is waiting to be sent.")
 

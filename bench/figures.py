@@ -161,7 +161,7 @@ async def figure1(plan, workdir):
     try:
         stripes["flask"] = servers.standin(workdir, LATENCY_MS, name="stand-in (Flask)")
         started.append(stripes["flask"])
-        shop = servers.shop(workdir, stripes["shop"])
+        shop = servers.shop(workdir, stripes["shop"], data_dir=Path(workdir) / "shop-data")
         started.append(shop)
         flask = servers.flask_sample(workdir, stripes["flask"])
         started.append(flask)
@@ -205,12 +205,13 @@ async def _figure1(plan, workdir, apps, stripes):
     need = {"success64": size(64), "success256": size(256), "webhook64": size(64)}
     pools = {}
     for name, app in apps.items():
-        await top_up(app, stripes[name], sessions[name], sum(need.values()), csrf=csrf[name])
+        wanted = dict(need, gunicorn256=size(256)) if name == "shop" else need
+        await top_up(app, stripes[name], sessions[name], sum(wanted.values()), csrf=csrf[name])
         start = time.monotonic()
-        paid = await pay_all(stripes[name], sessions[name][:sum(need.values())])
+        paid = await pay_all(stripes[name], sessions[name][:sum(wanted.values())])
         print(f"  paid {len(paid)} sessions of the {name} in {time.monotonic() - start:.1f} s", flush=True)
         at = 0
-        for key, n in need.items():
+        for key, n in wanted.items():
             pools[name, key], at = paid[at:at + n], at + n
 
     success = {}
@@ -224,6 +225,21 @@ async def _figure1(plan, workdir, apps, stripes):
     for clients in (64, 256):
         rows.append(Row(1, f"Success page (first view, paid), {clients} clients", fmt(success["shop", clients]),
                         fmt(success["flask", clients])))
+    # The same shop and ledger under gunicorn (docs/operations.md): waitress's loop thread, which visits every
+    # open connection each time it wakes, spins while a request thread holds a connection's output lock, and
+    # under load that thread waits long for the GIL (docs/benchmarks.md, "What limits one process").
+    gunicorn = servers.gunicorn(workdir, stripes["shop"], Path(workdir) / "shop-data")
+    try:
+        r = await measure(shoppers.viewer(gunicorn.port, pools["shop", "gunicorn256"], SHOP_PAID), 256,
+                          plan.seconds, (gunicorn, stripes["shop"]))
+        log_run("success shop under gunicorn 256", r)
+    finally:
+        gunicorn.stop()
+    rows.append(Row(1, "Success page (first view, paid), 256 clients: the shop under gunicorn (one gthread worker, "
+                    "128 threads)", fmt(r), fmt(success["flask", 256])))
+    notes.append(f"CPU ms per success view at 256, the same shop under gunicorn | waitress: "
+                 f"{1000 * r.extra['cpu'][gunicorn.name] / max(1, r.count):.1f} | "
+                 f"{1000 * success['shop', 256].extra['cpu'][shop.name] / max(1, success['shop', 256].count):.1f}")
 
     hooks, answers = {}, {}
     for name, app in apps.items():

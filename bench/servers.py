@@ -52,13 +52,17 @@ class Server:
 
     @property
     def pid(self):
-        """The Python process (the child of `timeout`)."""
+        """The process that serves: the child of `timeout`, or under gunicorn its one worker."""
+        pid = self.proc.pid
         try:
-            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
-                children = f.read().split()
-            return int(children[0]) if children else self.proc.pid
+            while True:
+                with open(f"/proc/{pid}/task/{pid}/children") as f:
+                    children = f.read().split()
+                if len(children) != 1:
+                    return pid
+                pid = int(children[0])
         except OSError:
-            return self.proc.pid
+            return pid
 
     def rss_mib(self):
         """Resident memory of the server process now, in MiB."""
@@ -122,11 +126,25 @@ def standin(workdir, latency_ms=400, threads=400, name="stand-in"):
 def shop(workdir, stripe, env=None, name="shop", port=None, data_dir=None):
     """`python shop.py` in test mode against the stand-in, default settings unless env says otherwise."""
     port = port or free_port()
+    data_dir = data_dir or Path(workdir) / f"shop-{port}"
     settings = {"STRIPE_SECRET_KEY": STRIPE_KEY, "STRIPE_API_BASE": f"http://127.0.0.1:{stripe.port}",
                 "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "PORT": str(port), "HOST": "127.0.0.1",
-                "DATA_DIR": str(data_dir or Path(workdir) / f"shop-{port}")}
+                "DATA_DIR": str(data_dir)}
     settings.update(env or {})
-    return Server(name, ["shop.py"], port, Path(workdir) / f"shop-{port}.log", env=settings)
+    server = Server(name, ["shop.py"], port, Path(workdir) / f"shop-{port}.log", env=settings)
+    server.data_dir = data_dir  # where `shop_command` finds its ledger
+    return server
+
+
+def gunicorn(workdir, stripe, data_dir, threads=128):
+    """The same shop under gunicorn, one gthread worker with as many threads as THREADS' default, on data_dir
+    (which another instance may share, as docs/operations.md describes)."""
+    port = free_port()
+    env = {"STRIPE_SECRET_KEY": STRIPE_KEY, "STRIPE_API_BASE": f"http://127.0.0.1:{stripe.port}",
+           "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "DATA_DIR": str(data_dir), "BASE_URL": f"http://127.0.0.1:{port}"}
+    return Server("shop (gunicorn)", ["-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", str(threads),
+                                      "--bind", f"127.0.0.1:{port}", "shop:make_app()"],
+                  port, Path(workdir) / f"gunicorn-{port}.log", env=env)
 
 
 def flask_sample(workdir, stripe):
@@ -148,7 +166,7 @@ def shop_command(workdir, shop_server, *args, env=None):
     """Run a merchant command (`python shop.py fulfilments --json`) against a shop's data; its stdout."""
     settings = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "STANDIN_"))}
     settings.update({"STRIPE_SECRET_KEY": STRIPE_KEY, "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-                     "DATA_DIR": str(Path(workdir) / f"shop-{shop_server.port}")})
+                     "DATA_DIR": str(shop_server.data_dir)})
     settings.update(env or {})
     out = subprocess.run([PYTHON, "shop.py", *args], cwd=ROOT, env=settings, capture_output=True, timeout=300)
     if out.returncode != 0:

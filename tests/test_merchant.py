@@ -2,6 +2,7 @@
 and database (SQLite and PostgreSQL)."""
 
 import json
+import logging
 import os
 import queue
 import signal
@@ -275,6 +276,19 @@ def test_orders_piped_into_a_reader_that_stops_early_end_quietly(data_dir, datab
     assert proc.stdout.read(10).startswith(b"[")  # `| head -c 10`
     proc.stdout.close()
     assert proc.wait(60) == 1 and b"Traceback" not in proc.stderr.read()
+
+
+def test_reconcile_asks_stripe_about_the_refunded_orders_only_not_every_paid_one(shop, run, caplog):
+    """Stripe's rate limit: one list of the window's refunds, then one call for each order it names."""
+    orders = [paid(shop) for _ in range(3)]
+    shop.shop.orders.stripe.v1.refunds.create({"payment_intent": orders[1]["payment_intent"], "amount": 300})
+    assert shop.standin.drop_pending_events()  # charge.refunded lost
+    caplog.set_level(logging.INFO, logger="shop.stripe")
+    code, out, _ = run("reconcile")
+    assert code == 0 and f"{orders[1]['id']}: paid → partially_refunded (refund recorded" in out
+    asked = [r.getMessage().split()[1:3] for r in caplog.records if r.name == "shop.stripe"]
+    assert asked.count(["GET", "/v1/refunds"]) == 1 and asked.count(["GET", "/v1/payment_intents/{id}"]) == 1
+    assert [order(shop, o["session_id"])["amount_refunded"] for o in orders] == [0, 300, 0]
 
 
 def test_reconcile_records_a_refund_whose_event_was_lost(shop, run):

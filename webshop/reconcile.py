@@ -14,13 +14,14 @@ LOST_AFTER = 600  # an order still without a session this long after checkout ne
 def reconcile(ctx, args):
     """Repair every order whose webhook never arrived, from Stripe's list of Checkout Sessions."""
     since = int(time.time()) - args.since
-    # https://docs.stripe.com/api/checkout/sessions/list (newest first; auto-paging follows has_more)
-    page = payments.call("GET /v1/checkout/sessions", ctx.stripe.v1.checkout.sessions.list,
-                         {"created": {"gte": since}, "limit": 100})
     checked = repaired = 0
     try:
+        refunded = _refunded_intents(ctx, since)
+        # https://docs.stripe.com/api/checkout/sessions/list (newest first; auto-paging follows has_more)
+        page = payments.call("GET /v1/checkout/sessions", ctx.stripe.v1.checkout.sessions.list,
+                             {"created": {"gte": since}, "limit": 100})
         for checked, session in enumerate(page.auto_paging_iter(), 1):
-            repaired += _repair(ctx, session.to_dict())
+            repaired += _repair(ctx, session.to_dict(), refunded)
         repaired += _catch_up_disputes(ctx, since) + _settle_lost_checkouts(ctx, since)
     except stripe.StripeError as e:  # a later page failed (auto-paging calls Stripe itself)
         raise payments.shop_error(e) from None
@@ -33,7 +34,7 @@ def reconcile(ctx, args):
     return 0
 
 
-def _repair(ctx, session):
+def _repair(ctx, session, refunded):
     sid, stripe_says = session["id"], payments.state(session)  # a listed session: its PaymentIntent is an id
     known = ctx.ledger.by_session(sid)
     order = known or ctx.order_for(sid, session, "reconcile")
@@ -45,7 +46,8 @@ def _repair(ctx, session):
         _, outcome = ctx.sync(sid, None, "reconcile")  # re-read with line items and the PaymentIntent
     elif (stripe_says, state) in (("expired", "open"), ("expired", "checkout_failed"), ("open", "checkout_failed")):
         _, outcome = ctx.sync(sid, session, "reconcile")
-    elif stripe_says == "paid" and state in REFUNDABLE + ("refunded",) and _refund_missed(ctx, order, session):
+    elif (stripe_says == "paid" and state in REFUNDABLE + ("refunded",) and session.get("payment_intent") in refunded
+          and _refund_missed(ctx, order, session)):
         outcome = "refund recorded"
     elif not claimed:
         return 0
@@ -57,6 +59,13 @@ def _repair(ctx, session):
         return 0
     print(f"{order['id']}: {state} → {after['status']} ({outcome}; session {sid})")
     return 1
+
+
+def _refunded_intents(ctx, since):
+    """The PaymentIntents refunded in the window: one paged list, so that only their orders cost a call each."""
+    # https://docs.stripe.com/api/refunds/list; a payment in the window can only be refunded after it, so in it too
+    page = payments.call("GET /v1/refunds", ctx.stripe.v1.refunds.list, {"created": {"gte": since}, "limit": 100})
+    return {refund.to_dict().get("payment_intent") for refund in page.auto_paging_iter()} - {None}
 
 
 def _catch_up_disputes(ctx, since):

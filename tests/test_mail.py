@@ -7,6 +7,8 @@ import email
 import email.policy
 import json
 import signal
+import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -319,6 +321,35 @@ def test_offline_each_message_is_written_once_as_an_eml_file(make_shopper, data_
     message = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
     assert message["To"] == o["customer_email"] and o["id"] in message.get_body(("plain",)).get_content()
     assert mail.send_due(orders, now=time.time() + 3600) == (0, 0) and len(list((data_dir / "outbox").iterdir())) == 2
+
+
+def test_smtp_with_starttls_sends_the_password_and_the_mail_only_inside_tls(make_shopper, tmp_path, monkeypatch):
+    """The usual mail server (port 587): STARTTLS with a certificate the machine trusts, then AUTH, then the mail."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted as a real CA-signed certificate would be
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    logins = []
+
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        logins.append((auth_data.login, auth_data.password, session.ssl is not None))
+        return AuthResult(success=(auth_data.login, auth_data.password) == (b"shop", b"s3cret"))
+    # require_starttls: no MAIL before TLS; auth_require_tls: no AUTH before it either
+    server = MailServer(tls_context=tls, require_starttls=True, authenticator=authenticate, auth_require_tls=True)
+    server.controller.start()
+    try:
+        shop = wire(make_shopper(smtp_url=f"smtp://shop:s3cret@localhost:{server.port}?timeout=5",
+                                 merchant_email=MERCHANT))
+        buy(shop)
+        shop.standin.deliver_pending()
+        assert send(shop) == (2, 0)
+    finally:
+        server.controller.stop()
+    assert server.kinds() == ["confirmation", "order_notice"]
+    assert logins and all(login == (b"shop", b"s3cret", True) for login in logins)
 
 
 def test_the_smtp_password_is_never_shown_in_settings_logs_or_errors(make_shopper, caplog, capsys):

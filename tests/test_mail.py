@@ -237,15 +237,20 @@ def test_an_email_is_dated_when_it_was_written_not_when_a_retry_sends_it(shop):
     assert message["Date"].datetime.isoformat() == "2026-01-02T03:04:05+00:00"
 
 
-def test_shop_py_mail_sends_now_whatever_the_back_off_and_outbox_lists_what_waits(shop, smtp, data_dir,
-                                                                                   database_url, monkeypatch, capsys):
+@pytest.fixture
+def waiting(shop, smtp, data_dir, database_url, monkeypatch):
+    """A paid order's two emails stored while the mail server is busy; `shop.py` commands point at this shop."""
     for name, value in (("DATA_DIR", str(data_dir)), ("DATABASE_URL", database_url), ("SMTP_URL", smtp.url),
                         ("MERCHANT_EMAIL", MERCHANT), ("BASE_URL", "http://shop.test")):
         monkeypatch.setenv(name, value)
     smtp.mode = "busy"
     buy(shop)
     shop.standin.deliver_pending()
-    send(shop)
+    return shop
+
+
+def test_shop_py_mail_sends_now_whatever_the_back_off_and_outbox_lists_what_waits(waiting, smtp, capsys):
+    send(waiting)
     capsys.readouterr()
     assert merchant.main(["outbox"]) == 0
     out = capsys.readouterr().out
@@ -256,20 +261,13 @@ def test_shop_py_mail_sends_now_whatever_the_back_off_and_outbox_lists_what_wait
     assert merchant.main(["outbox"]) == 0 and "No email is waiting" in capsys.readouterr().out
 
 
-def test_an_email_that_used_up_its_attempts_is_reported_and_sent_by_shop_py_mail(shop, smtp, data_dir, database_url,
-                                                                                   monkeypatch, capsys, caplog):
-    for name, value in (("DATA_DIR", str(data_dir)), ("DATABASE_URL", database_url), ("SMTP_URL", smtp.url),
-                        ("MERCHANT_EMAIL", MERCHANT), ("BASE_URL", "http://shop.test")):
-        monkeypatch.setenv(name, value)
-    smtp.mode = "busy"
-    buy(shop)
-    shop.standin.deliver_pending()
-    with shop.shop.orders.ledger.db.tx() as c:  # 24 failed attempts already, days of back-off ago
+def test_an_email_that_used_up_its_attempts_is_reported_and_sent_by_shop_py_mail(waiting, smtp, capsys, caplog):
+    with waiting.shop.orders.ledger.db.tx() as c:  # 24 failed attempts already, days of back-off ago
         c.execute("UPDATE outbox SET attempts = ?", (mail.MAX_MAIL_ATTEMPTS - 1,))
-    assert send(shop) == (0, 2)
+    assert send(waiting) == (0, 2)
     given_up = [r for r in caplog.records if "given up" in r.getMessage()]
     assert len(given_up) == 2 and all(r.levelname == "ERROR" for r in given_up)
-    assert send(shop, now=time.time() + 10 ** 8) == (0, 0)  # no sender tries it again by itself
+    assert send(waiting, now=time.time() + 10 ** 8) == (0, 0)  # no sender tries it again by itself
     capsys.readouterr()
     assert merchant.main(["outbox"]) == 0
     out = capsys.readouterr().out

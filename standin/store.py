@@ -128,7 +128,7 @@ class Store:
         os.makedirs(data_dir, exist_ok=True)
         self.path = os.path.join(data_dir, "standin.sqlite3")
         self._local = threading.local()
-        self._all = []
+        self._all = []  # (thread, its connection)
         self._lock = threading.Lock()
         self._writer = threading.Lock()  # held for the length of one write transaction of this process
         self._conn().executescript(SCHEMA)
@@ -142,8 +142,11 @@ class Store:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
+            with self._lock:  # a server with a thread per connection ends threads: their files are closed here
+                ended = [c for t, c in self._all if not t.is_alive()]
+                self._all = [(t, c) for t, c in self._all if t.is_alive()] + [(threading.current_thread(), conn)]
+            for c in ended:
+                c.close()
         return conn
 
     @contextmanager
@@ -171,7 +174,7 @@ class Store:
         """Close every connection this store opened."""
         with self._lock:
             conns, self._all = self._all, []
-        for conn in conns:
+        for _, conn in conns:
             try:
                 conn.close()
             except sqlite3.Error:

@@ -1,4 +1,5 @@
 """The stand-in's SQLite store: writers of every thread and process take turns without losing an update."""
+import os
 import threading
 
 import pytest
@@ -55,3 +56,18 @@ def test_a_nested_transaction_is_refused_not_a_deadlock(tmp_path):
         bump(store, 1)
     finally:
         store.close()
+
+
+def test_a_server_with_a_thread_per_connection_does_not_run_out_of_files(tmp_path):
+    """Each thread has its own connection; one whose thread ended is closed when the next thread opens one."""
+    store = Store(tmp_path)
+    open_files = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    before = open_files()
+    for _ in range(300):  # wsgiref's ThreadingMixIn: a thread per keep-alive connection, each gone after it
+        t = threading.Thread(target=lambda: bump(store, 1))
+        t.start()
+        t.join()
+    assert open_files() - before < 10
+    with store.tx() as tx:
+        assert tx is not None
+    store.close()

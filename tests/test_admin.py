@@ -131,6 +131,18 @@ def test_a_refund_amount_that_is_not_left_to_refund_is_refused(admin, amount):
     assert "Enter an amount from $0.01 to" in page.text
 
 
+@pytest.mark.parametrize("sent", [None, "", "-1", "abc", "1e3", "\u0663", "99999999999999"])
+def test_a_confirmation_without_a_valid_amount_refunds_nothing(admin, sent):
+    o = paid(admin)
+    fields = {"csrf_token": token(admin), "confirm": "yes", "key": "c" * 32}
+    if sent is not None:
+        fields["minor"] = sent
+    page = admin.post(f"/admin/orders/{o['id']}/refund", fields, headers=auth(), status=400)
+    assert "Enter an amount from $0.01 to" in page.text
+    intent = admin.shop.orders.stripe.v1.payment_intents.retrieve(o["payment_intent"], {"expand": ["latest_charge"]})
+    assert intent.latest_charge.amount_refunded == 0
+
+
 def test_an_unpaid_order_cannot_be_refunded(admin):
     o = order(admin, start(admin))
     assert "Only a paid order" in admin.get(f"/admin/orders/{o['id']}", headers=auth()).text

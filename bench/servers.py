@@ -127,21 +127,23 @@ def shop(workdir, stripe, env=None, name="shop", port=None, data_dir=None):
     """`python shop.py` in test mode against the stand-in, default settings unless env says otherwise."""
     port = port or free_port()
     data_dir = data_dir or Path(workdir) / f"shop-{port}"
-    settings = {"STRIPE_SECRET_KEY": STRIPE_KEY, "STRIPE_API_BASE": f"http://127.0.0.1:{stripe.port}",
-                "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "PORT": str(port), "HOST": "127.0.0.1",
-                "DATA_DIR": str(data_dir)}
-    settings.update(env or {})
+    settings = {**shop_env(stripe, data_dir), "PORT": str(port), "HOST": "127.0.0.1", **(env or {})}
     server = Server(name, ["shop.py"], port, Path(workdir) / f"shop-{port}.log", env=settings)
     server.data_dir = data_dir  # where `shop_command` finds its ledger
     return server
+
+
+def shop_env(stripe, data_dir):
+    """Test mode against the stand-in `stripe`, with its webhook secret, on data_dir."""
+    return {"STRIPE_SECRET_KEY": STRIPE_KEY, "STRIPE_API_BASE": f"http://127.0.0.1:{stripe.port}",
+            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "DATA_DIR": str(data_dir)}
 
 
 def gunicorn(workdir, stripe, data_dir, threads=128):
     """The same shop under gunicorn, one gthread worker with as many threads as THREADS' default, on data_dir
     (which another instance may share, as docs/operations.md describes)."""
     port = free_port()
-    env = {"STRIPE_SECRET_KEY": STRIPE_KEY, "STRIPE_API_BASE": f"http://127.0.0.1:{stripe.port}",
-           "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "DATA_DIR": str(data_dir), "BASE_URL": f"http://127.0.0.1:{port}"}
+    env = {**shop_env(stripe, data_dir), "BASE_URL": f"http://127.0.0.1:{port}"}
     return Server("shop (gunicorn)", ["-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", str(threads),
                                       "--bind", f"127.0.0.1:{port}", "shop:make_app()"],
                   port, Path(workdir) / f"gunicorn-{port}.log", env=env)

@@ -101,8 +101,8 @@ def install(app, shop):
         left, currency = (o["amount_total"] or 0) - o["amount_refunded"], o["currency"]
         if o["status"] not in REFUNDABLE:
             raise ShopError(409, f"Order {o['id']} is {o['status']}: only paid orders can be refunded.")
-        raw = form.get("minor", "")  # the confirmation page's amount, in minor units: it always sends one
-        if form.get("confirm") == "yes":  # a missing or malformed one is a broken form, never "all that is left"
+        if form.get("confirm") == "yes":  # the confirmation page always sends its amount, in minor units:
+            raw = form.get("minor", "")  # a missing or malformed one is a broken form, never "all that is left"
             amount = int(raw) if re.fullmatch(r"[0-9]{1,12}", raw) else None
         else:
             amount = minor(form.get("amount", ""), currency) if form.get("how") == "partial" else left

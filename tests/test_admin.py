@@ -123,6 +123,24 @@ def test_a_partial_then_full_refund_each_confirmed_first(admin):
                                                              status=409).text
 
 
+def test_back_to_the_form_and_confirming_again_replays_the_one_refund(admin):
+    o = paid(admin)
+    charge = lambda: admin.shop.orders.stripe.v1.payment_intents.retrieve(  # noqa: E731
+        o["payment_intent"], {"expand": ["latest_charge"]}).latest_charge
+    review = {"csrf_token": token(admin), "how": "partial", "amount": "5.00"}
+    url = f"/admin/orders/{o['id']}/refund"
+    admin.post(url, review, headers=auth()).forms[0].submit(headers=auth(), status=303)
+    again = admin.post(url, review, headers=auth())  # Back to the form, which the browser sends again
+    again.forms[0].submit(headers=auth(), status=303)
+    assert charge().amount_refunded == 500 and len(admin.shop.orders.stripe.v1.refunds.list(
+        {"payment_intent": o["payment_intent"]}).data) == 1
+    admin.standin.deliver_pending()  # once the event has arrived, the review says so and a new refund is possible
+    third = admin.post(url, review, headers=auth())
+    assert "$5.00 has been refunded so far" in third.text
+    third.forms[0].submit(headers=auth(), status=303)
+    assert charge().amount_refunded == 1000
+
+
 @pytest.mark.parametrize("amount", ["0", "abc", "-1", "5.001", "1e3", "99999.00", ""])
 def test_a_refund_amount_that_is_not_left_to_refund_is_refused(admin, amount):
     o = paid(admin)

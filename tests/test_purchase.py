@@ -5,7 +5,7 @@ import re
 import pytest
 
 from shop import PUBLIC
-from standin import tax
+from standin import ASYNC_OK, tax
 from tests.conftest import BASE, ROOT, pay
 from webshop.catalog import format_money, load_catalog
 
@@ -231,3 +231,11 @@ def test_paying_empties_the_cart_only_when_the_cart_was_the_order(shopper):
     shopper.add(c)
     shopper.get(confirmation)  # an old confirmation opened again keeps the cart made since
     assert shopper.cart_cookie() == f"{c}:1"
+
+
+def test_a_processing_payment_empties_the_cart_it_paid_for(shopper):
+    a = catalog().products[0].id
+    shopper.add(a, 2)
+    confirmation = pay(shopper, shopper.checkout(), card=ASYNC_OK).location
+    assert "Your payment is processing" in shopper.get(confirmation).text
+    assert not shopper.cart_cookie()  # nothing left to pay a second time by mistake

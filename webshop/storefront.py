@@ -141,8 +141,9 @@ def install(app, shop):
                 state = "failed"
         count = None
         bought = {i["product_id"]: i["quantity"] for i in order["items"]}
-        if state == "paid" and read_cart(shop.guard, shop.catalog()) == bought:
-            # The cart was this order, so it is bought; "Buy now", or an old confirmation, leaves the cart alone.
+        if state in ("paid", "processing") and read_cart(shop.guard, shop.catalog()) == bought:
+            # The cart was this order, so it is bought (or paid for, if still processing: a full cart would invite a
+            # second payment); "Buy now", or an old confirmation, leaves the cart alone.
             shop.guard.delete_cookie(response, "cart")
             count = 0
         return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,

@@ -409,6 +409,16 @@ def test_continue_your_payment_is_offered_until_the_order_is_paid(shop):
     assert CONTINUE not in shop.get("/cart").text
 
 
+def test_continue_your_payment_says_what_it_pays_when_the_cart_has_changed_since(shop):
+    shop.add("walden")
+    shop.session_id(shop.checkout())  # then Back from the payment page
+    page = shop.get("/cart").text
+    assert CONTINUE in page and "not your cart as it is now" not in page  # the open checkout is this cart
+    shop.add("moby-dick")
+    page = shop.get("/cart").text
+    assert CONTINUE in page and "still open for 1 × Walden, which is not your cart as it is now" in page
+
+
 def test_a_new_checkout_expires_the_one_left_open_so_it_cannot_be_paid_as_well(shop):
     first = start(shop)  # then "Back" from the payment page, and Checkout again
     second = start(shop)

@@ -12,7 +12,9 @@
 % for note in stock_notes:
 <p class="notice" role="status">{{note}}</p>
 % end
-% if pending and pending.get("session_url"):
+% if pending and pending.get("session_url") and pending_other:
+<p class="notice" role="status">You have a checkout still open for {{pending_other}}, which is not your cart as it is now. <a href="{{pending['session_url']}}">Continue your payment</a> for that{{", or check out below to pay for your cart instead: the open checkout is then canceled" if items else ""}}.</p>
+% elif pending and pending.get("session_url"):
 <p class="notice" role="status">You have a checkout that is still open. <a href="{{pending['session_url']}}">Continue your payment</a></p>
 % end
 % if items:

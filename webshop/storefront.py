@@ -46,11 +46,15 @@ def install(app, shop):
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
         sid = shop.guard.valid_sid(request)
+        pending = sid and shop.orders.ledger.open_checkout_for(sid)
+        # An open checkout that is not the cart as it is now ("Buy now", or the cart changed since) says what it pays.
+        other = pending and {i["product_id"]: i["quantity"] for i in pending["items"]} != cart and ", ".join(
+            f"{i['quantity']} × {i['name']}" for i in pending["items"])
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
                            canceled=request.query.get("canceled") == "1",
                            empty_checkout=request.query.get("empty") == "1",
                            added=catalog.product(added) if added in cart else None,
-                           pending=sid and shop.orders.ledger.open_checkout_for(sid), stock_notes=notes,
+                           pending=pending, pending_other=other, stock_notes=notes,
                            free_shipping=[o for o in catalog.shipping_options if o.free_over])
 
     @app.post("/cart")

@@ -107,3 +107,24 @@ def test_declined_card_then_back_to_the_cart(open_tab):
     expect(page.locator(".subtotal")).to_have_text(money(first["price"] + 2 * second["price"]))
     tab.shot("back-in-cart")
     assert not tab.errors, f"the browser reported errors: {tab.errors}"
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "nojs"])
+def test_buy_now_buys_the_quantity_typed_above_it(open_tab, javascript):
+    tab = open_tab(DESKTOP, javascript=javascript)
+    page = tab.page
+    first, _ = two_books()
+    tab.goto("/")
+    card = page.locator("li.card", has=page.get_by_role("heading", name=first["name"], exact=True))
+    card.get_by_label("Quantity").fill("3")
+    card.get_by_role("button", name=f"Buy now {first['name']}").click()
+    expect(page).to_have_url(PAY_PAGE)
+    fill_payment(page, GOOD_CARD)
+    pay_button(page).click()
+    expect(page).to_have_url(re.compile(r"/success\?session_id=cs_test_"))
+    row = page.locator("table.summary tbody tr", has=page.get_by_role("rowheader", name=first["name"]))
+    expect(row).to_contain_text(money(3 * first["price"]))
+    expect(row.locator("td").first).to_have_text("3")
+    tab.goto("/cart")
+    expect(page.get_by_text("Your cart is empty.")).to_be_visible()  # "Buy now" never touches the cart
+    assert not tab.errors, f"the browser reported errors: {tab.errors}"

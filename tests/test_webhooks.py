@@ -7,7 +7,7 @@ import time
 import pytest
 
 from standin import ASYNC_FAIL, ASYNC_OK
-from tests.conftest import (DISPUTED, buy, event, handoff, order, pending, post_event, post_raw, sign, start,
+from tests.conftest import (DISPUTED, buy, event, handoff, order, paid, pending, post_event, post_raw, sign, start,
                             wire)
 from webshop import merchant
 
@@ -456,6 +456,24 @@ def test_signed_charge_events_with_odd_payment_intents_are_ignored_or_refused_no
         assert response.status_int == 200 and "ignored" in response.json["outcome"]
     else:  # a type Stripe never sends there
         assert response.status_int == 400 and response.json == {"error": "invalid webhook delivery"}
+
+
+def test_a_refunded_total_above_what_was_captured_is_held_to_it(shop):
+    o = paid(shop)
+    total = o["amount_total"]
+    charge = {"id": "ch_big", "object": "charge", "payment_intent": o["payment_intent"], "metadata": {},
+              "amount": total, "amount_captured": total, "amount_refunded": 2 * total}
+    assert post_event(shop, event("charge.refunded", charge)).json["outcome"] == "refund recorded"
+    after = order(shop, o["session_id"])
+    assert (after["status"], after["amount_refunded"]) == ("refunded", total)
+
+
+@pytest.mark.parametrize("status", ["Won", "lost<script>", "needs response", "x" * 51, ""])
+def test_a_dispute_status_that_is_no_stripe_status_is_refused(shop, status):
+    o = paid(shop)
+    dispute = {"id": "dp_odd", "object": "dispute", "payment_intent": o["payment_intent"], "status": status}
+    assert post_event(shop, event("charge.dispute.created", dispute)).status_int == 400
+    assert order(shop, o["session_id"])["dispute_status"] is None
 
 
 def test_an_expired_event_whose_snapshot_is_not_expired_is_checked_with_stripe(shopper):

@@ -55,7 +55,7 @@ MIGRATIONS = (
 STATUSES = ("open", "checkout_failed", "awaiting_payment", "paid", "payment_failed",
             "expired", "refunded", "partially_refunded", "disputed")
 REFUNDABLE = ("paid", "partially_refunded")  # an order that has money left to refund
-DISPUTE_FINAL = ("won", "lost", "warning_closed")  # a dispute status that never changes again
+DISPUTE_FINAL = ("won", "lost", "warning_closed", "prevented")  # a dispute status that never changes again
 MAX_MAIL_ATTEMPTS = 25  # then a message waits for `shop.py mail`, listed by `shop.py outbox` as given up
 
 
@@ -251,11 +251,12 @@ class Ledger:
     # -- after payment: refunds, disputes, webhook bookkeeping --------------------------------------------------
 
     def apply_refund(self, order_id, amount_refunded, amount_charged, source, note=None):
-        """Keep the charge's largest refunded total (events come in any order); paid becomes (partially_)refunded."""
+        """Keep the charge's largest refunded total (events come in any order), never more than it charged;
+        paid becomes (partially_)refunded."""
         with self.db.tx() as c:
             self.db.lock(c, order_id)
             row = c.execute("SELECT id, status, amount_refunded FROM orders WHERE id = ?", (order_id,)).fetchone()
-            amount, status = max(row["amount_refunded"], amount_refunded), row["status"]
+            amount, status = max(row["amount_refunded"], min(amount_refunded, amount_charged)), row["status"]
             if status in ("paid", "partially_refunded", "refunded") and amount > 0:
                 status = "refunded" if amount >= amount_charged or status == "refunded" else "partially_refunded"
             changed = self._settle(c, row, source, note, status=status, amount_refunded=amount)

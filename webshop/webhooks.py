@@ -145,6 +145,7 @@ def _order_of_intent_session(orders, obj, source):
 
 # Ids and types as Stripe makes them: they reach the ledger and the log as they are, so nothing else gets in.
 _ID, _TYPE = re.compile(r"[A-Za-z0-9_-]{1,255}"), re.compile(r"[a-z0-9_.]{1,100}")
+_STATUS = re.compile(r"[a-z_]{1,50}")  # Stripe's statuses, including ones newer than this code (the SDK allows any)
 _SURROGATE = re.compile("[\ud800-\udfff]")  # from a JSON escape: no text SQLite could store
 MAX_AMOUNT = 10 ** 12  # above any amount Stripe takes in any currency, far below SQLite's integer limit
 
@@ -155,6 +156,10 @@ def _is(pattern, value):
 
 def _text(value):
     return value is None or (isinstance(value, str) and len(value) <= 5000 and not _SURROGATE.search(value))
+
+
+def _status(value):
+    return value is None or _is(_STATUS, value)
 
 
 def _amount(value):
@@ -171,10 +176,10 @@ def _intent(value):
 
 # The fields of an event's object that the shop reads, and what each must be.
 _FIELDS = {
-    "session": {"metadata": _metadata, "client_reference_id": _text, "url": _text, "status": _text,
-                "payment_status": _text, "expires_at": _amount},
+    "session": {"metadata": _metadata, "client_reference_id": _text, "url": _text, "status": _status,
+                "payment_status": _status, "expires_at": _amount},
     "charge": {"payment_intent": _intent, "metadata": _metadata, "amount": _amount, "amount_captured": _amount,
-               "amount_refunded": _amount, "status": _text},
+               "amount_refunded": _amount, "status": _status},
 }
 
 

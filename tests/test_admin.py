@@ -141,6 +141,18 @@ def test_back_to_the_form_and_confirming_again_replays_the_one_refund(admin):
     assert charge().amount_refunded == 1000
 
 
+def test_a_confirmation_whose_key_went_with_another_amount_is_409_and_refunds_nothing(admin):
+    o = paid(admin)
+    url = f"/admin/orders/{o['id']}/refund"
+    form = admin.post(url, {"csrf_token": token(admin), "how": "partial", "amount": "5.00"}, headers=auth()).forms[0]
+    form.submit(headers=auth(), status=303)
+    form["minor"].force_value("600")  # the same confirmation's key, another amount: Stripe's IdempotencyError
+    page = form.submit(headers=auth(), status=409)
+    assert "already sent with other details" in page.text and "Retry-After" not in page.headers
+    assert admin.shop.orders.stripe.v1.payment_intents.retrieve(
+        o["payment_intent"], {"expand": ["latest_charge"]}).latest_charge.amount_refunded == 500
+
+
 @pytest.mark.parametrize("amount", ["0", "abc", "-1", "5.001", "1e3", "99999.00", ""])
 def test_a_refund_amount_that_is_not_left_to_refund_is_refused(admin, amount):
     o = paid(admin)

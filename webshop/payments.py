@@ -121,7 +121,11 @@ def call(what, fn, *args, **kwargs):
 
 
 def shop_error(e):
-    """The ShopError for a Stripe exception: 404 no such object, 502 refused, 503 unreachable or misconfigured."""
+    """The ShopError for a Stripe exception: 404 no such object, 409 a key reused, 502 refused, 503 unreachable."""
+    # The same idempotency key sent with other details: https://docs.stripe.com/api/idempotent_requests
+    if isinstance(e, stripe.IdempotencyError):
+        return ShopError(409, "This was already sent with other details, so nothing was changed. Please start again.",
+                         detail=e.user_message)
     if isinstance(e, stripe.InvalidRequestError):
         if e.code == "resource_missing":
             return ShopError(404, "We could not find that checkout.", detail=e.user_message)

@@ -115,6 +115,16 @@ def test_invalid_edit_keeps_last_good_reports_once_then_fix_clears(shop, store, 
     assert logged[-1] == "catalog.json: reloaded, 2 products (earlier problems fixed)"
 
 
+def test_a_symlink_loop_or_a_dangling_link_is_a_problem_not_a_crash(tmp_path):
+    from webshop.settings import load_config
+    loop, dangling = tmp_path / "loop.json", tmp_path / "dangling.json"
+    loop.symlink_to(loop)
+    dangling.symlink_to(tmp_path / "secret-place" / "catalog.json")
+    for link, why in ((loop, "Too many levels of symbolic links"), (dangling, "No such file or directory")):
+        config = load_config({"catalog": str(link)})
+        assert catalog.problems(config.catalog, tmp_path) == [f"{link.name}: cannot read the file: {why}"]
+
+
 def test_edit_landing_between_stat_and_read_is_reported_once(shop, store, logged, monkeypatch):
     good, real_read = store.current(), catalog._read
 

@@ -31,6 +31,19 @@ def token(shop):
     return shop.csrf()
 
 
+def test_the_orders_page_names_a_catalog_edit_that_was_not_loaded(make_shopper, catalog_copy):
+    shop = make_shopper(admin_password=PASSWORD, catalog=str(catalog_copy))
+    assert "was not loaded" not in shop.get("/admin", headers=auth()).text
+    data = json.loads(catalog_copy.read_text())
+    data["products"][0]["price"] = "12.99"
+    catalog_copy.write_text(json.dumps(data))
+    page = shop.get("/admin", headers=auth())
+    alert = page.html.find(role="alert")
+    assert "catalog.json: the last edit was not loaded (1 problem" in alert.text
+    assert 'products[0].price: must be a positive integer in minor units, got "12.99"' in alert.text
+    assert shop.get("/").status_int == 200  # the shop goes on with the last good catalog
+
+
 def test_without_a_password_there_is_no_admin(make_shopper):
     shop = make_shopper()
     for path in ("/admin", "/admin/orders.csv", "/admin/orders/ord_" + "0" * 24):

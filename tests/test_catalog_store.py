@@ -115,6 +115,18 @@ def test_invalid_edit_keeps_last_good_reports_once_then_fix_clears(shop, store, 
     assert logged[-1] == "catalog.json: reloaded, 2 products (earlier problems fixed)"
 
 
+def test_a_huge_broken_edit_logs_its_first_problems_and_how_many_more(shop, store, logged):
+    bad = copy.deepcopy(VALID)
+    bad["products"] = [dict(BOOK, id=f"book-{i}", price=-1) for i in range(500)]
+    shop.write(bad)
+    store.current()
+    (line,) = logged
+    assert store.error.startswith("catalog.json: the last edit was not loaded (500 problems, first: products[0]")
+    assert line.count("must be a positive integer") == 1 + catalog.SHOWN  # the summary's first, and the list
+    assert line.endswith(f"... and {500 - catalog.SHOWN} more (`python shop.py check` lists them all)")
+    assert len(store.found) == 500
+
+
 def test_a_symlink_loop_or_a_dangling_link_is_a_problem_not_a_crash(tmp_path):
     from webshop.settings import load_config
     loop, dangling = tmp_path / "loop.json", tmp_path / "dangling.json"

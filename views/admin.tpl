@@ -1,5 +1,15 @@
 % rebase('base.tpl', title=title)
 <h1>Orders</h1>
+% if catalog_error:
+<div class="notice error" role="alert">
+  <p>{{catalog_error}}.</p>
+  <ul>
+%   for problem in catalog_problems:
+    <li>{{problem}}</li>
+%   end
+  </ul>
+</div>
+% end
 <form method="get" action="/admin" class="filters">
   <label for="status">Status</label>
   <select id="status" name="status">

@@ -13,7 +13,7 @@ import time
 from urllib.parse import urlsplit
 
 from . import mail
-from .catalog import CatalogError, load_catalog, money, problems
+from .catalog import CatalogError, first_problems, load_catalog, money, problems
 from .fulfilment import Orders, write_csv
 from .ledger import MAX_MAIL_ATTEMPTS, STATUSES
 from .reconcile import reconcile
@@ -118,7 +118,7 @@ def main(argv):
         # 404 and 409: an unknown order, or one that cannot be refunded or expired (the message says why)
         return _fail(e.message if e.status in (404, 409) else f"Stripe refused: {e.detail or e.message}", 1)
     except CatalogError as e:  # `stock` reads the catalog: a broken one is named as `check` names it
-        return _fail("\n".join(e.problems), 1)
+        return _fail("\n".join(first_problems(e.problems)), 1)
     except (BrokenPipeError, KeyboardInterrupt):  # `orders | head` stopped reading, or Ctrl-C on --follow
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
@@ -155,7 +155,7 @@ def serve(config):
         app = make_app(config)
     except CatalogError as e:
         fix = "The shop cannot start until the catalog is fixed (`python shop.py check`)."
-        return _fail("\n".join([*e.problems, fix]), 2)
+        return _fail("\n".join([*first_problems(e.problems), fix]), 2)
     except Exception as e:  # noqa: BLE001 — the database is unreachable, say: one line, never the URL
         return _fail(f"cannot start: the database could not be opened ({type(e).__name__}); check DATABASE_URL or "
                      "DATA_DIR", 2)

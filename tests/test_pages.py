@@ -167,3 +167,17 @@ def test_refusals_before_any_route_say_what_was_wrong(shopper):
     assert "The form data could not be read." in broken.text and "Bad request" in broken.text
     big = shopper.post("/cart", "a=" + "x" * 20_000, content_type="application/x-www-form-urlencoded", status=413)
     assert "That request is too large." in big.text
+
+
+def test_the_catalog_is_24_products_a_page_and_other_pages_are_404(make_shopper, catalog_copy):
+    data = json.loads(catalog_copy.read_text())
+    book = data["products"][0]
+    data["products"] = [dict(book, id=f"book-{i}", name=f"Book {i}") for i in range(30)]
+    catalog_copy.write_text(json.dumps(data))
+    shopper = make_shopper(catalog=str(catalog_copy))
+    first, second = shopper.get("/"), shopper.get("/?page=2")
+    assert first.text.count('class="card"') == 24 and "Page 1 of 2" in first.text and "Book 23<" in first.text
+    assert second.text.count('class="card"') == 6 and "Book 24<" in second.text and 'rel="prev"' in second.text
+    assert shopper.get("/?page=1").text == first.text and shopper.get("/?page=").text == first.text
+    for page in ("3", "0", "-1", "abc", "1.5", "\u0663"):
+        assert "There is no such page" in shopper.get("/", {"page": page}, status=404).text

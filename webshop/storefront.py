@@ -30,9 +30,9 @@ def install(app, shop):
     def home():
         """The product grid, 24 products a page."""
         catalog = shop.catalog()
-        page = _int(request.query.get("page"), 1, 1, 10**6) or 1
+        page = _int(request.query.get("page"), 1, 1, 10**6)
         pages = max(1, -(-len(catalog.products) // PER_PAGE))
-        if page > pages:
+        if page is None or page > pages:
             raise ShopError(404, "There is no such page of the catalog.")
         products = catalog.products[(page - 1) * PER_PAGE: page * PER_PAGE]
         return shop.render("index.tpl", products=products, page=page, pages=pages, low_stock=LOW_STOCK,

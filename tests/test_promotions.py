@@ -5,7 +5,7 @@ import json
 import pytest
 
 from standin import PayError
-from tests.conftest import handoff, wire
+from tests.conftest import ROOT, handoff, wire
 
 SPRING = {"code": "spring10", "percent_off": 10, "expires": "2099-01-31", "max_redemptions": 2,
           "minimum_amount": 2000}
@@ -127,3 +127,15 @@ def test_promotion_and_checkout_fields_are_checked_with_their_paths(shop_with, c
     assert any(p.startswith("catalog.json: promotions[0].code: must be 3-40 letters") for p in found)
     assert "catalog.json: promotions[1]: needs exactly one of percent_off or amount_off" in found
     assert any(p.startswith("catalog.json: checkout.terms_url: must be an https:// address") for p in found)
+
+
+@pytest.mark.parametrize("percent, ok", [(10, True), (12.5, True), (0.01, True), (100, True), (1e-300, False),
+                                         (0.001, False), (12.345, False), (0, False), (100.01, False), (True, False)])
+def test_percent_off_is_what_stripe_takes(catalog_copy, percent, ok):
+    from webshop.catalog import problems
+    data = json.loads(catalog_copy.read_text())
+    data["promotions"] = [{"code": "SALE", "percent_off": percent}]
+    catalog_copy.write_text(json.dumps(data))
+    found = problems(catalog_copy, ROOT / "public")
+    assert found == ([] if ok else ["catalog.json: promotions[0].percent_off: must be a number from 0.01 to 100 with "
+                                    f"at most two decimals, like 12.5, got {json.dumps(percent)}"])

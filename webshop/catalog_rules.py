@@ -279,8 +279,9 @@ _count = _rule(lambda v: _is_int(v) and 0 <= v <= 1_000_000, "must be a whole nu
 _days = _rule(lambda v: _is_int(v) and 1 <= v <= 365, "must be a whole number of business days from 1 to 365")
 # Stripe's promotion codes: letters, digits and dashes; shoppers type them in any case.
 _code = _rule(_string(r"[A-Za-z0-9-]{3,40}"), 'must be 3-40 letters, digits or dashes, like "SPRING10"')
-_percent = _rule(lambda v: (_is_int(v) or isinstance(v, float)) and 0 < v <= 100,
-                 "must be a number above 0 and at most 100")
+# Stripe keeps percent_off to two decimals: https://docs.stripe.com/api/coupons/create#create_coupon-percent_off
+_percent = _rule(lambda v: (_is_int(v) or isinstance(v, float)) and 0.01 <= v <= 100 and round(v, 2) == v,
+                 "must be a number from 0.01 to 100 with at most two decimals, like 12.5")
 _date = _rule(_string(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"), 'must be a date like "2027-01-31"',
               _in_calendar, "is not a date in the calendar")
 _url = _rule(_string(r"https://[^\s\"'<>()]{3,500}"), "must be an https:// address without spaces, quotes or brackets",

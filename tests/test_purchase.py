@@ -118,16 +118,19 @@ def test_buy_now_checks_out_one_product_and_leaves_the_cart_alone(shopper):
     assert shopper.cart_cookie() == before
 
 
-def test_the_buy_now_form_as_rendered_checks_out_one_of_its_product(shopper):
+def test_the_buy_now_button_as_rendered_checks_out_the_quantity_above_it(shopper):
     cat = catalog()
     page = shopper.get("/")
     product = cat.products[2]
-    forms = [f for f in page.forms.values() if f.action == "/checkout" and f["product_id"].value == product.id]
-    assert len(forms) == 1 and "quantity" not in forms[0].fields  # the form sends no quantity: 1 is meant
-    to_stripe = forms[0].submit(status=303)
+    (form,) = [f for f in page.forms.values() if f["product_id"].value == product.id]
+    buy_now = form.html.find("button", formaction=True)
+    assert buy_now.text.startswith("Buy now") and buy_now["formaction"] == "/checkout" and form.action == "/cart"
+    form.action, form["quantity"] = buy_now["formaction"], "2"  # what the browser does for that button
+    to_stripe = form.submit(status=303)
     order = shopper.shop.orders.ledger.by_session(shopper.session_id(to_stripe))
-    assert [(i["product_id"], i["quantity"]) for i in order["items"]] == [(product.id, 1)]
-    assert order["amount_subtotal"] in (None, product.price)
+    assert [(i["product_id"], i["quantity"]) for i in order["items"]] == [(product.id, 2)]
+    assert order["amount_subtotal"] in (None, 2 * product.price)
+    assert not shopper.cart_cookie()  # "Buy now" leaves the cart alone
 
 
 def test_empty_cart_checkout_goes_back_with_a_message(shopper):

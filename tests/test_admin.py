@@ -136,6 +136,13 @@ def test_a_partial_then_full_refund_each_confirmed_first(admin):
                                                              status=409).text
 
 
+def test_an_amount_typed_without_choosing_part_of_it_is_what_the_review_offers(admin):
+    o = paid(admin)
+    review = admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin), "how": "full",
+                                                             "amount": "3.00"}, headers=auth())
+    assert "Refund $3.00 of order" in review.text and review.forms[0]["minor"].value == "300"
+
+
 def test_back_to_the_form_and_confirming_again_replays_the_one_refund(admin):
     o = paid(admin)
     charge = lambda: admin.shop.orders.stripe.v1.payment_intents.retrieve(  # noqa: E731

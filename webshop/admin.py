@@ -107,7 +107,9 @@ def install(app, shop):
             raw = form.get("minor", "")  # a missing or malformed one is a broken form, never "all that is left"
             amount = int(raw) if re.fullmatch(r"[0-9]{1,12}", raw) else None
         else:
-            amount = minor(form.get("amount", ""), currency) if form.get("how") == "partial" else left
+            # An amount typed in counts even with "Everything left" still selected: refunding less is the safe side.
+            partial = form.get("how") == "partial" or form.get("amount", "").strip()
+            amount = minor(form.get("amount", ""), currency) if partial else left
         if amount is None or not 0 < amount <= left:
             raise ShopError(400, f"Enter an amount from {money(1, currency)} to "
                                  f"{money(left, currency)} (what is left to refund).")

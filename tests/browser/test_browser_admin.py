@@ -95,6 +95,10 @@ def test_find_open_and_refund_an_order_without_javascript(browser, start_shop, s
         else:
             pytest.fail("the refund never reached the order")
         check("refunded")
+        for path in (order_url, "/admin"):  # on a phone, every page of it fits the screen's width
+            page.set_viewport_size({"width": 375, "height": 800})
+            tab.goto(path.removeprefix(shop.url))
+            tab.no_sideways_scroll()
         assert not tab.errors, tab.errors
         assert not found, "axe-core found serious or critical problems:\n" + "\n".join(
             f"- {name}: {v['impact']} {v['id']}: {v['help']} at {'; '.join(v['targets'][:5])}" for name, v in found)

@@ -77,7 +77,9 @@ def page(standin, session_id):
         return redirect(session)
     if session["status"] == "expired":
         return message(410, "This checkout session has expired",
-                       "The time to pay for this order has run out. Go back to the shop to start again.",
+                       # Expired by the clock, or by the shop (a newer checkout): the page cannot tell which.
+                       "This checkout is no longer active, and nothing was charged. Go back to the shop to "
+                       "start again.",
                        session["cancel_url"] or session["success_url"])
     if req.method != "POST":
         return render(standin, session, {}, None, 200)

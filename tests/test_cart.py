@@ -86,9 +86,10 @@ def test_set_quantity_zero_removes_the_line(shopper, cat):
 
 def test_quantities_add_up_and_stop_at_99(shopper, cat):
     pid = cat.products[0].id
-    shopper.add(pid, 60)
-    shopper.add(pid, 60)
+    assert "Added" in shopper.add(pid, 60).follow().text
+    held = shopper.add(pid, 60).follow()  # the shopper is told, not left to count
     assert shopper.cart_cookie() == f"{pid}:99"
+    assert f"Your cart now holds 99 of “{cat.products[0].name}”: that is as many as you can buy." in held.text
 
 
 def test_the_largest_cart_fits_its_cookie(make_shopper, catalog_copy):

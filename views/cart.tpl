@@ -6,7 +6,9 @@
 % if empty_checkout:
 <p class="notice" role="status">Your cart is empty, so there is nothing to check out yet.</p>
 % end
-% if added:
+% if added and most:
+<p class="notice" role="status">Your cart now holds {{most}} of “{{added.name}}”: that is as many as you can buy.</p>
+% elif added:
 <p class="notice" role="status">Added “{{added.name}}” to your cart.</p>
 % end
 % for note in stock_notes:

@@ -54,6 +54,7 @@ def install(app, shop):
                            canceled=request.query.get("canceled") == "1",
                            empty_checkout=request.query.get("empty") == "1",
                            added=catalog.product(added) if added in cart else None,
+                           most=request.query.get("most") == "1" and cart.get(added),  # the add was held to it
                            pending=pending, pending_other=other, stock_notes=notes,
                            free_shipping=[o for o in catalog.shipping_options if o.free_over])
 
@@ -70,7 +71,9 @@ def install(app, shop):
             left = copies_left([catalog.product(product_id)]).get(product_id, MAX_QUANTITY)
             if not left:
                 raise ShopError(409, f"Sorry, {catalog.product(product_id).name} is sold out.")
-            cart[product_id] = min(MAX_QUANTITY, left, cart.get(product_id, 0) + quantity_field(1))
+            wanted = cart.get(product_id, 0) + quantity_field(1)
+            cart[product_id] = min(MAX_QUANTITY, left, wanted)
+            most = "&most=1" if cart[product_id] < wanted else ""
         elif action == "set":
             quantity = quantity_field(0)
             if quantity == 0:
@@ -85,7 +88,7 @@ def install(app, shop):
             shop.guard.set_cookie(response, "cart", ".".join(f"{p}:{q}" for p, q in cart.items()), max_age=2592000)
         else:
             shop.guard.delete_cookie(response, "cart")
-        see_other(f"/cart?added={quote(product_id)}" if action == "add" else "/cart")
+        see_other(f"/cart?added={quote(product_id)}{most}" if action == "add" else "/cart")
 
     @app.post("/checkout")
     def checkout():

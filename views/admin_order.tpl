@@ -2,7 +2,9 @@
 % cur = o["currency"]
 <p><a href="/admin">All orders</a></p>
 <h1>Order {{o["id"]}}</h1>
-% if refunded:
+% if refunded and arrived:
+<p class="notice ok" role="status">Refund {{refunded}} was made at Stripe, and the order below shows it.</p>
+% elif refunded:
 <p class="notice ok" role="status">Refund {{refunded}} was made at Stripe. The order shows it when Stripe’s charge.refunded event arrives (reload in a moment).</p>
 % end
 <dl class="facts">

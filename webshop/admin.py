@@ -92,7 +92,9 @@ def install(app, shop):
                            record=ledger.handoff_record(o["id"]), mails=ledger.outbox(order_id=o["id"]),
                            refundable=o["status"] in REFUNDABLE and o["payment_intent"] and o["amount_total"],
                            left=(o["amount_total"] or 0) - o["amount_refunded"], amount=money,
-                           refunded=request.query.get("refunded", "")[:100])
+                           refunded=request.query.get("refunded", "")[:100],
+                           # the refunded total when the refund was made: once it has grown, the event has arrived
+                           arrived=o["amount_refunded"] > _whole(request.query.get("before", "")))
 
     @app.post("/admin/orders/<order_id>/refund")
     def refund(order_id):
@@ -127,7 +129,11 @@ def install(app, shop):
                 raise
             raise ShopError(e.status, f"Stripe did not confirm the refund ({e.detail or e.message}). Going back "
                                       "and confirming again cannot refund twice.") from None
-        see_other(f"/admin/orders/{o['id']}?{urlencode({'refunded': result.id})}")
+        see_other(f"/admin/orders/{o['id']}?{urlencode({'refunded': result.id, 'before': o['amount_refunded']})}")
+
+
+def _whole(text):
+    return int(text) if re.fullmatch(r"[0-9]{1,12}", text) else 10**13  # unknown: the notice says to wait
 
 
 def minor(text, currency):

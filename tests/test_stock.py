@@ -82,10 +82,11 @@ def test_the_cart_holds_no_more_than_is_left(stocked):
     shopper.add("walden", 1)
     assert shopper.cart_cookie() == "walden:3"
     shopper.checkout()  # holds all three
-    refused = shopper.post("/cart", {"csrf_token": shopper.csrf(), "action": "add", "product_id": "walden"},
-                           status=409)
+    other = type(shopper)(shopper.app)  # another browser
+    refused = other.post("/cart", {"csrf_token": other.csrf(), "action": "add", "product_id": "walden"}, status=409)
     assert "sold out" in refused.text
-    assert "sold out" in shopper.get("/cart").text
+    other.set_cookie("cart", "walden:1")
+    assert "sold out" in other.get("/cart").text
     assert 'value="3"' in cart.text
 
 
@@ -169,3 +170,22 @@ def test_paying_a_session_left_with_back_then_checking_out_again_never_sells_a_c
     assert "Walden is sold out" in refused.text
     assert shopper.shop.orders.ledger.by_session(first)["status"] == "paid"  # learnt from Stripe on the way
     assert shopper.shop.orders.ledger.stock_levels(["walden"]) == {"walden": (0, 1)}
+
+
+def test_back_from_checkout_keeps_the_copies_the_shoppers_own_checkout_holds(stocked):
+    shopper = stocked(walden=3)
+    shopper.add("walden", 3)
+    shopper.checkout()  # holds all three; then Back to the cart
+    cart = shopper.get("/cart").text
+    assert "sold out" not in cart and 'value="3"' in cart and shopper.cart_cookie() == "walden:3"
+    assert "You have a checkout that is still open." in cart  # it is this cart, not another one
+
+
+def test_an_add_after_back_counts_the_copies_of_the_own_checkout_and_never_lowers_the_cart(stocked):
+    shopper = stocked(walden=5)
+    shopper.add("walden", 3)
+    shopper.checkout()  # holds three of the five
+    page = shopper.add("walden", 1).follow()
+    assert shopper.cart_cookie() == "walden:4" and "Added “Walden” to your cart." in page.text
+    page = shopper.add("walden", 5).follow()
+    assert shopper.cart_cookie() == "walden:5" and "holds 5 of “Walden”: that is as many as you can buy" in page.text

@@ -41,14 +41,13 @@ def install(app, shop):
     @app.get("/cart")
     def show_cart():
         """The cart with line totals and subtotal, and the browser's open checkout if it left one."""
-        catalog = shop.catalog()
-        cart, notes = in_stock(read_cart(shop.guard, catalog), catalog)
+        catalog, pending = shop.catalog(), own_checkout()
+        kept = read_cart(shop.guard, catalog)
+        cart, notes = in_stock(dict(kept), catalog, pending)
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
-        sid = shop.guard.valid_sid(request)
-        pending = sid and shop.orders.ledger.open_checkout_for(sid)
         # An open checkout that is not the cart as it is now ("Buy now", or the cart changed since) says what it pays.
-        other = pending and {i["product_id"]: i["quantity"] for i in pending["items"]} != cart and ", ".join(
+        other = pending and {i["product_id"]: i["quantity"] for i in pending["items"]} != kept and ", ".join(
             f"{i['quantity']} × {i['name']}" for i in pending["items"])
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
                            canceled=request.query.get("canceled") == "1",
@@ -68,11 +67,11 @@ def install(app, shop):
         if action == "add":
             if product_id not in cart and len(cart) >= MAX_LINES:
                 raise ShopError(400, f"A cart holds at most {MAX_LINES} different products.")
-            left = copies_left([catalog.product(product_id)]).get(product_id, MAX_QUANTITY)
+            left = copies_left([catalog.product(product_id)], own_checkout()).get(product_id, MAX_QUANTITY)
             if not left:
                 raise ShopError(409, f"Sorry, {catalog.product(product_id).name} is sold out.")
             wanted = cart.get(product_id, 0) + quantity_field(1)
-            cart[product_id] = min(MAX_QUANTITY, left, wanted)
+            cart[product_id] = max(cart.get(product_id, 0), min(MAX_QUANTITY, left, wanted))  # an add never lowers
             most = "&most=1" if cart[product_id] < wanted else ""
         elif action == "set":
             quantity = quantity_field(0)
@@ -156,16 +155,23 @@ def install(app, shop):
         return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,
                            cart_count=count)
 
-    def copies_left(products):
-        """{product id: copies left} for the products with limited stock."""
+    def own_checkout():
+        """This browser's open checkout, if it left one (with Back)."""
+        sid = shop.guard.valid_sid(request)
+        return sid and shop.orders.ledger.open_checkout_for(sid)
+
+    def copies_left(products, own=None):
+        """{product id: copies left} for the products with limited stock; with `own`, this browser's open checkout,
+        the copies it holds count as left: checking out again gives them back first."""
         stocked = {p.id: p.stock for p in products if p.stock is not None}
         taken = shop.orders.ledger.stock_levels(stocked) if stocked else {}
-        return {pid: max(0, n - sum(taken.get(pid, ()))) for pid, n in stocked.items()}
+        back = {i["product_id"]: i["quantity"] for i in own["items"]} if own else {}
+        return {pid: max(0, n - sum(taken.get(pid, ())) + back.get(pid, 0)) for pid, n in stocked.items()}
 
-    def in_stock(cart, catalog):
+    def in_stock(cart, catalog, own=None):
         """The cart held to the copies left, and what the shopper is told about it."""
         notes = []
-        for pid, left in copies_left([catalog.product(p) for p in cart]).items():
+        for pid, left in copies_left([catalog.product(p) for p in cart], own).items():
             if cart[pid] > left:
                 name = catalog.product(pid).name
                 notes.append(f"Sorry, {name} is sold out, so it is not in your order." if not left else

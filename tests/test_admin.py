@@ -144,6 +144,18 @@ def test_an_amount_typed_without_choosing_part_of_it_is_what_the_review_offers(a
     assert "Refund $3.00 of order" in review.text and review.forms[0]["minor"].value == "300"
 
 
+def test_stripe_not_confirming_a_refund_is_said_plainly_and_confirming_again_refunds_once(admin):
+    o = paid(admin)
+    form = admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin), "how": "full"},
+                      headers=auth()).forms[0]
+    admin.standin.faults.add("POST /v1/refunds", "500", times=3)  # the first try and both of the SDK's retries
+    failed = form.submit(headers=auth(), status=503)
+    assert "Stripe did not confirm the refund" in failed.text and "check the payment in the Stripe Dashboard" in \
+        failed.text and "Traceback" not in failed.text
+    form.submit(headers=auth(), status=303)
+    assert len(admin.shop.orders.stripe.v1.refunds.list({"payment_intent": o["payment_intent"]}).data) == 1
+
+
 def test_back_to_the_form_and_confirming_again_replays_the_one_refund(admin):
     o = paid(admin)
     charge = lambda: admin.shop.orders.stripe.v1.payment_intents.retrieve(  # noqa: E731
@@ -152,7 +164,8 @@ def test_back_to_the_form_and_confirming_again_replays_the_one_refund(admin):
     url = f"/admin/orders/{o['id']}/refund"
     admin.post(url, review, headers=auth()).forms[0].submit(headers=auth(), status=303)
     again = admin.post(url, review, headers=auth())  # Back to the form, which the browser sends again
-    again.forms[0].submit(headers=auth(), status=303)
+    replayed = again.forms[0].submit(headers=auth(), status=303).follow(headers=auth())
+    assert "so Stripe answered with it again and nothing more was refunded" in replayed.text
     assert charge().amount_refunded == 500 and len(admin.shop.orders.stripe.v1.refunds.list(
         {"payment_intent": o["payment_intent"]}).data) == 1
     admin.standin.deliver_pending()  # once the event has arrived, the review says so and a new refund is possible

@@ -2,7 +2,9 @@
 % cur = o["currency"]
 <p><a href="/admin">All orders</a></p>
 <h1>Order {{o["id"]}}</h1>
-% if refunded and arrived:
+% if refunded and replayed:
+<p class="notice" role="status">Refund {{refunded}} had already been made for this order and amount, so Stripe answered with it again and nothing more was refunded. To refund the same amount once more, wait until the order shows the first refund.</p>
+% elif refunded and arrived:
 <p class="notice ok" role="status">Refund {{refunded}} was made at Stripe, and the order below shows it.</p>
 % elif refunded:
 <p class="notice ok" role="status">Refund {{refunded}} was made at Stripe. The order shows it when Stripe’s charge.refunded event arrives (reload in a moment).</p>

@@ -92,7 +92,7 @@ def install(app, shop):
                            record=ledger.handoff_record(o["id"]), mails=ledger.outbox(order_id=o["id"]),
                            refundable=o["status"] in REFUNDABLE and o["payment_intent"] and o["amount_total"],
                            left=(o["amount_total"] or 0) - o["amount_refunded"], amount=money,
-                           refunded=request.query.get("refunded", "")[:100],
+                           refunded=request.query.get("refunded", "")[:100], replayed=request.query.get("replayed"),
                            # the refunded total when the refund was made: once it has grown, the event has arrived
                            arrived=o["amount_refunded"] > _whole(request.query.get("before", "")))
 
@@ -123,13 +123,16 @@ def install(app, shop):
             return shop.render("admin_refund.tpl", title="Confirm the refund", o=o, refund=amount, restock=restock,
                                amount=money, key=hashlib.sha256(seen).hexdigest()[:32])
         try:
-            _, result, _, _ = shop.orders.refund(o["id"], amount, restock, "admin refund", key)
+            _, result, replayed, _ = shop.orders.refund(o["id"], amount, restock, "admin refund", key)
         except ShopError as e:  # the idempotency key makes the same confirmation safe to send again
             if e.status in (404, 409):
                 raise
-            raise ShopError(e.status, f"Stripe did not confirm the refund ({e.detail or e.message}). Going back "
-                                      "and confirming again cannot refund twice.") from None
-        see_other(f"/admin/orders/{o['id']}?{urlencode({'refunded': result.id, 'before': o['amount_refunded']})}")
+            # Stripe keeps its answer to a key for 24 hours (https://docs.stripe.com/api/idempotent_requests).
+            raise ShopError(e.status, f"Stripe did not confirm the refund ({e.detail or e.message}). Confirming "
+                                      "again cannot refund twice, but for 24 hours Stripe may give the same answer: "
+                                      "check the payment in the Stripe Dashboard.") from None
+        query = {"refunded": result.id, "before": o["amount_refunded"], **({"replayed": 1} if replayed else {})}
+        see_other(f"/admin/orders/{o['id']}?{urlencode(query)}")
 
 
 def _whole(text):

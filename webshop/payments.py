@@ -122,7 +122,8 @@ def call(what, fn, *args, **kwargs):
 
 def shop_error(e):
     """The ShopError for a Stripe exception: 404 no such object, 409 a key reused, 502 refused, 503 unreachable."""
-    # The same idempotency key sent with other details: https://docs.stripe.com/api/idempotent_requests
+    # The same idempotency key sent with other details (the SDK raises it only for Stripe's 400, never for a 409
+    # about a request still running under that key): https://docs.stripe.com/api/idempotent_requests
     if isinstance(e, stripe.IdempotencyError):
         return ShopError(409, "This was already sent with other details, so nothing was changed. Please start again.",
                          detail=e.user_message)

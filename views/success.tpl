@@ -25,7 +25,9 @@
   <tfoot>
   <tr><th scope="row" colspan="2">Subtotal</th><td class="num">{{money(summary["amount_subtotal"] or 0, currency=summary["currency"])}}</td></tr>
   <tr><th scope="row" colspan="2">Shipping</th><td class="num">{{money(summary["amount_shipping"], currency=summary["currency"])}}</td></tr>
-%   if state not in ("open", "expired"):  # tax is worked out from the address the shopper gives when paying
+%   if state == "open":  # tax is worked out from the address the shopper gives when paying
+  <tr><th scope="row" colspan="2">Tax</th><td class="num">worked out when you pay</td></tr>
+%   elif state != "expired":
   <tr><th scope="row" colspan="2">Tax</th><td class="num">{{money(summary["amount_tax"], currency=summary["currency"])}}</td></tr>
 %   end
 %   if summary["amount_discount"]:

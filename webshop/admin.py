@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import bottle
 from bottle import request, response
 
-from .catalog import currency_exponent, first_problems, money
+from .catalog import currency_exponent, money
 from .fulfilment import write_csv
 from .ledger import REFUNDABLE, STATUSES
 from .settings import ShopError
@@ -72,7 +72,7 @@ def install(app, shop):
         shop.catalogs.current(force=True)  # the merchant sees an edit that was not loaded, and why
         return shop.render("admin.tpl", title="Orders", orders=rows, status=status or "", search=search or "",
                            statuses=STATUSES, query=urlencode(query), older=older, amount=money,
-                           catalog_error=shop.catalogs.error, catalog_problems=first_problems(shop.catalogs.found))
+                           catalog_error=shop.catalogs.error, catalog_problems=shop.catalogs.found)
 
     @app.get("/admin/orders.csv")
     def orders_csv():

@@ -73,7 +73,7 @@ SHOWN = 50  # problems listed in the log, on /admin and by the commands; `python
 def first_problems(found: list[str]) -> list[str]:
     """At most SHOWN problems, then how many more there are: a broken 50 MB file must not make a 50 MB log line."""
     more = len(found) - SHOWN
-    return found[:SHOWN] + ([f"... and {more} more (`python shop.py check` lists them all)"] if more > 0 else [])
+    return found[:SHOWN] + ([f"... and {more} more (python shop.py check lists them all)"] if more > 0 else [])
 
 
 class CatalogError(Exception):
@@ -156,7 +156,7 @@ class CatalogStore:
         # log: a logging.Logger, which gets each message's level, or any callable taking the message alone
         self._log = log.log if isinstance(log, (logging.Logger, logging.LoggerAdapter)) else lambda _, text: log(text)
         self.error: str | None = None
-        self.found: list[str] = []  # the problems of the edit that was not loaded
+        self.found: list[str] = []  # the first problems of the edit that was not loaded (for /admin)
         self.reads = 1  # how many times the file was read and checked, for tests and diagnostics
         self._lock = threading.Lock()
         # Seconds between looks at the file (0: on every call). A look is a stat() system call, which on a busy
@@ -200,8 +200,8 @@ class CatalogStore:
             first = found[0].removeprefix(f"{self.name}: ")
             self.error = (f"{self.name}: the last edit was not loaded ({len(found)} problem"
                           f"{'s' * (len(found) > 1)}, first: {first}); still serving the previous version")
-            self.found = found
-            self._log(logging.ERROR, "\n  ".join([self.error] + first_problems(found)))
+            self.found = first_problems(found)
+            self._log(logging.ERROR, "\n  ".join([self.error] + self.found))
             return
         fixed = " (earlier problems fixed)" if self.error else ""
         self._catalog, self._key, self.error, self.found = catalog, read_key, None, []

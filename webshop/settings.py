@@ -172,7 +172,8 @@ def load_config(overrides=None, environ=None):
         raise ConfigError("ADMIN_PASSWORD: live mode needs at least 12 characters (or none: no /admin)")
     sender = "shop@" + urlsplit(values["base_url"]).hostname
     values["mail_from"] = values["mail_from"] or (sender if EMAIL.fullmatch(sender) else "shop@localhost")
-    # Absolute, symlinks left as they are: a link loop or a dangling link is the catalog's "cannot read" problem.
-    values["catalog"] = Path(os.path.abspath(ROOT / values["catalog"]))
-    values["data_dir"] = Path(os.path.abspath(ROOT / values["data_dir"]))
+    # Absolute, and otherwise as given (no symlink or ".." resolved, as the system will when it opens them): a link
+    # loop or a dangling link is the catalog's "cannot read the file" problem.
+    values["catalog"] = ROOT / values["catalog"]
+    values["data_dir"] = ROOT / values["data_dir"]
     return Config(mode=mode, secure=secure, standin=overrides.get("standin"), **values)

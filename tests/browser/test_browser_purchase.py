@@ -128,3 +128,18 @@ def test_buy_now_buys_the_quantity_typed_above_it(open_tab, javascript):
     tab.goto("/cart")
     expect(page.get_by_text("Your cart is empty.")).to_be_visible()  # "Buy now" never touches the cart
     assert not tab.errors, f"the browser reported errors: {tab.errors}"
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "nojs"])
+def test_enter_in_the_quantity_box_adds_to_the_cart_and_does_not_buy(open_tab, javascript):
+    tab = open_tab(DESKTOP, javascript=javascript)
+    page = tab.page
+    first, _ = two_books()
+    tab.goto("/")
+    box = page.locator("li.card", has=page.get_by_role("heading", name=first["name"], exact=True)).get_by_label(
+        "Quantity")
+    box.fill("2")
+    box.press("Enter")
+    expect(page).to_have_url(re.compile(r"/cart\?added="))
+    expect(page.get_by_label(f"Quantity of {first['name']}", exact=True)).to_have_value("2")
+    assert not tab.errors, f"the browser reported errors: {tab.errors}"

@@ -396,6 +396,16 @@ def test_dispute_closed_before_created_keeps_the_outcome(shop):
     assert (o["status"], o["dispute_status"], o["fulfilled_at"] is not None) == ("disputed", "lost", True)
 
 
+@pytest.mark.parametrize("final", ["won", "lost", "warning_closed", "prevented"])
+def test_a_closed_dispute_s_outcome_is_never_undone_by_a_late_event(shop, final):
+    o = paid(shop)
+    dispute = {"id": "du_late", "object": "dispute", "payment_intent": o["payment_intent"]}
+    assert post_event(shop, event("charge.dispute.closed", {**dispute, "status": final})).status_int == 200
+    assert post_event(shop, event("charge.dispute.created", {**dispute, "status": "needs_response"})).status_int == 200
+    assert (order(shop, o["session_id"])["status"], order(shop, o["session_id"])["dispute_status"]) == ("disputed",
+                                                                                                       final)
+
+
 # -- the shopper's side ----------------------------------------------------------------------------------------------
 
 CONTINUE = "Continue your payment"

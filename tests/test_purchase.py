@@ -5,8 +5,8 @@ import re
 import pytest
 
 from shop import PUBLIC
-from standin import ASYNC_OK, tax
-from tests.conftest import BASE, ROOT, pay
+from standin import ASYNC_FAIL, ASYNC_OK, tax
+from tests.conftest import BASE, ROOT, pay, wire
 from webshop.catalog import format_money, load_catalog
 
 
@@ -245,3 +245,22 @@ def test_a_processing_payment_empties_the_cart_it_paid_for(shopper):
     confirmation = pay(shopper, shopper.checkout(), card=ASYNC_OK).location
     assert "Your payment is processing" in shopper.get(confirmation).text
     assert not shopper.cart_cookie()  # nothing left to pay a second time by mistake
+
+
+def test_a_delayed_payment_that_fails_puts_its_books_back_in_the_emptied_cart(shopper):
+    a, b = (p.id for p in catalog().products[:2])
+    shopper.add(a, 2)
+    shopper.add(b)
+    cart = shopper.cart_cookie()
+    confirmation = pay(shopper, shopper.checkout(), card=ASYNC_FAIL).location
+    shopper.get(confirmation)
+    assert not shopper.cart_cookie()  # processing: emptied
+    shopper.standin.settle_async(confirmation.rsplit("=", 1)[1])
+    wire(shopper).standin.deliver_pending()  # the failure's event reaches the shop
+    failed = shopper.get(confirmation)
+    assert "Your payment did not go through" in failed.text and "Its books are back in your cart." in failed.text
+    assert shopper.cart_cookie() == cart and "(3)" in shopper.get("/cart").text
+    shopper.add(a)
+    assert "back in your cart" not in shopper.get(confirmation).text  # only into an empty cart, once
+    other = type(shopper)(shopper.app)  # another browser with the link learns of the failure, and gets no cart
+    assert "back in your cart" not in other.get(confirmation).text and not other.cart_cookie()

@@ -8,7 +8,7 @@
 %   elif state == "processing":
 <p class="notice" role="status">Your payment is processing. Some payment methods take a few days; we will email you when it is confirmed. You have not been charged twice.</p>
 %   elif state == "failed":
-<p class="notice error" role="alert">Your payment did not go through, so nothing was charged. <a href="/cart">Back to your cart</a></p>
+<p class="notice error" role="alert">Your payment did not go through, so nothing was charged.{{" Its books are back in your cart." if restored else ""}} <a href="/cart">Back to your cart</a></p>
 %   elif state == "expired":
 <p class="notice" role="status">This checkout expired before it was paid. Nothing was charged. <a href="/cart">Back to your cart</a></p>
 %   else:

@@ -83,10 +83,7 @@ def install(app, shop):
             cart.pop(product_id, None)
         else:
             raise ShopError(400, "Unknown cart action.")
-        if cart:
-            shop.guard.set_cookie(response, "cart", ".".join(f"{p}:{q}" for p, q in cart.items()), max_age=2592000)
-        else:
-            shop.guard.delete_cookie(response, "cart")
+        write_cart(shop.guard, cart)
         see_other(f"/cart?added={quote(product_id)}{most}" if action == "add" else "/cart")
 
     @app.post("/checkout")
@@ -145,15 +142,19 @@ def install(app, shop):
             state = payments.state(session)
             if state == "processing" and order["status"] == "payment_failed":  # a webhook heard of the failure
                 state = "failed"
-        count = None
-        bought = {i["product_id"]: i["quantity"] for i in order["items"]}
-        if state in ("paid", "processing") and read_cart(shop.guard, shop.catalog()) == bought:
+        count, restored, catalog = None, False, shop.catalog()
+        bought, cart = {i["product_id"]: i["quantity"] for i in order["items"]}, read_cart(shop.guard, catalog)
+        if state in ("paid", "processing") and cart == bought:
             # The cart was this order, so it is bought (or paid for, if still processing: a full cart would invite a
             # second payment); "Buy now", or an old confirmation, leaves the cart alone.
-            shop.guard.delete_cookie(response, "cart")
+            write_cart(shop.guard, {})
             count = 0
+        elif state == "failed" and not cart and order["browser"] == shop.guard.valid_sid(request):
+            # The delayed payment that emptied the cart failed: its books go back in, for another try.
+            restored = write_cart(shop.guard, parse_cart(".".join(f"{p}:{q}" for p, q in bought.items()), catalog))
+            count = restored and sum(restored.values())
         return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,
-                           cart_count=count)
+                           cart_count=count, restored=restored)
 
     def own_checkout():
         """This browser's open checkout, if it left one (with Back)."""
@@ -193,6 +194,15 @@ def install(app, shop):
 def read_cart(guard, catalog):
     """This browser's cart, from its cookie (the pages' cart count and the cart's routes read it alike)."""
     return parse_cart(cookies(request).get(guard.prefix + "cart", ""), catalog)
+
+
+def write_cart(guard, cart):
+    """Keep the cart in its cookie for 30 days (an empty one: no cookie); returns the cart."""
+    if cart:
+        guard.set_cookie(response, "cart", ".".join(f"{p}:{q}" for p, q in cart.items()), max_age=2592000)
+    else:
+        guard.delete_cookie(response, "cart")
+    return cart
 
 
 def parse_cart(raw, catalog):

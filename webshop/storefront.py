@@ -152,7 +152,7 @@ def install(app, shop):
         elif state == "failed" and not cart and order["browser"] == shop.guard.valid_sid(request):
             # The delayed payment that emptied the cart failed: its books go back in, for another try.
             restored = write_cart(shop.guard, parse_cart(".".join(f"{p}:{q}" for p, q in bought.items()), catalog))
-            count = restored and sum(restored.values())
+            count = sum(restored.values()) if restored else None
         return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,
                            cart_count=count, restored=restored)
 

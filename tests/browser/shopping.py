@@ -63,6 +63,11 @@ def add_to_cart(page, name):
     expect(page.get_by_role("status").filter(has_text=f"Added “{name}”")).to_be_visible()
 
 
+def product_card(page, name):
+    """On the home page: the card of the book with this name."""
+    return page.locator("li.card", has=page.get_by_role("heading", name=name, exact=True))
+
+
 def set_quantity(page, name, quantity):
     """On the cart page: type a new quantity for a line and press its Update button."""
     page.get_by_label(f"Quantity of {name}", exact=True).fill(str(quantity))

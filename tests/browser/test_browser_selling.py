@@ -7,7 +7,7 @@ import re
 import pytest
 
 from tests.browser.conftest import DESKTOP
-from tests.browser.shopping import GOOD_CARD, PAY_PAGE, catalog, expect, fill_payment, pay_button
+from tests.browser.shopping import GOOD_CARD, PAY_PAGE, catalog, expect, fill_payment, pay_button, product_card
 
 pytestmark = pytest.mark.browser
 
@@ -29,7 +29,7 @@ def test_a_code_on_the_payment_page_and_the_last_copy(open_tab, selling_shop, ja
     page = tab.page
     last, other = catalog()["products"][0], catalog()["products"][1]
     tab.goto("/")
-    card = page.locator("li.card", has=page.get_by_role("heading", name=last["name"], exact=True))
+    card = product_card(page, last["name"])
     expect(card).to_contain_text("Only 1 left")
     card.get_by_role("button", name=f"Buy now {last['name']}").click()
     expect(page).to_have_url(PAY_PAGE)
@@ -46,9 +46,9 @@ def test_a_code_on_the_payment_page_and_the_last_copy(open_tab, selling_shop, ja
     discount = round(last["price"] * 0.10)
     expect(page.locator("table.summary")).to_contain_text(f"{discount // 100}.{discount % 100:02d}")
     tab.goto("/")
-    card = page.locator("li.card", has=page.get_by_role("heading", name=last["name"], exact=True))
+    card = product_card(page, last["name"])
     expect(card).to_contain_text("Sold out")
     expect(card.get_by_role("button")).to_have_count(0)  # no way to buy what is gone, with or without JS
-    other_card = page.locator("li.card", has=page.get_by_role("heading", name=other["name"], exact=True))
+    other_card = product_card(page, other["name"])
     expect(other_card.get_by_role("button", name=f"Buy now {other['name']}")).to_be_visible()
     assert not tab.errors, f"the browser reported errors: {tab.errors}"

@@ -303,8 +303,8 @@ _TOP = {
                                                               MAX_SHIPPING_OPTIONS))}),
     # https://docs.stripe.com/tax/products-prices-tax-codes-tax-behavior
     "tax": ({"mode": "none", "behavior": "exclusive"}, {
-        "mode": (_REQUIRED, _rule(lambda v: v in ("automatic", "none"), 'must be "automatic" or "none"')),
-        "behavior": (_REQUIRED, _rule(lambda v: v in ("exclusive", "inclusive"),
+        "mode": ("none", _rule(lambda v: v in ("automatic", "none"), 'must be "automatic" or "none"')),
+        "behavior": ("exclusive", _rule(lambda v: v in ("exclusive", "inclusive"),
                                       'must be "exclusive" or "inclusive"'))}),
     "promotions": ((), _Checker.promotions),
     "checkout": ({"terms_url": None, "collect_tax_ids": False}, {

@@ -189,3 +189,27 @@ def test_an_add_after_back_counts_the_copies_of_the_own_checkout_and_never_lower
     assert shopper.cart_cookie() == "walden:4" and "Added “Walden” to your cart." in page.text
     page = shopper.add("walden", 5).follow()
     assert shopper.cart_cookie() == "walden:5" and "holds 5 of “Walden”: that is as many as you can buy" in page.text
+
+
+def test_paying_a_cart_held_to_the_copies_left_empties_it(stocked):
+    shopper = stocked(walden=3)
+    shopper.add("walden", 2)
+    shopper.add("moby-dick")
+    shopper.set_quantity("walden", 5)  # more than is left: the cart page says it holds 3
+    to_stripe = shopper.checkout()
+    assert shopper.cart_cookie() == "walden:3.moby-dick:1"  # the cart is what is checked out
+    confirmation = pay(shopper, to_stripe).location
+    assert "Thank you" in shopper.get(confirmation).text and not shopper.cart_cookie()  # nothing to pay twice
+
+
+@pytest.mark.parametrize("fields, status", [({"product_id": "moby-dick", "quantity": "0"}, 400),
+                                            ({"product_id": "walden", "quantity": "4"}, 409),
+                                            ({"product_id": "no-such-book"}, 400)])
+def test_a_refused_checkout_leaves_the_open_one_payable(stocked, fields, status):
+    shopper = stocked(walden=3)
+    shopper.add("walden", 1)
+    first = shopper.session_id(shopper.checkout())  # then Back, and a Buy now that is refused
+    shopper.post("/checkout", {"csrf_token": shopper.csrf(), **fields}, status=status)
+    assert shopper.standin.get(first)["status"] == "open" and "Continue your payment" in shopper.get("/cart").text
+    shopper.set_cookie("cart", "")  # and an empty cart's Checkout: nothing to buy, nothing expired
+    assert shopper.checkout().location.endswith("/cart?empty=1") and shopper.standin.get(first)["status"] == "open"

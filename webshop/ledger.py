@@ -137,8 +137,7 @@ class Ledger:
         for product_id, item in wanted.items():
             left = max(0, stock[product_id] - sum(taken.get(product_id, ())))
             if item["quantity"] > left:
-                raise ShopError(409, f"Sorry, {item['name']} is sold out." if not left else
-                                f"Sorry, only {left} of {item['name']} left. Please change the quantity.")
+                raise too_few(item["name"], left)
 
     def _taken(self, c, product_ids):
         """{product id: (copies held by open checkouts, copies sold and not restocked)}."""
@@ -374,6 +373,12 @@ class Ledger:
     def ping(self):
         """Raise if the database cannot be read."""
         self.rows("SELECT 1 FROM orders LIMIT 1")
+
+
+def too_few(name, left):
+    """The 409 for an order of more copies than are left."""
+    return ShopError(409, f"Sorry, {name} is sold out." if not left else
+                     f"Sorry, only {left} of {name} left. Please change the quantity.")
 
 
 def _history(c, order_id, source, status, note):

@@ -7,6 +7,7 @@ from urllib.parse import quote
 from bottle import HTTPResponse, redirect, request, response
 
 from . import payments
+from .ledger import too_few
 from .security import cookies
 from .settings import ShopError
 
@@ -90,18 +91,25 @@ def install(app, shop):
     def checkout():
         """Record the order, create its Stripe Checkout Session, and send the shopper there (303)."""
         shop.guard.check(request)
-        browser = shop.guard.browser_id(request, response)
+        browser, catalog = shop.guard.browser_id(request, response), shop.catalog()
         left_open = shop.orders.ledger.open_checkout_for(browser)
-        if left_open:  # left with "Back": expired first, so neither its payment nor its copies can be taken twice
-            expire(left_open["session_id"], "new checkout", must=True)
-        catalog = shop.catalog()
+        # What to buy is settled (a refusal leaves the open checkout payable), counting its copies as this browser's.
         if request.forms.get("product_id") is not None:  # "Buy now": one product, the cart untouched
-            cart = {product_field(catalog): quantity_field(1)}
+            product = catalog.product(product_field(catalog))
+            cart = {product.id: quantity_field(1)}
+            left = copies_left([product], left_open).get(product.id, MAX_QUANTITY)
+            if cart[product.id] > left:
+                raise too_few(product.name, left)
         else:
-            cart = in_stock(read_cart(shop.guard, catalog), catalog)[0]
+            kept = read_cart(shop.guard, catalog)
+            cart = in_stock(dict(kept), catalog, left_open)[0]
+            if cart and cart != kept:  # the cart becomes what is left of it, so paying empties it (the page said so)
+                write_cart(shop.guard, cart)
         items = lines(cart, catalog)
         if not items:
             see_other("/cart?empty=1")
+        if left_open:  # left with "Back": expired first, so neither its payment nor its copies can be taken twice
+            expire(left_open["session_id"], "new checkout", must=True)
         orders = shop.orders
         order_id, racing = orders.ledger.start_order(
             browser, catalog.currency,

@@ -1,7 +1,7 @@
 % rebase('base.tpl', title=title)
 <h1>Your cart</h1>
 % if canceled:
-<p class="notice" role="status">Checkout was canceled. Your cart is just as you left it.</p>
+<p class="notice" role="status">You left the payment page without paying. Your cart is just as you left it.</p>
 % end
 % if empty_checkout:
 <p class="notice" role="status">Your cart is empty, so there is nothing to check out yet.</p>

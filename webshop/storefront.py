@@ -36,19 +36,19 @@ def install(app, shop):
         if page is None or page > pages:
             raise ShopError(404, "There is no such page of the catalog.")
         products = catalog.products[(page - 1) * PER_PAGE: page * PER_PAGE]
+        own = any(p.stock is not None for p in products) and own_checkout()  # its copies are this shopper's
         return shop.render("index.tpl", products=products, page=page, pages=pages, low_stock=LOW_STOCK,
-                           left=copies_left(products))
+                           left=copies_left(products, own))
 
     @app.get("/cart")
     def show_cart():
         """The cart with line totals and subtotal, and the browser's open checkout if it left one."""
         catalog, pending = shop.catalog(), own_checkout()
-        kept = read_cart(shop.guard, catalog)
-        cart, notes = in_stock(dict(kept), catalog, pending)
+        cart, notes = in_stock(read_cart(shop.guard, catalog), catalog, pending)
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
         # An open checkout that is not the cart as it is now ("Buy now", or the cart changed since) says what it pays.
-        other = pending and {i["product_id"]: i["quantity"] for i in pending["items"]} != kept and ", ".join(
+        other = pending and {i["product_id"]: i["quantity"] for i in pending["items"]} != cart and ", ".join(
             f"{i['quantity']} × {i['name']}" for i in pending["items"])
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
                            canceled=request.query.get("canceled") == "1",
@@ -183,8 +183,8 @@ def install(app, shop):
         for pid, left in copies_left([catalog.product(p) for p in cart], own).items():
             if cart[pid] > left:
                 name = catalog.product(pid).name
-                notes.append(f"Sorry, {name} is sold out, so it is not in your order." if not left else
-                             f"Only {left} of {name} left: your order holds that many.")
+                notes.append(f"Sorry, {name} is sold out, so it is not in your cart." if not left else
+                             f"Only {left} of {name} left: your cart holds that many.")
                 cart[pid] = left
         return {p: q for p, q in cart.items() if q}, notes
 

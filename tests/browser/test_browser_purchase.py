@@ -102,7 +102,7 @@ def test_declined_card_then_back_to_the_cart(open_tab):
 
     page.get_by_role("link", name=re.compile(r"back", re.I)).first.click()
     expect(page).to_have_url(re.compile(r"/cart\?canceled=1$"))
-    expect(page.get_by_role("status").first).to_contain_text("Checkout was canceled")
+    expect(page.get_by_role("status").first).to_contain_text("You left the payment page without paying")
     expect(page.get_by_label(f"Quantity of {first['name']}", exact=True)).to_have_value("1")
     expect(page.get_by_label(f"Quantity of {second['name']}", exact=True)).to_have_value("2")
     expect(page.locator(".subtotal")).to_have_text(money(first["price"] + 2 * second["price"]))

@@ -158,9 +158,13 @@ def install(app, shop):
             write_cart(shop.guard, {})
             count = 0
         elif state == "failed" and not cart and order["browser"] == shop.guard.valid_sid(request):
-            # The delayed payment that emptied the cart failed: its books go back in, for another try.
-            restored = write_cart(shop.guard, parse_cart(".".join(f"{p}:{q}" for p, q in bought.items()), catalog))
-            count = sum(restored.values()) if restored else None
+            # The delayed payment that emptied the cart failed: its books go back in, once, for another try.
+            ledger, mark = shop.orders.ledger, f"cart back {order['id']}"
+            if not ledger.checkpoint(mark):
+                ledger.set_checkpoint(mark, True)
+                restored = write_cart(shop.guard, parse_cart(".".join(f"{p}:{q}" for p, q in bought.items()),
+                                                             catalog))
+                count = sum(restored.values()) if restored else None
         return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,
                            cart_count=count, restored=restored)
 

@@ -1,5 +1,6 @@
 """The whole purchase through the real app and the offline stand-in, amounts checked against the catalog."""
 
+import json
 import re
 
 import pytest
@@ -89,7 +90,7 @@ def test_declined_cards_leave_the_session_open(shopper, card, reason):
     session = shopper.shop.orders.stripe.v1.checkout.sessions.retrieve(shopper.session_id(to_stripe))
     assert session.status == "open" and session.payment_status == "unpaid"
     unpaid = shopper.get(f"/success?session_id={session.id}")
-    assert "This checkout has not been paid yet" in unpaid.text and "Total due" in unpaid.text
+    assert "This checkout has not been paid yet" in unpaid.text and "Total before tax" in unpaid.text
     tax = unpaid.html.find("th", string="Tax").find_next_sibling("td").text
     assert tax == "worked out when you pay"  # from the address given when paying, not $0.00
     assert shopper.shop.orders.ledger.by_session(session.id)["status"] == "open"
@@ -268,3 +269,18 @@ def test_a_delayed_payment_that_fails_puts_its_books_back_in_the_emptied_cart(sh
     assert "books are back" not in again and not shopper.cart_cookie()  # and only once
     other = type(shopper)(shopper.app)  # another browser with the link learns of the failure, and gets no cart
     assert "back in your cart" not in other.get(confirmation).text and not other.cart_cookie()
+
+
+def test_an_unpaid_checkout_without_stripe_tax_shows_its_tax_and_an_expired_one_no_total_due(make_shopper,
+                                                                                               catalog_copy):
+    data = json.loads(catalog_copy.read_text())
+    data["tax"] = {"mode": "none"}
+    catalog_copy.write_text(json.dumps(data))
+    shopper = make_shopper(catalog=str(catalog_copy))
+    lapsed = shopper.session_id(shopper.checkout(product_id="walden"))
+    shopper.shop.orders.stripe.v1.checkout.sessions.expire(lapsed)
+    expired = shopper.get(f"/success?session_id={lapsed}").text
+    assert "This checkout expired before it was paid" in expired and "Total due" not in expired
+    session_id = shopper.session_id(shopper.checkout(product_id="walden"))
+    page = shopper.get(f"/success?session_id={session_id}")
+    assert page.html.find("th", string="Tax").find_next_sibling("td").text == "$0.00" and "Total due" in page.text

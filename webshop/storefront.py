@@ -166,7 +166,8 @@ def install(app, shop):
                                                              catalog))
                 count = sum(restored.values()) if restored else None
         return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,
-                           cart_count=count, restored=restored)
+                           cart_count=count, restored=restored, tax_later=state == "open" and
+                           catalog.tax_mode == "automatic")
 
     def own_checkout():
         """This browser's open checkout, if it left one (with Back)."""

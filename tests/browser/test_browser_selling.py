@@ -10,6 +10,7 @@ from tests.browser.conftest import DESKTOP
 from tests.browser.shopping import GOOD_CARD, PAY_PAGE, catalog, expect, fill_payment, pay_button, product_card
 
 pytestmark = pytest.mark.browser
+LONG = " and the Donaudampfschifffahrtsgesellschaftskapitän"  # a long word in the second book's name
 
 
 @pytest.fixture
@@ -18,6 +19,7 @@ def selling_shop(start_shop, tmp_path_factory):
     data = catalog()
     data["products"][0]["stock"] = 1
     data["promotions"] = [{"code": "SPRING10", "percent_off": 10}]
+    data["products"][1]["name"] += LONG
     path = tmp_path_factory.mktemp("selling") / "catalog.json"
     path.write_text(json.dumps(data))
     return start_shop("selling", CATALOG=str(path))
@@ -27,7 +29,8 @@ def selling_shop(start_shop, tmp_path_factory):
 def test_a_code_on_the_payment_page_and_the_last_copy(open_tab, selling_shop, javascript):
     tab = open_tab(DESKTOP, javascript=javascript, server=selling_shop)
     page = tab.page
-    last, other = catalog()["products"][0], catalog()["products"][1]
+    last, other = catalog()["products"][0], dict(catalog()["products"][1])
+    other["name"] += LONG
     tab.goto("/")
     card = product_card(page, last["name"])
     expect(card).to_contain_text("Only 1 left")
@@ -51,4 +54,9 @@ def test_a_code_on_the_payment_page_and_the_last_copy(open_tab, selling_shop, ja
     expect(card.get_by_role("button")).to_have_count(0)  # no way to buy what is gone, with or without JS
     other_card = product_card(page, other["name"])
     expect(other_card.get_by_role("button", name=f"Buy now {other['name']}")).to_be_visible()
+    other_card.get_by_role("button", name=f"Add to cart {other['name']}").click()
+    page.set_viewport_size({"width": 375, "height": 800})
+    for path in ("/", "/cart"):  # the long word breaks on a phone
+        tab.goto(path)
+        tab.no_sideways_scroll()
     assert not tab.errors, f"the browser reported errors: {tab.errors}"

@@ -137,6 +137,23 @@ def test_a_partial_then_full_refund_each_confirmed_first(admin):
                                                              status=409).text
 
 
+@pytest.mark.parametrize("query", ["refunded=ANYTHING&before=0", "refunded=re_%3Cb%3E&before=0",
+                                   "refunded=%E2%80%AEx&replayed=1"])
+def test_the_order_page_shows_a_refund_notice_only_for_a_refund_id(admin, query):
+    o = paid(admin)
+    page = admin.get(f"/admin/orders/{o['id']}?{query}", headers=auth())
+    assert "was made at Stripe" not in page.text and "answered with it again" not in page.text
+    assert "Refund re_abc was made at Stripe" in admin.get(f"/admin/orders/{o['id']}?refunded=re_abc&replayed=0",
+                                                           headers=auth()).text
+
+
+def test_the_search_takes_any_language(admin):
+    o = paid(admin)
+    admin.shop.orders.ledger.transition(o["id"], ("paid",), "paid", "test", customer_email="zoë@example.com")
+    page = admin.get("/admin", {"q": "zoë"}, headers=auth())
+    assert o["id"] in page.text and 'value="zoë"' in page.text
+
+
 def test_an_amount_typed_without_choosing_part_of_it_is_what_the_review_offers(admin):
     o = paid(admin)
     review = admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin), "how": "full",

@@ -51,7 +51,7 @@ def install(app, shop):
                                **{"WWW-Authenticate": 'Basic realm="Shop admin", charset="UTF-8"'})
 
     def filters():
-        status, search = request.query.get("status", ""), request.query.get("q", "").strip()[:100]
+        status, search = request.query.get("status", ""), request.query.getunicode("q", "").strip()[:100]
         return (status if status in STATUSES else None), search or None
 
     def find(order_id):
@@ -92,7 +92,9 @@ def install(app, shop):
                            record=ledger.handoff_record(o["id"]), mails=ledger.outbox(order_id=o["id"]),
                            refundable=o["status"] in REFUNDABLE and o["payment_intent"] and o["amount_total"],
                            left=(o["amount_total"] or 0) - o["amount_refunded"], amount=money,
-                           refunded=request.query.get("refunded", "")[:100], replayed=request.query.get("replayed"),
+                           # from the refund's own redirect: a Stripe refund id, never any text a link carries
+                           refunded=re.fullmatch(r"re_[A-Za-z0-9]{1,100}", request.query.get("refunded", "")) and
+                           request.query.get("refunded"), replayed=request.query.get("replayed") == "1",
                            # the refunded total when the refund was made: once it has grown, the event has arrived
                            arrived=o["amount_refunded"] > _whole(request.query.get("before", "")))
 

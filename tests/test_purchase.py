@@ -183,7 +183,6 @@ def test_urls_come_from_base_url_not_the_host_header(shopper):
 
 def test_zero_decimal_currency_end_to_end(make_shopper, catalog_copy):
     """A JPY catalog: prices shown as ¥1,500 and sent to Stripe as 1500 (no cents)."""
-    import json
     data = json.loads(catalog_copy.read_text())
     data["shop"]["currency"] = "jpy"
     data["products"][0]["price"] = 1500
@@ -208,7 +207,6 @@ def test_zero_decimal_currency_end_to_end(make_shopper, catalog_copy):
 @pytest.mark.parametrize("currency, price, shown", [("cop", 4500000, "45,000.00 COP"), ("kwd", 4500, "4.500 KWD")])
 def test_any_currency_the_catalog_takes_can_be_paid_offline(make_shopper, catalog_copy, currency, price, shown):
     """Checked by catalog.json's rules, so the offline stand-in must take it too (it once knew only 32)."""
-    import json
     data = json.loads(catalog_copy.read_text())
     data["shop"]["currency"] = currency
     data["products"] = [dict(data["products"][0], price=price)]

@@ -70,7 +70,7 @@ def install(app, shop):
                 raise ShopError(400, f"A cart holds at most {MAX_LINES} different products.")
             left = copies_left([catalog.product(product_id)], own_checkout()).get(product_id, MAX_QUANTITY)
             if not left:
-                raise ShopError(409, f"Sorry, {catalog.product(product_id).name} is sold out.")
+                raise too_few(catalog.product(product_id).name, left)
             wanted = cart.get(product_id, 0) + quantity_field(1)
             cart[product_id] = max(cart.get(product_id, 0), min(MAX_QUANTITY, left, wanted))  # an add never lowers
             most = "&most=1" if cart[product_id] < wanted else ""

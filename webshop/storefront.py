@@ -162,8 +162,7 @@ def install(app, shop):
             ledger, mark = shop.orders.ledger, f"cart back {order['id']}"
             if not ledger.checkpoint(mark):
                 ledger.set_checkpoint(mark, True)
-                restored = write_cart(shop.guard, parse_cart(".".join(f"{p}:{q}" for p, q in bought.items()),
-                                                             catalog))
+                restored = write_cart(shop.guard, {p: q for p, q in bought.items() if catalog.product(p)})
                 count = sum(restored.values()) if restored else None
         return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,
                            cart_count=count, restored=restored, tax_later=state == "open" and

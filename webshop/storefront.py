@@ -44,11 +44,13 @@ def install(app, shop):
     def show_cart():
         """The cart with line totals and subtotal, and the browser's open checkout if it left one."""
         catalog, pending = shop.catalog(), own_checkout()
-        cart, notes = in_stock(read_cart(shop.guard, catalog), catalog, pending)
+        kept = read_cart(shop.guard, catalog)
+        cart, notes = in_stock(dict(kept), catalog, pending)
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
-        # An open checkout that is not the cart as it is now ("Buy now", or the cart changed since) says what it pays.
-        other = pending and {i["product_id"]: i["quantity"] for i in pending["items"]} != cart and ", ".join(
+        # An open checkout that is not the cart as kept ("Buy now", or the cart changed since) says what it pays:
+        # paying it leaves that cart in place (the success page empties only the cart it paid for).
+        other = pending and {i["product_id"]: i["quantity"] for i in pending["items"]} != kept and ", ".join(
             f"{i['quantity']} × {i['name']}" for i in pending["items"])
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
                            canceled=request.query.get("canceled") == "1",

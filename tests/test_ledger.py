@@ -56,7 +56,7 @@ def test_a_new_database_gets_the_latest_schema_once(ledger, open_ledger, config)
 
 
 def test_an_order_is_written_open_with_integer_money(ledger):
-    order_id, stale = ledger.start_order("b1", "usd", items(), per_minute=10)
+    order_id, _, stale = ledger.start_order("b1", "usd", items(), per_minute=10)
     assert stale == []
     order = ledger.get(order_id)
     assert order["status"] == "open" and order["amount_subtotal"] == 1998 and order["session_id"] is None
@@ -69,25 +69,43 @@ def test_an_order_is_written_open_with_integer_money(ledger):
 
 
 def test_a_checkout_whose_session_has_passed_its_expiry_is_not_offered(ledger):
-    order_id, _ = ledger.start_order("b1", "usd", items(), per_minute=10)
+    order_id, _, _ = ledger.start_order("b1", "usd", items(), per_minute=10)
     ledger.attach_session(order_id, "cs_test_1", "http://x/pay", int(time.time()) - 1)
     assert ledger.open_checkout_for("b1") is None and ledger.get(order_id)["status"] == "open"
 
 
 def test_a_new_checkout_replaces_the_browsers_open_one(ledger):
-    first, _ = ledger.start_order("b1", "usd", items(), per_minute=10)
+    first, _, _ = ledger.start_order("b1", "usd", items(), per_minute=10)
     ledger.attach_session(first, "cs_test_1", "http://x/pay", later())
-    other, _ = ledger.start_order("b2", "usd", items(), per_minute=10)
-    second, stale = ledger.start_order("b1", "usd", items(), per_minute=10)
+    other, _, _ = ledger.start_order("b2", "usd", items(), per_minute=10)
+    second, _, stale = ledger.start_order("b1", "usd", items(), per_minute=10)
     assert stale == ["cs_test_1"]  # the caller expires it at Stripe
     assert ledger.get(first)["status"] == "expired" and ledger.get(other)["status"] == "open"
     assert ledger.history(first)[-1]["note"] == "replaced by a newer checkout"
     # A click that lost the race: its session can no longer be tied to the replaced order.
-    third, stale = ledger.start_order("b1", "usd", items(), per_minute=10)
+    third, _, stale = ledger.start_order("b1", "usd", items(), per_minute=10)
     assert stale == []  # the second order had no session yet
     assert not ledger.attach_session(second, "cs_test_2", "http://x/pay", later())
     assert ledger.by_session("cs_test_2") is None and ledger.get(second)["status"] == "expired"
     assert ledger.attach_session(third, "cs_test_3", "http://x/pay", later())
+
+
+def test_limited_copies_are_held_for_one_order_and_a_browsers_own_count_as_its_own(ledger):
+    moby = {"product_id": "moby-dick", "name": "Moby-Dick", "unit_amount": 1299, "quantity": 1}
+    ledger.start_order("b1", "usd", items(), per_minute=10, stock={"walden": 3})
+    with pytest.raises(ShopError) as refused:  # "Buy now" is refused beyond the copies left
+        ledger.start_order("b2", "usd", items(), per_minute=10, stock={"walden": 3})
+    assert (refused.value.status, refused.value.message) == (409, "Sorry, only 1 of Walden left. Please change the"
+                                                                   " quantity.")
+    _, held, _ = ledger.start_order("b2", "usd", items() + [moby], per_minute=10, stock={"walden": 3}, cap=True)
+    assert [(i["product_id"], i["quantity"]) for i in held] == [("walden", 1), ("moby-dick", 1)]  # a cart: held
+    assert ledger.stock_levels(["walden"]) == {"walden": (3, 0)}
+    assert ledger.stock_levels(["walden"], "b1") == {"walden": (1, 0)}  # b1's copies are b1's to check out again
+    order_id, held, _ = ledger.start_order("b1", "usd", items(), per_minute=10, stock={"walden": 3})
+    assert held == items() and ledger.get(order_id)["amount_subtotal"] == 1998
+    with pytest.raises(ShopError) as sold_out:  # nothing left of a cart: refused, and no order written
+        ledger.start_order("b3", "usd", items(), per_minute=10, stock={"walden": 3}, cap=True)
+    assert sold_out.value.message == "Sorry, Walden is sold out." and len(ledger.list(status="open")) == 2
 
 
 def test_more_checkouts_a_minute_than_allowed_from_one_browser_are_refused(ledger):
@@ -101,7 +119,7 @@ def test_more_checkouts_a_minute_than_allowed_from_one_browser_are_refused(ledge
 
 
 def test_transition_is_guarded_and_happens_once_under_concurrency(ledger, open_ledger):
-    order_id, _ = ledger.start_order("b1", "usd", items(), per_minute=10)
+    order_id, _, _ = ledger.start_order("b1", "usd", items(), per_minute=10)
     others = [open_ledger() for _ in range(10)]  # as many instances of the shop on one database
     results = []
     barrier = threading.Barrier(10)
@@ -122,7 +140,7 @@ def test_transition_is_guarded_and_happens_once_under_concurrency(ledger, open_l
 
 
 def test_fulfil_stores_one_record_in_the_claims_own_transaction(ledger, open_ledger):
-    order_id, _ = ledger.start_order("b1", "usd", items(), per_minute=10)
+    order_id, _, _ = ledger.start_order("b1", "usd", items(), per_minute=10)
     record = {"order_id": order_id, "fulfilled_at": "2026-01-01T00:00:00.000000Z", "items": items()}
     charged = {"id": "cs_test_1", "amount_total": 2500}
     others = [open_ledger() for _ in range(8)]
@@ -154,7 +172,7 @@ def test_fulfil_stores_one_record_in_the_claims_own_transaction(ledger, open_led
 def test_records_are_listed_in_the_order_they_were_made(ledger):
     made = []
     for n in range(5):
-        order_id, _ = ledger.start_order(f"b{n}", "usd", items(), per_minute=10)
+        order_id, _, _ = ledger.start_order(f"b{n}", "usd", items(), per_minute=10)
         assert ledger.fulfil(order_id, ("open",), {"order_id": order_id, "fulfilled_at": "x", "n": n}, {}, "test")
         made.append(order_id)
     records = ledger.fulfilments()
@@ -164,7 +182,7 @@ def test_records_are_listed_in_the_order_they_were_made(ledger):
 
 
 def test_refunds_keep_the_largest_total_and_a_closed_dispute_keeps_its_outcome(ledger):
-    order_id, _ = ledger.start_order("b1", "usd", items(), per_minute=10)
+    order_id, _, _ = ledger.start_order("b1", "usd", items(), per_minute=10)
     ledger.fulfil(order_id, ("open",), {"order_id": order_id, "fulfilled_at": "x"}, {}, "test", amount_total=2500)
     assert ledger.apply_refund(order_id, 1000, 2500, "test")
     assert not ledger.apply_refund(order_id, 500, 2500, "test")  # an older event, later

@@ -469,8 +469,8 @@ def test_reconcile_settles_an_order_left_open_without_a_session_once(shop, run):
     checkout_failed; a younger one may still be waiting on Stripe, and one with a session is left to Stripe."""
     book = ledger(shop)
     item = [{"product_id": "walden", "name": "Walden", "unit_amount": 999, "quantity": 1}]
-    lost, _ = book.start_order("browser-lost", "usd", item, per_minute=10)
-    young, _ = book.start_order("browser-young", "usd", item, per_minute=10)
+    lost, _, _ = book.start_order("browser-lost", "usd", item, per_minute=10)
+    young, _, _ = book.start_order("browser-young", "usd", item, per_minute=10)
     with_session = order(shop, start(shop))
     with book.db.tx() as db:
         for order_id, minutes in ((lost, 20), (young, 1), (with_session["id"], 20)):

@@ -192,7 +192,7 @@ def test_a_start_catches_up_more_lines_than_one_read_of_the_database_returns(wit
     ledger = with_file.shop.orders.ledger
     made = []
     for n in range(1001):
-        order_id, _ = ledger.start_order(f"browser-{n}", "usd", [
+        order_id, _, _ = ledger.start_order(f"browser-{n}", "usd", [
             {"product_id": "walden", "name": "Walden", "unit_amount": 999, "quantity": 1}], per_minute=1)
         assert ledger.fulfil(order_id, ("open",), {"order_id": order_id, "fulfilled_at": "x"}, {}, "test")
         made.append(order_id)

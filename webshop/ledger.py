@@ -103,8 +103,9 @@ class Ledger:
 
     # -- orders -------------------------------------------------------------------------------------------------
 
-    def start_order(self, browser, currency, items, per_minute, stock=None):
-        """A new `open` order replacing this browser's open ones: (order id, their sessions); 429 when too many."""
+    def start_order(self, browser, currency, items, per_minute, stock=None, cap=False):
+        """A new `open` order replacing this browser's open ones: (order id, its items, their sessions); 429 when too
+        many. With `cap`, lines are held to the copies left (as the cart page does) instead of refused."""
         order_id, now = "ord_" + secrets.token_hex(12), utcnow()
         with self.db.tx() as c:  # of two clicks at once, the later replaces the earlier (attach_session refuses it)
             self.db.lock(c, browser)
@@ -117,7 +118,8 @@ class Ledger:
                               (browser,)).fetchall()
             for row in stale:
                 self._move(c, row["id"], ("open",), "expired", "checkout", "replaced by a newer checkout")
-            self._reserve(c, items, stock or {})  # stock: {product id: copies} of the items with limited stock
+            # After this browser's open orders are expired, so a double click's copies count as its own.
+            items = self._reserve(c, items, stock or {}, cap)  # stock: {product id: copies} of the limited items
             c.execute("INSERT INTO orders (id, status, currency, items, amount_subtotal, browser, created, updated)"
                       " VALUES (?, 'open', ?, ?, ?, ?, ?, ?)",
                       (order_id, currency, json.dumps(items), sum(i["unit_amount"] * i["quantity"] for i in items),
@@ -126,38 +128,47 @@ class Ledger:
                 c.execute("INSERT INTO order_lines (order_id, product_id, quantity) VALUES (?, ?, ?)",
                           (order_id, i["product_id"], i["quantity"]))
             _history(c, order_id, "checkout", "open", f"{len(items)} line(s)")
-        return order_id, [row["session_id"] for row in stale if row["session_id"]]
+        return order_id, items, [row["session_id"] for row in stale if row["session_id"]]
 
-    def _reserve(self, c, items, stock):
-        """Refuse (409) an order for more copies than are left; the last copy goes to one shopper only."""
-        wanted = {i["product_id"]: i for i in items if i["product_id"] in stock}
-        for product_id in sorted(wanted):  # always in this order, so two checkouts can never deadlock
+    def _reserve(self, c, items, stock, cap):
+        """The items, held to the copies left (`cap`) or refused (409) beyond them; the last copy goes to one
+        shopper only."""
+        wanted = sorted({i["product_id"] for i in items} & set(stock))
+        for product_id in wanted:  # always in this order, so two checkouts can never deadlock
             self.db.lock(c, "stock:" + product_id)
-        taken = self._taken(c, list(wanted))
-        for product_id, item in wanted.items():
-            left = max(0, stock[product_id] - sum(taken.get(product_id, ())))
-            if item["quantity"] > left:
+        taken, held = self._taken(c, wanted), []
+        for item in items:
+            pid = item["product_id"]
+            left = max(0, stock[pid] - sum(taken.get(pid, ()))) if pid in stock else item["quantity"]
+            if item["quantity"] > left and not cap:
                 raise too_few(item["name"], left)
+            if left:
+                held.append({**item, "quantity": min(item["quantity"], left)})
+        if not held:
+            raise too_few(items[0]["name"], 0)
+        return held
 
-    def _taken(self, c, product_ids):
-        """{product id: (copies held by open checkouts, copies sold and not restocked)}."""
+    def _taken(self, c, product_ids, browser=None):
+        """{product id: (copies held by open checkouts, copies sold and not restocked)}; the copies `browser`'s own
+        open checkouts hold are not counted: checking out again gives them back first."""
         if not product_ids:
             return {}
         now = int(time.time())
         rows = c.execute(
-            "SELECT l.product_id, SUM(CASE WHEN o.status = 'open' THEN l.quantity ELSE 0 END) AS held,"
+            "SELECT l.product_id, SUM(CASE WHEN o.status = 'open' AND o.browser = ? THEN 0"
+            " WHEN o.status = 'open' THEN l.quantity ELSE 0 END) AS held,"
             " SUM(CASE WHEN o.status = 'open' THEN 0 ELSE l.quantity END) AS sold"
             " FROM order_lines l JOIN orders o ON o.id = l.order_id"
             f" WHERE l.product_id IN ({','.join('?' * len(product_ids))}) AND o.restocked = 0 AND"
             " (o.status IN ('awaiting_payment', 'paid', 'partially_refunded', 'refunded', 'disputed') OR"
             " (o.status = 'open' AND (o.session_expires_at > ? OR (o.session_expires_at IS NULL AND o.created > ?))))"
-            " GROUP BY l.product_id", (*product_ids, now, iso_utc(now - 600)))
+            " GROUP BY l.product_id", (browser, *product_ids, now, iso_utc(now - 600)))
         return {r["product_id"]: (int(r["held"]), int(r["sold"])) for r in rows}  # PostgreSQL's SUM is numeric
 
-    def stock_levels(self, product_ids):
+    def stock_levels(self, product_ids, browser=None):
         """{product id: (copies held by open checkouts, copies sold)}, for the pages and `shop.py stock`."""
         with self.db.read() as c:
-            return self._taken(c, list(product_ids))
+            return self._taken(c, list(product_ids), browser)
 
     def restock(self, order_id, source):
         """Give an order's copies back to the stock (a refund the merchant restocks)."""

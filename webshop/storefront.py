@@ -36,16 +36,15 @@ def install(app, shop):
         if page is None or page > pages:
             raise ShopError(404, "There is no such page of the catalog.")
         products = catalog.products[(page - 1) * PER_PAGE: page * PER_PAGE]
-        own = any(p.stock is not None for p in products) and own_checkout()  # its copies are this shopper's
         return shop.render("index.tpl", products=products, page=page, pages=pages, low_stock=LOW_STOCK,
-                           left=copies_left(products, own))
+                           left=copies_left(products))
 
     @app.get("/cart")
     def show_cart():
         """The cart with line totals and subtotal, and the browser's open checkout if it left one."""
         catalog, pending = shop.catalog(), own_checkout()
         kept = read_cart(shop.guard, catalog)
-        cart, notes = in_stock(dict(kept), catalog, pending)
+        cart, notes = in_stock(dict(kept), catalog)
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
         # An open checkout that is not the cart as kept ("Buy now", or the cart changed since) says what it pays:
@@ -70,7 +69,7 @@ def install(app, shop):
         if action == "add":
             if product_id not in cart and len(cart) >= MAX_LINES:
                 raise ShopError(400, f"A cart holds at most {MAX_LINES} different products.")
-            left = copies_left([catalog.product(product_id)], own_checkout()).get(product_id, MAX_QUANTITY)
+            left = copies_left([catalog.product(product_id)]).get(product_id, MAX_QUANTITY)
             if not left:
                 raise too_few(catalog.product(product_id).name, left)
             wanted = cart.get(product_id, 0) + quantity_field(1)
@@ -94,41 +93,43 @@ def install(app, shop):
         """Record the order, create its Stripe Checkout Session, and send the shopper there (303)."""
         shop.guard.check(request)
         browser, catalog = shop.guard.browser_id(request, response), shop.catalog()
-        left_open = shop.orders.ledger.open_checkout_for(browser)
-        # What to buy is settled (a refusal leaves the open checkout payable), counting its copies as this browser's.
+        left_open, kept = shop.orders.ledger.open_checkout_for(browser), None
+        # What to buy is settled first (a refusal leaves the open checkout payable).
         if request.forms.get("product_id") is not None:  # "Buy now": one product, the cart untouched
             product = catalog.product(product_field(catalog))
             cart = {product.id: quantity_field(1)}
-            left = copies_left([product], left_open).get(product.id, MAX_QUANTITY)
+            left = copies_left([product]).get(product.id, MAX_QUANTITY)
             if cart[product.id] > left:
                 raise too_few(product.name, left)
         else:
             kept = read_cart(shop.guard, catalog)
-            cart = in_stock(dict(kept), catalog, left_open)[0]
-            if cart and cart != kept:  # the cart becomes what is left of it, so paying empties it (the page said so)
-                write_cart(shop.guard, cart)
+            cart = in_stock(dict(kept), catalog)[0]
         items = lines(cart, catalog)
         if not items:
             see_other("/cart?empty=1")
         if left_open:  # left with "Back": expired first, so neither its payment nor its copies can be taken twice
             expire(left_open["session_id"], "new checkout", must=True)
         orders = shop.orders
-        order_id, racing = orders.ledger.start_order(
+        order_id, held, racing = orders.ledger.start_order(
             browser, catalog.currency,
             [{"product_id": p.id, "name": p.name, "unit_amount": p.price, "quantity": q} for p, q, _ in items],
-            per_minute=shop.config.checkout_limit,
-            stock={p.id: p.stock for p, _, _ in items if p.stock is not None})
+            per_minute=shop.config.checkout_limit, stock={p.id: p.stock for p, _, _ in items if p.stock is not None},
+            cap=kept is not None)  # a cart is held to the copies a shopper at the same moment left it
+        cart = {i["product_id"]: i["quantity"] for i in held}
+        items = lines(cart, catalog)
         for session_id in racing:  # a click at the same moment already had its session: expired too
             expire(session_id, "new checkout")
         try:
             session = payments.create_session(orders.stripe, payments.checkout_params(
                 catalog, items, order_id, shop.config.base_url), order_id)
-        except ShopError as e:  # the order stays, marked, for reconcile; the cart cookie is untouched
+        except ShopError as e:  # the order stays, marked, for reconcile; the cart is untouched
             orders.ledger.transition(order_id, ("open",), "checkout_failed", "checkout", e.detail or e.message)
             raise
         if not orders.ledger.attach_session(order_id, session.id, session.url, session.expires_at):
             expire(session.id, "replaced by a newer click")  # a second click won the race: never payable
             see_other("/cart")
+        if kept is not None and cart != kept:  # the cart becomes what it pays for, so paying empties it (as shown)
+            write_cart(shop.guard, cart)
         redirect(session.url, 303)
 
     @app.get("/success")
@@ -175,18 +176,17 @@ def install(app, shop):
         sid = shop.guard.valid_sid(request)
         return sid and shop.orders.ledger.open_checkout_for(sid)
 
-    def copies_left(products, own=None):
-        """{product id: copies left} for the products with limited stock; with `own`, this browser's open checkout,
-        the copies it holds count as left: checking out again gives them back first."""
+    def copies_left(products):
+        """{product id: copies left} for the products with limited stock; the copies this browser's own open
+        checkouts hold count as left: checking out again gives them back first."""
         stocked = {p.id: p.stock for p in products if p.stock is not None}
-        taken = shop.orders.ledger.stock_levels(stocked) if stocked else {}
-        back = {i["product_id"]: i["quantity"] for i in own["items"]} if own else {}
-        return {pid: max(0, n - sum(taken.get(pid, ())) + back.get(pid, 0)) for pid, n in stocked.items()}
+        taken = shop.orders.ledger.stock_levels(stocked, shop.guard.valid_sid(request)) if stocked else {}
+        return {pid: max(0, n - sum(taken.get(pid, ()))) for pid, n in stocked.items()}
 
-    def in_stock(cart, catalog, own=None):
+    def in_stock(cart, catalog):
         """The cart held to the copies left, and what the shopper is told about it."""
         notes = []
-        for pid, left in copies_left([catalog.product(p) for p in cart], own).items():
+        for pid, left in copies_left([catalog.product(p) for p in cart]).items():
             if cart[pid] > left:
                 name = catalog.product(pid).name
                 notes.append(f"Sorry, {name} is sold out, so it is not in your cart." if not left else

@@ -90,9 +90,9 @@ def test_declined_cards_leave_the_session_open(shopper, card, reason):
     session = shopper.shop.orders.stripe.v1.checkout.sessions.retrieve(shopper.session_id(to_stripe))
     assert session.status == "open" and session.payment_status == "unpaid"
     unpaid = shopper.get(f"/success?session_id={session.id}")
-    assert "This checkout has not been paid yet" in unpaid.text and "Total before tax" in unpaid.text
+    assert "This checkout has not been paid yet" in unpaid.text and "Total due" in unpaid.text
     tax = unpaid.html.find("th", string="Tax").find_next_sibling("td").text
-    assert tax == "worked out when you pay"  # from the address given when paying, not $0.00
+    assert tax == format_money(session.total_details.amount_tax, "usd") != "$0.00"  # from the address given
     assert shopper.shop.orders.ledger.by_session(session.id)["status"] == "open"
     # the shopper can still pay with a good card
     assert pay(shopper, to_stripe).status_int == 303
@@ -282,3 +282,19 @@ def test_an_unpaid_checkout_without_stripe_tax_shows_its_tax_and_an_expired_one_
     session_id = shopper.session_id(shopper.checkout(product_id="walden"))
     page = shopper.get(f"/success?session_id={session_id}")
     assert page.html.find("th", string="Tax").find_next_sibling("td").text == "$0.00" and "Total due" in page.text
+
+
+@pytest.mark.parametrize("behavior, tax_row, total", [("exclusive", "worked out when you pay", "Total before tax"),
+                                                      ("inclusive", "included, worked out when you pay", "Total due")])
+def test_an_unpaid_checkout_with_stripe_tax_shows_its_tax_as_the_session_will_work_it_out(make_shopper, catalog_copy,
+                                                                                          behavior, tax_row, total):
+    data = json.loads(catalog_copy.read_text())
+    data["tax"] = {"mode": "automatic", "behavior": behavior}
+    catalog_copy.write_text(json.dumps(data))
+    shopper = make_shopper(catalog=str(catalog_copy))
+    session_id = shopper.session_id(shopper.checkout(product_id="walden"))
+    data["tax"] = {"mode": "none"}  # the merchant changes the catalog: the session still works tax out
+    catalog_copy.write_text(json.dumps(data))
+    page = shopper.get(f"/success?session_id={session_id}")
+    assert page.html.find("th", string="Tax").find_next_sibling("td").text == tax_row
+    assert page.html.find("tr", class_="total").th.text == total

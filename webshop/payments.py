@@ -246,6 +246,17 @@ def state(session):
     return "expired" if status == "expired" else "open"
 
 
+def tax_later(session):
+    """How an open session's tax shows while Stripe Tax waits for the shopper's address: "added" to the total,
+    "included" in the prices, or None when it is known or not automatic (from the session, not today's catalog)."""
+    # https://docs.stripe.com/api/checkout/sessions/object#checkout_session_object-automatic_tax-status
+    tax = session.get("automatic_tax") or {}
+    if not tax.get("enabled") or tax.get("status") == "complete":
+        return None
+    prices = [(i.get("price") or {}).get("tax_behavior") for i in (session.get("line_items") or {}).get("data") or []]
+    return "included" if prices and all(p == "inclusive" for p in prices) else "added"
+
+
 def charged(session):
     """What was actually charged, read from Stripe's session (never from the ledger or the URL)."""
     totals, details = session.get("total_details") or {}, session.get("customer_details") or {}

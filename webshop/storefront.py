@@ -139,7 +139,7 @@ def install(app, shop):
         order = shop.orders.ledger.by_session(session_id) if SESSION_ID.fullmatch(session_id) else None
         if order is None:
             raise ShopError(404, "We could not find that order.")
-        charged, state = order["charged"], "paid"
+        charged, state, tax_later = order["charged"], "paid", None
         if not (order["fulfilled_at"] and charged):  # not settled yet: ask Stripe (shared reads, ~1 call a second)
             try:
                 session = shop.reads.retrieve(session_id)
@@ -151,6 +151,7 @@ def install(app, shop):
             charged, _ = shop.orders.sync(session_id, session, "success page", order=order)
             order = shop.orders.ledger.get(order["id"])
             state = payments.state(session)
+            tax_later = state == "open" and payments.tax_later(session)
             if state == "processing" and order["status"] == "payment_failed":  # a webhook heard of the failure
                 state = "failed"
         count, restored, catalog = None, False, shop.catalog()
@@ -168,8 +169,7 @@ def install(app, shop):
                 restored = write_cart(shop.guard, {p: q for p, q in bought.items() if catalog.product(p)})
                 count = sum(restored.values()) if restored else None
         return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,
-                           cart_count=count, restored=restored, tax_later=state == "open" and
-                           catalog.tax_mode == "automatic")
+                           cart_count=count, restored=restored, tax_later=tax_later)
 
     def own_checkout():
         """This browser's open checkout, if it left one (with Back)."""

@@ -424,6 +424,12 @@ def module_session_id(module_app):
     return headers["Location"].rsplit("/", 1)[-1]
 
 
+def same_browser(shopper):
+    """A WebTest client per thread that sends this shopper's cookies: the same browser clicking again."""
+    cookie = "; ".join(f"{k}={v}" for k, v in shopper.cookies.items())
+    return lambda: webtest.TestApp(shopper.app, extra_environ={"HTTP_HOST": "shop.test", "HTTP_COOKIE": cookie})
+
+
 def together(count, fn):
     """Run fn(i) in `count` threads released at the same moment; their results in order."""
     results, gate = [None] * count, threading.Barrier(count)

@@ -6,22 +6,15 @@ from collections import Counter
 from urllib.parse import urlsplit
 
 import pytest
-import webtest
 
 from standin import PayError, StandIn
-from tests.conftest import BASE, together
+from tests.conftest import BASE, same_browser, together
 
 
 @pytest.fixture
 def slow_shopper(make_shopper, data_dir):
     """A shop whose stand-in answers every API call in 150 ms: a window that clicks can race in."""
     return make_shopper(standin=StandIn(data_dir / "stripe", public_url=BASE, latency_ms=150))
-
-
-def same_browser(shopper):
-    """A WebTest client per thread that sends this shopper's cookies: the same browser clicking again."""
-    cookie = "; ".join(f"{k}={v}" for k, v in shopper.cookies.items())
-    return lambda: webtest.TestApp(shopper.app, extra_environ={"HTTP_HOST": "shop.test", "HTTP_COOKIE": cookie})
 
 
 def open_sessions(shopper):

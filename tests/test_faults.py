@@ -7,6 +7,7 @@ and the shop tries a rate-limited call three times: https://docs.stripe.com/rate
 """
 
 import sys
+import threading
 import time
 import types
 from urllib.parse import urlsplit
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import stripe
 
-from tests.conftest import free_port, handoff
+from tests.conftest import free_port, handoff, same_browser
 from webshop import merchant, payments
 from webshop.settings import load_config
 
@@ -186,6 +187,22 @@ def test_a_failed_checkout_whose_session_is_paid_is_fulfilled_once(make):
     assert [line["order_id"] for line in handoff(shopper)] == [order["id"]]
 
 
+def test_a_session_stripe_cannot_expire_is_never_left_payable_beside_a_new_one(make):
+    """A checkout left with "Back" (or a click's at the same moment) is expired at Stripe before a new session is
+    made; while Stripe cannot expire it, no new one is made, and the next try expires it first."""
+    shopper = make(retries=0)
+    shopper.add(product(shopper))
+    first = shopper.session_id(shopper.checkout())
+    inject(shopper, "POST /v1/checkout/sessions/{id}/expire", "500")
+    page = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=503)
+    assert "Your cart is kept" in page.text and shopper.standin.calls[CREATE] == 1  # no second session
+    assert [o["status"] for o in ledger(shopper).list()] == ["checkout_failed", "open"]  # open, as at Stripe
+    assert first in shopper.get("/cart").text  # still offered: "Continue your payment"
+    again = shopper.session_id(shopper.checkout())  # Stripe answers again: the first is expired, then a new one
+    assert shopper.standin.get(first)["status"] == "expired" and shopper.standin.get(again)["status"] == "open"
+    assert ledger(shopper).by_session(first)["status"] == "expired"
+
+
 # -- success page --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ALL)
@@ -257,6 +274,28 @@ def test_reconcile_fulfils_what_webhooks_and_success_page_could_not(make):
     assert run(shopper, "reconcile", "--since", "1h") == 0
     assert "Thank you" in shopper.get("/success", {"session_id": session_id}).text
     assert [line["session_id"] for line in handoff(shopper)] == [session_id]
+
+
+def test_reconcile_expires_a_lost_clicks_session_that_stripe_would_not_expire_at_the_time(make):
+    shopper = make(retries=0)
+    shopper.add(product(shopper))
+    shopper.standin.latency_ms = 50  # a window for the second click, within the shop's 0.2 s timeout
+    inject(shopper, "POST /v1/checkout/sessions/{id}/expire", "500")  # the one expire call: the losing click's
+    token, browser = shopper.csrf(), same_browser(shopper)
+    answers = []
+    first = threading.Thread(target=lambda: answers.append(browser().post("/checkout", {"csrf_token": token})))
+    first.start()
+    while not ledger(shopper).list(status="open", without_session=True):  # its session is being made
+        assert first.is_alive()
+    winner = shopper.session_id(browser().post("/checkout", {"csrf_token": token}, status=303))
+    first.join(10)
+    assert answers[0].location == "/cart"  # the click that lost the race
+    (lost,) = [s.id for s in sessions_for(shopper, ledger(shopper).list(status="expired")[0]["id"])]
+    assert shopper.standin.get(lost)["status"] == "open"  # Stripe did not answer its expiry
+    shopper.standin.latency_ms = 0
+    assert run(shopper, "reconcile", "--since", "1h") == 0
+    assert shopper.standin.get(lost)["status"] == "expired" and shopper.standin.get(winner)["status"] == "open"
+    assert ledger(shopper).by_session(lost)["status"] == "expired"
 
 
 @pytest.mark.parametrize("kind", RETRIED)

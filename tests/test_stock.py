@@ -171,6 +171,7 @@ def test_paying_a_session_left_with_back_then_checking_out_again_never_sells_a_c
     assert "Walden is sold out" in refused.text
     assert shopper.shop.orders.ledger.by_session(first)["status"] == "paid"  # learnt from Stripe on the way
     assert shopper.shop.orders.ledger.stock_levels(["walden"]) == {"walden": (0, 1)}
+    assert [o["status"] for o in shopper.shop.orders.ledger.list()] == ["expired", "paid"]  # no copy held
 
 
 def test_back_from_checkout_keeps_the_copies_the_shoppers_own_checkout_holds(stocked):

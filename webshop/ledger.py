@@ -104,8 +104,9 @@ class Ledger:
     # -- orders -------------------------------------------------------------------------------------------------
 
     def start_order(self, browser, currency, items, per_minute, stock=None, cap=False):
-        """A new `open` order replacing this browser's open ones: (order id, its items, their sessions); 429 when too
-        many. With `cap`, lines are held to the copies left (as the cart page does) instead of refused."""
+        """A new `open` order replacing this browser's open ones: (order id, its items, their sessions, which stay
+        open until Stripe has expired them); 429 when too many. With `cap`, lines are held to the copies left (as
+        the cart page does) instead of refused."""
         order_id, now = "ord_" + secrets.token_hex(12), utcnow()
         with self.db.tx() as c:  # of two clicks at once, the later replaces the earlier (attach_session refuses it)
             self.db.lock(c, browser)
@@ -116,10 +117,11 @@ class Ledger:
                                 detail=f"{recent} checkouts from one browser", retry_after=60)
             stale = c.execute("SELECT id, session_id FROM orders WHERE browser = ? AND status = 'open'",
                               (browser,)).fetchall()
-            for row in stale:
-                self._move(c, row["id"], ("open",), "expired", "checkout", "replaced by a newer checkout")
-            # After this browser's open orders are expired, so a double click's copies count as its own.
-            items = self._reserve(c, items, stock or {}, cap)  # stock: {product id: copies} of the limited items
+            for row in stale:  # a click still waiting for its session: attach_session will refuse it
+                if not row["session_id"]:
+                    self._move(c, row["id"], ("open",), "expired", "checkout", "replaced by a newer checkout")
+            # This browser's open orders are being replaced, so their copies count as its own.
+            items = self._reserve(c, items, stock or {}, cap, browser)  # stock: {product id: copies} of limited ones
             c.execute("INSERT INTO orders (id, status, currency, items, amount_subtotal, browser, created, updated)"
                       " VALUES (?, 'open', ?, ?, ?, ?, ?, ?)",
                       (order_id, currency, json.dumps(items), sum(i["unit_amount"] * i["quantity"] for i in items),
@@ -130,13 +132,13 @@ class Ledger:
             _history(c, order_id, "checkout", "open", f"{len(items)} line(s)")
         return order_id, items, [row["session_id"] for row in stale if row["session_id"]]
 
-    def _reserve(self, c, items, stock, cap):
+    def _reserve(self, c, items, stock, cap, browser):
         """The items, held to the copies left (`cap`) or refused (409) beyond them; the last copy goes to one
         shopper only."""
         wanted = sorted({i["product_id"] for i in items} & set(stock))
         for product_id in wanted:  # always in this order, so two checkouts can never deadlock
             self.db.lock(c, "stock:" + product_id)
-        taken, held = self._taken(c, wanted), []
+        taken, held = self._taken(c, wanted, browser), []
         for item in items:
             pid = item["product_id"]
             left = max(0, stock[pid] - sum(taken.get(pid, ()))) if pid in stock else item["quantity"]

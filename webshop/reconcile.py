@@ -46,6 +46,8 @@ def _repair(ctx, session, refunded):
         _, outcome = ctx.sync(sid, None, "reconcile")  # re-read with line items and the PaymentIntent
     elif (stripe_says, state) in (("expired", "open"), ("expired", "checkout_failed"), ("open", "checkout_failed")):
         _, outcome = ctx.sync(sid, session, "reconcile")
+    elif (stripe_says, state) == ("open", "expired"):  # a newer click replaced it, and Stripe missed the expiry
+        outcome = ctx.expire(sid, "reconcile")[2]
     elif (stripe_says == "paid" and state in REFUNDABLE + ("refunded",) and session.get("payment_intent") in refunded
           and _refund_missed(ctx, order, session)):
         outcome = "refund recorded"

@@ -93,8 +93,8 @@ def install(app, shop):
         """Record the order, create its Stripe Checkout Session, and send the shopper there (303)."""
         shop.guard.check(request)
         browser, catalog = shop.guard.browser_id(request, response), shop.catalog()
-        left_open, kept = shop.orders.ledger.open_checkout_for(browser), None
-        # What to buy is settled first (a refusal leaves the open checkout payable).
+        kept = None
+        # What to buy is settled first (a refusal leaves an open checkout payable).
         if request.forms.get("product_id") is not None:  # "Buy now": one product, the cart untouched
             product = catalog.product(product_field(catalog))
             cart = {product.id: quantity_field(1)}
@@ -107,23 +107,26 @@ def install(app, shop):
         items = lines(cart, catalog)
         if not items:
             see_other("/cart?empty=1")
-        if left_open:  # left with "Back": expired first, so neither its payment nor its copies can be taken twice
-            expire(left_open["session_id"], "new checkout", must=True)
-        orders = shop.orders
-        order_id, held, racing = orders.ledger.start_order(
-            browser, catalog.currency,
-            [{"product_id": p.id, "name": p.name, "unit_amount": p.price, "quantity": q} for p, q, _ in items],
-            per_minute=shop.config.checkout_limit, stock={p.id: p.stock for p, _, _ in items if p.stock is not None},
-            cap=kept is not None)  # a cart is held to the copies a shopper at the same moment left it
-        cart = {i["product_id"]: i["quantity"] for i in held}
-        items = lines(cart, catalog)
-        for session_id in racing:  # a click at the same moment already had its session: expired too
-            expire(session_id, "new checkout")
+        orders, order_id = shop.orders, None
+        wanted = [{"product_id": p.id, "name": p.name, "unit_amount": p.price, "quantity": q} for p, q, _ in items]
         try:
+            for _ in range(2):  # again if an order it replaces was paid meanwhile (in another tab): its copies are sold
+                order_id, held, replaced = orders.ledger.start_order(
+                    browser, catalog.currency, wanted, per_minute=shop.config.checkout_limit,
+                    stock={p.id: p.stock for p, _, _ in items if p.stock is not None},
+                    cap=kept is not None)  # a cart is held to the copies a shopper at the same moment left it
+                for session_id in replaced:  # left with "Back", or a click's at the same moment: expired at Stripe
+                    expire(session_id, "new checkout", must=True)  # first, so that only one can be paid
+                if not [s for s in replaced if orders.ledger.by_session(s)["status"] in ("paid", "awaiting_payment")]:
+                    break
+                orders.ledger.transition(order_id, ("open",), "expired", "checkout", "replaced an order paid meanwhile")
+            cart = {i["product_id"]: i["quantity"] for i in held}
+            items = lines(cart, catalog)
             session = payments.create_session(orders.stripe, payments.checkout_params(
                 catalog, items, order_id, shop.config.base_url), order_id)
         except ShopError as e:  # the order stays, marked, for reconcile; the cart is untouched
-            orders.ledger.transition(order_id, ("open",), "checkout_failed", "checkout", e.detail or e.message)
+            if order_id:
+                orders.ledger.transition(order_id, ("open",), "checkout_failed", "checkout", e.detail or e.message)
             raise
         if not orders.ledger.attach_session(order_id, session.id, session.url, session.expires_at):
             expire(session.id, "replaced by a newer click")  # a second click won the race: never payable

@@ -31,9 +31,10 @@ def install(app, shop):
     def home():
         """The product grid, 24 products a page."""
         catalog = shop.catalog()
-        page = _int(request.query.get("page"), 1, 1, 10**6)
+        raw = request.query.get("page")
+        page = _int(raw, 1, 1, 10**6)
         pages = max(1, -(-len(catalog.products) // PER_PAGE))
-        if page is None or page > pages:
+        if page is None or page > pages or raw and raw != str(page):  # one address per page: no "01" or " 1"
             raise ShopError(404, "There is no such page of the catalog.")
         products = catalog.products[(page - 1) * PER_PAGE: page * PER_PAGE]
         return shop.render("index.tpl", products=products, page=page, pages=pages, low_stock=LOW_STOCK,

@@ -53,6 +53,7 @@ def install(app, shop):
         other = pending and {i["product_id"]: i["quantity"] for i in pending["items"]} != kept and ", ".join(
             f"{i['quantity']} × {i['name']}" for i in pending["items"])
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
+                           cart_count=sum(cart.values()),  # the header counts what the page lists
                            canceled=request.query.get("canceled") == "1",
                            empty_checkout=request.query.get("empty") == "1",
                            added=catalog.product(added) if added in cart else None,

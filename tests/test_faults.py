@@ -276,7 +276,7 @@ def test_reconcile_fulfils_what_webhooks_and_success_page_could_not(make):
     assert [line["session_id"] for line in handoff(shopper)] == [session_id]
 
 
-def test_reconcile_expires_a_lost_clicks_session_that_stripe_would_not_expire_at_the_time(make):
+def test_reconcile_expires_a_lost_clicks_session_that_stripe_would_not_expire_at_the_time(make, capsys):
     shopper = make(retries=0)
     shopper.add(product(shopper))
     shopper.standin.latency_ms = 50  # a window for the second click, within the shop's 0.2 s timeout
@@ -294,6 +294,7 @@ def test_reconcile_expires_a_lost_clicks_session_that_stripe_would_not_expire_at
     assert shopper.standin.get(lost)["status"] == "open"  # Stripe did not answer its expiry
     shopper.standin.latency_ms = 0
     assert run(shopper, "reconcile", "--since", "1h") == 0
+    assert f"its checkout {lost} was still open at Stripe: now expired" in capsys.readouterr().out
     assert shopper.standin.get(lost)["status"] == "expired" and shopper.standin.get(winner)["status"] == "open"
     assert ledger(shopper).by_session(lost)["status"] == "expired"
 

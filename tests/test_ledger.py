@@ -90,6 +90,28 @@ def test_a_new_checkout_replaces_the_browsers_open_one(ledger):
     assert ledger.attach_session(third, "cs_test_3", "http://x/pay", later())
 
 
+def test_a_session_attached_while_a_newer_click_replaces_its_order_is_refused_or_handed_back(ledger, open_ledger):
+    """Two clicks of one browser, on two instances: the first attaches its session just as the second replaces it."""
+    if ledger.engine == "sqlite":
+        pytest.skip("SQLite's BEGIN IMMEDIATE lets one writer in at a time")
+    other, first = open_ledger(), ledger.start_order("b1", "usd", items(), per_minute=10)[0]
+    attached, clicks, move = [], [], Ledger._move
+
+    def attach_meanwhile(self, c, order_id, *args, **kwargs):
+        if order_id == first and not clicks:  # between reading the browser's open orders and replacing them
+            clicks.append(threading.Thread(target=lambda: attached.append(
+                other.attach_session(first, "cs_test_A", "http://x/pay", later()))))
+            clicks[0].start()
+            clicks[0].join(0.5)  # it waits for the browser's lock, held by this transaction
+        return move(self, c, order_id, *args, **kwargs)
+    ledger._move = attach_meanwhile.__get__(ledger)
+    _, _, replaced = ledger.start_order("b1", "usd", items(), per_minute=10)
+    clicks[0].join(10)
+    # Refused (the shopper is never sent to it), or handed back to be expired at Stripe: never payable unseen.
+    assert attached == [False] or "cs_test_A" in replaced
+    assert ledger.get(first)["status"] == "expired" and ledger.by_session("cs_test_A") is None
+
+
 def test_limited_copies_are_held_for_one_order_and_a_browsers_own_count_as_its_own(ledger):
     moby = {"product_id": "moby-dick", "name": "Moby-Dick", "unit_amount": 1299, "quantity": 1}
     ledger.start_order("b1", "usd", items(), per_minute=10, stock={"walden": 3})

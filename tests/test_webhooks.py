@@ -449,6 +449,23 @@ def test_a_new_checkout_after_paying_in_a_tab_closed_before_its_events_is_a_new_
     assert [o["status"] for o in shop.shop.orders.ledger.list()].count("expired") == 1  # the try that learnt it
 
 
+def test_paying_in_another_tab_meanwhile_counts_the_new_checkout_once_against_the_limit(make_shopper):
+    shopper = make_shopper(checkout_limit=2)
+    first = buy(shopper)  # the browser's first checkout this minute, paid in another tab; no event yet
+    shopper.post("/checkout", {"csrf_token": shopper.csrf(), "product_id": "moby-dick"}, status=303)  # its second
+    assert order(shopper, first)["status"] == "paid"
+
+
+def test_an_open_checkout_stripe_does_not_know_never_blocks_the_browser(shop):
+    """Made with other keys (test mode, before going live): Stripe answers 404, and it can never be paid."""
+    first = start(shop)
+    unknown = "cs_test_" + "x" * 40
+    with shop.shop.orders.ledger.db.tx() as c:
+        c.execute("UPDATE orders SET session_id = ? WHERE session_id = ?", (unknown, first))
+    second = start(shop, product="moby-dick")
+    assert order(shop, unknown)["status"] == "expired" and order(shop, second)["status"] == "open"
+
+
 def test_continue_your_payment_is_hidden_once_expired(shop):
     sid = start(shop)
     shop.shop.orders.stripe.v1.checkout.sessions.expire(sid)

@@ -102,14 +102,18 @@ class Orders:
         """Expire a session at Stripe so it can no longer be paid, and bring its order in line with Stripe's answer:
         (whether Stripe expired it, the refusal's detail, outcome). ShopError 503 when Stripe is unreachable."""
         try:
-            session, refused = payments.expire_session(self.stripe, session_id), None
+            session, refused, missing = payments.expire_session(self.stripe, session_id), None, False
         except ShopError as e:
             if e.status == 503:
                 raise
-            session, refused = None, e.detail or e.message  # not open any more (paid or expired meanwhile)
+            # Not open any more (paid or expired meanwhile), or unknown to Stripe (made with other keys).
+            session, refused, missing = None, e.detail or e.message, e.status == 404
         order = self.ledger.by_session(session_id)
         if order is None or order["status"] not in PAYABLE_FROM:
             return refused is None, refused, "no change"
+        if missing:  # it can never be paid, and asking again would only find it missing again
+            moved = self.ledger.transition(order["id"], ("open", "checkout_failed"), "expired", source, refused)
+            return False, refused, "expired" if moved else "no change"
         return refused is None, refused, self.sync(session_id, session, source, order=order)[1]
 
     def refund(self, order_id, amount=None, restock=False, source="cli refund", key=None, again=False):

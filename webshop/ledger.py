@@ -105,14 +105,14 @@ class Ledger:
 
     def start_order(self, browser, currency, items, per_minute, stock=None, cap=False):
         """A new `open` order replacing this browser's open ones: (order id, its items, their sessions, which stay
-        open until Stripe has expired them); 429 when too many. With `cap`, lines are held to the copies left (as
-        the cart page does) instead of refused."""
+        open until Stripe has expired them); 429 when more than `per_minute` (None: this click was counted already).
+        With `cap`, lines are held to the copies left (as the cart page does) instead of refused."""
         order_id, now = "ord_" + secrets.token_hex(12), utcnow()
         with self.db.tx() as c:  # of two clicks at once, the later replaces the earlier (attach_session refuses it)
             self.db.lock(c, browser)
             recent = c.execute("SELECT COUNT(*) AS n FROM orders WHERE browser = ? AND created > ?",
                                (browser, iso_utc(time.time() - 60))).fetchone()["n"]
-            if recent >= per_minute:
+            if per_minute is not None and recent >= per_minute:
                 raise ShopError(429, "That is a lot of checkouts in a minute. Please wait a minute and try again.",
                                 detail=f"{recent} checkouts from one browser", retry_after=60)
             stale = c.execute("SELECT id, session_id FROM orders WHERE browser = ? AND status = 'open'",
@@ -146,7 +146,7 @@ class Ledger:
                 raise too_few(item["name"], left)
             if left:
                 held.append({**item, "quantity": min(item["quantity"], left)})
-        if not held:
+        if items and not held:
             raise too_few(items[0]["name"], 0)
         return held
 
@@ -182,8 +182,11 @@ class Ledger:
 
     def attach_session(self, order_id, session_id, url, expires_at):
         """Tie an order to its Checkout Session; False when the order is no longer open (a newer click won)."""
-        return self.transition(order_id, ("open",), "open", "checkout", f"session {session_id}", session_id=session_id,
-                               session_url=url, session_expires_at=expires_at)
+        with self.db.tx() as c:  # after a newer click's start_order (same browser lock), which may have replaced it
+            for row in c.execute("SELECT browser FROM orders WHERE id = ?", (order_id,)).fetchall():
+                self.db.lock(c, row["browser"])
+            return self._move(c, order_id, ("open",), "open", "checkout", f"session {session_id}",
+                              session_id=session_id, session_url=url, session_expires_at=expires_at)
 
     def _find(self, column, value):
         return self.one(f"SELECT * FROM orders WHERE {column} = ?", value) if value else None

@@ -112,16 +112,18 @@ def install(app, shop):
         orders, order_id = shop.orders, None
         wanted = [{"product_id": p.id, "name": p.name, "unit_amount": p.price, "quantity": q} for p, q, _ in items]
         try:
-            for _ in range(2):  # again if an order it replaces was paid meanwhile (in another tab): its copies are sold
+            for again in (False, True):  # again if an order it replaces was paid meanwhile (in another tab)
                 order_id, held, replaced = orders.ledger.start_order(
-                    browser, catalog.currency, wanted, per_minute=shop.config.checkout_limit,
+                    browser, catalog.currency, wanted, per_minute=None if again else shop.config.checkout_limit,
                     stock={p.id: p.stock for p, _, _ in items if p.stock is not None},
                     cap=kept is not None)  # a cart is held to the copies a shopper at the same moment left it
                 for session_id in replaced:  # left with "Back", or a click's at the same moment: expired at Stripe
                     expire(session_id, "new checkout", must=True)  # first, so that only one can be paid
-                if not [s for s in replaced if orders.ledger.by_session(s)["status"] in ("paid", "awaiting_payment")]:
+                if not any(orders.ledger.by_session(s)["status"] in ("paid", "awaiting_payment") for s in replaced):
                     break
                 orders.ledger.transition(order_id, ("open",), "expired", "checkout", "replaced an order paid meanwhile")
+            else:  # paid meanwhile twice over: the shopper looks again rather than paying for what they have
+                raise ShopError(409, "Your earlier checkout has just been paid. Please check your cart and try again.")
             cart = {i["product_id"]: i["quantity"] for i in held}
             items = lines(cart, catalog)
             session = payments.create_session(orders.stripe, payments.checkout_params(

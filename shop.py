@@ -39,7 +39,9 @@ class Shop:
     """What every request handler needs, made once per app: catalog, orders, Stripe reads, the guard."""
 
     def __init__(self, config):
-        self.config, self.promotions = config, ()  # the promotions last made active at Stripe by this process
+        # The promotions last made active at Stripe by this process: none yet, so that the first look brings
+        # Stripe in line even with none left (the merchant may have removed them while the shop was stopped).
+        self.config, self.promotions = config, None
         self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds)
         self.orders = Orders(config, shop_name=lambda: self.catalogs.current().shop_name)
         self.reads = payments.SharedReads(self.orders.stripe)

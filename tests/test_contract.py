@@ -39,6 +39,7 @@ def test_validator_catches_unknown_keys_wrong_literals_and_missing_keys():
 
 
 def test_every_call_of_a_purchase_matches_the_sdk_types(shopper, recorded):
+    before = sum(shopper.standin.calls.values())  # the start-up's look at the promotion codes
     shopper.add("walden", 2)
     shopper.add("moby-dick")
     to_stripe = shopper.checkout()
@@ -50,7 +51,7 @@ def test_every_call_of_a_purchase_matches_the_sdk_types(shopper, recorded):
         cls = stripe_params.params_class(fn)
         assert stripe_params.check(params, cls) == [], (fn.__qualname__, params)
     # and the stand-in served exactly the calls the shop made: none bypassed payments.call
-    assert sum(shopper.standin.calls.values()) == len(recorded)
+    assert sum(shopper.standin.calls.values()) - before == len(recorded)
 
 
 def test_checkout_params_cover_what_the_shop_promises(shopper, recorded):

@@ -61,6 +61,12 @@ def test_the_catalogs_promotions_become_active_codes_at_stripe_and_follow_its_ed
     assert session["allow_promotion_codes"] is True
 
 
+def test_promotions_removed_while_the_shop_was_stopped_are_deactivated_when_it_starts(shop_with):
+    assert set(active_codes(shop_with(promotions=[SPRING]))) == {"SPRING10"}
+    restarted = shop_with(promotions=[])  # every promotion removed before the next start
+    assert active_codes(restarted) == {}
+
+
 def test_a_code_typed_on_stripes_page_discounts_before_tax_and_is_shown_and_handed_off(shop_with):
     shopper = shop_with(promotions=[SPRING])
     session_id = buy(shopper, {"moby-dick": 2}, promotion_code="spring10")

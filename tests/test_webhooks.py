@@ -456,14 +456,22 @@ def test_paying_in_another_tab_meanwhile_counts_the_new_checkout_once_against_th
     assert order(shopper, first)["status"] == "paid"
 
 
-def test_an_open_checkout_stripe_does_not_know_never_blocks_the_browser(shop):
-    """Made with other keys (test mode, before going live): Stripe answers 404, and it can never be paid."""
+@pytest.mark.parametrize("unknown, expires_in, payable", [
+    ("cs_live_" + "x" * 40, 3600, False),  # made in the other mode: this shop's keys never pay it
+    ("cs_test_" + "x" * 40, -60, False),  # past its expiry
+    ("cs_test_" + "x" * 40, 3600, True)])  # the key of another Stripe account, say: it may still be paid there
+def test_an_open_checkout_stripe_does_not_know_blocks_the_browser_only_while_it_may_be_paid(shop, unknown, expires_in,
+                                                                                            payable):
     first = start(shop)
-    unknown = "cs_test_" + "x" * 40
     with shop.shop.orders.ledger.db.tx() as c:
-        c.execute("UPDATE orders SET session_id = ? WHERE session_id = ?", (unknown, first))
-    second = start(shop, product="moby-dick")
-    assert order(shop, unknown)["status"] == "expired" and order(shop, second)["status"] == "open"
+        c.execute("UPDATE orders SET session_id = ?, session_expires_at = ? WHERE session_id = ?",
+                  (unknown, int(time.time()) + expires_in, first))
+    again = shop.post("/checkout", {"csrf_token": shop.csrf(), "product_id": "moby-dick"}, expect_errors=True)
+    if payable:  # refused, as before: a second payable checkout beside it is worse than a retry later
+        assert again.status_int == 404 and order(shop, unknown)["status"] == "open"
+    else:
+        assert again.status_int == 303 and order(shop, unknown)["status"] == "expired"
+        assert order(shop, shop.session_id(again))["status"] == "open"
 
 
 def test_continue_your_payment_is_hidden_once_expired(shop):

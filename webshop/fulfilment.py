@@ -102,16 +102,21 @@ class Orders:
         """Expire a session at Stripe so it can no longer be paid, and bring its order in line with Stripe's answer:
         (whether Stripe expired it, the refusal's detail, outcome). ShopError 503 when Stripe is unreachable."""
         try:
-            session, refused, missing = payments.expire_session(self.stripe, session_id), None, False
+            session, refused, missing = payments.expire_session(self.stripe, session_id), None, None
         except ShopError as e:
             if e.status == 503:
                 raise
-            # Not open any more (paid or expired meanwhile), or unknown to Stripe (made with other keys).
-            session, refused, missing = None, e.detail or e.message, e.status == 404
+            # Not open any more (paid or expired meanwhile), or unknown to this key.
+            session, refused, missing = None, e.detail or e.message, e if e.status == 404 else None
         order = self.ledger.by_session(session_id)
         if order is None or order["status"] not in PAYABLE_FROM:
             return refused is None, refused, "no change"
-        if missing:  # it can never be paid, and asking again would only find it missing again
+        if missing:
+            # Made in the other mode (test keys before going live), or past its expiry: it can never be paid, and
+            # asking again would only find it missing again. Otherwise (another account's key?) it may still be.
+            other_mode = session_id.startswith("cs_live_") != (self.config.mode == "live")
+            if not (other_mode or (order["session_expires_at"] or 0) <= time.time()):
+                raise missing
             moved = self.ledger.transition(order["id"], ("open", "checkout_failed"), "expired", source, refused)
             return False, refused, "expired" if moved else "no change"
         return refused is None, refused, self.sync(session_id, session, source, order=order)[1]

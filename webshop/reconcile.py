@@ -47,10 +47,10 @@ def _repair(ctx, session, refunded):
     elif (stripe_says, state) in (("expired", "open"), ("expired", "checkout_failed"), ("open", "checkout_failed")):
         _, outcome = ctx.sync(sid, session, "reconcile")
     elif (stripe_says, state) == ("open", "expired"):  # a newer click replaced it, and Stripe missed the expiry
-        if ctx.expire(sid, "reconcile")[0]:
+        expired, _, outcome = ctx.expire(sid, "reconcile")  # or paid meanwhile: then fulfilled
+        if expired:
             print(f"{order['id']}: expired (its checkout {sid} was still open at Stripe: now expired)")
             return 1
-        outcome = "no change"
     elif (stripe_says == "paid" and state in REFUNDABLE + ("refunded",) and session.get("payment_intent") in refunded
           and _refund_missed(ctx, order, session)):
         outcome = "refund recorded"

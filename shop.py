@@ -39,9 +39,7 @@ class Shop:
     """What every request handler needs, made once per app: catalog, orders, Stripe reads, the guard."""
 
     def __init__(self, config):
-        # The promotions last made active at Stripe by this process: none yet, so that the first look brings
-        # Stripe in line even with none left (the merchant may have removed them while the shop was stopped).
-        self.config, self.promotions = config, None
+        self.config, self.promotions = config, None  # the promotions this process last looked at
         self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds)
         self.orders = Orders(config, shop_name=lambda: self.catalogs.current().shop_name)
         self.reads = payments.SharedReads(self.orders.stripe)
@@ -53,7 +51,11 @@ class Shop:
         catalog = self.catalogs.current()
         if catalog.promotions != self.promotions:  # at start, and after an edit
             self.promotions = catalog.promotions
-            payments.sync_promotions(self.orders.stripe, catalog)
+            # Stripe is asked only when they differ from what the shop last made active there (kept in the ledger,
+            # for every instance): after an edit, also one made while the shop was stopped, and not at every start.
+            ledger, wanted = self.orders.ledger, json.dumps([catalog.promotions, catalog.currency], sort_keys=True)
+            if ledger.checkpoint("promotions") != wanted and payments.sync_promotions(self.orders.stripe, catalog):
+                ledger.set_checkpoint("promotions", wanted)
         return catalog
 
     def render(self, name, cart_count=None, title=None, **values):

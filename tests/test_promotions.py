@@ -65,6 +65,9 @@ def test_promotions_removed_while_the_shop_was_stopped_are_deactivated_when_it_s
     assert set(active_codes(shop_with(promotions=[SPRING]))) == {"SPRING10"}
     restarted = shop_with(promotions=[])  # every promotion removed before the next start
     assert active_codes(restarted) == {}
+    calls = sum(restarted.standin.calls.values())
+    shop_with(promotions=[])  # started again unchanged: Stripe is not asked (a slow Stripe would delay the start)
+    assert sum(restarted.standin.calls.values()) == calls
 
 
 def test_a_code_typed_on_stripes_page_discounts_before_tax_and_is_shown_and_handed_off(shop_with):

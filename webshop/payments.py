@@ -162,7 +162,8 @@ def retrieve_session(client, session_id):
 
 def sync_promotions(client, catalog):
     """Make the catalog's promotions the shop's active promotion codes at Stripe (coupons and promotion codes);
-    safe to run again and from every instance. https://docs.stripe.com/payments/checkout/promotion-codes"""
+    safe to run again and from every instance; True when done."""
+    # https://docs.stripe.com/payments/checkout/promotion-codes
     wanted = {}
     for promo in catalog.promotions:
         # A coupon cannot change at Stripe: its id names its definition, so an edited promotion gets a new one.
@@ -195,6 +196,8 @@ def sync_promotions(client, catalog):
             _create_once("POST /v1/promotion_codes", client.v1.promotion_codes.create, params)
     except (ShopError, stripe.StripeError) as e:  # the codes follow at the next edit or start
         log.warning("promotion codes not brought in line with the catalog: %s", getattr(e, "detail", None) or e)
+        return False
+    return True
 
 
 def _create_once(what, fn, params):

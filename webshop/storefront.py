@@ -116,7 +116,7 @@ def install(app, shop):
                 order_id, held, replaced = orders.ledger.start_order(
                     browser, catalog.currency, wanted, per_minute=None if again else shop.config.checkout_limit,
                     stock={p.id: p.stock for p, _, _ in items if p.stock is not None},
-                    cap=kept is not None)  # a cart is held to the copies a shopper at the same moment left it
+                    cap=kept is not None)  # a cart is held to the copies left now (a click elsewhere may take some)
                 for session_id in replaced:  # left with "Back", or a click's at the same moment: expired at Stripe
                     expire(session_id, "new checkout", must=True)  # first, so that only one can be paid
                 if not any(orders.ledger.by_session(s)["status"] in ("paid", "awaiting_payment") for s in replaced):

@@ -424,6 +424,35 @@ def module_session_id(module_app):
     return headers["Location"].rsplit("/", 1)[-1]
 
 
+@pytest.fixture
+def two_clicks(monkeypatch):
+    """two_clicks(click) -> (first answer, second answer): the same click twice, the second made while the first
+    waits inside its Checkout Session create call (its order written, its session not made yet)."""
+    from webshop import payments
+    create, reached, second_done, answers = payments.create_session, threading.Event(), threading.Event(), []
+
+    def held(*args, **kwargs):
+        if threading.current_thread() is first:
+            reached.set()
+            second_done.wait(30)
+        return create(*args, **kwargs)
+    monkeypatch.setattr(payments, "create_session", held)
+
+    def run(click):
+        nonlocal first
+        first = threading.Thread(target=lambda: answers.append(click()))
+        first.start()
+        assert reached.wait(30), "the first click never reached Stripe"
+        try:
+            second = click()
+        finally:
+            second_done.set()
+            first.join(30)
+        return answers[0], second
+    first = None
+    return run
+
+
 def same_browser(shopper):
     """A WebTest client per thread that sends this shopper's cookies: the same browser clicking again."""
     cookie = "; ".join(f"{k}={v}" for k, v in shopper.cookies.items())

@@ -1,7 +1,6 @@
 """Clicks that race, and a Stripe that is slow: one payable session per click, Stripe's rate limit protected."""
 
 import json
-import threading
 from collections import Counter
 from urllib.parse import urlsplit
 
@@ -41,24 +40,18 @@ def test_a_double_clicked_checkout_leaves_exactly_one_payable_session(slow_shopp
 
 
 @pytest.mark.parametrize("fields", [{}, {"product_id": "walden", "quantity": "1"}], ids=["checkout", "buy-now"])
-def test_a_second_click_for_the_last_copy_neither_refuses_nor_drops_it(make_shopper, data_dir, catalog_copy, fields):
+def test_a_second_click_for_the_last_copy_neither_refuses_nor_drops_it(make_shopper, catalog_copy, two_clicks,
+                                                                         fields):
     data = json.loads(catalog_copy.read_text())
     next(p for p in data["products"] if p["id"] == "walden")["stock"] = 1
     catalog_copy.write_text(json.dumps(data))
-    shopper = make_shopper(catalog=str(catalog_copy), standin=StandIn(data_dir / "stripe", public_url=BASE,
-                                                                       latency_ms=150))
+    shopper = make_shopper(catalog=str(catalog_copy))
     ledger = shopper.shop.orders.ledger
     shopper.add("walden")
     shopper.add("moby-dick")
     token, browser = shopper.csrf(), same_browser(shopper)
-    click = lambda: browser().post("/checkout", {"csrf_token": token, **fields}, expect_errors=True)  # noqa: E731
-    first = threading.Thread(target=lambda: answers.append(click()))
-    answers = []
-    first.start()
-    while not ledger.list(status="open", without_session=True):  # the first click's order waits on Stripe
-        assert first.is_alive()
-    answers.append(click())  # the second click holds the copy the first one had just taken
-    first.join(30)
+    # The second click comes while the first one's order holds the last copy and waits on Stripe.
+    answers = two_clicks(lambda: browser().post("/checkout", {"csrf_token": token, **fields}, expect_errors=True))
     assert [a.status_int for a in answers] == [303, 303]
     assert not [c for a in answers for c in a.headers.getall("Set-Cookie") if "cart=" in c and "walden" not in c]
     (still_open,) = open_sessions(shopper)

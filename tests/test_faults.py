@@ -7,7 +7,6 @@ and the shop tries a rate-limited call three times: https://docs.stripe.com/rate
 """
 
 import sys
-import threading
 import time
 import types
 from urllib.parse import urlsplit
@@ -276,23 +275,16 @@ def test_reconcile_fulfils_what_webhooks_and_success_page_could_not(make):
     assert [line["session_id"] for line in handoff(shopper)] == [session_id]
 
 
-def test_reconcile_expires_a_lost_clicks_session_that_stripe_would_not_expire_at_the_time(make, capsys):
+def test_reconcile_expires_a_lost_clicks_session_that_stripe_would_not_expire_at_the_time(make, capsys, two_clicks):
     shopper = make(retries=0)
     shopper.add(product(shopper))
-    shopper.standin.latency_ms = 50  # a window for the second click, within the shop's 0.2 s timeout
     inject(shopper, "POST /v1/checkout/sessions/{id}/expire", "500")  # the one expire call: the losing click's
     token, browser = shopper.csrf(), same_browser(shopper)
-    answers = []
-    first = threading.Thread(target=lambda: answers.append(browser().post("/checkout", {"csrf_token": token})))
-    first.start()
-    while not ledger(shopper).list(status="open", without_session=True):  # its session is being made
-        assert first.is_alive()
-    winner = shopper.session_id(browser().post("/checkout", {"csrf_token": token}, status=303))
-    first.join(10)
-    assert answers[0].location == "/cart"  # the click that lost the race
+    lost_race, won = two_clicks(lambda: browser().post("/checkout", {"csrf_token": token}, status=303))
+    winner = shopper.session_id(won)
+    assert lost_race.location == "/cart"  # the click that lost the race
     (lost,) = [s.id for s in sessions_for(shopper, ledger(shopper).list(status="expired")[0]["id"])]
     assert shopper.standin.get(lost)["status"] == "open"  # Stripe did not answer its expiry
-    shopper.standin.latency_ms = 0
     assert run(shopper, "reconcile", "--since", "1h") == 0
     assert f"its checkout {lost} was still open at Stripe: now expired" in capsys.readouterr().out
     assert shopper.standin.get(lost)["status"] == "expired" and shopper.standin.get(winner)["status"] == "open"

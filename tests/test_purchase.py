@@ -298,3 +298,17 @@ def test_an_unpaid_checkout_with_stripe_tax_shows_its_tax_as_the_session_will_wo
     page = shopper.get(f"/success?session_id={session_id}")
     assert page.html.find("th", string="Tax").find_next_sibling("td").text == tax_row
     assert page.html.find("tr", class_="total").th.text == total
+
+
+@pytest.mark.parametrize("tax, hint", [
+    ({"mode": "automatic", "behavior": "exclusive"}, "Shipping and tax are calculated at checkout"),
+    ({"mode": "automatic", "behavior": "inclusive"}, "Prices include tax. Shipping is added at checkout"),
+    ({"mode": "none"}, "Shipping is added at checkout")])
+def test_the_cart_says_how_tax_is_charged_as_the_catalog_sets_it(make_shopper, catalog_copy, tax, hint):
+    data = json.loads(catalog_copy.read_text())
+    data["tax"] = tax
+    catalog_copy.write_text(json.dumps(data))
+    shopper = make_shopper(catalog=str(catalog_copy))
+    shopper.add("walden")
+    (note,) = [p.text for p in shopper.get("/cart").html.find_all("p", class_="hint") if "at checkout" in p.text]
+    assert note.startswith(hint)

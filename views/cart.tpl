@@ -52,7 +52,13 @@
   </tbody>
   <tfoot><tr><th scope="row" colspan="3">Subtotal</th><td class="num subtotal">{{money(subtotal)}}</td><td></td></tr></tfoot>
 </table>
+% if tax == ("automatic", "exclusive"):
 <p class="hint">Shipping and tax are calculated at checkout, once you give your address.</p>
+% elif tax[0] == "automatic":
+<p class="hint">Prices include tax. Shipping is added at checkout, once you give your address.</p>
+% else:
+<p class="hint">Shipping is added at checkout, once you give your address.</p>
+% end
 % for option in free_shipping:
 <p class="hint">Free {{option.name.lower()}} over {{money(option.free_over)}}{{"; this order qualifies" if subtotal >= option.free_over else ""}}.</p>
 % end

@@ -54,6 +54,7 @@ def install(app, shop):
             f"{i['quantity']} × {i['name']}" for i in pending["items"])
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
                            cart_count=sum(cart.values()),  # the header counts what the page lists
+                           tax=(catalog.tax_mode, catalog.tax_behavior),
                            canceled=request.query.get("canceled") == "1",
                            empty_checkout=request.query.get("empty") == "1",
                            added=catalog.product(added) if added in cart else None,

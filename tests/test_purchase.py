@@ -312,3 +312,17 @@ def test_the_cart_says_how_tax_is_charged_as_the_catalog_sets_it(make_shopper, c
     shopper.add("walden")
     (note,) = [p.text for p in shopper.get("/cart").html.find_all("p", class_="hint") if "at checkout" in p.text]
     assert note.startswith(hint)
+
+
+def test_a_paid_order_with_tax_in_its_prices_shows_the_tax_as_included_and_a_total_that_adds_up(make_shopper,
+                                                                                                 catalog_copy):
+    data = json.loads(catalog_copy.read_text())
+    data["tax"] = {"mode": "automatic", "behavior": "inclusive"}
+    catalog_copy.write_text(json.dumps(data))
+    shopper = make_shopper(catalog=str(catalog_copy))
+    shopper.add("walden")
+    confirmation = shopper.get(pay(shopper, shopper.checkout()).location)
+    tax = confirmation.html.find("th", string="Tax (included)").find_next_sibling("td").text
+    order = shopper.shop.orders.ledger.get(shopper.shop.orders.ledger.list()[0]["id"])
+    assert tax == format_money(order["amount_tax"], "usd") != "$0.00"
+    assert order["amount_total"] == order["amount_subtotal"] + order["amount_shipping"]  # the tax is in the prices

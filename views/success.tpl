@@ -28,7 +28,7 @@
 %   if tax_later:  # Stripe Tax works it out from the address the shopper gives when paying
   <tr><th scope="row" colspan="2">Tax</th><td class="num">{{"included, " if tax_later == "included" else ""}}worked out when you pay</td></tr>
 %   elif state != "expired":
-  <tr><th scope="row" colspan="2">Tax</th><td class="num">{{money(summary["amount_tax"], currency=summary["currency"])}}</td></tr>
+  <tr><th scope="row" colspan="2">Tax{{" (included)" if summary.get("tax_included") else ""}}</th><td class="num">{{money(summary["amount_tax"], currency=summary["currency"])}}</td></tr>
 %   end
 %   if summary["amount_discount"]:
   <tr><th scope="row" colspan="2">Discount{{" (" + summary["promotion_code"] + ")" if summary.get("promotion_code") else ""}}</th><td class="num">−{{money(summary["amount_discount"], currency=summary["currency"])}}</td></tr>

@@ -274,6 +274,8 @@ def charged(session):
         "amount_subtotal": session.get("amount_subtotal"), "amount_shipping": totals.get("amount_shipping") or 0,
         "amount_tax": totals.get("amount_tax") or 0, "amount_discount": totals.get("amount_discount") or 0,
         "amount_total": session.get("amount_total"), "email": details.get("email"),
+        "tax_included": any((i.get("price") or {}).get("tax_behavior") == "inclusive"
+                            for i in ((session.get("line_items") or {}).get("data") or [])),  # not added on top
         "promotion_code": ", ".join(c.get("code", "") if isinstance(c, dict) else str(c) for c in codes if c) or None,
         "terms_accepted": (session.get("consent") or {}).get("terms_of_service"),
         "tax_ids": [{"type": t.get("type"), "value": t.get("value")} for t in details.get("tax_ids") or []],

@@ -44,6 +44,15 @@ def test_the_orders_page_names_a_catalog_edit_that_was_not_loaded(make_shopper, 
     assert shop.get("/").status_int == 200  # the shop goes on with the last good catalog
 
 
+@pytest.mark.parametrize("behavior, label", [("exclusive", ">Tax<"), ("inclusive", ">Tax (included)<")])
+def test_an_order_page_says_whether_the_tax_was_in_the_prices(make_shopper, catalog_copy, behavior, label):
+    data = json.loads(catalog_copy.read_text())
+    data["tax"] = {"mode": "automatic", "behavior": behavior}
+    catalog_copy.write_text(json.dumps(data))
+    admin = wire(make_shopper(catalog=str(catalog_copy), admin_password=PASSWORD))
+    assert label in admin.get(f"/admin/orders/{paid(admin)['id']}", headers=auth()).text
+
+
 def test_without_a_password_there_is_no_admin(make_shopper):
     shop = make_shopper()
     for path in ("/admin", "/admin/orders.csv", "/admin/orders/ord_" + "0" * 24):

@@ -136,6 +136,21 @@ def test_the_discount_is_in_the_order_summary(smtp, catalog_copy, make_shopper):
         assert label in text and off in text and off in html
 
 
+def test_tax_in_the_prices_is_shown_as_included(smtp, catalog_copy, make_shopper):
+    data = json.loads(catalog_copy.read_text())
+    data["tax"] = {"mode": "automatic", "behavior": "inclusive"}
+    catalog_copy.write_text(json.dumps(data))
+    shop = wire(make_shopper(catalog=str(catalog_copy), smtp_url=smtp.url, merchant_email=MERCHANT))
+    sid = buy(shop)
+    shop.standin.deliver_pending()
+    send(shop)
+    o = order(shop, sid)
+    assert o["amount_tax"] > 0 and len(smtp.accepted) == 2
+    for _, message in smtp.accepted:
+        for part in text_and_html(message):
+            assert "Tax (included)" in part
+
+
 def test_a_shop_renamed_in_the_catalog_signs_its_next_emails_with_the_new_name_without_a_restart(
         smtp, catalog_copy, make_shopper):
     shop = wire(make_shopper(catalog=str(catalog_copy), smtp_url=smtp.url, merchant_email=MERCHANT))

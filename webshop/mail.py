@@ -57,7 +57,8 @@ class Notices:
             if record["amount_discount"]:
                 code = f" ({record['promotion_code']})" if record["promotion_code"] else ""
                 rows.append((f"Discount{code}", "−" + money(record["amount_discount"])))
-            rows += [("Shipping", money(record["amount_shipping"])), ("Tax", money(record["amount_tax"])),
+            tax = "Tax (included)" if (order.get("charged") or {}).get("tax_included") else "Tax"
+            rows += [("Shipping", money(record["amount_shipping"])), (tax, money(record["amount_tax"])),
                      ("Total", money(record["amount_total"]))]
             a = record["shipping_address"]
             where = "\n".join(x for x in (record["shipping_name"], a["line1"], a["line2"], " ".join(

@@ -1,6 +1,7 @@
 """A small web shop on Stripe Checkout: `make_app()` builds it, `python shop.py` serves it (see --help)."""
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -52,8 +53,11 @@ class Shop:
         if catalog.promotions != self.promotions:  # at start, and after an edit
             self.promotions = catalog.promotions
             # Stripe is asked only when they differ from what the shop last made active there (kept in the ledger,
-            # for every instance): after an edit, also one made while the shop was stopped, and not at every start.
-            ledger, wanted = self.orders.ledger, json.dumps([catalog.promotions, catalog.currency], sort_keys=True)
+            # for every instance): after an edit, also one made while the shop was stopped, or with another key
+            # (going live: the live account needs its own codes), and not at every start.
+            cfg, ledger = self.config, self.orders.ledger
+            account = hashlib.sha256(f"{cfg.stripe_secret_key} {cfg.stripe_api_base}".encode()).hexdigest()[:16]
+            wanted = json.dumps([catalog.promotions, catalog.currency, account], sort_keys=True)
             if ledger.checkpoint("promotions") != wanted and payments.sync_promotions(self.orders.stripe, catalog):
                 ledger.set_checkpoint("promotions", wanted)
         return catalog

@@ -434,20 +434,29 @@ def two_clicks(monkeypatch):
     def held(*args, **kwargs):
         if threading.current_thread() is first:
             reached.set()
-            second_done.wait(30)
+            assert second_done.wait(30), "the second click waited for the first"
         return create(*args, **kwargs)
     monkeypatch.setattr(payments, "create_session", held)
 
     def run(click):
         nonlocal first
-        first = threading.Thread(target=lambda: answers.append(click()))
+
+        def first_click():
+            try:
+                answers.append(click())
+            except BaseException as e:  # noqa: BLE001 — shown by the test's own thread, below
+                answers.append(e)
+        first = threading.Thread(target=first_click)
         first.start()
-        assert reached.wait(30), "the first click never reached Stripe"
+        while not reached.wait(0.05):
+            assert first.is_alive(), f"the first click ended before it reached Stripe: {answers}"
         try:
             second = click()
         finally:
             second_done.set()
             first.join(30)
+        if isinstance(answers[0], BaseException):
+            raise answers[0]
         return answers[0], second
     first = None
     return run

@@ -467,8 +467,9 @@ def test_an_open_checkout_stripe_does_not_know_blocks_the_browser_only_while_it_
         c.execute("UPDATE orders SET session_id = ?, session_expires_at = ? WHERE session_id = ?",
                   (unknown, int(time.time()) + expires_in, first))
     again = shop.post("/checkout", {"csrf_token": shop.csrf(), "product_id": "moby-dick"}, expect_errors=True)
-    if payable:  # refused, as before: a second payable checkout beside it is worse than a retry later
-        assert again.status_int == 404 and order(shop, unknown)["status"] == "open"
+    if payable:  # refused: a second payable checkout beside it is worse than a retry later
+        assert again.status_int == 409 and "earlier checkout could not be closed" in again.text
+        assert order(shop, unknown)["status"] == "open"
     else:
         assert again.status_int == 303 and order(shop, unknown)["status"] == "expired"
         assert order(shop, shop.session_id(again))["status"] == "open"

@@ -206,6 +206,10 @@ def install(app, shop):
         try:
             refused = shop.orders.expire(session_id, why)[1]
         except ShopError as e:  # Stripe unreachable: `must` answers the shopper so, rather than risk a payable one
+            if must and e.status == 404:  # unknown to this key, yet perhaps payable where it was made
+                log.warning("could not expire %s (%s): %s", session_id, why, e.detail or e.message)
+                raise ShopError(409, "Your earlier checkout could not be closed, so a new one cannot start yet. "
+                                     "Please finish that one, or try again once it has expired.") from None
             if must:
                 raise
             refused = e.detail or e.message

@@ -26,14 +26,14 @@
   <tr><th scope="row" colspan="2">Subtotal</th><td class="num">{{money(summary["amount_subtotal"] or 0, currency=summary["currency"])}}</td></tr>
   <tr><th scope="row" colspan="2">Shipping</th><td class="num">{{money(summary["amount_shipping"], currency=summary["currency"])}}</td></tr>
 %   if tax_later:  # Stripe Tax works it out from the address the shopper gives when paying
-  <tr><th scope="row" colspan="2">Tax</th><td class="num">{{"included, " if tax_later == "included" else ""}}worked out when you pay</td></tr>
+  <tr><th scope="row" colspan="2">Tax</th><td class="num">{{"included, " if summary.get("tax_included") else ""}}worked out when you pay</td></tr>
 %   elif state != "expired":
   <tr><th scope="row" colspan="2">Tax{{" (included)" if summary.get("tax_included") else ""}}</th><td class="num">{{money(summary["amount_tax"], currency=summary["currency"])}}</td></tr>
 %   end
 %   if summary["amount_discount"]:
   <tr><th scope="row" colspan="2">Discount{{" (" + summary["promotion_code"] + ")" if summary.get("promotion_code") else ""}}</th><td class="num">−{{money(summary["amount_discount"], currency=summary["currency"])}}</td></tr>
 %   end
-  <tr class="total"><th scope="row" colspan="2">{{"Total charged" if state == "paid" else "Total" if state == "expired" else "Total before tax" if tax_later == "added" else "Total due"}}</th><td class="num">{{money(summary["amount_total"] or 0, currency=summary["currency"])}} <span class="cur">{{summary["currency"].upper()}}</span></td></tr>
+  <tr class="total"><th scope="row" colspan="2">{{"Total charged" if state == "paid" else "Total" if state == "expired" else "Total before tax" if tax_later and not summary.get("tax_included") else "Total due"}}</th><td class="num">{{money(summary["amount_total"] or 0, currency=summary["currency"])}} <span class="cur">{{summary["currency"].upper()}}</span></td></tr>
   </tfoot>
 </table>
 <dl class="facts">

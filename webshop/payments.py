@@ -250,14 +250,11 @@ def state(session):
 
 
 def tax_later(session):
-    """How an open session's tax shows while Stripe Tax waits for the shopper's address: "added" to the total,
-    "included" in the prices, or None when it is known or not automatic (from the session, not today's catalog)."""
+    """Whether Stripe Tax still waits for the shopper's address to work out the session's tax (from the session,
+    not today's catalog)."""
     # https://docs.stripe.com/api/checkout/sessions/object#checkout_session_object-automatic_tax-status
     tax = session.get("automatic_tax") or {}
-    if not tax.get("enabled") or tax.get("status") == "complete":
-        return None
-    prices = [(i.get("price") or {}).get("tax_behavior") for i in (session.get("line_items") or {}).get("data") or []]
-    return "included" if prices and all(p == "inclusive" for p in prices) else "added"
+    return bool(tax.get("enabled")) and tax.get("status") != "complete"
 
 
 def charged(session):

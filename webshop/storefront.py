@@ -147,7 +147,7 @@ def install(app, shop):
         order = shop.orders.ledger.by_session(session_id) if SESSION_ID.fullmatch(session_id) else None
         if order is None:
             raise ShopError(404, "We could not find that order.")
-        charged, state, tax_later = order["charged"], "paid", None
+        charged, state, tax_later = order["charged"], "paid", False
         if not (order["fulfilled_at"] and charged):  # not settled yet: ask Stripe (shared reads, ~1 call a second)
             try:
                 session = shop.reads.retrieve(session_id)

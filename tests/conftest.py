@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -214,6 +215,14 @@ def catalog_copy(tmp_path):
     path = tmp_path / "catalog.json"
     shutil.copy(ROOT / "catalog.json", path)
     return path
+
+
+@contextmanager
+def edit_catalog(path):
+    """The catalog file's JSON to change in the block; written back when the block ends."""
+    data = json.loads(path.read_text())
+    yield data
+    path.write_text(json.dumps(data))
 
 
 # -- helpers of the purchase, webhook, fulfilment and merchant tests ----------------------------------------------

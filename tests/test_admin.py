@@ -4,12 +4,11 @@ details, refunds behind a confirmation, CSRF, and the CSV export (SQLite and Pos
 import base64
 import csv
 import io
-import json
 import re
 
 import pytest
 
-from tests.conftest import order, paid, start, wire
+from tests.conftest import edit_catalog, order, paid, start, wire
 from webshop import merchant
 from webshop.fulfilment import CSV_FIELDS, write_csv
 from webshop.settings import ConfigError, load_config
@@ -34,9 +33,8 @@ def token(shop):
 def test_the_orders_page_names_a_catalog_edit_that_was_not_loaded(make_shopper, catalog_copy):
     shop = make_shopper(admin_password=PASSWORD, catalog=str(catalog_copy))
     assert "was not loaded" not in shop.get("/admin", headers=auth()).text
-    data = json.loads(catalog_copy.read_text())
-    data["products"][0]["price"] = "12.99"
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["products"][0]["price"] = "12.99"
     page = shop.get("/admin", headers=auth())
     alert = page.html.find(role="alert")
     assert "catalog.json: the last edit was not loaded (1 problem" in alert.text
@@ -46,9 +44,8 @@ def test_the_orders_page_names_a_catalog_edit_that_was_not_loaded(make_shopper, 
 
 @pytest.mark.parametrize("behavior, label", [("exclusive", ">Tax<"), ("inclusive", ">Tax (included)<")])
 def test_an_order_page_says_whether_the_tax_was_in_the_prices(make_shopper, catalog_copy, behavior, label):
-    data = json.loads(catalog_copy.read_text())
-    data["tax"] = {"mode": "automatic", "behavior": behavior}
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["tax"] = {"mode": "automatic", "behavior": behavior}
     admin = wire(make_shopper(catalog=str(catalog_copy), admin_password=PASSWORD))
     assert label in admin.get(f"/admin/orders/{paid(admin)['id']}", headers=auth()).text
 
@@ -258,9 +255,8 @@ def test_a_refund_without_the_form_s_protection_is_403_and_refunds_nothing(admin
 
 
 def test_hostile_names_and_emails_are_escaped_on_the_pages(make_shopper, catalog_copy):
-    data = json.loads(catalog_copy.read_text())
-    data["products"][0]["name"] = "<script>alert(1)</script>"
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["products"][0]["name"] = "<script>alert(1)</script>"
     admin = wire(make_shopper(admin_password=PASSWORD, catalog=str(catalog_copy)))
     sid = admin.session_id(admin.checkout(product_id=data["products"][0]["id"], quantity="1"))
     admin.standin.pay(sid, name="<img src=x onerror=alert(2)>", email="<b>x</b>&y@evil.example")

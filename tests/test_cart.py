@@ -1,10 +1,9 @@
 """The cookie cart: ids and quantities only, re-validated against the catalog on every read."""
 
-import json
-
 import pytest
 
 from shop import PUBLIC
+from tests.conftest import edit_catalog
 from webshop import storefront as carts
 from webshop.catalog import load_catalog
 from webshop.settings import ROOT
@@ -94,11 +93,10 @@ def test_quantities_add_up_and_stop_at_99(shopper, cat):
 
 def test_the_largest_cart_fits_its_cookie(make_shopper, catalog_copy):
     """50 products with 64-character ids, 99 of each: every line is kept (a cookie a browser keeps whole)."""
-    data = json.loads(catalog_copy.read_text())
-    first = data["products"][0]
-    ids = [f"{i:02d}-" + "x" * 61 for i in range(carts.MAX_LINES + 1)]
-    data["products"] = [dict(first, id=pid, name=f"Book {i}") for i, pid in enumerate(ids)]
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        first = data["products"][0]
+        ids = [f"{i:02d}-" + "x" * 61 for i in range(carts.MAX_LINES + 1)]
+        data["products"] = [dict(first, id=pid, name=f"Book {i}") for i, pid in enumerate(ids)]
     shopper = make_shopper(catalog=str(catalog_copy))
     for pid in ids[:carts.MAX_LINES]:
         shopper.add(pid, carts.MAX_QUANTITY)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from tests.conftest import edit_catalog
 from webshop import catalog
 from webshop.catalog import CatalogError, format_money, currency_exponent, load_catalog
 
@@ -469,10 +470,9 @@ def test_any_value_in_any_field_loads_or_names_its_place(scratch, data, value):
 
 @pytest.mark.parametrize("where", ["shop", "product", "option"])
 def test_a_name_is_one_line_because_it_heads_emails_and_pages(catalog_copy, where):
-    data = json.loads(catalog_copy.read_text())
-    target = {"shop": data["shop"], "product": data["products"][0], "option": data["shipping"]["options"][0]}[where]
-    target["name"] = "Tiny\nBooks"
-    data["products"][1]["description"] = "Two lines\nof description are fine."
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        target = {"shop": data["shop"], "product": data["products"][0], "option": data["shipping"]["options"][0]}[where]
+        target["name"] = "Tiny\nBooks"
+        data["products"][1]["description"] = "Two lines\nof description are fine."
     found = catalog.problems(catalog_copy, ROOT / "public")
     assert len(found) == 1 and "must not contain control characters (U+000A at position 5)" in found[0]

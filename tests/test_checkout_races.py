@@ -1,13 +1,12 @@
 """Clicks that race, and a Stripe that is slow: one payable session per click, Stripe's rate limit protected."""
 
-import json
 from collections import Counter
 from urllib.parse import urlsplit
 
 import pytest
 
 from standin import PayError, StandIn
-from tests.conftest import BASE, same_browser, together
+from tests.conftest import BASE, edit_catalog, same_browser, together
 
 
 @pytest.fixture
@@ -42,9 +41,8 @@ def test_a_double_clicked_checkout_leaves_exactly_one_payable_session(slow_shopp
 @pytest.mark.parametrize("fields", [{}, {"product_id": "walden", "quantity": "1"}], ids=["checkout", "buy-now"])
 def test_a_second_click_for_the_last_copy_neither_refuses_nor_drops_it(make_shopper, catalog_copy, two_clicks,
                                                                          fields):
-    data = json.loads(catalog_copy.read_text())
-    next(p for p in data["products"] if p["id"] == "walden")["stock"] = 1
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        next(p for p in data["products"] if p["id"] == "walden")["stock"] = 1
     shopper = make_shopper(catalog=str(catalog_copy))
     ledger = shopper.shop.orders.ledger
     shopper.add("walden")

@@ -9,7 +9,8 @@ import pytest
 from waitress.server import create_server
 
 from standin.events import http_post
-from tests.conftest import BASE, buy, event, handoff, order, pending, sign, start, stop_waitress, together, wire
+from tests.conftest import (BASE, buy, edit_catalog, event, handoff, order, pending, sign, start, stop_waitress,
+                           together, wire)
 from webshop import payments
 from webshop.fulfilment import Orders
 from webshop.settings import load_config
@@ -168,10 +169,9 @@ def test_processes_calling_fulfil_at_once_fulfil_once(shop, data_dir, database_u
 @pytest.mark.parametrize("settle", ["success page", "webhook"])
 def test_an_order_of_more_lines_than_a_page_is_handed_off_and_shown_whole(make_shopper, catalog_copy, settle):
     """Stripe expands only the first 10 line items; the rest are listed, so nothing is left out."""
-    data = json.loads(catalog_copy.read_text())
-    first = data["products"][0]
-    data["products"] = [dict(first, id=f"book-{i:02d}", name=f"Book {i:02d}", price=100 + i) for i in range(23)]
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        first = data["products"][0]
+        data["products"] = [dict(first, id=f"book-{i:02d}", name=f"Book {i:02d}", price=100 + i) for i in range(23)]
     shopper = wire(make_shopper(catalog=str(catalog_copy)))
     for i in range(23):
         shopper.add(f"book-{i:02d}", 1 + i % 3)
@@ -193,11 +193,10 @@ def test_an_order_of_more_lines_than_a_page_is_handed_off_and_shown_whole(make_s
 
 def test_books_of_the_same_name_are_handed_off_by_their_own_ids(make_shopper, catalog_copy):
     """The record's lines are the order's own (product id, quantity, price), never looked up by Stripe's name."""
-    data = json.loads(catalog_copy.read_text())
-    first = data["products"][0]
-    data["products"] = [dict(first, id="walden-hardcover", name="Walden", price=2500),
-                        dict(first, id="walden-paperback", name="Walden", price=900)]
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        first = data["products"][0]
+        data["products"] = [dict(first, id="walden-hardcover", name="Walden", price=2500),
+                            dict(first, id="walden-paperback", name="Walden", price=900)]
     shopper = wire(make_shopper(catalog=str(catalog_copy)))
     shopper.add("walden-paperback", 3)
     shopper.add("walden-hardcover", 1)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import BASE, ROOT, assert_ledger_consistent, browser_of, pay_form, survived, wsgi
+from tests.conftest import BASE, ROOT, assert_ledger_consistent, browser_of, edit_catalog, pay_form, survived, wsgi
 from shop import make_app
 
 VALID = json.loads((ROOT / "catalog.json").read_text())
@@ -163,13 +163,12 @@ def assert_inert(text, where):
 
 
 def test_markup_in_catalog_text_and_echoed_input_is_escaped_on_every_page(make_shopper, catalog_copy):
-    data = json.loads(catalog_copy.read_text())
-    data["shop"]["name"] = "Books </title><h1>" + SCRIPT
-    for i, product in enumerate(data["products"][:3]):
-        product["name"] = [SCRIPT, IMG, "</title><h1>x{{csrf}}"][i]
-        product["description"] = IMG + SCRIPT
-    data["shipping"]["options"][0]["name"] = SCRIPT + " shipping"
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["shop"]["name"] = "Books </title><h1>" + SCRIPT
+        for i, product in enumerate(data["products"][:3]):
+            product["name"] = [SCRIPT, IMG, "</title><h1>x{{csrf}}"][i]
+            product["description"] = IMG + SCRIPT
+        data["shipping"]["options"][0]["name"] = SCRIPT + " shipping"
     shopper = make_shopper(catalog=str(catalog_copy), stripe_max_retries=0)
     ids = [p["id"] for p in data["products"][:3]]
     pages = {"home": shopper.get("/"), "404": shopper.get("/nope", status=404)}

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import BASE, ROOT, as_served, assert_ledger_consistent, browser_of, survived, wsgi
+from tests.conftest import BASE, ROOT, as_served, assert_ledger_consistent, browser_of, edit_catalog, survived, wsgi
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 PRODUCT_IDS = [p["id"] for p in json.loads((ROOT / "catalog.json").read_text())["products"]]
@@ -247,10 +247,9 @@ def test_quantities_add_up_to_99_at_most(shopper):
 
 
 def test_a_cart_holds_at_most_50_lines(make_shopper, catalog_copy):
-    data = json.loads(catalog_copy.read_text())
-    template = data["products"][0]
-    data["products"] = [{**template, "id": f"book-{i}", "name": f"Book {i}"} for i in range(60)]
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        template = data["products"][0]
+        data["products"] = [{**template, "id": f"book-{i}", "name": f"Book {i}"} for i in range(60)]
     shopper = make_shopper(catalog=str(catalog_copy))
     for i in range(50):
         shopper.add(f"book-{i}")

@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 import stripe
 
-from tests.conftest import BASE, PAY_FORM, ROOT, free_port
+from tests.conftest import BASE, PAY_FORM, ROOT, edit_catalog, free_port
 from webshop.ledger import Ledger
 from webshop.settings import load_config
 
@@ -152,9 +152,8 @@ def assert_no_path(text, *paths):
 def test_healthz_never_prints_an_absolute_path(make_shopper, catalog_copy, data_dir, monkeypatch):
     shopper = make_shopper(catalog=str(catalog_copy))
     # A catalog edit whose first problem names the public folder (an image that is not there) ...
-    data = json.loads(catalog_copy.read_text())
-    data["products"][0]["image"] = "img/books/not-there.svg"
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["products"][0]["image"] = "img/books/not-there.svg"
     os.utime(catalog_copy, ns=(1, 2_000_000_000_000_000_000))
     assert any("not-there" in p for p in shopper.shop.catalogs.problems())
     page = shopper.get("/healthz", status=503)

@@ -5,7 +5,6 @@ drops the connection, .eml files offline, and a serving process killed mid-send 
 import asyncio
 import email
 import email.policy
-import json
 import signal
 import ssl
 import subprocess
@@ -19,7 +18,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from standin import ASYNC_FAIL, StandIn
-from tests.conftest import buy, free_port, order, paid, pay_form, pending, wait_for, wire
+from tests.conftest import buy, edit_catalog, free_port, order, paid, pay_form, pending, wait_for, wire
 from webshop import mail, merchant
 from webshop.settings import load_config
 
@@ -119,9 +118,8 @@ def test_a_paid_order_sends_one_notice_and_one_confirmation_however_often_it_is_
 
 
 def test_the_discount_is_in_the_order_summary(smtp, catalog_copy, make_shopper):
-    data = json.loads(catalog_copy.read_text())
-    data["promotions"] = [{"code": "SPRING10", "percent_off": 10}]
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["promotions"] = [{"code": "SPRING10", "percent_off": 10}]
     shop = wire(make_shopper(catalog=str(catalog_copy), smtp_url=smtp.url, merchant_email=MERCHANT))
     to_stripe = shop.checkout(product_id=data["products"][0]["id"], quantity="1")
     assert pay_form(shop, to_stripe.location, promotion_code="SPRING10").status_int == 303
@@ -137,9 +135,8 @@ def test_the_discount_is_in_the_order_summary(smtp, catalog_copy, make_shopper):
 
 
 def test_tax_in_the_prices_is_shown_as_included(smtp, catalog_copy, make_shopper):
-    data = json.loads(catalog_copy.read_text())
-    data["tax"] = {"mode": "automatic", "behavior": "inclusive"}
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["tax"] = {"mode": "automatic", "behavior": "inclusive"}
     shop = wire(make_shopper(catalog=str(catalog_copy), smtp_url=smtp.url, merchant_email=MERCHANT))
     sid = buy(shop)
     shop.standin.deliver_pending()
@@ -154,11 +151,10 @@ def test_tax_in_the_prices_is_shown_as_included(smtp, catalog_copy, make_shopper
 def test_a_shop_renamed_in_the_catalog_signs_its_next_emails_with_the_new_name_without_a_restart(
         smtp, catalog_copy, make_shopper):
     shop = wire(make_shopper(catalog=str(catalog_copy), smtp_url=smtp.url, merchant_email=MERCHANT))
-    data = json.loads(catalog_copy.read_text())
-    old = data["shop"]["name"]
     before = paid(shop)
-    data["shop"]["name"] = "Renamed Books"
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        old = data["shop"]["name"]
+        data["shop"]["name"] = "Renamed Books"
     assert "Renamed Books" in shop.get("/").text
     after = paid(shop)
     assert send(shop) == (4, 0)
@@ -203,9 +199,8 @@ def test_each_refund_sends_one_notice_however_often_its_event_comes(shop, smtp):
 
 
 def test_hostile_names_and_emails_are_escaped_in_the_html_part(make_shopper, smtp, catalog_copy):
-    data = json.loads(catalog_copy.read_text())
-    data["products"][0]["name"] = '<img src=x onerror=alert(1)> & "Co"'
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["products"][0]["name"] = '<img src=x onerror=alert(1)> & "Co"'
     shop = wire(make_shopper(catalog=str(catalog_copy), smtp_url=smtp.url, merchant_email=MERCHANT))
     sid = shop.session_id(shop.checkout(product_id=data["products"][0]["id"], quantity="1"))
     shop.standin.pay(sid, name="<script>alert(2)</script>", email="<b>x</b>&y@evil.example")

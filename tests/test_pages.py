@@ -6,7 +6,7 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from tests.conftest import BASE
+from tests.conftest import BASE, edit_catalog
 
 
 def test_error_pages_use_the_shop_layout(shopper):
@@ -107,10 +107,9 @@ def test_no_traversal_dotfiles_or_listings(shopper, path):
 
 def test_catalog_edit_is_picked_up_without_restart(make_shopper, catalog_copy):
     shopper = make_shopper(catalog=str(catalog_copy))
-    data = json.loads(catalog_copy.read_text())
-    data["products"][0]["name"] = "A Brand New Title"
-    data["products"][0]["price"] = 4321
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["products"][0]["name"] = "A Brand New Title"
+        data["products"][0]["price"] = 4321
     os.utime(catalog_copy, ns=(1, 2_000_000_000_000_000_000))
     page = shopper.get("/")
     assert "A Brand New Title" in page.text and "$43.21" in page.text
@@ -150,9 +149,8 @@ def test_the_server_looks_at_the_catalog_at_most_once_per_interval(make_shopper,
     real_stat = shopper.shop.catalogs._stat
     monkeypatch.setattr(shopper.shop.catalogs, "_stat", lambda: stats.append(1) or real_stat())
     shopper.get("/")
-    data = json.loads(catalog_copy.read_text())
-    data["products"][0]["name"] = "Edited Within The Second"
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["products"][0]["name"] = "Edited Within The Second"
     os.utime(catalog_copy, ns=(1, 2_000_000_000_000_000_000))
     for _ in range(5):
         assert "Edited Within The Second" not in shopper.get("/").text
@@ -170,10 +168,9 @@ def test_refusals_before_any_route_say_what_was_wrong(shopper):
 
 
 def test_the_catalog_is_24_products_a_page_and_other_pages_are_404(make_shopper, catalog_copy):
-    data = json.loads(catalog_copy.read_text())
-    book = data["products"][0]
-    data["products"] = [dict(book, id=f"book-{i}", name=f"Book {i}") for i in range(30)]
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        book = data["products"][0]
+        data["products"] = [dict(book, id=f"book-{i}", name=f"Book {i}") for i in range(30)]
     shopper = make_shopper(catalog=str(catalog_copy))
     first, second = shopper.get("/"), shopper.get("/?page=2")
     assert first.text.count('class="card"') == 24 and "Page 1 of 2" in first.text and "Book 23<" in first.text

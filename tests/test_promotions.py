@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from standin import PayError
-from tests.conftest import ROOT, free_port, handoff, wire
+from tests.conftest import ROOT, edit_catalog, free_port, handoff, wire
 
 SPRING = {"code": "spring10", "percent_off": 10, "expires": "2099-01-31", "max_redemptions": 2,
           "minimum_amount": 2000}
@@ -16,9 +16,8 @@ SPRING = {"code": "spring10", "percent_off": 10, "expires": "2099-01-31", "max_r
 def shop_with(make_shopper, catalog_copy):
     """make(**top-level catalog fields) -> a shopper on that catalog; edit(**fields) changes it under the shop."""
     def edit(**top):
-        data = json.loads(catalog_copy.read_text())
-        data.update(top)
-        catalog_copy.write_text(json.dumps(data))
+        with edit_catalog(catalog_copy) as data:
+            data.update(top)
 
     def make(**top):
         edit(**top)
@@ -140,10 +139,9 @@ def test_terms_consent_and_tax_ids_are_asked_for_and_recorded(shop_with):
 
 def test_promotion_and_checkout_fields_are_checked_with_their_paths(shop_with, catalog_copy):
     from webshop.catalog import problems
-    data = json.loads(catalog_copy.read_text())
-    data["promotions"] = [{"code": "X", "percent_off": 10}, {"code": "BOTH", "percent_off": 5, "amount_off": 5}]
-    data["checkout"] = {"terms_url": "javascript:alert(1)"}
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["promotions"] = [{"code": "X", "percent_off": 10}, {"code": "BOTH", "percent_off": 5, "amount_off": 5}]
+        data["checkout"] = {"terms_url": "javascript:alert(1)"}
     found = problems(catalog_copy, catalog_copy.parent.parent / "public")
     assert any(p.startswith("catalog.json: promotions[0].code: must be 3-40 letters") for p in found)
     assert "catalog.json: promotions[1]: needs exactly one of percent_off or amount_off" in found
@@ -154,9 +152,8 @@ def test_promotion_and_checkout_fields_are_checked_with_their_paths(shop_with, c
                                          (0.001, False), (12.345, False), (0, False), (100.01, False), (True, False)])
 def test_percent_off_is_what_stripe_takes(catalog_copy, percent, ok):
     from webshop.catalog import problems
-    data = json.loads(catalog_copy.read_text())
-    data["promotions"] = [{"code": "SALE", "percent_off": percent}]
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["promotions"] = [{"code": "SALE", "percent_off": percent}]
     found = problems(catalog_copy, ROOT / "public")
     assert found == ([] if ok else ["catalog.json: promotions[0].percent_off: must be a number from 0.01 to 100 with "
                                     f"at most two decimals, like 12.5, got {json.dumps(percent)}"])

@@ -1,13 +1,12 @@
 """The whole purchase through the real app and the offline stand-in, amounts checked against the catalog."""
 
-import json
 import re
 
 import pytest
 
 from shop import PUBLIC
 from standin import ASYNC_FAIL, ASYNC_OK, tax
-from tests.conftest import BASE, ROOT, pay, wire
+from tests.conftest import BASE, ROOT, edit_catalog, pay, wire
 from webshop.catalog import format_money, load_catalog
 
 
@@ -183,12 +182,11 @@ def test_urls_come_from_base_url_not_the_host_header(shopper):
 
 def test_zero_decimal_currency_end_to_end(make_shopper, catalog_copy):
     """A JPY catalog: prices shown as ¥1,500 and sent to Stripe as 1500 (no cents)."""
-    data = json.loads(catalog_copy.read_text())
-    data["shop"]["currency"] = "jpy"
-    data["products"][0]["price"] = 1500
-    for option in data["shipping"]["options"]:
-        option["amount"] = 800
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["shop"]["currency"] = "jpy"
+        data["products"][0]["price"] = 1500
+        for option in data["shipping"]["options"]:
+            option["amount"] = 800
     shopper = make_shopper(catalog=str(catalog_copy))
     product_id = data["products"][0]["id"]
     assert "¥1,500" in shopper.get("/").text
@@ -207,12 +205,11 @@ def test_zero_decimal_currency_end_to_end(make_shopper, catalog_copy):
 @pytest.mark.parametrize("currency, price, shown", [("cop", 4500000, "45,000.00 COP"), ("kwd", 4500, "4.500 KWD")])
 def test_any_currency_the_catalog_takes_can_be_paid_offline(make_shopper, catalog_copy, currency, price, shown):
     """Checked by catalog.json's rules, so the offline stand-in must take it too (it once knew only 32)."""
-    data = json.loads(catalog_copy.read_text())
-    data["shop"]["currency"] = currency
-    data["products"] = [dict(data["products"][0], price=price)]
-    for option in data["shipping"]["options"]:
-        option["amount"] = 1000
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["shop"]["currency"] = currency
+        data["products"] = [dict(data["products"][0], price=price)]
+        for option in data["shipping"]["options"]:
+            option["amount"] = 1000
     shopper = make_shopper(catalog=str(catalog_copy))
     assert shown in shopper.get("/").text
     session_id = shopper.session_id(shopper.checkout(product_id=data["products"][0]["id"]))
@@ -271,9 +268,8 @@ def test_a_delayed_payment_that_fails_puts_its_books_back_in_the_emptied_cart(sh
 
 def test_an_unpaid_checkout_without_stripe_tax_shows_its_tax_and_an_expired_one_no_total_due(make_shopper,
                                                                                                catalog_copy):
-    data = json.loads(catalog_copy.read_text())
-    data["tax"] = {"mode": "none"}
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["tax"] = {"mode": "none"}
     shopper = make_shopper(catalog=str(catalog_copy))
     lapsed = shopper.session_id(shopper.checkout(product_id="walden"))
     shopper.shop.orders.stripe.v1.checkout.sessions.expire(lapsed)
@@ -288,13 +284,12 @@ def test_an_unpaid_checkout_without_stripe_tax_shows_its_tax_and_an_expired_one_
                                                       ("inclusive", "included, worked out when you pay", "Total due")])
 def test_an_unpaid_checkout_with_stripe_tax_shows_its_tax_as_the_session_will_work_it_out(make_shopper, catalog_copy,
                                                                                           behavior, tax_row, total):
-    data = json.loads(catalog_copy.read_text())
-    data["tax"] = {"mode": "automatic", "behavior": behavior}
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["tax"] = {"mode": "automatic", "behavior": behavior}
     shopper = make_shopper(catalog=str(catalog_copy))
     session_id = shopper.session_id(shopper.checkout(product_id="walden"))
-    data["tax"] = {"mode": "none"}  # the merchant changes the catalog: the session still works tax out
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:  # the merchant changes the catalog: the session still works tax out
+        data["tax"] = {"mode": "none"}
     page = shopper.get(f"/success?session_id={session_id}")
     assert page.html.find("th", string="Tax").find_next_sibling("td").text == tax_row
     assert page.html.find("tr", class_="total").th.text == total
@@ -305,9 +300,8 @@ def test_an_unpaid_checkout_with_stripe_tax_shows_its_tax_as_the_session_will_wo
     ({"mode": "automatic", "behavior": "inclusive"}, "Prices include tax. Shipping is added at checkout"),
     ({"mode": "none"}, "Shipping is added at checkout")])
 def test_the_cart_says_how_tax_is_charged_as_the_catalog_sets_it(make_shopper, catalog_copy, tax, hint):
-    data = json.loads(catalog_copy.read_text())
-    data["tax"] = tax
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["tax"] = tax
     shopper = make_shopper(catalog=str(catalog_copy))
     shopper.add("walden")
     (note,) = [p.text for p in shopper.get("/cart").html.find_all("p", class_="hint") if "at checkout" in p.text]
@@ -316,9 +310,8 @@ def test_the_cart_says_how_tax_is_charged_as_the_catalog_sets_it(make_shopper, c
 
 def test_a_paid_order_with_tax_in_its_prices_shows_the_tax_as_included_and_a_total_that_adds_up(make_shopper,
                                                                                                  catalog_copy):
-    data = json.loads(catalog_copy.read_text())
-    data["tax"] = {"mode": "automatic", "behavior": "inclusive"}
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["tax"] = {"mode": "automatic", "behavior": "inclusive"}
     shopper = make_shopper(catalog=str(catalog_copy))
     shopper.add("walden")
     confirmation = shopper.get(pay(shopper, shopper.checkout()).location)

@@ -1,7 +1,6 @@
 """Stock and free shipping from catalog.json: the last copy is sold once, pages say what is left, the cart holds
 no more than there is, and a shipping option can be free over an amount."""
 
-import json
 import subprocess
 import sys
 import threading
@@ -9,19 +8,18 @@ import threading
 import pytest
 import webtest
 
-from tests.conftest import ROOT, pay, wire
+from tests.conftest import ROOT, edit_catalog, pay, wire
 
 
 @pytest.fixture
 def stocked(make_shopper, catalog_copy):
     """make(stock=N for walden, **catalog edits) -> a shopper on a catalog with that stock."""
     def make(walden=1, **top):
-        data = json.loads(catalog_copy.read_text())
-        for p in data["products"]:
-            if p["id"] == "walden":
-                p["stock"] = walden
-        data.update(top)
-        catalog_copy.write_text(json.dumps(data))
+        with edit_catalog(catalog_copy) as data:
+            for p in data["products"]:
+                if p["id"] == "walden":
+                    p["stock"] = walden
+            data.update(top)
         return make_shopper(catalog=str(catalog_copy))
     return make
 
@@ -116,9 +114,8 @@ def test_a_paid_order_keeps_its_copies_and_a_refund_restocks_only_when_asked(sto
 
 
 def test_stock_values_are_checked_with_the_field_path(stocked, catalog_copy):
-    data = json.loads(catalog_copy.read_text())
-    data["products"][0]["stock"] = "ten"
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["products"][0]["stock"] = "ten"
     check = subprocess.run([sys.executable, "shop.py", "check"], cwd=ROOT, capture_output=True, text=True,
                            env={"CATALOG": str(catalog_copy), "PATH": "/usr/bin:/bin"}, timeout=60)
     assert check.returncode == 1
@@ -131,9 +128,8 @@ def test_stock_values_are_checked_with_the_field_path(stocked, catalog_copy):
 
 
 def test_free_shipping_over_an_amount_is_offered_at_zero_and_shown_on_the_cart(make_shopper, catalog_copy):
-    data = json.loads(catalog_copy.read_text())
-    data["shipping"]["options"][0]["free_over"] = 3000
-    catalog_copy.write_text(json.dumps(data))
+    with edit_catalog(catalog_copy) as data:
+        data["shipping"]["options"][0]["free_over"] = 3000
     shopper = make_shopper(catalog=str(catalog_copy))
     standard = data["shipping"]["options"][0]
     shopper.add("walden")  # under the amount

@@ -51,6 +51,21 @@ def test_handoff_line_has_items_amounts_email_and_address(shop):
     assert line["payment_intent"] == paid["payment_intent"] and line["fulfilled_at"] == paid["fulfilled_at"]
 
 
+@pytest.mark.parametrize("behavior", ["exclusive", "inclusive"])
+def test_the_handoff_record_says_whether_its_tax_is_in_the_prices_or_added(make_shopper, catalog_copy, behavior):
+    """With tax in the prices the total is not subtotal + shipping + tax: the record says which it is."""
+    with edit_catalog(catalog_copy) as data:
+        data["tax"] = {"mode": "automatic", "behavior": behavior}
+    shopper = wire(make_shopper(catalog=str(catalog_copy)))
+    sid = buy(shopper)
+    shopper.standin.deliver_pending()
+    [line] = handoff(shopper)
+    assert line["amount_tax"] > 0 and line["tax_included"] is (behavior == "inclusive")
+    added = line["amount_tax"] if behavior == "exclusive" else 0
+    assert line["amount_total"] == line["amount_subtotal"] + line["amount_shipping"] + added == order(
+        shopper, sid)["amount_total"]
+
+
 def test_unpaid_or_unknown_sessions_are_never_fulfilled(shop):
     sid = start(shop)
     charged, outcome = shop.shop.orders.sync(sid)

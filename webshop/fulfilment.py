@@ -207,7 +207,7 @@ def handoff(order, charged, session):
                    "unit_amount": i["unit_amount"], "amount_total": line.get("amount_total")}
                   for i, line in zip(order["items"], lines)],
         "order_id": order["id"], "session_id": charged["id"], "currency": charged["currency"],
-        **{k: charged[k] for k in AMOUNTS + ("promotion_code", "terms_accepted", "tax_ids")},
+        **{k: charged[k] for k in AMOUNTS + ("tax_included", "promotion_code", "terms_accepted", "tax_ids")},
         "customer_email": charged["email"], "payment_intent": charged["payment_intent"],
         "shipping_name": shipping.get("name"),
         "shipping_address": {k: address.get(k) for k in ("line1", "line2", "city", "postal_code", "state", "country")},

@@ -230,6 +230,9 @@ CASES = [
      'catalog.json: shop.currency: must be lowercase, like "eur", got "EUR"'),
     (delete("shop", "name"),
      "catalog.json: shop.name: required field is missing"),
+    (set_path("shipping", "options", 0, "name", value="x" * 101),  # Stripe's display_name takes 100
+     'catalog.json: shipping.options[0].name: must be at most 100 characters (this has 101), got "' + "x" * 57
+     + '..."'),
     (set_path("shipping", "options", 0, "amount", value=-1),
      "catalog.json: shipping.options[0].amount: must be an integer of 0 or more in minor units, got -1"),
     (set_path("shipping", "options", 0, "min_days", value=6),

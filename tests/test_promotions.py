@@ -148,6 +148,17 @@ def test_promotion_and_checkout_fields_are_checked_with_their_paths(shop_with, c
     assert any(p.startswith("catalog.json: checkout.terms_url: must be an https:// address") for p in found)
 
 
+@pytest.mark.parametrize("count, ok", [(1, True), (1_000_000, True), (None, True), (0, False), (-1, False)])
+def test_max_redemptions_is_at_least_one_as_stripe_requires(catalog_copy, count, ok):
+    """0 is no limit Stripe takes: it would have made a code of unlimited use."""
+    from webshop.catalog import problems
+    with edit_catalog(catalog_copy) as data:
+        data["promotions"] = [{"code": "NOMORE", "percent_off": 50, "max_redemptions": count}]
+    found = problems(catalog_copy, ROOT / "public")
+    assert found == ([] if ok else ["catalog.json: promotions[0].max_redemptions: must be a whole number from 1 to "
+                                    f"1000000, got {count}"])
+
+
 @pytest.mark.parametrize("percent, ok", [(10, True), (12.5, True), (0.01, True), (100, True), (1e-300, False),
                                          (0.001, False), (12.345, False), (0, False), (100.01, False), (True, False)])
 def test_percent_off_is_what_stripe_takes(catalog_copy, percent, ok):

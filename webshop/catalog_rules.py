@@ -12,6 +12,9 @@ MAX_AMOUNT = 99_999_999
 # At most 5: https://docs.stripe.com/api/checkout/sessions/create#create_checkout_session-shipping_options
 MAX_SHIPPING_OPTIONS = 5
 NAME_LIMIT, DESCRIPTION_LIMIT = 120, 1000
+# A shipping option's name is Stripe's shipping_rate_data.display_name, of at most 100 characters:
+# https://docs.stripe.com/api/checkout/sessions/create#create_checkout_session-shipping_options
+OPTION_NAME_LIMIT = 100
 IMAGE_TYPES = (".svg", ".png", ".jpg", ".jpeg", ".gif", ".webp")
 # C0 and C1 controls but tab and newline, bidirectional overrides and isolates, and lone surrogates
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
@@ -276,6 +279,10 @@ _name, _price = _text(NAME_LIMIT, _ONE_LINE), _amount(1, "a positive integer")
 _tax_code = _rule(_string(r"txcd_[0-9]{8}"),
                   'must be a Stripe tax code like "txcd_35010000" (txcd_ and 8 digits) or null', nullable=True)
 _count = _rule(lambda v: _is_int(v) and 0 <= v <= 1_000_000, "must be a whole number from 0 to 1000000", nullable=True)
+# Stripe takes no limit of 0 (the shop used to leave such a code unlimited):
+# https://docs.stripe.com/api/promotion_codes/create#create_promotion_code-max_redemptions
+_redemptions = _rule(lambda v: _is_int(v) and 1 <= v <= 1_000_000, "must be a whole number from 1 to 1000000",
+                     nullable=True)
 _days = _rule(lambda v: _is_int(v) and 1 <= v <= 365, "must be a whole number of business days from 1 to 365")
 # Stripe's promotion codes: letters, digits and dashes; shoppers type them in any case.
 _code = _rule(_string(r"[A-Za-z0-9-]{3,40}"), 'must be 3-40 letters, digits or dashes, like "SPRING10"')
@@ -290,11 +297,11 @@ _url = _rule(_string(r"https://[^\s\"'<>()]{3,500}"), "must be an https:// addre
 _PRODUCT = {"id": (_REQUIRED, _identifier), "name": (_REQUIRED, _name),
             "description": (_REQUIRED, _text(DESCRIPTION_LIMIT, _CONTROL)), "price": (_REQUIRED, _price),
             "image": (_REQUIRED, _Checker.image), "tax_code": (None, _tax_code), "stock": (None, _count)}
-_OPTION = {"id": (_REQUIRED, _identifier), "name": (_REQUIRED, _name),
+_OPTION = {"id": (_REQUIRED, _identifier), "name": (_REQUIRED, _text(OPTION_NAME_LIMIT, _ONE_LINE)),
            "amount": (_REQUIRED, _amount(0, "an integer of 0 or more")), "min_days": (_REQUIRED, _days),
            "max_days": (_REQUIRED, _days), "tax_code": (None, _tax_code), "free_over": (None, _price)}
 _PROMOTION = {"code": (_REQUIRED, _code), "percent_off": (None, _percent), "amount_off": (None, _price),
-              "expires": (None, _date), "max_redemptions": (None, _count), "minimum_amount": (None, _price)}
+              "expires": (None, _date), "max_redemptions": (None, _redemptions), "minimum_amount": (None, _price)}
 _TOP = {
     "shop": (_REQUIRED, {"name": (_REQUIRED, _name), "currency": (_REQUIRED, _Checker.check_currency)}),
     "products": (_REQUIRED, lambda checker, path, value: checker.items(path, value, "product", _PRODUCT)),

@@ -29,7 +29,7 @@ MESSAGES = {
     409: "That cannot be done any more.", 413: "That request is too large.",
     429: "Too many requests. Please wait a minute and try again.",
     500: "Something went wrong on our side. Nothing was charged twice; please try again.",
-    502: "The payment service refused the request. Your cart is kept.", 503: payments.UNAVAILABLE,
+    502: payments.REFUSED, 503: payments.UNAVAILABLE,
 }
 TITLES = {400: "Bad request", 401: "Sign in", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
           409: "Sorry", 413: "Too large", 429: "Too many requests", 500: "Server error", 502: "Payment refused",

@@ -170,6 +170,21 @@ def test_stripe_unreachable_at_checkout_keeps_cart_and_order(make, kind):
     assert shopper.cart_cookie() == cart
 
 
+def test_an_id_stripe_does_not_know_in_the_checkout_is_a_refusal_not_a_missing_checkout(make, monkeypatch):
+    """Stripe answers resource_missing for an unknown id among the parameters (a catalog's tax code, say)."""
+    from standin import checkout
+    from standin.errors import no_such
+    shopper = make()
+    shopper.add(product(shopper))
+
+    def create(ctx, params):
+        raise no_such("tax_code", "txcd_12345678", "line_items[0][price_data][product_data][tax_code]")
+    monkeypatch.setattr(checkout, "create", create)
+    page = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=502)
+    assert payments.REFUSED in page.text and "could not find" not in page.text
+    assert only_order(shopper)["status"] == "checkout_failed" and shopper.cart_cookie()
+
+
 def test_a_failed_checkout_whose_session_is_paid_is_fulfilled_once(make):
     """The create call reached Stripe but its answer was lost; the shopper never saw the session, yet it is paid."""
     shopper = make(retries=0)

@@ -17,6 +17,7 @@ log = logging.getLogger("shop.stripe")
 
 OFFLINE_KEY = "sk_test_offline_standin"
 UNAVAILABLE = "The payment service is not answering right now. Your cart is kept; please try again in a minute."
+REFUSED = "The payment service refused the request. Your cart is kept."
 # The events the webhook endpoint subscribes to (README: "Webhooks"); anything else is acknowledged and ignored.
 SESSION_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded",
                   "checkout.session.async_payment_failed", "checkout.session.expired")
@@ -130,15 +131,21 @@ def shop_error(e):
     if isinstance(e, stripe.InvalidRequestError):
         if e.code == "resource_missing":
             return ShopError(404, "We could not find that checkout.", detail=e.user_message)
-        return ShopError(502, "The payment service refused the request. Your cart is kept.", detail=e.user_message)
+        return ShopError(502, REFUSED, detail=e.user_message)
     # Unreachable, rate limited, Stripe's own error, or the merchant's key: the shopper comes back later.
     return ShopError(503, UNAVAILABLE, detail=type(e).__name__)
 
 
 def create_session(client, params, order_id):
     """Create the Checkout Session for an order; the idempotency key makes retries safe."""
-    return call("POST /v1/checkout/sessions", client.v1.checkout.sessions.create, params,
-                {"idempotency_key": f"checkout-{order_id}"})
+    try:
+        return call("POST /v1/checkout/sessions", client.v1.checkout.sessions.create, params,
+                    {"idempotency_key": f"checkout-{order_id}"})
+    except ShopError as e:
+        if e.status != 404:
+            raise
+        # An id in the parameters Stripe does not know (a catalog's tax code, say): refused, not a missing checkout.
+        raise ShopError(502, REFUSED, detail=e.detail) from None
 
 
 def expire_session(client, session_id):

@@ -15,6 +15,7 @@ BLOCKING = ("serious", "critical")
 # Faults are the stand-in's documented switch (standin/faults.py): every attempt to create a Checkout Session
 # answers 429 rate_limit, which the SDK does not retry, so the shop shows its 503 page at once.
 CHECKOUT_DOWN = {"STANDIN_FAULTS": "POST /v1/checkout/sessions=429*100000"}
+NARROW = {"width": 320, "height": 800}  # WCAG 1.4.10 Reflow: no sideways scrolling at 320 CSS pixels
 
 
 @pytest.fixture(scope="session")
@@ -55,16 +56,16 @@ def describe(found):
                      + "; ".join(n["target"] for n in v["nodes"][:5]) for page, v in found)
 
 
-@pytest.mark.parametrize("size", ["desktop", "phone"])
+@pytest.mark.parametrize("size", ["desktop", "phone", "narrow"])
 def test_no_serious_violations_on_any_page(open_tab, audit, size):
-    tab = open_tab(DESKTOP if size == "desktop" else PHONE)
+    tab = open_tab({"desktop": DESKTOP, "phone": PHONE, "narrow": NARROW}[size])
     page = tab.page
     book = catalog()["products"][0]["name"]
     found = []
 
     def check(name):
         found.extend((name, v) for v in audit(tab, name))
-        if size == "phone":
+        if size != "desktop":
             tab.no_sideways_scroll()
 
     tab.goto("/")

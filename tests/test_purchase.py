@@ -255,6 +255,7 @@ def test_a_delayed_payment_that_fails_puts_its_books_back_in_the_emptied_cart(sh
     wire(shopper).standin.deliver_pending()  # the failure's event reaches the shop
     failed = shopper.get(confirmation)
     assert "Your payment did not go through" in failed.text and "Its books are back in your cart." in failed.text
+    assert failed.html.find("tr", class_="total").th.text == "Total"  # nothing is due: it was never charged
     assert shopper.cart_cookie() == cart and "(3)" in shopper.get("/cart").text
     shopper.add(a)
     assert "back in your cart" not in shopper.get(confirmation).text  # only into an empty cart

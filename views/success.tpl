@@ -33,7 +33,7 @@
 %   if summary["amount_discount"]:
   <tr><th scope="row" colspan="2">Discount{{" (" + summary["promotion_code"] + ")" if summary.get("promotion_code") else ""}}</th><td class="num">−{{money(summary["amount_discount"], currency=summary["currency"])}}</td></tr>
 %   end
-  <tr class="total"><th scope="row" colspan="2">{{"Total charged" if state == "paid" else "Total" if state == "expired" else "Total before tax" if tax_later and not summary.get("tax_included") else "Total due"}}</th><td class="num">{{money(summary["amount_total"] or 0, currency=summary["currency"])}} <span class="cur">{{summary["currency"].upper()}}</span></td></tr>
+  <tr class="total"><th scope="row" colspan="2">{{"Total charged" if state == "paid" else "Total before tax" if tax_later and not summary.get("tax_included") else "Total due" if state == "open" else "Total"}}</th><td class="num">{{money(summary["amount_total"] or 0, currency=summary["currency"])}} <span class="cur">{{summary["currency"].upper()}}</span></td></tr>
   </tfoot>
 </table>
 <dl class="facts">

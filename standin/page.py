@@ -200,8 +200,10 @@ def render(standin, session, form, error, status, field=None):
         "shipping": money(preview["total_details"]["amount_shipping"], cur) if options else None,
         "tax": (money(tax, cur) if country else "Calculated after you enter your address") if auto else None,
         "total": money(preview["amount_total"], cur),
-        # The amount on the Pay button is only promised once shipping and tax are known.
-        "final": bool(country) or not auto,
+        # The amount on the Pay button is only promised once shipping and tax are known (tax in the prices: always).
+        "final": bool(country) or not auto or all(behavior == "inclusive" for behavior in (
+            *(it["price"]["tax_behavior"] for it in preview["_line_items"]),
+            *(r.get("tax_behavior") for r in session["_rates"]))),
     }
     values = {k: form.get(k, "") for k in FIELDS}
     values["email"] = values["email"] or session["customer_email"] or ""

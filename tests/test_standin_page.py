@@ -241,3 +241,33 @@ def test_update_total_without_javascript_shows_shipping_and_tax_before_paying(tm
     # 100.00 + 15.00 express, 19% on both = 21.85 tax, 136.85 in all
     assert "Pay $136.85" in updated.text and "$21.85" in updated.text and "Total due" in updated.text
     assert s.peek_session(session.id)["status"] == "open"
+
+
+def test_with_tax_in_the_prices_the_total_is_known_before_the_address(tmp_path):
+    """Inclusive tax is inside the prices: the address only splits it out, so the page never says "before tax"."""
+    import stripe
+    from bottle import Bottle
+    from webtest import TestApp
+
+    from standin import StandIn
+    s = StandIn(tmp_path, public_url="http://shop.test")
+    app = Bottle()
+    s.install_pay_page(app)
+    api = stripe.StripeClient("sk_test_x", http_client=s.http_client())
+    session = api.v1.checkout.sessions.create({
+        "mode": "payment", "success_url": "http://shop.test/ok?s={CHECKOUT_SESSION_ID}",
+        "cancel_url": "http://shop.test/cart", "automatic_tax": {"enabled": True},
+        "shipping_address_collection": {"allowed_countries": ["DE", "US"]},
+        "shipping_options": [{"shipping_rate_data": {"type": "fixed_amount", "display_name": "Standard",
+                                                     "tax_behavior": "inclusive",
+                                                     "fixed_amount": {"amount": 500, "currency": "usd"}}}],
+        "line_items": [{"quantity": 1, "price_data": {"currency": "usd", "unit_amount": 10000,
+                                                      "tax_behavior": "inclusive",
+                                                      "product_data": {"name": "Book"}}}]})
+    page = TestApp(app).get(f"/offline-checkout/{session.id}")
+    assert "Total before tax" not in page.text and "Total due" in page.text and "Pay $105.00" in page.text
+    form = page.forms["pay"]
+    form["address_country"] = "DE"
+    updated = form.submit("action", value="update")
+    assert "Pay $105.00" in updated.text  # the same total, its tax now shown
+    assert s.peek_session(session.id)["status"] == "open"

@@ -96,6 +96,9 @@ def make_app(config=None):
             raise refusal(ShopError(400, "The address or the Content-Length is not valid.")) from None
         if length > (MAX_WEBHOOK if request.path == "/webhook" else MAX_FORM):
             raise refusal(ShopError(413, MESSAGES[413]))
+        moved = request.path not in ("/healthz", "/webhook") and shop.guard.elsewhere(request)
+        if moved:  # http://localhost:8000/ when the shop is http://127.0.0.1:8000: the cart would not follow
+            raise bottle.HTTPResponse(status=307, Location=moved)
         if request.method == "POST" and request.path != "/webhook":  # bottle raises ValueError on some bodies
             try:
                 request.forms

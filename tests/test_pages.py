@@ -178,3 +178,25 @@ def test_the_catalog_is_24_products_a_page_and_other_pages_are_404(make_shopper,
     assert shopper.get("/?page=1").text == first.text and shopper.get("/?page=").text == first.text
     for page in ("3", "0", "-1", "abc", "1.5", "\u0663", "01", "+2", " 2"):
         assert "There is no such page" in shopper.get("/", {"page": page}, status=404).text
+
+
+@pytest.mark.parametrize("host", ["localhost:8000", "LOCALHOST:8000", "[::1]:8000"])
+def test_the_shop_opened_as_localhost_sends_the_browser_to_its_own_address(make_shopper, host):
+    """Cookies and forms work at one origin, the one Stripe sends shoppers back to: the shop's BASE_URL."""
+    shopper = make_shopper(base_url="http://127.0.0.1:8000")
+    page = shopper.get("/cart?added=walden&x=%C3%A9", headers={"Host": host}, status=307)
+    assert page.location == "http://127.0.0.1:8000/cart?added=walden&x=%C3%A9" and not page.headers.get("Set-Cookie")
+    assert shopper.get("/static/style.css", headers={"Host": host}, status=307).location.startswith(
+        "http://127.0.0.1:8000/static/")
+    assert shopper.get("/healthz", headers={"Host": host}).status_int == 200  # probes are answered where they ask
+    assert shopper.post("/cart", {"action": "add", "product_id": "walden"}, headers={"Host": host},
+                        status=403)  # a form is never redirected: the browser would drop its body
+    assert shopper.get("/", headers={"Host": "127.0.0.1:8000"}).status_int == 200
+
+
+@pytest.mark.parametrize("base_url, host", [("https://shop.example.com", "localhost:8000"),  # behind a proxy
+                                            ("http://127.0.0.1:8000", "localhost:9000"),  # another server
+                                            ("http://127.0.0.1:8000", "evil.example")])
+def test_other_host_names_are_served_as_they_are_never_redirected(make_shopper, base_url, host):
+    shopper = make_shopper(base_url=base_url)
+    assert shopper.get("/", headers={"Host": host}).status_int == 200

@@ -4,12 +4,16 @@ import base64
 import hashlib
 import hmac
 import secrets
+from urllib.parse import quote, urlsplit
 
 from .settings import ShopError
 
 FORBIDDEN = ("This form has expired or did not come from this shop, so nothing was changed. "
              "Please go back, reload the page and try again.")
+ELSEWHERE = ("This form was sent from another address than the shop's, so nothing was changed. "
+             "Please open the shop at {} and try again.")
 MONTH = 60 * 60 * 24 * 30
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")  # one machine's names for itself
 
 
 def cookies(request):
@@ -31,6 +35,11 @@ class Guard:
         self.secret, self.secure, self.origin = secret, config.secure, config.base_url
         # __Host- cookies can only be set over https, for this host and path "/": no subdomain can plant one.
         self.prefix = "__Host-" if config.secure else ""
+        # When the shop is this machine (the default BASE_URL), its other names for itself (localhost for 127.0.0.1):
+        # cookies and forms work at one origin only, the one Stripe sends shoppers back to.
+        base = urlsplit(config.base_url)
+        names = {name + (f":{base.port}" if base.port else "") for name in LOOPBACK}
+        self.aliases = names - {base.netloc} if base.netloc in names else set()
         targets = " ".join(["'self'", "https://checkout.stripe.com", config.stripe_api_base]).strip()
         # No script anywhere; forms post to the shop, which sends the browser on to Checkout (303).
         # https://docs.stripe.com/security/guide#content-security-policy
@@ -66,6 +75,14 @@ class Guard:
         """The CSRF token for this browser's forms."""
         return self._sign("csrf", self.browser_id(request, response))
 
+    def elsewhere(self, request):
+        """The same page at the shop's own address when it was asked for under another name of this machine."""
+        if request.method in ("GET", "HEAD") and request.environ.get("HTTP_HOST", "").lower() in self.aliases:
+            path = quote(request.environ.get("PATH_INFO", "/").encode("latin-1", "replace"), safe="/:@!$&'()*+,;=~")
+            query = quote(request.environ.get("QUERY_STRING", ""), safe="/?:@!$&'()*+,;=~%")
+            return self.origin + path + ("?" + query if query else "")
+        return None
+
     def check(self, request):
         """Refuse (403) a state-changing request from another site, or without this browser's token."""
         # Browsers say where a request comes from: https://developer.mozilla.org/docs/Web/HTTP/Headers/Sec-Fetch-Site
@@ -73,7 +90,7 @@ class Guard:
         if site and site not in ("same-origin", "none"):
             raise ShopError(403, FORBIDDEN, detail="Sec-Fetch-Site not same-origin")
         if origin and origin != "null" and origin != self.origin:
-            raise ShopError(403, FORBIDDEN, detail="foreign Origin")
+            raise ShopError(403, ELSEWHERE.format(self.origin), detail="foreign Origin")
         sid, sent = self.valid_sid(request), request.forms.get("csrf_token") or ""
         if sid is None or not hmac.compare_digest(self._sign("csrf", sid).encode(), sent.encode("utf-8", "replace")):
             raise ShopError(403, FORBIDDEN, detail="missing or wrong csrf token or sid")

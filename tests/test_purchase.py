@@ -320,3 +320,52 @@ def test_a_paid_order_with_tax_in_its_prices_shows_the_tax_as_included_and_a_tot
     order = shopper.shop.orders.ledger.get(shopper.shop.orders.ledger.list()[0]["id"])
     assert tax == format_money(order["amount_tax"], "usd") != "$0.00"
     assert order["amount_total"] == order["amount_subtotal"] + order["amount_shipping"]  # the tax is in the prices
+
+
+def test_a_cart_paid_without_coming_back_from_stripe_is_empty_when_the_shopper_returns(shopper):
+    """The tab closed after paying: the confirmation page that empties the cart was never seen, so the cart page
+    does it, and says so, rather than inviting a second payment for the same books."""
+    a, b = catalog().products[:2]
+    shopper.add(a.id, 2)
+    shopper.add(b.id)
+    sid = shopper.session_id(shopper.checkout())
+    shopper.standin.pay(sid)
+    wire(shopper).standin.deliver_pending()  # the webhook fulfils the order
+    assert "Cart <span class=\"count\">(0)</span>" in shopper.get("/").text
+    created = shopper.standin.calls["POST /v1/checkout/sessions"]
+    again = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=303)  # no second payment page
+    assert again.location == "/cart" and shopper.standin.calls["POST /v1/checkout/sessions"] == created
+    page = shopper.get("/cart")
+    assert f"You have paid for 2 × {a.name}, 1 × {b.name}, so your cart is empty now." in page.text
+    assert page.html.find("a", string="See your order")["href"] == f"/success?session_id={sid}"
+    assert not shopper.cart_cookie() and "Update" not in page.text
+    assert "You have paid" not in shopper.get("/cart").text  # said once
+    shopper.add(a.id)  # the same book again, on purpose: a new cart, kept
+    assert shopper.cart_cookie() == f"{a.id}:1" and "Update" in shopper.get("/cart").text
+
+
+def test_a_cart_changed_after_its_checkout_or_another_browsers_is_not_emptied_by_that_payment(make_shopper):
+    shopper, other = make_shopper(), make_shopper()
+    a, b = catalog().products[:2]
+    shopper.add(a.id)
+    sid = shopper.session_id(shopper.checkout())
+    marked = shopper.cookies["cart"]
+    shopper.add(b.id)  # in another tab, before paying for the first
+    shopper.standin.pay(sid)
+    wire(shopper).standin.deliver_pending()
+    assert shopper.cart_cookie() == f"{a.id}:1.{b.id}:1" and "You have paid" not in shopper.get("/cart").text
+    other.add(b.id)
+    other.set_cookie("cart", marked)  # another browser's marked cookie: that order is not this browser's
+    page = other.get("/cart")
+    assert "You have paid" not in page.text and page.html.find("th", string=a.name) and "Update" in page.text
+
+
+def test_a_cart_whose_bank_payment_is_processing_is_empty_when_the_shopper_returns(shopper):
+    a = catalog().products[0]
+    shopper.add(a.id)
+    to_stripe = shopper.checkout()
+    assert pay(shopper, to_stripe, card=ASYNC_OK).status_int == 303  # not followed back to the shop
+    wire(shopper).standin.deliver_pending()
+    page = shopper.get("/cart")
+    assert f"Your payment is processing for 1 × {a.name}, so your cart is empty now." in page.text
+    assert not shopper.cart_cookie()

@@ -15,10 +15,12 @@ log = logging.getLogger("shop")
 PER_PAGE, LOW_STOCK = 24, 5  # "Only N left" from LOW_STOCK copies down
 SESSION_ID = re.compile(r"cs_(test|live)_[A-Za-z0-9]{1,250}")
 MAX_QUANTITY, MAX_LINES, MAX_ID = 99, 50, 64
-# The longest cart the shop writes (50 lines of a 64-character id at 99), within the 4,096 bytes every browser
-# keeps for a cookie: https://www.rfc-editor.org/rfc/rfc6265#section-6.1
-MAX_COOKIE = MAX_LINES * (MAX_ID + 4) - 1
+# The longest cart the shop writes (50 lines of a 64-character id at 99, and the order it went to checkout as),
+# within the 4,096 bytes every browser keeps for a cookie: https://www.rfc-editor.org/rfc/rfc6265#section-6.1
+MAX_COOKIE = MAX_LINES * (MAX_ID + 4) - 1 + len(".ord_") + 24
 _ITEM = re.compile(rf"([a-z0-9][a-z0-9-]{{0,{MAX_ID - 1}}}):([0-9]{{1,6}})")
+_CHECKED_OUT = re.compile(r"\.(ord_[0-9a-f]{24})$")  # the order a cart was sent to checkout as, after its lines
+BOUGHT = ("awaiting_payment", "paid", "partially_refunded", "refunded", "disputed")  # paid, or paying by bank
 TITLES = {"paid": "Thank you for your order", "processing": "Your payment is processing",
           "failed": "Your payment did not go through", "open": "Your payment is not finished",
           "expired": "This checkout has expired"}
@@ -44,7 +46,9 @@ def install(app, shop):
     def show_cart():
         """The cart with line totals and subtotal, and the browser's open checkout if it left one."""
         catalog, pending = shop.catalog(), own_checkout()
-        kept = read_cart(shop.guard, catalog)
+        kept, paid = read_cart(shop, catalog), request.environ.get("shop.paid")
+        if paid:  # its checkout was paid, and the confirmation page that empties it never seen
+            write_cart(shop.guard, {})
         cart, notes = in_stock(dict(kept), catalog)
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
@@ -59,7 +63,7 @@ def install(app, shop):
                            empty_checkout=request.query.get("empty") == "1",
                            added=catalog.product(added) if added in cart else None,
                            most=request.query.get("most") == "1" and cart.get(added),  # the add was held to it
-                           pending=pending, pending_other=other, stock_notes=notes,
+                           pending=pending, pending_other=other, stock_notes=notes, paid=paid,
                            free_shipping=[o for o in catalog.shipping_options if o.free_over])
 
     @app.post("/cart")
@@ -67,7 +71,7 @@ def install(app, shop):
         """Add, set the quantity of, or remove a product; then back to the cart."""
         shop.guard.check(request)
         catalog = shop.catalog()
-        cart, action = read_cart(shop.guard, catalog), request.forms.get("action", "add")
+        cart, action = read_cart(shop, catalog), request.forms.get("action", "add")
         product_id = product_field(catalog)
         if action == "add":
             if product_id not in cart and len(cart) >= MAX_LINES:
@@ -105,11 +109,11 @@ def install(app, shop):
             if cart[product.id] > left:
                 raise too_few(product.name, left)
         else:
-            kept = read_cart(shop.guard, catalog)
+            kept = read_cart(shop, catalog)
             cart = in_stock(dict(kept), catalog)[0]
         items = lines(cart, catalog)
-        if not items:
-            see_other("/cart?empty=1")
+        if not items:  # nothing to buy, or bought already (the cart page says which)
+            see_other("/cart" if request.environ.get("shop.paid") else "/cart?empty=1")
         orders, order_id = shop.orders, None
         wanted = [{"product_id": p.id, "name": p.name, "unit_amount": p.price, "quantity": q} for p, q, _ in items]
         try:
@@ -136,8 +140,8 @@ def install(app, shop):
         if not orders.ledger.attach_session(order_id, session.id, session.url, session.expires_at):
             expire(session.id, "replaced by a newer click")  # a second click won the race: never payable
             see_other("/cart")
-        if kept is not None and cart != kept:  # the cart becomes what it pays for, so paying empties it (as shown)
-            write_cart(shop.guard, cart)
+        if kept is not None:  # the cart becomes what it pays for, marked with its order, so paying empties it
+            write_cart(shop.guard, cart, checked_out=order_id)
         redirect(session.url, 303)
 
     @app.get("/success")
@@ -163,8 +167,8 @@ def install(app, shop):
             if state == "processing" and order["status"] == "payment_failed":  # a webhook heard of the failure
                 state = "failed"
         count, restored, catalog = None, False, shop.catalog()
-        bought, cart = {i["product_id"]: i["quantity"] for i in order["items"]}, read_cart(shop.guard, catalog)
-        if state in ("paid", "processing") and cart == bought:
+        bought, cart = {i["product_id"]: i["quantity"] for i in order["items"]}, read_cart(shop, catalog)
+        if state in ("paid", "processing") and (cart == bought or request.environ.get("shop.paid")):
             # The cart was this order, so it is bought (or paid for, if still processing: a full cart would invite a
             # second payment); "Buy now", or an old confirmation, leaves the cart alone.
             write_cart(shop.guard, {})
@@ -217,15 +221,24 @@ def install(app, shop):
             log.warning("could not expire %s (%s): %s", session_id, why, refused)
 
 
-def read_cart(guard, catalog):
-    """This browser's cart, from its cookie (the pages' cart count and the cart's routes read it alike)."""
-    return parse_cart(cookies(request).get(guard.prefix + "cart", ""), catalog)
+def read_cart(shop, catalog):
+    """This browser's cart, from its cookie (the pages' cart count and the cart's routes read it alike); empty once
+    the checkout it was sent to is paid, as if the shopper had seen the confirmation page (request's "shop.paid")."""
+    raw = cookies(request).get(shop.guard.prefix + "cart", "")
+    cart, mark = parse_cart(raw, catalog), _CHECKED_OUT.search(raw)
+    if cart and mark and "shop.paid" not in request.environ:
+        order = shop.orders.ledger.get(mark[1])
+        mine = order and order["browser"] == shop.guard.valid_sid(request)
+        request.environ["shop.paid"] = order if mine and order["status"] in BOUGHT else None
+    return {} if request.environ.get("shop.paid") else cart
 
 
-def write_cart(guard, cart):
-    """Keep the cart in its cookie for 30 days (an empty one: no cookie); returns the cart."""
+def write_cart(guard, cart, checked_out=None):
+    """Keep the cart in its cookie for 30 days (an empty one: no cookie), marked with the order it was sent to
+    checkout as; returns the cart."""
     if cart:
-        guard.set_cookie(response, "cart", ".".join(f"{p}:{q}" for p, q in cart.items()), max_age=2592000)
+        marked = [f"{p}:{q}" for p, q in cart.items()] + ([checked_out] if checked_out else [])
+        guard.set_cookie(response, "cart", ".".join(marked), max_age=2592000)
     else:
         guard.delete_cookie(response, "cart")
     return cart

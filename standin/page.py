@@ -204,6 +204,7 @@ def render(standin, session, form, error, status, field=None):
         "final": bool(country) or not auto or all(behavior == "inclusive" for behavior in (
             *(it["price"]["tax_behavior"] for it in preview["_line_items"]),
             *(r.get("tax_behavior") for r in session["_rates"]))),
+        "free": preview["amount_total"] == 0,  # a 100% code: no card is asked for
     }
     values = {k: form.get(k, "") for k in FIELDS}
     values["email"] = values["email"] or session["customer_email"] or ""

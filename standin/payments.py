@@ -96,17 +96,19 @@ def validate(session, form, now=None):
         option = -1
     if not 0 <= option < max(1, len(session["_rates"])):
         raise PayError(400, "Choose a shipping option.", "shipping_option")
-    number = re.sub(r"[\s-]", "", f.get("card") or "")
-    if not re.fullmatch(r"[0-9]{12,19}", number) or not luhn_ok(number):
-        raise PayError(400, "Your card number is invalid.", "card")
-    m = re.fullmatch(r"([0-9]{1,2})\s*/\s*([0-9]{2}|[0-9]{4})", f.get("expiry") or "")
-    month, year = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-    year += 2000 if year < 100 else 0
-    today = time.gmtime(now or time.time())
-    if not 1 <= month <= 12 or (year, month) < (today.tm_year, today.tm_mon) or year > today.tm_year + 50:
-        raise PayError(400, "Your card's expiration date is invalid or in the past.", "expiry")
-    if not re.fullmatch(r"[0-9]{3,4}", f.get("cvc") or ""):
-        raise PayError(400, "Your card's security code is incomplete.", "cvc")
+    number = re.sub(r"[\s-]", "", f.get("card") or "") or None  # None: no card given (a free order needs none)
+    month = year = 0
+    if number or f.get("expiry") or f.get("cvc"):
+        if not (number and re.fullmatch(r"[0-9]{12,19}", number) and luhn_ok(number)):
+            raise PayError(400, "Your card number is invalid.", "card")
+        m = re.fullmatch(r"([0-9]{1,2})\s*/\s*([0-9]{2}|[0-9]{4})", f.get("expiry") or "")
+        month, year = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+        year += 2000 if year < 100 else 0
+        today = time.gmtime(now or time.time())
+        if not 1 <= month <= 12 or (year, month) < (today.tm_year, today.tm_mon) or year > today.tm_year + 50:
+            raise PayError(400, "Your card's expiration date is invalid or in the past.", "expiry")
+        if not re.fullmatch(r"[0-9]{3,4}", f.get("cvc") or ""):
+            raise PayError(400, "Your card's security code is incomplete.", "cvc")
     tax_id = _tax_id(session, f.get("tax_id_type") or "", f.get("tax_id_value") or "", addr["country"])
     code = f.get("promotion_code") or ""
     if code and not session["allow_promotion_codes"]:
@@ -154,6 +156,13 @@ def attempt(ctx, session, c):
                             if discount else [])
     checkout.compute(session, c["address"]["country"], c["option"], discount and discount["coupon"])
     check_minimum(session, discount)
+    if session["amount_total"] == 0:  # https://docs.stripe.com/payments/checkout/no-cost-orders: no card is collected
+        _complete(session, c, "no_payment_required")
+        ctx.tx.put(session)
+        ctx.emit("checkout.session.completed", session)
+        return "paid", None
+    if c["number"] is None:
+        raise PayError(400, "Your card number is invalid.", "card")
     brand, behaviour, decline = CARDS.get(c["number"], (_brand(c["number"]), "decline", "test_mode_live_card"))
     pi = ctx.tx.get(session["payment_intent"]) if session["payment_intent"] else None
     if pi is None:
@@ -178,16 +187,7 @@ def attempt(ctx, session, c):
     ch["_behaviour"] = behaviour
     pi.update(latest_charge=ch["id"], last_payment_error=None, status="processing" if pending else "succeeded",
               amount_received=0 if pending else pi["amount"])
-    # `url` is only present while the session is open (spec: checkout.session.url)
-    session.update(status="complete", payment_status="unpaid" if pending else "paid", url=None,
-                   customer_details={"address": c["address"], "business_name": None, "email": c["email"],
-                                     "individual_name": None, "name": c["name"], "phone": c["phone"],
-                                     "tax_exempt": "none", "tax_ids": [c["tax_id"]] if c.get("tax_id") else []},
-                   consent={"promotions": None, "terms_of_service": "accepted" if terms_required(session) else None}
-                   if session["consent_collection"] else None,
-                   collected_information={"business_name": None, "individual_name": None,
-                                          "shipping_details": {"address": c["address"], "name": c["name"]}
-                                          if allowed else None})
+    _complete(session, c, "unpaid" if pending else "paid")
     if pending:
         session["_settle_at"] = time.time() + ctx.async_delay
     for obj in (ch, pi, session):
@@ -201,10 +201,25 @@ def attempt(ctx, session, c):
     return ("processing" if pending else "paid"), None
 
 
+def _complete(session, c, payment_status):
+    """The session completed with what the shopper entered."""
+    allowed = session["shipping_address_collection"]
+    # `url` is only present while the session is open (spec: checkout.session.url)
+    session.update(status="complete", payment_status=payment_status, url=None,
+                   customer_details={"address": c["address"], "business_name": None, "email": c["email"],
+                                     "individual_name": None, "name": c["name"], "phone": c["phone"],
+                                     "tax_exempt": "none", "tax_ids": [c["tax_id"]] if c.get("tax_id") else []},
+                   consent={"promotions": None, "terms_of_service": "accepted" if terms_required(session) else None}
+                   if session["consent_collection"] else None,
+                   collected_information={"business_name": None, "individual_name": None,
+                                          "shipping_details": {"address": c["address"], "name": c["name"]}
+                                          if allowed else None})
+
+
 def check_minimum(session, discount):
     """A discount may not take the total below the smallest amount Stripe charges: PayError(400) if it does."""
     minimum = checkout.minimum_charge(session["currency"])
-    if discount and session["amount_total"] < minimum:
+    if discount and 0 < session["amount_total"] < minimum:  # nothing at all to pay is a no-cost order
         raise PayError(400, f'With the promotion code "{discount["promotion_code"]["code"]}" the total would be '
                        f"{money(session['amount_total'], session['currency'])}, below the smallest amount that can "
                        f"be charged ({money(minimum, session['currency'])}).", "promotion_code")

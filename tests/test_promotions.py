@@ -168,3 +168,22 @@ def test_percent_off_is_what_stripe_takes(catalog_copy, percent, ok):
     found = problems(catalog_copy, ROOT / "public")
     assert found == ([] if ok else ["catalog.json: promotions[0].percent_off: must be a number from 0.01 to 100 with "
                                     f"at most two decimals, like 12.5, got {json.dumps(percent)}"])
+
+
+def test_a_code_of_100_percent_with_free_shipping_is_a_no_cost_order_handed_off_once(shop_with):
+    """Stripe completes it without a card or a PaymentIntent (payment_status no_payment_required)."""
+    from webshop.settings import ShopError
+    shopper = shop_with(promotions=[{"code": "FREEBOOK", "percent_off": 100}], tax={"mode": "none"},
+                        shipping={"countries": ["US"], "options": [
+                            {"id": "pickup", "name": "Pick up in the shop", "amount": 0, "min_days": 1, "max_days": 2}]})
+    session_id = buy(shopper, {"walden": 1}, promotion_code="FREEBOOK", card="", expiry="", cvc="")
+    page = shopper.get(f"/success?session_id={session_id}")
+    assert "Thank you for your order" in page.text
+    assert page.html.find("tr", class_="total").td.text.startswith("$0.00")
+    (record,) = handoff(shopper)
+    assert (record["amount_total"], record["payment_intent"], record["promotion_code"]) == (0, None, "FREEBOOK")
+    order = shopper.shop.orders.ledger.by_session(session_id)
+    assert order["status"] == "paid" and order["amount_discount"] == order["amount_subtotal"] > 0
+    with pytest.raises(ShopError) as refused:
+        shopper.shop.orders.refund(order["id"])
+    assert refused.value.message == f"Nothing was charged for order {order['id']}, so there is nothing to refund."

@@ -386,13 +386,24 @@ def test_each_reason_a_code_is_refused(client, standin):
     assert client.v1.checkout.sessions.retrieve(s.id).status == "open"
 
 
-def test_a_code_may_not_take_the_total_below_what_stripe_can_charge(client, standin):
+def test_a_code_may_not_take_the_total_below_what_stripe_can_charge_but_to_nothing(client, standin):
+    """Stripe completes a no-cost order without a card or a PaymentIntent (API 2023-08-16 and later):
+    https://docs.stripe.com/payments/checkout/no-cost-orders"""
+    params = promo_params(shipping_options=[], automatic_tax={"enabled": False})
+    subtotal = client.v1.checkout.sessions.create(params).amount_subtotal
+    make_coupon(client, id="ALMOST", amount_off=subtotal - 20, currency="usd")
+    make_code(client, "ALMOST", "ALMOST")
+    s = client.v1.checkout.sessions.create(params)
+    with pytest.raises(PayError) as exc:  # 20 cents: less than Stripe can charge
+        standin.pay(s.id, promotion_code="ALMOST")
+    assert exc.value.field == "promotion_code" and "below the smallest amount that can be charged" in exc.value.message
     make_coupon(client, id="ALL", percent_off=100)
     make_code(client, "ALL", "FREE")
-    s = client.v1.checkout.sessions.create(promo_params(shipping_options=[], automatic_tax={"enabled": False}))
-    with pytest.raises(PayError) as exc:
-        standin.pay(s.id, promotion_code="FREE")
-    assert exc.value.field == "promotion_code" and "below the smallest amount that can be charged" in exc.value.message
+    paid = standin.pay(s.id, promotion_code="FREE", card="", expiry="", cvc="")  # no card asked for
+    assert (paid["status"], paid["payment_status"], paid["amount_total"]) == ("complete", "no_payment_required", 0)
+    assert paid["payment_intent"] is None and paid["total_details"]["amount_discount"] == subtotal
+    types = [e.type for e in client.v1.events.list({"limit": 100}).data]
+    assert "checkout.session.completed" in types and not any(t.startswith(("payment_intent", "charge")) for t in types)
 
 
 def test_codes_terms_and_tax_ids_only_where_the_session_asks_for_them(client, standin):

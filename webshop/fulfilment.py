@@ -129,6 +129,8 @@ class Orders:
         if o is None:
             raise ShopError(404, f"No order {order_id!r} (see `python shop.py orders`).")
         cur = o["currency"]
+        if o["status"] in REFUNDABLE and o["amount_total"] == 0:  # a no-cost order (a 100% code): no payment
+            raise ShopError(409, f"Nothing was charged for order {o['id']}, so there is nothing to refund.")
         if o["status"] not in REFUNDABLE or not o["payment_intent"] or o["amount_total"] is None:
             hint = " (answer the dispute in the Stripe Dashboard instead)" if o["status"] == "disputed" else ""
             raise ShopError(409, f"Order {o['id']} is {o['status']}: only paid orders can be refunded{hint}.")

@@ -118,6 +118,9 @@
         <input id="tax_id_value" name="tax_id_value" autocomplete="off" value="{{values['tax_id_value']}}" aria-invalid="{{'true' if error_field == 'tax_id_value' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'tax_id_value' else ''}}>
       </fieldset>
       % end
+      % if summary['free']:
+      <p class="sti-free">Nothing to pay: no card is needed.</p>
+      % else:
       <fieldset>
         <legend>Card information</legend>
         <label for="card_number">Card number</label>
@@ -135,13 +138,14 @@
         <label for="cardholder_name">Cardholder name</label>
         <input id="cardholder_name" name="cardholder_name" autocomplete="cc-name" value="{{values['cardholder_name']}}">
       </fieldset>
+      % end
       % if terms is not None:
       <div class="sti-terms">
         <input type="checkbox" id="terms" name="terms" value="accepted" required {{'checked' if values['terms'] == 'accepted' else ''}} aria-invalid="{{'true' if error_field == 'terms' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'terms' else ''}}>
         <label for="terms">{{!terms}}</label>
       </div>
       % end
-      <button type="submit" name="action" value="pay" class="sti-button">{{"Pay " + summary['total'] if summary['final'] else "Pay"}}</button>
+      <button type="submit" name="action" value="pay" class="sti-button">{{"Complete order" if summary['free'] else "Pay " + summary['total'] if summary['final'] else "Pay"}}</button>
       <!-- after Pay, so that Enter in a field pays (the first submit button is the form's default) -->
       % if promotion_codes:
       <div class="sti-promo">

@@ -203,6 +203,37 @@ def test_records_are_listed_in_the_order_they_were_made(ledger):
     assert ids == sorted(ids) and [r["n"] for _, r in ledger.fulfilments(ids[1], limit=2)] == [2, 3]
 
 
+def test_a_reader_resuming_after_the_last_record_it_saw_never_skips_one(ledger, open_ledger, monkeypatch):
+    """A warehouse polls `fulfilments --after ID`: a record may not become visible after a higher id was read.
+    (Two instances' hand-offs: the first still inside its transaction when the second commits.)"""
+    import webshop.ledger as ledger_module
+    first, second = (ledger.start_order(f"b{n}", "usd", items(), per_minute=10)[0] for n in (1, 2))
+    inside, release = threading.Event(), threading.Event()
+    note_event = ledger_module._note_event
+
+    def slow_note(c, event_id, *rest):  # the first hand-off stops after its record, before it commits
+        if event_id == "evt_first":
+            inside.set()
+            release.wait(30)
+        return note_event(c, event_id, *rest)
+    monkeypatch.setattr(ledger_module, "_note_event", slow_note)
+    one, two = open_ledger(), open_ledger()
+    slow = threading.Thread(target=lambda: one.fulfil(first, ("open",), {"order_id": first, "fulfilled_at": "x"}, {},
+                                                       "test", event=("evt_first", "t")))
+    slow.start()
+    assert inside.wait(30)
+    fast = threading.Thread(target=lambda: two.fulfil(second, ("open",), {"order_id": second, "fulfilled_at": "x"}, {},
+                                                       "test"))
+    fast.start()
+    fast.join(2)  # the second either waits for the first, or commits meanwhile (what made the reader skip one)
+    seen = [fid for fid, _ in ledger.fulfilments()]
+    release.set()
+    slow.join(30)
+    fast.join(30)
+    made = [fid for fid, _ in ledger.fulfilments()]
+    assert len(made) == 2 and [fid for fid in made if fid <= max(seen, default=0)] == seen
+
+
 def test_refunds_keep_the_largest_total_and_a_closed_dispute_keeps_its_outcome(ledger):
     order_id, _, _ = ledger.start_order("b1", "usd", items(), per_minute=10)
     ledger.fulfil(order_id, ("open",), {"order_id": order_id, "fulfilled_at": "x"}, {}, "test", amount_total=2500)

@@ -235,9 +235,12 @@ class Ledger:
             if not self._move(c, order_id, allowed_from, "paid", source, "fulfilled", fulfilled=True,
                               fulfilled_at=record["fulfilled_at"], charged=json.dumps(charged), **fields):
                 return False
+            self._enqueue(c, "paid", order_id, record=record)
+            # Records commit in the order of their ids, so a reader resuming after the last id it saw never skips
+            # one: on PostgreSQL another instance's lower id could otherwise commit after a higher one.
+            self.db.lock(c, "fulfilments")
             c.execute("INSERT INTO fulfilments (order_id, record) VALUES (?, ?)",
                       (order_id, json.dumps(record, sort_keys=True)))
-            self._enqueue(c, "paid", order_id, record=record)
             if event:
                 _note_event(c, *event, order_id)
             return True

@@ -84,6 +84,40 @@ def test_same_mtime_but_new_size_is_picked_up(shop, store):
     assert store.current().product("dune").price == 99
 
 
+def test_a_file_swapped_in_with_the_same_size_and_mtime_is_picked_up(shop, store, tmp_path):
+    """`cp -p`, rsync -a or a release's symlink can bring an edit whose size and mtime match the old file's."""
+    tick = os.stat(shop.path).st_mtime_ns
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps(shop.priced(1399)))  # 1299 -> 1399: the same size
+    assert new.stat().st_size == shop.path.stat().st_size
+    os.utime(new, ns=(tick, tick))
+    os.replace(new, shop.path)
+    assert store.current().product("dune").price == 1399
+
+
+@pytest.mark.parametrize("what", ["fifo", "endless", "directory", "huge"])
+def test_a_catalog_path_that_is_no_regular_file_or_too_big_is_refused_without_hanging(shop, store, logged, what):
+    """A FIFO would block the reload (and every request behind it) forever; /dev/zero would never end."""
+    shop.path.unlink()
+    if what == "fifo":
+        os.mkfifo(shop.path)
+    elif what == "endless":
+        shop.path.symlink_to("/dev/zero")
+    elif what == "directory":
+        shop.path.mkdir()
+    else:
+        with open(shop.path, "wb") as f:
+            f.truncate(catalog.MAX_BYTES + 1)
+    reader = threading.Thread(target=store.current, daemon=True)
+    reader.start()
+    reader.join(30)
+    assert not reader.is_alive(), "the reload hangs"
+    assert store.current().product("dune").price == 1299  # the last good catalog
+    why = {"huge": f"is larger than {catalog.MAX_BYTES // 2**20} MB", "directory": "cannot read the file: Is a directory"
+           }.get(what, "is not a regular file (a FIFO, a device or a folder?)")
+    assert store.error.startswith(f"catalog.json: the last edit was not loaded (1 problem, first: {why})")
+
+
 def test_invalid_edit_keeps_last_good_reports_once_then_fix_clears(shop, store, logged):
     good = store.current()
     bad = shop.priced(12.5)

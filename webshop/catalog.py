@@ -1,6 +1,7 @@
 """The shop's catalog: catalog.json checked in full (see catalog_rules.py), reloaded when edited, money formatted."""
 import logging
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -106,10 +107,26 @@ def money(amount, currency: str) -> str:
     return "—" if amount is None else format_money(amount, currency)
 
 
+MAX_BYTES = 16 * 2**20  # 10,000 products take about 4 MB
+
+
+def _key(st):
+    """What tells one version of the file from another: a file swapped in (`cp -p`, rsync, a release's symlink)
+    may keep the old size and mtime, never its inode and change time."""
+    return st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns
+
+
 def _read(path):
-    with open(path, "rb") as f:
+    """(bytes, key, mtime); ValueError saying why when the path is no regular file or too big to be a catalog."""
+    # Non-blocking, so that a FIFO put there by mistake cannot hang the reload and every request behind it.
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
         st = os.fstat(f.fileno())
-        return f.read(), (st.st_mtime_ns, st.st_size), st.st_mtime
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("is not a regular file (a FIFO, a device or a folder?)")
+        data = f.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise ValueError(f"is larger than {MAX_BYTES // 2**20} MB")
+        return data, _key(st), st.st_mtime
 
 
 def _load(path, public_dir):
@@ -119,6 +136,8 @@ def _load(path, public_dir):
         data, key, mtime = _read(path)
     except OSError as e:
         return None, [f"{name}: cannot read the file: {e.strerror or e}"], None
+    except ValueError as e:
+        return None, [f"{name}: {e}"], None
     found, fields = catalog_rules.check(data, name, public_dir)
     if found:
         return None, found, key
@@ -186,10 +205,9 @@ class CatalogStore:
 
     def _stat(self):
         try:
-            st = os.stat(self.path)
+            return _key(os.stat(self.path))
         except OSError as e:
             return ("unreadable", e.errno)
-        return (st.st_mtime_ns, st.st_size)
 
     def _reload(self, stat_key):
         self.reads += 1

@@ -291,6 +291,18 @@ def test_reconcile_asks_stripe_about_the_refunded_orders_only_not_every_paid_one
     assert [order(shop, o["session_id"])["amount_refunded"] for o in orders] == [0, 300, 0]
 
 
+def test_reconcile_records_a_lost_refund_of_an_order_paid_before_its_window(shop, run):
+    """`reconcile --since 2h` from cron: a refund made now is usually of an older payment."""
+    o = paid(shop)
+    with shop.standin.store.tx(write=True) as tx:  # the checkout was three hours ago
+        tx.conn.execute("UPDATE objects SET created = created - 10800 WHERE id = ?", (o["session_id"],))
+    shop.shop.orders.stripe.v1.refunds.create({"payment_intent": o["payment_intent"], "amount": 200})
+    assert shop.standin.drop_pending_events()  # charge.refunded lost
+    code, out, _ = run("reconcile", "--since", "2h")
+    assert code == 0 and f"{o['id']}: paid → partially_refunded (refund recorded)" in out
+    assert order(shop, o["session_id"])["amount_refunded"] == 200
+
+
 def test_reconcile_records_a_refund_whose_event_was_lost(shop, run):
     """A refund made in the Dashboard whose charge.refunded event never arrived is caught up, once."""
     o = paid(shop)

@@ -21,8 +21,9 @@ def reconcile(ctx, args):
         page = payments.call("GET /v1/checkout/sessions", ctx.stripe.v1.checkout.sessions.list,
                              {"created": {"gte": since}, "limit": 100})
         for checked, session in enumerate(page.auto_paging_iter(), 1):
-            repaired += _repair(ctx, session.to_dict(), refunded)
-        repaired += _catch_up_disputes(ctx, since) + _settle_lost_checkouts(ctx, since)
+            repaired += _repair(ctx, session.to_dict())
+        repaired += _catch_up_refunds(ctx, refunded) + _catch_up_disputes(ctx, since)
+        repaired += _settle_lost_checkouts(ctx, since)
     except stripe.StripeError as e:  # a later page failed (auto-paging calls Stripe itself)
         raise payments.shop_error(e) from None
     print(f"Checked {checked} checkout session(s) since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}: "
@@ -34,7 +35,7 @@ def reconcile(ctx, args):
     return 0
 
 
-def _repair(ctx, session, refunded):
+def _repair(ctx, session):
     sid, stripe_says = session["id"], payments.state(session)  # a listed session: its PaymentIntent is an id
     known = ctx.ledger.by_session(sid)
     order = known or ctx.order_for(sid, session, "reconcile")
@@ -51,9 +52,6 @@ def _repair(ctx, session, refunded):
         if expired:
             print(f"{order['id']}: expired (its checkout {sid} was still open at Stripe: now expired)")
             return 1
-    elif (stripe_says == "paid" and state in REFUNDABLE + ("refunded",) and session.get("payment_intent") in refunded
-          and _refund_missed(ctx, order, session)):
-        outcome = "refund recorded"
     elif not claimed:
         return 0
     else:
@@ -68,9 +66,21 @@ def _repair(ctx, session, refunded):
 
 def _refunded_intents(ctx, since):
     """The PaymentIntents refunded in the window: one paged list, so that only their orders cost a call each."""
-    # https://docs.stripe.com/api/refunds/list; a payment in the window can only be refunded after it, so in it too
+    # https://docs.stripe.com/api/refunds/list
     page = payments.call("GET /v1/refunds", ctx.stripe.v1.refunds.list, {"created": {"gte": since}, "limit": 100})
     return {refund.to_dict().get("payment_intent") for refund in page.auto_paging_iter()} - {None}
+
+
+def _catch_up_refunds(ctx, refunded):
+    """Refunds made in the window whose charge.refunded events never arrived, whenever their orders were paid."""
+    changed = 0
+    for intent in refunded:
+        order = ctx.ledger.by_payment_intent(intent)
+        if order and order["fulfilled_at"] and order["status"] in REFUNDABLE + ("refunded",) and _refund_missed(
+                ctx, order, intent):
+            print(f"{order['id']}: {order['status']} → {ctx.ledger.get(order['id'])['status']} (refund recorded)")
+            changed += 1
+    return changed
 
 
 def _catch_up_disputes(ctx, since):
@@ -112,11 +122,11 @@ def _settle_lost_checkouts(ctx, since):
     return settled
 
 
-def _refund_missed(ctx, order, session):
+def _refund_missed(ctx, order, intent):
     """A refund whose charge.refunded event never arrived: record the charge's running total (1 API call)."""
     # https://docs.stripe.com/api/payment_intents/retrieve — the charge carries amount_refunded so far
     charge = payments.call("GET /v1/payment_intents/{id}", ctx.stripe.v1.payment_intents.retrieve,
-                           session["payment_intent"], {"expand": ["latest_charge"]}).to_dict().get("latest_charge")
+                           intent, {"expand": ["latest_charge"]}).to_dict().get("latest_charge")
     if not isinstance(charge, dict) or (charge.get("amount_refunded") or 0) <= order["amount_refunded"]:
         return False
     refunded = charge["amount_refunded"]

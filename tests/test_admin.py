@@ -78,6 +78,20 @@ def test_ten_failed_sign_ins_from_an_address_are_429_for_ten_minutes(admin):
     assert admin.get("/admin", headers=auth(), extra_environ=elsewhere, status=200)
 
 
+def test_behind_the_trusted_proxy_the_limit_counts_the_address_it_names(make_shopper):
+    """Under gunicorn REMOTE_ADDR is the proxy's: counting it would let anyone lock the merchant out."""
+    admin = make_shopper(admin_password=PASSWORD, trusted_proxy="10.0.0.1")
+    proxy = {"REMOTE_ADDR": "10.0.0.1"}
+    for _ in range(10):  # the attacker may write anything to the left of what the proxy appends
+        admin.get("/admin", headers={**auth(password="guess"), "X-Forwarded-For": "192.0.2.9, 203.0.113.7"},
+                  extra_environ=proxy, status=401)
+    assert admin.get("/admin", headers={**auth(), "X-Forwarded-For": "203.0.113.7"}, extra_environ=proxy,
+                     status=429)
+    assert admin.get("/admin", headers={**auth(), "X-Forwarded-For": "198.51.100.1"}, extra_environ=proxy,
+                     status=200)  # the merchant, elsewhere, still signs in
+    assert admin.get("/admin", headers=auth(), extra_environ={"REMOTE_ADDR": "198.51.100.2"}, status=200)
+
+
 def test_orders_newest_first_filtered_by_status_and_searched_by_id_or_email(admin):
     first, second = paid(admin), paid(admin)
     admin.standin.deliver_pending()

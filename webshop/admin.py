@@ -29,7 +29,7 @@ def install(app, shop):
 
     def authorize():
         """401 without the right user and password; 429 for an address with too many failures lately."""
-        address, now = request.environ.get("REMOTE_ADDR") or "-", time.monotonic()  # never X-Forwarded-For
+        address, now = shop.guard.client_address(request), time.monotonic()
         with lock:
             recent = failed.setdefault(address, [])
             recent[:] = [t for t in recent if now - t <= WINDOW]  # in place: a parallel request's failure counts

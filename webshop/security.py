@@ -32,7 +32,7 @@ class Guard:
     """The browser id (signed, so only ids this shop issued count), CSRF protection and response headers."""
 
     def __init__(self, config, secret):
-        self.secret, self.secure, self.origin = secret, config.secure, config.base_url
+        self.secret, self.secure, self.origin, self.proxy = secret, config.secure, config.base_url, config.trusted_proxy
         # __Host- cookies can only be set over https, for this host and path "/": no subdomain can plant one.
         self.prefix = "__Host-" if config.secure else ""
         # When the shop is this machine (the default BASE_URL), its other names for itself (localhost for 127.0.0.1):
@@ -74,6 +74,13 @@ class Guard:
     def token(self, request, response):
         """The CSRF token for this browser's forms."""
         return self._sign("csrf", self.browser_id(request, response))
+
+    def client_address(self, request):
+        """The client's address: the peer's, or, when the peer is TRUSTED_PROXY, the one that proxy appended to
+        X-Forwarded-For (what came before it, anyone can write). waitress has applied this already; gunicorn not."""
+        peer = request.environ.get("REMOTE_ADDR") or "-"
+        forwarded = request.environ.get("HTTP_X_FORWARDED_FOR", "").rpartition(",")[2].strip()
+        return forwarded if self.proxy and peer == self.proxy and forwarded else peer
 
     def elsewhere(self, request):
         """The same page at the shop's own address when it was asked for under another name of this machine."""

@@ -40,7 +40,7 @@ class Shop:
     """What every request handler needs, made once per app: catalog, orders, Stripe reads, the guard."""
 
     def __init__(self, config):
-        self.config, self.promotions = config, None  # the promotions this process last looked at
+        self.config, self.loaded = config, None  # the catalog this process last looked at
         self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds)
         self.orders = Orders(config, shop_name=lambda: self.catalogs.current().shop_name)
         self.reads = payments.SharedReads(self.orders.stripe)
@@ -50,12 +50,13 @@ class Shop:
     def catalog(self):
         """The current catalog (re-read only when the file changed; the last good one if an edit is broken)."""
         catalog = self.catalogs.current()
-        if catalog.promotions != self.promotions:  # at start, and after an edit
-            self.promotions = catalog.promotions
-            # Stripe is asked only when they differ from what the shop last made active there (kept in the ledger,
-            # for every instance): after an edit, also one made while the shop was stopped, or with another key
-            # (going live: the live account needs its own codes), and not at every start.
-            cfg, ledger = self.config, self.orders.ledger
+        if catalog is not self.loaded:  # at start, and after an edit
+            self.loaded, cfg, ledger = catalog, self.config, self.orders.ledger
+            if ledger.checkpoint("shop name") != catalog.shop_name:  # for commands run while an edit is broken
+                ledger.set_checkpoint("shop name", catalog.shop_name)
+            # Stripe is asked only when the promotions differ from what the shop last made active there (kept in
+            # the ledger, for every instance): after an edit, also one made while the shop was stopped, or with
+            # another key (going live: the live account needs its own codes), and not at every start.
             account = hashlib.sha256(f"{cfg.stripe_secret_key} {cfg.stripe_api_base}".encode()).hexdigest()[:16]
             wanted = json.dumps([catalog.promotions, catalog.currency, account], sort_keys=True)
             if ledger.checkpoint("promotions") != wanted and payments.sync_promotions(self.orders.stripe, catalog):

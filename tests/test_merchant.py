@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.conftest import DISPUTED, ROOT, Shopper, buy, handoff, order, paid, pending, start, wire
+from tests.conftest import DISPUTED, ROOT, Shopper, buy, edit_catalog, handoff, order, paid, pending, start, wire
 from webshop import merchant
 from webshop.catalog import format_money
 from webshop.ledger import MIGRATIONS, iso_utc
@@ -301,6 +301,26 @@ def test_reconcile_records_a_lost_refund_of_an_order_paid_before_its_window(shop
     code, out, _ = run("reconcile", "--since", "2h")
     assert code == 0 and f"{o['id']}: paid → partially_refunded (refund recorded)" in out
     assert order(shop, o["session_id"])["amount_refunded"] == 200
+
+
+def test_emails_a_command_sends_while_the_catalog_is_broken_carry_the_shops_last_name(
+        make_shopper, catalog_copy, data_dir, database_url, monkeypatch, run):
+    """Reconcile from cron fulfils an order whose webhook was lost: its customer email names the shop."""
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("CATALOG", str(catalog_copy))
+    with edit_catalog(catalog_copy) as data:
+        data["shop"]["name"] = "Lantern & Leaf"
+    shop = make_shopper(catalog=str(catalog_copy))
+    session_id = buy(shop)
+    assert shop.standin.drop_pending_events()  # the webhook is lost
+    catalog_copy.write_text('{"shop": ')  # a broken edit
+    code, out, _ = run("reconcile")
+    assert code == 0 and "paid" in out
+    with ledger(shop).db.read() as c:
+        messages = [r["message"] for r in c.execute("SELECT message FROM outbox")]
+    assert messages and all("Lantern & Leaf" in m and "Test shop" not in m for m in messages)
+    assert order(shop, session_id)["status"] == "paid"
 
 
 def test_reconcile_records_a_refund_whose_event_was_lost(shop, run):

@@ -101,11 +101,13 @@ def main(argv):
     try:  # the shop's name signs the emails a command causes (reconcile); a broken catalog stops no command
         name = load_catalog(config.catalog, ROOT / "public").shop_name
     except CatalogError:
-        name = "Test shop"
+        name = None
     try:
-        ctx = Orders(config, shop_name=lambda: name)  # opening the ledger migrates it: all `migrate` does
+        # Opening the ledger migrates it: all `migrate` does. The name is looked up when an email is written.
+        ctx = Orders(config, shop_name=lambda: name or "Test shop")
     except Exception as e:  # noqa: BLE001 — an unreachable database, say: one line, no traceback
         return _fail(f"cannot open the database: {type(e).__name__}", 2)
+    name = name or ctx.ledger.checkpoint("shop name")  # the catalog's last good one, as the shop kept it
     run = {"fulfilments": fulfilments, "orders": orders, "order": order, "refund": refund, "stock": stock,
            "reconcile": reconcile, "expire": expire, "mail": send_mail, "outbox": outbox, "migrate": lambda *_: 0}
     try:

@@ -68,6 +68,13 @@ def test_bad_settings_name_the_variable(env, message):
     assert message in e.value.message
 
 
+@pytest.mark.parametrize("name", ["BASE_URL", "STRIPE_API_BASE"])
+def test_a_url_with_a_password_in_it_is_refused_without_showing_it(name):
+    with pytest.raises(ConfigError) as e:
+        load_config(environ={name: "https://user:s3cret@stripe.example.com", "STRIPE_SECRET_KEY": "sk_test_x"})
+    assert e.value.message.startswith(f"{name}: must be an origin") and "s3cret" not in e.value.message
+
+
 @pytest.mark.parametrize("url", [
     "https://shop.example.com/store", "https://shop.example.com/?x=1", "https://shop.example.com/#top",
     "https://shop example.com", "https://shop.example.com/ path", 'https://"shop.example.com"',

@@ -141,7 +141,8 @@ def origin(url, name):
         host = port = ""
     if (parts.scheme not in ("http", "https") or not host or parts.path or parts.query or parts.fragment
             or parts.username is not None or not all(c.isalnum() or c in ".-:[]" for c in host)):
-        raise ConfigError(f"{name}: must be an origin like https://shop.example.com (no path), got {url!r}")
+        shown = "" if "@" in url else f", got {url!r}"  # a user and password in it: never echoed
+        raise ConfigError(f"{name}: must be an origin like https://shop.example.com (no path){shown}")
     host = f"[{host}]" if ":" in host else host
     default = {"http": 80, "https": 443}[parts.scheme]
     return urlunsplit((parts.scheme, host if port in (None, default) else f"{host}:{port}", "", "", ""))

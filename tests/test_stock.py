@@ -182,6 +182,7 @@ def test_back_from_checkout_keeps_the_copies_the_shoppers_own_checkout_holds(sto
     shopper.set_cookie("cart", "walden:5")  # more than there are: the cart shows 3, but paying 3 would not empty it
     cart = shopper.get("/cart").text
     assert "Only 3 of Walden left: your cart holds that many." in cart and 'class="count">(3)<' in cart
+    assert 'class="count">(3)<' in shopper.get("/").text  # every page's header counts the cart as held
     assert "still open for 3 × Walden, which is not your cart as it is now" in cart
 
 

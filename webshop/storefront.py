@@ -40,7 +40,7 @@ def install(app, shop):
             raise ShopError(404, "There is no such page of the catalog.")
         products = catalog.products[(page - 1) * PER_PAGE: page * PER_PAGE]
         return shop.render("index.tpl", products=products, page=page, pages=pages, low_stock=LOW_STOCK,
-                           left=copies_left(products))
+                           left=copies_left(shop, products))
 
     @app.get("/cart")
     def show_cart():
@@ -49,7 +49,7 @@ def install(app, shop):
         kept, paid = read_cart(shop, catalog), request.environ.get("shop.paid")
         if paid:  # its checkout was paid, and the confirmation page that empties it never seen
             write_cart(shop.guard, {})
-        cart, notes = in_stock(dict(kept), catalog)
+        cart, notes = in_stock(shop, kept, catalog)
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
         # An open checkout that is not the cart as kept ("Buy now", or the cart changed since) says what it pays:
@@ -57,7 +57,7 @@ def install(app, shop):
         other = pending and {i["product_id"]: i["quantity"] for i in pending["items"]} != kept and ", ".join(
             f"{i['quantity']} × {i['name']}" for i in pending["items"])
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
-                           cart_count=sum(cart.values()),  # the header counts what the page lists
+                           cart_count=sum(cart.values()),
                            tax=(catalog.tax_mode, catalog.tax_behavior),
                            canceled=request.query.get("canceled") == "1",
                            empty_checkout=request.query.get("empty") == "1",
@@ -76,7 +76,7 @@ def install(app, shop):
         if action == "add":
             if product_id not in cart and len(cart) >= MAX_LINES:
                 raise ShopError(400, f"A cart holds at most {MAX_LINES} different products.")
-            left = copies_left([catalog.product(product_id)]).get(product_id, MAX_QUANTITY)
+            left = copies_left(shop, [catalog.product(product_id)]).get(product_id, MAX_QUANTITY)
             if not left:
                 raise too_few(catalog.product(product_id).name, left)
             wanted = cart.get(product_id, 0) + quantity_field(1)
@@ -105,12 +105,12 @@ def install(app, shop):
         if request.forms.get("product_id") is not None:  # "Buy now": one product, the cart untouched
             product = catalog.product(product_field(catalog))
             cart = {product.id: quantity_field(1)}
-            left = copies_left([product]).get(product.id, MAX_QUANTITY)
+            left = copies_left(shop, [product]).get(product.id, MAX_QUANTITY)
             if cart[product.id] > left:
                 raise too_few(product.name, left)
         else:
             kept = read_cart(shop, catalog)
-            cart = in_stock(dict(kept), catalog)[0]
+            cart = in_stock(shop, kept, catalog)[0]
         items = lines(cart, catalog)
         if not items:  # nothing to buy, or bought already (the cart page says which)
             see_other("/cart" if request.environ.get("shop.paid") else "/cart?empty=1")
@@ -188,24 +188,6 @@ def install(app, shop):
         sid = shop.guard.valid_sid(request)
         return sid and shop.orders.ledger.open_checkout_for(sid)
 
-    def copies_left(products):
-        """{product id: copies left} for the products with limited stock; the copies this browser's own open
-        checkouts hold count as left: checking out again gives them back first."""
-        stocked = {p.id: p.stock for p in products if p.stock is not None}
-        taken = shop.orders.ledger.stock_levels(stocked, shop.guard.valid_sid(request)) if stocked else {}
-        return {pid: max(0, n - sum(taken.get(pid, ()))) for pid, n in stocked.items()}
-
-    def in_stock(cart, catalog):
-        """The cart held to the copies left, and what the shopper is told about it."""
-        notes = []
-        for pid, left in copies_left([catalog.product(p) for p in cart]).items():
-            if cart[pid] > left:
-                name = catalog.product(pid).name
-                notes.append(f"Sorry, {name} is sold out, so it is not in your cart." if not left else
-                             f"Only {left} of {name} left: your cart holds that many.")
-                cart[pid] = left
-        return {p: q for p, q in cart.items() if q}, notes
-
     def expire(session_id, why, must=False):
         try:
             refused = shop.orders.expire(session_id, why)[1]
@@ -219,6 +201,26 @@ def install(app, shop):
             refused = e.detail or e.message
         if refused:
             log.warning("could not expire %s (%s): %s", session_id, why, refused)
+
+
+def copies_left(shop, products):
+    """{product id: copies left} for the products with limited stock; the copies this browser's own open
+    checkouts hold count as left: checking out again gives them back first."""
+    stocked = {p.id: p.stock for p in products if p.stock is not None}
+    taken = shop.orders.ledger.stock_levels(stocked, shop.guard.valid_sid(request)) if stocked else {}
+    return {pid: max(0, n - sum(taken.get(pid, ()))) for pid, n in stocked.items()}
+
+
+def in_stock(shop, cart, catalog):
+    """The cart held to the copies left (what every page's header counts), and what the shopper is told."""
+    notes, cart = [], dict(cart)
+    for pid, left in copies_left(shop, [catalog.product(p) for p in cart]).items():
+        if cart[pid] > left:
+            name = catalog.product(pid).name
+            notes.append(f"Sorry, {name} is sold out, so it is not in your cart." if not left else
+                         f"Only {left} of {name} left: your cart holds that many.")
+            cart[pid] = left
+    return {p: q for p, q in cart.items() if q}, notes
 
 
 def read_cart(shop, catalog):

@@ -20,10 +20,8 @@ def cookies(request):
     """The request's cookies as {name: value}; a malformed one (another app's on this host) costs only itself."""
     # Python's cookie parser, which bottle uses, drops the whole header for one bad pair (`theme=dark mode`).
     if "shop.cookies" not in request.environ:
-        # reversed: of two cookies with one name, the first wins (RFC 6265). A comma too: waitress joins two Cookie
-        # lines (a gateway may split them) with ", ", and the shop's own values never hold one.
-        raw = request.environ.get("HTTP_COOKIE", "").replace(",", ";")
-        pairs = (part.strip().partition("=") for part in reversed(raw.split(";")))
+        # reversed: of two cookies with one name, the first wins (RFC 6265)
+        pairs = (part.strip().partition("=") for part in reversed(request.environ.get("HTTP_COOKIE", "").split(";")))
         request.environ["shop.cookies"] = {name: value.strip().strip('"') for name, eq, value in pairs if eq and name}
     return request.environ["shop.cookies"]
 

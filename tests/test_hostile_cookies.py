@@ -161,6 +161,9 @@ def test_on_https_cookies_without_the_host_prefix_do_not_count(make_shopper):
                  headers={"Cookie": f"sid={sid}"}, status=403)
     own = shopper.get("/cart", headers={"Cookie": f"__Host-sid={sid}; __Host-cart={cart}"})
     assert product.name in own.text and not set_cookies(own)
+    # Nor inside another cookie's value, which a browser keeps whole, commas and all.
+    hidden = shopper.get("/cart", headers={"Cookie": f"pref=x, __Host-sid={sid}, __Host-cart={cart}"})
+    assert "Your cart is empty" in hidden.text and "__Host-sid" in set_cookies(hidden)
 
 
 def test_on_http_the_cookies_are_plain_host_only_and_not_secure(shopper):

@@ -4,7 +4,12 @@
 <p class="notice" role="status">You left the payment page without paying. Your cart is just as you left it.</p>
 % end
 % if paid:
-<p class="notice" role="status">{{"You have paid for" if paid["status"] != "awaiting_payment" else "Your payment is processing for"}} {{", ".join(f'{i["quantity"]} × {i["name"]}' for i in paid["items"])}}, so your cart is empty now. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>
+% bought = ", ".join(f'{i["quantity"]} × {i["name"]}' for i in paid["items"])
+% if paid["status"] == "awaiting_payment":
+<p class="notice" role="status">Your payment for {{bought}} is processing, so they are not in your cart now; they come back if it fails. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>
+% else:
+<p class="notice" role="status">You have paid for {{bought}}, so your cart is empty now. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>
+% end
 % end
 % if empty_checkout:
 <p class="notice" role="status">Your cart is empty, so there is nothing to check out yet.</p>

@@ -47,8 +47,8 @@ def install(app, shop):
         """The cart with line totals and subtotal, and the browser's open checkout if it left one."""
         catalog, pending = shop.catalog(), own_checkout()
         kept, paid = read_cart(shop, catalog), request.environ.get("shop.paid")
-        if paid:  # its checkout was paid, and the confirmation page that empties it never seen
-            write_cart(shop.guard, {})
+        if paid and paid["status"] != "awaiting_payment":  # paid, and the confirmation page that empties it unseen
+            write_cart(shop.guard, {})  # (a bank payment still processing may fail: its cart is only hidden)
         cart, notes = in_stock(shop, kept, catalog)
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
@@ -124,9 +124,14 @@ def install(app, shop):
                     cap=kept is not None)  # a cart is held to the copies left now (a click elsewhere may take some)
                 for session_id in replaced:  # left with "Back", or a click's at the same moment: expired at Stripe
                     expire(session_id, "new checkout", must=True)  # first, so that only one can be paid
-                if not any(orders.ledger.by_session(s)["status"] in ("paid", "awaiting_payment") for s in replaced):
+                paid = [o for o in map(orders.ledger.by_session, replaced)
+                        if o["status"] in ("paid", "awaiting_payment")]
+                if not paid:
                     break
                 orders.ledger.transition(order_id, ("open",), "expired", "checkout", "replaced an order paid meanwhile")
+                mark = request.environ.get("shop.checked_out")
+                if kept is not None and mark and mark["id"] in {o["id"] for o in paid}:
+                    see_other("/cart")  # the cart itself was just paid (in Stripe's tab): the cart page says so
             else:  # paid meanwhile twice over: the shopper looks again rather than paying for what they have
                 raise ShopError(409, "Your earlier checkout has just been paid. Please check your cart and try again.")
             cart = {i["product_id"]: i["quantity"] for i in held}
@@ -230,8 +235,9 @@ def read_cart(shop, catalog):
     cart, mark = parse_cart(raw, catalog), _CHECKED_OUT.search(raw)
     if cart and mark and "shop.paid" not in request.environ:
         order = shop.orders.ledger.get(mark[1])
-        mine = order and order["browser"] == shop.guard.valid_sid(request)
-        request.environ["shop.paid"] = order if mine and order["status"] in BOUGHT else None
+        mine = order if order and order["browser"] == shop.guard.valid_sid(request) else None
+        request.environ["shop.checked_out"] = mine
+        request.environ["shop.paid"] = mine if mine and mine["status"] in BOUGHT else None
     return {} if request.environ.get("shop.paid") else cart
 
 

@@ -6,7 +6,7 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from tests.conftest import BASE, edit_catalog
+from tests.conftest import BASE, as_served, edit_catalog, wsgi
 
 
 def test_error_pages_use_the_shop_layout(shopper):
@@ -192,6 +192,17 @@ def test_the_shop_opened_as_localhost_sends_the_browser_to_its_own_address(make_
     assert shopper.post("/cart", {"action": "add", "product_id": "walden"}, headers={"Host": host},
                         status=403)  # a form is never redirected: the browser would drop its body
     assert shopper.get("/", headers={"Host": "127.0.0.1:8000"}).status_int == 200
+
+
+@pytest.mark.parametrize("path, query, location", [
+    (as_served("/café"), as_served("q=café"), "http://127.0.0.1:8000/caf%C3%A9?q=caf%C3%A9"),  # the bytes as sent
+    ("/a b%", "", "http://127.0.0.1:8000/a%20b%25"),  # PATH_INFO is decoded: what was escaped is again
+    ("@evil.example/", "", None), ("*", "", None)])  # request targets no browser sends: never after the origin
+def test_the_redirect_to_the_shops_own_address_keeps_the_bytes_and_never_leaves_it(make_shopper, path, query,
+                                                                                     location):
+    app = make_shopper(base_url="http://127.0.0.1:8000").app
+    status, headers, _, errors = wsgi(app, path=path, query=query, headers={"Host": "localhost:8000"})
+    assert (headers.get("Location") if status == 307 else None) == location and "Traceback" not in errors
 
 
 @pytest.mark.parametrize("base_url, host", [("https://shop.example.com", "localhost:8000"),  # behind a proxy

@@ -82,9 +82,11 @@ class Guard:
 
     def elsewhere(self, request):
         """The same page at the shop's own address when it was asked for under another name of this machine."""
-        if request.method in ("GET", "HEAD") and request.environ.get("HTTP_HOST", "").lower() in self.aliases:
-            path = quote(request.environ.get("PATH_INFO", "/").encode("latin-1", "replace"), safe="/:@!$&'()*+,;=~")
-            query = quote(request.environ.get("QUERY_STRING", ""), safe="/?:@!$&'()*+,;=~%")
+        raw = request.environ.get("bottle.raw_path", "")  # the path's bytes as sent (latin-1), before bottle's decoding
+        if (request.method in ("GET", "HEAD") and request.environ.get("HTTP_HOST", "").lower() in self.aliases
+                and raw.startswith("/")):  # never `@evil.example/` or `*` after the origin
+            path = quote(raw.encode("latin-1"), safe="/:@!$&'()*+,;=~")
+            query = quote(request.environ.get("QUERY_STRING", "").encode("latin-1"), safe="/?:@!$&'()*+,;=~%")
             return self.origin + path + ("?" + query if query else "")
         return None
 

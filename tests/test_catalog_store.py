@@ -113,9 +113,15 @@ def test_a_catalog_path_that_is_no_regular_file_or_too_big_is_refused_without_ha
     reader.join(30)
     assert not reader.is_alive(), "the reload hangs"
     assert store.current().product("dune").price == 1299  # the last good catalog
-    why = {"huge": f"is larger than {catalog.MAX_BYTES // 2**20} MB", "directory": "cannot read the file: Is a directory"
-           }.get(what, "is not a regular file (a FIFO, a device or a folder?)")
+    why = (f"is larger than {catalog.MAX_BYTES // 2**20} MB" if what == "huge" else
+           "is not a regular file (a FIFO, a device or a folder?)")
     assert store.error.startswith(f"catalog.json: the last edit was not loaded (1 problem, first: {why})")
+    open_files = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):  # each look at it reads it again (its change time moves): no file is left open
+        os.utime(shop.path, follow_symlinks=False)
+        store.current()
+        store.problems()
+    assert len(os.listdir("/proc/self/fd")) == open_files
 
 
 def test_invalid_edit_keeps_last_good_reports_once_then_fix_clears(shop, store, logged):

@@ -119,14 +119,18 @@ def _key(st):
 def _read(path):
     """(bytes, key, mtime); ValueError saying why when the path is no regular file or too big to be a catalog."""
     # Non-blocking, so that a FIFO put there by mistake cannot hang the reload and every request behind it.
-    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
-        st = os.fstat(f.fileno())
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ValueError("is not a regular file (a FIFO, a device or a folder?)")
-        data = f.read(MAX_BYTES + 1)
-        if len(data) > MAX_BYTES:
-            raise ValueError(f"is larger than {MAX_BYTES // 2**20} MB")
-        return data, _key(st), st.st_mtime
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_BYTES:
+        raise ValueError(f"is larger than {MAX_BYTES // 2**20} MB")
+    return data, _key(st), st.st_mtime
 
 
 def _load(path, public_dir):

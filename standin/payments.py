@@ -157,7 +157,13 @@ def attempt(ctx, session, c):
     checkout.compute(session, c["address"]["country"], c["option"], discount and discount["coupon"])
     check_minimum(session, discount)
     if session["amount_total"] == 0:  # https://docs.stripe.com/payments/checkout/no-cost-orders: no card is collected
+        pi = ctx.tx.get(session["payment_intent"]) if session["payment_intent"] else None
+        if pi is not None:  # an earlier declined try made one: nothing will be paid with it now
+            pi.update(status="canceled", canceled_at=ctx.now, cancellation_reason="abandoned")
+            ctx.tx.put(pi)
+            ctx.emit("payment_intent.canceled", pi)
         _complete(session, c, "no_payment_required")
+        session["payment_intent"] = None
         ctx.tx.put(session)
         ctx.emit("checkout.session.completed", session)
         return "paid", None

@@ -399,11 +399,15 @@ def test_a_code_may_not_take_the_total_below_what_stripe_can_charge_but_to_nothi
     assert exc.value.field == "promotion_code" and "below the smallest amount that can be charged" in exc.value.message
     make_coupon(client, id="ALL", percent_off=100)
     make_code(client, "ALL", "FREE")
+    with pytest.raises(PayError):  # a declined card first makes a PaymentIntent, canceled when the code makes it free
+        standin.pay(s.id, card="4000000000000002")
+    declined = s.payment_intent or client.v1.checkout.sessions.retrieve(s.id).payment_intent
     paid = standin.pay(s.id, promotion_code="FREE", card="", expiry="", cvc="")  # no card asked for
     assert (paid["status"], paid["payment_status"], paid["amount_total"]) == ("complete", "no_payment_required", 0)
     assert paid["payment_intent"] is None and paid["total_details"]["amount_discount"] == subtotal
+    assert client.v1.payment_intents.retrieve(declined).status == "canceled"
     types = [e.type for e in client.v1.events.list({"limit": 100}).data]
-    assert "checkout.session.completed" in types and not any(t.startswith(("payment_intent", "charge")) for t in types)
+    assert "checkout.session.completed" in types and "charge.succeeded" not in types
 
 
 def test_codes_terms_and_tax_ids_only_where_the_session_asks_for_them(client, standin):

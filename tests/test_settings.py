@@ -51,6 +51,14 @@ def test_base_url_is_written_as_a_browser_writes_its_origin(given, origin):
     assert load_config(environ={"BASE_URL": given}).base_url == origin
 
 
+@pytest.mark.parametrize("host, base", [("127.0.0.1", "http://127.0.0.1:8000"), ("0.0.0.0", "http://127.0.0.1:8000"),
+                                        ("::", "http://[::1]:8000"), ("::1", "http://[::1]:8000"),
+                                        ("shop.lan", "http://shop.lan:8000")])
+def test_without_base_url_the_shop_is_at_an_address_it_listens_on(host, base):
+    """waitress listens on IPv6 only for `::`, so the default address must be [::1] there, not 127.0.0.1."""
+    assert load_config(environ={"HOST": host}).base_url == base
+
+
 @pytest.mark.parametrize("env, message", [
     ({"STRIPE_SECRET_KEY": "pk_test_abc"}, "STRIPE_SECRET_KEY: must start with"),
     ({"BASE_URL": "http://user:pw@shop.example.com"}, "BASE_URL: must be an origin"),

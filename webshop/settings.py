@@ -157,7 +157,9 @@ def load_config(overrides=None, environ=None):
     values = {s.name: _coerce(s, overrides[s.name] if s.name in overrides else environ.get(s.env) or s.default)
               for s in SETTINGS}
     mode = KEY.match(values["stripe_secret_key"])[1] if values["stripe_secret_key"] else "offline"
-    host = values["host"] if values["host"] not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    # This machine's own address for the interface it listens on (for `::`, waitress listens on IPv6 only).
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(values["host"], values["host"])
+    host = f"[{host}]" if ":" in host else host
     values["base_url"] = origin(values["base_url"] or f"http://{host}:{values['port']}", "BASE_URL")
     secure = values["base_url"].startswith("https://")
     if values["stripe_api_base"]:

@@ -397,3 +397,14 @@ def test_a_failed_bank_payment_whose_shopper_never_came_back_leaves_the_cart_as_
     shopper.standin.deliver_pending()  # it failed
     page = shopper.get("/cart")
     assert "processing" not in page.text and "Update" in page.text and shopper.cart_cookie() == cart
+
+
+def test_an_old_confirmation_opened_again_leaves_a_new_cart_of_the_same_books_alone(shopper):
+    a = catalog().products[0]
+    shopper.add(a.id)
+    confirmation = pay(shopper, shopper.checkout()).location
+    shopper.get(confirmation)
+    assert not shopper.cart_cookie()
+    shopper.add(a.id)  # the same book again, for a friend
+    shopper.get(confirmation)  # the old receipt, from the history
+    assert shopper.cart_cookie() == f"{a.id}:1" and 'class="count">(1)<' in shopper.get("/").text

@@ -173,9 +173,10 @@ def install(app, shop):
                 state = "failed"
         count, restored, catalog = None, False, shop.catalog()
         bought, cart = {i["product_id"]: i["quantity"] for i in order["items"]}, read_cart(shop, catalog)
-        if state in ("paid", "processing") and (cart == bought or request.environ.get("shop.paid")):
-            # The cart was this order, so it is bought (or paid for, if still processing: a full cart would invite a
-            # second payment); "Buy now", or an old confirmation, leaves the cart alone.
+        marked = (request.environ.get("shop.checked_out") or {}).get("id")
+        if state in ("paid", "processing") and (marked == order["id"] or request.environ.get("shop.paid")):
+            # The cart went to checkout as this order, so it is bought (or paid for, if still processing: a full cart
+            # would invite a second payment); "Buy now", an old confirmation or a cart filled since is left alone.
             write_cart(shop.guard, {})
             count = 0
         elif state == "failed" and not cart and order["browser"] == shop.guard.valid_sid(request):

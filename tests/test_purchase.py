@@ -408,3 +408,18 @@ def test_an_old_confirmation_opened_again_leaves_a_new_cart_of_the_same_books_al
     shopper.add(a.id)  # the same book again, for a friend
     shopper.get(confirmation)  # the old receipt, from the history
     assert shopper.cart_cookie() == f"{a.id}:1" and 'class="count">(1)<' in shopper.get("/").text
+
+
+def test_a_stale_cart_page_of_a_cart_paid_in_a_closed_tab_says_it_was_paid_when_used(shopper):
+    a, b = catalog().products[:2]
+    shopper.add(a.id, 2)
+    shopper.add(b.id)
+    sid = shopper.session_id(shopper.checkout())
+    shopper.standin.pay(sid)
+    wire(shopper).standin.deliver_pending()
+    token = shopper.csrf()
+    for fields in ({"action": "set", "product_id": a.id, "quantity": "3"}, {"action": "remove", "product_id": b.id}):
+        assert shopper.post("/cart", {"csrf_token": token, **fields}, status=303).location == "/cart"
+    page = shopper.get("/cart")
+    assert f"You have paid for 2 × {a.name}, 1 × {b.name}, so your cart is empty now." in page.text
+    assert "Your cart is just as you left it" not in shopper.get("/cart?canceled=1").text  # empty now

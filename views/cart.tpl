@@ -1,7 +1,9 @@
 % rebase('base.tpl', title=title)
 <h1>Your cart</h1>
-% if canceled:
+% if canceled and items:
 <p class="notice" role="status">You left the payment page without paying. Your cart is just as you left it.</p>
+% elif canceled and not paid:
+<p class="notice" role="status">You left the payment page without paying.</p>
 % end
 % if paid:
 % bought = ", ".join(f'{i["quantity"]} × {i["name"]}' for i in paid["items"])

@@ -72,6 +72,8 @@ def install(app, shop):
         shop.guard.check(request)
         catalog = shop.catalog()
         cart, action = read_cart(shop, catalog), request.forms.get("action", "add")
+        if request.environ.get("shop.paid") and action != "add":  # a stale page of a cart paid since: it says so
+            see_other("/cart")
         product_id = product_field(catalog)
         if action == "add":
             if product_id not in cart and len(cart) >= MAX_LINES:

@@ -67,6 +67,14 @@ def test_no_serious_violations_on_any_page(open_tab, audit, size):
         found.extend((name, v) for v in audit(tab, name))
         if size != "desktop":
             tab.no_sideways_scroll()
+            # No word of a button's label broken over two lines (the first text of each: its visible words).
+            broken = page.evaluate("""() => [...document.querySelectorAll('button')].filter(b => {
+                const text = [...b.childNodes].find(n => n.nodeType === 3 && n.textContent.trim());
+                if (!text) return false;
+                const range = document.createRange(); range.selectNodeContents(text);
+                return text.textContent.trim().split(/\\s+/).length === 1 && range.getClientRects().length > 1;
+            }).map(b => b.textContent.trim())""")
+            assert not broken, f"{name}: button labels broken mid-word: {broken}"
 
     tab.goto("/")
     check("home")

@@ -193,6 +193,9 @@ def render(standin, session, form, error, status, field=None):
                 "estimate": estimate(r["delivery_estimate"])} for i, r in enumerate(session["_rates"])]
     tax = preview["total_details"]["amount_tax"]
     off = preview["total_details"]["amount_discount"]
+    behaviors = [it["price"]["tax_behavior"] for it in preview["_line_items"]] + [
+        r.get("tax_behavior") for r in session["_rates"]]
+    inclusive = all(behavior == "inclusive" for behavior in behaviors)
     summary = {
         "subtotal": money(preview["amount_subtotal"], cur),
         "discount": f"−{money(off, cur)}" if off else None,
@@ -200,10 +203,10 @@ def render(standin, session, form, error, status, field=None):
         "shipping": money(preview["total_details"]["amount_shipping"], cur) if options else None,
         "tax": (money(tax, cur) if country else "Calculated after you enter your address") if auto else None,
         "total": money(preview["amount_total"], cur),
-        # The amount on the Pay button is only promised once shipping and tax are known (tax in the prices: always).
-        "final": bool(country) or not auto or all(behavior == "inclusive" for behavior in (
-            *(it["price"]["tax_behavior"] for it in preview["_line_items"]),
-            *(r.get("tax_behavior") for r in session["_rates"]))),
+        "tax_label": "Tax (included)" if inclusive else "Tax",
+        # The amount on the Pay button is only promised once shipping and tax are known (tax in the prices, or
+        # nothing to pay: always).
+        "final": bool(country) or not auto or inclusive or preview["amount_total"] == 0,
         "free": preview["amount_total"] == 0,  # a 100% code: no card is asked for
     }
     values = {k: form.get(k, "") for k in FIELDS}

@@ -167,8 +167,9 @@ def attempt(ctx, session, c):
         ctx.tx.put(session)
         ctx.emit("checkout.session.completed", session)
         return "paid", None
-    if c["number"] is None:
-        raise PayError(400, "Your card number is invalid.", "card")
+    if c["number"] is None:  # given no card while the total was nothing (another shipping option since, say)
+        raise PayError(400, f"The total is now {money(session['amount_total'], session['currency'])}: enter your "
+                       "card to pay it.", "card")
     brand, behaviour, decline = CARDS.get(c["number"], (_brand(c["number"]), "decline", "test_mode_live_card"))
     pi = ctx.tx.get(session["payment_intent"]) if session["payment_intent"] else None
     if pi is None:

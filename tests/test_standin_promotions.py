@@ -608,3 +608,17 @@ def test_an_applied_code_can_be_removed(client, pay_page):
     assert removed.forms["pay"]["promotion_code"].value == ""
     empty = removed.forms["pay"].submit("action", value="apply_code", status=400)
     assert "Enter a promotion code." in empty.text
+
+
+def test_a_free_order_made_payable_by_another_shipping_option_asks_for_the_card(client, standin):
+    rates = [{"shipping_rate_data": {"type": "fixed_amount", "display_name": name,
+                                     "fixed_amount": {"amount": amount, "currency": "usd"}}}
+             for name, amount in (("Pick up", 0), ("Post", 500))]
+    s = client.v1.checkout.sessions.create(promo_params(shipping_options=rates, automatic_tax={"enabled": False}))
+    make_coupon(client, id="ALL", percent_off=100)
+    make_code(client, "ALL", "FREE")
+    with pytest.raises(PayError) as exc:  # "Complete order" pressed after choosing the paid option
+        standin.pay(s.id, promotion_code="FREE", shipping_option_index=1, card="", expiry="", cvc="")
+    assert (exc.value.status, exc.value.field, exc.value.message) == (
+        400, "card", "The total is now $5.00: enter your card to pay it.")
+    assert standin.pay(s.id, promotion_code="FREE", shipping_option_index=1)["amount_total"] == 500

@@ -39,7 +39,7 @@
       <div><dt>Shipping</dt><dd>{{summary['shipping']}}</dd></div>
       % end
       % if summary['tax'] is not None:
-      <div><dt>Tax</dt><dd>{{summary['tax']}}</dd></div>
+      <div><dt>{{summary['tax_label']}}</dt><dd>{{summary['tax']}}</dd></div>
       % end
       <div class="sti-total"><dt>{{"Total due" if summary['final'] else "Total before tax"}}</dt><dd>{{summary['total']}}</dd></div>
     </dl>

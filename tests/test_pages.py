@@ -9,6 +9,15 @@ import pytest
 from tests.conftest import BASE, as_served, edit_catalog, wsgi
 
 
+def test_every_form_field_on_the_catalog_says_which_book_it_is_for(shopper):
+    """A screen reader lists the fields by their labels: 24 "Quantity" boxes could not be told apart."""
+    page = shopper.get("/").html
+    for card in page.find_all("li", class_="card"):
+        name = card.find("h2").get_text(strip=True)
+        field = card.find("input", {"name": "quantity"})
+        assert page.find("label", {"for": field["id"]}).get_text(" ", strip=True) == f"Quantity of {name}"
+
+
 def test_error_pages_use_the_shop_layout(shopper):
     for path, status in (("/no-such-page", 404), ("/static/../shop.py", 404), ("/static/.env", 404)):
         page = shopper.get(path, status=status)

@@ -19,7 +19,7 @@
 <input type="hidden" name="csrf_token" value="{{csrf}}">
 <input type="hidden" name="action" value="add">
 <input type="hidden" name="product_id" value="{{p.id}}">
-<label for="q-{{p.id}}">Quantity</label>
+<label for="q-{{p.id}}">Quantity<span class="visually-hidden"> of {{p.name}}</span></label>
 <input id="q-{{p.id}}" name="quantity" type="number" min="1" max="{{min(99, left.get(p.id, 99))}}" value="1">
 <button type="submit">Add to cart<span class="visually-hidden"> {{p.name}}</span></button>
 <button type="submit" formaction="/checkout" class="buy">Buy now<span class="visually-hidden"> {{p.name}}</span></button>

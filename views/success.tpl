@@ -4,7 +4,7 @@
 <p class="notice" role="status">We are confirming your payment with Stripe. Nothing more is needed from you: please reload this page in a minute. If you paid, your order is safe.</p>
 % else:
 %   if state == "paid":
-<p class="notice ok" role="status">Your payment went through and your order is confirmed.{{" A receipt goes to " + summary["email"] + "." if summary["email"] else ""}}</p>
+<p class="notice ok" role="status">{{"Your payment went through and your" if summary["amount_total"] else "Nothing was charged, and your"}} order is confirmed.{{" A receipt goes to " + summary["email"] + "." if summary["email"] else ""}}</p>
 %   elif state == "processing":
 <p class="notice" role="status">Your payment is processing. Some payment methods take a few days; we will email you when it is confirmed. You have not been charged twice.</p>
 %   elif state == "failed":

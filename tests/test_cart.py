@@ -119,7 +119,7 @@ def test_redirects_stay_on_the_origin_and_never_name_the_host_the_request_names(
         return shopper.post(path, {"csrf_token": token, **fields}, headers=headers, status=303)
     added = post("/cart", action="add", product_id=cat.products[0].id)
     assert added.headers["Location"] == f"/cart?added={cat.products[0].id}"
-    assert "cart=" in added.headers["Set-Cookie"]  # the redirect still carries the cart
+    assert any(c.startswith("cart=") for c in added.headers.getall("Set-Cookie"))  # the redirect carries the cart
     assert post("/cart", action="remove", product_id=cat.products[0].id).headers["Location"] == "/cart"
     assert post("/checkout").headers["Location"] == "/cart?empty=1"
 

@@ -423,3 +423,58 @@ def test_a_stale_cart_page_of_a_cart_paid_in_a_closed_tab_says_it_was_paid_when_
     page = shopper.get("/cart")
     assert f"You have paid for 2 × {a.name}, 1 × {b.name}, so your cart is empty now." in page.text
     assert "Your cart is just as you left it" not in shopper.get("/cart?canceled=1").text  # empty now
+
+
+def count(page):
+    return page.html.find("span", class_="count").text
+
+
+def test_back_then_update_with_no_change_then_continue_your_payment_empties_the_paid_cart(shopper):
+    a = catalog().products[0]
+    shopper.add(a.id)
+    to_stripe = shopper.checkout()
+    shopper.set_quantity(a.id, 2)
+    shopper.set_quantity(a.id, 1)  # Back, a change undone: still the cart that went to checkout
+    page = shopper.get("/cart")
+    assert "You have a checkout that is still open." in page.text and "not your cart" not in page.text
+    confirmation = shopper.get(pay(shopper, to_stripe).location)
+    assert count(confirmation) == "(0)" and not shopper.cart_cookie()
+
+
+def test_a_buy_now_of_the_carts_own_books_is_not_offered_as_the_carts_checkout(shopper):
+    a = catalog().products[0]
+    shopper.add(a.id)
+    shopper.checkout(product_id=a.id, quantity="1")
+    notice = shopper.get("/cart").html.find("a", string="Continue your payment").parent.text
+    assert "which is not your cart as it is now" in notice  # paying it leaves the cart as it is
+
+
+def test_a_buy_now_confirmation_leaves_a_cart_hidden_by_another_processing_payment(shopper):
+    a, c = catalog().products[0], catalog().products[2]
+    shopper.add(a.id, 2)
+    to_stripe = shopper.checkout()
+    pay(shopper, to_stripe, card=ASYNC_FAIL)
+    wire(shopper).standin.deliver_pending()
+    buy_now = shopper.checkout(product_id=c.id, quantity="1")
+    assert "Thank you" in shopper.get(pay(shopper, buy_now).location).text
+    shopper.standin.settle_async(shopper.session_id(to_stripe))
+    shopper.standin.deliver_pending()  # the cart's bank payment failed: its books are in it again
+    assert shopper.cart_cookie() == f"{a.id}:2"
+
+
+def test_an_add_after_paying_in_a_closed_tab_first_says_the_cart_was_paid(shopper):
+    a, c = catalog().products[0], catalog().products[2]
+    shopper.add(a.id)
+    shopper.standin.pay(shopper.session_id(shopper.checkout()))
+    wire(shopper).standin.deliver_pending()
+    page = shopper.add(c.id).follow()
+    assert f"You have paid for 1 × {a.name}" in page.text and "Update" not in page.text
+    shopper.add(c.id)
+    assert shopper.cart_cookie() == f"{c.id}:1"
+
+
+def test_the_browser_id_is_renewed_with_the_cart_so_it_outlives_the_orders_the_cart_names(shopper):
+    shopper.get("/")
+    sid = shopper.cookies["sid"]
+    written = shopper.add(catalog().products[0].id).headers.getall("Set-Cookie")
+    assert any(c.startswith(f"sid={sid};") and "Max-Age=2592000" in c for c in written)

@@ -8,7 +8,7 @@
 % if paid:
 % bought = ", ".join(f'{i["quantity"]} × {i["name"]}' for i in paid["items"])
 % if paid["status"] == "awaiting_payment":
-<p class="notice" role="status">Your payment for {{bought}} is processing, so they are not in your cart now; they come back if it fails. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>
+<p class="notice" role="status">Your payment for {{bought}} is processing, so they are not in your cart now. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>
 % else:
 <p class="notice" role="status">You have paid for {{bought}}, so your cart is empty now. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>
 % end

@@ -8,7 +8,7 @@ from bottle import HTTPResponse, redirect, request, response
 
 from . import payments
 from .ledger import too_few
-from .security import cookies
+from .security import MONTH, cookies
 from .settings import ShopError
 
 log = logging.getLogger("shop")
@@ -52,10 +52,10 @@ def install(app, shop):
         cart, notes = in_stock(shop, kept, catalog)
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
-        # An open checkout that is not the cart as kept ("Buy now", or the cart changed since) says what it pays:
-        # paying it leaves that cart in place (the success page empties only the cart it paid for).
-        other = pending and {i["product_id"]: i["quantity"] for i in pending["items"]} != kept and ", ".join(
-            f"{i['quantity']} × {i['name']}" for i in pending["items"])
+        # An open checkout the cart did not go to ("Buy now", or the cart changed since) says what it pays: paying
+        # it leaves the cart in place (the success page empties only the cart that went to checkout as its order).
+        own = pending and (request.environ.get("shop.checked_out") or {}).get("id") == pending["id"]
+        other = pending and not own and ", ".join(f"{i['quantity']} × {i['name']}" for i in pending["items"])
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
                            cart_count=sum(cart.values()),
                            tax=(catalog.tax_mode, catalog.tax_behavior),
@@ -72,8 +72,9 @@ def install(app, shop):
         shop.guard.check(request)
         catalog = shop.catalog()
         cart, action = read_cart(shop, catalog), request.forms.get("action", "add")
-        if request.environ.get("shop.paid") and action != "add":  # a stale page of a cart paid since: it says so
-            see_other("/cart")
+        paid = request.environ.get("shop.paid")
+        if paid and (action != "add" or paid["status"] != "awaiting_payment"):
+            see_other("/cart")  # a stale page of a cart paid since (in a closed tab): the cart page says so first
         product_id = product_field(catalog)
         if action == "add":
             if product_id not in cart and len(cart) >= MAX_LINES:
@@ -94,7 +95,7 @@ def install(app, shop):
             cart.pop(product_id, None)
         else:
             raise ShopError(400, "Unknown cart action.")
-        write_cart(shop.guard, cart)
+        write_cart(shop.guard, cart, checked_out=request.environ.get("shop.mark"))
         see_other(f"/cart?added={quote(product_id)}{most}" if action == "add" else "/cart")
 
     @app.post("/checkout")
@@ -176,7 +177,8 @@ def install(app, shop):
         count, restored, catalog = None, False, shop.catalog()
         bought, cart = {i["product_id"]: i["quantity"] for i in order["items"]}, read_cart(shop, catalog)
         marked = (request.environ.get("shop.checked_out") or {}).get("id")
-        if state in ("paid", "processing") and (marked == order["id"] or request.environ.get("shop.paid")):
+        paid = request.environ.get("shop.paid")  # the cart's own checkout, paid (in another tab, say)
+        if state in ("paid", "processing") and (marked == order["id"] or paid and paid["status"] != "awaiting_payment"):
             # The cart went to checkout as this order, so it is bought (or paid for, if still processing: a full cart
             # would invite a second payment); "Buy now", an old confirmation or a cart filled since is left alone.
             write_cart(shop.guard, {})
@@ -187,7 +189,7 @@ def install(app, shop):
             if not ledger.checkpoint(mark):
                 ledger.set_checkpoint(mark, True)
                 restored = write_cart(shop.guard, {p: q for p, q in bought.items() if catalog.product(p)})
-                count = sum(restored.values()) if restored else None
+                count = restored and sum(in_stock(shop, restored, catalog)[0].values())  # as the cart page holds it
         return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,
                            cart_count=count, restored=restored, tax_later=tax_later)
 
@@ -239,8 +241,11 @@ def read_cart(shop, catalog):
     if cart and mark and "shop.paid" not in request.environ:
         order = shop.orders.ledger.get(mark[1])
         mine = order if order and order["browser"] == shop.guard.valid_sid(request) else None
-        request.environ["shop.checked_out"] = mine
-        request.environ["shop.paid"] = mine if mine and mine["status"] in BOUGHT else None
+        # Still the cart that went to checkout as that order? (It may have changed since, and back.)
+        same = mine if mine and cart == {i["product_id"]: i["quantity"] for i in mine["items"]} else None
+        request.environ["shop.mark"] = mine and mine["id"]  # kept through changes
+        request.environ["shop.checked_out"] = same
+        request.environ["shop.paid"] = same if same and same["status"] in BOUGHT else None
     return {} if request.environ.get("shop.paid") else cart
 
 
@@ -249,7 +254,9 @@ def write_cart(guard, cart, checked_out=None):
     checkout as; returns the cart."""
     if cart:
         marked = [f"{p}:{q}" for p, q in cart.items()] + ([checked_out] if checked_out else [])
-        guard.set_cookie(response, "cart", ".".join(marked), max_age=2592000)
+        guard.set_cookie(response, "cart", ".".join(marked), max_age=MONTH)
+        if sid := guard.valid_sid(request):  # the browser id lasts as long as the cart that names its orders
+            guard.set_cookie(response, "sid", sid, max_age=MONTH)
     else:
         guard.delete_cookie(response, "cart")
     return cart

@@ -7,6 +7,7 @@ from urllib.parse import quote
 from bottle import HTTPResponse, redirect, request, response
 
 from . import payments
+from .catalog_rules import MAX_AMOUNT
 from .ledger import too_few
 from .security import MONTH, cookies
 from .settings import ShopError
@@ -117,6 +118,10 @@ def install(app, shop):
         items = lines(cart, catalog)
         if not items:  # nothing to buy, or bought already (the cart page says which)
             see_other("/cart" if request.environ.get("shop.paid") else "/cart?empty=1")
+        subtotal, first = sum(t for _, _, t in items), catalog.shipping_options[0]  # Checkout's first total
+        if subtotal + (0 if first.free_over and subtotal >= first.free_over else first.amount) > MAX_AMOUNT:
+            raise ShopError(409, f"A payment can be at most {catalog.money(MAX_AMOUNT)}, and this order comes to more. "
+                                 "Please buy fewer copies.")
         orders, order_id = shop.orders, None
         wanted = [{"product_id": p.id, "name": p.name, "unit_amount": p.price, "quantity": q} for p, q, _ in items]
         try:

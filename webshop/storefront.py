@@ -96,7 +96,7 @@ def install(app, shop):
             cart.pop(product_id, None)
         else:
             raise ShopError(400, "Unknown cart action.")
-        write_cart(shop.guard, cart, checked_out=request.environ.get("shop.mark"))
+        write_cart(shop.guard, cart, checked_out=None if paid else request.environ.get("shop.mark"))
         see_other(f"/cart?added={quote(product_id)}{most}" if action == "add" else "/cart")
 
     @app.post("/checkout")
@@ -188,13 +188,15 @@ def install(app, shop):
             # would invite a second payment); "Buy now", an old confirmation or a cart filled since is left alone.
             write_cart(shop.guard, {})
             count = 0
+        elif state in ("paid", "processing") and request.environ.get("shop.mark") == order["id"]:
+            write_cart(shop.guard, cart)  # a cart changed from this order's, kept: no longer marked as it
         elif state == "failed" and not cart and order["browser"] == shop.guard.valid_sid(request):
             # The delayed payment that emptied the cart failed: its books go back in, once, for another try.
             ledger, mark = shop.orders.ledger, f"cart back {order['id']}"
             if not ledger.checkpoint(mark):
                 ledger.set_checkpoint(mark, True)
                 restored = write_cart(shop.guard, {p: q for p, q in bought.items() if catalog.product(p)})
-                count = restored and sum(in_stock(shop, restored, catalog)[0].values())  # as the cart page holds it
+                count = sum(in_stock(shop, restored, catalog)[0].values()) if restored else None
         return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,
                            cart_count=count, restored=restored, tax_later=tax_later)
 
@@ -247,7 +249,8 @@ def read_cart(shop, catalog):
         order = shop.orders.ledger.get(mark[1])
         mine = order if order and order["browser"] == shop.guard.valid_sid(request) else None
         # Still the cart that went to checkout as that order? (It may have changed since, and back.)
-        same = mine if mine and cart == {i["product_id"]: i["quantity"] for i in mine["items"]} else None
+        sent = parse_cart(raw, None)  # the lines as written: books withdrawn from the catalog since count too
+        same = mine if mine and sent == {i["product_id"]: i["quantity"] for i in mine["items"]} else None
         request.environ["shop.mark"] = mine and mine["id"]  # kept through changes
         request.environ["shop.checked_out"] = same
         request.environ["shop.paid"] = same if same and same["status"] in BOUGHT else None
@@ -268,11 +271,12 @@ def write_cart(guard, cart, checked_out=None):
 
 
 def parse_cart(raw, catalog):
-    """The cart cookie as an ordered {product_id: quantity}: unknown ids dropped, quantities kept to 1..99."""
+    """The cart cookie as an ordered {product_id: quantity}: ids the catalog does not know dropped (none when it is
+    None), quantities kept to 1..99."""
     cart = {}
     for part in raw.split(".") if len(raw) <= MAX_COOKIE else ():
         m = _ITEM.fullmatch(part)
-        if m and catalog.product(m[1]) is not None and (m[1] in cart or len(cart) < MAX_LINES):
+        if m and (catalog is None or catalog.product(m[1]) is not None) and (m[1] in cart or len(cart) < MAX_LINES):
             cart[m[1]] = max(1, min(MAX_QUANTITY, cart.get(m[1], 0) + int(m[2])))
     return cart
 

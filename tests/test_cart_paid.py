@@ -1,0 +1,114 @@
+"""The cart and the checkout it went to: what the cart cookie's mark of that order does when the catalog changes,
+a bank payment is processing, or the cart is changed and paid in another tab."""
+
+from standin import ASYNC_FAIL, ASYNC_OK
+from tests.conftest import edit_catalog, pay, wire
+
+
+def count(page):
+    return page.html.find("span", class_="count").text
+
+
+def test_paid_cart_is_emptied_even_when_one_of_its_books_left_the_catalog_before_payment(make_shopper, catalog_copy):
+    shopper = make_shopper(catalog=str(catalog_copy))
+    cat = shopper.shop.catalog()
+    a, b = cat.products[0], cat.products[1]
+    shopper.add(a.id)
+    shopper.add(b.id)
+    to_stripe = shopper.checkout()
+    with edit_catalog(catalog_copy) as data:  # b withdrawn while the shopper is on Stripe's page
+        data["products"] = [p for p in data["products"] if p["id"] != b.id]
+    confirmation = shopper.get(pay(shopper, to_stripe).location)
+    assert "Thank you" in confirmation.text
+    # the cart that went to checkout was paid: it must not still offer a:1 for a second payment
+    assert count(confirmation) == "(0)", count(confirmation)
+    assert not shopper.cart_cookie(), shopper.cart_cookie()
+
+
+def test_a_cart_paid_in_a_closed_tab_is_still_known_as_paid_after_one_of_its_books_is_withdrawn(
+        make_shopper, catalog_copy):
+    shopper = make_shopper(catalog=str(catalog_copy))
+    cat = shopper.shop.catalog()
+    a, b = cat.products[0], cat.products[1]
+    shopper.add(a.id)
+    shopper.add(b.id)
+    shopper.standin.pay(shopper.session_id(shopper.checkout()))
+    wire(shopper).standin.deliver_pending()
+    with edit_catalog(catalog_copy) as data:
+        data["products"] = [p for p in data["products"] if p["id"] != b.id]
+    page = shopper.get("/cart")
+    assert "You have paid for" in page.text and count(page) == "(0)", count(page)
+
+
+def test_a_processing_bank_payment_hides_its_cart_even_when_one_of_its_books_is_withdrawn(make_shopper, catalog_copy):
+    shopper = make_shopper(catalog=str(catalog_copy))
+    cat = shopper.shop.catalog()
+    a, b = cat.products[0], cat.products[1]
+    shopper.add(a.id)
+    shopper.add(b.id)
+    shopper.standin.pay(shopper.session_id(shopper.checkout()), card=ASYNC_OK)
+    wire(shopper).standin.deliver_pending()  # awaiting_payment
+    with edit_catalog(catalog_copy) as data:
+        data["products"] = [p for p in data["products"] if p["id"] != b.id]
+    page = shopper.get("/cart")
+    assert "is processing" in page.text and count(page) == "(0)", count(page)
+    created = shopper.standin.calls["POST /v1/checkout/sessions"]
+    assert shopper.checkout().location == "/cart"  # not a second payment page for a
+    assert shopper.standin.calls["POST /v1/checkout/sessions"] == created
+
+
+def test_cart_kept_after_paying_the_other_checkout_is_not_lost_when_set_back(shopper):
+    """Back, change to 2, pay the open checkout for 1 (offered as 'not your cart'), the cart of 2 is kept, as the
+    docs say; the shopper then sets it to 1 to buy one more copy: the cart empties itself and says it was paid."""
+    a = shopper.shop.catalog().products[0]
+    shopper.add(a.id)
+    to_stripe = shopper.checkout()
+    shopper.set_quantity(a.id, 2)  # Back, then a change: the open checkout is not this cart now
+    notice = shopper.get("/cart").html.find("a", string="Continue your payment").parent.text
+    assert "which is not your cart as it is now" in notice
+    confirmation = shopper.get(pay(shopper, to_stripe).location)
+    assert count(confirmation) == "(2)"  # kept: "a cart with other books than its checkout's ... is kept"
+    shopper.set_quantity(a.id, 1)  # one more copy, please
+    page = shopper.get("/cart")
+    assert "You have paid for" not in page.text and count(page) == "(1)", count(page)
+
+
+def test_adding_the_same_book_while_its_bank_payment_processes_starts_a_cart_that_shows(shopper):
+    a = shopper.shop.catalog().products[0]
+    shopper.add(a.id)
+    shopper.standin.pay(shopper.session_id(shopper.checkout()), card=ASYNC_OK)
+    wire(shopper).standin.deliver_pending()
+    page = shopper.add(a.id).follow()  # the shopper wants another copy
+    assert count(page) == "(1)", count(page)
+
+
+def test_a_restored_cart_of_only_withdrawn_books_counts_zero_in_the_header(make_shopper, catalog_copy):
+    shopper = make_shopper(catalog=str(catalog_copy))
+    a = shopper.shop.catalog().products[0]
+    shopper.add(a.id)
+    to_stripe = shopper.checkout()
+    sid = shopper.session_id(to_stripe)
+    confirmation = shopper.get(pay(shopper, to_stripe, card=ASYNC_FAIL).location)
+    assert count(confirmation) == "(0)"
+    shopper.standin.settle_async(sid)
+    wire(shopper).standin.deliver_pending()
+    with edit_catalog(catalog_copy) as data:
+        data["products"] = [p for p in data["products"] if p["id"] != a.id]
+    page = shopper.get(f"/success?session_id={sid}")
+    assert "did not go through" in page.text
+    assert count(page) == "(0)", count(page)
+
+
+def test_checkout_just_after_paying_in_stripes_tab_goes_to_the_notice_even_after_a_book_is_withdrawn(
+        make_shopper, catalog_copy):
+    shopper = make_shopper(catalog=str(catalog_copy))
+    cat = shopper.shop.catalog()
+    a, b = cat.products[0], cat.products[1]
+    shopper.add(a.id)
+    shopper.add(b.id)
+    to_stripe = shopper.checkout()
+    shopper.standin.pay(shopper.session_id(to_stripe))  # paid in Stripe's tab, no webhook yet
+    with edit_catalog(catalog_copy) as data:
+        data["products"] = [p for p in data["products"] if p["id"] != b.id]
+    again = shopper.checkout()  # from the cart's tab
+    assert again.location == "/cart", again.location  # not a second payment page for a

@@ -9,15 +9,25 @@ def count(page):
     return page.html.find("span", class_="count").text
 
 
-def test_paid_cart_is_emptied_even_when_one_of_its_books_left_the_catalog_before_payment(make_shopper, catalog_copy):
+def two_books(make_shopper, catalog_copy):
+    """A shopper on a copy of the catalog with two books in the cart: (shopper, first book, second book)."""
     shopper = make_shopper(catalog=str(catalog_copy))
-    cat = shopper.shop.catalog()
-    a, b = cat.products[0], cat.products[1]
+    a, b = shopper.shop.catalog().products[:2]
     shopper.add(a.id)
     shopper.add(b.id)
+    return shopper, a, b
+
+
+def withdraw(catalog_copy, product_id):
+    """The merchant takes a book out of the catalog."""
+    with edit_catalog(catalog_copy) as data:
+        data["products"] = [p for p in data["products"] if p["id"] != product_id]
+
+
+def test_paid_cart_is_emptied_even_when_one_of_its_books_left_the_catalog_before_payment(make_shopper, catalog_copy):
+    shopper, a, b = two_books(make_shopper, catalog_copy)
     to_stripe = shopper.checkout()
-    with edit_catalog(catalog_copy) as data:  # b withdrawn while the shopper is on Stripe's page
-        data["products"] = [p for p in data["products"] if p["id"] != b.id]
+    withdraw(catalog_copy, b.id)  # while the shopper is on Stripe's page
     confirmation = shopper.get(pay(shopper, to_stripe).location)
     assert "Thank you" in confirmation.text
     # the cart that went to checkout was paid: it must not still offer a:1 for a second payment
@@ -27,29 +37,19 @@ def test_paid_cart_is_emptied_even_when_one_of_its_books_left_the_catalog_before
 
 def test_a_cart_paid_in_a_closed_tab_is_still_known_as_paid_after_one_of_its_books_is_withdrawn(
         make_shopper, catalog_copy):
-    shopper = make_shopper(catalog=str(catalog_copy))
-    cat = shopper.shop.catalog()
-    a, b = cat.products[0], cat.products[1]
-    shopper.add(a.id)
-    shopper.add(b.id)
+    shopper, a, b = two_books(make_shopper, catalog_copy)
     shopper.standin.pay(shopper.session_id(shopper.checkout()))
     wire(shopper).standin.deliver_pending()
-    with edit_catalog(catalog_copy) as data:
-        data["products"] = [p for p in data["products"] if p["id"] != b.id]
+    withdraw(catalog_copy, b.id)
     page = shopper.get("/cart")
     assert "You have paid for" in page.text and count(page) == "(0)", count(page)
 
 
 def test_a_processing_bank_payment_hides_its_cart_even_when_one_of_its_books_is_withdrawn(make_shopper, catalog_copy):
-    shopper = make_shopper(catalog=str(catalog_copy))
-    cat = shopper.shop.catalog()
-    a, b = cat.products[0], cat.products[1]
-    shopper.add(a.id)
-    shopper.add(b.id)
+    shopper, a, b = two_books(make_shopper, catalog_copy)
     shopper.standin.pay(shopper.session_id(shopper.checkout()), card=ASYNC_OK)
     wire(shopper).standin.deliver_pending()  # awaiting_payment
-    with edit_catalog(catalog_copy) as data:
-        data["products"] = [p for p in data["products"] if p["id"] != b.id]
+    withdraw(catalog_copy, b.id)
     page = shopper.get("/cart")
     assert "is processing" in page.text and count(page) == "(0)", count(page)
     created = shopper.standin.calls["POST /v1/checkout/sessions"]
@@ -92,8 +92,7 @@ def test_a_restored_cart_of_only_withdrawn_books_counts_zero_in_the_header(make_
     assert count(confirmation) == "(0)"
     shopper.standin.settle_async(sid)
     wire(shopper).standin.deliver_pending()
-    with edit_catalog(catalog_copy) as data:
-        data["products"] = [p for p in data["products"] if p["id"] != a.id]
+    withdraw(catalog_copy, a.id)
     page = shopper.get(f"/success?session_id={sid}")
     assert "did not go through" in page.text
     assert count(page) == "(0)", count(page)
@@ -101,14 +100,9 @@ def test_a_restored_cart_of_only_withdrawn_books_counts_zero_in_the_header(make_
 
 def test_checkout_just_after_paying_in_stripes_tab_goes_to_the_notice_even_after_a_book_is_withdrawn(
         make_shopper, catalog_copy):
-    shopper = make_shopper(catalog=str(catalog_copy))
-    cat = shopper.shop.catalog()
-    a, b = cat.products[0], cat.products[1]
-    shopper.add(a.id)
-    shopper.add(b.id)
+    shopper, a, b = two_books(make_shopper, catalog_copy)
     to_stripe = shopper.checkout()
     shopper.standin.pay(shopper.session_id(to_stripe))  # paid in Stripe's tab, no webhook yet
-    with edit_catalog(catalog_copy) as data:
-        data["products"] = [p for p in data["products"] if p["id"] != b.id]
+    withdraw(catalog_copy, b.id)
     again = shopper.checkout()  # from the cart's tab
     assert again.location == "/cart", again.location  # not a second payment page for a

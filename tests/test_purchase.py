@@ -336,7 +336,7 @@ def test_a_cart_paid_without_coming_back_from_stripe_is_empty_when_the_shopper_r
     again = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=303)  # no second payment page
     assert again.location == "/cart" and shopper.standin.calls["POST /v1/checkout/sessions"] == created
     page = shopper.get("/cart")
-    assert f"You have paid for 2 × {a.name}, 1 × {b.name}, so your cart is empty now." in page.text
+    assert f"You have paid for 2 × {a.name}, 1 × {b.name}, so they are no longer in your cart." in page.text
     assert page.html.find("a", string="See your order")["href"] == f"/success?session_id={sid}"
     assert not shopper.cart_cookie() and "Update" not in page.text
     assert "You have paid" not in shopper.get("/cart").text  # said once
@@ -381,7 +381,7 @@ def test_checkout_from_the_cart_tab_just_after_paying_in_stripes_tab_opens_no_se
     again = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=303)
     assert again.location == "/cart" and shopper.standin.calls["POST /v1/checkout/sessions"] == created
     page = shopper.get("/cart")
-    assert f"You have paid for 1 × {a.name}, so your cart is empty now." in page.text
+    assert f"You have paid for 1 × {a.name}, so they are no longer in your cart." in page.text
 
 
 def test_a_failed_bank_payment_whose_shopper_never_came_back_leaves_the_cart_as_it_was(shopper):
@@ -421,7 +421,7 @@ def test_a_stale_cart_page_of_a_cart_paid_in_a_closed_tab_says_it_was_paid_when_
     for fields in ({"action": "set", "product_id": a.id, "quantity": "3"}, {"action": "remove", "product_id": b.id}):
         assert shopper.post("/cart", {"csrf_token": token, **fields}, status=303).location == "/cart"
     page = shopper.get("/cart")
-    assert f"You have paid for 2 × {a.name}, 1 × {b.name}, so your cart is empty now." in page.text
+    assert f"You have paid for 2 × {a.name}, 1 × {b.name}, so they are no longer in your cart." in page.text
     assert "Your cart is just as you left it" not in shopper.get("/cart?canceled=1").text  # empty now
 
 
@@ -467,10 +467,12 @@ def test_an_add_after_paying_in_a_closed_tab_first_says_the_cart_was_paid(shoppe
     shopper.add(a.id)
     shopper.standin.pay(shopper.session_id(shopper.checkout()))
     wire(shopper).standin.deliver_pending()
-    page = shopper.add(c.id).follow()
-    assert f"You have paid for 1 × {a.name}" in page.text and "Update" not in page.text
-    shopper.add(c.id)
-    assert shopper.cart_cookie() == f"{c.id}:1"
+    page = shopper.add(c.id).follow()  # a new cart, and the page says where the other books went
+    assert f"You have paid for 1 × {a.name}, so they are no longer in your cart." in page.text
+    assert shopper.cart_cookie() == f"{c.id}:1" and page.html.find("th", string=c.name)
+    assert "You have paid" not in shopper.get("/cart").text  # said once
+    forged = shopper.get(f"/cart?paid={'ord_' + '0' * 24}")  # an order that is not this browser's: nothing said
+    assert "You have paid" not in forged.text
 
 
 def test_the_browser_id_is_renewed_with_the_cart_so_it_outlives_the_orders_the_cart_names(shopper):

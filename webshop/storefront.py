@@ -20,7 +20,8 @@ MAX_QUANTITY, MAX_LINES, MAX_ID = 99, 50, 64
 # within the 4,096 bytes every browser keeps for a cookie: https://www.rfc-editor.org/rfc/rfc6265#section-6.1
 MAX_COOKIE = MAX_LINES * (MAX_ID + 4) - 1 + len(".ord_") + 24
 _ITEM = re.compile(rf"([a-z0-9][a-z0-9-]{{0,{MAX_ID - 1}}}):([0-9]{{1,6}})")
-_CHECKED_OUT = re.compile(r"\.(ord_[0-9a-f]{24})$")  # the order a cart was sent to checkout as, after its lines
+ORDER_ID = re.compile(r"ord_[0-9a-f]{24}")
+_CHECKED_OUT = re.compile(rf"\.({ORDER_ID.pattern})$")  # the order a cart was sent to checkout as, after its lines
 BOUGHT = ("awaiting_payment", "paid", "partially_refunded", "refunded", "disputed")  # paid, or paying by bank
 TITLES = {"paid": "Thank you for your order", "processing": "Your payment is processing",
           "failed": "Your payment did not go through", "open": "Your payment is not finished",
@@ -50,6 +51,10 @@ def install(app, shop):
         kept, paid = read_cart(shop, catalog), request.environ.get("shop.paid")
         if paid and paid["status"] != "awaiting_payment":  # paid, and the confirmation page that empties it unseen
             write_cart(shop.guard, {})  # (a bank payment still processing may fail: its cart is only hidden)
+        elif ORDER_ID.fullmatch(request.query.get("paid", "")):  # an add started a new cart after that one was paid
+            said = shop.orders.ledger.get(request.query["paid"])
+            mine = said and said["browser"] == shop.guard.valid_sid(request) and said["status"] in BOUGHT
+            paid = said if mine and said["status"] != "awaiting_payment" else None
         cart, notes = in_stock(shop, kept, catalog)
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
@@ -74,7 +79,7 @@ def install(app, shop):
         catalog = shop.catalog()
         cart, action = read_cart(shop, catalog), request.forms.get("action", "add")
         paid = request.environ.get("shop.paid")
-        if paid and (action != "add" or paid["status"] != "awaiting_payment"):
+        if paid and action != "add":
             see_other("/cart")  # a stale page of a cart paid since (in a closed tab): the cart page says so first
         product_id = product_field(catalog)
         if action == "add":
@@ -97,7 +102,9 @@ def install(app, shop):
         else:
             raise ShopError(400, "Unknown cart action.")
         write_cart(shop.guard, cart, checked_out=None if paid else request.environ.get("shop.mark"))
-        see_other(f"/cart?added={quote(product_id)}{most}" if action == "add" else "/cart")
+        # An add to a cart paid since starts a new one, and the cart page says what was paid.
+        said = f"&paid={paid['id']}" if paid and paid["status"] != "awaiting_payment" else ""
+        see_other(f"/cart?added={quote(product_id)}{most}{said}" if action == "add" else "/cart")
 
     @app.post("/checkout")
     def checkout():

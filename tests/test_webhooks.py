@@ -310,10 +310,15 @@ def test_partial_then_full_refund(shop):
     assert sum(shop.standin.calls.values()) == before  # charge events cost no API call
     o = order(shop, sid)
     assert (o["status"], o["amount_refunded"]) == ("partially_refunded", 500)
+    page = shop.get(f"/success?session_id={sid}").html  # the receipt says so
+    assert page.find("dt", string="Status").find_next_sibling("dd").text == "Partly refunded"
+    assert page.find("th", string="Refunded").find_next_sibling("td").text == "−$5.00"
     _refund(shop, sid)
     shop.standin.deliver_pending()
     o = order(shop, sid)
     assert (o["status"], o["amount_refunded"]) == ("refunded", total)
+    assert shop.get(f"/success?session_id={sid}").html.find("dt", string="Status").find_next_sibling(
+        "dd").text == "Refunded"
     assert len(handoff(shop)) == 1
 
 

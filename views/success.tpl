@@ -33,11 +33,14 @@
 %   if summary["amount_discount"]:
   <tr><th scope="row" colspan="2">Discount{{" (" + summary["promotion_code"] + ")" if summary.get("promotion_code") else ""}}</th><td class="num">−{{money(summary["amount_discount"], currency=summary["currency"])}}</td></tr>
 %   end
+%   if state == "paid" and order["amount_refunded"]:
+  <tr><th scope="row" colspan="2">Refunded</th><td class="num">−{{money(order["amount_refunded"], currency=summary["currency"])}}</td></tr>
+%   end
   <tr class="total"><th scope="row" colspan="2">{{"Total charged" if state == "paid" else "Total before tax" if tax_later and not summary.get("tax_included") else "Total due" if state == "open" else "Total"}}</th><td class="num">{{money(summary["amount_total"] or 0, currency=summary["currency"])}} <span class="cur">{{summary["currency"].upper()}}</span></td></tr>
   </tfoot>
 </table>
 <dl class="facts">
-  <dt>Status</dt><dd>{{ {"paid": "Paid", "processing": "Processing", "failed": "Payment failed", "expired": "Expired", "open": "Not paid"}[state] }}</dd>
+  <dt>Status</dt><dd>{{ {"refunded": "Refunded", "partially_refunded": "Partly refunded", "disputed": "Disputed"}.get(order["status"], "Paid") if state == "paid" else {"processing": "Processing", "failed": "Payment failed", "expired": "Expired", "open": "Not paid"}[state] }}</dd>
 %   if summary["email"]:
   <dt>Email</dt><dd>{{summary["email"]}}</dd>
 %   end

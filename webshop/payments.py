@@ -59,8 +59,8 @@ def checkout_params(catalog, lines, order_id, base_url):
     shipping = []
     for option in catalog.shipping_options:
         rate = {"type": "fixed_amount", "display_name": option.name, **taxed,
-                "fixed_amount": {"currency": catalog.currency, "amount": 0 if option.free_over and subtotal >=
-                                 option.free_over else option.amount},  # decided now: Checkout cannot change it
+                "fixed_amount": {"currency": catalog.currency,
+                                 "amount": shipping_fee(option, subtotal)},  # decided now: Checkout cannot change it
                 "delivery_estimate": {"minimum": {"unit": "business_day", "value": option.min_days},
                                       "maximum": {"unit": "business_day", "value": option.max_days}}}
         if automatic and option.tax_code:
@@ -93,6 +93,11 @@ def checkout_params(catalog, lines, order_id, base_url):
     if catalog.collect_tax_ids:  # https://docs.stripe.com/tax/checkout/tax-ids
         params["tax_id_collection"] = {"enabled": True}
     return params
+
+
+def shipping_fee(option, subtotal):
+    """What a shipping option costs on an order of this subtotal: nothing from its `free_over` on."""
+    return 0 if option.free_over and subtotal >= option.free_over else option.amount
 
 
 def call(what, fn, *args, **kwargs):

@@ -125,8 +125,8 @@ def install(app, shop):
         items = lines(cart, catalog)
         if not items:  # nothing to buy, or bought already (the cart page says which)
             see_other("/cart" if request.environ.get("shop.paid") else "/cart?empty=1")
-        subtotal, first = sum(t for _, _, t in items), catalog.shipping_options[0]  # Checkout's first total
-        if subtotal + (0 if first.free_over and subtotal >= first.free_over else first.amount) > MAX_AMOUNT:
+        subtotal = sum(t for _, _, t in items)  # and the first shipping option's fee: Checkout's first total
+        if subtotal + payments.shipping_fee(catalog.shipping_options[0], subtotal) > MAX_AMOUNT:
             raise ShopError(409, f"A payment can be at most {catalog.money(MAX_AMOUNT)}, and this order comes to more. "
                                  "Please buy fewer copies.")
         orders, order_id = shop.orders, None

@@ -55,6 +55,8 @@ MIGRATIONS = (
 STATUSES = ("open", "checkout_failed", "awaiting_payment", "paid", "payment_failed",
             "expired", "refunded", "partially_refunded", "disputed")
 REFUNDABLE = ("paid", "partially_refunded")  # an order that has money left to refund
+PAID = ("paid", "partially_refunded", "refunded", "disputed")  # money taken (some of it perhaps given back since)
+BOUGHT = ("awaiting_payment", *PAID)  # paid, or paying by bank: its copies are sold, its cart is spent
 DISPUTE_FINAL = ("won", "lost", "warning_closed", "prevented")  # a dispute status that never changes again
 MAX_MAIL_ATTEMPTS = 25  # then a message waits for `shop.py mail`, listed by `shop.py outbox` as given up
 
@@ -162,9 +164,9 @@ class Ledger:
             " SUM(CASE WHEN o.status = 'open' THEN 0 ELSE l.quantity END) AS sold"
             " FROM order_lines l JOIN orders o ON o.id = l.order_id"
             f" WHERE l.product_id IN ({','.join('?' * len(product_ids))}) AND o.restocked = 0 AND"
-            " (o.status IN ('awaiting_payment', 'paid', 'partially_refunded', 'refunded', 'disputed') OR"
+            f" (o.status IN ({','.join('?' * len(BOUGHT))}) OR"
             " (o.status = 'open' AND (o.session_expires_at > ? OR (o.session_expires_at IS NULL AND o.created > ?))))"
-            " GROUP BY l.product_id", (browser, *product_ids, now, iso_utc(now - 600)))
+            " GROUP BY l.product_id", (browser, *product_ids, *BOUGHT, now, iso_utc(now - 600)))
         return {r["product_id"]: (int(r["held"]), int(r["sold"])) for r in rows}  # PostgreSQL's SUM is numeric
 
     def stock_levels(self, product_ids, browser=None):

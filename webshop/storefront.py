@@ -8,7 +8,7 @@ from bottle import HTTPResponse, redirect, request, response
 
 from . import payments
 from .catalog_rules import MAX_AMOUNT
-from .ledger import too_few
+from .ledger import BOUGHT, PAID, too_few
 from .security import MONTH, cookies
 from .settings import ShopError
 
@@ -22,7 +22,6 @@ MAX_COOKIE = MAX_LINES * (MAX_ID + 4) - 1 + len(".ord_") + 24
 _ITEM = re.compile(rf"([a-z0-9][a-z0-9-]{{0,{MAX_ID - 1}}}):([0-9]{{1,6}})")
 ORDER_ID = re.compile(r"ord_[0-9a-f]{24}")
 _CHECKED_OUT = re.compile(rf"\.({ORDER_ID.pattern})$")  # the order a cart was sent to checkout as, after its lines
-BOUGHT = ("awaiting_payment", "paid", "partially_refunded", "refunded", "disputed")  # paid, or paying by bank
 TITLES = {"paid": "Thank you for your order", "processing": "Your payment is processing",
           "failed": "Your payment did not go through", "open": "Your payment is not finished",
           "expired": "This checkout has expired"}
@@ -49,12 +48,11 @@ def install(app, shop):
         """The cart with line totals and subtotal, and the browser's open checkout if it left one."""
         catalog, pending = shop.catalog(), own_checkout()
         kept, paid = read_cart(shop, catalog), request.environ.get("shop.paid")
-        if paid and paid["status"] != "awaiting_payment":  # paid, and the confirmation page that empties it unseen
+        if paid and paid["status"] in PAID:  # and the confirmation page that empties it never seen
             write_cart(shop.guard, {})  # (a bank payment still processing may fail: its cart is only hidden)
         elif ORDER_ID.fullmatch(request.query.get("paid", "")):  # an add started a new cart after that one was paid
-            said = shop.orders.ledger.get(request.query["paid"])
-            mine = said and said["browser"] == shop.guard.valid_sid(request) and said["status"] in BOUGHT
-            paid = said if mine and said["status"] != "awaiting_payment" else None
+            said = own_order(shop, request.query["paid"])
+            paid = said if said and said["status"] in PAID else None
         cart, notes = in_stock(shop, kept, catalog)
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
@@ -103,7 +101,7 @@ def install(app, shop):
             raise ShopError(400, "Unknown cart action.")
         write_cart(shop.guard, cart, checked_out=None if paid else request.environ.get("shop.mark"))
         # An add to a cart paid since starts a new one, and the cart page says what was paid.
-        said = f"&paid={paid['id']}" if paid and paid["status"] != "awaiting_payment" else ""
+        said = f"&paid={paid['id']}" if paid and paid["status"] in PAID else ""
         see_other(f"/cart?added={quote(product_id)}{most}{said}" if action == "add" else "/cart")
 
     @app.post("/checkout")
@@ -139,8 +137,7 @@ def install(app, shop):
                     cap=kept is not None)  # a cart is held to the copies left now (a click elsewhere may take some)
                 for session_id in replaced:  # left with "Back", or a click's at the same moment: expired at Stripe
                     expire(session_id, "new checkout", must=True)  # first, so that only one can be paid
-                paid = [o for o in map(orders.ledger.by_session, replaced)
-                        if o["status"] in ("paid", "awaiting_payment")]
+                paid = [o for o in map(orders.ledger.by_session, replaced) if o["status"] in BOUGHT]
                 if not paid:
                     break
                 orders.ledger.transition(order_id, ("open",), "expired", "checkout", "replaced an order paid meanwhile")
@@ -149,7 +146,7 @@ def install(app, shop):
                     see_other("/cart")  # the cart itself was just paid (in Stripe's tab): the cart page says so
             else:  # paid meanwhile twice over: the shopper looks again rather than paying for what they have
                 raise ShopError(409, "Your earlier checkout has just been paid. Please check your cart and try again.")
-            cart = {i["product_id"]: i["quantity"] for i in held}
+            cart = quantities(held)
             items = lines(cart, catalog)
             session = payments.create_session(orders.stripe, payments.checkout_params(
                 catalog, items, order_id, shop.config.base_url), order_id)
@@ -187,10 +184,10 @@ def install(app, shop):
             if state == "processing" and order["status"] == "payment_failed":  # a webhook heard of the failure
                 state = "failed"
         count, restored, catalog = None, False, shop.catalog()
-        bought, cart = {i["product_id"]: i["quantity"] for i in order["items"]}, read_cart(shop, catalog)
+        bought, cart = quantities(order["items"]), read_cart(shop, catalog)
         marked = (request.environ.get("shop.checked_out") or {}).get("id")
         paid = request.environ.get("shop.paid")  # the cart's own checkout, paid (in another tab, say)
-        if state in ("paid", "processing") and (marked == order["id"] or paid and paid["status"] != "awaiting_payment"):
+        if state in ("paid", "processing") and (marked == order["id"] or paid and paid["status"] in PAID):
             # The cart went to checkout as this order, so it is bought (or paid for, if still processing: a full cart
             # would invite a second payment); "Buy now", an old confirmation or a cart filled since is left alone.
             write_cart(shop.guard, {})
@@ -253,15 +250,25 @@ def read_cart(shop, catalog):
     raw = cookies(request).get(shop.guard.prefix + "cart", "")
     cart, mark = parse_cart(raw, catalog), _CHECKED_OUT.search(raw)
     if cart and mark and "shop.paid" not in request.environ:
-        order = shop.orders.ledger.get(mark[1])
-        mine = order if order and order["browser"] == shop.guard.valid_sid(request) else None
-        # Still the cart that went to checkout as that order? (It may have changed since, and back.)
-        sent = parse_cart(raw, None)  # the lines as written: books withdrawn from the catalog since count too
-        same = mine if mine and sent == {i["product_id"]: i["quantity"] for i in mine["items"]} else None
+        mine = own_order(shop, mark[1])
+        # Still the cart that went to checkout as that order? (It may have changed since, and back.) Its lines as
+        # written: books withdrawn from the catalog since count too.
+        same = mine if mine and parse_cart(raw, None) == quantities(mine["items"]) else None
         request.environ["shop.mark"] = mine and mine["id"]  # kept through changes
         request.environ["shop.checked_out"] = same
         request.environ["shop.paid"] = same if same and same["status"] in BOUGHT else None
     return {} if request.environ.get("shop.paid") else cart
+
+
+def own_order(shop, order_id):
+    """The order, if this browser made it (an id from a cookie or a link is never trusted alone)."""
+    order = shop.orders.ledger.get(order_id)
+    return order if order and order["browser"] == shop.guard.valid_sid(request) else None
+
+
+def quantities(items):
+    """An order's lines as a cart: {product id: quantity}."""
+    return {i["product_id"]: i["quantity"] for i in items}
 
 
 def write_cart(guard, cart, checked_out=None):

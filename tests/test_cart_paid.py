@@ -57,20 +57,37 @@ def test_a_processing_bank_payment_hides_its_cart_even_when_one_of_its_books_is_
     assert shopper.standin.calls["POST /v1/checkout/sessions"] == created
 
 
-def test_cart_kept_after_paying_the_other_checkout_is_not_lost_when_set_back(shopper):
-    """Back, change to 2, pay the open checkout for 1 (offered as 'not your cart'), the cart of 2 is kept, as the
-    docs say; the shopper then sets it to 1 to buy one more copy: the cart empties itself and says it was paid."""
-    a = shopper.shop.catalog().products[0]
+def bought(shopper, to_stripe):
+    """{product id: quantity} of the order a checkout answer sent the shopper to pay."""
+    order = shopper.shop.orders.ledger.by_session(shopper.session_id(to_stripe))
+    return {i["product_id"]: i["quantity"] for i in order["items"]}
+
+
+def test_a_cart_changed_while_stripes_page_is_open_keeps_only_what_was_not_paid_for(shopper):
+    """Back, one more copy and another book, then the open checkout for the one copy is paid: the cart keeps the
+    second copy and the other book, never the copy just paid for."""
+    a, b = shopper.shop.catalog().products[:2]
     shopper.add(a.id)
     to_stripe = shopper.checkout()
-    shopper.set_quantity(a.id, 2)  # Back, then a change: the open checkout is not this cart now
+    shopper.set_quantity(a.id, 2)
+    shopper.add(b.id)
     notice = shopper.get("/cart").html.find("a", string="Continue your payment").parent.text
     assert "which is not your cart as it is now" in notice
     confirmation = shopper.get(pay(shopper, to_stripe).location)
-    assert count(confirmation) == "(2)"  # kept: "a cart with other books than its checkout's ... is kept"
-    shopper.set_quantity(a.id, 1)  # one more copy, please
+    assert "Thank you" in confirmation.text and count(confirmation) == "(2)", count(confirmation)
+    assert bought(shopper, shopper.checkout()) == {a.id: 1, b.id: 1}
+
+
+def test_a_cart_changed_and_paid_in_a_closed_tab_comes_back_without_the_books_paid_for(shopper):
+    a, b = shopper.shop.catalog().products[:2]
+    shopper.add(a.id)
+    shopper.standin.pay(shopper.session_id(shopper.checkout()))  # and the tab closed: no confirmation page
+    shopper.add(b.id)  # in the cart's tab, before the webhook
+    wire(shopper).standin.deliver_pending()
     page = shopper.get("/cart")
-    assert "You have paid for" not in page.text and count(page) == "(1)", count(page)
+    assert f"You have paid for 1 × {a.name}" in page.text and count(page) == "(1)", count(page)
+    assert [row.th.text for row in page.html.select("tbody tr")] == [b.name]
+    assert bought(shopper, shopper.checkout()) == {b.id: 1}
 
 
 def test_adding_the_same_book_while_its_bank_payment_processes_starts_a_cart_that_shows(shopper):

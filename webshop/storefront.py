@@ -48,8 +48,8 @@ def install(app, shop):
         """The cart with line totals and subtotal, and the browser's open checkout if it left one."""
         catalog, pending = shop.catalog(), own_checkout()
         kept, paid = read_cart(shop, catalog), request.environ.get("shop.paid")
-        if paid and paid["status"] in PAID:  # and the confirmation page that empties it never seen
-            write_cart(shop.guard, {})  # (a bank payment still processing may fail: its cart is only hidden)
+        if paid and paid["status"] in PAID:  # and the confirmation page that takes them out never seen
+            write_cart(shop.guard, kept)  # (a bank payment still processing may fail: its books are only hidden)
         elif ORDER_ID.fullmatch(request.query.get("paid", "")):  # an add started a new cart after that one was paid
             said = own_order(shop, request.query["paid"])
             paid = said if said and said["status"] in PAID else None
@@ -77,7 +77,7 @@ def install(app, shop):
         catalog = shop.catalog()
         cart, action = read_cart(shop, catalog), request.forms.get("action", "add")
         paid = request.environ.get("shop.paid")
-        if paid and action != "add":
+        if paid and paid["status"] in PAID and action != "add":
             see_other("/cart")  # a stale page of a cart paid since (in a closed tab): the cart page says so first
         product_id = product_field(catalog)
         if action == "add":
@@ -100,7 +100,7 @@ def install(app, shop):
         else:
             raise ShopError(400, "Unknown cart action.")
         write_cart(shop.guard, cart, checked_out=None if paid else request.environ.get("shop.mark"))
-        # An add to a cart paid since starts a new one, and the cart page says what was paid.
+        # An add to a cart paid since goes to what is left of it, and the cart page says what was paid.
         said = f"&paid={paid['id']}" if paid and paid["status"] in PAID else ""
         see_other(f"/cart?added={quote(product_id)}{most}{said}" if action == "add" else "/cart")
 
@@ -141,9 +141,8 @@ def install(app, shop):
                 if not paid:
                     break
                 orders.ledger.transition(order_id, ("open",), "expired", "checkout", "replaced an order paid meanwhile")
-                mark = request.environ.get("shop.checked_out")
-                if kept is not None and mark and mark["id"] in {o["id"] for o in paid}:
-                    see_other("/cart")  # the cart itself was just paid (in Stripe's tab): the cart page says so
+                if kept is not None and request.environ.get("shop.mark") in {o["id"] for o in paid}:
+                    see_other("/cart")  # the cart's checkout was just paid (in Stripe's tab): the cart page says so
             else:  # paid meanwhile twice over: the shopper looks again rather than paying for what they have
                 raise ShopError(409, "Your earlier checkout has just been paid. Please check your cart and try again.")
             cart = quantities(held)
@@ -185,15 +184,11 @@ def install(app, shop):
                 state = "failed"
         count, restored, catalog = None, False, shop.catalog()
         bought, cart = quantities(order["items"]), read_cart(shop, catalog)
-        marked = (request.environ.get("shop.checked_out") or {}).get("id")
-        paid = request.environ.get("shop.paid")  # the cart's own checkout, paid (in another tab, say)
-        if state in ("paid", "processing") and (marked == order["id"] or paid and paid["status"] in PAID):
-            # The cart went to checkout as this order, so it is bought (or paid for, if still processing: a full cart
-            # would invite a second payment); "Buy now", an old confirmation or a cart filled since is left alone.
-            write_cart(shop.guard, {})
-            count = 0
-        elif state in ("paid", "processing") and request.environ.get("shop.mark") == order["id"]:
-            write_cart(shop.guard, cart)  # a cart changed from this order's, kept: no longer marked as it
+        paid = request.environ.get("shop.paid")  # the order the cart last went to checkout as, bought
+        if paid and (paid["id"] == order["id"] or paid["status"] in PAID):
+            # Its books leave the cart (if still processing too: they would invite a second payment), and what was
+            # added since stays; "Buy now" and an old confirmation leave the cart alone.
+            write_cart(shop.guard, cart)
         elif state == "failed" and not cart and order["browser"] == shop.guard.valid_sid(request):
             # The delayed payment that emptied the cart failed: its books go back in, once, for another try.
             ledger, mark = shop.orders.ledger, f"cart back {order['id']}"
@@ -245,8 +240,9 @@ def in_stock(shop, cart, catalog):
 
 
 def read_cart(shop, catalog):
-    """This browser's cart, from its cookie (the pages' cart count and the cart's routes read it alike); empty once
-    the checkout it was sent to is paid, as if the shopper had seen the confirmation page (request's "shop.paid")."""
+    """This browser's cart, from its cookie (the pages' cart count and the cart's routes read it alike); once the
+    checkout it was last sent to is paid, without that order's books, as if the shopper had seen the confirmation
+    page (request's "shop.paid"): what was added since stays."""
     raw = cookies(request).get(shop.guard.prefix + "cart", "")
     cart, mark = parse_cart(raw, catalog), _CHECKED_OUT.search(raw)
     if cart and mark and "shop.paid" not in request.environ:
@@ -256,8 +252,9 @@ def read_cart(shop, catalog):
         same = mine if mine and parse_cart(raw, None) == quantities(mine["items"]) else None
         request.environ["shop.mark"] = mine and mine["id"]  # kept through changes
         request.environ["shop.checked_out"] = same
-        request.environ["shop.paid"] = same if same and same["status"] in BOUGHT else None
-    return {} if request.environ.get("shop.paid") else cart
+        request.environ["shop.paid"] = mine if mine and mine["status"] in BOUGHT else None
+    paid = quantities(request.environ["shop.paid"]["items"]) if request.environ.get("shop.paid") else {}
+    return {p: q - paid.get(p, 0) for p, q in cart.items() if q > paid.get(p, 0)}
 
 
 def own_order(shop, order_id):

@@ -123,3 +123,24 @@ def test_checkout_just_after_paying_in_stripes_tab_goes_to_the_notice_even_after
     withdraw(catalog_copy, b.id)
     again = shopper.checkout()  # from the cart's tab
     assert again.location == "/cart", again.location  # not a second payment page for a
+
+
+def test_the_cart_says_when_the_order_paid_in_a_closed_tab_was_refunded_since(shopper):
+    a = shopper.shop.catalog().products[0]
+    shopper.add(a.id)
+    sid = shopper.session_id(shopper.checkout())
+    shopper.standin.pay(sid)
+    wire(shopper).standin.deliver_pending()
+    order = shopper.shop.orders.ledger.by_session(sid)
+    shopper.shop.orders.ledger.apply_refund(order["id"], order["amount_total"], order["amount_total"], "test")
+    assert f"You have paid for 1 × {a.name} (refunded since)" in shopper.get("/cart").text
+
+
+def test_a_cart_paid_meanwhile_is_not_called_just_as_you_left_it_on_cancel(shopper):
+    a, b = shopper.shop.catalog().products[:2]
+    shopper.add(a.id)
+    shopper.standin.pay(shopper.session_id(shopper.checkout()))
+    shopper.add(b.id)
+    wire(shopper).standin.deliver_pending()
+    page = shopper.get("/cart?canceled=1")  # the Cancel of another tab's payment page, say
+    assert "You have paid for" in page.text and "just as you left it" not in page.text

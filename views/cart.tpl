@@ -1,6 +1,6 @@
 % rebase('base.tpl', title=title)
 <h1>Your cart</h1>
-% if canceled and items:
+% if canceled and items and not paid:
 <p class="notice" role="status">You left the payment page without paying. Your cart is just as you left it.</p>
 % elif canceled and not paid:
 <p class="notice" role="status">You left the payment page without paying.</p>
@@ -10,7 +10,7 @@
 % if paid["status"] == "awaiting_payment":
 <p class="notice" role="status">Your payment for {{bought}} is processing, so they are not in your cart now. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>
 % else:
-<p class="notice" role="status">You have paid for {{bought}}, so they are no longer in your cart. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>
+<p class="notice" role="status">You have paid for {{bought}}{{" (refunded since)" if paid["status"] == "refunded" else ""}}, so they are no longer in your cart. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>
 % end
 % end
 % if empty_checkout:

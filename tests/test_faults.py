@@ -160,8 +160,9 @@ def test_stripe_unreachable_at_checkout_keeps_cart_and_order(make, kind):
     shopper.standin.faults.clear()
     assert run(shopper, "reconcile", "--since", "1h") == 0
     order = ledger(shopper).get(order["id"])
-    if made:
-        assert order["status"] == "open" and order["session_id"] == made[0].id
+    if made:  # never shown to the shopper, who may pay a newer one: expired, never offered
+        assert order["status"] == "expired" and order["session_id"] == made[0].id
+        assert shopper.standin.get(made[0].id)["status"] == "expired"
     else:
         assert order["status"] == "checkout_failed"
     # The shopper tries again once Stripe answers: a new order and a session, the cart unchanged.

@@ -16,7 +16,9 @@ import time
 import pytest
 
 from tests.conftest import DISPUTED, ROOT, Shopper, buy, edit_catalog, handoff, order, paid, pending, start, wire
+from standin import ASYNC_FAIL, ASYNC_OK
 from webshop import merchant
+from webshop import reconcile as reconcile_module
 from webshop.catalog import format_money
 from webshop.ledger import MIGRATIONS, iso_utc
 from webshop.settings import load_config
@@ -187,6 +189,51 @@ def test_reconcile_finds_the_session_of_a_checkout_that_failed_for_us(shop, run)
     assert code == 0 and f"{o['id']}: checkout_failed → paid" in out
     assert order(shop, sid)["status"] == "paid" and len(handoff(shop)) == 1
     assert "nothing to repair" in run("reconcile")[1]
+
+
+def test_reconcile_expires_the_open_session_of_a_checkout_that_failed_for_us(shop, run):
+    """The shopper saw an error, never that session, and may have paid a newer one: it must not become payable."""
+    sid = start(shop)
+    o = order(shop, sid)
+    with ledger(shop).db.tx() as db:
+        db.execute("UPDATE orders SET status = 'checkout_failed', session_id = NULL WHERE id = ?", (o["id"],))
+    code, out, _ = run("reconcile")
+    assert code == 0 and f"{o['id']}: expired" in out, out
+    assert shop.standin.get(sid)["status"] == "expired" and order(shop, sid)["status"] == "expired"
+    assert ledger(shop).open_checkout_for(o["browser"]) is None
+
+
+@pytest.mark.parametrize("card, outcome", [(ASYNC_OK, "paid"), (ASYNC_FAIL, "payment_failed")])
+def test_reconcile_settles_a_bank_payment_whose_outcome_was_missed_days_after_its_checkout(
+        shop, run, monkeypatch, card, outcome):
+    """Bank debits settle days after the session was made: outside any --since window, still asked about."""
+    sid = buy(shop, card=card)
+    shop.standin.deliver_pending()
+    assert order(shop, sid)["status"] == "awaiting_payment"
+    shop.standin.settle_async(sid)
+    shop.standin.drop_pending_events()  # the outcome's event never arrives
+    later = time.time() + 3 * 86400  # reconcile runs three days on, with its default window of 24 hours
+    monkeypatch.setattr(reconcile_module, "time", type("Later", (), {
+        "time": staticmethod(lambda: later), "strftime": staticmethod(time.strftime), "gmtime": time.gmtime}))
+    code, out, _ = run("reconcile")
+    assert code == 0 and f"awaiting_payment → {outcome}" in out, out
+    assert order(shop, sid)["status"] == outcome and len(handoff(shop)) == (outcome == "paid")
+    assert "nothing to repair" in run("reconcile")[1]
+
+
+def test_reconcile_goes_on_past_a_bank_payment_stripe_does_not_know(shop, run):
+    """A checkout made with other keys (test keys before a new account's, say): said, and the rest still done."""
+    unknown = buy(shop, card=ASYNC_OK)
+    shop.standin.deliver_pending()
+    with ledger(shop).db.tx() as db:
+        db.execute("UPDATE orders SET session_id = ? WHERE session_id = ?", (unknown + "gone", unknown))
+    sid = buy(shop, card=ASYNC_OK)
+    shop.standin.deliver_pending()
+    shop.standin.settle_async(sid)
+    shop.standin.drop_pending_events()
+    code, out, _ = run("reconcile")
+    assert code == 0 and f"Stripe does not know its checkout {unknown}gone" in out, out
+    assert order(shop, sid)["status"] == "paid"
 
 
 def test_expire_an_open_checkout(shop, run):

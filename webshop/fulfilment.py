@@ -23,7 +23,6 @@ MOVES = {
     "failed": (("open", "checkout_failed", "awaiting_payment", "expired"), "payment_failed", "payment failed"),
     "processing": (("open", "checkout_failed", "expired"), "awaiting_payment", "awaiting payment"),
     "expired": (("open", "checkout_failed"), "expired", "expired"),
-    "open": (("checkout_failed",), "open", "reopened"),  # the create call failed for us but reached Stripe
 }
 AMOUNTS = ("amount_subtotal", "amount_shipping", "amount_tax", "amount_discount", "amount_total")
 JSONL_MARK = "fulfilments.jsonl"  # the ledger's checkpoint: the last hand-off id written to the file
@@ -94,6 +93,8 @@ class Orders:
             except OSError as e:  # the record is committed; the next fulfilment or start writes the line
                 log.error("fulfilments.jsonl not written after order=%s: %s", order["id"], e)
             return charged, FULFILLED
+        if state == "open":  # nothing to record (a failed create call's session stays failed: reconcile expires it)
+            return charged, "no change"
         allowed, to, outcome = MOVES[state]
         moved = self.ledger.transition(order["id"], allowed, to, source, outcome, **fields)
         return charged, outcome if moved else "no change"

@@ -6,6 +6,7 @@ import stripe
 
 from . import payments
 from .ledger import REFUNDABLE, iso_utc
+from .settings import ShopError
 
 EVENT_DAYS = 30  # how long reconcile keeps the ids of handled webhook events
 LOST_AFTER = 600  # an order still without a session this long after checkout never reached Stripe
@@ -20,8 +21,11 @@ def reconcile(ctx, args):
         # https://docs.stripe.com/api/checkout/sessions/list (newest first; auto-paging follows has_more)
         page = payments.call("GET /v1/checkout/sessions", ctx.stripe.v1.checkout.sessions.list,
                              {"created": {"gte": since}, "limit": 100})
+        listed = set()
         for checked, session in enumerate(page.auto_paging_iter(), 1):
+            listed.add(session.id)
             repaired += _repair(ctx, session.to_dict())
+        repaired += _catch_up_payments(ctx, listed)
         repaired += _catch_up_refunds(ctx, refunded) + _catch_up_disputes(ctx, since)
         repaired += _settle_lost_checkouts(ctx, since)
     except stripe.StripeError as e:  # a later page failed (auto-paging calls Stripe itself)
@@ -45,9 +49,11 @@ def _repair(ctx, session):
     if (stripe_says == "paid" and order["fulfilled_at"] is None) or (
             stripe_says == "processing" and state in ("open", "checkout_failed", "expired", "awaiting_payment")):
         _, outcome = ctx.sync(sid, None, "reconcile")  # re-read with line items and the PaymentIntent
-    elif (stripe_says, state) in (("expired", "open"), ("expired", "checkout_failed"), ("open", "checkout_failed")):
+    elif (stripe_says, state) in (("expired", "open"), ("expired", "checkout_failed")):
         _, outcome = ctx.sync(sid, session, "reconcile")
-    elif (stripe_says, state) == ("open", "expired"):  # a newer click replaced it, and Stripe missed the expiry
+    # A newer click replaced it and Stripe missed the expiry, or the shopper got an error and never saw it (and may
+    # have paid a newer one since): either way it must not stay payable.
+    elif stripe_says == "open" and state in ("expired", "checkout_failed"):
         expired, _, outcome = ctx.expire(sid, "reconcile")  # or paid meanwhile: then fulfilled
         if expired:
             print(f"{order['id']}: expired (its checkout {sid} was still open at Stripe: now expired)")
@@ -62,6 +68,28 @@ def _repair(ctx, session):
         return 0
     print(f"{order['id']}: {state} → {after['status']} ({outcome}; session {sid})")
     return 1
+
+
+def _catch_up_payments(ctx, listed):
+    """Bank payments still processing whose outcome event never arrived, however old their checkout: a debit
+    settles days after it (https://docs.stripe.com/payments/ach-direct-debit/accept-a-payment#timing)."""
+    changed, live = 0, ctx.config.mode == "live"
+    for order in ctx.ledger.list(status="awaiting_payment", limit=10000):
+        sid = order["session_id"]
+        if not sid or sid in listed or sid.startswith("cs_live_") != live:  # listed, or the other mode's
+            continue
+        try:  # one read each, as for open disputes
+            _, outcome = ctx.sync(sid, None, "reconcile", order=order)
+        except ShopError as e:
+            if e.status != 404:
+                raise
+            print(f"{order['id']}: still awaiting_payment (Stripe does not know its checkout {sid})")
+            continue
+        after = ctx.ledger.get(order["id"])
+        if after["status"] != order["status"]:
+            print(f"{order['id']}: awaiting_payment → {after['status']} ({outcome}; session {sid})")
+            changed += 1
+    return changed
 
 
 def _refunded_intents(ctx, since):

@@ -577,6 +577,15 @@ def test_stripe_calls_are_logged_once_each_by_the_shop_and_never_as_api_stripe_c
     assert "api.stripe.com" not in proc.stdout + proc.stderr
 
 
+def test_a_refund_of_the_same_amount_is_replayed_after_one_of_another_amount(shop, run):
+    o = paid(shop)
+    for amount in ("200", "300", "200"):
+        code, out, _ = run("refund", o["id"], "--amount", amount)
+    assert code == 0 and "replayed" in out
+    charge = shop.standin.get(shop.standin.get(o["payment_intent"])["latest_charge"])
+    assert charge["amount_refunded"] == 500
+
+
 def test_the_same_refund_after_its_event_arrived_is_still_replayed_and_again_makes_a_second(shop, run):
     o = paid(shop)
     assert run("refund", o["id"], "--amount", "300")[0] == 0

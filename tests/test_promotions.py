@@ -88,6 +88,8 @@ def test_a_code_typed_on_stripes_page_discounts_before_tax_and_is_shown_and_hand
     assert session["total_details"]["amount_discount"] == 320  # 10% of 2 × $15.99, rounded
     page = shopper.get(f"/success?session_id={session_id}")
     assert "Discount (SPRING10)" in page.text and "$3.20" in page.text
+    rows = [th.text.split(" (")[0] for th in page.html.select("tfoot th")]
+    assert rows == ["Subtotal", "Discount", "Shipping", "Tax", "Total charged"], rows  # as on Stripe's page
     order = shopper.shop.orders.ledger.by_session(session_id)
     assert (order["amount_discount"], order["promotion_code"]) == (320, "SPRING10")
     (record,) = handoff(shopper)

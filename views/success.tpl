@@ -24,14 +24,14 @@
   </tbody>
   <tfoot>
   <tr><th scope="row" colspan="2">Subtotal</th><td class="num">{{money(summary["amount_subtotal"] or 0, currency=summary["currency"])}}</td></tr>
+%   if summary["amount_discount"]:
+  <tr><th scope="row" colspan="2">Discount{{" (" + summary["promotion_code"] + ")" if summary.get("promotion_code") else ""}}</th><td class="num">−{{money(summary["amount_discount"], currency=summary["currency"])}}</td></tr>
+%   end
   <tr><th scope="row" colspan="2">Shipping</th><td class="num">{{money(summary["amount_shipping"], currency=summary["currency"])}}</td></tr>
 %   if tax_later:  # Stripe Tax works it out from the address the shopper gives when paying
   <tr><th scope="row" colspan="2">Tax</th><td class="num">{{"included, " if summary.get("tax_included") else ""}}worked out when you pay</td></tr>
 %   elif state != "expired":
   <tr><th scope="row" colspan="2">Tax{{" (included)" if summary.get("tax_included") else ""}}</th><td class="num">{{money(summary["amount_tax"], currency=summary["currency"])}}</td></tr>
-%   end
-%   if summary["amount_discount"]:
-  <tr><th scope="row" colspan="2">Discount{{" (" + summary["promotion_code"] + ")" if summary.get("promotion_code") else ""}}</th><td class="num">−{{money(summary["amount_discount"], currency=summary["currency"])}}</td></tr>
 %   end
 %   if state == "paid" and order["amount_refunded"]:
   <tr><th scope="row" colspan="2">Refunded</th><td class="num">−{{money(order["amount_refunded"], currency=summary["currency"])}}</td></tr>

@@ -166,7 +166,8 @@ def test_every_shop_form_carries_a_token_and_is_refused_without_it(shopper, make
                                                            "reload the page") in page.text
             assert page.headers["Content-Security-Policy"] and "cart=" not in page.headers.get("Set-Cookie", "")
         assert (shopper.cart_cookie(), len(ledger.list())) == before
-        assert shopper.post(action, hidden, headers={"Origin": BASE, "Sec-Fetch-Site": "same-origin"}).status_int == 303
+        filled = {"quantity": "1", **hidden}  # the visible quantity box, as a browser sends it
+        assert shopper.post(action, filled, headers={"Origin": BASE, "Sec-Fetch-Site": "same-origin"}).status_int == 303
 
 
 def test_forms_post_only_to_this_shop_or_stripe(shopper):
@@ -229,6 +230,16 @@ def test_quantities_outside_1_to_99_are_refused_with_a_message(shopper, quantity
         assert "whole number from 1 to 99" in response.text
     orders = shopper.shop.orders.ledger.list()
     assert all(i["quantity"] == 1 for o in orders for i in o["items"])
+
+
+@pytest.mark.parametrize("quantity", [None, "", " ", "100", "-1", "x"])
+def test_a_cart_change_without_a_quantity_from_0_to_99_is_refused_and_leaves_the_cart(shopper, quantity):
+    product = shopper.shop.catalog().products[0].id
+    shopper.add(product, 5)
+    data = {"csrf_token": shopper.csrf(), "action": "set", "product_id": product}
+    response = shopper.post("/cart", data if quantity is None else {**data, "quantity": quantity}, expect_errors=True)
+    assert response.status_int == 400 and "whole number from 0 to 99 (0 removes the book)" in response.text
+    assert shopper.cart_cookie() == f"{product}:5"
 
 
 @pytest.mark.parametrize("quantity", ["", " ", "\t"])

@@ -44,7 +44,7 @@
         <input type="hidden" name="action" value="set">
         <input type="hidden" name="product_id" value="{{product.id}}">
         <label for="qty-{{product.id}}" class="visually-hidden">Quantity of {{product.name}}</label>
-        <input id="qty-{{product.id}}" name="quantity" type="number" inputmode="numeric" min="0" max="99" value="{{quantity}}">
+        <input id="qty-{{product.id}}" name="quantity" type="number" inputmode="numeric" min="0" max="99" value="{{quantity}}" required>
         <button type="submit" class="secondary">Update<span class="visually-hidden"> {{product.name}}</span></button>
       </form>
     </td>

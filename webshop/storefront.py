@@ -315,9 +315,11 @@ def product_field(catalog):
 
 
 def quantity_field(low):
-    value = _int(request.forms.get("quantity"), 1, low, MAX_QUANTITY)
+    """The posted quantity: 1 when an add leaves it out; a change (low 0: remove) must give one."""
+    value = _int(request.forms.get("quantity"), 1 if low else None, low, MAX_QUANTITY)
     if value is None:
-        raise ShopError(400, f"The quantity must be a whole number from {max(low, 1)} to {MAX_QUANTITY}.")
+        raise ShopError(400, f"The quantity must be a whole number from {low} to {MAX_QUANTITY}"
+                             f"{' (0 removes the book)' if not low else ''}.")
     return value
 
 

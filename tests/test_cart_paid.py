@@ -144,3 +144,16 @@ def test_a_cart_paid_meanwhile_is_not_called_just_as_you_left_it_on_cancel(shopp
     wire(shopper).standin.deliver_pending()
     page = shopper.get("/cart?canceled=1")  # the Cancel of another tab's payment page, say
     assert "You have paid for" in page.text and "just as you left it" not in page.text
+
+
+def test_a_book_withdrawn_from_the_cart_is_said_once_and_its_checkout_is_no_longer_called_the_cart(
+        make_shopper, catalog_copy):
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    to_stripe = shopper.checkout()
+    withdraw(catalog_copy, b.id)
+    page = shopper.get("/cart")
+    assert f"Sorry, {b.name} is no longer sold, so it is not in your cart." in page.text
+    assert "which is not your cart as it is now" in page.text  # the open checkout still pays for b
+    assert "no longer sold" not in shopper.get("/cart").text  # said once
+    confirmation = shopper.get(pay(shopper, to_stripe).location)
+    assert count(confirmation) == "(0)" and not shopper.cart_cookie()  # a was paid for: nothing left

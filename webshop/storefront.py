@@ -54,11 +54,20 @@ def install(app, shop):
             said = own_order(shop, request.query["paid"])
             paid = said if said and said["status"] in PAID else None
         cart, notes = in_stock(shop, kept, catalog)
+        # Books the merchant withdrew since: said once, then gone from the cookie (the cart is no longer its
+        # checkout's, whose books paying it still takes out).
+        gone = [p for p in parse_cart(cookies(request).get(shop.guard.prefix + "cart", ""), None)
+                if catalog.product(p) is None]
+        if gone and not request.environ.get("shop.paid"):
+            write_cart(shop.guard, kept, checked_out=request.environ.get("shop.mark"))
+            names = {i["product_id"]: i["name"] for i in (pending or {}).get("items", ())}
+            notes += [f"Sorry, {names.get(p, 'one of your books')} is no longer sold, so it is not in your cart."
+                      for p in gone]
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
         # An open checkout the cart did not go to ("Buy now", or the cart changed since) says what it pays: paying
-        # it leaves the cart in place (the success page empties only the cart that went to checkout as its order).
-        own = pending and (request.environ.get("shop.checked_out") or {}).get("id") == pending["id"]
+        # it takes its books out only of a cart that went to checkout as it.
+        own = pending and not gone and (request.environ.get("shop.checked_out") or {}).get("id") == pending["id"]
         other = pending and not own and ", ".join(f"{i['quantity']} × {i['name']}" for i in pending["items"])
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
                            cart_count=sum(cart.values()),

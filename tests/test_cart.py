@@ -130,3 +130,8 @@ def test_the_added_notice_names_only_what_the_cart_holds(shopper, cat):
     assert f"Added “{first.name}” to your cart." in shopper.get(f"/cart?added={first.id}").text
     page = shopper.get(f"/cart?added={second.id}").text  # a link made up to claim another book was added
     assert "Added" not in page
+
+
+def test_the_empty_checkout_notice_is_not_shown_over_a_cart_that_holds_books(shopper):
+    shopper.add(shopper.shop.catalog().products[0].id)
+    assert "Your cart is empty" not in shopper.get("/cart?empty=1").text

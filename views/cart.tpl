@@ -13,7 +13,7 @@
 <p class="notice" role="status">You have paid for {{bought}}{{" (refunded since)" if paid["status"] == "refunded" else ""}}, so they are no longer in your cart. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>
 % end
 % end
-% if empty_checkout:
+% if empty_checkout and not items:
 <p class="notice" role="status">Your cart is empty, so there is nothing to check out yet.</p>
 % end
 % if added and most:

@@ -196,6 +196,9 @@ def _error_page(shop, error):
         cause = ShopError(status, MESSAGES.get(status, MESSAGES[500]))
     shop.guard.headers(response)
     response.set_header("Cache-Control", "no-store")
+    allow = response.headers.get("Allow", "").split(",")
+    if status == 405 and "GET" in allow and "HEAD" not in allow:  # bottle answers HEAD as GET, yet leaves it out
+        response.set_header("Allow", ",".join(allow + ["HEAD"]))
     if cause.retry_after or status == 503:
         response.set_header("Retry-After", str(cause.retry_after or 30))
     if request.path == "/webhook":  # Stripe's endpoint answers in JSON

@@ -24,6 +24,7 @@ def test_error_pages_use_the_shop_layout(shopper):
         assert "Paper Lantern Books" in page.text and "Traceback" not in page.text
     page = shopper.put("/cart", status=405)
     assert "does not take this kind of request" in page.text
+    assert sorted(page.headers["Allow"].split(",")) == ["GET", "HEAD", "POST"]  # HEAD works: it is allowed
 
 
 @pytest.mark.parametrize("path", ["/cart", "/checkout"])

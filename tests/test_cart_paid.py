@@ -1,6 +1,8 @@
 """The cart and the checkout it went to: what the cart cookie's mark of that order does when the catalog changes,
 a bank payment is processing, or the cart is changed and paid in another tab."""
 
+import pytest
+
 from standin import ASYNC_FAIL, ASYNC_OK
 from tests.conftest import edit_catalog, pay, wire
 
@@ -157,3 +159,46 @@ def test_a_book_withdrawn_from_the_cart_is_said_once_and_its_checkout_is_no_long
     assert "no longer sold" not in shopper.get("/cart").text  # said once
     confirmation = shopper.get(pay(shopper, to_stripe).location)
     assert count(confirmation) == "(0)" and not shopper.cart_cookie()  # a was paid for: nothing left
+
+
+def test_a_failed_bank_payment_puts_its_books_back_beside_what_was_added_meanwhile(shopper):
+    a, b = shopper.shop.catalog().products[:2]
+    shopper.add(a.id)
+    to_stripe = shopper.checkout()
+    sid = shopper.session_id(to_stripe)
+    shopper.add(b.id)  # in the cart's tab, while Stripe's page is open
+    processing = shopper.get(pay(shopper, to_stripe, card=ASYNC_FAIL).location)
+    assert count(processing) == "(1)"  # a is being paid for: only b is left
+    shopper.standin.settle_async(sid)
+    wire(shopper).standin.deliver_pending()
+    failed = shopper.get(f"/success?session_id={sid}")
+    assert "Its books are back in your cart." in failed.text and count(failed) == "(2)", count(failed)
+    assert "back in your cart" not in shopper.get(f"/success?session_id={sid}").text  # once
+
+
+@pytest.mark.parametrize("card", [None, ASYNC_OK])
+def test_a_book_withdrawn_from_a_cart_whose_checkout_was_paid_meanwhile_is_said_once(make_shopper, catalog_copy, card):
+    shopper = make_shopper(catalog=str(catalog_copy))
+    a, b, c = shopper.shop.catalog().products[:3]
+    shopper.add(a.id)
+    shopper.standin.pay(shopper.session_id(shopper.checkout()), **({"card": card} if card else {}))  # tab closed
+    shopper.add(b.id)
+    shopper.add(c.id)
+    wire(shopper).standin.deliver_pending()
+    withdraw(catalog_copy, b.id)
+    page = shopper.get("/cart")
+    assert ("is processing" if card else "You have paid for") in page.text
+    assert "Sorry, one of your books is no longer sold" in page.text and count(page) == "(1)", count(page)
+    again = shopper.get("/cart")
+    assert "no longer sold" not in again.text and count(again) == "(1)"
+
+
+def test_the_cart_says_when_the_order_paid_in_a_closed_tab_was_partly_refunded_since(shopper):
+    a = shopper.shop.catalog().products[0]
+    shopper.add(a.id)
+    sid = shopper.session_id(shopper.checkout())
+    shopper.standin.pay(sid)
+    wire(shopper).standin.deliver_pending()
+    order = shopper.shop.orders.ledger.by_session(sid)
+    shopper.shop.orders.ledger.apply_refund(order["id"], 100, order["amount_total"], "test")
+    assert f"You have paid for 1 × {a.name} (partly refunded since)" in shopper.get("/cart").text

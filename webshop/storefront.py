@@ -48,21 +48,21 @@ def install(app, shop):
         """The cart with line totals and subtotal, and the browser's open checkout if it left one."""
         catalog, pending = shop.catalog(), own_checkout()
         kept, paid = read_cart(shop, catalog), request.environ.get("shop.paid")
+        # Books the merchant withdrew since: said once, then gone from the cookie.
+        written = parse_cart(cookies(request).get(shop.guard.prefix + "cart", ""), None)
+        gone = [p for p in written if catalog.product(p) is None]
         if paid and paid["status"] in PAID:  # and the confirmation page that takes them out never seen
-            write_cart(shop.guard, kept)  # (a bank payment still processing may fail: its books are only hidden)
+            write_cart(shop.guard, kept)
+        elif gone:  # (a bank payment still processing may fail: its books stay, hidden, in the cookie)
+            write_cart(shop.guard, {p: q for p, q in written.items() if p not in gone},
+                       checked_out=request.environ.get("shop.mark"))
         elif ORDER_ID.fullmatch(request.query.get("paid", "")):  # an add started a new cart after that one was paid
             said = own_order(shop, request.query["paid"])
             paid = said if said and said["status"] in PAID else None
         cart, notes = in_stock(shop, kept, catalog)
-        # Books the merchant withdrew since: said once, then gone from the cookie (the cart is no longer its
-        # checkout's, whose books paying it still takes out).
-        gone = [p for p in parse_cart(cookies(request).get(shop.guard.prefix + "cart", ""), None)
-                if catalog.product(p) is None]
-        if gone and not request.environ.get("shop.paid"):
-            write_cart(shop.guard, kept, checked_out=request.environ.get("shop.mark"))
-            names = {i["product_id"]: i["name"] for i in (pending or {}).get("items", ())}
-            notes += [f"Sorry, {names.get(p, 'one of your books')} is no longer sold, so it is not in your cart."
-                      for p in gone]
+        names = {i["product_id"]: i["name"] for o in (pending, paid) if o for i in o["items"]}
+        notes += [f"Sorry, {names.get(p, 'one of your books')} is no longer sold, so it is not in your cart."
+                  for p in gone if p not in (paid and quantities(paid["items"]) or ())]
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
         # An open checkout the cart did not go to ("Buy now", or the cart changed since) says what it pays: paying
@@ -198,12 +198,15 @@ def install(app, shop):
             # Its books leave the cart (if still processing too: they would invite a second payment), and what was
             # added since stays; "Buy now" and an old confirmation leave the cart alone.
             write_cart(shop.guard, cart)
-        elif state == "failed" and not cart and order["browser"] == shop.guard.valid_sid(request):
-            # The delayed payment that emptied the cart failed: its books go back in, once, for another try.
+        elif state == "failed" and order["browser"] == shop.guard.valid_sid(request):
+            # The delayed payment that took its books out of the cart failed: they go back in, once, for another try.
             ledger, mark = shop.orders.ledger, f"cart back {order['id']}"
             if not ledger.checkpoint(mark):
                 ledger.set_checkpoint(mark, True)
-                restored = write_cart(shop.guard, {p: q for p, q in bought.items() if catalog.product(p)})
+                # Beside what the cart holds now; a book the shopper has put back already is left as it is.
+                back = {p: q for p, q in bought.items() if catalog.product(p) and p not in cart}
+                restored = back and write_cart(shop.guard, {**cart, **back}, checked_out=None if request.environ.get(
+                    "shop.paid") else request.environ.get("shop.mark"))
                 count = sum(in_stock(shop, restored, catalog)[0].values()) if restored else None
         return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,
                            cart_count=count, restored=restored, tax_later=tax_later)

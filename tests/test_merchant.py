@@ -236,6 +236,17 @@ def test_reconcile_goes_on_past_a_bank_payment_stripe_does_not_know(shop, run):
     assert order(shop, sid)["status"] == "paid"
 
 
+def test_refunding_what_is_left_never_replays_a_partial_refund_of_the_same_amount(shop, run):
+    o = paid(shop)
+    for amount in ("600", str(o["amount_total"] - 1200)):
+        assert run("refund", o["id"], "--amount", amount)[0] == 0
+        shop.standin.deliver_pending()
+    code, out, _ = run("refund", o["id"])  # what is left: 600 again, a new refund
+    assert code == 0 and "replayed" not in out, out
+    charge = shop.standin.get(shop.standin.get(o["payment_intent"])["latest_charge"])
+    assert charge["amount_refunded"] == o["amount_total"]
+
+
 def test_expire_an_open_checkout(shop, run):
     sid = start(shop)
     o = order(shop, sid)

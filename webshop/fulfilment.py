@@ -135,7 +135,7 @@ class Orders:
         if o["status"] not in REFUNDABLE or not o["payment_intent"] or o["amount_total"] is None:
             hint = " (answer the dispute in the Stripe Dashboard instead)" if o["status"] == "disputed" else ""
             raise ShopError(409, f"Order {o['id']} is {o['status']}: only paid orders can be refunded{hint}.")
-        left = o["amount_total"] - o["amount_refunded"]
+        left, asked = o["amount_total"] - o["amount_refunded"], amount
         amount = left if amount is None else amount
         if amount <= 0 or amount > left:
             raise ShopError(409, f"Cannot refund {money(amount, cur)} on order {o['id']}: {money(left, cur)} of "
@@ -144,7 +144,8 @@ class Orders:
         # key: the /admin confirmation page's own. The command keeps one per order and amount for 23 hours, so running
         # it again (after a timeout, or by mistake) replays the first refund, whenever its event arrives; --again
         # makes another.
-        mark, now = f"refund {o['id']} {amount}", time.time()
+        # "What is left" is its own request: the same amount asked for by number is another one.
+        mark, now = f"refund {o['id']} {'rest ' if asked is None else ''}{amount}", time.time()
         last = self.ledger.checkpoint(mark)
         if key is None:
             fresh = again or not last or now - last["at"] > 23 * 3600

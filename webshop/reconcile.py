@@ -25,9 +25,8 @@ def reconcile(ctx, args):
         for checked, session in enumerate(page.auto_paging_iter(), 1):
             listed.add(session.id)
             repaired += _repair(ctx, session.to_dict())
-        repaired += _catch_up_payments(ctx, listed)
         repaired += _catch_up_refunds(ctx, refunded) + _catch_up_disputes(ctx, since)
-        repaired += _settle_lost_checkouts(ctx, since)
+        repaired += _settle_lost_checkouts(ctx, since) + _catch_up_payments(ctx, listed)
     except stripe.StripeError as e:  # a later page failed (auto-paging calls Stripe itself)
         raise payments.shop_error(e) from None
     print(f"Checked {checked} checkout session(s) since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}: "
@@ -80,10 +79,11 @@ def _catch_up_payments(ctx, listed):
             continue
         try:  # one read each, as for open disputes
             _, outcome = ctx.sync(sid, None, "reconcile", order=order)
-        except ShopError as e:
-            if e.status != 404:
+        except ShopError as e:  # one order Stripe will not show: said, and the others still asked about
+            if e.status == 503:
                 raise
-            print(f"{order['id']}: still awaiting_payment (Stripe does not know its checkout {sid})")
+            why = "Stripe does not know" if e.status == 404 else f"Stripe refused ({e.message}) to show"
+            print(f"{order['id']}: still awaiting_payment ({why} its checkout {sid})")
             continue
         after = ctx.ledger.get(order["id"])
         if after["status"] != order["status"]:

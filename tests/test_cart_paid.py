@@ -202,3 +202,22 @@ def test_the_cart_says_when_the_order_paid_in_a_closed_tab_was_partly_refunded_s
     order = shopper.shop.orders.ledger.by_session(sid)
     shopper.shop.orders.ledger.apply_refund(order["id"], 100, order["amount_total"], "test")
     assert f"You have paid for 1 × {a.name} (partly refunded since)" in shopper.get("/cart").text
+
+
+def test_a_failed_bank_payment_never_puts_a_full_cart_past_its_most_lines(make_shopper, catalog_copy):
+    with edit_catalog(catalog_copy) as data:
+        data["products"] += [{**data["products"][0], "id": f"book-{i}", "stock": None} for i in range(50)]
+    shopper = make_shopper(catalog=str(catalog_copy))
+    a = shopper.shop.catalog().products[0]
+    shopper.add(a.id)
+    to_stripe = shopper.checkout()
+    sid = shopper.session_id(to_stripe)
+    for i in range(49):
+        shopper.add(f"book-{i}")
+    shopper.get(pay(shopper, to_stripe, card=ASYNC_FAIL).location)
+    shopper.add("book-49")  # 50 lines: the cart is full
+    shopper.standin.settle_async(sid)
+    wire(shopper).standin.deliver_pending()
+    failed = shopper.get(f"/success?session_id={sid}")
+    assert "did not go through" in failed.text and count(failed) == "(50)", count(failed)
+    assert len(shopper.cart_cookie().split(".")) == 50

@@ -205,6 +205,7 @@ def install(app, shop):
                 ledger.set_checkpoint(mark, True)
                 # Beside what the cart holds now; a book the shopper has put back already is left as it is.
                 back = {p: q for p, q in bought.items() if catalog.product(p) and p not in cart}
+                back = dict(list(back.items())[:max(0, MAX_LINES - len(cart))])  # a cart's most lines
                 restored = back and write_cart(shop.guard, {**cart, **back}, checked_out=None if request.environ.get(
                     "shop.paid") else request.environ.get("shop.mark"))
                 count = sum(in_stock(shop, restored, catalog)[0].values()) if restored else None

@@ -221,6 +221,19 @@ def test_reconcile_settles_a_bank_payment_whose_outcome_was_missed_days_after_it
     assert "nothing to repair" in run("reconcile")[1]
 
 
+def test_one_reconcile_settles_an_old_bank_payment_and_the_refund_made_since(shop, run):
+    sid = buy(shop, card=ASYNC_OK)
+    shop.standin.deliver_pending()
+    shop.standin.settle_async(sid)
+    o = order(shop, sid)
+    shop.shop.orders.stripe.v1.refunds.create({"payment_intent": o["payment_intent"], "amount": 300})
+    shop.standin.drop_pending_events()  # neither the payment's outcome nor the refund is heard of
+    with shop.standin.store.tx(write=True) as tx:  # the checkout was three days ago, the refund now
+        tx.conn.execute("UPDATE objects SET created = created - 259200 WHERE id = ?", (sid,))
+    assert run("reconcile")[0] == 0
+    assert (order(shop, sid)["status"], order(shop, sid)["amount_refunded"]) == ("partially_refunded", 300)
+
+
 def test_reconcile_goes_on_past_a_bank_payment_stripe_does_not_know(shop, run):
     """A checkout made with other keys (test keys before a new account's, say): said, and the rest still done."""
     unknown = buy(shop, card=ASYNC_OK)
@@ -232,7 +245,7 @@ def test_reconcile_goes_on_past_a_bank_payment_stripe_does_not_know(shop, run):
     shop.standin.settle_async(sid)
     shop.standin.drop_pending_events()
     code, out, _ = run("reconcile")
-    assert code == 0 and f"Stripe does not know its checkout {unknown}gone" in out, out
+    assert code == 0 and f"still awaiting_payment, its checkout {unknown}gone unknown to Stripe" in out, out
     assert order(shop, sid)["status"] == "paid"
 
 

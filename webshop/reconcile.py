@@ -25,8 +25,9 @@ def reconcile(ctx, args):
         for checked, session in enumerate(page.auto_paging_iter(), 1):
             listed.add(session.id)
             repaired += _repair(ctx, session.to_dict())
+        repaired += _catch_up_payments(ctx, listed)  # before refunds and disputes, which need the order paid
         repaired += _catch_up_refunds(ctx, refunded) + _catch_up_disputes(ctx, since)
-        repaired += _settle_lost_checkouts(ctx, since) + _catch_up_payments(ctx, listed)
+        repaired += _settle_lost_checkouts(ctx, since)
     except stripe.StripeError as e:  # a later page failed (auto-paging calls Stripe itself)
         raise payments.shop_error(e) from None
     print(f"Checked {checked} checkout session(s) since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}: "
@@ -79,11 +80,10 @@ def _catch_up_payments(ctx, listed):
             continue
         try:  # one read each, as for open disputes
             _, outcome = ctx.sync(sid, None, "reconcile", order=order)
-        except ShopError as e:  # one order Stripe will not show: said, and the others still asked about
-            if e.status == 503:
+        except ShopError as e:  # unknown to this key (another account's?): said, and the others still asked about
+            if e.status != 404:
                 raise
-            why = "Stripe does not know" if e.status == 404 else f"Stripe refused ({e.message}) to show"
-            print(f"{order['id']}: still awaiting_payment ({why} its checkout {sid})")
+            print(f"{order['id']}: still awaiting_payment, its checkout {sid} unknown to Stripe: {e.detail}")
             continue
         after = ctx.ledger.get(order["id"])
         if after["status"] != order["status"]:

@@ -194,21 +194,20 @@ def install(app, shop):
         count, restored, catalog = None, False, shop.catalog()
         bought, cart = quantities(order["items"]), read_cart(shop, catalog)
         paid = request.environ.get("shop.paid")  # the order the cart last went to checkout as, bought
-        if paid and (paid["id"] == order["id"] or paid["status"] in PAID):
-            # Its books leave the cart (if still processing too: they would invite a second payment), and what was
-            # added since stays; "Buy now" and an old confirmation leave the cart alone.
+        if paid and paid["status"] in PAID:
+            # Its books leave the cart, and what was added since stays; "Buy now" and an old confirmation leave the
+            # cart alone. (A bank payment still processing only hides them: they show again if it fails.)
             write_cart(shop.guard, cart)
         elif state == "failed" and order["browser"] == shop.guard.valid_sid(request):
-            # The delayed payment that took its books out of the cart failed: they go back in, once, for another try.
-            ledger, mark = shop.orders.ledger, f"cart back {order['id']}"
-            if not ledger.checkpoint(mark):
-                ledger.set_checkpoint(mark, True)
-                # Beside what the cart holds now; a book the shopper has put back already is left as it is.
-                back = {p: q for p, q in bought.items() if catalog.product(p) and p not in cart}
-                back = dict(list(back.items())[:max(0, MAX_LINES - len(cart))])  # a cart's most lines
-                restored = back and write_cart(shop.guard, {**cart, **back}, checked_out=None if request.environ.get(
-                    "shop.paid") else request.environ.get("shop.mark"))
-                count = sum(in_stock(shop, restored, catalog)[0].values()) if restored else None
+            # Its books were hidden in the cart while it processed, and show again; or, if that cart has gone
+            # (emptied since, or from before carts were marked), they go back into an empty one. Said once.
+            ledger, said = shop.orders.ledger, f"cart back {order['id']}"
+            hidden = request.environ.get("shop.mark") == order["id"]
+            if (hidden or not cart) and not ledger.checkpoint(said):
+                ledger.set_checkpoint(said, True)
+                restored = bool(cart) if hidden else write_cart(
+                    shop.guard, {p: q for p, q in bought.items() if catalog.product(p)})
+                count = sum(in_stock(shop, restored, catalog)[0].values()) if restored and not hidden else None
         return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,
                            cart_count=count, restored=restored, tax_later=tax_later)
 

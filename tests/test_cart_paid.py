@@ -206,3 +206,14 @@ def test_a_failed_buy_now_bank_payment_leaves_a_cart_of_other_books_alone(shoppe
     failed = shopper.get(f"/success?session_id={sid}")
     assert "did not go through" in failed.text and "back in your cart" not in failed.text
     assert shopper.cart_cookie() == f"{b.id}:1"
+
+
+def test_a_cart_paid_in_a_closed_tab_whose_only_book_was_withdrawn_still_says_what_was_paid(make_shopper, catalog_copy):
+    shopper = make_shopper(catalog=str(catalog_copy))
+    a = shopper.shop.catalog().products[0]
+    shopper.add(a.id)
+    shopper.standin.pay(shopper.session_id(shopper.checkout()))
+    wire(shopper).standin.deliver_pending()
+    withdraw(catalog_copy, a.id)
+    page = shopper.get("/cart")
+    assert f"You have paid for 1 × {a.name}" in page.text and "no longer sold" not in page.text

@@ -257,7 +257,7 @@ def read_cart(shop, catalog):
     page (request's "shop.paid"): what was added since stays."""
     raw = cookies(request).get(shop.guard.prefix + "cart", "")
     cart, mark = parse_cart(raw, catalog), _CHECKED_OUT.search(raw)
-    if cart and mark and "shop.paid" not in request.environ:
+    if mark and "shop.paid" not in request.environ:  # (every book withdrawn since, perhaps: still its order)
         mine = own_order(shop, mark[1])
         # Still the cart that went to checkout as that order? (It may have changed since, and back.) Its lines as
         # written: books withdrawn from the catalog since count too.

@@ -150,7 +150,7 @@ class Orders:
         if key is None:
             fresh = again or not last or now - last["at"] > 23 * 3600
             key = secrets.token_hex(16) if fresh else last["key"]
-            self.ledger.set_checkpoint(mark, {"amount": amount, "key": key, "at": now if fresh else last["at"]})
+            self.ledger.set_checkpoint(mark, {"key": key, "at": now if fresh else last["at"]})
         result = payments.call("POST /v1/refunds", self.stripe.v1.refunds.create,
                                {"payment_intent": o["payment_intent"], "amount": amount, "metadata": {"order_id": o["id"]}},
                                {"idempotency_key": f"refund-{o['id']}-{key}"})

@@ -61,8 +61,9 @@ def install(app, shop):
             paid = said if said and said["status"] in PAID else None
         cart, notes = in_stock(shop, kept, catalog)
         names = {i["product_id"]: i["name"] for o in (pending, paid) if o for i in o["items"]}
+        paid_for = quantities(paid["items"]) if paid else {}  # left the cart as bought, not as withdrawn
         notes += [f"Sorry, {names.get(p, 'one of your books')} is no longer sold, so it is not in your cart."
-                  for p in gone if p not in (paid and quantities(paid["items"]) or ())]
+                  for p in gone if p not in paid_for]
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
         # An open checkout the cart did not go to ("Buy now", or the cart changed since) says what it pays: paying

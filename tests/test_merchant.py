@@ -147,6 +147,21 @@ def test_repeating_a_refund_before_its_event_arrives_does_not_refund_twice(shop,
     assert charge["amount_refunded"] == 300
 
 
+def test_refunding_again_before_the_first_refunds_event_says_nothing_more_was_refunded(shop, run):
+    o = paid(shop)
+    assert run("refund", o["id"], "--amount", str(o["amount_total"] - 100))[0] == 0
+    code, _, err = run("refund", o["id"])  # the ledger still thinks all of it is left: Stripe has 100 left
+    assert code == 1 and "Nothing more was refunded" in err and "reconcile" in err
+    assert run("refund", o["id"], "--amount", "100")[0] == 0
+    code, _, err = run("refund", o["id"], "--amount", "50")
+    assert code == 1 and "Nothing more was refunded" in err
+    charge = shop.standin.get(shop.standin.get(o["payment_intent"])["latest_charge"])
+    assert charge["amount_refunded"] == o["amount_total"]
+    assert run("reconcile")[0] == 0
+    after = order(shop, o["session_id"])
+    assert (after["status"], after["amount_refunded"]) == ("refunded", o["amount_total"])
+
+
 def test_refund_over_the_paid_amount_or_of_an_unpaid_order_is_refused(shop, run):
     o = paid(shop)
     code, _, err = run("refund", o["id"], "--amount", str(o["amount_total"] + 1))

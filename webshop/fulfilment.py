@@ -151,9 +151,16 @@ class Orders:
             fresh = again or not last or now - last["at"] > 23 * 3600
             key = secrets.token_hex(16) if fresh else last["key"]
             self.ledger.set_checkpoint(mark, {"key": key, "at": now if fresh else last["at"]})
-        result = payments.call("POST /v1/refunds", self.stripe.v1.refunds.create,
-                               {"payment_intent": o["payment_intent"], "amount": amount, "metadata": {"order_id": o["id"]}},
-                               {"idempotency_key": f"refund-{o['id']}-{key}"})
+        try:
+            result = payments.call("POST /v1/refunds", self.stripe.v1.refunds.create, {
+                "payment_intent": o["payment_intent"], "amount": amount, "metadata": {"order_id": o["id"]}},
+                {"idempotency_key": f"refund-{o['id']}-{key}"})
+        except ShopError as e:  # a refund made since whose charge.refunded event has not reached the shop yet
+            if e.code not in ("charge_already_refunded", "amount_too_large"):
+                raise
+            raise ShopError(409, f"Nothing more was refunded: Stripe has refunded more of order {o['id']} than the "
+                                 "shop has recorded yet (its charge.refunded event is on its way). `python shop.py "
+                                 "reconcile` records it now.", detail=e.detail) from None
         replayed = (result.last_response.headers or {}).get("Idempotent-Replayed") == "true"
         return o, result, replayed, restock and self.ledger.restock(o["id"], source)
 

@@ -136,7 +136,7 @@ def shop_error(e):
     if isinstance(e, stripe.InvalidRequestError):
         if e.code == "resource_missing":
             return ShopError(404, "We could not find that checkout.", detail=e.user_message)
-        return ShopError(502, REFUSED, detail=e.user_message)
+        return ShopError(502, REFUSED, detail=e.user_message, code=e.code)
     # Unreachable, rate limited, Stripe's own error, or the merchant's key: the shopper comes back later.
     return ShopError(503, UNAVAILABLE, detail=type(e).__name__)
 

@@ -12,11 +12,12 @@ KEY = re.compile(r"[sr]k_(test|live)_")  # a secret or restricted key; the mode 
 
 
 class ShopError(Exception):
-    """The one error type: an HTTP status and a message that is safe to show; `detail` is for the log only."""
+    """The one error type: an HTTP status and a message that is safe to show; `detail` is for the log only, `code`
+    the error code Stripe gave, if any."""
 
-    def __init__(self, status, message, detail=None, retry_after=None):
+    def __init__(self, status, message, detail=None, retry_after=None, code=None):
         super().__init__(message)
-        self.status, self.message, self.detail, self.retry_after = status, message, detail, retry_after
+        self.status, self.message, self.detail, self.retry_after, self.code = status, message, detail, retry_after, code
 
 
 class ConfigError(ShopError):

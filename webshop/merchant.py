@@ -182,6 +182,10 @@ def serve(config):
     log.info("serving %s at %s (%s mode, %d threads)", shop.catalog().shop_name, config.base_url, config.mode,
              config.threads)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))  # stop as on Ctrl-C
+    # waitress's loop thread polls in Python while a request thread that gave up the GIL for a send or a ledger
+    # statement waits to get it back, 5 ms at a time by default: at 256 shoppers half a millisecond carried 40-60%
+    # more checkouts and confirmations a second (docs/benchmarks.md, "What limits one process under load").
+    sys.setswitchinterval(0.0005)
     mailer = start_background(shop)
     try:
         server.run()

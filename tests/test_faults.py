@@ -270,6 +270,21 @@ def test_webhook_answers_5xx_while_stripe_is_unreachable_then_fulfils_once(make,
     assert [line["session_id"] for line in handoff(shopper)] == [session_id]
 
 
+def test_the_confirming_page_does_not_count_the_books_being_paid_for_but_one_added_since(make):
+    shopper = make(retries=0)
+    first, second = shopper.shop.catalog().products[:2]
+    shopper.add(first.id)
+    session_id = shopper.session_id(shopper.checkout())
+    shopper.add(second.id)  # Back from Stripe's page, one more book, then the first checkout is paid in its tab
+    shopper.standin.pay(session_id)
+    inject(shopper, RETRIEVE, "500", times=3)
+    page = shopper.get("/success", {"session_id": session_id})
+    assert "confirming your payment" in page.text.lower()
+    assert page.html.select_one(".count").text == "(1)"
+    shopper.standin.faults.clear()
+    assert first.name in shopper.get("/cart").text  # the cookie keeps it until the payment is known
+
+
 # -- reconcile finishes the job --------------------------------------------------------------------------------------
 
 def test_reconcile_fulfils_what_webhooks_and_success_page_could_not(make):

@@ -184,8 +184,14 @@ def install(app, shop):
             except ShopError as e:
                 if e.status == 404:
                     raise
-                # Stripe is unreachable: never say "failed"; the webhook or reconcile will settle it.
-                return shop.render("success.tpl", title="Confirming your payment", state="confirming", order=order)
+                # Stripe is unreachable: never say "failed"; the webhook or reconcile will settle it. Meanwhile the
+                # header does not count the books of the cart that went to checkout as this order (the cookie keeps
+                # them: the cart page shows them until the payment is known).
+                catalog, cart = shop.catalog(), read_cart(shop, shop.catalog())
+                held = quantities(order["items"]) if request.environ.get("shop.mark") == order["id"] else {}
+                left = {p: q - held.get(p, 0) for p, q in cart.items() if q > held.get(p, 0)}
+                return shop.render("success.tpl", title="Confirming your payment", state="confirming", order=order,
+                                   cart_count=sum(in_stock(shop, left, catalog)[0].values()))
             charged, _ = shop.orders.sync(session_id, session, "success page", order=order)
             order = shop.orders.ledger.get(order["id"])
             state = payments.state(session)

@@ -482,6 +482,18 @@ def test_the_browser_id_is_renewed_with_the_cart_so_it_outlives_the_orders_the_c
     assert any(c.startswith(f"sid={sid};") and "Max-Age=2592000" in c for c in written)
 
 
+def test_an_order_that_the_dearest_shipping_would_take_over_stripes_largest_amount_is_refused(make_shopper,
+                                                                                             catalog_copy):
+    with edit_catalog(catalog_copy) as data:
+        fees = sorted(o["amount"] for o in data["shipping"]["options"])
+        data["products"][0]["price"] = 99_999_999 - fees[0]  # fine with the cheapest shipping, too much with another
+    shopper = make_shopper(catalog=str(catalog_copy))
+    shopper.add(data["products"][0]["id"])
+    page = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=409)
+    assert "A payment can be at most $999,999.99" in page.text
+    assert shopper.standin.calls["POST /v1/checkout/sessions"] == 0
+
+
 def test_an_order_over_the_largest_amount_stripe_takes_is_refused_before_stripe_is_asked(make_shopper, catalog_copy):
     with edit_catalog(catalog_copy) as data:
         data["products"][0]["price"] = 60_000_000  # $600,000.00: two come to more than Stripe's $999,999.99

@@ -133,8 +133,9 @@ def install(app, shop):
         items = lines(cart, catalog)
         if not items:  # nothing to buy, or bought already (the cart page says which)
             see_other("/cart" if request.environ.get("shop.paid") else "/cart?empty=1")
-        subtotal = sum(t for _, _, t in items)  # and the first shipping option's fee: Checkout's first total
-        if subtotal + payments.shipping_fee(catalog.shipping_options[0], subtotal) > MAX_AMOUNT:
+        subtotal = sum(t for _, _, t in items)  # and the dearest shipping option's fee: any the shopper may pick
+        shipping = max((payments.shipping_fee(o, subtotal) for o in catalog.shipping_options), default=0)
+        if subtotal + shipping > MAX_AMOUNT:
             raise ShopError(409, f"A payment can be at most {catalog.money(MAX_AMOUNT)}, and this order comes to more. "
                                  "Please buy fewer copies.")
         orders, order_id = shop.orders, None

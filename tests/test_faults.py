@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import stripe
 
+from standin import ASYNC_OK
 from tests.conftest import free_port, handoff, same_browser
 from webshop import merchant, payments
 from webshop.settings import load_config
@@ -283,6 +284,20 @@ def test_the_confirming_page_does_not_count_the_books_being_paid_for_but_one_add
     assert page.html.select_one(".count").text == "(1)"
     shopper.standin.faults.clear()
     assert first.name in shopper.get("/cart").text  # the cookie keeps it until the payment is known
+
+
+def test_the_confirming_page_of_a_processing_bank_payment_counts_a_copy_added_since(make):
+    shopper = make(retries=0)
+    book = shopper.shop.catalog().products[0]
+    shopper.add(book.id)
+    session_id = shopper.session_id(shopper.checkout())
+    shopper.add(book.id)  # Back from Stripe's page, one more copy, then the checkout is paid by bank in its tab
+    shopper.standin.pay(session_id, card=ASYNC_OK)
+    shopper.standin.deliver_pending()  # the order awaits the bank payment: its copy is hidden in the cart
+    inject(shopper, RETRIEVE, "500", times=3)
+    page = shopper.get("/success", {"session_id": session_id})
+    assert "confirming your payment" in page.text.lower()
+    assert page.html.select_one(".count").text == "(1)"
 
 
 # -- reconcile finishes the job --------------------------------------------------------------------------------------

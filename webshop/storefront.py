@@ -189,7 +189,8 @@ def install(app, shop):
                 # header does not count the books of the cart that went to checkout as this order (the cookie keeps
                 # them: the cart page shows them until the payment is known).
                 catalog, cart = shop.catalog(), read_cart(shop, shop.catalog())
-                held = quantities(order["items"]) if request.environ.get("shop.mark") == order["id"] else {}
+                mine = request.environ.get("shop.mark") == order["id"] and not request.environ.get("shop.paid")
+                held = quantities(order["items"]) if mine else {}  # (a bought order's are out of `cart` already)
                 left = {p: q - held.get(p, 0) for p, q in cart.items() if q > held.get(p, 0)}
                 return shop.render("success.tpl", title="Confirming your payment", state="confirming", order=order,
                                    cart_count=sum(in_stock(shop, left, catalog)[0].values()))

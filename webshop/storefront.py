@@ -188,10 +188,10 @@ def install(app, shop):
                 # Stripe is unreachable: never say "failed"; the webhook or reconcile will settle it. Meanwhile the
                 # header does not count the books of the cart that went to checkout as this order (the cookie keeps
                 # them: the cart page shows them until the payment is known).
-                catalog, cart = shop.catalog(), read_cart(shop, shop.catalog())
+                catalog = shop.catalog()
+                cart = read_cart(shop, catalog)
                 mine = request.environ.get("shop.mark") == order["id"] and not request.environ.get("shop.paid")
-                held = quantities(order["items"]) if mine else {}  # (a bought order's are out of `cart` already)
-                left = {p: q - held.get(p, 0) for p, q in cart.items() if q > held.get(p, 0)}
+                left = without(cart, order["items"]) if mine else cart  # (a bought order's are out of it already)
                 return shop.render("success.tpl", title="Confirming your payment", state="confirming", order=order,
                                    cart_count=sum(in_stock(shop, left, catalog)[0].values()))
             charged, _ = shop.orders.sync(session_id, session, "success page", order=order)
@@ -274,8 +274,14 @@ def read_cart(shop, catalog):
         request.environ["shop.mark"] = mine and mine["id"]  # kept through changes
         request.environ["shop.checked_out"] = same
         request.environ["shop.paid"] = mine if mine and mine["status"] in BOUGHT else None
-    paid = quantities(request.environ["shop.paid"]["items"]) if request.environ.get("shop.paid") else {}
-    return {p: q - paid.get(p, 0) for p, q in cart.items() if q > paid.get(p, 0)}
+    paid = request.environ.get("shop.paid")
+    return without(cart, paid["items"]) if paid else cart
+
+
+def without(cart, items):
+    """The cart less an order's copies of each book."""
+    taken = quantities(items)
+    return {p: q - taken.get(p, 0) for p, q in cart.items() if q > taken.get(p, 0)}
 
 
 def own_order(shop, order_id):

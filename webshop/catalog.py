@@ -111,8 +111,7 @@ MAX_BYTES = 16 * 2**20  # 10,000 products take about 4 MB
 
 
 def _key(st):
-    """What tells one version of the file from another: a file swapped in (`cp -p`, rsync, a release's symlink)
-    may keep the old size and mtime, never its inode and change time."""
+    """A file's version: one swapped in (cp -p, rsync, a symlink) may keep size and mtime, never inode and ctime."""
     return st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns
 
 
@@ -134,8 +133,8 @@ def _read(path):
 
 
 def _load(path, public_dir):
-    """(catalog or None, problems, (mtime_ns, size) of the bytes checked or None when unreadable)."""
-    name = os.path.basename(os.fspath(path))
+    """(catalog or None, problems, the _key of the bytes checked or None when unreadable)."""
+    name = os.path.basename(path)
     try:
         data, key, mtime = _read(path)
     except OSError as e:
@@ -171,7 +170,7 @@ def problems(path, public_dir) -> list[str]:
 
 
 class CatalogStore:
-    """The last good catalog, re-read only when the file's mtime or size changes, so edits go live without a restart."""
+    """The last good catalog, re-read only when the file changes, so edits go live without a restart."""
 
     def __init__(self, path, public_dir, log, check_every=0.0):
         self.path, self.public_dir = os.fspath(path), os.fspath(public_dir)
@@ -182,8 +181,7 @@ class CatalogStore:
         self.found: list[str] = []  # the first problems of the edit that was not loaded (for /admin)
         self.reads = 1  # how many times the file was read and checked, for tests and diagnostics
         self._lock = threading.Lock()
-        # Seconds between looks at the file (0: on every call). A look is a stat() system call, which on a busy
-        # server costs more than serving the cached page does, so the shop looks at most once a second.
+        # Seconds between looks at the file (0: every call): on a busy server a stat() costs more than a cached page.
         self.check_every, self._next_check = check_every, 0.0
         self._catalog, found, self._key = _load(self.path, self.public_dir)
         if found:  # the first load must succeed: there is nothing older to fall back on

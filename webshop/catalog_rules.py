@@ -4,21 +4,20 @@ import difflib
 import json
 import os
 import re
+from functools import partial
 
 from .iso_codes import COUNTRIES, COUNTRY_HINTS, CURRENCIES, NOT_SHIPPABLE, THREE_DECIMAL, WHOLE_UNITS_ONLY
 
 # Stripe's largest amount (eight digits): https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts
 MAX_AMOUNT = 99_999_999
-# At most 5: https://docs.stripe.com/api/checkout/sessions/create#create_checkout_session-shipping_options
-MAX_SHIPPING_OPTIONS = 5
-NAME_LIMIT, DESCRIPTION_LIMIT = 120, 1000
-# A shipping option's name is Stripe's shipping_rate_data.display_name, of at most 100 characters:
+# At most 5 shipping options, each name (shipping_rate_data.display_name) of at most 100 characters:
 # https://docs.stripe.com/api/checkout/sessions/create#create_checkout_session-shipping_options
-OPTION_NAME_LIMIT = 100
+MAX_SHIPPING_OPTIONS, OPTION_NAME_LIMIT = 5, 100
+NAME_LIMIT, DESCRIPTION_LIMIT = 120, 1000
 IMAGE_TYPES = (".svg", ".png", ".jpg", ".jpeg", ".gif", ".webp")
 # C0 and C1 controls but tab and newline, bidirectional overrides and isolates, and lone surrogates
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")  # and tab, line breaks
+_ONE_LINE = re.compile("[\t\n]|" + _CONTROL.pattern)  # and tab and newline
 _REQUIRED, _BAD, _NO_VALUE = object(), object(), object()
 
 
@@ -117,16 +116,14 @@ def _amount(smallest, what):
 def _text(limit, controls):
     """A check of text of at most limit characters, none of them matching the controls pattern."""
     def check(checker, path, value):
-        # They would reach the pages and Stripe as they are: a NUL, or text that reads backwards; and a name is one
-        # line (it heads emails), so no line break or tab either.
-        bad = isinstance(value, str) and controls.search(value)
         if not isinstance(value, str):
             problem = "must be a text string"
         elif not value.strip():
             problem = "must not be empty"
         elif len(value) > limit:
             problem = f"must be at most {limit} characters (this has {len(value)})"
-        elif bad:
+        # A NUL or text that reads backwards would reach the pages and Stripe; a name heads emails, so is one line.
+        elif bad := controls.search(value):
             problem = f"must not contain control characters (U+{ord(bad[0]):04X} at position {bad.start() + 1})"
         else:
             return value
@@ -201,13 +198,12 @@ class _Checker:
         return out
 
     def check_currency(self, path, value):
-        if isinstance(value, str) and value.lower() in CURRENCIES and value not in CURRENCIES:
+        if isinstance(value, str) and value in CURRENCIES:
+            self.currency = value
+            return value
+        if isinstance(value, str) and value.lower() in CURRENCIES:
             return self.problem(path, f'must be lowercase, like "{value.lower()}"', value)
-        if not isinstance(value, str) or value not in CURRENCIES:
-            return self.problem(path, 'must be a currency Stripe supports, as a lowercase ISO 4217 code like '
-                                      '"usd"', value)
-        self.currency = value
-        return value
+        return self.problem(path, 'must be a currency Stripe supports, as a lowercase ISO 4217 code like "usd"', value)
 
     def countries(self, path, value):
         if not isinstance(value, list) or not value:
@@ -279,8 +275,7 @@ _name, _price = _text(NAME_LIMIT, _ONE_LINE), _amount(1, "a positive integer")
 _tax_code = _rule(_string(r"txcd_[0-9]{8}"),
                   'must be a Stripe tax code like "txcd_35010000" (txcd_ and 8 digits) or null', nullable=True)
 _count = _rule(lambda v: _is_int(v) and 0 <= v <= 1_000_000, "must be a whole number from 0 to 1000000", nullable=True)
-# Stripe takes no limit of 0 (the shop used to leave such a code unlimited):
-# https://docs.stripe.com/api/promotion_codes/create#create_promotion_code-max_redemptions
+# Stripe refuses a limit of 0: https://docs.stripe.com/api/promotion_codes/create#create_promotion_code-max_redemptions
 _redemptions = _rule(lambda v: _is_int(v) and 1 <= v <= 1_000_000, "must be a whole number from 1 to 1000000",
                      nullable=True)
 _days = _rule(lambda v: _is_int(v) and 1 <= v <= 365, "must be a whole number of business days from 1 to 365")
@@ -304,10 +299,9 @@ _PROMOTION = {"code": (_REQUIRED, _code), "percent_off": (None, _percent), "amou
               "expires": (None, _date), "max_redemptions": (None, _redemptions), "minimum_amount": (None, _price)}
 _TOP = {
     "shop": (_REQUIRED, {"name": (_REQUIRED, _name), "currency": (_REQUIRED, _Checker.check_currency)}),
-    "products": (_REQUIRED, lambda checker, path, value: checker.items(path, value, "product", _PRODUCT)),
-    "shipping": (_REQUIRED, {"countries": (_REQUIRED, _Checker.countries), "options": (
-        _REQUIRED, lambda checker, path, value: checker.items(path, value, "shipping option", _OPTION,
-                                                              MAX_SHIPPING_OPTIONS))}),
+    "products": (_REQUIRED, partial(_Checker.items, what="product", fields=_PRODUCT)),
+    "shipping": (_REQUIRED, {"countries": (_REQUIRED, _Checker.countries), "options": (_REQUIRED, partial(
+        _Checker.items, what="shipping option", fields=_OPTION, limit=MAX_SHIPPING_OPTIONS))}),
     # https://docs.stripe.com/tax/products-prices-tax-codes-tax-behavior
     "tax": ({"mode": "none", "behavior": "exclusive"}, {
         "mode": ("none", _rule(lambda v: v in ("automatic", "none"), 'must be "automatic" or "none"')),

@@ -1,7 +1,6 @@
 """Currency and country code tables that catalog validation and money formatting check against."""
 
-# Stripe's presentment currencies, lowercase ISO 4217 as the API expects them.
-# https://docs.stripe.com/currencies#presentment-currencies
+# Stripe's presentment currencies, lowercase ISO 4217: https://docs.stripe.com/currencies#presentment-currencies
 CURRENCIES = frozenset("""
 usd aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bhd bif bmd bnd bob brl bsd bwp byn bzd
 cad cdf chf clp cny cop crc cve czk djf dkk dop dzd egp etb eur fjd fkp gbp gel gip gmd gnf gtq gyd
@@ -17,8 +16,7 @@ ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xa
 # Amounts in these have three decimals and must end in 0: https://docs.stripe.com/currencies#three-decimal
 THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
 
-# Two-decimal in the API but only whole units can be charged, so amounts must be multiples of 100.
-# https://docs.stripe.com/currencies#special-cases
+# Two-decimal, but only whole units can be charged (multiples of 100): https://docs.stripe.com/currencies#special-cases
 WHOLE_UNITS_ONLY = frozenset({"isk"})
 
 # ISO 3166-1 alpha-2 country codes (officially assigned).
@@ -37,6 +35,5 @@ UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW
 # https://docs.stripe.com/api/checkout/sessions/create#create_checkout_session-shipping_address_collection-allowed_countries
 NOT_SHIPPABLE = frozenset("AS CC CU CX FM HM IR KP MH MP NF PW SY UM VI".split())
 
-# Codes that are not ISO 3166-1 but turn up in shipping lists, with the code that is meant
-# (EL is the EU's own code for Greece).
+# Not ISO 3166-1 codes but seen in shipping lists, with the code meant (EL is the EU's own code for Greece).
 COUNTRY_HINTS = {"UK": "GB", "EL": "GR"}

@@ -54,9 +54,8 @@ class Shop:
             self.loaded, cfg, ledger = catalog, self.config, self.orders.ledger
             if ledger.checkpoint("shop name") != catalog.shop_name:  # for commands run while an edit is broken
                 ledger.set_checkpoint("shop name", catalog.shop_name)
-            # Stripe is asked only when the promotions differ from what the shop last made active there (kept in
-            # the ledger, for every instance): after an edit, also one made while the shop was stopped, or with
-            # another key (going live: the live account needs its own codes), and not at every start.
+            # Stripe is asked only when the promotions or the key (a live account needs its own codes) differ from
+            # what the ledger says is active (for all instances): after any edit, even while stopped; not at each start.
             account = hashlib.sha256(f"{cfg.stripe_secret_key} {cfg.stripe_api_base}".encode()).hexdigest()[:16]
             wanted = json.dumps([catalog.promotions, catalog.currency, account], sort_keys=True)
             if ledger.checkpoint("promotions") != wanted and payments.sync_promotions(self.orders.stripe, catalog):

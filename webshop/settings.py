@@ -12,8 +12,7 @@ KEY = re.compile(r"[sr]k_(test|live)_")  # a secret or restricted key; the mode 
 
 
 class ShopError(Exception):
-    """The one error type: an HTTP status and a message that is safe to show; `detail` is for the log only, `code`
-    the error code Stripe gave, if any."""
+    """The one error type: a status and a message safe to show; `detail` is for the log, `code` is Stripe's."""
 
     def __init__(self, status, message, detail=None, retry_after=None, code=None):
         super().__init__(message)
@@ -176,8 +175,7 @@ def load_config(overrides=None, environ=None):
         raise ConfigError("ADMIN_PASSWORD: live mode needs at least 12 characters (or none: no /admin)")
     sender = "shop@" + urlsplit(values["base_url"]).hostname
     values["mail_from"] = values["mail_from"] or (sender if EMAIL.fullmatch(sender) else "shop@localhost")
-    # Absolute, and otherwise as given (no symlink or ".." resolved, as the system will when it opens them): a link
-    # loop or a dangling link is the catalog's "cannot read the file" problem.
+    # Absolute, links and ".." left for the system to resolve: a link loop is the catalog's "cannot read the file".
     values["catalog"] = ROOT / values["catalog"]
     values["data_dir"] = ROOT / values["data_dir"]
     return Config(mode=mode, secure=secure, standin=overrides.get("standin"), **values)

@@ -99,14 +99,12 @@ def install(app, shop):
             wanted = cart.get(product_id, 0) + quantity_field(1)
             cart[product_id] = max(cart.get(product_id, 0), min(MAX_QUANTITY, left, wanted))  # an add never lowers
             most = "&most=1" if cart[product_id] < wanted else ""
-        elif action == "set":
-            quantity = quantity_field(0)
+        elif action in ("set", "remove"):
+            quantity = quantity_field(0) if action == "set" else 0
             if quantity == 0:
                 cart.pop(product_id, None)
             elif product_id in cart:
                 cart[product_id] = quantity
-        elif action == "remove":
-            cart.pop(product_id, None)
         else:
             raise ShopError(400, "Unknown cart action.")
         write_cart(shop.guard, cart, checked_out=None if paid else request.environ.get("shop.mark"))
@@ -185,9 +183,8 @@ def install(app, shop):
             except ShopError as e:
                 if e.status == 404:
                     raise
-                # Stripe is unreachable: never say "failed"; the webhook or reconcile will settle it. Meanwhile the
-                # header does not count the books of the cart that went to checkout as this order (the cookie keeps
-                # them: the cart page shows them until the payment is known).
+                # Stripe is unreachable: never say "failed" (the webhook or reconcile will settle it). The header
+                # leaves out the books of the cart that went to checkout as this order; the cookie keeps them.
                 catalog = shop.catalog()
                 cart = read_cart(shop, catalog)
                 mine = request.environ.get("shop.mark") == order["id"] and not request.environ.get("shop.paid")
@@ -229,13 +226,13 @@ def install(app, shop):
         try:
             refused = shop.orders.expire(session_id, why)[1]
         except ShopError as e:  # Stripe unreachable: `must` answers the shopper so, rather than risk a payable one
-            if must and e.status == 404:  # unknown to this key, yet perhaps payable where it was made
-                log.warning("could not expire %s (%s): %s", session_id, why, e.detail or e.message)
-                raise ShopError(409, "Your earlier checkout could not be closed, so a new one cannot start yet. "
-                                     "Please finish that one, or try again once it has expired.") from None
-            if must:
+            if must and e.status != 404:
                 raise
             refused = e.detail or e.message
+            if must:  # unknown to this key, yet perhaps payable where it was made
+                log.warning("could not expire %s (%s): %s", session_id, why, refused)
+                raise ShopError(409, "Your earlier checkout could not be closed, so a new one cannot start yet. "
+                                     "Please finish that one, or try again once it has expired.") from None
         if refused:
             log.warning("could not expire %s (%s): %s", session_id, why, refused)
 
@@ -261,15 +258,13 @@ def in_stock(shop, cart, catalog):
 
 
 def read_cart(shop, catalog):
-    """This browser's cart, from its cookie (the pages' cart count and the cart's routes read it alike); once the
-    checkout it was last sent to is paid, without that order's books, as if the shopper had seen the confirmation
-    page (request's "shop.paid"): what was added since stays."""
+    """This browser's cart from its cookie, for every page alike; once the checkout it last went to is paid
+    (request's "shop.paid"), without that order's books, as the confirmation page would: what was added since stays."""
     raw = cookies(request).get(shop.guard.prefix + "cart", "")
     cart, mark = parse_cart(raw, catalog), _CHECKED_OUT.search(raw)
     if mark and "shop.paid" not in request.environ:  # (every book withdrawn since, perhaps: still its order)
         mine = own_order(shop, mark[1])
-        # Still the cart that went to checkout as that order? (It may have changed since, and back.) Its lines as
-        # written: books withdrawn from the catalog since count too.
+        # Still the cart that went to checkout as that order (it may have changed, and back)? Withdrawn books count.
         same = mine if mine and parse_cart(raw, None) == quantities(mine["items"]) else None
         request.environ["shop.mark"] = mine and mine["id"]  # kept through changes
         request.environ["shop.checked_out"] = same
@@ -296,8 +291,7 @@ def quantities(items):
 
 
 def write_cart(guard, cart, checked_out=None):
-    """Keep the cart in its cookie for 30 days (an empty one: no cookie), marked with the order it was sent to
-    checkout as; returns the cart."""
+    """Keep the cart in its cookie 30 days (empty: no cookie), marked with its checkout's order; returns the cart."""
     if cart:
         marked = [f"{p}:{q}" for p, q in cart.items()] + ([checked_out] if checked_out else [])
         guard.set_cookie(response, "cart", ".".join(marked), max_age=MONTH)
@@ -309,8 +303,7 @@ def write_cart(guard, cart, checked_out=None):
 
 
 def parse_cart(raw, catalog):
-    """The cart cookie as an ordered {product_id: quantity}: ids the catalog does not know dropped (none when it is
-    None), quantities kept to 1..99."""
+    """The cart cookie as an ordered {product_id: quantity}: unknown ids dropped (none if no catalog), 1..99 each."""
     cart = {}
     for part in raw.split(".") if len(raw) <= MAX_COOKIE else ():
         m = _ITEM.fullmatch(part)
@@ -352,8 +345,8 @@ def quantity_field(low):
 
 def _int(raw, default, low, high):
     """A whole number from a form or query: default when absent, None when malformed or out of range."""
-    if raw is None or raw.strip() == "":
+    raw = (raw or "").strip()
+    if not raw:
         return default
-    raw = raw.strip()
     ok = raw.isascii() and raw.isdigit() and len(raw) <= 7 and low <= int(raw) <= high
     return int(raw) if ok else None

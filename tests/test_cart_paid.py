@@ -163,6 +163,15 @@ def test_a_book_withdrawn_from_the_cart_is_said_once_and_its_checkout_is_no_long
     assert count(confirmation) == "(0)" and not shopper.cart_cookie()  # a was paid for: nothing left
 
 
+def test_a_withdrawn_book_no_order_holds_is_named_by_the_shop_that_saw_it_go(make_shopper, catalog_copy):
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    withdraw(catalog_copy, b.id)
+    assert f"Sorry, {b.name} is no longer sold, so it is not in your cart." in shopper.get("/cart").text
+    started_after = make_shopper(catalog=str(catalog_copy))  # never saw the book, and no order holds it
+    started_after.set_cookie("cart", f"{a.id}:1.{b.id}:1")
+    assert "Sorry, one of your books is no longer sold" in started_after.get("/cart").text
+
+
 def test_a_failed_bank_payment_shows_its_hidden_books_again_beside_what_was_added_meanwhile(shopper):
     a, b = shopper.shop.catalog().products[:2]
     shopper.add(a.id)
@@ -190,7 +199,7 @@ def test_a_book_withdrawn_from_a_cart_whose_checkout_was_paid_meanwhile_is_said_
     withdraw(catalog_copy, b.id)
     page = shopper.get("/cart")
     assert ("is processing" if card else "You have paid for") in page.text
-    assert "Sorry, one of your books is no longer sold" in page.text and count(page) == "(1)", count(page)
+    assert f"Sorry, {b.name} is no longer sold" in page.text and count(page) == "(1)", count(page)
     again = shopper.get("/cart")
     assert "no longer sold" not in again.text and count(again) == "(1)"
 

@@ -179,6 +179,7 @@ class CatalogStore:
         self._log = log.log if isinstance(log, (logging.Logger, logging.LoggerAdapter)) else lambda _, text: log(text)
         self.error: str | None = None
         self.found: list[str] = []  # the first problems of the edit that was not loaded (for /admin)
+        self.withdrawn: dict[str, str] = {}  # {id: name} of products edits took out, so a cart can name them
         self.reads = 1  # how many times the file was read and checked, for tests and diagnostics
         self._lock = threading.Lock()
         # Seconds between looks at the file (0: every call): on a busy server a stat() costs more than a cached page.
@@ -224,5 +225,7 @@ class CatalogStore:
             self._log(logging.ERROR, "\n  ".join([self.error] + self.found))
             return
         fixed = " (earlier problems fixed)" if self.error else ""
+        gone = {p.id: p.name for p in self._catalog.products if catalog.product(p.id) is None}
+        self.withdrawn = {**self.withdrawn, **gone}
         self._catalog, self._key, self.error, self.found = catalog, read_key, None, []
         self._log(logging.INFO, f"{self.name}: reloaded, {len(catalog.products)} products{fixed}")

@@ -61,6 +61,7 @@ def install(app, shop):
             paid = said if said and said["status"] in PAID else None
         cart, notes = in_stock(shop, kept, catalog)
         names = {i["product_id"]: i["name"] for o in (pending, paid) if o for i in o["items"]}
+        names = {**shop.catalogs.withdrawn, **names}  # withdrawn while this process ran, or held by an order
         paid_for = quantities(paid["items"]) if paid else {}  # left the cart as bought, not as withdrawn
         notes += [f"Sorry, {names.get(p, 'one of your books')} is no longer sold, so it is not in your cart."
                   for p in gone if p not in paid_for]

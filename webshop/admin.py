@@ -95,8 +95,8 @@ def install(app, shop):
                            # from the refund's own redirect: a Stripe refund id, never any text a link carries
                            refunded=re.fullmatch(r"re_[A-Za-z0-9]{1,100}", request.query.get("refunded", "")) and
                            request.query.get("refunded"), replayed=request.query.get("replayed") == "1",
-                           # the refunded total when the refund was made: once it has grown, the event has arrived
-                           arrived=o["amount_refunded"] > _whole(request.query.get("before", "")))
+                           # the refunded total at the refund (unknown: wait); once it has grown, the event arrived
+                           arrived=o["amount_refunded"] > _whole(request.query.get("before", ""), 10**13))
 
     @app.post("/admin/orders/<order_id>/refund")
     def refund(order_id):
@@ -107,9 +107,8 @@ def install(app, shop):
         left, currency = (o["amount_total"] or 0) - o["amount_refunded"], o["currency"]
         if o["status"] not in REFUNDABLE:
             raise ShopError(409, f"Order {o['id']} is {o['status']}: only paid orders can be refunded.")
-        if form.get("confirm") == "yes":  # the confirmation page always sends its amount, in minor units:
-            raw = form.get("minor", "")  # a missing or malformed one is a broken form, never "all that is left"
-            amount = int(raw) if re.fullmatch(r"[0-9]{1,12}", raw) else None
+        if form.get("confirm") == "yes":  # the confirmation page always sends its amount, in minor units: a missing
+            amount = _whole(form.get("minor", ""))  # or malformed one is a broken form, never "all that is left"
         else:
             # An amount typed in counts even with "Everything left" still selected: refunding less is the safe side.
             partial = form.get("how") == "partial" or form.get("amount", "").strip()
@@ -137,8 +136,8 @@ def install(app, shop):
         see_other(f"/admin/orders/{o['id']}?{urlencode(query)}")
 
 
-def _whole(text):
-    return int(text) if re.fullmatch(r"[0-9]{1,12}", text) else 10**13  # unknown: the notice says to wait
+def _whole(text, unknown=None):
+    return int(text) if re.fullmatch(r"[0-9]{1,12}", text) else unknown
 
 
 def minor(text, currency):

@@ -1,9 +1,8 @@
 """Order emails: written when an order changes (stored by the ledger in that change's transaction), sent after it.
 
-A sender claims one message at a time under a lease, so two threads or instances never send the same one at
-once; it marks the message sent once the server accepted it, and retries with back-off otherwise. A sender that
-dies between the server's "accepted" and that mark leaves the lease to expire and the message is sent again:
-at least once is the best SMTP allows. Without SMTP_URL each message is written once as DATA_DIR/outbox/<id>.eml.
+A sender claims one message at a time under a lease (no two threads or instances send it at once), marks it sent once
+the server accepted it, and retries with back-off otherwise; if it dies in between, the lease expires and the message
+is sent again: at least once is the best SMTP allows. Without SMTP_URL each is written once as DATA_DIR/outbox/<id>.eml.
 """
 
 import json
@@ -31,12 +30,10 @@ MAX_BACKOFF = 6 * 3600
 
 
 class Notices:
-    """ledger.notify: the emails an order change causes, as {id, kind, amount, to, message}.
-
-    shop_name() is the catalog's name now, so a renamed shop signs its next email with the new name."""
+    """ledger.notify: the emails an order change causes, as {id, kind, amount, to, message}, signed by shop_name()."""
 
     def __init__(self, config, shop_name):
-        self.config, self.shop_name = config, shop_name
+        self.config, self.shop_name = config, shop_name  # called each time: a renamed shop signs with its new name
 
     def __call__(self, what, order, **details):
         try:
@@ -120,8 +117,7 @@ def timeout(config):
 
 
 def send_due(orders, now=None, retry_now=False):
-    """Send each message that is due (retry_now: those waiting out a back-off or given up too), once; returns
-    (sent, failed)."""
+    """Send each due message once (retry_now: also those in back-off or given up); returns (sent, failed)."""
     config, ledger, fixed = orders.config, orders.ledger, now
     sent, failed, tried = 0, 0, set()
     while True:  # one claim at a time, its lease counted from now: it only has to cover one message's send
@@ -165,13 +161,10 @@ def deliver(config, row):
         os.replace(temporary, folder / name)  # the same id twice: still one file
         return
     url, seconds = urlsplit(config.smtp_url), timeout(config)
-    if url.scheme == "smtps":
-        server = smtplib.SMTP_SSL(url.hostname, url.port or 465, timeout=seconds, context=ssl.create_default_context())
-    else:
-        server = smtplib.SMTP(url.hostname, url.port or 587, timeout=seconds)
-    with server:
+    secure = url.scheme == "smtps"
+    with (smtplib.SMTP_SSL(url.hostname, url.port or 465, timeout=seconds, context=ssl.create_default_context())
+          if secure else smtplib.SMTP(url.hostname, url.port or 587, timeout=seconds)) as server:
         server.ehlo()
-        secure = url.scheme == "smtps"
         if not secure and server.has_extn("starttls"):
             server.starttls(context=ssl.create_default_context())
             server.ehlo()

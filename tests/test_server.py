@@ -138,8 +138,11 @@ def test_check_refuses_a_base_url_that_is_not_a_bare_origin(tmp_path, base_url):
     assert "Traceback" not in result.stdout + result.stderr and not result.stdout
 
 
-def test_serve_hands_the_server_settings_to_waitress(tmp_path, monkeypatch):
-    """THREADS, CONNECTION_LIMIT and CHANNEL_TIMEOUT reach waitress, which polls (select() stops at 1,024 fds)."""
+@pytest.mark.parametrize("argv, port", [([], 8765), (["serve"], 8765), (["--port", "8766", "serve"], 8766),
+                                        (["serve", "--port", "8766"], 8766)])
+def test_serve_hands_the_server_settings_to_waitress(tmp_path, monkeypatch, argv, port):
+    """THREADS, CONNECTION_LIMIT and CHANNEL_TIMEOUT reach waitress, which polls (select() stops at 1,024 fds);
+    --port, before or after `serve`, wins over PORT."""
     import waitress
 
     from webshop import merchant
@@ -158,9 +161,9 @@ def test_serve_hands_the_server_settings_to_waitress(tmp_path, monkeypatch):
     for name, value in (("DATA_DIR", tmp_path / "data"), ("THREADS", 7), ("CONNECTION_LIMIT", 77),
                         ("CHANNEL_TIMEOUT", 9), ("PORT", 8765)):
         monkeypatch.setenv(name, str(value))
-    assert merchant.main([]) == 0
+    assert merchant.main(argv) == 0
     assert {k: given[k] for k in ("threads", "connection_limit", "channel_timeout", "asyncore_use_poll", "port")} == {
-        "threads": 7, "connection_limit": 77, "channel_timeout": 9, "asyncore_use_poll": True, "port": 8765}
+        "threads": 7, "connection_limit": 77, "channel_timeout": 9, "asyncore_use_poll": True, "port": port}
 
 
 def test_behind_a_trusted_proxy_the_admin_sign_in_limit_counts_each_forwarded_client(spawn, tmp_path):

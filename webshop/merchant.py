@@ -48,9 +48,10 @@ def duration(text):
 def parser():
     p = argparse.ArgumentParser(prog="shop.py", description="A web shop on Stripe Checkout.")
     sub = p.add_subparsers(dest="command")
-    for q in (p, sub.add_parser("serve", help="serve the shop with waitress (the default)")):
-        q.add_argument("--host", help="listen address (HOST)")
-        q.add_argument("--port", type=bounded(1, 65535), help="listen port (PORT)")
+    for q, default in ((p, None), (sub.add_parser("serve", help="serve the shop with waitress (the default)"),
+                                   argparse.SUPPRESS)):  # so that `--port 8080 serve` keeps the port given
+        q.add_argument("--host", default=default, help="listen address (HOST)")
+        q.add_argument("--port", type=bounded(1, 65535), default=default, help="listen port (PORT)")
     sub.add_parser("check", help="validate catalog.json and the settings; exit 1 on any problem")
     sub.add_parser("settings", help="print every setting with its value (secrets masked) and help")
     sub.add_parser("migrate", help="bring the database's schema up to date (serving does it too)")

@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import time
+from decimal import Decimal
 
 from . import mail, payments
 from .catalog import currency_exponent, money
@@ -16,7 +17,8 @@ from .settings import ShopError
 log = logging.getLogger("shop.fulfilment")
 
 FULFILLED = "fulfilled"  # sync()'s outcome for the one call that fulfilled the order
-# Events come in any order, so a paid session may follow an expiry or failure: https://docs.stripe.com/webhooks#event-ordering
+# Events come in any order, so a paid session may follow an expiry or failure:
+# https://docs.stripe.com/webhooks#event-ordering
 PAYABLE_FROM = ("open", "checkout_failed", "awaiting_payment", "payment_failed", "expired")
 # state -> (statuses it may move an order from, the status it moves it to, the outcome it reports)
 MOVES = {
@@ -47,8 +49,7 @@ class Orders:
         self.ledger.close()
 
     def order_for(self, session_id, session=None, source="stripe"):
-        """This shop's order for a session: by session id, else by the order id in its metadata (if it lost its
-        session: the create call failed after reaching Stripe, or the process died)."""
+        """This shop's order for a session: by id, else by its metadata (its create call died after reaching Stripe)."""
         order = self.ledger.by_session(session_id)
         if order is not None or session is None:
             return order
@@ -100,8 +101,7 @@ class Orders:
         return charged, outcome if moved else "no change"
 
     def expire(self, session_id, source):
-        """Expire a session at Stripe so it can no longer be paid, and bring its order in line with Stripe's answer:
-        (whether Stripe expired it, the refusal's detail, outcome). ShopError 503 when Stripe is unreachable."""
+        """Expire a session at Stripe so it cannot be paid, order in line: (expired?, refusal, outcome); 503 if down."""
         try:
             session, refused, missing = payments.expire_session(self.stripe, session_id), None, None
         except ShopError as e:
@@ -125,7 +125,7 @@ class Orders:
     def refund(self, order_id, amount=None, restock=False, source="cli refund", key=None, again=False):
         """Refund through Stripe what is left, or `amount`: (the order, Stripe's Refund, replayed?, restocked?).
 
-        The command and /admin both refund here; the order changes when Stripe's charge.refunded event arrives."""
+        The order changes when Stripe's charge.refunded event arrives."""
         o = self.ledger.get(order_id)
         if o is None:
             raise ShopError(404, f"No order {order_id!r} (see `python shop.py orders`).")
@@ -140,11 +140,10 @@ class Orders:
         if amount <= 0 or amount > left:
             raise ShopError(409, f"Cannot refund {money(amount, cur)} on order {o['id']}: {money(left, cur)} of "
                           f"{money(o['amount_total'], cur)} is left to refund (amounts are in minor units).")
-        # Stripe replays a request sent again with its idempotency key (https://docs.stripe.com/api/idempotent_requests).
+        # Stripe replays a request sent again with its idempotency key: https://docs.stripe.com/api/idempotent_requests
         # key: the /admin confirmation page's own. The command keeps one per order and amount for 23 hours, so running
-        # it again (after a timeout, or by mistake) replays the first refund, whenever its event arrives; --again
-        # makes another.
-        # "What is left" is its own request: the same amount asked for by number is another one.
+        # it again (after a timeout, or by mistake) replays the first refund, whenever its event arrives; --again makes
+        # another. "What is left" is its own request: the same amount asked for by number is another one.
         mark, now = f"refund {o['id']} {'rest ' if asked is None else ''}{amount}", time.time()
         last = self.ledger.checkpoint(mark)
         if key is None:
@@ -188,12 +187,8 @@ class Orders:
 
 
 def _last_line(f):
-    """(the last record written whole, as a dict, or None; True when the file does not end with a newline).
-
-    A crash can tear a write of several lines after its first ones, or just before its last newline: what is
-    on disk whole counts as written, so it is never written twice."""
-    f.seek(0, os.SEEK_END)
-    size = f.tell()
+    """(last record written whole or None, ends mid-line?): what a crash left whole counts as written, never twice."""
+    size = f.seek(0, os.SEEK_END)
     f.seek(max(0, size - 65536))
     *whole, rest = f.read().split(b"\n")  # rest: b"" when the file ends with a newline
     for line in ([rest] if rest else []) + whole[-1:]:
@@ -233,12 +228,8 @@ CSV_FIELDS = ("id", "created", "status", "email", "items", "subtotal", "discount
 def write_csv(out, orders):
     """Orders as CSV with a header row, for /admin/orders.csv and `shop.py orders --csv`. A value that starts with
     = + - @ tab or CR gets a leading ' so no spreadsheet runs it as a formula (OWASP: CSV injection)."""
-    def decimal(amount, currency):
-        if amount is None:
-            return ""
-        exponent = currency_exponent(currency)
-        whole, fraction = divmod(amount, 10 ** exponent)
-        return f"{whole}.{fraction:0{exponent}d}" if exponent else str(amount)
+    def decimal(amount, currency):  # in major units: 1234 cents are 12.34
+        return "" if amount is None else str(Decimal(amount).scaleb(-currency_exponent(currency)))
 
     writer = csv.writer(out)
     writer.writerow(CSV_FIELDS)

@@ -26,9 +26,7 @@ EVENTS = SESSION_EVENTS + CHARGE_EVENTS
 
 
 def make_client(config, business_name):
-    """(StripeClient, stand-in or None): API version pinned, a timeout, retries with the same idempotency key.
-
-    Offline, the stand-in plays Stripe behind the same client: the one place the app reaches for it."""
+    """(StripeClient, stand-in or None): API version pinned, a timeout, retries; offline, the stand-in plays Stripe."""
     # Retries reuse the request's idempotency key: https://docs.stripe.com/error-low-level#idempotency
     options = dict(stripe_version=stripe.api_version, max_network_retries=config.stripe_max_retries)
     if config.mode != "offline":
@@ -81,8 +79,7 @@ def checkout_params(catalog, lines, order_id, base_url):
     if automatic:
         params["automatic_tax"] = {"enabled": True}
     if any(product.stock is not None for product, _, _ in lines):
-        # Copies are held while the session is open: an abandoned one gives them back after Stripe's shortest
-        # lifetime, 30 minutes (and a minute for the call itself).
+        # Held copies come back when an abandoned session expires: Stripe's shortest lifetime, 30 min (+1 for the call).
         params["expires_at"] = int(time.time()) + 31 * 60
     if catalog.promotions:  # the shopper types a code on Stripe's page
         params["allow_promotion_codes"] = True
@@ -101,10 +98,7 @@ def shipping_fee(option, subtotal):
 
 
 def call(what, fn, *args, **kwargs):
-    """One Stripe call, logged (endpoint, status, ms, Request-Id); failures become ShopError.
-
-    Stripe's 429 (rate limit) is retried twice with backoff and jitter, as Stripe advises:
-    https://docs.stripe.com/rate-limits#handling-limiting-gracefully"""
+    """One Stripe call, logged (endpoint, status, ms, Request-Id); failures become ShopError, a 429 is retried twice."""
     for attempt in range(3):
         start, status, request_id = time.monotonic(), "ok", "-"
         try:
@@ -123,6 +117,7 @@ def call(what, fn, *args, **kwargs):
         finally:
             log.info("stripe %s status=%s duration_ms=%.1f request_id=%s", what, status,
                      (time.monotonic() - start) * 1000, request_id)
+        # Backoff with jitter, as Stripe advises: https://docs.stripe.com/rate-limits#handling-limiting-gracefully
         time.sleep((0.5 * 2 ** attempt) * (1 + random.random()))
 
 
@@ -154,7 +149,8 @@ def create_session(client, params, order_id):
 
 
 def expire_session(client, session_id):
-    """Expire an open Checkout Session so it can no longer be paid (https://docs.stripe.com/api/checkout/sessions/expire)."""
+    """Expire an open Checkout Session so it can no longer be paid."""
+    # https://docs.stripe.com/api/checkout/sessions/expire
     return call("POST /v1/checkout/sessions/{id}/expire", client.v1.checkout.sessions.expire, session_id).to_dict()
 
 
@@ -173,8 +169,7 @@ def retrieve_session(client, session_id):
 
 
 def sync_promotions(client, catalog):
-    """Make the catalog's promotions the shop's active promotion codes at Stripe (coupons and promotion codes);
-    safe to run again and from every instance; True when done."""
+    """Make the catalog's promotions the active promotion codes at Stripe; safe to rerun anywhere; True if done."""
     # https://docs.stripe.com/payments/checkout/promotion-codes
     wanted = {}
     for promo in catalog.promotions:
@@ -222,8 +217,7 @@ def _create_once(what, fn, params):
 
 
 class SharedReads:
-    """Session reads for the confirmation page, shared for a second: however often a page is reloaded, an open
-    session costs Stripe at most about one call a second, and concurrent views wait for the same answer."""
+    """Confirmation-page reads of a session, shared for a second: ~1 Stripe call a second, however many views wait."""
 
     def __init__(self, client, seconds=1.0):
         self.client, self.seconds, self.lock, self.reads = client, seconds, threading.Lock(), {}
@@ -262,8 +256,7 @@ def state(session):
 
 
 def tax_later(session):
-    """Whether Stripe Tax still waits for the shopper's address to work out the session's tax (from the session,
-    not today's catalog)."""
+    """Whether Stripe Tax still awaits the shopper's address to work out the tax (from the session, not the catalog)."""
     # https://docs.stripe.com/api/checkout/sessions/object#checkout_session_object-automatic_tax-status
     tax = session.get("automatic_tax") or {}
     return bool(tax.get("enabled")) and tax.get("status") != "complete"
@@ -274,17 +267,16 @@ def charged(session):
     totals, details = session.get("total_details") or {}, session.get("customer_details") or {}
     intent = session.get("payment_intent")
     codes = [d.get("promotion_code") for d in session.get("discounts") or []]
+    lines = (session.get("line_items") or {}).get("data") or []
     items = [{"name": i.get("description"), "quantity": i.get("quantity"),
               "unit_amount": (i.get("price") or {}).get("unit_amount"), "amount_subtotal": i.get("amount_subtotal"),
-              "amount_total": i.get("amount_total")}
-             for i in ((session.get("line_items") or {}).get("data") or [])]
+              "amount_total": i.get("amount_total")} for i in lines]
     return {
         "id": session.get("id"), "currency": session.get("currency"), "items": items,
         "amount_subtotal": session.get("amount_subtotal"), "amount_shipping": totals.get("amount_shipping") or 0,
         "amount_tax": totals.get("amount_tax") or 0, "amount_discount": totals.get("amount_discount") or 0,
         "amount_total": session.get("amount_total"), "email": details.get("email"),
-        "tax_included": any((i.get("price") or {}).get("tax_behavior") == "inclusive"
-                            for i in ((session.get("line_items") or {}).get("data") or [])),  # not added on top
+        "tax_included": any((i.get("price") or {}).get("tax_behavior") == "inclusive" for i in lines),  # not on top
         "promotion_code": ", ".join(c.get("code", "") if isinstance(c, dict) else str(c) for c in codes if c) or None,
         "terms_accepted": (session.get("consent") or {}).get("terms_of_service"),
         "tax_ids": [{"type": t.get("type"), "value": t.get("value")} for t in details.get("tax_ids") or []],

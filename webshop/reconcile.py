@@ -1,6 +1,7 @@
 """`python shop.py reconcile`: bring the ledger in line with what Stripe knows when webhooks never arrived."""
 
 import time
+from itertools import chain
 
 import stripe
 
@@ -25,9 +26,11 @@ def reconcile(ctx, args):
         for checked, session in enumerate(page.auto_paging_iter(), 1):
             listed.add(session.id)
             repaired += _repair(ctx, session.to_dict())
-        repaired += _catch_up_payments(ctx, listed)  # before refunds and disputes, which need the order paid
-        repaired += _catch_up_refunds(ctx, refunded) + _catch_up_disputes(ctx, since)
-        repaired += _settle_lost_checkouts(ctx, since)
+        # Payments first: refunds and disputes need the order paid.
+        for line in chain(_catch_up_payments(ctx, listed), _catch_up_refunds(ctx, refunded),
+                          _catch_up_disputes(ctx, since), _settle_lost_checkouts(ctx, since)):
+            print(line)
+            repaired += 1
     except stripe.StripeError as e:  # a later page failed (auto-paging calls Stripe itself)
         raise payments.shop_error(e) from None
     print(f"Checked {checked} checkout session(s) since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}: "
@@ -73,7 +76,7 @@ def _repair(ctx, session):
 def _catch_up_payments(ctx, listed):
     """Bank payments still processing whose outcome event never arrived, however old their checkout: a debit
     settles days after it (https://docs.stripe.com/payments/ach-direct-debit/accept-a-payment#timing)."""
-    changed, live = 0, ctx.config.mode == "live"
+    live = ctx.config.mode == "live"
     for order in ctx.ledger.list(status="awaiting_payment", limit=10000):
         sid = order["session_id"]
         if not sid or sid in listed or sid.startswith("cs_live_") != live:  # listed, or the other mode's
@@ -87,9 +90,7 @@ def _catch_up_payments(ctx, listed):
             continue
         after = ctx.ledger.get(order["id"])
         if after["status"] != order["status"]:
-            print(f"{order['id']}: awaiting_payment → {after['status']} ({outcome}; session {sid})")
-            changed += 1
-    return changed
+            yield f"{order['id']}: awaiting_payment → {after['status']} ({outcome}; session {sid})"
 
 
 def _refunded_intents(ctx, since):
@@ -101,14 +102,18 @@ def _refunded_intents(ctx, since):
 
 def _catch_up_refunds(ctx, refunded):
     """Refunds made in the window whose charge.refunded events never arrived, whenever their orders were paid."""
-    changed = 0
     for intent in refunded:
         order = ctx.ledger.by_payment_intent(intent)
-        if order and order["fulfilled_at"] and order["status"] in REFUNDABLE + ("refunded",) and _refund_missed(
-                ctx, order, intent):
-            print(f"{order['id']}: {order['status']} → {ctx.ledger.get(order['id'])['status']} (refund recorded)")
-            changed += 1
-    return changed
+        if not (order and order["fulfilled_at"] and order["status"] in REFUNDABLE + ("refunded",)):
+            continue
+        # One call: https://docs.stripe.com/api/payment_intents/retrieve — the charge carries amount_refunded so far
+        charge = payments.call("GET /v1/payment_intents/{id}", ctx.stripe.v1.payment_intents.retrieve,
+                               intent, {"expand": ["latest_charge"]}).to_dict().get("latest_charge") or {}
+        total = charge.get("amount_refunded") or 0
+        if total > order["amount_refunded"] and ctx.ledger.apply_refund(
+                order["id"], total, charge.get("amount_captured") or charge.get("amount") or 0, "reconcile",
+                f"refunded {total} of {charge.get('amount')} (event missed)"):
+            yield f"{order['id']}: {order['status']} → {ctx.ledger.get(order['id'])['status']} (refund recorded)"
 
 
 def _catch_up_disputes(ctx, since):
@@ -124,39 +129,21 @@ def _catch_up_disputes(ctx, since):
                                   {"payment_intent": order["payment_intent"], "limit": 1})
             if found.data:
                 latest[order["payment_intent"]] = found.data[0].to_dict()
-    changed = 0
     for intent, dispute in latest.items():
-        order = ctx.ledger.by_payment_intent(intent) if isinstance(intent, str) else None
+        order = ctx.ledger.by_payment_intent(intent)  # None for a dispute without a PaymentIntent
         if order is None or order["fulfilled_at"] is None:  # not ours, or not paid yet (the sessions come first)
             continue
         if ctx.ledger.apply_dispute(order["id"], dispute.get("status"), "reconcile",
                                     f"dispute {dispute.get('id')} {dispute.get('status')}"):
             after = ctx.ledger.get(order["id"])
-            print(f"{order['id']}: {order['status']} → {after['status']} (dispute {dispute.get('id')} "
-                  f"{after['dispute_status']})")
-            changed += 1
-    return changed
+            yield (f"{order['id']}: {order['status']} → {after['status']} (dispute {dispute.get('id')} "
+                   f"{after['dispute_status']})")
 
 
 def _settle_lost_checkouts(ctx, since):
     """Orders whose process died before their Checkout Session (the sessions listed above claimed any made)."""
     lost = ctx.ledger.list(status="open", since=iso_utc(since), before=iso_utc(time.time() - LOST_AFTER),
                            limit=10000, without_session=True)
-    settled = 0
     for order in lost:
         if ctx.ledger.transition(order["id"], ("open",), "checkout_failed", "reconcile", "no checkout session"):
-            print(f"{order['id']}: open → checkout_failed (no checkout session was ever made)")
-            settled += 1
-    return settled
-
-
-def _refund_missed(ctx, order, intent):
-    """A refund whose charge.refunded event never arrived: record the charge's running total (1 API call)."""
-    # https://docs.stripe.com/api/payment_intents/retrieve — the charge carries amount_refunded so far
-    charge = payments.call("GET /v1/payment_intents/{id}", ctx.stripe.v1.payment_intents.retrieve,
-                           intent, {"expand": ["latest_charge"]}).to_dict().get("latest_charge")
-    if not isinstance(charge, dict) or (charge.get("amount_refunded") or 0) <= order["amount_refunded"]:
-        return False
-    refunded = charge["amount_refunded"]
-    return ctx.ledger.apply_refund(order["id"], refunded, charge.get("amount_captured") or charge.get("amount") or 0,
-                                   "reconcile", f"refunded {refunded} of {charge.get('amount')} (event missed)")
+            yield f"{order['id']}: open → checkout_failed (no checkout session was ever made)"

@@ -40,8 +40,7 @@ def install(app, shop):
             return refuse(f"signature: {_reason(e)}")
         except (ValueError, RecursionError, AttributeError, TypeError):  # not UTF-8, not JSON, not an object
             event = None
-        problem = _problem(event) if isinstance(event, dict) else "body is not a Stripe event"
-        if problem:
+        if problem := _problem(event):
             return refuse(problem)
         try:
             order_id, outcome = apply(shop.orders, event)
@@ -74,15 +73,12 @@ def apply(orders, event):
         if order is None:
             outcome = "ignored: not a session of this shop"
         else:
-            # Expiry is final, so the event's own snapshot is enough when it says expired; anything else
-            # re-reads the session (1 call), and Stripe's answer decides.
+            # Expiry is final, so an expired snapshot is enough; else the session is re-read (1 call): Stripe decides.
             session = obj if kind == "checkout.session.expired" and obj.get("status") == "expired" else None
             _, outcome = orders.sync(obj["id"], session, source, order=order, event=(event["id"], kind),
                                      failed=kind == "checkout.session.async_payment_failed")
     elif kind in CHARGE_EVENTS:
-        order = _charge_order(ledger, obj)
-        if order is None and kind.startswith("charge.dispute."):  # no metadata to find it by (a charge has ours)
-            order = _order_of_intent_session(orders, obj, source)
+        order = _charge_order(orders, obj, kind, source)
         if order is None:
             outcome = "ignored: not a payment of this shop"
         elif order["fulfilled_at"] is None:
@@ -105,42 +101,23 @@ def apply(orders, event):
     return order_id, outcome
 
 
-def _charge_order(ledger, obj):
-    """The order a Charge or Dispute belongs to, found by its PaymentIntent (no API call)."""
-    intent_id = _intent_id(obj)
-    if intent_id is None:
-        return None
-    order = ledger.by_payment_intent(intent_id)
-    if order is None:
-        metadata = obj.get("metadata")
-        order_id = metadata.get("order_id") if isinstance(metadata, dict) else None
-        candidate = ledger.get(order_id) if isinstance(order_id, str) else None
-        if candidate and candidate["payment_intent"] in (None, intent_id):
-            order = candidate
-    return order
-
-
-def _intent_id(obj):
-    """The id of a Charge's or Dispute's PaymentIntent (sent as an id, or an expanded object), or None."""
-    intent = obj.get("payment_intent")
+def _charge_order(orders, obj, kind, source):
+    """The order a Charge or Dispute belongs to: by its PaymentIntent or metadata, else (a dispute) by its session."""
+    intent = obj.get("payment_intent")  # checked by _problem: an id, an expanded object or None
     intent_id = intent.get("id") if isinstance(intent, dict) else intent
-    return intent_id if isinstance(intent_id, str) else None  # anything else is not a payment of ours
-
-
-def _order_of_intent_session(orders, obj, source):
-    """The order of the Checkout Session that made this charge's PaymentIntent, asked of Stripe (one call).
-
-    Only needed when the charge's payment is not in the ledger yet: a dispute carries no metadata, and its
-    event can overtake the session's own (https://docs.stripe.com/webhooks#event-ordering). Found, the order is
-    not paid yet, so the event is retried; not found, the payment is not this shop's."""
-    intent_id = _intent_id(obj)
     if intent_id is None:
-        return None
-    sessions = payments.call("GET /v1/checkout/sessions", orders.stripe.v1.checkout.sessions.list,
-                             {"payment_intent": intent_id, "limit": 1}).data
-    if not sessions:
-        return None
-    return orders.order_for(sessions[0].id, sessions[0].to_dict(), source)
+        return None  # not a payment of ours
+    order = orders.ledger.by_payment_intent(intent_id)
+    if order is None:
+        candidate = orders.ledger.get((obj.get("metadata") or {}).get("order_id"))  # checked: text or None
+        order = candidate if candidate and candidate["payment_intent"] in (None, intent_id) else None
+    if order is None and kind.startswith("charge.dispute."):
+        # A dispute carries no metadata, and its event can overtake the session's own
+        # (https://docs.stripe.com/webhooks#event-ordering): ask Stripe which session made the payment (1 call).
+        sessions = payments.call("GET /v1/checkout/sessions", orders.stripe.v1.checkout.sessions.list,
+                                 {"payment_intent": intent_id, "limit": 1}).data
+        order = orders.order_for(sessions[0].id, sessions[0].to_dict(), source) if sessions else None
+    return order
 
 
 # Ids and types as Stripe makes them: they reach the ledger and the log as they are, so nothing else gets in.
@@ -187,8 +164,8 @@ def _problem(event):
     """Why a verified body is no event the shop can apply (a field of a type Stripe never sends), or None."""
     data = event.get("data") if isinstance(event, dict) else None
     obj = data.get("object") if isinstance(data, dict) else None
-    if not (event.get("object") == "event" and _is(_ID, event.get("id")) and _is(_TYPE, event.get("type"))
-            and isinstance(obj, dict) and (event.get("type") not in EVENTS or _is(_ID, obj.get("id")))):
+    if not (isinstance(obj, dict) and event.get("object") == "event" and _is(_ID, event.get("id"))
+            and _is(_TYPE, event.get("type")) and (event["type"] not in EVENTS or _is(_ID, obj.get("id")))):
         return "body is not a Stripe event"
     kind = "session" if event["type"] in SESSION_EVENTS else "charge" if event["type"] in CHARGE_EVENTS else None
     if kind and not all(check(obj.get(name)) for name, check in _FIELDS[kind].items()):
@@ -197,12 +174,9 @@ def _problem(event):
 
 
 def _reason(error):
-    text = str(error)
-    for known in ("No Stripe-Signature header", "Unable to extract timestamp", "No signatures found with expected",
-                  "No signatures found matching", "Timestamp outside the tolerance"):
-        if text.startswith(known):
-            return known.lower()
-    return "invalid"
+    known = ("No Stripe-Signature header", "Unable to extract timestamp", "No signatures found with expected",
+             "No signatures found matching", "Timestamp outside the tolerance")
+    return next((k.lower() for k in known if str(error).startswith(k)), "invalid")
 
 
 def refuse(reason):

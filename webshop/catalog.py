@@ -225,7 +225,7 @@ class CatalogStore:
             self._log(logging.ERROR, "\n  ".join([self.error] + self.found))
             return
         fixed = " (earlier problems fixed)" if self.error else ""
-        gone = {p.id: p.name for p in self._catalog.products if catalog.product(p.id) is None}
-        self.withdrawn = {**self.withdrawn, **gone}
+        named = {**self.withdrawn, **{p.id: p.name for p in self._catalog.products}}  # a new dict: readers keep theirs
+        self.withdrawn = {pid: name for pid, name in named.items() if catalog.product(pid) is None}
         self._catalog, self._key, self.error, self.found = catalog, read_key, None, []
         self._log(logging.INFO, f"{self.name}: reloaded, {len(catalog.products)} products{fixed}")

@@ -61,9 +61,10 @@ def install(app, shop):
             paid = said if said and said["status"] in PAID else None
         cart, notes = in_stock(shop, kept, catalog)
         names = {i["product_id"]: i["name"] for o in (pending, paid) if o for i in o["items"]}
-        names = {**shop.catalogs.withdrawn, **names}  # withdrawn while this process ran, or held by an order
+        withdrawn = shop.catalogs.withdrawn  # the names this process saw leave the catalog
         paid_for = quantities(paid["items"]) if paid else {}  # left the cart as bought, not as withdrawn
-        notes += [f"Sorry, {names.get(p, 'one of your books')} is no longer sold, so it is not in your cart."
+        notes += [f"Sorry, {names.get(p) or withdrawn.get(p, 'one of your books')} is no longer sold, so it is not "
+                  "in your cart."
                   for p in gone if p not in paid_for]
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]

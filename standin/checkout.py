@@ -1,9 +1,13 @@
 """Checkout Sessions: create (validated like Stripe), totals as Checkout computes them, retrieve, list, expire."""
 from decimal import ROUND_HALF_UP, Decimal
 
+# Stripe's presentment currencies (https://docs.stripe.com/currencies), the list catalog.json is checked with, so any
+# catalog the shop accepts can be paid offline too.
+from webshop.iso_codes import CURRENCIES
+
 from . import objects as o
 from .errors import invalid, missing_param, no_such
-from .schemas import COUNTRIES, CURRENCIES, MAX_AMOUNT
+from .schemas import COUNTRIES, MAX_AMOUNT
 from .tax import rate, tax_for
 
 # Minimum charge amounts in minor units: https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts

@@ -3,7 +3,7 @@ import hashlib
 import re
 import time
 
-from webshop.catalog import THREE_DECIMAL, ZERO_DECIMAL
+from webshop.iso_codes import THREE_DECIMAL, ZERO_DECIMAL
 
 from . import checkout
 from . import objects as o

@@ -1,8 +1,4 @@
 """Request parameter schemas for the endpoints the stand-in serves (a subset of `stripe.params`)."""
-# Presentment currencies: Stripe's list (https://docs.stripe.com/currencies), the one catalog.json is checked with,
-# so any catalog the shop accepts can be paid offline too.
-from webshop.catalog import CURRENCIES
-
 from .forms import EXPAND, Arr, Bool, Field, Int, Metadata, Num, Obj, Str
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from . import catalog_rules
-from .iso_codes import CURRENCIES, THREE_DECIMAL, ZERO_DECIMAL  # noqa: F401 (the stand-in reads CURRENCIES here)
+from .iso_codes import THREE_DECIMAL, ZERO_DECIMAL
 
 _SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥"}
 

@@ -82,7 +82,8 @@ def test_extra_fields_never_change_prices_amounts_or_urls(shopper, how):
         [(cat.product(p).price, q) for p, q in cart.items()]
     assert session["success_url"] == BASE + "/success?session_id={CHECKOUT_SESSION_ID}"
     assert session["cancel_url"] == BASE + "/cart?canceled=1"
-    assert session["metadata"] == {"order_id": order["id"]} and session["client_reference_id"] == order["id"]
+    assert session["metadata"] == {"order_id": order["id"], "checkout": how}
+    assert session["client_reference_id"] == order["id"]
     assert session["automatic_tax"]["enabled"] == (cat.tax_mode == "automatic")
     assert not session.get("customer_email") and not session.get("discounts")
     # On the payment page, amounts and currency in the form are ignored too.

@@ -41,7 +41,7 @@ def make_client(config, business_name):
                                **options), standin
 
 
-def checkout_params(catalog, lines, order_id, base_url):
+def checkout_params(catalog, lines, order_id, base_url, from_cart=True):
     """Checkout Session parameters built only from the server's catalog, never from the request."""
     # https://docs.stripe.com/api/checkout/sessions/create
     automatic, subtotal = catalog.tax_mode == "automatic", sum(total for _, _, total in lines)
@@ -68,7 +68,9 @@ def checkout_params(catalog, lines, order_id, base_url):
         "mode": "payment", "line_items": items, "locale": "auto",
         "shipping_address_collection": {"allowed_countries": list(catalog.countries)},
         "phone_number_collection": {"enabled": True},
-        "client_reference_id": order_id, "metadata": {"order_id": order_id},
+        # Where the shopper started: a failed payment gives a cart's books back to the cart, never "Buy now"'s.
+        "client_reference_id": order_id,
+        "metadata": {"order_id": order_id, "checkout": "cart" if from_cart else "buy now"},
         "payment_intent_data": {"metadata": {"order_id": order_id}},
         # Stripe fills in {CHECKOUT_SESSION_ID}: https://docs.stripe.com/payments/checkout/custom-success-page
         "success_url": f"{base_url}/success?session_id={{CHECKOUT_SESSION_ID}}",

@@ -159,7 +159,7 @@ def install(app, shop):
             cart = quantities(held)
             items = lines(cart, catalog)
             session = payments.create_session(orders.stripe, payments.checkout_params(
-                catalog, items, order_id, shop.config.base_url), order_id)
+                catalog, items, order_id, shop.config.base_url, from_cart=kept is not None), order_id)
         except ShopError as e:  # the order stays, marked, for reconcile; the cart is untouched
             if order_id:
                 orders.ledger.transition(order_id, ("open",), "checkout_failed", "checkout", e.detail or e.message)
@@ -208,10 +208,12 @@ def install(app, shop):
             write_cart(shop.guard, cart)
         elif state == "failed" and order["browser"] == shop.guard.valid_sid(request):
             # Its books were hidden in the cart while it processed, and show again; or, if that cart has gone
-            # (emptied since, or from before carts were marked), they go back into an empty one. Said once.
+            # (emptied since, or from before carts were marked), they go back into an empty one. "Buy now" left the
+            # cart alone, so it still does. Said once.
             ledger, said = shop.orders.ledger, f"cart back {order['id']}"
             hidden = request.environ.get("shop.mark") == order["id"]
-            if (hidden or not cart) and not ledger.checkpoint(said):
+            from_cart = (session.get("metadata") or {}).get("checkout") != "buy now"
+            if (hidden or not cart and from_cart) and not ledger.checkpoint(said):
                 ledger.set_checkpoint(said, True)
                 restored = bool(cart) if hidden else write_cart(
                     shop.guard, {p: q for p, q in bought.items() if catalog.product(p)})

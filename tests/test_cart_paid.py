@@ -187,6 +187,28 @@ def test_a_failed_bank_payment_shows_its_hidden_books_again_beside_what_was_adde
     assert "back in your cart" not in shopper.get(f"/success?session_id={sid}").text  # once
 
 
+@pytest.mark.parametrize("card", [ASYNC_FAIL, ASYNC_OK])
+def test_a_bank_payment_settles_the_same_way_when_the_cart_changed_while_it_processed(shopper, card):
+    a, b = shopper.shop.catalog().products[:2]
+    shopper.add(a.id)
+    to_stripe = shopper.checkout()
+    sid = shopper.session_id(to_stripe)
+    processing = shopper.get(pay(shopper, to_stripe, card=card).location)
+    assert count(processing) == "(0)"
+    page = shopper.add(b.id).follow()  # while the payment processes
+    assert count(page) == "(1)" and [row.th.text for row in page.html.select("tbody tr")] == [b.name]
+    shopper.standin.settle_async(sid)
+    wire(shopper).standin.deliver_pending()
+    settled = shopper.get(f"/success?session_id={sid}")
+    rows = {row.th.text for row in shopper.get("/cart").html.select("tbody tr")}
+    if card == ASYNC_FAIL:  # its books show again, beside what was added
+        assert "Its books are back in your cart." in settled.text and count(settled) == "(2)", count(settled)
+        assert rows == {a.name, b.name}
+    else:
+        assert "Thank you for your order" in settled.text and count(settled) == "(1)", count(settled)
+        assert rows == {b.name} and shopper.cart_cookie() == f"{b.id}:1"
+
+
 @pytest.mark.parametrize("card", [None, ASYNC_OK])
 def test_a_book_withdrawn_from_a_cart_whose_checkout_was_paid_meanwhile_is_said_once(make_shopper, catalog_copy, card):
     shopper = make_shopper(catalog=str(catalog_copy))

@@ -106,7 +106,7 @@ def test_cancel_returns_to_the_cart_intact(shopper):
     back = re.search(r'href="([^"]*/cart\?canceled=1)"', page.text).group(1)
     assert back == f"{BASE}/cart?canceled=1"
     cart_page = shopper.get("/cart?canceled=1")
-    assert "You left the payment page without paying" in cart_page.text
+    assert "You left the payment page without paying. Your cart is just as you left it." in cart_page.text
     assert cat.products[1].name in cart_page.text
     assert shopper.cart_cookie() == before
 

@@ -153,6 +153,9 @@ def test_a_cart_with_more_than_is_left_checks_out_what_is_left_and_sold_out_is_t
     session = shopper.standin.get(shopper.session_id(shopper.checkout()))
     order = shopper.shop.orders.ledger.by_session(session["id"])
     assert [i["quantity"] for i in order["items"]] == [2]
+    canceled = shopper.get(session["cancel_url"])  # Cancel on Stripe's page: the cart is not as the shopper left it
+    assert "Your cart holds what was left of each book when you went to pay." in canceled.text
+    assert "just as you left it" not in canceled.text and 'class="count">(2)<' in canceled.text
     third = make_shopper(catalog=shopper.shop.config.catalog)
     refused = third.post("/checkout", {"csrf_token": third.csrf(), "product_id": "walden"}, status=409)
     assert "<h1>Sorry</h1>" in refused.text and "Walden is sold out" in refused.text  # the shop's page

@@ -1,7 +1,7 @@
 % rebase('base.tpl', title=title)
 <h1>Your cart</h1>
 % if canceled and items and not paid:
-<p class="notice" role="status">You left the payment page without paying. Your cart is just as you left it.</p>
+<p class="notice" role="status">You left the payment page without paying. {{"Your cart holds what was left of each book when you went to pay." if held else "Your cart is just as you left it."}}</p>
 % elif canceled and not paid:
 <p class="notice" role="status">You left the payment page without paying.</p>
 % end

@@ -41,7 +41,7 @@ def make_client(config, business_name):
                                **options), standin
 
 
-def checkout_params(catalog, lines, order_id, base_url, from_cart=True):
+def checkout_params(catalog, lines, order_id, base_url, from_cart=True, held=False):
     """Checkout Session parameters built only from the server's catalog, never from the request."""
     # https://docs.stripe.com/api/checkout/sessions/create
     automatic, subtotal = catalog.tax_mode == "automatic", sum(total for _, _, total in lines)
@@ -74,7 +74,7 @@ def checkout_params(catalog, lines, order_id, base_url, from_cart=True):
         "payment_intent_data": {"metadata": {"order_id": order_id}},
         # Stripe fills in {CHECKOUT_SESSION_ID}: https://docs.stripe.com/payments/checkout/custom-success-page
         "success_url": f"{base_url}/success?session_id={{CHECKOUT_SESSION_ID}}",
-        "cancel_url": f"{base_url}/cart?canceled=1",
+        "cancel_url": f"{base_url}/cart?canceled=1" + ("&held=1" if held else ""),  # held: the cart got less
     }
     if shipping:
         params["shipping_options"] = shipping

@@ -75,7 +75,7 @@ def install(app, shop):
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
                            cart_count=sum(cart.values()),
                            tax=(catalog.tax_mode, catalog.tax_behavior),
-                           canceled=request.query.get("canceled") == "1",
+                           canceled=request.query.get("canceled") == "1", held=request.query.get("held") == "1",
                            empty_checkout=request.query.get("empty") == "1",
                            added=catalog.product(added) if added in cart else None,
                            most=request.query.get("most") == "1" and cart.get(added),  # the add was held to it
@@ -165,7 +165,8 @@ def install(app, shop):
             cart = quantities(held)
             items = lines(cart, catalog)
             session = payments.create_session(orders.stripe, payments.checkout_params(
-                catalog, items, order_id, shop.config.base_url, from_cart=kept is not None), order_id)
+                catalog, items, order_id, shop.config.base_url, from_cart=kept is not None,
+                held=kept is not None and cart != kept), order_id)
         except ShopError as e:  # the order stays, marked, for reconcile; the cart is untouched
             if order_id:
                 orders.ledger.transition(order_id, ("open",), "checkout_failed", "checkout", e.detail or e.message)

@@ -209,6 +209,15 @@ def test_a_bank_payment_settles_the_same_way_when_the_cart_changed_while_it_proc
         assert rows == {b.name} and shopper.cart_cookie() == f"{b.id}:1"
 
 
+@pytest.mark.parametrize("hidden, added", [(99, 1), (60, 50)])
+def test_copies_added_while_a_bank_payment_processes_are_never_lost_to_the_99_limit(shopper, hidden, added):
+    a = shopper.shop.catalog().products[0]
+    shopper.add(a.id, hidden)
+    assert count(shopper.get(pay(shopper, shopper.checkout(), card=ASYNC_OK).location)) == "(0)"  # processing
+    page = shopper.add(a.id, added).follow()
+    assert count(page) == f"({added})", count(page)  # too many to keep beside the hidden ones: those go instead
+
+
 @pytest.mark.parametrize("card", [None, ASYNC_OK])
 def test_a_book_withdrawn_from_a_cart_whose_checkout_was_paid_meanwhile_is_said_once(make_shopper, catalog_copy, card):
     shopper = make_shopper(catalog=str(catalog_copy))

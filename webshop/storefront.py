@@ -112,8 +112,8 @@ def install(app, shop):
         mark = None if paid else request.environ.get("shop.mark")
         if paid and paid["status"] not in PAID:  # a bank payment still processing: its books stay in the cookie,
             hidden = quantities(paid["items"])  # hidden, so they show again if it fails (when they fit)
-            merged = {p: min(MAX_QUANTITY, cart.get(p, 0) + hidden.get(p, 0)) for p in {**cart, **hidden}}
-            if len(merged) <= MAX_LINES:
+            merged = {p: cart.get(p, 0) + hidden.get(p, 0) for p in {**cart, **hidden}}
+            if len(merged) <= MAX_LINES and max(merged.values()) <= MAX_QUANTITY:  # else they go, as before
                 cart, mark = merged, paid["id"]
         write_cart(shop.guard, cart, checked_out=mark)
         # An add to a cart paid since goes to what is left of it, and the cart page says what was paid.

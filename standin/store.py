@@ -16,6 +16,7 @@ CREATE INDEX IF NOT EXISTS objects_due_at ON objects(due_at) WHERE due_at IS NOT
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY, endpoint TEXT NOT NULL, fingerprint TEXT NOT NULL,
     status INTEGER NOT NULL, body TEXT NOT NULL, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency(created);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL, lease_owner TEXT, lease_until REAL,

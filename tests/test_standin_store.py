@@ -71,3 +71,28 @@ def test_a_server_with_a_thread_per_connection_does_not_run_out_of_files(tmp_pat
     with store.tx() as tx:
         assert tx is not None
     store.close()
+
+
+def test_keeping_a_request_key_costs_the_same_however_many_keys_are_kept(tmp_path):
+    """Every keyed POST purges keys older than 24 hours: by an index, never a read of every kept key (which made
+    each Checkout Session a bench creates dearer than the last)."""
+    store = Store(tmp_path)
+
+    def steps_of_one_put(key):  # SQLite's own count of virtual-machine steps, not a clock
+        steps = []
+        with store.tx(write=True) as tx:
+            tx.conn.set_progress_handler(lambda: steps.append(1), 10)
+            tx.idem_put(key, "POST /v1/refunds", "fp", 200, "{}")
+            tx.conn.set_progress_handler(None, 0)
+        return len(steps)
+
+    with store.tx(write=True) as tx:
+        for i in range(50):
+            tx.idem_put(f"early-{i}", "POST /v1/refunds", "fp", 200, "{}")
+    few = steps_of_one_put("with-50")
+    with store.tx(write=True) as tx:
+        for i in range(5000):
+            tx.idem_put(f"later-{i}", "POST /v1/refunds", "fp", 200, "{}")
+    many = steps_of_one_put("with-5050")
+    assert many <= 2 * few + 5, (few, many)
+    store.close()

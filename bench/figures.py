@@ -195,6 +195,16 @@ async def _figure1(plan, workdir, apps, stripes):
                     verdict(s64.rate >= 0.9 * ideal and s64.pct(99) <= 0.9 and s64.errors == 0)))
     rows.append(Row(1, "Checkout starts, 256 clients", fmt(s256), fmt(f256), "≥ Flask sample, p99 ≤ 1.5 s",
                     verdict(s256.rate >= f256.rate and s256.pct(99) <= 1.5)))
+    # The same shop and ledger under gunicorn (docs/operations.md), before the stand-in holds thousands of sessions.
+    gunicorn = servers.gunicorn(workdir, stripes["shop"], Path(workdir) / "shop-data")
+    try:
+        g64 = await measure(shoppers.checkout(gunicorn.port, stripes["shop"].port, True, sessions["shop"]), 64,
+                            plan.seconds, (gunicorn, stripes["shop"]))
+        log_run("checkout shop under gunicorn 64", g64)
+    finally:
+        gunicorn.stop()
+    rows.append(Row(1, "Checkout starts, 64 clients: the shop under gunicorn (one gthread worker, 128 threads)",
+                    fmt(g64), fmt(f64)))
 
     # Paid sessions whose shopper has not come back yet: for each app, one pool per load from its own checkouts
     # (topped up when short), each session viewed once. Sized from the faster app's checkout rate at the same

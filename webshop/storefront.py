@@ -110,10 +110,12 @@ def install(app, shop):
         else:
             raise ShopError(400, "Unknown cart action.")
         mark = None if paid else request.environ.get("shop.mark")
-        if paid and paid["status"] not in PAID:  # a bank payment still processing: its books stay in the cookie,
-            hidden = quantities(paid["items"])  # hidden, so they show again if it fails (when they fit)
+        if paid and paid["status"] not in PAID:
+            # A bank payment still processing: its books stay in the cookie under its mark, hidden, so that they
+            # show again if it fails; unless they no longer fit in a cart, then they go.
+            hidden = quantities(paid["items"])
             merged = {p: cart.get(p, 0) + hidden.get(p, 0) for p in {**cart, **hidden}}
-            if len(merged) <= MAX_LINES and max(merged.values()) <= MAX_QUANTITY:  # else they go, as before
+            if len(merged) <= MAX_LINES and max(merged.values()) <= MAX_QUANTITY:
                 cart, mark = merged, paid["id"]
         write_cart(shop.guard, cart, checked_out=mark)
         # An add to a cart paid since goes to what is left of it, and the cart page says what was paid.

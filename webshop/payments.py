@@ -68,8 +68,8 @@ def checkout_params(catalog, lines, order_id, base_url, from_cart=True, held=Fal
         "mode": "payment", "line_items": items, "locale": "auto",
         "shipping_address_collection": {"allowed_countries": list(catalog.countries)},
         "phone_number_collection": {"enabled": True},
-        # Where the shopper started: a failed payment gives a cart's books back to the cart, never "Buy now"'s.
         "client_reference_id": order_id,
+        # `checkout`: where the shopper started. A failed payment gives a cart's books back, never "Buy now"'s.
         "metadata": {"order_id": order_id, "checkout": "cart" if from_cart else "buy now"},
         "payment_intent_data": {"metadata": {"order_id": order_id}},
         # Stripe fills in {CHECKOUT_SESSION_ID}: https://docs.stripe.com/payments/checkout/custom-success-page

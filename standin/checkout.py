@@ -242,8 +242,11 @@ def line_items_page(session, p):
     elif p.get("ending_before"):
         if p["ending_before"] not in ids:
             raise no_such("item", p["ending_before"], param="ending_before")
-        start = max(0, ids.index(p["ending_before"]) - limit)
-        items = items[:ids.index(p["ending_before"])]
+        end = ids.index(p["ending_before"])
+        start = max(0, end - limit)
+        # going back, has_more says whether there are items before this page
+        return o.list_object(items[start:end], f"/v1/checkout/sessions/{session['id']}/line_items",
+                             has_more=start > 0)
     page = items[start:start + limit]
     return o.list_object(page, f"/v1/checkout/sessions/{session['id']}/line_items",
                          has_more=start + limit < len(items))

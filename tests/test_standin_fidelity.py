@@ -233,3 +233,14 @@ def test_a_body_past_the_limit_is_refused_without_being_read_whole(app):
     answer = []
     body = b"".join(app.app(environ, lambda status, headers: answer.append(status)))
     assert answer == ["400 Bad Request"] and json.loads(body)["error"]["message"] == "Invalid Content-Length header."
+
+
+def test_a_line_items_page_before_a_cursor_says_whether_more_come_before_it(client):
+    items = [{"quantity": 1, "price_data": {"currency": "usd", "unit_amount": 100 + i,
+                                            "product_data": {"name": f"B{i}"}}} for i in range(25)]
+    s = client.v1.checkout.sessions.create(shop_params(line_items=items))
+    ids = [i.id for i in client.v1.checkout.sessions.line_items.list(s.id, {"limit": 100}).data]
+    page = client.v1.checkout.sessions.line_items.list(s.id, {"limit": 5, "ending_before": ids[20]})
+    assert [i.id for i in page.data] == ids[15:20] and page.has_more is True
+    first = client.v1.checkout.sessions.line_items.list(s.id, {"limit": 5, "ending_before": ids[5]})
+    assert [i.id for i in first.data] == ids[0:5] and first.has_more is False

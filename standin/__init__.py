@@ -23,6 +23,7 @@ with the page's message (`.status`, `.message`, `.field`); a declined card raise
 `.sweep(now=None)` does what time would: expires open sessions past their expires_at (checkout.session.expired, the
 PaymentIntent canceled), settles delayed payments, turns promotion codes past their expires_at inactive and coupons past
 their redeem_by invalid. `.check_promotion_code(session, code)` is the page's preview of a code.
+`.open_dispute(charge_id)` and `.close_dispute(dispute_id, won=True)` play a cardholder's dispute of a paid charge.
 
 Coupons and promotion codes (https://docs.stripe.com/payments/checkout/discounts), as in API version
 2025-09-30.clover and later:

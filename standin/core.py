@@ -191,6 +191,11 @@ class StandIn:
                     done += 1
         return done
 
+    def open_dispute(self, charge_id):
+        """Dispute a paid charge, as a cardholder may weeks later; emits charge.dispute.created, returns the dispute."""
+        with self.store.tx(write=True) as tx:
+            return o.public(payments.open_dispute(self.context(tx), tx.get(charge_id, "charge")))
+
     def close_dispute(self, dispute_id, won=True):
         """Close a dispute as won or lost; emits charge.dispute.closed and returns the dispute (ValueError if it can't)."""
         try:

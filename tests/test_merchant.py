@@ -443,6 +443,23 @@ def test_reconcile_forgets_webhook_event_ids_older_than_30_days(shop, run):
     assert "Forgot" not in run("reconcile")[1]
 
 
+def test_reconcile_records_a_lost_refund_of_an_order_disputed_since(shop, run):
+    """A partial refund whose event was lost, then a dispute of the rest: the refund is still caught up."""
+    o = paid(shop)
+    stripe_client = shop.shop.orders.stripe
+    stripe_client.v1.refunds.create({"payment_intent": o["payment_intent"], "amount": 400})
+    assert shop.standin.drop_pending_events()  # charge.refunded lost
+    charge = stripe_client.v1.payment_intents.retrieve(o["payment_intent"]).latest_charge
+    shop.standin.open_dispute(charge)
+    shop.standin.deliver_pending()
+    assert (order(shop, o["session_id"])["status"], order(shop, o["session_id"])["amount_refunded"]) == ("disputed", 0)
+    code, out, _ = run("reconcile")
+    assert code == 0 and f"{o['id']}: disputed → disputed (refund recorded)" in out
+    after = order(shop, o["session_id"])
+    assert (after["status"], after["dispute_status"], after["amount_refunded"]) == ("disputed", "needs_response", 400)
+    assert "nothing to repair" in run("reconcile")[1]
+
+
 def test_reconcile_catches_up_a_dispute_whose_events_were_lost(shop, run):
     sid = buy(shop, card=DISPUTED)
     completed = pending(shop, "checkout.session.completed")[0]["id"]

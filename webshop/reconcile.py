@@ -6,7 +6,7 @@ from itertools import chain
 import stripe
 
 from . import payments
-from .ledger import REFUNDABLE, iso_utc
+from .ledger import PAID, iso_utc
 from .settings import ShopError
 
 EVENT_DAYS = 30  # how long reconcile keeps the ids of handled webhook events
@@ -104,7 +104,7 @@ def _catch_up_refunds(ctx, refunded):
     """Refunds made in the window whose charge.refunded events never arrived, whenever their orders were paid."""
     for intent in refunded:
         order = ctx.ledger.by_payment_intent(intent)
-        if not (order and order["fulfilled_at"] and order["status"] in REFUNDABLE + ("refunded",)):
+        if not (order and order["fulfilled_at"] and order["status"] in PAID):  # disputed too: refunded before it
             continue
         # One call: https://docs.stripe.com/api/payment_intents/retrieve — the charge carries amount_refunded so far
         charge = payments.call("GET /v1/payment_intents/{id}", ctx.stripe.v1.payment_intents.retrieve,

@@ -110,8 +110,8 @@ def make_app(config=None):
         """Security headers on every answer, and one access line (the path escaped: it cannot forge a line)."""
         shop.guard.headers(response)
         started = request.environ.get("shop.start", time.monotonic())
-        access.info("%s %s status=%d duration_ms=%.1f", request.method, ascii(request.path)[1:-1],
-                    response.status_code, (time.monotonic() - started) * 1000)
+        access.info("%s %s status=%d duration_ms=%.1f", request.method, _logged_path(), response.status_code,
+                    (time.monotonic() - started) * 1000)
 
     app.install(_shop_errors)
     storefront.install(app, shop)
@@ -171,7 +171,7 @@ def _shop_errors(callback):
             return callback(*args, **kwargs)
         except ShopError as e:
             if e.detail:
-                log.info("refused %s %s: %s (%s)", request.method, request.path, e.status, e.detail)
+                log.info("refused %s %s: %s (%s)", request.method, _logged_path(), e.status, e.detail)
             raise refusal(e) from None
         except bottle.HTTPResponse:
             raise
@@ -179,6 +179,11 @@ def _shop_errors(callback):
             request.environ["wsgi.errors"].write(traceback.format_exc())  # the traceback where bottle writes it
             raise bottle.HTTPError(500, MESSAGES[500], e) from None
     return wrapper
+
+
+def _logged_path():
+    """The request's path for a log line, escaped: a newline or escape sequence in it cannot forge a line."""
+    return ascii(request.path)[1:-1]
 
 
 def refusal(error):
@@ -191,7 +196,7 @@ def _error_page(shop, error):
     cause, status = error.exception, error.status_code
     if not isinstance(cause, ShopError):  # a ShopError's message is written for shoppers; no other text is shown
         if status >= 500 and cause is not None:
-            log.error("unhandled %s on %s %s", type(cause).__name__, request.method, request.path)
+            log.error("unhandled %s on %s %s", type(cause).__name__, request.method, _logged_path())
         cause = ShopError(status, MESSAGES.get(status, MESSAGES[500]))
     shop.guard.headers(response)
     response.set_header("Cache-Control", "no-store")

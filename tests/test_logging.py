@@ -86,6 +86,19 @@ def test_paths_cannot_forge_log_lines(served, caplog):
     assert lines(caplog, "shop.access")[0].startswith(r"GET /x\nINFO shop.access GET /admin status=200\r status=404 ")
 
 
+def test_paths_cannot_forge_the_line_of_a_refusal(served, caplog):
+    shopper = served(admin_password="a-long-admin-password")
+    shopper.authorization = ("Basic", ("admin", "wrong"))
+    for _ in range(10):
+        shopper.get("/admin", status=401)
+    caplog.set_level(logging.DEBUG)
+    shopper.get("/admin/orders/x%0aERROR%20shop:%20forged%0d", status=429)
+    (line,) = [line for line in lines(caplog, "shop") if line.startswith("refused ")]
+    assert line.startswith(r"refused GET /admin/orders/x\nERROR shop: forged\r: 429 ")
+    for record in caplog.records:
+        assert "\n" not in record.getMessage() and "\r" not in record.getMessage()
+
+
 def test_one_line_per_stripe_call_with_status_duration_and_request_id(served, caplog):
     shopper = served()
     caplog.set_level(logging.DEBUG)

@@ -66,3 +66,10 @@ def test_webhook_is_exempt_from_csrf_and_relies_on_its_signature(shopper):
     forged = stripe.WebhookSignature.generate_signature_header(body, "whsec_" + "0" * 32)
     assert shopper.post("/webhook", body, headers={**hostile, "Stripe-Signature": forged},
                         expect_errors=True).status_int == 400
+
+
+def test_a_refused_delivery_is_logged_with_the_connections_address_not_one_the_client_wrote(shopper, caplog):
+    forged = {"X-Forwarded-For": "203.0.113.66", "Content-Type": "application/json"}
+    shopper.post("/webhook", "{}", headers=forged, extra_environ={"REMOTE_ADDR": "192.0.2.5"}, status=400)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "shop.webhooks"]
+    assert line.startswith("webhook refused from 192.0.2.5: ") and "203.0.113.66" not in line

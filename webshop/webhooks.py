@@ -31,17 +31,17 @@ def install(app, shop):
         standin = shop.orders.standin  # offline: its own secret, unless STRIPE_WEBHOOK_SECRET is set
         secret = shop.config.stripe_webhook_secret or (standin.webhook_secret if standin else "")
         if not secret:
-            return refuse("STRIPE_WEBHOOK_SECRET is not set")
+            return refuse(shop, "STRIPE_WEBHOOK_SECRET is not set")
         try:
             # Verify over the raw body, then parse: https://docs.stripe.com/webhooks#verify-official-libraries
             event = shop.orders.stripe.construct_event(request.body.read(), request.environ.get(
                 "HTTP_STRIPE_SIGNATURE") or "", secret, TOLERANCE).to_dict()
         except stripe.SignatureVerificationError as e:
-            return refuse(f"signature: {_reason(e)}")
+            return refuse(shop, f"signature: {_reason(e)}")
         except (ValueError, RecursionError, AttributeError, TypeError):  # not UTF-8, not JSON, not an object
             event = None
         if problem := _problem(event):
-            return refuse(problem)
+            return refuse(shop, problem)
         try:
             order_id, outcome = apply(shop.orders, event)
         except Retry as e:
@@ -179,9 +179,10 @@ def _reason(error):
     return next((k.lower() for k in known if str(error).startswith(k)), "invalid")
 
 
-def refuse(reason):
+def refuse(shop, reason):
     """400 for a delivery that is not a verified Stripe event; one log line, nothing changed."""
-    log.warning("webhook refused from %s: %s", request.remote_addr or "-", reason)
+    # The client's address as /admin counts it: bottle's remote_addr would take X-Forwarded-For from anyone.
+    log.warning("webhook refused from %s: %s", shop.guard.client_address(request), reason)
     return answer(400, {"error": "invalid webhook delivery"})
 
 

@@ -211,7 +211,14 @@ MULTIPART = "multipart/form-data; boundary=b0undary"
     (b"--b0undary\r\n" + b"X: " + b"y" * 5000 + b"\r\n\r\n--b0undary--\r\n", MULTIPART),
     (b"anything", "multipart/form-data"), (b"anything", "multipart/form-data; boundary="),
     (b"a=%ff%fe&csrf_token=%00", "application/x-www-form-urlencoded"), (b"\xff\xfe", "text/plain"),
-    (b'{"csrf_token": 1}', "application/json")])
+    (b'{"csrf_token": 1}', "application/json"),
+    # a charset Python does not know, or a codec that is not one of text, for the body or for one part
+    (b'--b0undary\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\nx\r\n--b0undary--\r\n',
+     MULTIPART + "; charset=utf-99"),
+    (b'--b0undary\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\nx\r\n--b0undary--\r\n',
+     MULTIPART + "; charset=rot13"),
+    (b'--b0undary\r\nContent-Disposition: form-data; name="csrf_token"\r\nContent-Type: text/plain; charset=zlib'
+     b'\r\n\r\nx\r\n--b0undary--\r\n', MULTIPART)])
 @pytest.mark.parametrize("path", ["/cart", "/checkout", "/offline-checkout/cs_test_x"])
 def test_malformed_form_bodies_are_a_400_or_403_never_a_crash(app, path, body, content_type):
     status, _, page, _ = survived(wsgi(app, "POST", path, body=body, content_type=content_type,

@@ -3,6 +3,7 @@ details, refunds behind a confirmation, CSRF, and the CSV export (SQLite and Pos
 
 import base64
 import csv
+import inspect
 import io
 import re
 
@@ -76,6 +77,18 @@ def test_ten_failed_sign_ins_from_an_address_are_429_for_ten_minutes(admin):
     for _ in range(20):  # visits without credentials (the browser asking first) are not failures
         admin.get("/admin", extra_environ=elsewhere, status=401)
     assert admin.get("/admin", headers=auth(), extra_environ=elsewhere, status=200)
+
+
+def test_only_addresses_that_failed_to_sign_in_are_remembered(admin):
+    (route,) = [r for r in admin.app.routes if r.rule == "/admin"]
+    authorize = inspect.getclosurevars(route.callback).nonlocals["authorize"]
+    failed = inspect.getclosurevars(authorize).nonlocals["failed"]
+    for i in range(50):  # a browser asking first, and the merchant signed in, from many addresses
+        admin.get("/admin", extra_environ={"REMOTE_ADDR": f"2001:db8::{i:x}"}, status=401)
+        admin.get("/admin", headers=auth(), extra_environ={"REMOTE_ADDR": f"2001:db8::1:{i:x}"}, status=200)
+    assert failed == {}
+    admin.get("/admin", headers=auth(password="guess"), extra_environ={"REMOTE_ADDR": "203.0.113.7"}, status=401)
+    assert list(failed) == ["203.0.113.7"] and len(failed["203.0.113.7"]) == 1
 
 
 def test_behind_the_trusted_proxy_the_limit_counts_the_address_it_names(make_shopper):

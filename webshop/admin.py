@@ -30,8 +30,8 @@ def install(app, shop):
     def authorize():
         """401 without the right user and password; 429 for an address with too many failures lately."""
         address, now = shop.guard.client_address(request), time.monotonic()
-        with lock:
-            recent = failed.setdefault(address, [])
+        with lock:  # an address is kept only once it fails: visits from many addresses must not grow the table
+            recent = failed.get(address, [])
             recent[:] = [t for t in recent if now - t <= WINDOW]  # in place: a parallel request's failure counts
             if len(recent) >= FAILURES:
                 raise ShopError(429, "Too many failed sign-ins. Please wait a few minutes and try again.",
@@ -42,7 +42,7 @@ def install(app, shop):
             return
         if user is not None:  # a first visit without credentials is not a failed attempt
             with lock:
-                recent.append(now)
+                failed.setdefault(address, recent).append(now)
                 if len(failed) > 10000:  # many addresses: forget those without recent failures
                     for key in [k for k, v in failed.items() if not v or now - v[-1] > WINDOW]:
                         del failed[key]

@@ -115,6 +115,24 @@ def test_an_exhausted_code_is_refused(shop_with):
         buy(shopper, {"moby-dick": 2}, promotion_code="SPRING10")
 
 
+@pytest.mark.parametrize("edit", [{"expires": "2099-02-28"}, {"extra": True}])
+def test_a_used_up_code_stays_used_up_when_the_promotions_are_edited(shop_with, edit):
+    shopper = shop_with(promotions=[{**SPRING, "max_redemptions": 2}])
+    buy(shopper, {"moby-dick": 2}, promotion_code="SPRING10")
+    # its expiry moved (a new coupon at Stripe), or another promotion added: 1 of the 2 redemptions is left
+    changed = {**SPRING, "max_redemptions": 2, **{k: v for k, v in edit.items() if k != "extra"}}
+    shopper.edit(promotions=[changed] + ([{"code": "OTHER5", "amount_off": 500}] if "extra" in edit else []))
+    shopper.get("/")
+    buy(shopper, {"moby-dick": 2}, promotion_code="SPRING10")
+    with pytest.raises(PayError):
+        buy(shopper, {"moby-dick": 2}, promotion_code="SPRING10")
+    shopper.edit(promotions=[changed, {"code": "LATER", "percent_off": 5}])
+    shopper.get("/")
+    assert "SPRING10" not in active_codes(shopper)  # used up: not made again
+    with pytest.raises(PayError):
+        buy(shopper, {"moby-dick": 2}, promotion_code="SPRING10")
+
+
 def test_an_expired_promotion_is_not_made_active(shop_with):
     shopper = shop_with(promotions=[{**SPRING, "expires": "2020-01-31"}])
     assert active_codes(shopper) == {}

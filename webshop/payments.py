@@ -178,17 +178,22 @@ def sync_promotions(client, catalog):
         # A coupon cannot change at Stripe: its id names its definition, so an edited promotion gets a new one.
         digest = hashlib.sha256(json.dumps([promo, catalog.currency], sort_keys=True).encode()).hexdigest()
         wanted[promo["code"], "shop_" + digest[:24]] = promo
+    redeemed = {}  # code: times redeemed by every code of that name the shop made, so an edit never resets it
     try:
         for code in call("GET /v1/promotion_codes", client.v1.promotion_codes.list,
-                         {"active": True, "limit": 100}).auto_paging_iter():
+                         {"limit": 100}).auto_paging_iter():
             code = code.to_dict()
+            if (code.get("metadata") or {}).get("shop") != "catalog":
+                continue
             coupon = (code.get("promotion") or {}).get("coupon")
             key = (code["code"].upper(), coupon.get("id") if isinstance(coupon, dict) else coupon)
-            if (code.get("metadata") or {}).get("shop") == "catalog" and wanted.pop(key, None) is None:
+            redeemed[key[0]] = redeemed.get(key[0], 0) + (code.get("times_redeemed") or 0)
+            if code.get("active") and wanted.pop(key, None) is None:
                 call("POST /v1/promotion_codes/{id}", client.v1.promotion_codes.update, code["id"], {"active": False})
         for (code, coupon), promo in wanted.items():
             expires = promo["expires"] and calendar.timegm(time.strptime(promo["expires"], "%Y-%m-%d")) + 86399
-            if expires and expires < time.time():
+            left = promo["max_redemptions"] and promo["max_redemptions"] - redeemed.get(code, 0)
+            if expires and expires < time.time() or left is not None and left <= 0:
                 continue
             off = ({"percent_off": promo["percent_off"]} if promo["percent_off"] else
                    {"amount_off": promo["amount_off"], "currency": catalog.currency})
@@ -197,8 +202,8 @@ def sync_promotions(client, catalog):
             params = {"promotion": {"type": "coupon", "coupon": coupon}, "code": code, "metadata": {"shop": "catalog"}}
             if expires:
                 params["expires_at"] = expires
-            if promo["max_redemptions"]:
-                params["max_redemptions"] = promo["max_redemptions"]
+            if left:
+                params["max_redemptions"] = left
             if promo["minimum_amount"]:
                 params["restrictions"] = {"minimum_amount": promo["minimum_amount"],
                                           "minimum_amount_currency": catalog.currency}

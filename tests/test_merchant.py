@@ -113,6 +113,25 @@ def test_order_shows_items_amounts_reference_and_event_history(shop, run):
     assert detail["id"] == o["id"] and detail["history"][-1]["status"] == "paid"
 
 
+def test_order_shows_the_discount_and_its_code_so_the_amounts_add_up(make_shopper, catalog_copy, data_dir,
+                                                                      database_url, monkeypatch, run):
+    with edit_catalog(catalog_copy) as data:
+        data["promotions"] = [{"code": "TENOFF", "amount_off": 1000}]
+    for name, value in (("DATA_DIR", str(data_dir)), ("DATABASE_URL", database_url), ("CATALOG", str(catalog_copy)),
+                        ("BASE_URL", f"http://127.0.0.1:{closed_port()}")):
+        monkeypatch.setenv(name, value)
+    shopper = wire(make_shopper(catalog=str(catalog_copy)))
+    session_id = start(shopper, "moby-dick")
+    shopper.standin.pay(session_id, promotion_code="TENOFF")
+    shopper.standin.deliver_pending()
+    o = order(shopper, session_id)
+    assert o["amount_discount"] == 1000
+    code, out, _ = run("order", o["id"])
+    assert code == 0
+    line = next(line for line in out.splitlines() if "Discount" in line)
+    assert "(TENOFF)" in line and line.endswith("$10.00")
+
+
 @pytest.mark.parametrize("command", [["order"], ["refund"], ["expire"], ["refund", "--amount", "100"]])
 def test_unknown_order_is_a_clear_message_and_exit_1(shop, run, command):
     code, out, err = run(command[0], "ord_doesnotexist", *command[1:])

@@ -242,9 +242,10 @@ def order(ctx, args):
     for i in o["items"]:
         print(f"  {i['quantity']:>3} × {shown(i['name'])[:40]:<40} {money(i['unit_amount'], cur):>12} "
               f"{money(i['unit_amount'] * i['quantity'], cur):>12}")
-    for label, key in (("Subtotal", "amount_subtotal"), ("Shipping", "amount_shipping"), ("Tax", "amount_tax"),
-                       ("Total", "amount_total"), ("Refunded", "amount_refunded")):
-        print(f"  {label:<58} {money(o[key], cur):>12}")
+    discount = "Discount" + (f" ({shown(o['promotion_code'])})" if o["promotion_code"] else "")
+    for label, key in (("Subtotal", "amount_subtotal"), (discount, "amount_discount"), ("Shipping", "amount_shipping"),
+                       ("Tax", "amount_tax"), ("Total", "amount_total"), ("Refunded", "amount_refunded")):
+        print(f"  {label[:58]:<58} {money(o[key], cur):>12}")
     print("History")
     for h in history:
         print(f"  {h['at']}  {h['status']:<18} {shown(h['source'])}" + (f" — {shown(h['note'])}" if h["note"] else ""))

@@ -60,6 +60,12 @@ class Shop:
             wanted = json.dumps([catalog.promotions, catalog.currency, account], sort_keys=True)
             if ledger.checkpoint("promotions") != wanted and payments.sync_promotions(self.orders.stripe, catalog):
                 ledger.set_checkpoint("promotions", wanted)
+            # A stock lowered below what open checkouts hold: the newest of them close, so no more is sold than exists.
+            for session_id in ledger.over_stock({p.id: p.stock for p in catalog.products if p.stock is not None}):
+                try:
+                    self.orders.expire(session_id, "stock lowered")
+                except ShopError as e:  # Stripe down: that checkout stays payable until it expires
+                    log.warning("could not expire %s (stock lowered): %s", session_id, e.detail or e.message)
         return catalog
 
     def render(self, name, cart_count=None, title=None, **values):

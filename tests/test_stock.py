@@ -8,6 +8,7 @@ import threading
 import pytest
 import webtest
 
+from standin import PayError
 from tests.conftest import ROOT, edit_catalog, pay, wire
 
 
@@ -72,6 +73,23 @@ def test_a_session_holding_stock_expires_after_30_minutes_and_gives_the_copy_bac
     assert shopper.standin.get(unstocked)["expires_at"] - shopper.standin.get(unstocked)["created"] == 24 * 3600
     shopper.shop.orders.sync(session_id, dict(shopper.standin.get(session_id), status="expired"), "test")
     assert "Only 1 left" in card(shopper.get("/"), "walden")
+
+
+def test_lowering_a_stock_expires_the_newest_checkouts_that_hold_more_than_is_left(stocked, catalog_copy):
+    """A merchant who finds fewer copies than the catalog said sells no more than there are."""
+    first = stocked(walden=3)
+    shoppers = [first] + [type(first)(first.app) for _ in range(2)]
+    sessions = [s.session_id(s.checkout(product_id="walden")) for s in shoppers]  # oldest first
+    with edit_catalog(catalog_copy) as data:
+        next(p for p in data["products"] if p["id"] == "walden")["stock"] = 1
+    assert "Only" not in card(type(first)(first.app).get("/"), "walden")  # the edit is live: none left for others
+    assert [first.standin.get(s)["status"] for s in sessions] == ["open", "expired", "expired"]
+    assert first.shop.orders.ledger.stock_levels(["walden"]) == {"walden": (1, 0)}
+    with pytest.raises(PayError):
+        first.standin.pay(sessions[2])
+    first.standin.pay(sessions[0])  # the oldest checkout is paid, and sells the one copy
+    assert "Thank you" in first.get(f"/success?session_id={sessions[0]}")
+    assert first.shop.orders.ledger.stock_levels(["walden"]) == {"walden": (0, 1)}
 
 
 def test_the_cart_holds_no_more_than_is_left(stocked):

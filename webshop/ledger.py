@@ -174,6 +174,27 @@ class Ledger:
         with self.db.read() as c:
             return self._taken(c, list(product_ids), browser)
 
+    def over_stock(self, stock):
+        """The sessions of the newest open checkouts that hold copies beyond `stock` ({product id: copies}), as
+        after an edit lowered it: closing them keeps the sale to the copies there are."""
+        with self.db.read() as c:
+            over = {p: held + sold - stock[p] for p, (held, sold) in self._taken(c, sorted(stock)).items()}
+            if not any(n > 0 for n in over.values()):
+                return []
+            rows = c.execute("SELECT o.session_id, l.product_id, l.quantity FROM orders o JOIN order_lines l ON"
+                             " l.order_id = o.id WHERE o.status = 'open' AND o.session_expires_at > ?"
+                             " ORDER BY o.created DESC, o.id", (int(time.time()),)).fetchall()
+        sessions = {}
+        for r in rows:
+            sessions.setdefault(r["session_id"], []).append((r["product_id"], r["quantity"]))
+        closing = []
+        for session_id, lines in sessions.items():  # newest first: the first to check out keep their copies
+            if any(over.get(p, 0) > 0 for p, _ in lines):
+                closing.append(session_id)
+                for p, quantity in lines:
+                    over[p] = over.get(p, 0) - quantity
+        return closing
+
     def restock(self, order_id, source):
         """Give an order's copies back to the stock (a refund the merchant restocks)."""
         with self.db.tx() as c:

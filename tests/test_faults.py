@@ -140,6 +140,20 @@ def test_a_retried_checkout_start_makes_exactly_one_session(make, kind):
     assert order["status"] == "open" and order["session_id"] == sessions[0].id
 
 
+
+def test_the_shops_own_retry_after_a_rate_limit_reuses_the_orders_key_so_one_session_is_made(make):
+    """The create ran, its answer was lost, the SDK's retry met a 429: the shop tries again, and only the order's
+    own idempotency key (not a new one the SDK would make) lets Stripe answer with the session it made."""
+    shopper = make(retries=1)
+    shopper.add(product(shopper))
+    inject(shopper, CREATE, "reset")
+    inject(shopper, CREATE, "429")
+    to_stripe = shopper.checkout()
+    order = only_order(shopper)
+    assert shopper.standin.calls[CREATE] == 3
+    assert [s.id for s in sessions_for(shopper, order["id"])] == [shopper.session_id(to_stripe)]
+    assert order["status"] == "open" and order["session_id"] == shopper.session_id(to_stripe)
+
 @pytest.mark.parametrize("kind", ALL)
 def test_stripe_unreachable_at_checkout_keeps_cart_and_order(make, kind):
     shopper = make(retries=1)

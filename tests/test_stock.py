@@ -162,6 +162,18 @@ def test_free_shipping_over_an_amount_is_offered_at_zero_and_shown_on_the_cart(m
     assert rates(shopper.checkout())[0] == 0
 
 
+def test_free_shipping_starts_at_the_amount_itself_as_the_cart_page_says(make_shopper, catalog_copy):
+    shopper = make_shopper(catalog=str(catalog_copy))
+    book = shopper.shop.catalog().products[0]
+    with edit_catalog(catalog_copy) as data:
+        data["shipping"]["options"][0]["free_over"] = 2 * book.price  # exactly what two copies come to
+    shopper.add(book.id, 2)
+    assert "this order qualifies" in shopper.get("/cart").text
+    session = shopper.standin.get(shopper.session_id(shopper.checkout()))
+    rate = shopper.standin.get(session["shipping_options"][0]["shipping_rate"])
+    assert rate["fixed_amount"]["amount"] == 0 and session["amount_subtotal"] == 2 * book.price
+
+
 def test_a_cart_with_more_than_is_left_checks_out_what_is_left_and_sold_out_is_the_shops_own_page(stocked,
                                                                                                   make_shopper):
     shopper = stocked(walden=3)

@@ -38,6 +38,25 @@ def test_home_lists_every_product_with_price_and_forms(shopper):
     assert "<script" not in page.text
 
 
+@pytest.mark.parametrize("start", ["cart", "buy now"])
+def test_prices_and_amounts_sent_with_the_form_are_ignored_for_the_catalogs(shopper, start):
+    cat = catalog()
+    book = cat.products[0]
+    forged = {"price": "1", "unit_amount": "1", "amount": "1", "amount_total": "1", "currency": "jpy",
+              "line_items[0][price_data][unit_amount]": "1"}
+    if start == "cart":
+        shopper.post("/cart", {"csrf_token": shopper.csrf(), "action": "add", "product_id": book.id, "quantity": "2",
+                               **forged}, status=303)
+        to_stripe = shopper.checkout(**forged)
+    else:
+        to_stripe = shopper.checkout(product_id=book.id, quantity="2", **forged)
+    order = shopper.shop.orders.ledger.by_session(shopper.session_id(to_stripe))
+    assert [(i["product_id"], i["quantity"], i["unit_amount"]) for i in order["items"]] == [(book.id, 2, book.price)]
+    assert order["amount_subtotal"] == 2 * book.price and order["currency"] == cat.currency
+    session = shopper.standin.get(shopper.session_id(to_stripe))
+    assert session["amount_subtotal"] == 2 * book.price and session["currency"] == cat.currency
+
+
 def test_full_purchase(shopper):
     cat = catalog()
     a, b, c = (p.id for p in cat.products[:3])

@@ -4,6 +4,7 @@ no more than there is, and a shipping option can be free over an amount."""
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import webtest
@@ -90,6 +91,17 @@ def test_lowering_a_stock_expires_the_newest_checkouts_that_hold_more_than_is_le
     first.standin.pay(sessions[0])  # the oldest checkout is paid, and sells the one copy
     assert "Thank you" in first.get(f"/success?session_id={sessions[0]}")
     assert first.shop.orders.ledger.stock_levels(["walden"]) == {"walden": (0, 1)}
+
+
+def test_a_session_past_its_expiry_holds_no_copy_even_before_its_expired_event_arrives(stocked):
+    shopper = stocked(walden=1)
+    session_id = shopper.session_id(shopper.checkout(product_id="walden"))
+    other = type(shopper)(shopper.app)
+    assert "Sold out" in card(other.get("/"), "walden")
+    with shopper.shop.orders.ledger.db.tx() as c:  # its 30 minutes are up; Stripe's event is still on its way
+        c.execute("UPDATE orders SET session_expires_at = ? WHERE session_id = ?", (int(time.time()) - 1, session_id))
+    assert "Only 1 left" in card(other.get("/"), "walden")
+    assert other.checkout(product_id="walden").location.startswith(shopper.shop.config.base_url)
 
 
 def test_the_cart_holds_no_more_than_is_left(stocked):

@@ -546,3 +546,20 @@ def test_a_session_that_leaves_out_its_amounts_keeps_the_orders_own(shopper):
     assert after["status"] == "awaiting_payment"
     assert [after[k] for k in ("amount_subtotal", "amount_total")] == [before[k] for k in ("amount_subtotal",
                                                                                           "amount_total")]
+
+
+def test_a_paid_session_naming_another_order_than_the_ledgers_fulfils_neither(shop, caplog):
+    """The ledger ties a session to one order, Stripe's session names another: the shop does not act on either."""
+    mine = start(shop)
+    theirs = start(type(shop)(shop.app))
+    mine_id, theirs_id = order(shop, mine)["id"], order(shop, theirs)["id"]
+    with shop.shop.orders.ledger.db.tx() as c:  # a session attached to the wrong order
+        c.execute("UPDATE orders SET session_id = NULL WHERE id = ?", (theirs_id,))
+        c.execute("UPDATE orders SET session_id = ? WHERE id = ?", (theirs, mine_id))
+    shop.standin.pay(theirs)
+    with caplog.at_level(logging.INFO, logger="shop.webhooks"):
+        shop.standin.deliver_pending()
+    assert "ignored: order mismatch" in caplog.text
+    ledger = shop.shop.orders.ledger
+    assert ledger.get(mine_id)["status"] == "open" and ledger.get(mine_id)["fulfilled_at"] is None
+    assert ledger.get(theirs_id)["fulfilled_at"] is None and handoff(shop) == []

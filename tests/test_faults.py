@@ -154,6 +154,17 @@ def test_the_shops_own_retry_after_a_rate_limit_reuses_the_orders_key_so_one_ses
     assert [s.id for s in sessions_for(shopper, order["id"])] == [shopper.session_id(to_stripe)]
     assert order["status"] == "open" and order["session_id"] == shopper.session_id(to_stripe)
 
+def test_a_rate_limited_call_is_tried_again_after_a_growing_wait_with_jitter(make, monkeypatch):
+    shopper = make(retries=0)
+    shopper.add(product(shopper))
+    waits = []
+    monkeypatch.setattr(payments.time, "sleep", waits.append)  # the shop's Stripe clock (see `later`)
+    inject(shopper, CREATE, "429", times=2)
+    shopper.checkout()
+    assert shopper.standin.calls[CREATE] == 3 and len(waits) == 2
+    assert 0.5 <= waits[0] <= 1 and 1 <= waits[1] <= 2
+
+
 @pytest.mark.parametrize("kind", ALL)
 def test_stripe_unreachable_at_checkout_keeps_cart_and_order(make, kind):
     shopper = make(retries=1)

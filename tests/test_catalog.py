@@ -4,7 +4,6 @@ import json
 import os
 import re
 import tempfile
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -370,14 +369,12 @@ def test_problems_is_empty_for_a_valid_file(shop):
     assert catalog.problems(shop(), shop.public) == []
 
 
-def test_ten_thousand_products_validate_quickly(shop):
+def test_ten_thousand_products_load(shop):
+    """How long they take is measured in bench/ (catalog scale), not here."""
     data = copy.deepcopy(VALID)
     data["products"] = [dict(VALID["products"][0], id=f"book-{i}") for i in range(10_000)]
-    path = shop(data)
-    started = time.perf_counter()
-    cat = load_catalog(path, shop.public)
-    assert time.perf_counter() - started < 1.0
-    assert cat.product("book-9999").price == 1299
+    cat = load_catalog(shop(data), shop.public)
+    assert len(cat.products) == 10_000 and cat.product("book-9999").price == 1299
 
 
 # Money

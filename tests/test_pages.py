@@ -75,8 +75,9 @@ def test_https_base_url_adds_hsts_and_secure_cookies(make_shopper):
 
 
 def test_cookies_are_httponly_and_samesite(shopper):
-    response = shopper.add("walden")
-    for header in response.headers.getall("Set-Cookie"):
+    cookies = shopper.add("walden").headers.getall("Set-Cookie")
+    assert {c.split("=")[0] for c in cookies} >= {"sid", "cart"}
+    for header in cookies:
         assert "HttpOnly" in header and "samesite=lax" in header.lower()
 
 

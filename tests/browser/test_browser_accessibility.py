@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import DESKTOP, PHONE
+from tests.browser.conftest import DESKTOP, PHONE, unavailable
 from tests.browser.shopping import (DECLINED_CARD, GOOD_CARD, PAY_PAGE, add_to_cart, catalog, expect, fill_payment,
                                     pay_button)
 
@@ -24,7 +24,7 @@ def axe_source():
     try:
         import axe_playwright_python
     except ImportError:
-        pytest.skip("axe-playwright-python is not installed (pip install -r requirements-dev.txt)")
+        unavailable("axe-playwright-python is not installed (pip install -r requirements-dev.txt)")
     return (Path(axe_playwright_python.__file__).parent / "axe.min.js").read_text(encoding="utf-8")
 
 

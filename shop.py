@@ -1,5 +1,6 @@
 """A small web shop on Stripe Checkout: `make_app()` builds it, `python shop.py` serves it (see --help)."""
 
+import atexit
 import functools
 import hashlib
 import json
@@ -160,11 +161,13 @@ def make_app(config=None):
 
 
 def start_background(shop):
-    """Start the email sender (and offline the stand-in's webhook sender); returns the event that stops it."""
+    """Start the email sender (and offline the stand-in's webhook sender); returns the function that stops it."""
     # Threads of each serving process: the outbox's leases keep two processes from sending one message.
     if shop.orders.standin is not None:
         shop.orders.standin.start_webhook_sender()
-    return mail.start_sender(shop.orders)
+    stop = mail.start_sender(shop.orders)
+    atexit.register(stop)  # a gunicorn worker's exit too waits for the email under way
+    return stop
 
 
 def _shop_errors(callback):

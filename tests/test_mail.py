@@ -28,7 +28,8 @@ MERCHANT = "owner@example.com"
 
 class MailServer:
     """A real SMTP server on 127.0.0.1 that keeps what it accepted; `mode` makes it accept, refuse a recipient
-    (550), refuse the message (421), drop the connection mid-session or stall before answering DATA."""
+    (550), refuse the message (421), drop the connection mid-session, stall before answering DATA, or accept
+    after 0.6 s (slow)."""
 
     def __init__(self, **options):
         self.accepted, self.mode, self.stalled = [], "accept", threading.Event()
@@ -57,6 +58,9 @@ class MailServer:
             self.stalled.set()
             await asyncio.sleep(60)  # the client dies meanwhile; never accepted
             return "451 4.4.2 Too late"
+        if self.mode == "slow":  # accepted after a while (within the shop's 1 s timeout), as a busy server would
+            self.stalled.set()
+            await asyncio.sleep(0.6)
         self.accepted.append((envelope.rcpt_tos, email.message_from_bytes(envelope.original_content,
                                                                          policy=email.policy.default)))
         return "250 2.0.0 Accepted"
@@ -384,15 +388,13 @@ def test_the_smtp_password_is_never_shown_in_settings_logs_or_errors(make_shoppe
 
 # -- a real serving process killed mid-send ----------------------------------------------------------------------
 
-@pytest.mark.slow
-def test_a_server_killed_mid_send_sends_each_message_once_after_a_restart(spawn, tmp_path, smtp):
-    """SIGKILL while the mail server holds the first message at DATA (never accepted); after a restart the other
-    message goes at once and the held one when its lease ends: each id accepted once."""
+def served_and_paid(spawn, tmp_path, smtp):
+    """(process, its env): `python shop.py` with the mail server, and an order paid on it offline; returns once
+    its mail thread has reached DATA of the first email."""
     port, data = free_port(), tmp_path / "data"
     base = f"http://127.0.0.1:{port}"
     env = {"DATA_DIR": str(data), "BASE_URL": base, "PORT": str(port), "SMTP_URL": smtp.url + "?timeout=1",
            "MERCHANT_EMAIL": MERCHANT, "STRIPE_SECRET_KEY": "", "STRIPE_API_BASE": "", "STRIPE_WEBHOOK_SECRET": ""}
-    smtp.mode = "stall"
     shop = spawn([sys.executable, "shop.py"], port, env=env)
     stripe = StandIn(data, public_url=base, webhook_url=base + "/webhook")
     answer = urllib.request.urlopen(base + "/")
@@ -410,14 +412,41 @@ def test_a_server_killed_mid_send_sends_each_message_once_after_a_restart(spawn,
         session_id = e.headers["Location"].rsplit("/", 1)[-1]
     stripe.pay(session_id)  # the serving process's own sender delivers the webhook; its mail thread sends
     assert smtp.stalled.wait(30), "the shop never reached DATA"
+    return shop, env
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_send_sends_each_message_once_after_a_restart(spawn, tmp_path, smtp):
+    """SIGKILL while the mail server holds the first message at DATA (never accepted); after a restart the other
+    message goes at once and the held one when its lease ends: each id accepted once."""
+    smtp.mode = "stall"
+    shop, env = served_and_paid(spawn, tmp_path, smtp)
     shop.send_signal(signal.SIGKILL)
     shop.wait()
     smtp.mode = "accept"
-    spawn([sys.executable, "shop.py"], port, env=env)
+    spawn([sys.executable, "shop.py"], int(env["PORT"]), env=env)
     wait_for(lambda: len(smtp.accepted) >= 2, "both emails accepted after the restart", timeout=60)
-    book = Ledger(load_config({"data_dir": str(data)}))
+    book = Ledger(load_config({"data_dir": env["DATA_DIR"]}))
     try:  # once marked sent, no sender takes a message again: what was accepted by then is all there will be
         wait_for(lambda: not book.outbox(pending=True), "both emails marked sent", timeout=60)
     finally:
         book.close()
     assert smtp.kinds() == ["confirmation", "order_notice"] and len(set(smtp.ids())) == 2
+
+
+@pytest.mark.slow
+def test_a_server_stopped_mid_send_marks_that_email_sent_before_it_exits(spawn, tmp_path, smtp):
+    """SIGTERM while the mail server takes its time over the first message: the shop waits for its answer and
+    marks it sent, so that no restart sends it again; the other message waits for the next start."""
+    smtp.mode = "slow"
+    shop, env = served_and_paid(spawn, tmp_path, smtp)
+    shop.send_signal(signal.SIGTERM)
+    assert shop.wait(30) == 0
+    log = (tmp_path / "process-0.log").read_text()
+    assert log.rstrip().endswith("stopped") and "Traceback" not in log and "sending emails failed" not in log
+    book = Ledger(load_config({"data_dir": env["DATA_DIR"]}))
+    try:
+        pending = {m["id"] for m in book.outbox(pending=True)}
+    finally:
+        book.close()
+    assert len(smtp.accepted) == 1 and len(pending) == 1 and smtp.ids()[0] not in pending

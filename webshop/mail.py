@@ -116,16 +116,17 @@ def timeout(config):
     return float(value) if re.fullmatch(r"[0-9]{1,4}(\.[0-9]+)?", value) and float(value) > 0 else 30.0
 
 
-def send_due(orders, now=None, retry_now=False):
-    """Send each due message once (retry_now: also those in back-off or given up); returns (sent, failed)."""
+def send_due(orders, now=None, retry_now=False, stop=None):
+    """Send each due message once (retry_now: also those in back-off or given up) until `stop` is set; returns
+    (sent, failed)."""
     config, ledger, fixed = orders.config, orders.ledger, now
     sent, failed, tried = 0, 0, set()
-    while True:  # one claim at a time, its lease counted from now: it only has to cover one message's send
+    while not (stop and stop.is_set()):  # one claim at a time, its lease counted from now: it covers one send
         now = time.time() if fixed is None else fixed
         row = ledger.claim_mail(now, 10 * timeout(config), due=now + 10 ** 9 if retry_now else None, skip=tried,
                                 given_up=retry_now)
         if row is None:
-            return sent, failed
+            break
         tried.add(row["id"])
         try:
             deliver(config, row)
@@ -145,6 +146,7 @@ def send_due(orders, now=None, retry_now=False):
             ledger.mail_sent(row["id"])
             log.info("email %s sent to the %s", row["id"], "mail server" if config.smtp_url else "outbox folder")
             sent += 1
+    return sent, failed
 
 
 def deliver(config, row):
@@ -177,16 +179,21 @@ def deliver(config, row):
 
 
 def start_sender(orders):
-    """A daemon thread sending due emails every second; set the returned event to stop it."""
+    """A daemon thread sending due emails every second; the returned function stops it once the email under way
+    is sent and marked (else a stop mid-send would send it again after its lease)."""
     stop = threading.Event()
 
     def run():
-        while True:
+        while not stop.is_set():
             try:
-                send_due(orders)
+                send_due(orders, stop=stop)
             except Exception:  # noqa: BLE001 — the database is away: the next round tries again
                 log.exception("sending emails failed")
-            if stop.wait(1.0):
-                return
-    threading.Thread(target=run, name="mail-sender", daemon=True).start()
-    return stop
+            stop.wait(1.0)
+    thread = threading.Thread(target=run, name="mail-sender", daemon=True)
+    thread.start()
+
+    def halt():
+        stop.set()
+        thread.join()  # one message at most: the SMTP timeout bounds it
+    return halt

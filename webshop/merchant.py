@@ -181,13 +181,13 @@ def serve(config):
     # Request threads wait for the GIL while waitress's loop thread polls, 5 ms at a time by default: 0.5 ms carried
     # 40-60% more checkouts a second at 256 shoppers (docs/benchmarks.md, "What limits one process under load").
     sys.setswitchinterval(0.0005)
-    mailer = start_background(shop)
+    stop_mail = start_background(shop)
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
-        mailer.set()
+        stop_mail()
         shop.orders.close()
         log.info("stopped")
         writer.stop()  # every queued line written before the process ends

@@ -13,13 +13,22 @@ Test cards (any future expiry such as 12/34, any 3-digit CVC):
 - 4000 0099 0000 0004 (stand-in only): completes the session unpaid (PaymentIntent processing), then settles as
   paid after `async_delay` seconds or `settle_async()` (checkout.session.async_payment_succeeded).
 - 4000 0099 0000 0012 (stand-in only): as above but the delayed payment fails (..._async_payment_failed).
+- 4000 0025 0000 3155, 4000 0027 6000 3184 and 4000 0000 0000 3220: require 3D Secure authentication
+  (https://docs.stripe.com/testing#regulatory-cards). The page then shows a test 3D Secure page, with nothing kept
+  yet: Complete pays as 4242 does (the charge's payment_method_details.card.three_d_secure says "authenticated");
+  Fail makes no charge, leaves the session open and the PaymentIntent requires_payment_method with
+  last_payment_error.code payment_intent_authentication_failure (payment_intent.payment_failed), and the page shows
+  Stripe's message "We are unable to authenticate your payment method. Please choose a different payment method and
+  try again." with the form kept.
 - Any other Luhn-valid number is declined as a live card used in test mode (test_mode_live_card).
 
 `.pay(session_id, card=..., email=..., name=..., address=None, shipping_option_index=0, phone=None, expiry="12/34",
-cvc="123", cardholder=None, promotion_code=None, accept_terms=True, tax_id=None)` fills in and submits the payment page
-in one call: `promotion_code` is typed into the code field, `accept_terms` ticks (or, False, leaves) the terms of
-service box, `tax_id` is a (type, value) pair such as ("eu_vat", "DE123456789"). What the page refuses raises PayError
-with the page's message (`.status`, `.message`, `.field`); a declined card raises PayError(402).
+cvc="123", cardholder=None, promotion_code=None, accept_terms=True, tax_id=None, authentication="complete")` fills in
+and submits the payment page in one call: `promotion_code` is typed into the code field, `accept_terms` ticks (or,
+False, leaves) the terms of service box, `tax_id` is a (type, value) pair such as ("eu_vat", "DE123456789"),
+`authentication` is the answer on the test 3D Secure page ("complete" or "fail") for the cards that ask for it. What
+the page refuses raises PayError with the page's message (`.status`, `.message`, `.field`); a declined card, or a
+failed authentication, raises PayError(402).
 `.sweep(now=None)` does what time would: expires open sessions past their expires_at (checkout.session.expired, the
 PaymentIntent canceled), settles delayed payments, turns promotion codes past their expires_at inactive and coupons past
 their redeem_by invalid. `.check_promotion_code(session, code)` is the page's preview of a code.

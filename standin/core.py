@@ -116,12 +116,16 @@ class StandIn:
     # -- payments -------------------------------------------------------------------------------------------------
     def pay(self, session_id, card="4242424242424242", email="jenny.rosen@example.com", name="Jenny Rosen",
             address=None, shipping_option_index=0, phone=None, expiry="12/34", cvc="123", cardholder=None,
-            promotion_code=None, accept_terms=True, tax_id=None):
+            promotion_code=None, accept_terms=True, tax_id=None, authentication="complete"):
         """Pay a session as the hosted page would; returns the session, raises PayError (400/402/404/409/410).
 
         `promotion_code` is typed into the code field (sessions with allow_promotion_codes), `accept_terms` ticks
         the terms of service box (sessions with consent_collection[terms_of_service]=required), `tax_id` is a
-        (type, value) pair such as ("eu_vat", "DE123456789") (sessions with tax_id_collection[enabled])."""
+        (type, value) pair such as ("eu_vat", "DE123456789") (sessions with tax_id_collection[enabled]).
+        `authentication` is the answer on the test 3D Secure page for the cards that ask for it: "complete" pays,
+        "fail" raises PayError(402) with Stripe's message and leaves the session open."""
+        if authentication not in ("complete", "fail"):
+            raise ValueError(f'authentication must be "complete" or "fail", not {authentication!r}')
         session = self.peek_session(session_id)
         if session is None:
             raise PayError(404, "No such checkout session.")
@@ -134,7 +138,7 @@ class StandIn:
         form = {"email": email, "name": name, "address": address, "shipping_option_index": str(shipping_option_index),
                 "phone": phone, "card": card, "expiry": expiry, "cvc": cvc, "cardholder": cardholder,
                 "promotion_code": promotion_code or "", "terms": "accepted" if accept_terms else "",
-                "tax_id_type": tax_type, "tax_id_value": tax_value}
+                "tax_id_type": tax_type, "tax_id_value": tax_value, "authentication": authentication}
         session, result, err = self.submit_payment(session_id, form)
         if err:
             raise err

@@ -173,6 +173,13 @@ def card_error(code, decline_code, message, charge_id, payment_method_obj):
             "payment_method": public(payment_method_obj)}
 
 
+def authentication_error(message, payment_method_obj):
+    """A PaymentIntent's `last_payment_error` after failed 3D Secure: no charge was made, so none is named."""
+    code = "payment_intent_authentication_failure"
+    return {"type": "invalid_request_error", "code": code, "message": message,
+            "doc_url": DOC_BASE + code.replace("_", "-"), "payment_method": public(payment_method_obj)}
+
+
 def charge(pi, created, billing_details, pm_details, outcome, status, failure=None):
     """A Charge: https://docs.stripe.com/api/charges/object (failure = (code, message) for declines)."""
     cid = new_id("ch_")

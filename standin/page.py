@@ -11,7 +11,8 @@ from pathlib import Path
 import bottle
 
 from . import checkout, promotions
-from .payments import CARDS, DECLINE_MESSAGES, TAX_ID_FOR_COUNTRY, TAX_ID_TYPES, PayError, check_minimum, money
+from .payments import (CARDS, DECLINE_MESSAGES, TAX_ID_FOR_COUNTRY, TAX_ID_TYPES, AuthenticationRequired, PayError,
+                       check_minimum, money)
 from .schemas import COUNTRIES
 
 HERE = Path(__file__).resolve().parent
@@ -38,6 +39,9 @@ TEST_CARDS = [
     ("4000 0000 0000 0259", "Succeeds, then is disputed"),
     ("4000 0099 0000 0004", "Delayed payment that later succeeds"),
     ("4000 0099 0000 0012", "Delayed payment that later fails"),
+    ("4000 0025 0000 3155", "Requires authentication (3D Secure)"),
+    ("4000 0027 6000 3184", "Always requires authentication (3D Secure)"),
+    ("4000 0000 0000 3220", "Requires 3D Secure 2 authentication"),
 ]
 assert all(c.replace(" ", "") in CARDS for c, _ in TEST_CARDS)
 
@@ -101,13 +105,18 @@ def page(standin, session_id):
             "address": {k: form[f"address_{k}"] for k in ADDRESS}, "shipping_option_index": form["shipping_option"],
             "card": form["card_number"], "expiry": form["card_expiry"], "cvc": form["card_cvc"],
             "cardholder": form["cardholder_name"], "promotion_code": form["promotion_code"], "terms": form["terms"],
-            "tax_id_type": form["tax_id_type"], "tax_id_value": form["tax_id_value"]}
+            "tax_id_type": form["tax_id_type"], "tax_id_value": form["tax_id_value"],
+            "authentication": req.forms.getunicode("authentication", default="") or ""}
     try:
         session, result, err = standin.submit_payment(session_id, data)
+    except AuthenticationRequired:
+        return challenge(standin, session, form)
     except PayError as e:
         if e.status in (404, 409, 410):  # the session changed state under us: show its current page
             return page_after_race(standin, session_id)
         return render(standin, session, form, e.message, e.status, ERROR_FIELDS.get(e.field, e.field))
+    if err and not err.decline_code:  # failed 3D Secure: Stripe's own words, not a decline
+        return render(standin, standin.peek_session(session_id), form, err.message, 402, "card_number")
     if err:
         reason = err.decline_code or "generic_decline"
         detail = DECLINE_MESSAGES.get(reason, "").removeprefix("Your card was declined.").strip()
@@ -115,6 +124,15 @@ def page(standin, session_id):
         text = f"Your card was declined.{detail} (decline code: {reason})"
         return render(standin, standin.peek_session(session_id), form, text, 402, "card_number")
     return redirect(session)
+
+
+def challenge(standin, session, form):
+    """The test 3D Secure page: Complete or Fail posts the payment form again, with the shopper's answer."""
+    # What Stripe's test mode shows for its authentication cards: https://docs.stripe.com/testing#regulatory-cards
+    hidden = [(k, form[k]) for k in FIELDS + ("card_number", "card_cvc", "pay_token")]
+    bottle.response.status = 200
+    return bottle.template("authenticate", template_lookup=LOOKUP, css=CSS_URL, business=standin.business_name,
+                           hidden=hidden, action=f"{PREFIX}/{session['id']}")
 
 
 def apply_code(standin, session, form):

@@ -2,6 +2,7 @@
 import hashlib
 import re
 import time
+import uuid
 
 from webshop.iso_codes import THREE_DECIMAL, ZERO_DECIMAL
 
@@ -14,6 +15,8 @@ ASYNC_FAIL = "4000009900000012"
 DISPUTED = "4000000000000259"
 # number -> (brand, behaviour, decline_code); https://docs.stripe.com/testing#cards and #declined-payments.
 # The two 40000099... numbers are the stand-in's own: Luhn-valid cards that settle later, like a delayed method.
+# The "authenticate" cards ask for 3D Secure on a one-off payment, as Checkout makes one:
+# https://docs.stripe.com/testing#regulatory-cards and #authentication-and-setup.
 CARDS = {
     "4242424242424242": ("visa", "succeed", None),
     "5555555555554444": ("mastercard", "succeed", None),
@@ -24,6 +27,9 @@ CARDS = {
     DISPUTED: ("visa", "dispute", None),
     ASYNC_OK: ("visa", "async_succeed", None),
     ASYNC_FAIL: ("visa", "async_fail", None),
+    "4000002500003155": ("visa", "authenticate", None),
+    "4000002760003184": ("visa", "authenticate", None),
+    "4000000000003220": ("visa", "authenticate", None),
 }
 # Customer-facing decline messages: https://docs.stripe.com/declines/codes
 DECLINE_MESSAGES = {
@@ -33,6 +39,10 @@ DECLINE_MESSAGES = {
     "incorrect_cvc": "Your card's security code is incorrect.",
     "test_mode_live_card": "Your card was declined. Your request was in test mode, but used a non test card.",
 }
+# What Stripe tells the shopper when 3D Secure authentication fails (code payment_intent_authentication_failure):
+# https://docs.stripe.com/error-codes#payment-intent-authentication-failure
+AUTHENTICATION_FAILED = ("We are unable to authenticate your payment method. Please choose a different payment "
+                         "method and try again.")
 
 # Tax IDs the page offers when tax_id_collection is on: type -> (label, example, pattern of the value with spaces
 # and dots taken out, countries it is for). Stripe knows many more types (https://docs.stripe.com/tax/checkout/tax-ids);
@@ -59,6 +69,13 @@ class PayError(Exception):
     def __init__(self, status, message, field=None, decline_code=None):
         super().__init__(message)
         self.status, self.message, self.field, self.decline_code = status, message, field, decline_code
+
+
+class AuthenticationRequired(PayError):
+    """The card asks for 3D Secure: the shopper must complete or fail the test authentication page first."""
+
+    def __init__(self):
+        super().__init__(402, "This card requires authentication: complete or fail the test 3D Secure page.", "card")
 
 
 def luhn_ok(number):
@@ -115,9 +132,11 @@ def validate(session, form, now=None):
         raise PayError(400, "This checkout does not accept promotion codes.", "promotion_code")
     if terms_required(session) and f.get("terms") not in (True, "accepted"):
         raise PayError(400, "Please accept the terms of service to continue.", "terms")
+    # The shopper's answer on the test 3D Secure page, for the cards that ask for one
+    authentication = f.get("authentication") if f.get("authentication") in ("complete", "fail") else None
     return {"email": email, "name": f["name"], "phone": phone, "address": addr, "option": option,
             "number": number, "exp_month": month, "exp_year": year, "cardholder": f.get("cardholder") or f["name"],
-            "tax_id": tax_id, "promotion_code": code}
+            "tax_id": tax_id, "promotion_code": code, "authentication": authentication}
 
 
 def terms_required(session):
@@ -146,7 +165,8 @@ def _tax_id(session, type_, value, country):
 
 
 def attempt(ctx, session, c):
-    """Confirm the session's payment with a cleaned form: ("paid"|"processing", None) or ("declined", PayError)."""
+    """Confirm the session's payment with a cleaned form: ("paid"|"processing", None) or ("declined", PayError);
+    AuthenticationRequired for a 3D Secure card until the shopper answers its test challenge."""
     if session["status"] != "open":
         raise PayError(410 if session["status"] == "expired" else 409, f"This checkout session is {session['status']}.")
     allowed = session["shipping_address_collection"]
@@ -171,6 +191,8 @@ def attempt(ctx, session, c):
         raise PayError(400, f"The total is now {money(session['amount_total'], session['currency'])}: enter your "
                        "card to pay it.", "card")
     brand, behaviour, decline = CARDS.get(c["number"], (_brand(c["number"]), "decline", "test_mode_live_card"))
+    if behaviour == "authenticate" and not c.get("authentication"):
+        raise AuthenticationRequired()  # nothing is kept until the shopper answers the test 3D Secure page
     pi = ctx.tx.get(session["payment_intent"]) if session["payment_intent"] else None
     if pi is None:
         pi = o.payment_intent(session, ctx.now)
@@ -188,6 +210,10 @@ def attempt(ctx, session, c):
     details = o.card_details(card, c["exp_month"], c["exp_year"], checks_pass=behaviour != "decline")
     if behaviour == "decline":
         return _decline(ctx, session, pi, pm, billing, details, decline)
+    if behaviour == "authenticate":
+        if c["authentication"] == "fail":
+            return _authentication_failed(ctx, session, pi, pm)
+        details["three_d_secure"] = three_d_secure()
     pending = behaviour.startswith("async")
     outcome = o.outcome("approved_by_network", "authorized", "Payment complete.")
     ch = o.charge(pi, ctx.now, billing, details, outcome, "pending" if pending else "succeeded")
@@ -250,6 +276,24 @@ def _decline(ctx, session, pi, pm, billing, details, code):
     ctx.emit("charge.failed", ch)
     ctx.emit("payment_intent.payment_failed", pi)
     return "declined", PayError(402, message, "card", code)
+
+
+def three_d_secure():
+    """A charge's `payment_method_details.card.three_d_secure` after the shopper passed the test challenge."""
+    # https://docs.stripe.com/api/charges/object#charge_object-payment_method_details-card-three_d_secure
+    return {"authentication_flow": "challenge", "electronic_commerce_indicator": "05", "exemption_indicator": None,
+            "result": "authenticated", "result_reason": None, "transaction_id": str(uuid.uuid4()),
+            "version": "2.2.0"}
+
+
+def _authentication_failed(ctx, session, pi, pm):
+    """The shopper failed 3D Secure: no charge is made and the PaymentIntent asks for another payment method."""
+    pi.update(status="requires_payment_method",
+              last_payment_error=o.authentication_error(AUTHENTICATION_FAILED, pm))
+    for obj in (pi, session):
+        ctx.tx.put(obj)
+    ctx.emit("payment_intent.payment_failed", pi)
+    return "declined", PayError(402, AUTHENTICATION_FAILED, "card")
 
 
 def settle(ctx, session):

@@ -62,6 +62,45 @@ def test_pay_then_retrieve_with_expansions(client, standin):
     assert client.v1.charges.retrieve(ch.id).payment_intent == pi.id
 
 
+@pytest.mark.parametrize("card", ["4000002500003155", "4000002760003184", "4000000000003220"])
+def test_3d_secure_cards_pay_once_authentication_is_completed(client, standin, card):
+    s = client.v1.checkout.sessions.create(shop_params())
+    paid = standin.pay(s.id, card=card)  # authentication="complete" by default
+    assert (paid["status"], paid["payment_status"]) == ("complete", "paid")
+    r = client.v1.checkout.sessions.retrieve(s.id, {"expand": ["payment_intent.latest_charge"]})
+    charge = r.payment_intent.latest_charge
+    assert r.payment_intent.status == "succeeded" and charge.status == "succeeded" and charge.paid
+    secure = charge.payment_method_details.card.three_d_secure
+    assert (secure.authentication_flow, secure.result, secure.result_reason, secure.version) == (
+        "challenge", "authenticated", None, "2.2.0")
+    types = [e.type for e in reversed(client.v1.events.list().data)]
+    assert types == ["payment_intent.created", "charge.succeeded", "payment_intent.succeeded",
+                     "checkout.session.completed"]
+
+
+def test_failed_authentication_leaves_the_session_open_and_no_charge(client, standin):
+    s = client.v1.checkout.sessions.create(shop_params())
+    with pytest.raises(PayError) as exc:
+        standin.pay(s.id, card="4000002760003184", authentication="fail")
+    message = ("We are unable to authenticate your payment method. Please choose a different payment method and "
+               "try again.")
+    assert (exc.value.status, exc.value.message, exc.value.decline_code) == (402, message, None)
+    r = client.v1.checkout.sessions.retrieve(s.id, {"expand": ["payment_intent"]})
+    assert (r.status, r.payment_status) == ("open", "unpaid")
+    pi = r.payment_intent
+    assert (pi.status, pi.latest_charge, pi.amount_received) == ("requires_payment_method", None, 0)
+    error = pi.last_payment_error
+    assert (error.type, error.code, error.message) == ("invalid_request_error",
+                                                       "payment_intent_authentication_failure", message)
+    assert error.payment_method.card.last4 == "3184"
+    types = [e.type for e in reversed(client.v1.events.list().data)]
+    assert types == ["payment_intent.created", "payment_intent.payment_failed"]
+    # trying again with the same card, this time authenticated, pays on the same PaymentIntent
+    assert standin.pay(s.id, card="4000002760003184")["payment_intent"] == pi.id
+    with pytest.raises(ValueError):
+        standin.pay(client.v1.checkout.sessions.create(shop_params()).id, authentication="maybe")
+
+
 def test_inclusive_prices_carve_tax_out(client, standin):
     items = [{"quantity": 1, "price_data": {"currency": "eur", "unit_amount": 1190, "tax_behavior": "inclusive",
                                             "product_data": {"name": "Book"}}}]

@@ -215,6 +215,93 @@ def test_programmatic_pay_matches_the_page(client, standin):
     assert exc.value.status == 404
 
 
+AUTHENTICATION_FAILED = ("We are unable to authenticate your payment method. Please choose a different payment "
+                         "method and try again.")
+
+
+def _events(client):
+    """Every event type so far, oldest first."""
+    return [e.type for e in reversed(client.v1.events.list({"limit": 100}).data)]
+
+
+@pytest.mark.parametrize("card", ["4000 0025 0000 3155", "4000002760003184", "4000000000003220"])
+def test_a_3d_secure_card_shows_the_test_challenge_and_changes_nothing_yet(client, pay_page, card):
+    s = client.v1.checkout.sessions.create(params())
+    challenge = fill(pay_page.get(f"/offline-checkout/{s.id}"), card=card).submit(status=200)
+    assert "3D Secure" in challenge.text and "test" in challenge.text and "Test mode" in challenge.text
+    assert 'href="/offline-checkout/static/standin.css"' in challenge.text
+    form = challenge.forms["authenticate"]
+    assert form.action == f"/offline-checkout/{s.id}" and form.method.lower() == "post"
+    assert [(b["value"], b.text) for b in challenge.html.select("#authenticate button[name=authentication]")] == [
+        ("complete", "Complete"), ("fail", "Fail")]
+    # every field of the payment form goes back with the answer, so the page needs no state to remember it
+    assert form["card_number"].value == card and form["card_cvc"].value == "123"
+    assert form["name"].value == "Ada Reader" and form["address_city"].value == "Berlin"
+    assert form["pay_token"].value == fill(pay_page.get(f"/offline-checkout/{s.id}"))["pay_token"].value
+    assert form["action"].value == "pay" and form["shipping_option"].value == "0"
+    r = client.v1.checkout.sessions.retrieve(s.id)
+    assert (r.status, r.payment_status, r.payment_intent) == ("open", "unpaid", None)
+    assert _events(client) == []
+
+
+def test_completing_the_challenge_pays_as_4242_does(client, pay_page):
+    s = client.v1.checkout.sessions.create(params())
+    challenge = fill(pay_page.get(f"/offline-checkout/{s.id}"), card="4000002760003184").submit(status=200)
+    done = challenge.forms["authenticate"].submit("authentication", value="complete", status=303)
+    assert done.location == f"http://shop.test/success?session_id={s.id}"
+    r = client.v1.checkout.sessions.retrieve(s.id, {"expand": ["payment_intent.latest_charge"]})
+    assert (r.status, r.payment_status, r.payment_intent.status) == ("complete", "paid", "succeeded")
+    charge = r.payment_intent.latest_charge
+    assert charge.status == "succeeded" and charge.payment_method_details.card.last4 == "3184"
+    secure = charge.payment_method_details.card.three_d_secure
+    assert (secure.authentication_flow, secure.result, secure.version) == ("challenge", "authenticated", "2.2.0")
+    assert _events(client) == ["payment_intent.created", "charge.succeeded", "payment_intent.succeeded",
+                               "checkout.session.completed"]
+
+
+def test_failing_the_challenge_keeps_the_session_open_with_stripes_message(client, pay_page):
+    s = client.v1.checkout.sessions.create(params())
+    challenge = fill(pay_page.get(f"/offline-checkout/{s.id}"), card="4000000000003220").submit(status=200)
+    page = challenge.forms["authenticate"].submit("authentication", value="fail", status=402)
+    assert AUTHENTICATION_FAILED in page.text and "Your card was declined" not in page.text
+    assert page.forms["pay"]["name"].value == "Ada Reader" and page.forms["pay"]["card_number"].value == ""
+    assert page.html.find("input", id="card_number").get("aria-describedby") == "sti-error"
+    r = client.v1.checkout.sessions.retrieve(s.id, {"expand": ["payment_intent"]})
+    assert (r.status, r.payment_status) == ("open", "unpaid")
+    pi = r.payment_intent
+    assert pi.status == "requires_payment_method" and pi.latest_charge is None
+    assert pi.last_payment_error.code == "payment_intent_authentication_failure"
+    assert pi.last_payment_error.message == AUTHENTICATION_FAILED
+    assert _events(client) == ["payment_intent.created", "payment_intent.payment_failed"]
+    # the shopper can pay with another card on the same session and PaymentIntent
+    fill(page).submit(status=303)
+    assert client.v1.checkout.sessions.retrieve(s.id).payment_intent == pi.id
+
+
+def test_the_challenge_escapes_the_fields_it_posts_back(client, pay_page):
+    name = """<script>alert("x")</script> O'Brien & "Co" """.strip()
+    s = client.v1.checkout.sessions.create(params())
+    challenge = fill(pay_page.get(f"/offline-checkout/{s.id}"), card="4000000000003220", name=name,
+                     address_line1='"><b>1 Rue').submit(status=200)
+    assert "<script>" not in challenge.text and "<b>" not in challenge.text
+    escaped = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; O&#039;Brien &amp; &quot;Co&quot;"
+    assert f'<input type="hidden" name="name" value="{escaped}">' in challenge.text
+    assert challenge.forms["authenticate"]["name"].value == name
+    challenge.forms["authenticate"].submit("authentication", value="complete", status=303)
+    r = client.v1.checkout.sessions.retrieve(s.id)
+    assert r.customer_details.name == name and r.customer_details.address.line1 == '"><b>1 Rue'
+
+
+def test_a_forged_token_on_the_challenge_answer_is_refused(client, pay_page, standin):
+    s = client.v1.checkout.sessions.create(params())
+    form = fill(pay_page.get(f"/offline-checkout/{s.id}"), card="4000002760003184").submit(status=200)
+    form = form.forms["authenticate"]
+    form["pay_token"].force_value("0" * 32)
+    page = form.submit("authentication", value="complete", status=400)
+    assert "This form has expired" in page.text
+    assert standin.get(s.id)["status"] == "open" and standin.get(s.id)["payment_intent"] is None
+
+
 def test_update_total_without_javascript_shows_shipping_and_tax_before_paying(tmp_path):
     """Without JavaScript the shopper can ask for the final total (chosen shipping, country tax) and nothing is paid."""
     import re

@@ -3,8 +3,8 @@ types, nulls, enum values and required fields as spec3.json's schemas say."""
 import pytest
 import stripe
 
-from standin import StandIn
-from tests.standin_helpers import against_spec, compare, wire
+from standin import PayError, StandIn
+from tests.standin_helpers import against_spec, compare, shop_params, wire
 
 KEY = "sk_test_offline"
 
@@ -49,6 +49,27 @@ def objects(tmp_path_factory):
 def test_object_shape_matches_fixture(stripe_refs, objects, resource):
     fixtures, schemas = stripe_refs
     assert compare(objects[resource], fixtures[resource], resource, schemas) == []
+
+
+def test_3d_secure_objects_match_fixture_and_spec(stripe_refs, tmp_path):
+    fixtures, schemas = stripe_refs
+    s = StandIn(tmp_path, load_env_faults=False)
+    c = stripe.StripeClient(KEY, http_client=s.http_client())
+    authenticated = c.v1.checkout.sessions.create(shop_params())
+    s.pay(authenticated.id, card="4000000000003220")
+    failed = c.v1.checkout.sessions.create(shop_params())
+    with pytest.raises(PayError):
+        s.pay(failed.id, card="4000000000003220", authentication="fail")
+    pi = c.v1.payment_intents.retrieve(c.v1.checkout.sessions.retrieve(authenticated.id).payment_intent)
+    charge = wire(c.v1.charges.retrieve(pi.latest_charge, {"expand": ["refunds"]}))  # as the fixture shows it
+    intent = wire(c.v1.payment_intents.retrieve(c.v1.checkout.sessions.retrieve(failed.id).payment_intent))
+    s.close()
+    assert charge["payment_method_details"]["card"]["three_d_secure"]["result"] == "authenticated"
+    assert compare(charge, fixtures["charge"], "charge", schemas) == []
+    assert against_spec(charge, schemas["charge"], schemas, "charge") == []
+    # The fixture's last_payment_error names only a type: the spec's api_errors schema is the reference here
+    assert intent["last_payment_error"]["code"] == "payment_intent_authentication_failure"
+    assert against_spec(intent, schemas["payment_intent"], schemas, "payment_intent") == []
 
 
 def test_event_shape_matches_fixture(stripe_refs, objects):

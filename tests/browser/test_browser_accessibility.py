@@ -16,6 +16,7 @@ BLOCKING = ("serious", "critical")
 # answers 429 rate_limit, which the SDK does not retry, so the shop shows its 503 page at once.
 CHECKOUT_DOWN = {"STANDIN_FAULTS": "POST /v1/checkout/sessions=429*100000"}
 NARROW = {"width": 320, "height": 800}  # WCAG 1.4.10 Reflow: no sideways scrolling at 320 CSS pixels
+AUTHENTICATION_CARD = "4000 0027 6000 3184"  # Stripe's test card that always asks for 3D Secure
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +88,13 @@ def test_no_serious_violations_on_any_page(open_tab, audit, size):
     pay_button(page).click()
     expect(page.get_by_text(re.compile("declined", re.I)).first).to_be_visible()
     check("payment-declined")
+    fill_payment(page, AUTHENTICATION_CARD)
+    pay_button(page).click()
+    expect(page.get_by_role("heading", name=re.compile("3D Secure"))).to_be_visible()
+    check("authentication")
+    page.get_by_role("button", name="Fail", exact=True).click()
+    expect(page.get_by_text(re.compile("unable to authenticate")).first).to_be_visible()
+    check("authentication-failed")
     fill_payment(page, GOOD_CARD)
     pay_button(page).click()
     expect(page).to_have_url(re.compile(r"/success\?session_id="))

@@ -43,6 +43,9 @@ DECLINE_MESSAGES = {
 # https://docs.stripe.com/error-codes#payment-intent-authentication-failure
 AUTHENTICATION_FAILED = ("We are unable to authenticate your payment method. Please choose a different payment "
                          "method and try again.")
+# ... and what the API says of it on the PaymentIntent's last_payment_error (for developers)
+AUTHENTICATION_FAILED_API = ("The provided payment method has failed authentication. Provide a new payment method to "
+                             "attempt to fulfill this PaymentIntent again.")
 
 # Tax IDs the page offers when tax_id_collection is on: type -> (label, example, pattern of the value with spaces
 # and dots taken out, countries it is for). Stripe knows many more types (https://docs.stripe.com/tax/checkout/tax-ids);
@@ -289,7 +292,7 @@ def three_d_secure():
 def _authentication_failed(ctx, session, pi, pm):
     """The shopper failed 3D Secure: no charge is made and the PaymentIntent asks for another payment method."""
     pi.update(status="requires_payment_method",
-              last_payment_error=o.authentication_error(AUTHENTICATION_FAILED, pm))
+              last_payment_error=o.authentication_error(AUTHENTICATION_FAILED_API, pm))
     for obj in (pi, session):
         ctx.tx.put(obj)
     ctx.emit("payment_intent.payment_failed", pi)

@@ -79,6 +79,20 @@ def test_ten_failed_sign_ins_from_an_address_are_429_for_ten_minutes(admin):
     assert admin.get("/admin", headers=auth(), extra_environ=elsewhere, status=200)
 
 
+def test_ipv6_sign_ins_count_per_64_a_network_one_subscriber_has_whole(admin):
+    for i in range(10):  # every address of a /64 is the attacker's: one guess from each is still ten guesses
+        admin.get("/admin", headers=auth(password="guess"), extra_environ={"REMOTE_ADDR": f"2001:db8:0:7::{i + 1:x}"},
+                  status=401)
+    admin.get("/admin", headers=auth(password="guess"), extra_environ={"REMOTE_ADDR": "2001:db8:0:7:ffff::1"},
+              status=429)
+    assert admin.get("/admin", headers=auth(), extra_environ={"REMOTE_ADDR": "2001:db8:0:8::1"}, status=200)
+    for i in range(10):  # an IPv4 address written as IPv6 is the IPv4 address
+        admin.get("/admin", headers=auth(password="guess"), extra_environ={"REMOTE_ADDR": "::ffff:203.0.113.9"},
+                  status=401)
+    admin.get("/admin", headers=auth(), extra_environ={"REMOTE_ADDR": "203.0.113.9"}, status=429)
+    assert admin.get("/admin", headers=auth(), extra_environ={"REMOTE_ADDR": "203.0.113.10"}, status=200)
+
+
 def test_only_addresses_that_failed_to_sign_in_are_remembered(admin):
     (route,) = [r for r in admin.app.routes if r.rule == "/admin"]
     authorize = inspect.getclosurevars(route.callback).nonlocals["authorize"]

@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import io
+import ipaddress
 import re
 import threading
 import time
@@ -29,7 +30,7 @@ def install(app, shop):
 
     def authorize():
         """401 without the right user and password; 429 for an address with too many failures lately."""
-        address, now = shop.guard.client_address(request), time.monotonic()
+        address, now = counted(shop.guard.client_address(request)), time.monotonic()
         with lock:  # an address is kept only once it fails: visits from many addresses must not grow the table
             recent = failed.get(address, [])
             recent[:] = [t for t in recent if now - t <= WINDOW]  # in place: a parallel request's failure counts
@@ -134,6 +135,18 @@ def install(app, shop):
                                       "check the payment in the Stripe Dashboard.") from None
         query = {"refunded": result.id, "before": o["amount_refunded"], **({"replayed": 1} if replayed else {})}
         see_other(f"/admin/orders/{o['id']}?{urlencode(query)}")
+
+
+def counted(address):
+    """The address the sign-in limit counts: for IPv6 its /64, one subscriber's network (each of its 2**64 addresses
+    theirs to use, so counting each alone would allow as many guesses), else the address itself."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # "-" (no peer address)
+        return address
+    if ip.version == 6:
+        return str(ip.ipv4_mapped or ipaddress.IPv6Network((ip.packed[:8] + bytes(8), 64)))
+    return address
 
 
 def _whole(text, unknown=None):

@@ -2,6 +2,7 @@
 path, the ledger is readable by the shop's user only, and the signing secret is never a short one."""
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import logging
@@ -19,7 +20,8 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 import stripe
 
-from tests.conftest import BASE, PAY_FORM, ROOT, edit_catalog, free_port
+from shop import make_app
+from tests.conftest import BASE, PAY_FORM, ROOT, Shopper, edit_catalog, free_port
 from webshop.ledger import Ledger
 from webshop.settings import load_config
 
@@ -88,7 +90,7 @@ def recording(shopper, into):
 
 
 def test_keys_and_webhook_secret_never_reach_a_response_or_a_log(make_shopper, standalone, caplog, capfd,
-                                                                  monkeypatch):
+                                                                  monkeypatch, data_dir):
     """A whole purchase, its webhooks and a run of errors against `python -m standin` with an sk_test_ key."""
     monkeypatch.setenv("STRIPE_LOG", "debug")  # the stripe library logs (and prints) requests and responses
     caplog.set_level(logging.DEBUG)
@@ -125,8 +127,10 @@ def test_keys_and_webhook_secret_never_reach_a_response_or_a_log(make_shopper, s
                                     stripe_webhook_secret=WHSEC, stripe_max_retries=0, stripe_timeout=1), seen)
     broken.post("/checkout", {"csrf_token": broken.csrf(), "product_id": cat.products[0].id}, status=503)
     # A live key the API refuses (401): Stripe's error message names part of the key; none of it may get out.
-    live = recording(make_shopper(stripe_secret_key=LIVE_KEY, stripe_api_base=standalone, stripe_webhook_secret=WHSEC,
-                                  base_url="https://shop.example", stripe_max_retries=0), seen)
+    # (Live mode refuses STRIPE_API_BASE, so this one config is made live after it was loaded.)
+    config = load_config({"data_dir": str(data_dir), "base_url": "https://shop.example", "stripe_secret_key": KEY,
+                          "stripe_api_base": standalone, "stripe_webhook_secret": WHSEC, "stripe_max_retries": 0})
+    live = recording(Shopper(make_app(dataclasses.replace(config, stripe_secret_key=LIVE_KEY, mode="live"))), seen)
     live.extra_environ.update({"wsgi.url_scheme": "https", "HTTP_HOST": "shop.example"})
     page = live.post("/checkout", {"csrf_token": live.csrf(), "product_id": cat.products[0].id}, status=503)
     assert "not answering" in page.text
@@ -136,6 +140,7 @@ def test_keys_and_webhook_secret_never_reach_a_response_or_a_log(make_shopper, s
     assert "Request to Stripe api" in everything  # the library's own log lines were captured
     for secret in (KEY, KEY[8:], KEY[-12:], LIVE_KEY, LIVE_KEY[8:], LIVE_KEY[-11:], WHSEC, WHSEC[6:]):
         assert secret not in everything, secret
+    live.shop.orders.ledger.close()
 
 
 # -- /healthz names what is wrong, never where ------------------------------------------------------------------------

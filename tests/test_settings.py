@@ -30,6 +30,13 @@ def test_live_mode_refuses_http_base_url():
                              "STRIPE_WEBHOOK_SECRET": "whsec_x"})
 
 
+def test_live_mode_refuses_another_api_base():
+    """A live key sent to a stand-in: its key leaves for another server, which takes test cards as payment."""
+    with pytest.raises(ConfigError, match="STRIPE_API_BASE: live mode talks to Stripe itself"):
+        load_config(environ={"STRIPE_SECRET_KEY": "sk_live_abc", "BASE_URL": "https://shop.example.com",
+                             "STRIPE_WEBHOOK_SECRET": "whsec_x", "STRIPE_API_BASE": "http://127.0.0.1:12111"})
+
+
 def test_live_mode_refuses_missing_webhook_secret():
     with pytest.raises(ConfigError, match="STRIPE_WEBHOOK_SECRET: live mode needs"):
         load_config(environ={"STRIPE_SECRET_KEY": "sk_live_abc", "BASE_URL": "https://shop.example.com"})

@@ -169,6 +169,8 @@ def load_config(overrides=None, environ=None):
                           "(any sk_test_ key works against stripe-mock or `python -m standin`)")
     if mode == "live" and not secure:
         raise ConfigError("BASE_URL: live mode needs an https:// URL (Stripe redirects shoppers there)")
+    if mode == "live" and values["stripe_api_base"]:  # a stand-in takes any card: orders shipped, never charged
+        raise ConfigError("STRIPE_API_BASE: live mode talks to Stripe itself (unset it with a live key)")
     if mode == "live" and not values["stripe_webhook_secret"]:
         raise ConfigError("STRIPE_WEBHOOK_SECRET: live mode needs the webhook signing secret (whsec_...)")
     if mode == "live" and 0 < len(values["admin_password"]) < 12:

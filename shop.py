@@ -62,11 +62,16 @@ class Shop:
             if ledger.checkpoint("promotions") != wanted and payments.sync_promotions(self.orders.stripe, catalog):
                 ledger.set_checkpoint("promotions", wanted)
             # A stock lowered below what open checkouts hold: the newest of them close, so no more is sold than exists.
-            for session_id in ledger.over_stock({p.id: p.stock for p in catalog.products if p.stock is not None}):
+            closing = ledger.over_stock({p.id: p.stock for p in catalog.products if p.stock is not None})
+            for done, session_id in enumerate(closing):
                 try:
                     self.orders.expire(session_id, "stock lowered")
-                except ShopError as e:  # Stripe down: that checkout stays payable until it expires
-                    log.warning("could not expire %s (stock lowered): %s", session_id, e.detail or e.message)
+                except ShopError as e:  # that checkout stays payable until it expires
+                    down = e.status == 503  # Stripe down: each of the rest would wait as long, and fail too
+                    log.warning("could not expire %s%s (stock lowered): %s", session_id,
+                                f" and {len(closing) - done - 1} more" if down else "", e.detail or e.message)
+                    if down:
+                        break
         return catalog
 
     def render(self, name, cart_count=None, title=None, **values):

@@ -93,6 +93,20 @@ def test_lowering_a_stock_expires_the_newest_checkouts_that_hold_more_than_is_le
     assert first.shop.orders.ledger.stock_levels(["walden"]) == {"walden": (0, 1)}
 
 
+def test_lowering_a_stock_while_stripe_is_down_asks_stripe_once_not_once_per_checkout(stocked, catalog_copy, caplog):
+    """The request that loads the edit waits for one unanswered call, not for one per checkout to close."""
+    first = stocked(walden=4)
+    shoppers = [first] + [type(first)(first.app) for _ in range(3)]
+    sessions = [s.session_id(s.checkout(product_id="walden")) for s in shoppers]
+    expire = "POST /v1/checkout/sessions/{id}/expire"
+    first.standin.faults.add(expire, "500", times=100)
+    with edit_catalog(catalog_copy) as data:
+        next(p for p in data["products"] if p["id"] == "walden")["stock"] = 0
+    first.get("/")
+    assert first.standin.calls[expire] == first.shop.config.stripe_max_retries + 1  # one call and the SDK's retries
+    assert "and 3 more (stock lowered)" in caplog.text and [first.standin.get(s)["status"] for s in sessions] == ["open"] * 4
+
+
 def test_a_session_past_its_expiry_holds_no_copy_even_before_its_expired_event_arrives(stocked):
     shopper = stocked(walden=1)
     session_id = shopper.session_id(shopper.checkout(product_id="walden"))

@@ -10,6 +10,7 @@ import pytest
 import webtest
 
 from standin import PayError
+from webshop import payments
 from tests.conftest import ROOT, edit_catalog, pay, wire
 
 
@@ -104,7 +105,30 @@ def test_lowering_a_stock_while_stripe_is_down_asks_stripe_once_not_once_per_che
         next(p for p in data["products"] if p["id"] == "walden")["stock"] = 0
     first.get("/")
     assert first.standin.calls[expire] == first.shop.config.stripe_max_retries + 1  # one call and the SDK's retries
-    assert "and 3 more (stock lowered)" in caplog.text and [first.standin.get(s)["status"] for s in sessions] == ["open"] * 4
+    assert "and 3 more (stock lowered)" in caplog.text
+    assert [first.standin.get(s)["status"] for s in sessions] == ["open"] * 4
+
+
+def test_a_checkout_under_way_when_the_stock_is_lowered_is_refused_if_the_copies_are_gone(
+        stocked, catalog_copy, monkeypatch):
+    """The edit lands while a click waits on Stripe: that click is the newest, so it is the one that goes."""
+    first = stocked(walden=2)
+    held = first.session_id(first.checkout(product_id="walden"))
+    later = type(first)(first.app)
+    create = payments.create_session
+
+    def lowered_meanwhile(*args):
+        with edit_catalog(catalog_copy) as data:
+            next(p for p in data["products"] if p["id"] == "walden")["stock"] = 1
+        first.shop.catalog()  # another request loads the edit while this click waits on Stripe
+        return create(*args)
+    monkeypatch.setattr(payments, "create_session", lowered_meanwhile)
+    answer = later.checkout(product_id="walden")
+    assert answer.status_int == 303 and answer.location.endswith("/cart")
+    assert first.standin.get(held)["status"] == "open"  # the first to check out keeps its copy
+    made = [s.id for s in first.shop.orders.stripe.v1.checkout.sessions.list({"limit": 10}).data if s.id != held]
+    assert [first.standin.get(s)["status"] for s in made] == ["expired"]
+    assert first.shop.orders.ledger.stock_levels(["walden"]) == {"walden": (1, 0)}
 
 
 def test_a_session_past_its_expiry_holds_no_copy_even_before_its_expired_event_arrives(stocked):

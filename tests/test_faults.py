@@ -140,7 +140,6 @@ def test_a_retried_checkout_start_makes_exactly_one_session(make, kind):
     assert order["status"] == "open" and order["session_id"] == sessions[0].id
 
 
-
 def test_the_shops_own_retry_after_a_rate_limit_reuses_the_orders_key_so_one_session_is_made(make):
     """The create ran, its answer was lost, the SDK's retry met a 429: the shop tries again, and only the order's
     own idempotency key (not a new one the SDK would make) lets Stripe answer with the session it made."""
@@ -153,6 +152,7 @@ def test_the_shops_own_retry_after_a_rate_limit_reuses_the_orders_key_so_one_ses
     assert shopper.standin.calls[CREATE] == 3
     assert [s.id for s in sessions_for(shopper, order["id"])] == [shopper.session_id(to_stripe)]
     assert order["status"] == "open" and order["session_id"] == shopper.session_id(to_stripe)
+
 
 def test_a_rate_limited_call_is_tried_again_after_a_growing_wait_with_jitter(make, monkeypatch):
     shopper = make(retries=0)

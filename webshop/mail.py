@@ -195,5 +195,5 @@ def start_sender(orders):
 
     def halt():
         stop.set()
-        thread.join()  # one message at most: the SMTP timeout bounds it
+        thread.join()  # one message at most: bounded by the SMTP timeout of each of its steps
     return halt

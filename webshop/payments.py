@@ -224,7 +224,8 @@ def _create_once(what, fn, params):
 
 
 class SharedReads:
-    """Confirmation-page reads of a session, shared for a second: ~1 Stripe call a second, however many views wait."""
+    """Confirmation-page reads of a session, shared while under way and for a second after: ~1 Stripe read a second at
+    most, however many views wait and however slow Stripe is."""
 
     def __init__(self, client, seconds=1.0):
         self.client, self.seconds, self.lock, self.reads = client, seconds, threading.Lock(), {}
@@ -233,10 +234,11 @@ class SharedReads:
         now = time.monotonic()
         with self.lock:
             started, future = self.reads.get(session_id, (0, None))
-            mine = future is None or now - started >= self.seconds
+            # A read still under way is joined however old: Stripe slow or limiting gets no second read of it.
+            mine = future is None or future.done() and now - started >= self.seconds
             if mine:
                 if len(self.reads) > 1000:
-                    self.reads = {k: v for k, v in self.reads.items() if now - v[0] < self.seconds}
+                    self.reads = {k: v for k, v in self.reads.items() if now - v[0] < self.seconds or not v[1].done()}
                 future = Future()
                 self.reads[session_id] = (now, future)
         if mine:
@@ -244,7 +246,8 @@ class SharedReads:
                 future.set_result(retrieve_session(self.client, session_id))
             except BaseException as e:  # shared with the views already waiting, not with later ones
                 with self.lock:
-                    self.reads.pop(session_id, None)
+                    if self.reads.get(session_id, (0, None))[1] is future:
+                        del self.reads[session_id]
                 future.set_exception(e)
         return future.result()
 

@@ -61,18 +61,21 @@ class Shop:
             wanted = json.dumps([catalog.promotions, catalog.currency, account], sort_keys=True)
             if ledger.checkpoint("promotions") != wanted and payments.sync_promotions(self.orders.stripe, catalog):
                 ledger.set_checkpoint("promotions", wanted)
-            # A stock lowered below what open checkouts hold: the newest of them close, so no more is sold than exists.
-            closing = ledger.over_stock({p.id: p.stock for p in catalog.products if p.stock is not None})
-            for done, session_id in enumerate(closing):
-                try:
-                    self.orders.expire(session_id, "stock lowered")
-                except ShopError as e:  # that checkout stays payable until it expires
-                    down = e.status == 503  # Stripe down: each of the rest would wait as long, and fail too
-                    log.warning("could not expire %s%s (stock lowered): %s", session_id,
-                                f" and {len(closing) - done - 1} more" if down else "", e.detail or e.message)
-                    if down:
-                        break
+            self.close_over_stock(catalog)
         return catalog
+
+    def close_over_stock(self, catalog):
+        """A stock lowered below what open checkouts hold: the newest of them expire, so no more is sold than exists."""
+        closing = self.orders.ledger.over_stock({p.id: p.stock for p in catalog.products if p.stock is not None})
+        for done, session_id in enumerate(closing):
+            try:
+                self.orders.expire(session_id, "stock lowered")
+            except ShopError as e:  # that checkout stays payable until it expires
+                down = e.status == 503  # Stripe down: each of the rest would wait as long, and fail too
+                log.warning("could not expire %s%s (stock lowered): %s", session_id,
+                            f" and {len(closing) - done - 1} more" if down else "", e.detail or e.message)
+                if down:
+                    break
 
     def render(self, name, cart_count=None, title=None, **values):
         """A page in the shop's layout, with what every page shows."""

@@ -131,6 +131,29 @@ def test_a_checkout_under_way_when_the_stock_is_lowered_is_refused_if_the_copies
     assert first.shop.orders.ledger.stock_levels(["walden"]) == {"walden": (1, 0)}
 
 
+def test_of_two_checkouts_under_way_when_the_stock_is_lowered_the_first_keeps_its_copy(
+        stocked, catalog_copy, monkeypatch):
+    """The newer click hears back from Stripe first; the older one still keeps the copy left."""
+    first = stocked(walden=2)
+    second = type(first)(first.app)
+    create, answers = payments.create_session, []
+
+    def in_turn(*args):
+        if not answers:  # the first click waits on Stripe while the second checks out and the edit lands
+            answers.append(None)
+            answers.append(second.checkout(product_id="walden"))
+        elif len(answers) == 1:  # the second click waits on Stripe while another request loads the edit
+            with edit_catalog(catalog_copy) as data:
+                next(p for p in data["products"] if p["id"] == "walden")["stock"] = 1
+            first.shop.catalog()
+        return create(*args)
+    monkeypatch.setattr(payments, "create_session", in_turn)
+    older = first.session_id(first.checkout(product_id="walden"))
+    newer = second.session_id(answers[1])
+    assert [first.standin.get(s)["status"] for s in (older, newer)] == ["open", "expired"]
+    assert first.shop.orders.ledger.stock_levels(["walden"]) == {"walden": (1, 0)}
+
+
 def test_a_session_past_its_expiry_holds_no_copy_even_before_its_expired_event_arrives(stocked):
     shopper = stocked(walden=1)
     session_id = shopper.session_id(shopper.checkout(product_id="walden"))

@@ -177,7 +177,7 @@ class Ledger:
     def over_stock(self, stock):
         """The sessions of the newest open checkouts that hold copies beyond `stock` ({product id: copies}), as
         after an edit lowered it: closing them keeps the sale to the copies there are. (A click still waiting for
-        its session is checked as it attaches it.)"""
+        its session is looked at once it has one.)"""
         with self.db.read() as c:
             sold = {p: s for p, (_, s) in self._taken(c, sorted(stock)).items()}
             rows = c.execute("SELECT o.session_id, l.product_id, l.quantity FROM orders o JOIN order_lines l ON"
@@ -204,19 +204,12 @@ class Ledger:
                 return True
             return False
 
-    def attach_session(self, order_id, session_id, url, expires_at, stock=None):
-        """Tie an order to its Checkout Session; False when the order is no longer open (a newer click won), or when
-        an edit lowered `stock` ({product id: copies} of its limited products, as the catalog says now) under the
-        copies sold and held meanwhile: then it expires, the newest."""
+    def attach_session(self, order_id, session_id, url, expires_at):
+        """Tie an order to its Checkout Session; False when the order is no longer open (a newer click won)."""
         with self.db.tx() as c:  # after a newer click's start_order (same browser lock), which may have replaced it
             if self.engine != "sqlite":  # SQLite lets one writer in at a time already
                 for row in c.execute("SELECT browser FROM orders WHERE id = ?", (order_id,)).fetchall():
                     self.db.lock(c, row["browser"])
-            for product_id in sorted(stock or {}):  # in _reserve's order
-                self.db.lock(c, "stock:" + product_id)
-            if any(held + sold > stock[p] for p, (held, sold) in self._taken(c, sorted(stock or {})).items()):
-                self._move(c, order_id, ("open",), "expired", "checkout", "the stock was lowered meanwhile")
-                return False
             return self._move(c, order_id, ("open",), "open", "checkout", f"session {session_id}",
                               session_id=session_id, session_url=url, session_expires_at=expires_at)
 

@@ -173,11 +173,13 @@ def install(app, shop):
             if order_id:
                 orders.ledger.transition(order_id, ("open",), "checkout_failed", "checkout", e.detail or e.message)
             raise
-        limited = {p.id: p.stock for p in shop.catalog().products if p.id in cart and p.stock is not None}
-        if not orders.ledger.attach_session(order_id, session.id, session.url, session.expires_at, limited):
-            # A second click won the race, or an edit lowered the stock meanwhile: never payable.
-            expire(session.id, "replaced by a newer click, or the stock was lowered")
+        if not orders.ledger.attach_session(order_id, session.id, session.url, session.expires_at):
+            expire(session.id, "replaced by a newer click")  # a second click won the race: never payable
             see_other("/cart")
+        if shop.catalog() is not catalog:  # an edit came while Stripe answered: a lowered stock is looked at again
+            shop.close_over_stock(shop.catalog())
+            if orders.ledger.get(order_id)["status"] != "open":  # this checkout, the newest, was beyond it
+                see_other("/cart")
         if kept is not None:  # the cart becomes what it pays for, marked with its order, so paying empties it
             write_cart(shop.guard, cart, checked_out=order_id)
         redirect(session.url, 303)

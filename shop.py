@@ -66,16 +66,18 @@ class Shop:
 
     def close_over_stock(self, catalog):
         """A stock lowered below what open checkouts hold: the newest of them expire, so no more is sold than exists."""
-        closing = self.orders.ledger.over_stock({p.id: p.stock for p in catalog.products if p.stock is not None})
-        for done, session_id in enumerate(closing):
+        stock, tried = {p.id: p.stock for p in catalog.products if p.stock is not None}, set()
+        # One at a time, the sums made again after each: one paid before it could be closed counts as sold.
+        while closing := [s for s in self.orders.ledger.over_stock(stock) if s not in tried]:
+            tried.add(closing[0])
             try:
-                self.orders.expire(session_id, "stock lowered")
+                self.orders.expire(closing[0], "stock lowered")
             except ShopError as e:  # that checkout stays payable until it expires
                 down = e.status == 503  # Stripe down: each of the rest would wait as long, and fail too
-                log.warning("could not expire %s%s (stock lowered): %s", session_id,
-                            f" and {len(closing) - done - 1} more" if down else "", e.detail or e.message)
+                log.warning("could not expire %s%s (stock lowered): %s", closing[0],
+                            f" and {len(closing) - 1} more" if down else "", e.detail or e.message)
                 if down:
-                    break
+                    return
 
     def render(self, name, cart_count=None, title=None, **values):
         """A page in the shop's layout, with what every page shows."""

@@ -154,6 +154,27 @@ def test_of_two_checkouts_under_way_when_the_stock_is_lowered_the_first_keeps_it
     assert first.shop.orders.ledger.stock_levels(["walden"]) == {"walden": (1, 0)}
 
 
+def test_a_checkout_paid_as_a_lowered_stock_closes_it_leaves_the_next_newest_to_go(stocked, catalog_copy, monkeypatch):
+    """The newest was paid at Stripe before it could be expired (its event still on its way): the older one goes."""
+    first = stocked(walden=2)
+    second = type(first)(first.app)
+    older = first.session_id(first.checkout(product_id="walden"))
+    newer = second.session_id(second.checkout(product_id="walden"))
+    orders, expire = first.shop.orders, first.shop.orders.expire
+
+    def paid_first(session_id, source):
+        if session_id == newer:
+            first.standin.pay(newer)
+        return expire(session_id, source)
+    monkeypatch.setattr(orders, "expire", paid_first)
+    with edit_catalog(catalog_copy) as data:
+        next(p for p in data["products"] if p["id"] == "walden")["stock"] = 1
+    first.get("/")
+    assert orders.ledger.by_session(newer)["status"] == "paid"
+    assert first.standin.get(older)["status"] == "expired"
+    assert orders.ledger.stock_levels(["walden"]) == {"walden": (0, 1)}
+
+
 def test_a_session_past_its_expiry_holds_no_copy_even_before_its_expired_event_arrives(stocked):
     shopper = stocked(walden=1)
     session_id = shopper.session_id(shopper.checkout(product_id="walden"))

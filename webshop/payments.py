@@ -224,8 +224,8 @@ def _create_once(what, fn, params):
 
 
 class SharedReads:
-    """Confirmation-page reads of a session, shared while under way and for a second after: ~1 Stripe read a second at
-    most, however many views wait and however slow Stripe is."""
+    """Confirmation-page reads of a session, shared while under way and until a second after each began: ~1 Stripe
+    read a second at most, however many views wait and however slow Stripe is."""
 
     def __init__(self, client, seconds=1.0):
         self.client, self.seconds, self.lock, self.reads = client, seconds, threading.Lock(), {}

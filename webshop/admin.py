@@ -18,7 +18,7 @@ from .ledger import REFUNDABLE, STATUSES
 from .settings import ShopError
 from .storefront import see_other
 
-FAILURES, WINDOW, PAGE = 10, 600, 100  # 10 failed sign-ins per address in 10 minutes; 100 orders a page
+FAILURES, WINDOW, PAGE = 10, 600, 100  # 10 failed sign-ins per address (IPv6: per /64) in 10 minutes; 100 orders a page
 ORDER_ID, TIME = re.compile(r"ord_[0-9a-f]{24}"), re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{8,15}Z")
 
 
@@ -139,7 +139,8 @@ def install(app, shop):
 
 def counted(address):
     """The address the sign-in limit counts: for IPv6 its /64, one subscriber's network (each of its 2**64 addresses
-    theirs to use, so counting each alone would allow as many guesses), else the address itself."""
+    theirs to use, so counting each alone would allow as many guesses); for an IPv4-mapped one its IPv4 address;
+    else the address itself."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:  # "-" (no peer address)

@@ -180,7 +180,7 @@ def deliver(config, row):
 
 def start_sender(orders):
     """A daemon thread sending due emails every second; the returned function stops it once the email under way
-    is sent and marked (else a stop mid-send would send it again after its lease)."""
+    is answered and marked, sent or failed (else a stop mid-send would send it again after its lease)."""
     stop = threading.Event()
 
     def run():

@@ -46,17 +46,19 @@ class Shop:
         self.orders = Orders(config, shop_name=lambda: self.catalogs.current().shop_name)
         self.reads = payments.SharedReads(self.orders.stripe)
         self.guard = Guard(config, self.orders.ledger.secret())
-        self.catalog()  # the catalog's promotion codes made active at Stripe
+        self.catalog()  # its promotion codes made active at Stripe, checkouts beyond a stock lowered meanwhile closed
 
     def catalog(self):
-        """The current catalog (re-read only when the file changed; the last good one if an edit is broken)."""
+        """The current catalog (re-read only when the file changed; the last good one if an edit is broken); a newly
+        loaded one brings the promotion codes at Stripe in line and closes the checkouts beyond its stock."""
         catalog = self.catalogs.current()
         if catalog is not self.loaded:  # at start, and after an edit
             self.loaded, cfg, ledger = catalog, self.config, self.orders.ledger
             if ledger.checkpoint("shop name") != catalog.shop_name:  # for commands run while an edit is broken
                 ledger.set_checkpoint("shop name", catalog.shop_name)
-            # Stripe is asked only when the promotions or the key (a live account needs its own codes) differ from
-            # what the ledger says is active (for all instances): after any edit, even while stopped; not at each start.
+            # Promotion codes: Stripe is asked only when the promotions or the key (a live account needs its own codes)
+            # differ from what the ledger says is active (for all instances): after any edit, even while stopped; not
+            # at each start. Checkouts beyond a stock are looked at on every load (a Stripe call for each closed).
             account = hashlib.sha256(f"{cfg.stripe_secret_key} {cfg.stripe_api_base}".encode()).hexdigest()[:16]
             wanted = json.dumps([catalog.promotions, catalog.currency, account], sort_keys=True)
             if ledger.checkpoint("promotions") != wanted and payments.sync_promotions(self.orders.stripe, catalog):

@@ -198,7 +198,10 @@ class StandIn:
     def open_dispute(self, charge_id):
         """Dispute a paid charge, as a cardholder may weeks later; emits charge.dispute.created, returns the dispute."""
         with self.store.tx(write=True) as tx:
-            return o.public(payments.open_dispute(self.context(tx), tx.get(charge_id, "charge")))
+            charge = tx.get(charge_id, "charge")
+            if charge is None or charge["status"] != "succeeded" or charge["disputed"]:
+                raise ValueError(f"Charge {charge_id} cannot be disputed: no such paid, undisputed charge.")
+            return o.public(payments.open_dispute(self.context(tx), charge))
 
     def close_dispute(self, dispute_id, won=True):
         """Close a dispute as won or lost; emits charge.dispute.closed and returns the dispute (ValueError if it can't)."""

@@ -470,6 +470,8 @@ def test_reconcile_records_a_lost_refund_of_an_order_disputed_since(shop, run):
     assert shop.standin.drop_pending_events()  # charge.refunded lost
     charge = stripe_client.v1.payment_intents.retrieve(o["payment_intent"]).latest_charge
     shop.standin.open_dispute(charge)
+    with pytest.raises(ValueError):
+        shop.standin.open_dispute(charge)  # once only
     shop.standin.deliver_pending()
     assert (order(shop, o["session_id"])["status"], order(shop, o["session_id"])["amount_refunded"]) == ("disputed", 0)
     code, out, _ = run("reconcile")

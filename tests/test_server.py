@@ -1,6 +1,7 @@
 """`python shop.py` as a real process: serves on loopback, logs each request, stops cleanly; `check` reports."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -166,6 +167,26 @@ def test_serve_hands_the_server_settings_to_waitress(tmp_path, monkeypatch, argv
         "threads": 7, "connection_limit": 77, "channel_timeout": 9, "asyncore_use_poll": True, "port": port}
 
 
+@pytest.mark.parametrize("base_url, warned", [("", False), ("https://shop.example", True)])
+def test_offline_mode_on_a_public_address_is_warned_of_at_start(tmp_path, monkeypatch, caplog, base_url, warned):
+    """The stand-in's page takes test cards: a shop left without its key where shoppers can reach it says so."""
+    import waitress
+
+    from webshop import merchant
+
+    class Server:
+        def run(self):
+            raise KeyboardInterrupt  # Ctrl-C at once
+
+    monkeypatch.setattr(waitress, "create_server", lambda app, **options: Server())
+    monkeypatch.setattr(merchant.signal, "signal", lambda *args: None)  # leave pytest's SIGTERM handler alone
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("BASE_URL", base_url)
+    caplog.set_level(logging.INFO, logger="shop")
+    assert merchant.main([]) == 0
+    assert "stopped" in caplog.text and ("orders are handed off uncharged" in caplog.text) is warned
+
+
 def test_behind_a_trusted_proxy_the_admin_sign_in_limit_counts_each_forwarded_client(spawn, tmp_path):
     """TRUSTED_PROXY: only that proxy's X-Forwarded-For names the client, so one visitor's wrong passwords do
     not lock out the merchant, who comes through the same proxy."""
@@ -174,7 +195,8 @@ def test_behind_a_trusted_proxy_the_admin_sign_in_limit_counts_each_forwarded_cl
 
     port = free_port()
     spawn([sys.executable, "shop.py"], port, env={"PORT": str(port), "DATA_DIR": str(tmp_path / "data"),
-                                                  "ADMIN_PASSWORD": "correct horse battery", "TRUSTED_PROXY": "127.0.0.1"})
+                                                  "ADMIN_PASSWORD": "correct horse battery",
+                                                  "TRUSTED_PROXY": "127.0.0.1"})
 
     def sign_in(client, password):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)

@@ -177,6 +177,9 @@ def serve(config):
     writer.start()
     log.info("serving %s at %s (%s mode, %d threads)", shop.catalog().shop_name, config.base_url, config.mode,
              config.threads)
+    if config.mode == "offline" and urlsplit(config.base_url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("offline mode at %s: anyone reaching it pays with test cards and orders are handed off uncharged;"
+                    " set STRIPE_SECRET_KEY before the shop is open to the public", config.base_url)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))  # stop as on Ctrl-C
     # Request threads wait for the GIL while waitress's loop thread polls, 5 ms at a time by default: 0.5 ms carried
     # 40-60% more checkouts a second at 256 shoppers (docs/benchmarks.md, "What limits one process under load").

@@ -115,13 +115,12 @@ def page(standin, session_id):
         if e.status in (404, 409, 410):  # the session changed state under us: show its current page
             return page_after_race(standin, session_id)
         return render(standin, session, form, e.message, e.status, ERROR_FIELDS.get(e.field, e.field))
-    if err and not err.decline_code:  # failed 3D Secure: Stripe's own words, not a decline
-        return render(standin, standin.peek_session(session_id), form, err.message, 402, "card_number")
-    if err:
-        reason = err.decline_code or "generic_decline"
-        detail = DECLINE_MESSAGES.get(reason, "").removeprefix("Your card was declined.").strip()
-        detail = f" {detail}" if detail else ""
-        text = f"Your card was declined.{detail} (decline code: {reason})"
+    if err:  # a decline names its code; a failed 3D Secure has Stripe's own words
+        text, reason = err.message, err.decline_code
+        if reason:
+            detail = DECLINE_MESSAGES.get(reason, "").removeprefix("Your card was declined.").strip()
+            detail = f" {detail}" if detail else ""
+            text = f"Your card was declined.{detail} (decline code: {reason})"
         return render(standin, standin.peek_session(session_id), form, text, 402, "card_number")
     return redirect(session)
 

@@ -193,7 +193,8 @@ class Ledger:
             if any(over.get(p, 0) > 0 for p, _ in lines):
                 closing.append(session_id)
                 for p, quantity in lines:
-                    over[p] = over.get(p, 0) - quantity
+                    if p in over:  # a limited product
+                        over[p] -= quantity
         return closing
 
     def restock(self, order_id, source):

@@ -10,7 +10,7 @@ from waitress.server import create_server
 
 from standin.events import http_post
 from tests.conftest import (BASE, buy, edit_catalog, event, handoff, order, pending, sign, start, stop_waitress,
-                           together, wire)
+                           together, wait_for, wire)
 from webshop import payments
 from webshop.fulfilment import Orders
 from webshop.settings import load_config
@@ -155,6 +155,57 @@ def test_threads_calling_fulfil_directly_fulfil_once(shop):
     outcomes = together(12, lambda i: shop.shop.orders.sync(sid, source=f"thread {i}")[1])
     assert sorted(outcomes) == ["already fulfilled"] * 11 + ["fulfilled"]
     assert len(handoff(shop)) == 1
+
+
+class Turn:
+    """A lock that counts the threads that have asked for it."""
+
+    def __init__(self):
+        self.lock, self.asked = threading.Lock(), 0
+
+    def __enter__(self):
+        self.asked += 1
+        self.lock.acquire()
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
+def test_threads_waiting_to_write_the_file_get_their_lines_from_one_pass(shop, monkeypatch):
+    """Orders fulfilled while another thread writes fulfilments.jsonl wait their turn; the first to get it writes
+    the lines of all of them, each once, and the others find nothing left to write."""
+    orders = shop.shop.orders
+    if orders.jsonl is None:
+        pytest.skip("on PostgreSQL the hand-off records stay in the database")
+    paid = []
+    for _ in range(4):  # four browsers pay; the shop has not seen any of them yet
+        shop.reset()
+        paid.append(buy(shop))
+    first, *later = paid
+    passes, holding, go, real = [], threading.Event(), threading.Event(), orders._export
+
+    def export():
+        passes.append(threading.current_thread().name)
+        real()
+        if len(passes) == 1:  # the first pass, begun before the others were fulfilled, keeps the turn a while
+            holding.set()
+            go.wait(10)
+    turn = Turn()
+    monkeypatch.setattr(orders, "_export", export)
+    monkeypatch.setattr(orders, "exporting", turn)
+    threads = [threading.Thread(target=orders.sync, args=(first,), name="first")]
+    threads[0].start()
+    assert holding.wait(10)
+    threads += [threading.Thread(target=orders.sync, args=(sid,), name=sid) for sid in later]
+    for t in threads[1:]:
+        t.start()
+    wait_for(lambda: turn.asked == 4, "the three later threads waiting for their turn")
+    go.set()
+    for t in threads:
+        t.join(10)
+    lines = [line["session_id"] for line in handoff(shop)]
+    assert lines[0] == first and sorted(lines[1:]) == sorted(later)
+    assert len(passes) == 2 and passes[0] == "first"
 
 
 def _fulfil_in_child(data_dir, database_url, session_id, barrier, results):

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import secrets
+import threading
 import time
 from decimal import Decimal
 
@@ -40,6 +41,8 @@ class Orders:
         self.stripe, self.standin = payments.make_client(config, shop_name())
         # The embedded default also writes each hand-off as a line of DATA_DIR/fulfilments.jsonl for the warehouse.
         self.jsonl = None if config.database_url else config.data_dir / "fulfilments.jsonl"
+        # This process's threads take turns here, not on the file lock, which wakes every waiter at each release.
+        self.exporting, self.passes = threading.Lock(), 0
         self.export()  # lines a crash kept from the file are written before anything else runs
 
     def close(self):
@@ -167,6 +170,18 @@ class Orders:
         """Append to fulfilments.jsonl every hand-off record it does not have yet, in order, once each."""
         if self.jsonl is None:
             return
+        begun = self.passes  # read after the caller's commit: any pass begun since writes its record too
+        with self.exporting:
+            if self.passes > begun:  # one did while this thread waited: nothing of its own is left to write
+                return
+            self.passes += 1
+            try:
+                self._export()
+            except BaseException:
+                self.passes -= 1  # it wrote nothing for the threads waiting: each tries in turn
+                raise
+
+    def _export(self):
         with open(self.jsonl, "a+b") as f:
             os.fchmod(f.fileno(), 0o640)
             fcntl.flock(f, fcntl.LOCK_EX)  # other processes on this DATA_DIR (gunicorn workers) take turns

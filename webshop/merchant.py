@@ -181,10 +181,6 @@ def serve(config):
         log.warning("offline mode at %s: anyone reaching it pays with test cards and orders are handed off uncharged;"
                     " set STRIPE_SECRET_KEY before the shop is open to the public", config.base_url)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))  # stop as on Ctrl-C
-    # Request threads wait for the GIL while waitress's loop thread polls, 5 ms at a time by default, and a ledger
-    # write waits for it at each statement while holding the writer lock: at 256 shoppers 0.1 ms carried 3-4 times
-    # the checkouts of 0.5 ms, at a third of the CPU each (docs/benchmarks.md, "What limits one process under load").
-    sys.setswitchinterval(0.0001)
     stop_mail = start_background(shop)
     try:
         server.run()

@@ -51,48 +51,45 @@ class Server:
         raise RuntimeError(f"{self.name} did not listen on {self.port} within {seconds} s")
 
     @property
-    def pid(self):
-        """The process that serves: the child of `timeout`, or under gunicorn its one worker."""
+    def pids(self):
+        """The processes that serve: the child of `timeout`, or under gunicorn its workers."""
         pid = self.proc.pid
         try:
             while True:
                 with open(f"/proc/{pid}/task/{pid}/children") as f:
-                    children = f.read().split()
+                    children = [int(c) for c in f.read().split()]
                 if len(children) != 1:
-                    return pid
-                pid = int(children[0])
+                    return children or [pid]
+                pid = children[0]
         except OSError:
-            return pid
+            return [pid]
+
+    def _status(self, field):
+        """A /proc/PID/status field (VmRSS:) summed over the serving processes."""
+        total = 0
+        for pid in self.pids:
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    total += next(int(line.split()[1]) for line in f if line.startswith(field))
+            except (OSError, StopIteration):
+                return float("nan")
+        return total
 
     def rss_mib(self):
-        """Resident memory of the server process now, in MiB."""
-        try:
-            with open(f"/proc/{self.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return float("nan")
+        """Resident memory of the serving processes now, in MiB."""
+        return self._status("VmRSS:") / 1024
 
     def cpu_seconds(self):
-        """User + system CPU seconds the server process has used so far."""
-        try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            return float("nan")
-
-    def threads(self):
-        try:
-            with open(f"/proc/{self.pid}/status") as f:
-                for line in f:
-                    if line.startswith("Threads:"):
-                        return int(line.split()[1])
-        except OSError:
-            pass
-        return 0
+        """User + system CPU seconds the serving processes have used so far."""
+        total = 0
+        for pid in self.pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+            except OSError:
+                return float("nan")
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self):
         if self.proc.poll() is None:
@@ -139,13 +136,13 @@ def shop_env(stripe, data_dir):
             "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "DATA_DIR": str(data_dir)}
 
 
-def gunicorn(workdir, stripe, data_dir, threads=128):
-    """The same shop under gunicorn, one gthread worker with as many threads as THREADS' default, on data_dir
-    (which another instance may share, as docs/operations.md describes)."""
+def gunicorn(workdir, stripe, data_dir, workers=2, threads=64):
+    """The same shop under gunicorn as docs/operations.md runs it for a sale (two gthread workers of 64 threads),
+    on data_dir, which another instance may share."""
     port = free_port()
     env = {**shop_env(stripe, data_dir), "BASE_URL": f"http://127.0.0.1:{port}"}
-    return Server("shop (gunicorn)", ["-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", str(threads),
-                                      "--bind", f"127.0.0.1:{port}", "shop:make_app()"],
+    return Server("shop (gunicorn)", ["-m", "gunicorn", "-k", "gthread", "-w", str(workers), "--threads",
+                                      str(threads), "--bind", f"127.0.0.1:{port}", "shop:make_app()"],
                   port, Path(workdir) / f"gunicorn-{port}.log", env=env)
 
 

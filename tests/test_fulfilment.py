@@ -161,19 +161,20 @@ class Turn:
     """A lock that counts the threads that have asked for it."""
 
     def __init__(self):
-        self.lock, self.asked = threading.Lock(), 0
+        self.lock, self.asked = threading.Lock(), []
 
     def __enter__(self):
-        self.asked += 1
+        self.asked.append(threading.current_thread().name)
         self.lock.acquire()
 
     def __exit__(self, *exc):
         self.lock.release()
 
 
-def test_threads_waiting_to_write_the_file_get_their_lines_from_one_pass(shop, monkeypatch):
-    """Orders fulfilled while another thread writes fulfilments.jsonl wait their turn; the first to get it writes
-    the lines of all of them, each once, and the others find nothing left to write."""
+def waiting_behind_a_pass(shop, monkeypatch, failing=()):
+    """Four paid orders fulfilled by four threads, the three later ones while the first one's pass over
+    fulfilments.jsonl keeps the turn, until all three wait for it; the passes numbered in `failing` find the disk
+    full. Returns (the first session, the three later ones, the threads that made a pass, in order)."""
     orders = shop.shop.orders
     if orders.jsonl is None:
         pytest.skip("on PostgreSQL the hand-off records stay in the database")
@@ -182,15 +183,16 @@ def test_threads_waiting_to_write_the_file_get_their_lines_from_one_pass(shop, m
         shop.reset()
         paid.append(buy(shop))
     first, *later = paid
-    passes, holding, go, real = [], threading.Event(), threading.Event(), orders._export
+    passes, holding, go, real, turn = [], threading.Event(), threading.Event(), orders._export, Turn()
 
     def export():
         passes.append(threading.current_thread().name)
+        if len(passes) in failing:
+            raise OSError(28, "No space left on device")
         real()
-        if len(passes) == 1:  # the first pass, begun before the others were fulfilled, keeps the turn a while
+        if len(passes) == 1:  # begun before the others were fulfilled
             holding.set()
             go.wait(10)
-    turn = Turn()
     monkeypatch.setattr(orders, "_export", export)
     monkeypatch.setattr(orders, "exporting", turn)
     threads = [threading.Thread(target=orders.sync, args=(first,), name="first")]
@@ -199,13 +201,30 @@ def test_threads_waiting_to_write_the_file_get_their_lines_from_one_pass(shop, m
     threads += [threading.Thread(target=orders.sync, args=(sid,), name=sid) for sid in later]
     for t in threads[1:]:
         t.start()
-    wait_for(lambda: turn.asked == 4, "the three later threads waiting for their turn")
+    wait_for(lambda: len(turn.asked) == 4, "the three later threads waiting for their turn")
     go.set()
     for t in threads:
         t.join(10)
+    return first, later, passes
+
+
+def test_threads_waiting_to_write_the_file_get_their_lines_from_one_pass(shop, monkeypatch):
+    """Orders fulfilled while another thread writes fulfilments.jsonl wait their turn; the first to get it writes
+    the lines of all of them, each once, and the others find nothing left to write."""
+    first, later, passes = waiting_behind_a_pass(shop, monkeypatch)
     lines = [line["session_id"] for line in handoff(shop)]
     assert lines[0] == first and sorted(lines[1:]) == sorted(later)
     assert len(passes) == 2 and passes[0] == "first"
+
+
+def test_a_pass_that_fails_leaves_the_waiting_threads_to_write_their_lines(shop, monkeypatch, caplog):
+    """The disk full on the pass that would have written three waiting threads' lines: the next of them writes
+    them all, and the one that failed says its line was not written."""
+    first, later, passes = waiting_behind_a_pass(shop, monkeypatch, failing={2})
+    lines = [line["session_id"] for line in handoff(shop)]
+    assert lines[0] == first and sorted(lines[1:]) == sorted(later)
+    assert len(passes) == 3 and passes[1] != passes[2]
+    assert "fulfilments.jsonl not written" in caplog.text
 
 
 def _fulfil_in_child(data_dir, database_url, session_id, barrier, results):

@@ -57,7 +57,7 @@ def _kinds(result):
 
 async def measure(op, clients, seconds, watch=(), limit=None):
     """load.run() plus, per watched server, CPU seconds used during the run and peak RSS (sampled 4× a second)."""
-    peak = {s.name: s.rss_mib() for s in watch}  # nan for what has no one process
+    peak = {s.name: s.rss_mib() for s in watch}  # nan for PostgreSQL's processes
     cpu0 = {s.name: s.cpu_seconds() for s in watch}
     busy0 = machine_busy_seconds()
 

@@ -64,31 +64,28 @@ class Server:
         except OSError:
             return [pid]
 
-    def _status(self, field):
-        """A /proc/PID/status field (VmRSS:) summed over the serving processes."""
+    def rss_mib(self):
+        """Resident memory of the serving processes now, in MiB (one that has just gone counts nothing)."""
         total = 0
         for pid in self.pids:
             try:
                 with open(f"/proc/{pid}/status") as f:
-                    total += next(int(line.split()[1]) for line in f if line.startswith(field))
-            except (OSError, StopIteration):
-                return float("nan")
-        return total
-
-    def rss_mib(self):
-        """Resident memory of the serving processes now, in MiB."""
-        return self._status("VmRSS:") / 1024
+                    total += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+            except OSError:
+                continue
+        return total / 1024
 
     def cpu_seconds(self):
-        """User + system CPU seconds the serving processes have used so far."""
+        """User + system CPU seconds the serving processes have used so far (a worker gunicorn replaced mid-run
+        takes its seconds with it)."""
         total = 0
         for pid in self.pids:
             try:
                 with open(f"/proc/{pid}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
             except OSError:
-                return float("nan")
+                continue
+            total += int(fields[11]) + int(fields[12])
         return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self):

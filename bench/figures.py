@@ -95,6 +95,11 @@ def log_run(label, result):
     print(f"  {label}: {result!r}" + (f" [CPU s: {cpu}; others {others:.0%}]" if cpu else ""), flush=True)
 
 
+async def warm_up(app, stripe, csrf):
+    """A few unmeasured checkouts first: imports, first connections, compiled templates."""
+    await load.run(shoppers.checkout(app.port, stripe.port, csrf), 16, 1.0, limit=64)
+
+
 async def top_up(shop, stripe, sessions, wanted, clients=128, csrf=True):
     """Start checkouts (unmeasured) until `sessions` holds `wanted` ids."""
     for _ in range(3):
@@ -178,8 +183,8 @@ async def _figure1(plan, workdir, apps, stripes):
     csrf = {"shop": True, "flask": False}
     shop = apps["shop"]
     watch = (*apps.values(), *stripes.values())
-    for name, app in apps.items():  # warm-up: imports, first connections, compiled templates
-        await load.run(shoppers.checkout(app.port, stripes[name].port, csrf[name]), 16, 1.0, limit=64)
+    for name, app in apps.items():
+        await warm_up(app, stripes[name], csrf[name])
     sessions = {name: [] for name in apps}
     checkouts = {}
     for clients in (64, 256):
@@ -199,6 +204,7 @@ async def _figure1(plan, workdir, apps, stripes):
     # The same shop and ledger under gunicorn (docs/operations.md), before the stand-in holds thousands of sessions.
     gunicorn = servers.gunicorn(workdir, stripes["shop"], Path(workdir) / "shop-data")
     try:
+        await warm_up(gunicorn, stripes["shop"], True)
         for clients in (64, 256):
             r = await measure(shoppers.checkout(gunicorn.port, stripes["shop"].port, True, sessions["shop"]),
                               clients, plan.seconds, (gunicorn, stripes["shop"]))
@@ -242,6 +248,7 @@ async def _figure1(plan, workdir, apps, stripes):
     # under load that thread waits long for the GIL (docs/benchmarks.md, "What limits one process").
     gunicorn = servers.gunicorn(workdir, stripes["shop"], Path(workdir) / "shop-data")
     try:
+        await warm_up(gunicorn, stripes["shop"], True)
         r = await measure(shoppers.viewer(gunicorn.port, pools["shop", "gunicorn256"], SHOP_PAID), 256,
                           plan.seconds, (gunicorn, stripes["shop"]))
         log_run("success shop under gunicorn 256", r)

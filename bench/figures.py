@@ -223,7 +223,7 @@ async def _figure1(plan, workdir, apps, stripes):
     need = {"success64": size(64), "success256": size(256), "webhook64": size(64)}
     pools = {}
     for name, app in apps.items():
-        wanted = dict(need, gunicorn256=size(256)) if name == "shop" else need
+        wanted = dict(need, gunicorn256=size(256), gunicornhooks=size(64)) if name == "shop" else need
         await top_up(app, stripes[name], sessions[name], sum(wanted.values()), csrf=csrf[name])
         start = time.monotonic()
         paid = await pay_all(stripes[name], sessions[name][:sum(wanted.values())])
@@ -252,6 +252,12 @@ async def _figure1(plan, workdir, apps, stripes):
         r = await measure(shoppers.viewer(gunicorn.port, pools["shop", "gunicorn256"], SHOP_PAID), 256,
                           plan.seconds, (gunicorn, stripes["shop"]))
         log_run("success shop under gunicorn 256", r)
+        deliveries = with_duplicates(await shoppers.completed_events(stripes["shop"].port,
+                                                                     pools["shop", "gunicornhooks"]))
+        g_answers = []
+        g_hooks = await measure(shoppers.deliverer(gunicorn.port, deliveries, g_answers), 64, plan.seconds,
+                                (gunicorn, stripes["shop"]), limit=len(deliveries))
+        log_run("webhooks shop under gunicorn", g_hooks)
     finally:
         gunicorn.stop()
     rows.append(Row(1, f"Success page (first view, paid), 256 clients: the shop under gunicorn ({GUNICORN})", fmt(r),
@@ -277,6 +283,12 @@ async def _figure1(plan, workdir, apps, stripes):
                     f"{lost} lost, {double} double",
                     fmt(hooks["flask"], " events/s"), "≥ 120 events/s, 0 lost, 0 double",
                     verdict(sh.rate >= 120 and lost == 0 and double == 0)))
+
+    g_acknowledged = {e["data"]["object"]["id"] for e, status in g_answers if 200 <= status < 300}
+    _, lost, double = hand_off_check(fulfilments(workdir, shop), g_acknowledged)
+    rows.append(Row(1, f"Webhook deliveries, as above: the shop under gunicorn ({GUNICORN})",
+                    fmt(g_hooks, " events/s") + f"; {len(g_acknowledged)} paid orders acknowledged: "
+                    f"{lost} lost, {double} double", fmt(hooks["flask"], " events/s")))
 
     rss = {name: max(checkouts[name, 256].extra["rss"][app.name], success[name, 256].extra["rss"][app.name])
            for name, app in apps.items()}

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 import traceback
+from urllib.parse import urlsplit
 
 import bottle
 from bottle import Bottle, request, response, static_file
@@ -175,6 +176,10 @@ def make_app(config=None):
 def start_background(shop):
     """Start the email sender (and offline the stand-in's webhook sender); returns the function that stops it."""
     # Threads of each serving process: the outbox's leases keep two processes from sending one message.
+    base_url = shop.config.base_url
+    if shop.config.mode == "offline" and urlsplit(base_url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("offline mode at %s: anyone reaching it pays with test cards and orders are handed off uncharged;"
+                    " set STRIPE_SECRET_KEY before the shop is open to the public", base_url)
     if shop.orders.standin is not None:
         shop.orders.standin.start_webhook_sender()
     stop = mail.start_sender(shop.orders)

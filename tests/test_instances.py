@@ -81,6 +81,17 @@ def test_two_gunicorn_workers_on_one_data_dir_fulfil_each_order_once(spawn, tmp_
     assert sorted(line["session_id"] for line in lines) == sorted(sessions)  # each once, none missing
 
 
+def test_gunicorn_workers_warn_of_offline_mode_on_a_public_address(spawn, tmp_path):
+    """No Stripe key and a BASE_URL shoppers can reach: each worker says its payment page takes test cards."""
+    port = free_port()
+    spawn([sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", "gthread", "--threads", "2",
+           "--bind", f"127.0.0.1:{port}", "shop:make_app()"], port,
+          env={"DATA_DIR": str(tmp_path / "data"), "BASE_URL": "https://shop.example"})
+    log = tmp_path / "process-0.log"
+    wait_for(lambda: log.read_text().count("offline mode at https://shop.example") == 2, "a warning from each worker")
+    assert "orders are handed off uncharged" in log.read_text()
+
+
 def test_two_shops_on_one_postgresql_with_one_killed_mid_run_hand_off_each_order_once(spawn, tmp_path,
                                                                                        postgres_url):
     stripe_port, a, b = free_port(), free_port(), free_port()

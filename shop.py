@@ -17,7 +17,7 @@ from bottle import Bottle, request, response, static_file
 from webshop import admin, mail, payments, storefront, webhooks
 from webshop.catalog import CatalogStore, format_money
 from webshop.fulfilment import Orders
-from webshop.security import Guard
+from webshop.security import LOOPBACK, Guard
 from webshop.settings import ROOT, Config, ShopError, load_config
 
 PUBLIC = ROOT / "public"
@@ -177,7 +177,7 @@ def start_background(shop):
     """Start the email sender (and offline the stand-in's webhook sender); returns the function that stops it."""
     # Threads of each serving process: the outbox's leases keep two processes from sending one message.
     base_url = shop.config.base_url
-    if shop.config.mode == "offline" and urlsplit(base_url).hostname not in ("127.0.0.1", "localhost", "::1"):
+    if shop.config.mode == "offline" and urlsplit(base_url).hostname not in LOOPBACK:
         log.warning("offline mode at %s: anyone reaching it pays with test cards and orders are handed off uncharged;"
                     " set STRIPE_SECRET_KEY before the shop is open to the public", base_url)
     if shop.orders.standin is not None:

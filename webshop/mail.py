@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .catalog import format_money
 from .ledger import MAX_MAIL_ATTEMPTS
+from .security import LOOPBACK
 from .settings import EMAIL
 
 log = logging.getLogger("shop.mail")
@@ -172,7 +173,7 @@ def deliver(config, row):
             server.ehlo()
             secure = True
         if url.username:
-            if not secure and url.hostname not in ("localhost", "127.0.0.1", "::1"):
+            if not secure and url.hostname not in LOOPBACK:
                 raise smtplib.SMTPException("no TLS offered: the password is not sent in the clear")
             server.login(unquote(url.username), unquote(url.password or ""))
         server.sendmail(config.mail_from, [row["recipient"]], mime(config, row))

@@ -13,7 +13,7 @@ FORBIDDEN = ("This form has expired or did not come from this shop, so nothing w
 ELSEWHERE = ("This form was sent from another address than the shop's, so nothing was changed. "
              "Please open the shop at {} and try again.")
 MONTH = 60 * 60 * 24 * 30
-LOOPBACK = ("127.0.0.1", "localhost", "[::1]")  # one machine's names for itself
+LOOPBACK = ("127.0.0.1", "localhost", "::1")  # one machine's names for itself, as urlsplit().hostname gives them
 
 
 def cookies(request):
@@ -36,7 +36,7 @@ class Guard:
         # When the shop is this machine (the default BASE_URL), its other names for itself (localhost for 127.0.0.1):
         # cookies and forms work at one origin only, the one Stripe sends shoppers back to.
         base = urlsplit(config.base_url)
-        names = {name + (f":{base.port}" if base.port else "") for name in LOOPBACK}
+        names = {(f"[{name}]" if ":" in name else name) + (f":{base.port}" if base.port else "") for name in LOOPBACK}
         self.aliases = names - {base.netloc} if base.netloc in names else set()
         targets = " ".join(["'self'", "https://checkout.stripe.com", config.stripe_api_base]).strip()
         # No script anywhere; forms post to the shop, which sends the browser on to Checkout (303).

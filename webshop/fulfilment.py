@@ -182,6 +182,7 @@ class Orders:
                 raise
 
     def _export(self):
+        """One pass: under the file lock that processes share, write the lines the file lacks."""
         with open(self.jsonl, "a+b") as f:
             os.fchmod(f.fileno(), 0o640)
             fcntl.flock(f, fcntl.LOCK_EX)  # other processes on this DATA_DIR (gunicorn workers) take turns

@@ -27,6 +27,12 @@ def stocked(make_shopper, catalog_copy):
     return make
 
 
+def stock_of_walden(catalog_copy, copies):
+    """The merchant's edit of catalog.json: walden's stock is now `copies`."""
+    with edit_catalog(catalog_copy) as data:
+        next(p for p in data["products"] if p["id"] == "walden")["stock"] = copies
+
+
 def card(page, product_id):
     """The home page's card of one product (found by its cover image)."""
     return next(c for c in page.text.split('<li class="card">') if f"/{product_id}." in c.split(">")[0])
@@ -82,8 +88,7 @@ def test_lowering_a_stock_expires_the_newest_checkouts_that_hold_more_than_is_le
     first = stocked(walden=3)
     shoppers = [first] + [type(first)(first.app) for _ in range(2)]
     sessions = [s.session_id(s.checkout(product_id="walden")) for s in shoppers]  # oldest first
-    with edit_catalog(catalog_copy) as data:
-        next(p for p in data["products"] if p["id"] == "walden")["stock"] = 1
+    stock_of_walden(catalog_copy, 1)
     assert "Only" not in card(type(first)(first.app).get("/"), "walden")  # the edit is live: none left for others
     assert [first.standin.get(s)["status"] for s in sessions] == ["open", "expired", "expired"]
     assert first.shop.orders.ledger.stock_levels(["walden"]) == {"walden": (1, 0)}
@@ -101,8 +106,7 @@ def test_lowering_a_stock_while_stripe_is_down_asks_stripe_once_not_once_per_che
     sessions = [s.session_id(s.checkout(product_id="walden")) for s in shoppers]
     expire = "POST /v1/checkout/sessions/{id}/expire"
     first.standin.faults.add(expire, "500", times=100)
-    with edit_catalog(catalog_copy) as data:
-        next(p for p in data["products"] if p["id"] == "walden")["stock"] = 0
+    stock_of_walden(catalog_copy, 0)
     first.get("/")
     assert first.standin.calls[expire] == first.shop.config.stripe_max_retries + 1  # one call and the SDK's retries
     assert "and 3 more (stock lowered)" in caplog.text
@@ -118,8 +122,7 @@ def test_a_checkout_under_way_when_the_stock_is_lowered_is_refused_if_the_copies
     create = payments.create_session
 
     def lowered_meanwhile(*args):
-        with edit_catalog(catalog_copy) as data:
-            next(p for p in data["products"] if p["id"] == "walden")["stock"] = 1
+        stock_of_walden(catalog_copy, 1)
         first.shop.catalog()  # another request loads the edit while this click waits on Stripe
         return create(*args)
     monkeypatch.setattr(payments, "create_session", lowered_meanwhile)
@@ -143,8 +146,7 @@ def test_of_two_checkouts_under_way_when_the_stock_is_lowered_the_first_keeps_it
             answers.append(None)
             answers.append(second.checkout(product_id="walden"))
         elif len(answers) == 1:  # the second click waits on Stripe while another request loads the edit
-            with edit_catalog(catalog_copy) as data:
-                next(p for p in data["products"] if p["id"] == "walden")["stock"] = 1
+            stock_of_walden(catalog_copy, 1)
             first.shop.catalog()
         return create(*args)
     monkeypatch.setattr(payments, "create_session", in_turn)
@@ -167,8 +169,7 @@ def test_a_checkout_paid_as_a_lowered_stock_closes_it_leaves_the_next_newest_to_
             first.standin.pay(newer)
         return expire(session_id, source)
     monkeypatch.setattr(orders, "expire", paid_first)
-    with edit_catalog(catalog_copy) as data:
-        next(p for p in data["products"] if p["id"] == "walden")["stock"] = 1
+    stock_of_walden(catalog_copy, 1)
     first.get("/")
     assert orders.ledger.by_session(newer)["status"] == "paid"
     assert first.standin.get(older)["status"] == "expired"

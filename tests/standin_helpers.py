@@ -182,6 +182,11 @@ PAY_ADDRESS = {"address_line1": "Unter den Linden 1", "address_city": "Berlin", 
                "address_country": "DE"}
 
 
+def event_types(client):
+    """Every event type so far, oldest first."""
+    return [e.type for e in reversed(client.v1.events.list({"limit": 100}).data)]
+
+
 def fill(page, card="4242424242424242", **over):
     """The payment page's form filled in with a good card and a Berlin address, with overrides."""
     form = page.forms["pay"]

@@ -13,7 +13,7 @@ import webtest
 
 from standin import PayError, StandIn
 from tests.conftest import ROOT, STANDIN_KEY as KEY
-from tests.standin_helpers import shop_params
+from tests.standin_helpers import event_types, shop_params
 
 def test_create_with_shop_params_has_checkout_totals(client):
     s = client.v1.checkout.sessions.create(shop_params())
@@ -73,8 +73,7 @@ def test_3d_secure_cards_pay_once_authentication_is_completed(client, standin, c
     secure = charge.payment_method_details.card.three_d_secure
     assert (secure.authentication_flow, secure.result, secure.result_reason, secure.version) == (
         "challenge", "authenticated", None, "2.2.0")
-    types = [e.type for e in reversed(client.v1.events.list().data)]
-    assert types == ["payment_intent.created", "charge.succeeded", "payment_intent.succeeded",
+    assert event_types(client) == ["payment_intent.created", "charge.succeeded", "payment_intent.succeeded",
                      "checkout.session.completed"]
 
 
@@ -93,8 +92,7 @@ def test_failed_authentication_leaves_the_session_open_and_no_charge(client, sta
     assert (error.type, error.code) == ("invalid_request_error", "payment_intent_authentication_failure")
     assert error.message.startswith("The provided payment method has failed authentication.")  # for developers
     assert error.payment_method.card.last4 == "3184"
-    types = [e.type for e in reversed(client.v1.events.list().data)]
-    assert types == ["payment_intent.created", "payment_intent.payment_failed"]
+    assert event_types(client) == ["payment_intent.created", "payment_intent.payment_failed"]
     # trying again with the same card, this time authenticated, pays on the same PaymentIntent
     assert standin.pay(s.id, card="4000002760003184")["payment_intent"] == pi.id
     with pytest.raises(ValueError):

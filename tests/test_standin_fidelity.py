@@ -6,7 +6,7 @@ import pytest
 import stripe
 
 from standin import ASYNC_FAIL, ASYNC_OK, PayError, StandIn
-from tests.standin_helpers import shop_params
+from tests.standin_helpers import event_types, shop_params
 
 
 
@@ -151,14 +151,9 @@ def test_a_total_past_eight_digits_is_refused(client):
     assert (exc.value.http_status, exc.value.code, exc.value.param) == (400, "amount_too_large", "line_items")
 
 
-def _types(client):
-    """Every event so far, oldest first."""
-    return [e.type for e in reversed(client.v1.events.list({"limit": 100}).data)]
-
-
 def test_a_card_payment_emits_what_checkout_emits(client, standin):
     s = paid(client, standin)
-    assert _types(client) == ["payment_intent.created", "charge.succeeded", "payment_intent.succeeded",
+    assert event_types(client) == ["payment_intent.created", "charge.succeeded", "payment_intent.succeeded",
                               "checkout.session.completed"]
     succeeded = client.v1.events.list({"type": "payment_intent.succeeded"}).data[0].data.object
     assert (succeeded.id, succeeded.status, succeeded.amount_received) == (s.payment_intent, "succeeded",
@@ -170,7 +165,7 @@ def test_a_decline_then_expiry_emit_the_failure_and_the_cancellation(client, sta
     with pytest.raises(PayError):
         standin.pay(s.id, card="4000000000000002")
     client.v1.checkout.sessions.expire(s.id)
-    assert _types(client) == ["payment_intent.created", "charge.failed", "payment_intent.payment_failed",
+    assert event_types(client) == ["payment_intent.created", "charge.failed", "payment_intent.payment_failed",
                               "payment_intent.canceled", "checkout.session.expired"]
     canceled = client.v1.events.list({"type": "payment_intent.canceled"}).data[0].data.object
     assert (canceled.status, canceled.cancellation_reason) == ("canceled", "abandoned")
@@ -183,7 +178,7 @@ def test_a_decline_then_expiry_emit_the_failure_and_the_cancellation(client, sta
 def test_a_delayed_payment_emits_processing_then_its_outcome(client, standin, card, outcome):
     s = paid(client, standin, card=card)
     standin.settle_async(s.id)
-    assert _types(client) == ["payment_intent.created", "charge.pending", "payment_intent.processing",
+    assert event_types(client) == ["payment_intent.created", "charge.pending", "payment_intent.processing",
                               "checkout.session.completed", *outcome]
 
 

@@ -6,7 +6,7 @@ import pytest
 import stripe
 
 from standin import PayError, StandIn
-from tests.standin_helpers import fill
+from tests.standin_helpers import event_types, fill
 
 KEY = "sk_test_offline"
 
@@ -219,11 +219,6 @@ AUTHENTICATION_FAILED = ("We are unable to authenticate your payment method. Ple
                          "method and try again.")
 
 
-def _events(client):
-    """Every event type so far, oldest first."""
-    return [e.type for e in reversed(client.v1.events.list({"limit": 100}).data)]
-
-
 @pytest.mark.parametrize("card", ["4000 0025 0000 3155", "4000002760003184", "4000000000003220"])
 def test_a_3d_secure_card_shows_the_test_challenge_and_changes_nothing_yet(client, pay_page, card):
     s = client.v1.checkout.sessions.create(params())
@@ -241,7 +236,7 @@ def test_a_3d_secure_card_shows_the_test_challenge_and_changes_nothing_yet(clien
     assert form["action"].value == "pay" and form["shipping_option"].value == "0"
     r = client.v1.checkout.sessions.retrieve(s.id)
     assert (r.status, r.payment_status, r.payment_intent) == ("open", "unpaid", None)
-    assert _events(client) == []
+    assert event_types(client) == []
 
 
 def test_completing_the_challenge_pays_as_4242_does(client, pay_page):
@@ -255,7 +250,7 @@ def test_completing_the_challenge_pays_as_4242_does(client, pay_page):
     assert charge.status == "succeeded" and charge.payment_method_details.card.last4 == "3184"
     secure = charge.payment_method_details.card.three_d_secure
     assert (secure.authentication_flow, secure.result, secure.version) == ("challenge", "authenticated", "2.2.0")
-    assert _events(client) == ["payment_intent.created", "charge.succeeded", "payment_intent.succeeded",
+    assert event_types(client) == ["payment_intent.created", "charge.succeeded", "payment_intent.succeeded",
                                "checkout.session.completed"]
 
 
@@ -272,7 +267,7 @@ def test_failing_the_challenge_keeps_the_session_open_with_stripes_message(clien
     assert pi.status == "requires_payment_method" and pi.latest_charge is None
     assert pi.last_payment_error.code == "payment_intent_authentication_failure"
     assert pi.last_payment_error.message.startswith("The provided payment method has failed authentication.")
-    assert _events(client) == ["payment_intent.created", "payment_intent.payment_failed"]
+    assert event_types(client) == ["payment_intent.created", "payment_intent.payment_failed"]
     # the shopper can pay with another card on the same session and PaymentIntent
     fill(page).submit(status=303)
     assert client.v1.checkout.sessions.retrieve(s.id).payment_intent == pi.id

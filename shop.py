@@ -47,11 +47,11 @@ class Shop:
         self.orders = Orders(config, shop_name=lambda: self.catalogs.current().shop_name)
         self.reads = payments.SharedReads(self.orders.stripe)
         self.guard = Guard(config, self.orders.ledger.secret())
-        self.catalog()  # its promotion codes made active at Stripe, checkouts beyond a stock lowered meanwhile closed
+        self.catalog()  # its promotion codes made active at Stripe, checkouts it no longer backs closed
 
     def catalog(self):
         """The current catalog (re-read only when the file changed; the last good one if an edit is broken); a newly
-        loaded one brings the promotion codes at Stripe in line and closes the checkouts beyond its stock."""
+        loaded one brings the promotion codes at Stripe in line and closes the checkouts it no longer backs."""
         catalog = self.catalogs.current()
         if catalog is not self.loaded:  # at start, and after an edit
             self.loaded, cfg, ledger = catalog, self.config, self.orders.ledger
@@ -59,26 +59,31 @@ class Shop:
                 ledger.set_checkpoint("shop name", catalog.shop_name)
             # Promotion codes: Stripe is asked only when the promotions or the key (a live account needs its own codes)
             # differ from what the ledger says is active (for all instances): after any edit, even while stopped; not
-            # at each start. Checkouts beyond a stock are looked at on every load (a Stripe call for each closed).
+            # at each start. Open checkouts are looked at on every load (a Stripe call for each closed).
             account = hashlib.sha256(f"{cfg.stripe_secret_key} {cfg.stripe_api_base}".encode()).hexdigest()[:16]
             wanted = json.dumps([catalog.promotions, catalog.currency, account], sort_keys=True)
             if ledger.checkpoint("promotions") != wanted and payments.sync_promotions(self.orders.stripe, catalog):
                 ledger.set_checkpoint("promotions", wanted)
-            self.close_over_stock(catalog)
+            self.close_unbacked(catalog)
         return catalog
 
-    def close_over_stock(self, catalog):
-        """A stock lowered below what open checkouts hold: the newest of them expire, so no more is sold than exists."""
+    def close_unbacked(self, catalog):
+        """Open checkouts the catalog no longer backs expire: any of a book withdrawn or repriced since, and the newest
+        beyond a stock lowered, so that nothing is sold that is gone, at a price that is not, or beyond its copies."""
+        ledger, prices = self.orders.ledger, {p.id: p.price for p in catalog.products}
+        stale = [o["session_id"] for o in ledger.open_checkouts() if o["currency"] != catalog.currency
+                 or any(prices.get(i["product_id"]) != i["unit_amount"] for i in o["items"])]
         stock, tried = {p.id: p.stock for p in catalog.products if p.stock is not None}, set()
         # One at a time, the sums made again after each: one paid before it could be closed counts as sold.
-        while closing := [s for s in self.orders.ledger.over_stock(stock) if s not in tried]:
+        while closing := [s for s in stale + ledger.over_stock(stock) if s not in tried]:
+            why = "withdrawn or repriced" if closing[0] in stale else "stock lowered"
             tried.add(closing[0])
             try:
-                self.orders.expire(closing[0], "stock lowered")
+                self.orders.expire(closing[0], why)
             except ShopError as e:  # that checkout stays payable until it expires
                 down = e.status == 503  # Stripe down: each of the rest would wait as long, and fail too
-                log.warning("could not expire %s%s (stock lowered): %s", closing[0],
-                            f" and {len(closing) - 1} more" if down else "", e.detail or e.message)
+                log.warning("could not expire %s%s (%s): %s", closing[0],
+                            f" and {len(closing) - 1} more" if down else "", why, e.detail or e.message)
                 if down:
                     return
 

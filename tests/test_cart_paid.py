@@ -3,7 +3,8 @@ a bank payment is processing, or the cart is changed and paid in another tab."""
 
 import pytest
 
-from standin import ASYNC_FAIL, ASYNC_OK
+from standin import ASYNC_FAIL, ASYNC_OK, PayError
+from webshop import payments
 from tests.conftest import edit_catalog, pay, wire
 
 
@@ -150,17 +151,53 @@ def test_a_cart_paid_meanwhile_is_not_called_just_as_you_left_it_on_cancel(shopp
     assert "You have paid for" in page.text and "just as you left it" not in page.text
 
 
-def test_a_book_withdrawn_from_the_cart_is_said_once_and_its_checkout_is_no_longer_called_the_cart(
+def test_a_book_withdrawn_from_the_cart_is_said_once_and_its_open_checkout_can_no_longer_be_paid(
         make_shopper, catalog_copy):
     shopper, a, b = two_books(make_shopper, catalog_copy)
-    to_stripe = shopper.checkout()
+    to_stripe = shopper.checkout()  # and Back: the cart page offers to continue that payment
+    other = type(shopper)(shopper.app)
+    untouched = other.session_id(other.checkout(product_id=a.id))  # "Buy now" of the book still sold
     withdraw(catalog_copy, b.id)
     page = shopper.get("/cart")
     assert f"Sorry, {b.name} is no longer sold, so it is not in your cart." in page.text
-    assert "which is not your cart as it is now" in page.text  # the open checkout still pays for b
+    assert "Continue your payment" not in page.text and count(page) == "(1)"
     assert "no longer sold" not in shopper.get("/cart").text  # said once
-    confirmation = shopper.get(pay(shopper, to_stripe).location)
-    assert count(confirmation) == "(0)" and not shopper.cart_cookie()  # a was paid for: nothing left
+    assert shopper.standin.get(shopper.session_id(to_stripe))["status"] == "expired"  # at Stripe: never paid for b
+    with pytest.raises(PayError):
+        shopper.standin.pay(shopper.session_id(to_stripe))
+    assert shopper.standin.get(untouched)["status"] == "open"
+    assert shopper.standin.get(shopper.session_id(shopper.checkout()))["amount_subtotal"] == a.price
+
+
+def test_a_book_repriced_while_its_checkout_is_open_is_never_paid_at_the_old_price(make_shopper, catalog_copy):
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    old = shopper.session_id(shopper.checkout())
+    with edit_catalog(catalog_copy) as data:
+        next(p for p in data["products"] if p["id"] == b.id)["price"] = b.price + 300
+    page = shopper.get("/cart")
+    assert "Continue your payment" not in page.text and count(page) == "(2)"
+    with pytest.raises(PayError):
+        shopper.standin.pay(old)
+    assert shopper.shop.orders.ledger.by_session(old)["status"] == "expired"
+    new = shopper.standin.get(shopper.session_id(shopper.checkout()))
+    assert new["amount_subtotal"] == a.price + b.price + 300
+
+
+def test_a_click_waiting_on_stripe_when_its_book_is_repriced_goes_back_to_the_cart(
+        make_shopper, catalog_copy, monkeypatch):
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    create = payments.create_session
+
+    def repriced_meanwhile(*args):
+        with edit_catalog(catalog_copy) as data:
+            next(p for p in data["products"] if p["id"] == b.id)["price"] = b.price + 300
+        shopper.shop.catalog()  # another request loads the edit while this click waits on Stripe
+        return create(*args)
+    monkeypatch.setattr(payments, "create_session", repriced_meanwhile)
+    answer = shopper.checkout()
+    assert answer.status_int == 303 and answer.location.endswith("/cart")
+    made = shopper.shop.orders.stripe.v1.checkout.sessions.list({"limit": 10}).data
+    assert [s.status for s in made] == ["expired"]
 
 
 def test_a_withdrawn_book_no_order_holds_is_named_by_the_shop_that_saw_it_go(make_shopper, catalog_copy):

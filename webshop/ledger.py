@@ -197,6 +197,11 @@ class Ledger:
                         over[p] -= quantity
         return closing
 
+    def open_checkouts(self):
+        """Orders still payable at Stripe (open, with a session not yet expired): id, session, currency and items."""
+        return self.rows("SELECT id, session_id, currency, items FROM orders WHERE status = 'open' AND session_id IS"
+                         " NOT NULL AND session_expires_at > ?", int(time.time()))
+
     def restock(self, order_id, source):
         """Give an order's copies back to the stock (a refund the merchant restocks)."""
         with self.db.tx() as c:

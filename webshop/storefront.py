@@ -176,9 +176,9 @@ def install(app, shop):
         if not orders.ledger.attach_session(order_id, session.id, session.url, session.expires_at):
             expire(session.id, "replaced by a newer click")  # a second click won the race: never payable
             see_other("/cart")
-        if (now := shop.catalog()) is not catalog:  # an edit came while Stripe answered: the stock is looked at again
-            shop.close_over_stock(now)
-            if orders.ledger.get(order_id)["status"] != "open":  # this checkout, the newest, was beyond it
+        if (now := shop.catalog()) is not catalog:  # an edit came while Stripe answered: looked at again
+            shop.close_unbacked(now)
+            if orders.ledger.get(order_id)["status"] != "open":  # the newest beyond a stock, or repriced: closed
                 see_other("/cart")
         if kept is not None:  # the cart becomes what it pays for, marked with its order, so paying empties it
             write_cart(shop.guard, cart, checked_out=order_id)

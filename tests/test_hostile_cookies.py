@@ -106,8 +106,9 @@ def test_a_planted_or_made_up_sid_gives_no_access_to_another_browsers_checkout(m
 def test_a_token_without_its_cookie_is_refused(shopper):
     token = shopper.csrf()
     product = shopper.shop.catalog().products[0].id
-    shopper.reset()  # a browser without the cookie the token belongs to
-    shopper.post("/cart", {"csrf_token": token, "product_id": product}, status=403)
+    shopper.reset()  # a browser without the cookie the token belongs to (cookies blocked): told what will help
+    page = shopper.post("/cart", {"csrf_token": token, "product_id": product}, status=403)
+    assert "please allow cookies for this site" in page.text
     for sid in ("x" * 200, "short", "", "a" * 32 + ";", "../" * 11):
         shopper.reset()
         shopper.post("/cart", {"csrf_token": token, "product_id": product}, headers={"Cookie": f"sid={sid}"},

@@ -10,6 +10,8 @@ from .settings import ShopError
 
 FORBIDDEN = ("This form has expired or did not come from this shop, so nothing was changed. "
              "Please go back, reload the page and try again.")
+NO_COOKIE = ("Your browser sent this form without the shop's cookie, so nothing was changed. The shop keeps your "
+             "cart in a cookie: please allow cookies for this site, reload the page and try again.")
 ELSEWHERE = ("This form was sent from another address than the shop's, so nothing was changed. "
              "Please open the shop at {} and try again.")
 MONTH = 60 * 60 * 24 * 30
@@ -98,6 +100,8 @@ class Guard:
             raise ShopError(403, FORBIDDEN, detail="Sec-Fetch-Site not same-origin")
         if origin and origin != "null" and origin != self.origin:
             raise ShopError(403, ELSEWHERE.format(self.origin), detail="foreign Origin")
+        if self.prefix + "sid" not in cookies(request):  # blocked, or expired since the page was loaded
+            raise ShopError(403, NO_COOKIE, detail="no sid cookie")
         sid, sent = self.valid_sid(request), request.forms.get("csrf_token") or ""
         if sid is None or not hmac.compare_digest(self._sign("csrf", sid).encode(), sent.encode("utf-8", "replace")):
             raise ShopError(403, FORBIDDEN, detail="missing or wrong csrf token or sid")

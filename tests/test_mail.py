@@ -333,6 +333,7 @@ def test_offline_each_message_is_written_once_as_an_eml_file(make_shopper, data_
     assert [f.name for f in files] == [f"{o['id']}.{kind}.0@shop.test.eml" for kind in ("confirmation", "order_notice")]
     message = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
     assert message["To"] == o["customer_email"] and o["id"] in message.get_body(("plain",)).get_content()
+    assert f"Thank you for your order {o['id']}" in files[0].read_text()  # readable as it is, in any text viewer
     assert mail.send_due(orders, now=time.time() + 3600) == (0, 0) and len(list((data_dir / "outbox").iterdir())) == 2
 
 

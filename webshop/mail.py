@@ -14,6 +14,7 @@ import ssl
 import threading
 import time
 from datetime import datetime
+from email.charset import QP, Charset
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -25,6 +26,9 @@ from .catalog import format_money
 from .ledger import MAX_MAIL_ATTEMPTS
 from .security import LOOPBACK
 from .settings import EMAIL
+
+UTF8 = Charset("utf-8")
+UTF8.body_encoding = QP  # quoted-printable, not base64: a .eml in DATA_DIR/outbox/ reads as text
 
 log = logging.getLogger("shop.mail")
 MAX_BACKOFF = 6 * 3600
@@ -102,7 +106,7 @@ def mime(config, row):
     html = (f"<!doctype html><html><body><h1>{escape(m['from_name'])}</h1>{paras[0]}"
             + (f"<table>{cells}</table>" if rows else "") + "".join(paras[1:]) + "</body></html>")
     # compat32's MIME classes: a third of EmailMessage's cost, the same message on the wire
-    msg = MIMEMultipart("alternative", _subparts=[MIMEText(text, "plain", "utf-8"), MIMEText(html, "html", "utf-8")])
+    msg = MIMEMultipart("alternative", _subparts=[MIMEText(text, "plain", UTF8), MIMEText(html, "html", UTF8)])
     msg["Subject"], msg["To"] = Header(m["subject"], None if m["subject"].isascii() else "utf-8"), row["recipient"]
     msg["From"] = formataddr((m["from_name"], config.mail_from), "utf-8")
     # Date: when the order changed and the email was written, however late a retry sends it (RFC 5322 3.6.1)

@@ -36,6 +36,8 @@ TEST_CARDS = [
     ("4242 4242 4242 4242", "Succeeds"),
     ("4000 0000 0000 0002", "Declined (generic_decline)"),
     ("4000 0000 0000 9995", "Declined (insufficient_funds)"),
+    ("4000 0000 0000 0069", "Declined (expired_card)"),
+    ("4000 0000 0000 0127", "Declined (incorrect_cvc)"),
     ("4000 0000 0000 0259", "Succeeds, then is disputed"),
     ("4000 0099 0000 0004", "Delayed payment that later succeeds"),
     ("4000 0099 0000 0012", "Delayed payment that later fails"),

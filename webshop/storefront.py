@@ -276,7 +276,11 @@ def in_stock(shop, cart, catalog):
 
 def read_cart(shop, catalog):
     """This browser's cart from its cookie, for every page alike; once the checkout it last went to is paid
-    (request's "shop.paid"), without that order's books, as the confirmation page would: what was added since stays."""
+    (request's "shop.paid"), without that order's books, as the confirmation page would: what was added since stays.
+
+    The handlers read what it notes in request.environ, so each calls it before looking there: "shop.mark", the id of
+    this browser's order the cart last went to checkout as; "shop.checked_out", that order while the cart is still
+    just what it pays for; "shop.paid", that order once bought (paid, or a bank payment processing)."""
     raw = cookies(request).get(shop.guard.prefix + "cart", "")
     cart, mark = parse_cart(raw, catalog), _CHECKED_OUT.search(raw)
     if mark and "shop.paid" not in request.environ:  # (every book withdrawn since, perhaps: still its order)

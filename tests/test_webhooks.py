@@ -517,6 +517,16 @@ def test_a_refunded_total_above_what_was_captured_is_held_to_it(shop):
     assert (after["status"], after["amount_refunded"]) == ("refunded", total)
 
 
+def test_a_charge_claiming_more_than_the_order_took_refunds_the_order_total_at_most(shop):
+    o = paid(shop)
+    total = o["amount_total"]
+    charge = {"id": "ch_huge", "object": "charge", "payment_intent": o["payment_intent"], "metadata": {},
+              "amount": 100 * total, "amount_captured": 100 * total, "amount_refunded": 50 * total}
+    assert post_event(shop, event("charge.refunded", charge)).json["outcome"] == "refund recorded"
+    after = order(shop, o["session_id"])
+    assert (after["status"], after["amount_refunded"]) == ("refunded", total)
+
+
 @pytest.mark.parametrize("status", ["Won", "lost<script>", "needs response", "x" * 51, ""])
 def test_a_dispute_status_that_is_no_stripe_status_is_refused(shop, status):
     o = paid(shop)

@@ -201,6 +201,13 @@ def test_the_search_takes_any_language(admin):
     assert o["id"] in page.text and 'value="zoë"' in page.text
 
 
+@pytest.mark.parametrize("path", ["/admin", "/admin/orders.csv"])
+def test_a_search_with_control_characters_is_refused_not_taken_as_every_order(admin, path):
+    o = paid(admin)
+    page = admin.get(path, {"q": "nobody\x00"}, headers=auth(), status=400)
+    assert "control characters" in page.text and o["id"] not in page.text
+
+
 def test_an_amount_typed_without_choosing_part_of_it_is_what_the_review_offers(admin):
     o = paid(admin)
     review = admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin), "how": "full",

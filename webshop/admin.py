@@ -53,6 +53,8 @@ def install(app, shop):
 
     def filters():
         status, search = request.query.get("status", ""), request.query.getunicode("q", "").strip()[:100]
+        if not search.isprintable():  # a NUL would end SQLite's pattern early and match every order
+            raise ShopError(400, "A search cannot contain control characters.")
         return (status if status in STATUSES else None), search or None
 
     def find(order_id):

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import traceback
 from urllib.parse import urlsplit
@@ -42,7 +43,7 @@ class Shop:
     """What every request handler needs, made once per app: catalog, orders, Stripe reads, the guard."""
 
     def __init__(self, config):
-        self.config, self.loaded = config, None  # the catalog this process last looked at
+        self.config, self.loaded, self.closer = config, None, None  # the catalog this process last looked at
         self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds)
         self.orders = Orders(config, shop_name=lambda: self.catalogs.current().shop_name)
         self.reads = payments.SharedReads(self.orders.stripe)
@@ -64,18 +65,37 @@ class Shop:
             wanted = json.dumps([catalog.promotions, catalog.currency, account], sort_keys=True)
             if ledger.checkpoint("promotions") != wanted and payments.sync_promotions(self.orders.stripe, catalog):
                 ledger.set_checkpoint("promotions", wanted)
-            self.close_unbacked(catalog)
+            self.close_later(catalog)
         return catalog
 
+    def close_later(self, catalog):
+        """Close the open checkouts `catalog` no longer backs in a thread: no request waits for a Stripe call each."""
+        self.closer = threading.Thread(target=self.close_unbacked, args=(catalog,), name="close checkouts", daemon=True)
+        self.closer.start()
+
+    def stale(self, catalog):
+        """Sessions of open checkouts holding a book withdrawn or repriced since, or priced in another currency."""
+        prices = {p.id: p.price for p in catalog.products}
+        return [o["session_id"] for o in self.orders.ledger.open_checkouts() if o["currency"] != catalog.currency
+                or any(prices.get(i["product_id"]) != i["unit_amount"] for i in o["items"])]
+
+    def unbacked(self, catalog, stale):
+        """Sessions of open checkouts `catalog` no longer backs: the stale ones, then the newest beyond a stock."""
+        over = self.orders.ledger.over_stock({p.id: p.stock for p in catalog.products if p.stock is not None})
+        return stale + [s for s in over if s not in stale]
+
     def close_unbacked(self, catalog):
-        """Open checkouts the catalog no longer backs expire: any of a book withdrawn or repriced since, and the newest
-        beyond a stock lowered, so that nothing is sold that is gone, at a price that is not, or beyond its copies."""
-        ledger, prices = self.orders.ledger, {p.id: p.price for p in catalog.products}
-        stale = [o["session_id"] for o in ledger.open_checkouts() if o["currency"] != catalog.currency
-                 or any(prices.get(i["product_id"]) != i["unit_amount"] for i in o["items"])]
-        stock, tried = {p.id: p.stock for p in catalog.products if p.stock is not None}, set()
+        """Expire the open checkouts the catalog no longer backs, so that nothing is sold that is gone, at a price that
+        is not, or beyond its copies; stops when a newer edit is loaded."""
+        try:
+            self._close_unbacked(catalog)
+        except Exception as e:  # noqa: BLE001 — the database went away, say: they expire at Stripe in time
+            log.error("closing the checkouts the catalog no longer backs stopped: %s", type(e).__name__)
+
+    def _close_unbacked(self, catalog):
+        stale, tried = self.stale(catalog), set()
         # One at a time, the sums made again after each: one paid before it could be closed counts as sold.
-        while closing := [s for s in stale + ledger.over_stock(stock) if s not in tried]:
+        while catalog is self.loaded and (closing := [s for s in self.unbacked(catalog, stale) if s not in tried]):
             why = "withdrawn or repriced" if closing[0] in stale else "stock lowered"
             tried.add(closing[0])
             try:

@@ -71,6 +71,12 @@ class Shopper(webtest.TestApp):
         self.shop = app.config["shop"]
         self.standin = self.shop.orders.standin
 
+    def edited(self, path="/"):
+        """A page that loads the merchant's edit, once the shop has closed the checkouts the edit no longer backs."""
+        page = self.get(path)
+        self.shop.closer.join(30)
+        return page
+
     def csrf(self):
         """The CSRF token of this browser, from a page's form."""
         page = self.get("/")
@@ -119,6 +125,7 @@ def make_shopper(data_dir, database_url):
         return Shopper(apps[-1])
     yield factory
     for app in apps:
+        app.config["shop"].closer.join(30)
         app.config["shop"].orders.ledger.close()
 
 

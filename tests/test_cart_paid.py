@@ -158,6 +158,7 @@ def test_a_book_withdrawn_from_the_cart_is_said_once_and_its_open_checkout_can_n
     other = type(shopper)(shopper.app)
     untouched = other.session_id(other.checkout(product_id=a.id))  # "Buy now" of the book still sold
     withdraw(catalog_copy, b.id)
+    shopper.edited()
     page = shopper.get("/cart")
     assert f"Sorry, {b.name} is no longer sold, so it is not in your cart." in page.text
     assert "Continue your payment" not in page.text and count(page) == "(1)"
@@ -174,6 +175,7 @@ def test_a_book_repriced_while_its_checkout_is_open_is_never_paid_at_the_old_pri
     old = shopper.session_id(shopper.checkout())
     with edit_catalog(catalog_copy) as data:
         next(p for p in data["products"] if p["id"] == b.id)["price"] = b.price + 300
+    shopper.edited()
     page = shopper.get("/cart")
     assert "Continue your payment" not in page.text and count(page) == "(2)"
     with pytest.raises(PayError):

@@ -89,7 +89,7 @@ def test_lowering_a_stock_expires_the_newest_checkouts_that_hold_more_than_is_le
     shoppers = [first] + [type(first)(first.app) for _ in range(2)]
     sessions = [s.session_id(s.checkout(product_id="walden")) for s in shoppers]  # oldest first
     stock_of_walden(catalog_copy, 1)
-    assert "Only" not in card(type(first)(first.app).get("/"), "walden")  # the edit is live: none left for others
+    assert "Only" not in card(type(first)(first.app).edited(), "walden")  # the edit is live: none left for others
     assert [first.standin.get(s)["status"] for s in sessions] == ["open", "expired", "expired"]
     assert first.shop.orders.ledger.stock_levels(["walden"]) == {"walden": (1, 0)}
     with pytest.raises(PayError):
@@ -107,10 +107,24 @@ def test_lowering_a_stock_while_stripe_is_down_asks_stripe_once_not_once_per_che
     expire = "POST /v1/checkout/sessions/{id}/expire"
     first.standin.faults.add(expire, "500", times=100)
     stock_of_walden(catalog_copy, 0)
-    first.get("/")
+    first.edited()
     assert first.standin.calls[expire] == first.shop.config.stripe_max_retries + 1  # one call and the SDK's retries
     assert "and 3 more (stock lowered)" in caplog.text
     assert [first.standin.get(s)["status"] for s in sessions] == ["open"] * 4
+
+
+def test_the_request_that_loads_an_edit_does_not_wait_for_the_checkouts_it_closes(stocked, catalog_copy, monkeypatch):
+    first = stocked(walden=2)
+    sessions = [s.session_id(s.checkout(product_id="walden")) for s in (first, type(first)(first.app))]
+    orders, release = first.shop.orders, threading.Event()
+    expire = orders.expire
+    monkeypatch.setattr(orders, "expire", lambda *args: release.wait(10) and expire(*args))  # Stripe slow to answer
+    stock_of_walden(catalog_copy, 0)
+    assert "Sold out" in card(type(first)(first.app).get("/"), "walden")  # answered while Stripe is being asked
+    assert [first.standin.get(s)["status"] for s in sessions] == ["open", "open"]
+    release.set()
+    first.shop.closer.join(30)
+    assert [first.standin.get(s)["status"] for s in sessions] == ["expired", "expired"]
 
 
 def test_a_checkout_under_way_when_the_stock_is_lowered_is_refused_if_the_copies_are_gone(
@@ -152,6 +166,7 @@ def test_of_two_checkouts_under_way_when_the_stock_is_lowered_the_first_keeps_it
     monkeypatch.setattr(payments, "create_session", in_turn)
     older = first.session_id(first.checkout(product_id="walden"))
     newer = second.session_id(answers[1])
+    first.shop.closer.join(30)
     assert [first.standin.get(s)["status"] for s in (older, newer)] == ["open", "expired"]
     assert first.shop.orders.ledger.stock_levels(["walden"]) == {"walden": (1, 0)}
 
@@ -170,7 +185,7 @@ def test_a_checkout_paid_as_a_lowered_stock_closes_it_leaves_the_next_newest_to_
         return expire(session_id, source)
     monkeypatch.setattr(orders, "expire", paid_first)
     stock_of_walden(catalog_copy, 1)
-    first.get("/")
+    first.edited()
     assert orders.ledger.by_session(newer)["status"] == "paid"
     assert first.standin.get(older)["status"] == "expired"
     assert orders.ledger.stock_levels(["walden"]) == {"walden": (0, 1)}

@@ -177,9 +177,12 @@ def install(app, shop):
             expire(session.id, "replaced by a newer click")  # a second click won the race: never payable
             see_other("/cart")
         if (now := shop.catalog()) is not catalog:  # an edit came while Stripe answered: looked at again
-            shop.close_unbacked(now)
-            if orders.ledger.get(order_id)["status"] != "open":  # the newest beyond a stock, or repriced: closed
-                see_other("/cart")
+            if session.id in shop.unbacked(now, shop.stale(now)):  # this checkout, the newest, goes first
+                expire(session.id, "catalog edit")
+                if orders.ledger.get(order_id)["status"] != "open":
+                    see_other("/cart")
+            else:  # newer ones may have started meanwhile, after the edit's own look
+                shop.close_later(now)
         if kept is not None:  # the cart becomes what it pays for, marked with its order, so paying empties it
             write_cart(shop.guard, cart, checked_out=order_id)
         redirect(session.url, 303)

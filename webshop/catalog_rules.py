@@ -182,7 +182,8 @@ class _Checker:
             self.problem(path, f"must list at most {limit} {what}s (Stripe Checkout's limit)", len(value))
         out, first_use = [], {}
         for i, item in enumerate(value):
-            where = f"{path}[{i}]"
+            named = isinstance(item, dict) and _string(_ID)(item.get("id"))  # its id too: a merchant searches by it
+            where = f"{path}[{i}]" + (f" ({item['id']})" if named else "")
             item = self.obj(where, item, fields)
             if item is _BAD:
                 continue
@@ -268,7 +269,8 @@ class _Checker:
         return tuple(out)
 
 
-_identifier = _rule(_string(r"[a-z0-9][a-z0-9-]{0,63}"),
+_ID = r"[a-z0-9][a-z0-9-]{0,63}"
+_identifier = _rule(_string(_ID),
                     "must be 1-64 lowercase letters, digits or hyphens, starting with a letter or digit")
 _name, _price = _text(NAME_LIMIT, _ONE_LINE), _amount(1, "a positive integer")
 # Stripe tax codes look like txcd_35010000 (books): https://docs.stripe.com/tax/tax-codes

@@ -80,6 +80,47 @@ def test_too_many_checkouts_from_one_browser_get_a_429_page_with_retry_after(mak
     other.checkout()
 
 
+def at(shopper, address, forwarded=None):
+    """A new browser (a fresh cookie jar, as a script makes one) of this shop, at a client address."""
+    browser = type(shopper)(shopper.app)
+    browser.extra_environ.update({"REMOTE_ADDR": address, **({"HTTP_X_FORWARDED_FOR": forwarded} if forwarded else {})})
+    return browser
+
+
+def test_an_address_limit_counts_the_checkouts_of_every_browser_at_that_address(make_shopper):
+    shopper = make_shopper(address_checkout_limit=2)
+    for _ in range(2):
+        at(shopper, "203.0.113.7").checkout(product_id="walden")
+    late = at(shopper, "203.0.113.7")
+    page = late.post("/checkout", {"csrf_token": late.csrf(), "product_id": "walden"}, status=429)
+    assert page.headers["Retry-After"] == "60" and "wait a minute" in page.text
+    assert len(shopper.shop.orders.stripe.v1.checkout.sessions.list({"limit": 100}).data) == 2
+    at(shopper, "198.51.100.1").checkout(product_id="walden")  # another address is not affected
+    for address in ("2001:db8:1:2::1", "2001:db8:1:2::ffff"):  # one IPv6 subscriber's /64 is one address
+        at(shopper, address).checkout(product_id="walden")
+    again = at(shopper, "2001:db8:1:2::abcd")
+    again.post("/checkout", {"csrf_token": again.csrf(), "product_id": "walden"}, status=429)
+
+
+def test_without_an_address_limit_many_browsers_at_one_address_all_check_out(make_shopper):
+    shopper = make_shopper()  # the default: a sale's shoppers often share one address
+    for _ in range(shopper.shop.config.checkout_limit + 2):
+        at(shopper, "203.0.113.7").checkout(product_id="walden")
+    assert shopper.shop.orders.ledger.one("SELECT COUNT(client) AS n FROM orders")["n"] == 0  # no address kept
+
+
+def test_behind_the_trusted_proxy_the_address_it_names_is_counted_and_no_other(make_shopper):
+    shopper = make_shopper(address_checkout_limit=1, trusted_proxy="10.0.0.2")
+    at(shopper, "10.0.0.2", "203.0.113.7").checkout(product_id="walden")
+    at(shopper, "10.0.0.2", "198.51.100.1").checkout(product_id="walden")  # another shopper behind the same proxy
+    late = at(shopper, "10.0.0.2", "1.2.3.4, 203.0.113.7")  # what came before the proxy's entry, anyone can write
+    late.post("/checkout", {"csrf_token": late.csrf(), "product_id": "walden"}, status=429)
+    direct = at(shopper, "192.0.2.9", "198.51.100.77")  # not from the proxy: its header is not believed
+    direct.checkout(product_id="walden")
+    again = at(shopper, "192.0.2.9", "198.51.100.78")
+    again.post("/checkout", {"csrf_token": again.csrf(), "product_id": "walden"}, status=429)
+
+
 def test_reloading_an_unpaid_confirmation_costs_stripe_about_one_call_a_second(slow_shopper):
     shopper = slow_shopper
     shopper.add("walden")

@@ -3,7 +3,6 @@
 import hashlib
 import hmac
 import io
-import ipaddress
 import re
 import threading
 import time
@@ -15,6 +14,7 @@ from bottle import request, response
 from .catalog import currency_exponent, money
 from .fulfilment import write_csv
 from .ledger import REFUNDABLE, STATUSES
+from .security import counted
 from .settings import ShopError
 from .storefront import see_other
 
@@ -137,19 +137,6 @@ def install(app, shop):
                                       "check the payment in the Stripe Dashboard.") from None
         query = {"refunded": result.id, "before": o["amount_refunded"], **({"replayed": 1} if replayed else {})}
         see_other(f"/admin/orders/{o['id']}?{urlencode(query)}")
-
-
-def counted(address):
-    """The address the sign-in limit counts: for IPv6 its /64, one subscriber's network (each of its 2**64 addresses
-    theirs to use, so counting each alone would allow as many guesses); for an IPv4-mapped one its IPv4 address;
-    else the address itself."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:  # "-" (no peer address)
-        return address
-    if ip.version == 6:
-        return str(ip.ipv4_mapped or ipaddress.IPv6Network((ip.packed[:8] + bytes(8), 64)))
-    return address
 
 
 def _whole(text, unknown=None):

@@ -50,6 +50,9 @@ MIGRATIONS = (
         attempts INTEGER NOT NULL DEFAULT 0, next_attempt TEXT NOT NULL, lease_until TEXT, sent_at TEXT,
         last_error TEXT, UNIQUE (order_id, kind, amount));
     CREATE INDEX outbox_due ON outbox(sent_at, next_attempt)""",
+    # The client's signed address, kept only while ADDRESS_CHECKOUT_LIMIT is set.
+    """ALTER TABLE orders ADD COLUMN client TEXT;
+    CREATE INDEX orders_client ON orders(client, created)""",
 )
 
 STATUSES = ("open", "checkout_failed", "awaiting_payment", "paid", "payment_failed",
@@ -105,18 +108,22 @@ class Ledger:
 
     # -- orders -------------------------------------------------------------------------------------------------
 
-    def start_order(self, browser, currency, items, per_minute, stock=None, cap=False):
+    def start_order(self, browser, currency, items, per_minute, stock=None, cap=False, client=None, per_client=None):
         """A new `open` order replacing this browser's open ones: (order id, its items, their sessions, which stay
-        open until Stripe has expired them); 429 when more than `per_minute` (None: this click was counted already).
-        With `cap`, lines are held to the copies left (as the cart page does) instead of refused."""
-        order_id, now = "ord_" + secrets.token_hex(12), utcnow()
+        open until Stripe has expired them); 429 when more than `per_minute` from the browser, or `per_client` from
+        the `client` (None: this click was counted already, or no limit). With `cap`, lines are held to the copies
+        left (as the cart page does) instead of refused."""
+        order_id, now, since = "ord_" + secrets.token_hex(12), utcnow(), iso_utc(time.time() - 60)
         with self.db.tx() as c:  # of two clicks at once, the later replaces the earlier (attach_session refuses it)
             self.db.lock(c, browser)
-            recent = c.execute("SELECT COUNT(*) AS n FROM orders WHERE browser = ? AND created > ?",
-                               (browser, iso_utc(time.time() - 60))).fetchone()["n"]
-            if per_minute is not None and recent >= per_minute:
-                raise ShopError(429, "That is a lot of checkouts in a minute. Please wait a minute and try again.",
-                                detail=f"{recent} checkouts from one browser", retry_after=60)
+            if client:  # and clicks from one address take turns at counting
+                self.db.lock(c, "client:" + client)
+            for column, key, limit in (("browser", browser, per_minute), ("client", client, per_client)):
+                recent = limit is not None and c.execute(f"SELECT COUNT(*) AS n FROM orders WHERE {column} = ? AND"
+                                                         " created > ?", (key, since)).fetchone()["n"]
+                if limit is not None and recent >= limit:
+                    raise ShopError(429, "That is a lot of checkouts in a minute. Please wait a minute and try "
+                                         "again.", detail=f"{recent} checkouts from one {column}", retry_after=60)
             stale = c.execute("SELECT id, session_id FROM orders WHERE browser = ? AND status = 'open'",
                               (browser,)).fetchall()
             for row in stale:  # a click still waiting for its session: attach_session will refuse it
@@ -124,10 +131,10 @@ class Ledger:
                     self._move(c, row["id"], ("open",), "expired", "checkout", "replaced by a newer checkout")
             # This browser's open orders are being replaced, so their copies count as its own.
             items = self._reserve(c, items, stock or {}, cap, browser)  # stock: {product id: copies} of limited ones
-            c.execute("INSERT INTO orders (id, status, currency, items, amount_subtotal, browser, created, updated)"
-                      " VALUES (?, 'open', ?, ?, ?, ?, ?, ?)",
+            c.execute("INSERT INTO orders (id, status, currency, items, amount_subtotal, browser, client, created,"
+                      " updated) VALUES (?, 'open', ?, ?, ?, ?, ?, ?, ?)",
                       (order_id, currency, json.dumps(items), sum(i["unit_amount"] * i["quantity"] for i in items),
-                       browser, now, now))
+                       browser, client, now, now))
             for i in items:
                 c.execute("INSERT INTO order_lines (order_id, product_id, quantity) VALUES (?, ?, ?)",
                           (order_id, i["product_id"], i["quantity"]))

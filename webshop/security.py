@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from urllib.parse import quote, urlsplit
 
@@ -82,6 +83,10 @@ class Guard:
         forwarded = request.environ.get("HTTP_X_FORWARDED_FOR", "").rpartition(",")[2].strip()
         return forwarded if self.proxy and peer == self.proxy and forwarded else peer
 
+    def client(self, request):
+        """The client as the address limits count it (an IPv6 address by its /64), signed: the ledger keeps no address."""
+        return self._sign("client", counted(self.client_address(request)))
+
     def elsewhere(self, request):
         """The same page at the shop's own address when it was asked for under another name of this machine."""
         raw = request.environ.get("bottle.raw_path", "")  # the path's bytes as sent (latin-1), before bottle's decoding
@@ -119,3 +124,16 @@ class Guard:
         for name, value in self.security_headers.items():
             response.set_header(name, value)
         response.headers.setdefault("Cache-Control", "no-store")
+
+
+def counted(address):
+    """The address the limits count: for IPv6 its /64, one subscriber's network (each of its 2**64 addresses
+    theirs to use, so counting each alone would allow as many guesses); for an IPv4-mapped one its IPv4 address;
+    else the address itself."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # "-" (no peer address)
+        return address
+    if ip.version == 6:
+        return str(ip.ipv4_mapped or ipaddress.IPv6Network((ip.packed[:8] + bytes(8), 64)))
+    return address

@@ -83,9 +83,13 @@ SETTINGS = (
     Setting("channel_timeout", "CHANNEL_TIMEOUT", 30, "Seconds a connection may stay silent (mid-request or idle "
             "keep-alive) before it is closed.", limits=(1, 3600)),
     Setting("trusted_proxy", "TRUSTED_PROXY", "", "Address of the reverse proxy in front: only its X-Forwarded-For "
-            "names the client (/admin's sign-in limit). Empty: none is trusted."),
+            "names the client (for the limits by address). Empty: none is trusted."),
     Setting("checkout_limit", "CHECKOUT_LIMIT", 10, "Checkouts one browser may start per minute; more get a 429 "
             "page (protects Stripe's rate limit).", limits=(1, 10000)),
+    Setting("address_checkout_limit", "ADDRESS_CHECKOUT_LIMIT", 0, "Checkouts one client address (an IPv6 one by "
+            "its /64; behind TRUSTED_PROXY, the one it names) may start per minute, for a sale of scarce stock that "
+            "scripts must not hold; 0: no limit. Off by default: a sale's shoppers often share one address.",
+            limits=(0, 100000)),
     Setting("smtp_url", "SMTP_URL", "", "Mail server for order emails: smtp://user:pass@host:587 (STARTTLS when "
             "offered) or smtps://...:465; ?timeout=30 sets the seconds per step. Empty: each email is written to "
             "DATA_DIR/outbox/ as a .eml file.", secret=True,

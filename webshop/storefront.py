@@ -146,14 +146,15 @@ def install(app, shop):
         if subtotal + shipping > MAX_AMOUNT:
             raise ShopError(409, f"A payment can be at most {catalog.money(MAX_AMOUNT)}, and this order comes to more. "
                                  "Please buy fewer copies.")
-        orders, order_id = shop.orders, None
+        orders, order_id, per_client = shop.orders, None, shop.config.address_checkout_limit or None
         wanted = [{"product_id": p.id, "name": p.name, "unit_amount": p.price, "quantity": q} for p, q, _ in items]
         try:
             for again in (False, True):  # again if an order it replaces was paid meanwhile (in another tab)
                 order_id, held, replaced = orders.ledger.start_order(
                     browser, catalog.currency, wanted, per_minute=None if again else shop.config.checkout_limit,
                     stock={p.id: p.stock for p, _, _ in items if p.stock is not None},
-                    cap=kept is not None)  # a cart is held to the copies left now (a click elsewhere may take some)
+                    cap=kept is not None,  # a cart is held to the copies left now (a click elsewhere may take some)
+                    client=per_client and shop.guard.client(request), per_client=None if again else per_client)
                 for session_id in replaced:  # left with "Back", or a click's at the same moment: expired at Stripe
                     expire(session_id, "new checkout", must=True)  # first, so that only one can be paid
                 paid = [o for o in map(orders.ledger.by_session, replaced) if o["status"] in BOUGHT]

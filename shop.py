@@ -43,7 +43,8 @@ class Shop:
     """What every request handler needs, made once per app: catalog, orders, Stripe reads, the guard."""
 
     def __init__(self, config):
-        self.config, self.loaded, self.closer = config, None, None  # the catalog this process last looked at
+        self.config, self.loaded = config, None  # the catalog this process last looked at
+        self.closing, self.closer, self.to_close = threading.Lock(), None, None  # see close_later
         self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds)
         self.orders = Orders(config, shop_name=lambda: self.catalogs.current().shop_name)
         self.reads = payments.SharedReads(self.orders.stripe)
@@ -69,35 +70,51 @@ class Shop:
         return catalog
 
     def close_later(self, catalog):
-        """Close the open checkouts `catalog` no longer backs in a thread: no request waits for a Stripe call each."""
-        self.closer = threading.Thread(target=self.close_unbacked, args=(catalog,), name="close checkouts", daemon=True)
-        self.closer.start()
+        """Close the open checkouts `catalog` no longer backs in this process's one closer thread, so that no request
+        waits for a Stripe call each; a closer at work takes the newest catalog when it is done."""
+        with self.closing:
+            self.to_close = catalog
+            if self.closer is None:
+                self.closer = threading.Thread(target=self._closer, name="close checkouts", daemon=True)
+                self.closer.start()
+
+    def _closer(self):
+        while True:
+            with self.closing:
+                catalog, self.to_close = self.to_close, None
+                if catalog is None:
+                    self.closer = None
+                    return
+            try:
+                self.close_unbacked(catalog)
+            except Exception as e:  # noqa: BLE001 — the database went away, say: they expire at Stripe in time
+                log.error("closing the checkouts the catalog no longer backs stopped: %s", type(e).__name__)
+
+    @staticmethod
+    def backs(catalog, order):
+        """Whether the catalog still sells every book of an order, at its price and in its currency."""
+        return order["currency"] == catalog.currency and all(
+            (p := catalog.product(i["product_id"])) and p.price == i["unit_amount"] for i in order["items"])
 
     def stale(self, catalog):
         """Sessions of open checkouts holding a book withdrawn or repriced since, or priced in another currency."""
-        prices = {p.id: p.price for p in catalog.products}
-        return [o["session_id"] for o in self.orders.ledger.open_checkouts() if o["currency"] != catalog.currency
-                or any(prices.get(i["product_id"]) != i["unit_amount"] for i in o["items"])]
+        return [o["session_id"] for o in self.orders.ledger.open_checkouts() if not self.backs(catalog, o)]
 
     def unbacked(self, catalog, stale):
         """Sessions of open checkouts `catalog` no longer backs: the stale ones, then the newest beyond a stock."""
-        over = self.orders.ledger.over_stock({p.id: p.stock for p in catalog.products if p.stock is not None})
-        return stale + [s for s in over if s not in stale]
+        stock = {p.id: p.stock for p in catalog.products if p.stock is not None}
+        return stale + self.orders.ledger.over_stock(stock, closing=set(stale))
 
     def close_unbacked(self, catalog):
         """Expire the open checkouts the catalog no longer backs, so that nothing is sold that is gone, at a price that
         is not, or beyond its copies; stops when a newer edit is loaded."""
-        try:
-            self._close_unbacked(catalog)
-        except Exception as e:  # noqa: BLE001 — the database went away, say: they expire at Stripe in time
-            log.error("closing the checkouts the catalog no longer backs stopped: %s", type(e).__name__)
-
-    def _close_unbacked(self, catalog):
-        stale, tried = self.stale(catalog), set()
+        stale, tried, ledger = self.stale(catalog), set(), self.orders.ledger
         # One at a time, the sums made again after each: one paid before it could be closed counts as sold.
         while catalog is self.loaded and (closing := [s for s in self.unbacked(catalog, stale) if s not in tried]):
             why = "withdrawn or repriced" if closing[0] in stale else "stock lowered"
             tried.add(closing[0])
+            if ledger.by_session(closing[0])["status"] != "open":  # closed meanwhile (another closer, a click)
+                continue
             try:
                 self.orders.expire(closing[0], why)
             except ShopError as e:  # that checkout stays payable until it expires

@@ -63,6 +63,15 @@ def wait_for(condition, what, timeout=20):
     raise AssertionError(f"gave up waiting: {what}")
 
 
+def settled(shop):
+    """Once the shop's closer thread (closing the checkouts a catalog edit no longer backs) has nothing left to do."""
+    for _ in range(10):
+        if (closer := shop.closer) is None:
+            return
+        closer.join(30)
+    raise AssertionError("the closer thread did not finish")
+
+
 class Shopper(webtest.TestApp):
     """A browser on the shop: WebTest plus the steps a shopper takes."""
 
@@ -74,7 +83,7 @@ class Shopper(webtest.TestApp):
     def edited(self, path="/"):
         """A page that loads the merchant's edit, once the shop has closed the checkouts the edit no longer backs."""
         page = self.get(path)
-        self.shop.closer.join(30)
+        settled(self.shop)
         return page
 
     def csrf(self):
@@ -125,7 +134,7 @@ def make_shopper(data_dir, database_url):
         return Shopper(apps[-1])
     yield factory
     for app in apps:
-        app.config["shop"].closer.join(30)
+        settled(app.config["shop"])
         app.config["shop"].orders.ledger.close()
 
 

@@ -1,11 +1,13 @@
 """The cart and the checkout it went to: what the cart cookie's mark of that order does when the catalog changes,
 a bank payment is processing, or the cart is changed and paid in another tab."""
 
+import threading
+
 import pytest
 
 from standin import ASYNC_FAIL, ASYNC_OK, PayError
 from webshop import payments
-from tests.conftest import edit_catalog, pay, wire
+from tests.conftest import edit_catalog, pay, settled, wire
 
 
 def count(page):
@@ -197,9 +199,49 @@ def test_a_click_waiting_on_stripe_when_its_book_is_repriced_goes_back_to_the_ca
         return create(*args)
     monkeypatch.setattr(payments, "create_session", repriced_meanwhile)
     answer = shopper.checkout()
-    assert answer.status_int == 303 and answer.location.endswith("/cart")
+    assert answer.status_int == 303 and answer.location.endswith("/cart?changed=1")
+    assert "please look over your cart" in shopper.get(answer.location).text.lower()
     made = shopper.shop.orders.stripe.v1.checkout.sessions.list({"limit": 10}).data
     assert [s.status for s in made] == ["expired"]
+
+
+def test_a_click_whose_repriced_checkout_stripe_cannot_close_is_not_sent_to_pay_it(
+        make_shopper, catalog_copy, monkeypatch):
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    create = payments.create_session
+
+    def repriced_meanwhile(*args):
+        with edit_catalog(catalog_copy) as data:
+            next(p for p in data["products"] if p["id"] == b.id)["price"] = b.price + 300
+        shopper.shop.catalog()
+        shopper.standin.faults.add("POST /v1/checkout/sessions/{id}/expire", "500", times=100)  # Stripe then fails
+        return create(*args)
+    monkeypatch.setattr(payments, "create_session", repriced_meanwhile)
+    page = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=503)
+    assert "not answering" in page.text
+    settled(shopper.shop)
+    cart = shopper.get("/cart")
+    assert "Continue your payment" not in cart.text and count(cart) == "(2)"  # the old price is never offered
+
+
+def test_one_closer_per_process_asks_stripe_once_per_checkout_however_often_it_is_asked(
+        make_shopper, catalog_copy, monkeypatch):
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    others = [type(shopper)(shopper.app) for _ in range(3)]
+    sessions = [o.session_id(o.checkout(product_id=b.id)) for o in others]
+    orders, release = shopper.shop.orders, threading.Event()
+    expire = orders.expire
+    monkeypatch.setattr(orders, "expire", lambda *args: release.wait(10) and expire(*args))
+    with edit_catalog(catalog_copy) as data:
+        next(p for p in data["products"] if p["id"] == b.id)["price"] = b.price + 300
+    now = shopper.shop.catalog()
+    for _ in range(3):  # clicks under way when the edit landed each ask again
+        shopper.shop.close_later(now)
+    before = shopper.standin.calls["POST /v1/checkout/sessions/{id}/expire"]
+    release.set()
+    settled(shopper.shop)
+    assert shopper.standin.calls["POST /v1/checkout/sessions/{id}/expire"] - before == len(sessions)
+    assert [shopper.standin.get(s)["status"] for s in sessions] == ["expired"] * 3
 
 
 def test_a_withdrawn_book_no_order_holds_is_named_by_the_shop_that_saw_it_go(make_shopper, catalog_copy):

@@ -11,7 +11,7 @@ import webtest
 
 from standin import PayError
 from webshop import payments
-from tests.conftest import ROOT, edit_catalog, pay, wire
+from tests.conftest import ROOT, edit_catalog, pay, settled, wire
 
 
 @pytest.fixture
@@ -123,8 +123,39 @@ def test_the_request_that_loads_an_edit_does_not_wait_for_the_checkouts_it_close
     assert "Sold out" in card(type(first)(first.app).get("/"), "walden")  # answered while Stripe is being asked
     assert [first.standin.get(s)["status"] for s in sessions] == ["open", "open"]
     release.set()
-    first.shop.closer.join(30)
+    settled(first.shop)
     assert [first.standin.get(s)["status"] for s in sessions] == ["expired", "expired"]
+
+
+def test_a_checkout_being_closed_for_a_repriced_book_holds_no_copy_against_a_stock_lowered_with_it(
+        stocked, catalog_copy, monkeypatch):
+    """One edit reprices a book and lowers walden's stock: the repriced checkout gives its copy up, so the newest
+    click, under way meanwhile, keeps the copy left."""
+    first = stocked(walden=3)
+    other = next(p for p in first.shop.catalog().products if p.id != "walden")
+    first.add("walden")
+    first.add(other.id)
+    repriced = first.session_id(first.checkout())
+    second = type(first)(first.app)
+    kept = second.session_id(second.checkout(product_id="walden"))
+    orders, release, create = first.shop.orders, threading.Event(), payments.create_session
+    expire = orders.expire
+    monkeypatch.setattr(orders, "expire", lambda *args: release.wait(10) and expire(*args))  # Stripe slow to close
+
+    def edited_meanwhile(*args):
+        with edit_catalog(catalog_copy) as data:
+            for p in data["products"]:
+                p["stock"] = 2 if p["id"] == "walden" else p.get("stock")
+                p["price"] += 100 if p["id"] == other.id else 0
+        first.shop.catalog()
+        return create(*args)
+    monkeypatch.setattr(payments, "create_session", edited_meanwhile)
+    third = type(first)(first.app)
+    assert "/offline-checkout/" in third.checkout(product_id="walden").location
+    release.set()
+    settled(first.shop)
+    newest = [s.id for s in orders.stripe.v1.checkout.sessions.list({"limit": 10}).data if s.id not in (repriced, kept)]
+    assert [first.standin.get(s)["status"] for s in (repriced, kept, *newest)] == ["expired", "open", "open"]
 
 
 def test_a_checkout_under_way_when_the_stock_is_lowered_is_refused_if_the_copies_are_gone(
@@ -141,7 +172,8 @@ def test_a_checkout_under_way_when_the_stock_is_lowered_is_refused_if_the_copies
         return create(*args)
     monkeypatch.setattr(payments, "create_session", lowered_meanwhile)
     answer = later.checkout(product_id="walden")
-    assert answer.status_int == 303 and answer.location.endswith("/cart")
+    assert answer.status_int == 303 and answer.location.endswith("/cart?changed=1")
+    assert "changed a price or the copies left while you were checking out" in later.get(answer.location).text
     assert first.standin.get(held)["status"] == "open"  # the first to check out keeps its copy
     made = [s.id for s in first.shop.orders.stripe.v1.checkout.sessions.list({"limit": 10}).data if s.id != held]
     assert [first.standin.get(s)["status"] for s in made] == ["expired"]
@@ -166,7 +198,7 @@ def test_of_two_checkouts_under_way_when_the_stock_is_lowered_the_first_keeps_it
     monkeypatch.setattr(payments, "create_session", in_turn)
     older = first.session_id(first.checkout(product_id="walden"))
     newer = second.session_id(answers[1])
-    first.shop.closer.join(30)
+    settled(first.shop)
     assert [first.standin.get(s)["status"] for s in (older, newer)] == ["open", "expired"]
     assert first.shop.orders.ledger.stock_levels(["walden"]) == {"walden": (1, 0)}
 

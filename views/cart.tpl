@@ -13,6 +13,9 @@
 <p class="notice" role="status">You have paid for {{bought}}{{{"refunded": " (refunded since)", "partially_refunded": " (partly refunded since)", "disputed": " (disputed since)"}.get(paid["status"], "")}}, so they are no longer in your cart. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>
 % end
 % end
+% if changed:
+<p class="notice" role="status">The shop changed a price or the copies left while you were checking out, so that checkout was canceled. Please look over your cart and check out again.</p>
+% end
 % if empty_checkout and not items:
 <p class="notice" role="status">Your cart is empty, so there is nothing to check out yet.</p>
 % end

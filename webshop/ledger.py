@@ -181,17 +181,17 @@ class Ledger:
         with self.db.read() as c:
             return self._taken(c, list(product_ids), browser)
 
-    def over_stock(self, stock):
+    def over_stock(self, stock, closing=()):
         """The sessions of the newest open checkouts that hold copies beyond `stock` ({product id: copies}), as
-        after an edit lowered it: closing them keeps the sale to the copies there are. (A click still waiting for
-        its session is looked at once it has one.)"""
+        after an edit lowered it: closing them keeps the sale to the copies there are. Those in `closing` (being
+        closed anyway) hold none. (A click still waiting for its session is looked at once it has one.)"""
         with self.db.read() as c:
             sold = {p: s for p, (_, s) in self._taken(c, sorted(stock)).items()}
             rows = c.execute("SELECT o.session_id, l.product_id, l.quantity FROM orders o JOIN order_lines l ON"
                              " l.order_id = o.id WHERE o.status = 'open' AND o.session_expires_at > ?"
                              " ORDER BY o.created DESC, o.id", (int(time.time()),)).fetchall()
         over, sessions = {p: sold.get(p, 0) - copies for p, copies in stock.items()}, {}
-        for r in rows:
+        for r in (r for r in rows if r["session_id"] not in closing):
             sessions.setdefault(r["session_id"], []).append((r["product_id"], r["quantity"]))
             if r["product_id"] in over:
                 over[r["product_id"]] += r["quantity"]

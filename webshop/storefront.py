@@ -70,6 +70,7 @@ def install(app, shop):
         added = request.query.get("added", "")[:MAX_ID]
         # An open checkout the cart did not go to ("Buy now", or the cart changed since) says what it pays: paying
         # it takes its books out only of a cart that went to checkout as it.
+        pending = pending if pending and shop.backs(catalog, pending) else None  # never offered at old terms
         own = pending and not gone and (request.environ.get("shop.checked_out") or {}).get("id") == pending["id"]
         other = pending and not own and ", ".join(f"{i['quantity']} × {i['name']}" for i in pending["items"])
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
@@ -77,6 +78,7 @@ def install(app, shop):
                            tax=(catalog.tax_mode, catalog.tax_behavior),
                            canceled=request.query.get("canceled") == "1", held=request.query.get("held") == "1",
                            empty_checkout=request.query.get("empty") == "1",
+                           changed=request.query.get("changed") == "1",
                            added=catalog.product(added) if added in cart else None,
                            most=request.query.get("most") == "1" and cart.get(added),  # the add was held to it
                            pending=pending, pending_other=other, stock_notes=notes, paid=paid,
@@ -178,12 +180,14 @@ def install(app, shop):
             expire(session.id, "replaced by a newer click")  # a second click won the race: never payable
             see_other("/cart")
         if (now := shop.catalog()) is not catalog:  # an edit came while Stripe answered: looked at again
-            if session.id in shop.unbacked(now, shop.stale(now)):  # this checkout, the newest, goes first
+            own = session.id in shop.unbacked(now, shop.stale(now))  # this checkout, the newest, goes first
+            if own:
                 expire(session.id, "catalog edit")
-                if orders.ledger.get(order_id)["status"] != "open":
-                    see_other("/cart")
-            else:  # newer ones may have started meanwhile, after the edit's own look
-                shop.close_later(now)
+            shop.close_later(now)  # the others started meanwhile, after the edit's own look (and this one, again)
+            if own and orders.ledger.get(order_id)["status"] == "open":  # Stripe did not answer
+                raise ShopError(503, payments.UNAVAILABLE, detail="a checkout the catalog no longer backs")
+            if own:
+                see_other("/cart?changed=1")
         if kept is not None:  # the cart becomes what it pays for, marked with its order, so paying empties it
             write_cart(shop.guard, cart, checked_out=order_id)
         redirect(session.url, 303)

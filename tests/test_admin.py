@@ -207,6 +207,7 @@ def test_a_search_with_control_characters_is_refused_not_taken_as_every_order(ad
     o = paid(admin)
     page = admin.get(path, {"q": "nobody\x00"}, headers=auth(), status=400)
     assert "control characters" in page.text and o["id"] not in page.text
+    admin.get(path, {"q": "\ufeffzoë\u200b"}, headers=auth(), status=200)  # what a pasted address brings along
 
 
 def test_an_amount_typed_without_choosing_part_of_it_is_what_the_review_offers(admin):

@@ -51,3 +51,18 @@ def test_the_success_page_reload_and_a_repeated_event_cost_no_more(shopper):
     shopper.post("/webhook", body, headers=headers)
     _, repeat = calls(standin, lambda: shopper.post("/webhook", body, headers=headers))
     assert repeat == 0  # a duplicate delivery is answered from the ledger
+
+
+def test_an_expired_checkout_shows_its_page_from_the_ledger_with_no_stripe_call(shopper):
+    """Expiry is final at Stripe: however often its link is opened (a script, say), Stripe is not asked."""
+    shopper.add("walden")
+    shopper.add("moby-dick", 2)
+    session_id = shopper.session_id(shopper.checkout())
+    shopper.shop.orders.expire(session_id, "test")  # as "Back" then a new checkout, or an edit, would
+    shopper.shop.reads.seconds = 0  # each view on its own, as when opened more than a second apart
+    for _ in range(3):
+        page, n = calls(shopper.standin, lambda: shopper.get(f"/success?session_id={session_id}"))
+        assert n == 0 and "This checkout expired before it was paid" in page.text
+    rows = [[c.text for c in r.find_all(["th", "td"])] for r in page.html.find("tbody").find_all("tr")]
+    assert rows == [["Walden", "1", "$11.99"], ["Moby-Dick", "2", "$31.98"]]
+    assert page.html.find("tr", class_="total").td.text.startswith("$")

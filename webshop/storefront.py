@@ -200,7 +200,9 @@ def install(app, shop):
         if order is None:
             raise ShopError(404, "We could not find that order.")
         charged, state, tax_later = order["charged"], "paid", False
-        if not (order["fulfilled_at"] and charged):  # not settled yet: ask Stripe (shared reads, ~1 call a second)
+        if order["status"] == "expired":  # final at Stripe: the ledger has what it came to, with no call
+            charged, state = expired(order), "expired"
+        elif not (order["fulfilled_at"] and charged):  # not settled yet: ask Stripe (shared reads, ~1 call a second)
             try:
                 session = shop.reads.retrieve(session_id)
             except ShopError as e:
@@ -300,6 +302,16 @@ def read_cart(shop, catalog):
         request.environ["shop.paid"] = mine if mine and mine["status"] in BOUGHT else None
     paid = request.environ.get("shop.paid")
     return without(cart, paid["items"]) if paid else cart
+
+
+def expired(order):
+    """What an expired checkout came to, for its page, from the ledger: its lines, and the amounts Stripe had."""
+    items = [{"name": i["name"], "quantity": i["quantity"], "amount_subtotal": i["unit_amount"] * i["quantity"]}
+             for i in order["items"]]
+    amounts = {k: order[k] or 0 for k in ("amount_subtotal", "amount_shipping", "amount_tax", "amount_discount")}
+    return {**amounts, "items": items, "currency": order["currency"], "promotion_code": order["promotion_code"],
+            "amount_total": order["amount_total"] or order["amount_subtotal"], "email": order["customer_email"],
+            "payment_intent": order["payment_intent"]}
 
 
 def without(cart, items):

@@ -23,6 +23,24 @@ def two_books(make_shopper, catalog_copy):
     return shopper, a, b
 
 
+def reprice(catalog_copy, product, by=300):
+    """The merchant changes a book's price."""
+    with edit_catalog(catalog_copy) as data:
+        next(p for p in data["products"] if p["id"] == product.id)["price"] = product.price + by
+
+
+def repriced_while_waiting(shopper, catalog_copy, product, monkeypatch, then=lambda: None):
+    """The next click waits on Stripe while the merchant reprices `product` and another request loads the edit."""
+    create = payments.create_session
+
+    def meanwhile(*args):
+        reprice(catalog_copy, product)
+        shopper.shop.catalog()
+        then()
+        return create(*args)
+    monkeypatch.setattr(payments, "create_session", meanwhile)
+
+
 def withdraw(catalog_copy, product_id):
     """The merchant takes a book out of the catalog."""
     with edit_catalog(catalog_copy) as data:
@@ -175,8 +193,7 @@ def test_a_book_withdrawn_from_the_cart_is_said_once_and_its_open_checkout_can_n
 def test_a_book_repriced_while_its_checkout_is_open_is_never_paid_at_the_old_price(make_shopper, catalog_copy):
     shopper, a, b = two_books(make_shopper, catalog_copy)
     old = shopper.session_id(shopper.checkout())
-    with edit_catalog(catalog_copy) as data:
-        next(p for p in data["products"] if p["id"] == b.id)["price"] = b.price + 300
+    reprice(catalog_copy, b)
     shopper.edited()
     page = shopper.get("/cart")
     assert "Continue your payment" not in page.text and count(page) == "(2)"
@@ -190,14 +207,7 @@ def test_a_book_repriced_while_its_checkout_is_open_is_never_paid_at_the_old_pri
 def test_a_click_waiting_on_stripe_when_its_book_is_repriced_goes_back_to_the_cart(
         make_shopper, catalog_copy, monkeypatch):
     shopper, a, b = two_books(make_shopper, catalog_copy)
-    create = payments.create_session
-
-    def repriced_meanwhile(*args):
-        with edit_catalog(catalog_copy) as data:
-            next(p for p in data["products"] if p["id"] == b.id)["price"] = b.price + 300
-        shopper.shop.catalog()  # another request loads the edit while this click waits on Stripe
-        return create(*args)
-    monkeypatch.setattr(payments, "create_session", repriced_meanwhile)
+    repriced_while_waiting(shopper, catalog_copy, b, monkeypatch)
     answer = shopper.checkout()
     assert answer.status_int == 303 and answer.location.endswith("/cart?changed=1")
     assert "please look over your cart" in shopper.get(answer.location).text.lower()
@@ -208,15 +218,8 @@ def test_a_click_waiting_on_stripe_when_its_book_is_repriced_goes_back_to_the_ca
 def test_a_click_whose_repriced_checkout_stripe_cannot_close_is_not_sent_to_pay_it(
         make_shopper, catalog_copy, monkeypatch):
     shopper, a, b = two_books(make_shopper, catalog_copy)
-    create = payments.create_session
-
-    def repriced_meanwhile(*args):
-        with edit_catalog(catalog_copy) as data:
-            next(p for p in data["products"] if p["id"] == b.id)["price"] = b.price + 300
-        shopper.shop.catalog()
-        shopper.standin.faults.add("POST /v1/checkout/sessions/{id}/expire", "500", times=100)  # Stripe then fails
-        return create(*args)
-    monkeypatch.setattr(payments, "create_session", repriced_meanwhile)
+    repriced_while_waiting(shopper, catalog_copy, b, monkeypatch, then=lambda: shopper.standin.faults.add(
+        "POST /v1/checkout/sessions/{id}/expire", "500", times=100))  # and then Stripe fails
     page = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=503)
     assert "not answering" in page.text
     settled(shopper.shop)
@@ -232,8 +235,7 @@ def test_one_closer_per_process_asks_stripe_once_per_checkout_however_often_it_i
     orders, release = shopper.shop.orders, threading.Event()
     expire = orders.expire
     monkeypatch.setattr(orders, "expire", lambda *args: release.wait(10) and expire(*args))
-    with edit_catalog(catalog_copy) as data:
-        next(p for p in data["products"] if p["id"] == b.id)["price"] = b.price + 300
+    reprice(catalog_copy, b)
     now = shopper.shop.catalog()
     for _ in range(3):  # clicks under way when the edit landed each ask again
         shopper.shop.close_later(now)

@@ -44,7 +44,7 @@ class Shop:
 
     def __init__(self, config):
         self.config, self.loaded = config, None  # the catalog this process last looked at
-        self.closing, self.closer, self.to_close = threading.Lock(), None, None  # see close_later
+        self.closing, self.closer, self.to_close, self.retry_closing = threading.Lock(), None, False, None
         self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds)
         self.orders = Orders(config, shop_name=lambda: self.catalogs.current().shop_name)
         self.reads = payments.SharedReads(self.orders.stripe)
@@ -66,54 +66,58 @@ class Shop:
             wanted = json.dumps([catalog.promotions, catalog.currency, account], sort_keys=True)
             if ledger.checkpoint("promotions") != wanted and payments.sync_promotions(self.orders.stripe, catalog):
                 ledger.set_checkpoint("promotions", wanted)
-            self.close_later(catalog)
+            self.close_later()
+        elif self.retry_closing and time.monotonic() > self.retry_closing:  # Stripe did not answer the closer
+            self.close_later()
         return catalog
 
-    def close_later(self, catalog):
-        """Close the open checkouts `catalog` no longer backs in this process's one closer thread, so that no request
-        waits for a Stripe call each; a closer at work takes the newest catalog when it is done."""
+    def close_later(self):
+        """Close the open checkouts the newest catalog no longer backs in this process's one closer thread, so that
+        no request waits for a Stripe call each; a closer at work looks again when it is done."""
         with self.closing:
-            self.to_close = catalog
+            self.to_close, self.retry_closing = True, None
             if self.closer is None:
-                self.closer = threading.Thread(target=self._closer, name="close checkouts", daemon=True)
-                self.closer.start()
+                closer = threading.Thread(target=self._closer, name="close checkouts", daemon=True)
+                closer.start()  # (it waits for this lock)
+                self.closer = closer
 
     def _closer(self):
         while True:
             with self.closing:
-                catalog, self.to_close = self.to_close, None
-                if catalog is None:
+                if not self.to_close:
                     self.closer = None
                     return
+                self.to_close = False
             try:
-                self.close_unbacked(catalog)
+                if not self.close_unbacked(self.loaded):  # Stripe down: a page load a minute on tries again
+                    self.retry_closing = time.monotonic() + 60
             except Exception as e:  # noqa: BLE001 — the database went away, say: they expire at Stripe in time
                 log.error("closing the checkouts the catalog no longer backs stopped: %s", type(e).__name__)
 
     @staticmethod
-    def backs(catalog, order):
+    def priced(catalog, order):
         """Whether the catalog still sells every book of an order, at its price and in its currency."""
         return order["currency"] == catalog.currency and all(
             (p := catalog.product(i["product_id"])) and p.price == i["unit_amount"] for i in order["items"])
 
     def stale(self, catalog):
         """Sessions of open checkouts holding a book withdrawn or repriced since, or priced in another currency."""
-        return [o["session_id"] for o in self.orders.ledger.open_checkouts() if not self.backs(catalog, o)]
+        return [o["session_id"] for o in self.orders.ledger.open_checkouts() if not self.priced(catalog, o)]
 
     def unbacked(self, catalog, stale):
         """Sessions of open checkouts `catalog` no longer backs: the stale ones, then the newest beyond a stock."""
         stock = {p.id: p.stock for p in catalog.products if p.stock is not None}
-        return stale + self.orders.ledger.over_stock(stock, closing=set(stale))
+        return stale + (self.orders.ledger.over_stock(stock, closing=set(stale)) if stock else [])
 
     def close_unbacked(self, catalog):
         """Expire the open checkouts the catalog no longer backs, so that nothing is sold that is gone, at a price that
-        is not, or beyond its copies; stops when a newer edit is loaded."""
+        is not, or beyond its copies; stops when a newer edit is loaded. False if Stripe did not answer."""
         stale, tried, ledger = self.stale(catalog), set(), self.orders.ledger
         # One at a time, the sums made again after each: one paid before it could be closed counts as sold.
         while catalog is self.loaded and (closing := [s for s in self.unbacked(catalog, stale) if s not in tried]):
             why = "withdrawn or repriced" if closing[0] in stale else "stock lowered"
             tried.add(closing[0])
-            if ledger.by_session(closing[0])["status"] != "open":  # closed meanwhile (another closer, a click)
+            if ledger.by_session(closing[0])["status"] != "open":  # closed meanwhile (another instance, a click)
                 continue
             try:
                 self.orders.expire(closing[0], why)
@@ -122,7 +126,8 @@ class Shop:
                 log.warning("could not expire %s%s (%s): %s", closing[0],
                             f" and {len(closing) - 1} more" if down else "", why, e.detail or e.message)
                 if down:
-                    return
+                    return False
+        return True
 
     def render(self, name, cart_count=None, title=None, **values):
         """A page in the shop's layout, with what every page shows."""

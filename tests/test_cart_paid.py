@@ -2,6 +2,7 @@
 a bank payment is processing, or the cart is changed and paid in another tab."""
 
 import threading
+import time
 
 import pytest
 
@@ -210,7 +211,7 @@ def test_a_click_waiting_on_stripe_when_its_book_is_repriced_goes_back_to_the_ca
     repriced_while_waiting(shopper, catalog_copy, b, monkeypatch)
     answer = shopper.checkout()
     assert answer.status_int == 303 and answer.location.endswith("/cart?changed=1")
-    assert "please look over your cart" in shopper.get(answer.location).text.lower()
+    assert "canceled before you paid. Please check and try again" in shopper.get(answer.location).text
     made = shopper.shop.orders.stripe.v1.checkout.sessions.list({"limit": 10}).data
     assert [s.status for s in made] == ["expired"]
 
@@ -227,6 +228,39 @@ def test_a_click_whose_repriced_checkout_stripe_cannot_close_is_not_sent_to_pay_
     assert "Continue your payment" not in cart.text and count(cart) == "(2)"  # the old price is never offered
 
 
+def test_an_edit_loaded_while_the_closer_is_busy_with_the_last_one_is_closed_for_too(
+        make_shopper, catalog_copy, monkeypatch):
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    first, second = (type(shopper)(shopper.app) for _ in range(2))
+    for_b, for_a = first.session_id(first.checkout(product_id=b.id)), second.session_id(second.checkout(product_id=a.id))
+    orders, release = shopper.shop.orders, threading.Event()
+    expire = orders.expire
+    monkeypatch.setattr(orders, "expire", lambda *args: release.wait(10) and expire(*args))
+    reprice(catalog_copy, b)
+    shopper.get("/")  # the closer starts on b's checkout, and Stripe is slow
+    reprice(catalog_copy, a)
+    shopper.get("/")  # the next edit is loaded while it is still at work
+    release.set()
+    settled(shopper.shop)
+    assert [shopper.standin.get(s)["status"] for s in (for_b, for_a)] == ["expired", "expired"]
+
+
+def test_a_closer_that_found_stripe_down_tries_again_on_a_page_a_minute_later(make_shopper, catalog_copy):
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    other = type(shopper)(shopper.app)
+    session_id = other.session_id(other.checkout(product_id=b.id))
+    expire = "POST /v1/checkout/sessions/{id}/expire"
+    shopper.standin.faults.add(expire, "500", times=3)  # the call and the SDK's two retries
+    reprice(catalog_copy, b)
+    shopper.edited()
+    assert shopper.standin.get(session_id)["status"] == "open"
+    shopper.edited()  # within the minute: not asked again
+    assert shopper.standin.calls[expire] == 3
+    shopper.shop.retry_closing = time.monotonic()  # a minute on
+    shopper.edited()
+    assert shopper.standin.get(session_id)["status"] == "expired"
+
+
 def test_one_closer_per_process_asks_stripe_once_per_checkout_however_often_it_is_asked(
         make_shopper, catalog_copy, monkeypatch):
     shopper, a, b = two_books(make_shopper, catalog_copy)
@@ -236,9 +270,9 @@ def test_one_closer_per_process_asks_stripe_once_per_checkout_however_often_it_i
     expire = orders.expire
     monkeypatch.setattr(orders, "expire", lambda *args: release.wait(10) and expire(*args))
     reprice(catalog_copy, b)
-    now = shopper.shop.catalog()
+    shopper.shop.catalog()
     for _ in range(3):  # clicks under way when the edit landed each ask again
-        shopper.shop.close_later(now)
+        shopper.shop.close_later()
     before = shopper.standin.calls["POST /v1/checkout/sessions/{id}/expire"]
     release.set()
     settled(shopper.shop)

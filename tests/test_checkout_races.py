@@ -96,6 +96,9 @@ def test_an_address_limit_counts_the_checkouts_of_every_browser_at_that_address(
     assert page.headers["Retry-After"] == "60" and "wait a minute" in page.text
     assert len(shopper.shop.orders.stripe.v1.checkout.sessions.list({"limit": 100}).data) == 2
     at(shopper, "198.51.100.1").checkout(product_id="walden")  # another address is not affected
+    at(shopper, "::ffff:198.51.100.1").checkout(product_id="walden")  # the same IPv4 address, written as IPv6
+    third = at(shopper, "198.51.100.1")
+    third.post("/checkout", {"csrf_token": third.csrf(), "product_id": "walden"}, status=429)
     for address in ("2001:db8:1:2::1", "2001:db8:1:2::ffff"):  # one IPv6 subscriber's /64 is one address
         at(shopper, address).checkout(product_id="walden")
     again = at(shopper, "2001:db8:1:2::abcd")

@@ -113,6 +113,19 @@ def test_lowering_a_stock_while_stripe_is_down_asks_stripe_once_not_once_per_che
     assert [first.standin.get(s)["status"] for s in sessions] == ["open"] * 4
 
 
+def test_a_checkout_beyond_a_lowered_stock_is_not_offered_while_stripe_cannot_close_it(stocked, catalog_copy):
+    first = stocked(walden=2)
+    first.checkout(product_id="walden")
+    newest = type(first)(first.app)
+    newest.add("walden")
+    newest.session_id(newest.checkout())
+    assert "Continue your payment" in newest.get("/cart").text
+    first.standin.faults.add("POST /v1/checkout/sessions/{id}/expire", "500", times=100)
+    stock_of_walden(catalog_copy, 1)
+    page = newest.edited("/cart")
+    assert "Continue your payment" not in page.text and "Walden is sold out" in page.text
+
+
 def test_the_request_that_loads_an_edit_does_not_wait_for_the_checkouts_it_closes(stocked, catalog_copy, monkeypatch):
     first = stocked(walden=2)
     sessions = [s.session_id(s.checkout(product_id="walden")) for s in (first, type(first)(first.app))]
@@ -174,6 +187,7 @@ def test_a_checkout_under_way_when_the_stock_is_lowered_is_refused_if_the_copies
     answer = later.checkout(product_id="walden")
     assert answer.status_int == 303 and answer.location.endswith("/cart?changed=1")
     assert "changed a price or the copies left while you were checking out" in later.get(answer.location).text
+    assert "Continue your payment" not in later.get("/cart").text
     assert first.standin.get(held)["status"] == "open"  # the first to check out keeps its copy
     made = [s.id for s in first.shop.orders.stripe.v1.checkout.sessions.list({"limit": 10}).data if s.id != held]
     assert [first.standin.get(s)["status"] for s in made] == ["expired"]

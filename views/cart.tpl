@@ -14,7 +14,7 @@
 % end
 % end
 % if changed:
-<p class="notice" role="status">The shop changed a price or the copies left while you were checking out, so that checkout was canceled. Please look over your cart and check out again.</p>
+<p class="notice" role="status">The shop changed a price or the copies left while you were checking out, so that checkout was canceled before you paid. Please check and try again.</p>
 % end
 % if empty_checkout and not items:
 <p class="notice" role="status">Your cart is empty, so there is nothing to check out yet.</p>

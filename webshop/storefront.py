@@ -70,7 +70,8 @@ def install(app, shop):
         added = request.query.get("added", "")[:MAX_ID]
         # An open checkout the cart did not go to ("Buy now", or the cart changed since) says what it pays: paying
         # it takes its books out only of a cart that went to checkout as it.
-        pending = pending if pending and shop.backs(catalog, pending) else None  # never offered at old terms
+        if pending and (not shop.priced(catalog, pending) or pending["session_id"] in shop.unbacked(catalog, [])):
+            pending = None  # never offered at old terms, or beyond a stock
         own = pending and not gone and (request.environ.get("shop.checked_out") or {}).get("id") == pending["id"]
         other = pending and not own and ", ".join(f"{i['quantity']} × {i['name']}" for i in pending["items"])
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
@@ -183,7 +184,7 @@ def install(app, shop):
             own = session.id in shop.unbacked(now, shop.stale(now))  # this checkout, the newest, goes first
             if own:
                 expire(session.id, "catalog edit")
-            shop.close_later(now)  # the others started meanwhile, after the edit's own look (and this one, again)
+            shop.close_later()  # the others started meanwhile, after the edit's own look (and this one, again)
             if own and orders.ledger.get(order_id)["status"] == "open":  # Stripe did not answer
                 raise ShopError(503, payments.UNAVAILABLE, detail="a checkout the catalog no longer backs")
             if own:

@@ -105,6 +105,15 @@ def test_an_address_limit_counts_the_checkouts_of_every_browser_at_that_address(
     again.post("/checkout", {"csrf_token": again.csrf(), "product_id": "walden"}, status=429)
 
 
+def test_clicks_from_one_address_at_the_same_moment_get_no_more_than_its_limit(make_shopper):
+    shopper = make_shopper(address_checkout_limit=3)
+    browsers = [at(shopper, "203.0.113.7") for _ in range(8)]
+    tokens = [b.csrf() for b in browsers]
+    answers = together(8, lambda i: browsers[i].post("/checkout", {"csrf_token": tokens[i], "product_id": "walden"},
+                                                     expect_errors=True))
+    assert sorted(a.status_int for a in answers) == [303] * 3 + [429] * 5
+
+
 def test_without_an_address_limit_many_browsers_at_one_address_all_check_out(make_shopper):
     shopper = make_shopper()  # the default: a sale's shoppers often share one address
     for _ in range(shopper.shop.config.checkout_limit + 2):

@@ -377,3 +377,22 @@ def test_a_cart_paid_in_a_closed_tab_whose_only_book_was_withdrawn_still_says_wh
     withdraw(catalog_copy, a.id)
     page = shopper.get("/cart")
     assert f"You have paid for 1 × {a.name}" in page.text and "no longer sold" not in page.text
+
+
+def test_a_second_instance_does_not_ask_stripe_about_checkouts_the_first_has_closed(
+        make_shopper, catalog_copy, monkeypatch):
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    others = [type(shopper)(shopper.app) for _ in range(3)]
+    sessions = [o.session_id(o.checkout(product_id=b.id)) for o in others]
+    second = make_shopper(catalog=str(catalog_copy))  # another instance (a gunicorn worker) on the same ledger
+    orders, release, asked = second.shop.orders, threading.Event(), []
+    expire = orders.expire
+    monkeypatch.setattr(orders, "expire", lambda *args: asked.append(args[0]) or release.wait(10) and expire(*args))
+    reprice(catalog_copy, b)
+    second.get("/")  # its closer lists the three, and waits on Stripe at the first
+    shopper.edited()  # meanwhile the first instance closes all three
+    release.set()
+    settled(second.shop)
+    assert len(asked) == 1 and asked[0] in sessions
+    assert [shopper.standin.get(s)["status"] for s in sessions] == ["expired"] * 3
+

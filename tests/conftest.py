@@ -72,6 +72,20 @@ def settled(shop):
     raise AssertionError("the closer thread did not finish")
 
 
+def slow_to_expire(shop, monkeypatch):
+    """Stripe slow to expire: each of the shop's expire calls waits for `release`. (release, the session ids asked
+    about, an event set at the first ask)."""
+    release, asked, at_work, expire = threading.Event(), [], threading.Event(), shop.orders.expire
+
+    def held(*args):
+        asked.append(args[0])
+        at_work.set()
+        release.wait(10)
+        return expire(*args)
+    monkeypatch.setattr(shop.orders, "expire", held)
+    return release, asked, at_work
+
+
 class Shopper(webtest.TestApp):
     """A browser on the shop: WebTest plus the steps a shopper takes."""
 

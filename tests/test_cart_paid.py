@@ -1,14 +1,13 @@
 """The cart and the checkout it went to: what the cart cookie's mark of that order does when the catalog changes,
 a bank payment is processing, or the cart is changed and paid in another tab."""
 
-import threading
 import time
 
 import pytest
 
 from standin import ASYNC_FAIL, ASYNC_OK, PayError
 from webshop import payments
-from tests.conftest import edit_catalog, pay, settled, wire
+from tests.conftest import edit_catalog, pay, settled, slow_to_expire, wire
 
 
 def count(page):
@@ -40,6 +39,12 @@ def repriced_while_waiting(shopper, catalog_copy, product, monkeypatch, then=lam
         then()
         return create(*args)
     monkeypatch.setattr(payments, "create_session", meanwhile)
+
+
+def bought_now(shopper, product, browsers):
+    """The sessions of so many new browsers that each clicked "Buy now" for the product, and left them open."""
+    return [o.session_id(o.checkout(product_id=product.id)) for o in (type(shopper)(shopper.app)
+                                                                      for _ in range(browsers))]
 
 
 def withdraw(catalog_copy, product_id):
@@ -233,9 +238,7 @@ def test_an_edit_loaded_while_the_closer_is_busy_with_the_last_one_is_closed_for
     shopper, a, b = two_books(make_shopper, catalog_copy)
     first, second = (type(shopper)(shopper.app) for _ in range(2))
     for_b, for_a = first.session_id(first.checkout(product_id=b.id)), second.session_id(second.checkout(product_id=a.id))
-    orders, release = shopper.shop.orders, threading.Event()
-    expire = orders.expire
-    monkeypatch.setattr(orders, "expire", lambda *args: release.wait(10) and expire(*args))
+    release, _, _ = slow_to_expire(shopper.shop, monkeypatch)
     reprice(catalog_copy, b)
     shopper.get("/")  # the closer starts on b's checkout, and Stripe is slow
     reprice(catalog_copy, a)
@@ -264,11 +267,8 @@ def test_a_closer_that_found_stripe_down_tries_again_on_a_page_a_minute_later(ma
 def test_one_closer_per_process_asks_stripe_once_per_checkout_however_often_it_is_asked(
         make_shopper, catalog_copy, monkeypatch):
     shopper, a, b = two_books(make_shopper, catalog_copy)
-    others = [type(shopper)(shopper.app) for _ in range(3)]
-    sessions = [o.session_id(o.checkout(product_id=b.id)) for o in others]
-    orders, release = shopper.shop.orders, threading.Event()
-    expire = orders.expire
-    monkeypatch.setattr(orders, "expire", lambda *args: release.wait(10) and expire(*args))
+    sessions = bought_now(shopper, b, 3)
+    release, _, _ = slow_to_expire(shopper.shop, monkeypatch)
     reprice(catalog_copy, b)
     shopper.shop.catalog()
     for _ in range(3):  # clicks under way when the edit landed each ask again
@@ -382,17 +382,31 @@ def test_a_cart_paid_in_a_closed_tab_whose_only_book_was_withdrawn_still_says_wh
 def test_a_second_instance_does_not_ask_stripe_about_checkouts_the_first_has_closed(
         make_shopper, catalog_copy, monkeypatch):
     shopper, a, b = two_books(make_shopper, catalog_copy)
-    others = [type(shopper)(shopper.app) for _ in range(3)]
-    sessions = [o.session_id(o.checkout(product_id=b.id)) for o in others]
+    sessions = bought_now(shopper, b, 3)
     second = make_shopper(catalog=str(catalog_copy))  # another instance (a gunicorn worker) on the same ledger
-    orders, release, asked = second.shop.orders, threading.Event(), []
-    expire = orders.expire
-    monkeypatch.setattr(orders, "expire", lambda *args: asked.append(args[0]) or release.wait(10) and expire(*args))
+    release, asked, at_work = slow_to_expire(second.shop, monkeypatch)
     reprice(catalog_copy, b)
-    second.get("/")  # its closer lists the three, and waits on Stripe at the first
+    second.get("/")
+    assert at_work.wait(10)  # its closer has listed the three, and waits on Stripe at the first
     shopper.edited()  # meanwhile the first instance closes all three
     release.set()
     settled(second.shop)
     assert len(asked) == 1 and asked[0] in sessions
     assert [shopper.standin.get(s)["status"] for s in sessions] == ["expired"] * 3
+
+
+def test_an_edit_taken_back_while_the_closer_is_at_work_leaves_the_rest_of_its_checkouts_open(
+        make_shopper, catalog_copy, monkeypatch):
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    sessions = bought_now(shopper, b, 2)
+    release, asked, at_work = slow_to_expire(shopper.shop, monkeypatch)
+    reprice(catalog_copy, b)
+    shopper.get("/")
+    assert at_work.wait(10)  # the closer is at the first of the two, Stripe slow to answer
+    reprice(catalog_copy, b, by=0)  # the merchant takes the new price back
+    shopper.get("/")
+    release.set()
+    settled(shopper.shop)
+    assert len(asked) == 1  # the one already under way; the other checkout is backed again, and stays
+    assert sorted(shopper.standin.get(s)["status"] for s in sessions) == ["expired", "open"]
 

@@ -11,7 +11,7 @@ import webtest
 
 from standin import PayError
 from webshop import payments
-from tests.conftest import ROOT, edit_catalog, pay, settled, wire
+from tests.conftest import ROOT, edit_catalog, pay, settled, slow_to_expire, wire
 
 
 @pytest.fixture
@@ -129,9 +129,7 @@ def test_a_checkout_beyond_a_lowered_stock_is_not_offered_while_stripe_cannot_cl
 def test_the_request_that_loads_an_edit_does_not_wait_for_the_checkouts_it_closes(stocked, catalog_copy, monkeypatch):
     first = stocked(walden=2)
     sessions = [s.session_id(s.checkout(product_id="walden")) for s in (first, type(first)(first.app))]
-    orders, release = first.shop.orders, threading.Event()
-    expire = orders.expire
-    monkeypatch.setattr(orders, "expire", lambda *args: release.wait(10) and expire(*args))  # Stripe slow to answer
+    release, _, _ = slow_to_expire(first.shop, monkeypatch)
     stock_of_walden(catalog_copy, 0)
     assert "Sold out" in card(type(first)(first.app).get("/"), "walden")  # answered while Stripe is being asked
     assert [first.standin.get(s)["status"] for s in sessions] == ["open", "open"]
@@ -151,9 +149,8 @@ def test_a_checkout_being_closed_for_a_repriced_book_holds_no_copy_against_a_sto
     repriced = first.session_id(first.checkout())
     second = type(first)(first.app)
     kept = second.session_id(second.checkout(product_id="walden"))
-    orders, release, create = first.shop.orders, threading.Event(), payments.create_session
-    expire = orders.expire
-    monkeypatch.setattr(orders, "expire", lambda *args: release.wait(10) and expire(*args))  # Stripe slow to close
+    orders, create = first.shop.orders, payments.create_session
+    release, _, _ = slow_to_expire(first.shop, monkeypatch)
 
     def edited_meanwhile(*args):
         with edit_catalog(catalog_copy) as data:

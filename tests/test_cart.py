@@ -23,7 +23,8 @@ def test_cookie_holds_only_ids_and_quantities(shopper, cat):
 
 @pytest.mark.parametrize("raw, expected", [
     ("walden:2", {"walden": 2}),
-    ("walden:0", {"walden": 1}),
+    ("walden:0", {}),  # none of it
+    ("walden:0.walden:2", {"walden": 2}),
     ("walden:500", {"walden": 99}),
     ("walden:2.walden:3", {"walden": 5}),
     ("no-such-book:1.walden:1", {"walden": 1}),

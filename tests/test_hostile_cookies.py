@@ -188,7 +188,7 @@ def test_oversized_or_odd_cart_cookies_are_ignored(shopper, cookie):
 
 
 @pytest.mark.parametrize("cookie, lines", [
-    ("{a}:999999", {"a": 99}), ("{a}:1000000", {}), ("{a}:0", {"a": 1}), ("{a}:-3", {}), ("{a}:1:1", {}),
+    ("{a}:999999", {"a": 99}), ("{a}:1000000", {}), ("{a}:0", {}), ("{a}:-3", {}), ("{a}:1:1", {}),
     ("{a}:2.{a}:3", {"a": 5}), ("{a}:1.no-such-book:5", {"a": 1}), ("{a}:1;price=1", {"a": 1}), ("{a}=1", {}),
     ("%7Ba%7D:1", {})])
 def test_a_hand_made_cart_cookie_only_ever_names_catalog_products_and_quantities(shopper, cookie, lines):

@@ -345,11 +345,13 @@ def write_cart(guard, cart, checked_out=None):
 
 
 def parse_cart(raw, catalog):
-    """The cart cookie as an ordered {product_id: quantity}: unknown ids dropped (none if no catalog), 1..99 each."""
+    """The cart cookie as an ordered {product_id: quantity}: unknown ids (none if no catalog) and none of a product
+    dropped, at most 99 each."""
     cart = {}
     for part in raw.split(".") if len(raw) <= MAX_COOKIE else ():
         m = _ITEM.fullmatch(part)
-        if m and (catalog is None or catalog.product(m[1]) is not None) and (m[1] in cart or len(cart) < MAX_LINES):
+        if m and int(m[2]) and (catalog is None or catalog.product(m[1]) is not None) and (
+                m[1] in cart or len(cart) < MAX_LINES):
             cart[m[1]] = max(1, min(MAX_QUANTITY, cart.get(m[1], 0) + int(m[2])))
     return cart
 

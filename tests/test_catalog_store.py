@@ -132,13 +132,13 @@ def test_invalid_edit_keeps_last_good_reports_once_then_fix_clears(shop, store, 
 
     assert store.current() is good
     assert store.error == (
-        "catalog.json: the last edit was not loaded (3 problems, first: products[0] (dune).price: must be a "
-        "positive integer in minor units, got 12.5); still serving the previous version")
+        "catalog.json: the last edit was not loaded (3 problems, first: products[0].price: must be a positive "
+        "integer in minor units, got 12.5 (product dune)); still serving the previous version")
     assert logged == ["\n  ".join([
         store.error,
-        "catalog.json: products[0] (dune).price: must be a positive integer in minor units, got 12.5",
-        'catalog.json: products[0] (dune): unknown field "prise" (did you mean "price"?)',
-        "catalog.json: products[1] (emma).price: must be a positive integer in minor units, got 12.5",
+        "catalog.json: products[0].price: must be a positive integer in minor units, got 12.5 (product dune)",
+        'catalog.json: products[0]: unknown field "prise" (did you mean "price"?) (product dune)',
+        "catalog.json: products[1].price: must be a positive integer in minor units, got 12.5 (product emma)",
     ])]
     for _ in range(10):
         assert store.current() is good

@@ -98,9 +98,9 @@ def test_check_prints_every_problem_and_fails(tmp_path):
     bad.write_text(json.dumps(data, indent=2))
     result = run(["check"], {"CATALOG": str(bad), "DATA_DIR": str(tmp_path)})
     assert result.returncode == 1
-    assert "catalog.json: products[3] (jane-eyre).price: must be a positive integer in minor units, got 12.5" \
-        in result.stdout  # the place, and the id to search the file for
-    assert "products[1] (pride-and-prejudice).id" in result.stdout and "duplicate" in result.stdout
+    assert ("catalog.json: products[3].price: must be a positive integer in minor units, got 12.5 (product jane-eyre)"
+            in result.stdout)  # the place, and the id to search the file for
+    assert "products[1].id" in result.stdout and "duplicate" in result.stdout
 
 
 def test_check_reports_missing_webhook_secret_in_test_mode(tmp_path):

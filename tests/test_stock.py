@@ -290,13 +290,12 @@ def test_stock_values_are_checked_with_the_field_path(stocked, catalog_copy):
     check = subprocess.run([sys.executable, "shop.py", "check"], cwd=ROOT, capture_output=True, text=True,
                            env={"CATALOG": str(catalog_copy), "PATH": "/usr/bin:/bin"}, timeout=60)
     assert check.returncode == 1
-    assert ('catalog.json: products[0] (pride-and-prejudice).stock: must be a whole number from 0 to 1000000, '
-            'got "ten"') in check.stdout
+    assert 'catalog.json: products[0].stock: must be a whole number from 0 to 1000000, got "ten"' in check.stdout
     listing = subprocess.run([sys.executable, "shop.py", "stock"], cwd=ROOT, capture_output=True, text=True,
                              env={"CATALOG": str(catalog_copy), "DATA_DIR": str(catalog_copy.parent / "data"),
                                   "PATH": "/usr/bin:/bin"}, timeout=60)
     assert listing.returncode == 1 and "Traceback" not in listing.stderr
-    assert 'catalog.json: products[0] (pride-and-prejudice).stock: must be a whole number' in listing.stderr
+    assert 'catalog.json: products[0].stock: must be a whole number' in listing.stderr
 
 
 def test_free_shipping_over_an_amount_is_offered_at_zero_and_shown_on_the_cart(make_shopper, catalog_copy):

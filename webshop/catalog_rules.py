@@ -182,8 +182,7 @@ class _Checker:
             self.problem(path, f"must list at most {limit} {what}s (Stripe Checkout's limit)", len(value))
         out, first_use = [], {}
         for i, item in enumerate(value):
-            named = isinstance(item, dict) and _string(_ID)(item.get("id"))  # its id too: a merchant searches by it
-            where = f"{path}[{i}]" + (f" ({item['id']})" if named else "")
+            where, before = f"{path}[{i}]", len(self.problems)
             item = self.obj(where, item, fields)
             if item is _BAD:
                 continue
@@ -194,6 +193,9 @@ class _Checker:
             low, high = item.get("min_days"), item.get("max_days")  # a shipping option's
             if _is_int(low) and _is_int(high) and low > high:
                 self.problem(f"{where}.min_days", f"must not be more than max_days ({high})", low)
+            if item["id"] is not _BAD:  # and its id, which a merchant can search a long file for
+                self.problems[before:] = [p if f"{where}.id:" in p else f"{p} ({what} {item['id']})"
+                                          for p in self.problems[before:]]
             if _BAD not in item.values():
                 out.append(item)
         return out
@@ -269,8 +271,7 @@ class _Checker:
         return tuple(out)
 
 
-_ID = r"[a-z0-9][a-z0-9-]{0,63}"
-_identifier = _rule(_string(_ID),
+_identifier = _rule(_string(r"[a-z0-9][a-z0-9-]{0,63}"),
                     "must be 1-64 lowercase letters, digits or hyphens, starting with a letter or digit")
 _name, _price = _text(NAME_LIMIT, _ONE_LINE), _amount(1, "a positive integer")
 # Stripe tax codes look like txcd_35010000 (books): https://docs.stripe.com/tax/tax-codes

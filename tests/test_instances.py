@@ -36,12 +36,17 @@ def request(port, method, path, cookie="", body=None):
     return answer
 
 
-def buy(port, stripe, product="walden"):
-    """A new browser buys one book with "Buy now" on the shop at `port`; paid at the stand-in. Its session id."""
+def start(port, product="walden"):
+    """A new browser clicks "Buy now" for one book on the shop at `port`: its session id."""
     cookie, token = browse(port)
     answer = request(port, "POST", "/checkout", cookie, f"csrf_token={token}&product_id={product}&quantity=1")
     assert answer.status == 303, answer.status
-    session_id = answer.getheader("Location").rsplit("/", 1)[-1]
+    return answer.getheader("Location").rsplit("/", 1)[-1]
+
+
+def buy(port, stripe, product="walden"):
+    """A new browser buys one book with "Buy now" on the shop at `port`; paid at the stand-in. Its session id."""
+    session_id = start(port, product)
     stripe.pay(session_id)
     return session_id
 
@@ -79,6 +84,24 @@ def test_two_gunicorn_workers_on_one_data_dir_fulfil_each_order_once(spawn, tmp_
     stripe.deliver_pending(duplicate=True)
     lines = [json.loads(line) for line in (data / "fulfilments.jsonl").read_text().splitlines()]
     assert sorted(line["session_id"] for line in lines) == sorted(sessions)  # each once, none missing
+
+
+def test_a_price_edit_under_two_gunicorn_workers_closes_every_checkout_open_at_the_old_price(spawn, tmp_path):
+    port, data, catalog = free_port(), tmp_path / "data", tmp_path / "catalog.json"
+    base, books = f"http://127.0.0.1:{port}", json.loads((ROOT / "catalog.json").read_text())
+    catalog.write_text(json.dumps(books))
+    spawn([sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", "gthread", "--threads", "8",
+           "--bind", f"127.0.0.1:{port}", "shop:make_app()"], port,
+          env={"DATA_DIR": str(data), "BASE_URL": base, "CATALOG": str(catalog), "CATALOG_CHECK_SECONDS": "0"})
+    stripe = StandIn(data, public_url=base)
+    sessions = [start(port) for _ in range(6)]  # left open, as with Back
+    walden = next(p for p in books["products"] if p["id"] == "walden")
+    walden["price"] += 100
+    catalog.write_text(json.dumps(books))
+    for _ in range(6):  # pages on both workers, each of which loads the edit
+        assert request(port, "GET", "/").status == 200
+    wait_for(lambda: all(stripe.get(s)["status"] == "expired" for s in sessions), "the old-price checkouts expired")
+    assert stripe.get(start(port))["amount_subtotal"] == walden["price"]
 
 
 def test_gunicorn_workers_warn_of_offline_mode_on_a_public_address(spawn, tmp_path):

@@ -209,3 +209,29 @@ def test_behind_a_trusted_proxy_the_admin_sign_in_limit_counts_each_forwarded_cl
     assert [sign_in("203.0.113.7", "guess") for _ in range(10)] == [401] * 10
     assert sign_in("203.0.113.7", "guess") == 429
     assert sign_in("198.51.100.2", "correct horse battery") == 200
+
+
+def test_behind_a_trusted_proxy_the_address_checkout_limit_counts_each_forwarded_client(spawn, tmp_path):
+    """ADDRESS_CHECKOUT_LIMIT under waitress, which takes the client's address from the trusted proxy's header."""
+    import http.client
+    import re
+
+    port = free_port()
+    spawn([sys.executable, "shop.py"], port, env={"PORT": str(port), "DATA_DIR": str(tmp_path / "data"),
+                                                  "ADDRESS_CHECKOUT_LIMIT": "1", "TRUSTED_PROXY": "127.0.0.1"})
+
+    def buy_now(client):
+        """A new browser at `client` (as the proxy names it) clicks "Buy now": the answer's status."""
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/", headers={"X-Forwarded-For": client})
+        page = conn.getresponse()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.read().decode())[1]
+        conn.request("POST", "/checkout", f"csrf_token={token}&product_id=walden",
+                     {"Cookie": page.getheader("Set-Cookie").split(";")[0], "X-Forwarded-For": client,
+                      "Content-Type": "application/x-www-form-urlencoded"})
+        status = conn.getresponse().status
+        conn.close()
+        return status
+    assert buy_now("203.0.113.7") == 303
+    assert buy_now("198.51.100.2") == 303  # another shopper behind the same proxy
+    assert buy_now("203.0.113.7") == 429

@@ -26,6 +26,7 @@ VIEWS = [str(ROOT / "views")]
 log = logging.getLogger("shop")
 access = logging.getLogger("shop.access")
 MAX_WEBHOOK, MAX_FORM = 512 * 1024, 16 * 1024  # Stripe's events are a few KB; every other body is a small form
+CLOSE_WAIT = 5.0  # seconds the request that loads a catalog edit waits for the checkouts it no longer backs to close
 MESSAGES = {
     400: "The request could not be understood.", 401: "Please sign in.", 403: "That is not allowed.",
     404: "There is no such page.", 405: "That page does not take this kind of request.",
@@ -67,6 +68,8 @@ class Shop:
             if ledger.checkpoint("promotions") != wanted and payments.sync_promotions(self.orders.stripe, catalog):
                 ledger.set_checkpoint("promotions", wanted)
             self.close_later()
+            if closer := self.closer:  # a few checkouts are closed before this page is answered; many, after
+                closer.join(CLOSE_WAIT)
         elif self.retry_closing and time.monotonic() > self.retry_closing:  # Stripe did not answer the closer
             self.close_later()
         return catalog

@@ -73,9 +73,11 @@ def settled(shop):
 
 
 def slow_to_expire(shop, monkeypatch):
-    """Stripe slow to expire: each of the shop's expire calls waits for `release`. (release, the session ids asked
-    about, an event set at the first ask)."""
+    """Stripe slow to expire: each of the shop's expire calls waits for `release`, and the request that loads an edit
+    waits a moment for them, not the seconds it would. (release, the session ids asked about, an event set at the
+    first ask)."""
     release, asked, at_work, expire = threading.Event(), [], threading.Event(), shop.orders.expire
+    monkeypatch.setattr("shop.CLOSE_WAIT", 0.05)
 
     def held(*args):
         asked.append(args[0])

@@ -47,6 +47,8 @@ def install(app, shop):
     def show_cart():
         """The cart with line totals and subtotal, and the browser's open checkout if it left one."""
         catalog, pending = shop.catalog(), own_checkout()
+        if changed := cookies(request).get(shop.guard.prefix + "notice") == "changed":  # a checkout an edit canceled
+            shop.guard.delete_cookie(response, "notice")
         kept, paid = read_cart(shop, catalog), request.environ.get("shop.paid")
         # Books the merchant withdrew since: said once, then gone from the cookie.
         written = parse_cart(cookies(request).get(shop.guard.prefix + "cart", ""), None)
@@ -79,7 +81,7 @@ def install(app, shop):
                            tax=(catalog.tax_mode, catalog.tax_behavior),
                            canceled=request.query.get("canceled") == "1", held=request.query.get("held") == "1",
                            empty_checkout=request.query.get("empty") == "1",
-                           changed=request.query.get("changed") == "1",
+                           changed=changed,
                            added=catalog.product(added) if added in cart else None,
                            most=request.query.get("most") == "1" and cart.get(added),  # the add was held to it
                            pending=pending, pending_other=other, stock_notes=notes, paid=paid,
@@ -187,8 +189,9 @@ def install(app, shop):
             shop.close_later()  # the others started meanwhile, after the edit's own look (and this one, again)
             if own and orders.ledger.get(order_id)["status"] == "open":  # Stripe did not answer
                 raise ShopError(503, payments.UNAVAILABLE, detail="a checkout the catalog no longer backs")
-            if own:
-                see_other("/cart?changed=1")
+            if own:  # and the cart page says why, once
+                shop.guard.set_cookie(response, "notice", "changed", max_age=60)
+                see_other("/cart")
         if kept is not None:  # the cart becomes what it pays for, marked with its order, so paying empties it
             write_cart(shop.guard, cart, checked_out=order_id)
         redirect(session.url, 303)

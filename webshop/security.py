@@ -11,8 +11,8 @@ from .settings import ShopError
 
 FORBIDDEN = ("This form has expired or did not come from this shop, so nothing was changed. "
              "Please go back, reload the page and try again.")
-NO_COOKIE = ("Your browser sent this form without the shop's cookie, so nothing was changed. The shop keeps your "
-             "cart in a cookie: please allow cookies for this site, reload the page and try again.")
+NO_COOKIE = FORBIDDEN + (" Your browser sent it without the shop's cookie, which keeps your cart: please allow "
+                         "cookies for this site first.")
 ELSEWHERE = ("This form was sent from another address than the shop's, so nothing was changed. "
              "Please open the shop at {} and try again.")
 MONTH = 60 * 60 * 24 * 30

@@ -202,10 +202,10 @@ def test_the_search_takes_any_language(admin):
 
 
 @pytest.mark.parametrize("path", ["/admin", "/admin/orders.csv"])
-def test_a_search_with_control_characters_is_refused_not_taken_as_every_order(admin, path):
+def test_a_search_with_a_control_character_matches_no_order_not_every_order(admin, path):
     o = paid(admin)
-    page = admin.get(path, {"q": "nobody\x00"}, headers=auth(), status=400)
-    assert "control characters" in page.text and o["id"] not in page.text
+    for search in ("nobody\x00", "\x00", "a\tb"):
+        assert o["id"] not in admin.get(path, {"q": search}, headers=auth(), status=200).text
     admin.get(path, {"q": "\ufeffzoë\u200b"}, headers=auth(), status=200)  # what a pasted address brings along
 
 

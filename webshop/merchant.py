@@ -318,8 +318,8 @@ def _deliver_now(ctx):
     try:
         socket.create_connection((parts.hostname, parts.port or 80), timeout=0.5).close()
     except OSError:
-        print(f"No shop answers at {ctx.config.base_url} (are BASE_URL and PORT set as when it was served?); it "
-              "receives the events once it does.")
+        print(f"The shop at {ctx.config.base_url} is not running, or not there (are BASE_URL and PORT set as when it "
+              "was served?); it receives the events once it answers there.")
         return
     if results := ctx.standin.deliver_pending():
         print(f"Delivered {sum(200 <= status < 300 for _, status in results)} of {len(results)} pending event(s) to "

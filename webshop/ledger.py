@@ -119,9 +119,11 @@ class Ledger:
             if client:  # and clicks from one address take turns at counting
                 self.db.lock(c, "client:" + client)
             for column, key, limit in (("browser", browser, per_minute), ("client", client, per_client)):
-                recent = limit is not None and c.execute(f"SELECT COUNT(*) AS n FROM orders WHERE {column} = ? AND"
-                                                         " created > ?", (key, since)).fetchone()["n"]
-                if limit is not None and recent >= limit:
+                if limit is None:
+                    continue
+                recent = c.execute(f"SELECT COUNT(*) AS n FROM orders WHERE {column} = ? AND created > ?",
+                                   (key, since)).fetchone()["n"]
+                if recent >= limit:
                     raise ShopError(429, "That is a lot of checkouts in a minute. Please wait a minute and try "
                                          "again.", detail=f"{recent} checkouts from one {column}", retry_after=60)
             stale = c.execute("SELECT id, session_id FROM orders WHERE browser = ? AND status = 'open'",

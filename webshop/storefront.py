@@ -183,15 +183,15 @@ def install(app, shop):
             expire(session.id, "replaced by a newer click")  # a second click won the race: never payable
             see_other("/cart")
         if (now := shop.catalog()) is not catalog:  # an edit came while Stripe answered: looked at again
-            own = session.id in shop.unbacked(now, shop.stale(now))  # this checkout, the newest, goes first
-            if own:
-                expire(session.id, "catalog edit")
-            shop.close_later()  # the others started meanwhile, after the edit's own look (and this one, again)
-            if own and orders.ledger.get(order_id)["status"] == "open":  # Stripe did not answer
-                raise ShopError(503, payments.UNAVAILABLE, detail="a checkout the catalog no longer backs")
-            if own:  # and the cart page says why, once
-                shop.guard.set_cookie(response, "notice", "changed", max_age=60)
-                see_other("/cart")
+            try:
+                if session.id in shop.unbacked(now, shop.stale(now)):  # this checkout, the newest, goes first
+                    expire(session.id, "catalog edit")
+                    if orders.ledger.get(order_id)["status"] == "open":  # Stripe did not answer: never sent to pay
+                        raise ShopError(503, payments.UNAVAILABLE, detail="a checkout the catalog no longer backs")
+                    shop.guard.set_cookie(response, "notice", "changed", max_age=60)  # the cart page says why, once
+                    see_other("/cart")
+            finally:  # then the others started meanwhile, after the edit's own look (and this one, if it failed)
+                shop.close_later()
         if kept is not None:  # the cart becomes what it pays for, marked with its order, so paying empties it
             write_cart(shop.guard, cart, checked_out=order_id)
         redirect(session.url, 303)

@@ -133,6 +133,16 @@ def test_behind_the_trusted_proxy_the_address_it_names_is_counted_and_no_other(m
     again.post("/checkout", {"csrf_token": again.csrf(), "product_id": "walden"}, status=429)
 
 
+def test_a_port_the_proxy_adds_to_the_address_makes_no_new_client(make_shopper):
+    shopper = make_shopper(address_checkout_limit=1, trusted_proxy="10.0.0.2")
+    at(shopper, "10.0.0.2", "203.0.113.7:51234").checkout(product_id="walden")  # as some cloud balancers write it
+    late = at(shopper, "10.0.0.2", "203.0.113.7:51235")
+    late.post("/checkout", {"csrf_token": late.csrf(), "product_id": "walden"}, status=429)
+    at(shopper, "10.0.0.2", "[2001:db8:1:2::1]:443").checkout(product_id="walden")
+    v6 = at(shopper, "10.0.0.2", "[2001:db8:1:2::9]:444")
+    v6.post("/checkout", {"csrf_token": v6.csrf(), "product_id": "walden"}, status=429)
+
+
 def test_reloading_an_unpaid_confirmation_costs_stripe_about_one_call_a_second(slow_shopper):
     shopper = slow_shopper
     shopper.add("walden")

@@ -129,11 +129,16 @@ class Guard:
 def counted(address):
     """The address the limits count: for IPv6 its /64, one subscriber's network (each of its 2**64 addresses
     theirs to use, so counting each alone would allow as many guesses); for an IPv4-mapped one its IPv4 address;
-    else the address itself."""
+    else the address itself. A port some proxies add ("203.0.113.7:51234", "[2001:db8::1]:443") is no part of it."""
+    host = address
+    if address.startswith("["):
+        host = address[1:].partition("]")[0]
+    elif address.count(":") == 1:  # an IPv6 address has two or more
+        host = address.partition(":")[0]
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(host)
     except ValueError:  # "-" (no peer address)
         return address
     if ip.version == 6:
         return str(ip.ipv4_mapped or ipaddress.IPv6Network((ip.packed[:8] + bytes(8), 64)))
-    return address
+    return host

@@ -172,7 +172,7 @@ def make_app(config=None):
         if request.method == "POST" and request.path != "/webhook":  # bottle raises ValueError on some bodies
             try:
                 request.forms
-            except (ValueError, LookupError, bottle.MultipartError):  # LookupError: a charset Python has no codec for
+            except (ValueError, bottle.MultipartError):
                 raise refusal(ShopError(400, "The form data could not be read.")) from None
 
     @app.hook("after_request")

@@ -91,7 +91,7 @@ def page(standin, session_id):
         return render(standin, session, {}, None, 200)
     try:
         req.forms
-    except (ValueError, LookupError, bottle.MultipartError):  # never the parser's own words on the page
+    except (ValueError, bottle.MultipartError):  # never the parser's own words on the page
         return render(standin, session, {}, "The form could not be read. Please try again.", 400)
     form = {k: req.forms.getunicode(k, default="") or "" for k in FIELDS + ("card_number", "card_cvc", "pay_token")}
     if not hmac.compare_digest(form["pay_token"].encode(), pay_token(standin, session_id).encode()):  # bytes: any input

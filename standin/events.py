@@ -48,10 +48,11 @@ def load_secret(data_dir, given=None):
 
 
 def sign(secret, body, timestamp=None):
-    """The `Stripe-Signature` header: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">; https://docs.stripe.com/webhooks#verify-manually."""
+    """The `Stripe-Signature` header: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">, and the fake v0 signature that
+    test-mode events carry besides; https://docs.stripe.com/webhooks#verify-manually."""
     t = int(timestamp if timestamp is not None else time.time())
     mac = hmac.new(secret.encode(), f"{t}.".encode() + body, sha256).hexdigest()
-    return f"t={t},v1={mac}"
+    return f"t={t},v1={mac},v0={secrets.token_hex(32)}"
 
 
 def http_post(url, body, headers):

@@ -392,9 +392,10 @@ def create_refund(ctx, p):
         raise invalid(f"Refund amount ({money(amount, ch['currency'])}) is greater than unrefunded amount on charge "
                       f"({money(remaining, ch['currency'])})", "amount", "amount_too_large")
     re_ = ctx.tx.put(o.refund(ch, amount, p.get("reason"), p.get("metadata"), ctx.now))
-    prev = {"amount_refunded": ch["amount_refunded"], "refunded": ch["refunded"]}
+    before = {"amount_refunded": ch["amount_refunded"], "refunded": ch["refunded"]}
     ch["amount_refunded"] += amount
     ch["refunded"] = ch["amount_refunded"] >= ch["amount"]
+    prev = {k: v for k, v in before.items() if ch[k] != v}  # what changed, as Stripe lists it
     ctx.tx.put(ch)
     ctx.emit("charge.refunded", ch, prev)
     ctx.emit("refund.created", re_)

@@ -2,6 +2,7 @@
 import http.server
 import json
 import os
+import re
 import stat
 import threading
 import time
@@ -75,6 +76,7 @@ def test_delivered_events_verify_with_the_sdk(client, standin):
     assert headers["Content-Type"].startswith("application/json")
     event = stripe.Webhook.construct_event(body, headers["Stripe-Signature"], standin.webhook_secret)
     assert event.type == "checkout.session.completed" and event.data.object.id == sid
+    assert re.fullmatch(r"t=[0-9]+,v1=[0-9a-f]{64},v0=[0-9a-f]{64}", headers["Stripe-Signature"])  # test mode's v0
     assert event.data.object.metadata["order_id"] == "ord_1" and event.api_version == stripe.api_version
     assert event.request.id is None  # caused by the shopper on the page, not by an API request
     assert client.v1.events.retrieve(event.id).pending_webhooks == 0
@@ -189,7 +191,10 @@ def test_refund_events(client, standin):
     assert hook.types() == ["checkout.session.completed", "charge.refunded", "refund.created"]
     refunded = json.loads(hook.received[1][0])
     assert refunded["data"]["object"]["amount_refunded"] == 500
-    assert refunded["data"]["previous_attributes"] == {"amount_refunded": 0, "refunded": False}
+    assert refunded["data"]["previous_attributes"] == {"amount_refunded": 0}  # only what changed: still not refunded
+    client.v1.refunds.create({"payment_intent": pi})  # the rest
+    standin.deliver_pending()
+    assert json.loads(hook.received[3][0])["data"]["previous_attributes"] == {"amount_refunded": 500, "refunded": False}
     assert refunded["request"]["idempotency_key"] == "refund-1" and refunded["request"]["id"].startswith("req_")
     assert json.loads(hook.received[2][0])["data"]["object"]["id"] == refund.id
 

@@ -313,12 +313,15 @@ def test_partial_then_full_refund(shop):
     page = shop.get(f"/success?session_id={sid}").html  # the receipt says so
     assert page.find("dt", string="Status").find_next_sibling("dd").text == "Partly refunded"
     assert page.find("th", string="Refunded").find_next_sibling("td").text == "−$5.00"
+    net = page.find("th", string="Paid after refunds").find_next_sibling("td").text
+    assert net.startswith(f"${(total - 500) / 100:.2f}") and "$5.00 of it has been refunded" in page.text
     _refund(shop, sid)
     shop.standin.deliver_pending()
     o = order(shop, sid)
     assert (o["status"], o["amount_refunded"]) == ("refunded", total)
-    assert shop.get(f"/success?session_id={sid}").html.find("dt", string="Status").find_next_sibling(
-        "dd").text == "Refunded"
+    page = shop.get(f"/success?session_id={sid}").html
+    assert page.find("dt", string="Status").find_next_sibling("dd").text == "Refunded"
+    assert "refunded in full" in page.text and "order is confirmed" not in page.text
     assert len(handoff(shop)) == 1
 
 

@@ -4,7 +4,11 @@
 <p class="notice" role="status">We are confirming your payment with Stripe. Nothing more is needed from you: please reload this page in a minute. If you paid, your order is safe.</p>
 % else:
 %   if state == "paid":
-<p class="notice ok" role="status">{{"Your payment went through and your" if summary["amount_total"] else "Nothing was charged, and your"}} order is confirmed.{{" A receipt goes to " + summary["email"] + "." if summary["email"] else ""}}</p>
+%     if order["status"] == "refunded":
+<p class="notice" role="status">Your payment went through, and it has since been refunded in full: {{money(order["amount_refunded"], currency=summary["currency"])}} back to the card you paid with.</p>
+%     else:
+<p class="notice ok" role="status">{{"Your payment went through and your" if summary["amount_total"] else "Nothing was charged, and your"}} order is confirmed.{{" A receipt goes to " + summary["email"] + "." if summary["email"] else ""}}{{" " + money(order["amount_refunded"], currency=summary["currency"]) + " of it has been refunded since." if order["amount_refunded"] else ""}}</p>
+%     end
 %   elif state == "processing":
 <p class="notice" role="status">Your payment is processing. Some payment methods take a few days; we will email you when it is confirmed. You have not been charged twice.</p>
 %   elif state == "failed":
@@ -33,10 +37,11 @@
 %   elif state != "expired":
   <tr><th scope="row" colspan="2">Tax{{" (included)" if summary.get("tax_included") else ""}}</th><td class="num">{{money(summary["amount_tax"], currency=summary["currency"])}}</td></tr>
 %   end
-%   if state == "paid" and order["amount_refunded"]:
-  <tr><th scope="row" colspan="2">Refunded</th><td class="num">−{{money(order["amount_refunded"], currency=summary["currency"])}}</td></tr>
-%   end
   <tr class="total"><th scope="row" colspan="2">{{"Total charged" if state == "paid" else "Total before tax" if tax_later and not summary.get("tax_included") else "Total due" if state == "open" else "Total"}}</th><td class="num">{{money(summary["amount_total"] or 0, currency=summary["currency"])}} <span class="cur">{{summary["currency"].upper()}}</span></td></tr>
+%   if state == "paid" and order["amount_refunded"]:  # after the total, so that the lines above still add up to it
+  <tr><th scope="row" colspan="2">Refunded</th><td class="num">−{{money(order["amount_refunded"], currency=summary["currency"])}}</td></tr>
+  <tr class="total"><th scope="row" colspan="2">Paid after refunds</th><td class="num">{{money((summary["amount_total"] or 0) - order["amount_refunded"], currency=summary["currency"])}} <span class="cur">{{summary["currency"].upper()}}</span></td></tr>
+%   end
   </tfoot>
 </table>
 <dl class="facts">

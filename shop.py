@@ -97,6 +97,8 @@ class Shop:
             except Exception as e:  # noqa: BLE001 — the database went away, say: they expire at Stripe in time
                 log.error("closing the checkouts the catalog no longer backs stopped: %s", type(e).__name__)
 
+    EDITED = ("withdrawn or repriced", "stock lowered", "catalog edit")  # why an edit expired a checkout
+
     @staticmethod
     def priced(catalog, order):
         """Whether the catalog still sells every book of an order, at its price and in its currency."""
@@ -118,7 +120,7 @@ class Shop:
         stale, tried, ledger = self.stale(catalog), set(), self.orders.ledger
         # One at a time, the sums made again after each: one paid before it could be closed counts as sold.
         while catalog is self.loaded and (closing := [s for s in self.unbacked(catalog, stale) if s not in tried]):
-            why = "withdrawn or repriced" if closing[0] in stale else "stock lowered"
+            why = self.EDITED[0] if closing[0] in stale else self.EDITED[1]
             tried.add(closing[0])
             if ledger.by_session(closing[0])["status"] != "open":  # closed meanwhile (another instance, a click)
                 continue

@@ -210,6 +210,18 @@ def test_a_book_repriced_while_its_checkout_is_open_is_never_paid_at_the_old_pri
     assert new["amount_subtotal"] == a.price + b.price + 300
 
 
+def test_back_from_a_checkout_an_edit_closed_the_cart_says_why_not_that_the_shopper_left(make_shopper, catalog_copy):
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    shopper.checkout()
+    reprice(catalog_copy, b)
+    shopper.edited()
+    page = shopper.get("/cart?canceled=1")  # "Back" on Stripe's page, which says only that the checkout expired
+    assert "The shop changed a price" in page.text and "You left the payment page" not in page.text
+    shopper.checkout()  # at the new price, and left without paying: the usual words
+    page = shopper.get("/cart?canceled=1")
+    assert "You left the payment page" in page.text and "The shop changed a price" not in page.text
+
+
 def test_a_click_waiting_on_stripe_when_its_book_is_repriced_goes_back_to_the_cart(
         make_shopper, catalog_copy, monkeypatch):
     shopper, a, b = two_books(make_shopper, catalog_copy)

@@ -240,6 +240,11 @@ class Ledger:
         return self.one("SELECT * FROM orders WHERE browser = ? AND status = 'open' AND session_id IS NOT NULL"
                         " AND session_expires_at > ? ORDER BY created DESC LIMIT 1", browser, int(time.time()))
 
+    def last_checkout(self, browser):
+        """The newest order of this browser that was sent to Stripe's payment page."""
+        return self.one("SELECT * FROM orders WHERE browser = ? AND session_id IS NOT NULL ORDER BY created DESC"
+                        " LIMIT 1", browser)
+
     def list(self, status=None, limit=50, since=None, before=None, without_session=False, search=None):
         """Orders, newest first, filtered; search: part of an order id or email (any case)."""
         sql, args = "SELECT * FROM orders WHERE 1 = 1", []

@@ -49,6 +49,9 @@ def install(app, shop):
         catalog, pending = shop.catalog(), own_checkout()
         if changed := cookies(request).get(shop.guard.prefix + "notice") == "changed":  # a checkout an edit canceled
             shop.guard.delete_cookie(response, "notice")
+        canceled = request.query.get("canceled") == "1"
+        if canceled and closed_by_edit():  # back from Stripe's page, which said only that it had expired
+            changed, canceled = True, False
         kept, paid = read_cart(shop, catalog), request.environ.get("shop.paid")
         # Books the merchant withdrew since: said once, then gone from the cookie.
         written = parse_cart(cookies(request).get(shop.guard.prefix + "cart", ""), None)
@@ -79,7 +82,7 @@ def install(app, shop):
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
                            cart_count=sum(cart.values()),
                            tax=(catalog.tax_mode, catalog.tax_behavior),
-                           canceled=request.query.get("canceled") == "1", held=request.query.get("held") == "1",
+                           canceled=canceled, held=request.query.get("held") == "1",
                            empty_checkout=request.query.get("empty") == "1",
                            changed=changed,
                            added=catalog.product(added) if added in cart else None,
@@ -185,7 +188,7 @@ def install(app, shop):
         if (now := shop.catalog()) is not catalog:  # an edit came while Stripe answered: looked at again
             try:
                 if session.id in shop.unbacked(now, shop.stale(now)):  # this checkout, the newest, goes first
-                    expire(session.id, "catalog edit")
+                    expire(session.id, shop.EDITED[2])
                     if orders.ledger.get(order_id)["status"] == "open":  # Stripe did not answer: never sent to pay
                         raise ShopError(503, payments.UNAVAILABLE, detail="a checkout the catalog no longer backs")
                     shop.guard.set_cookie(response, "notice", "changed", max_age=60)  # the cart page says why, once
@@ -252,6 +255,13 @@ def install(app, shop):
         """This browser's open checkout, if it left one (with Back)."""
         sid = shop.guard.valid_sid(request)
         return sid and shop.orders.ledger.open_checkout_for(sid)
+
+    def closed_by_edit():
+        """Whether the checkout this browser last went to was closed by a catalog edit before it was paid."""
+        sid, ledger = shop.guard.valid_sid(request), shop.orders.ledger
+        last = sid and ledger.last_checkout(sid)
+        return bool(last and last["status"] == "expired" and
+                    any(h["source"] in shop.EDITED for h in ledger.history(last["id"])))
 
     def expire(session_id, why, must=False):
         try:

@@ -22,7 +22,7 @@
   <thead><tr><th scope="col">Item</th><th scope="col">Quantity</th><th scope="col" class="num">Price</th><th scope="col" class="num">Amount</th></tr></thead>
   <tbody>
 % for i in o["items"]:
-  <tr><th scope="row">{{i["name"]}}</th><td>{{i["quantity"]}}</td><td class="num">{{amount(i["unit_amount"], cur)}}</td><td class="num">{{amount(i["unit_amount"] * i["quantity"], cur)}}</td></tr>
+  <tr><th scope="row">{{i["name"]}}</th><td data-label="Quantity">{{i["quantity"]}}</td><td data-label="Price" class="num">{{amount(i["unit_amount"], cur)}}</td><td class="num">{{amount(i["unit_amount"] * i["quantity"], cur)}}</td></tr>
 % end
   </tbody>
   <tfoot>
@@ -61,7 +61,7 @@
   <thead><tr><th scope="col">Email</th><th scope="col">To</th><th scope="col">Sent</th></tr></thead>
   <tbody>
 %   for m in mails:
-  <tr><th scope="row">{{m["kind"].replace("_", " ")}}</th><td>{{m["recipient"]}}</td><td>{{m["sent_at"] or "not yet ({} attempt{}{})".format(m["attempts"], "" if m["attempts"] == 1 else "s", ": " + m["last_error"] if m["last_error"] else "")}}</td></tr>
+  <tr><th scope="row">{{m["kind"].replace("_", " ")}}</th><td data-label="To">{{m["recipient"]}}</td><td data-label="Sent">{{m["sent_at"] or "not yet ({} attempt{}{})".format(m["attempts"], "" if m["attempts"] == 1 else "s", ": " + m["last_error"] if m["last_error"] else "")}}</td></tr>
 %   end
   </tbody>
 </table>
@@ -73,7 +73,7 @@
   <thead><tr><th scope="col">Time (UTC)</th><th scope="col">Status</th><th scope="col">By</th><th scope="col">Note</th></tr></thead>
   <tbody>
 % for h in history:
-  <tr><td>{{h["at"][:19].replace("T", " ")}}</td><td>{{h["status"].replace("_", " ")}}</td><td>{{h["source"]}}</td><td>{{h["note"] or ""}}</td></tr>
+  <tr><td data-label="Time">{{h["at"][:19].replace("T", " ")}}</td><td data-label="Status">{{h["status"].replace("_", " ")}}</td><td data-label="By">{{h["source"]}}</td><td data-label="Note">{{h["note"] or ""}}</td></tr>
 % end
   </tbody>
 </table>

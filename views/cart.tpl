@@ -40,7 +40,7 @@
 % for product, quantity, total in items:
   <tr>
     <th scope="row">{{product.name}}</th>
-    <td data-label="Price">{{money(product.price)}}</td>
+    <td data-label="Price" class="money">{{money(product.price)}}</td>
     <td data-label="Quantity">
       <form method="post" action="/cart" class="qty">
         <input type="hidden" name="csrf_token" value="{{csrf}}">

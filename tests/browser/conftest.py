@@ -204,6 +204,13 @@ class Browsing:
         assert width <= inner, f"{self.page.url} scrolls sideways at {inner}px: content is {width}px wide"
 
 
+def one_line_cells(page, cells):
+    """The texts of the cells matching the CSS selector that break over more than one line."""
+    return page.evaluate("""cells => [...document.querySelectorAll(cells)].filter(cell => {
+        const text = document.createRange(); text.selectNodeContents(cell); return text.getClientRects().length > 1;
+    }).map(cell => cell.textContent)""", cells)
+
+
 @pytest.fixture
 def open_tab(browser, shop, screenshot_root, request):
     """Open a fresh browser context (no cookies) at a size, with or without JavaScript."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import DESKTOP, STEP_TIMEOUT_MS, Browsing
+from tests.browser.conftest import DESKTOP, PHONE, STEP_TIMEOUT_MS, Browsing, one_line_cells
 from tests.browser.shopping import GOOD_CARD, SHOPPER, add_to_cart, catalog, expect, fill_payment, pay_button
 
 pytestmark = pytest.mark.browser
@@ -76,6 +76,12 @@ def test_find_open_and_refund_an_order_without_javascript(browser, start_shop, s
         expect(page.get_by_role("heading", name=f"Order {order_id}")).to_be_visible()
         expect(page.get_by_text(SHOPPER["line1"])).to_be_visible()
         check("order")
+        assert one_line_cells(page, "th[scope=col]") == []  # "Status", never "Stat / us"
+        page.set_viewport_size(PHONE)  # each history entry reads in lines, however long its session id
+        assert page.evaluate("""() => [...document.querySelectorAll('table.log td')].filter(
+            td => td.textContent.trim() && td.getBoundingClientRect().width < 100).map(td => td.textContent)""") == []
+        tab.no_sideways_scroll()
+        page.set_viewport_size(DESKTOP)
 
         order_url = page.url
         review_refund(page)

@@ -196,6 +196,18 @@ def test_a_book_withdrawn_from_the_cart_is_said_once_and_its_open_checkout_can_n
     assert shopper.standin.get(shopper.session_id(shopper.checkout()))["amount_subtotal"] == a.price
 
 
+@pytest.mark.parametrize("change", [{"action": "remove"}, {"action": "set", "quantity": "3"}])
+def test_a_change_to_a_book_withdrawn_since_the_cart_page_was_loaded_goes_back_to_the_cart(
+        make_shopper, catalog_copy, change):
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    token = shopper.csrf()
+    withdraw(catalog_copy, b.id)
+    shopper.edited()
+    page = shopper.post("/cart", {"csrf_token": token, "product_id": b.id, **change}, status=303).follow()
+    assert f"Sorry, {b.name} is no longer sold" in page.text and count(page) == "(1)"
+    shopper.post("/cart", {"csrf_token": token, "product_id": "no-such-book", **change}, status=400)  # never sold
+
+
 def test_a_book_repriced_while_its_checkout_is_open_is_never_paid_at_the_old_price(make_shopper, catalog_copy):
     shopper, a, b = two_books(make_shopper, catalog_copy)
     old = shopper.session_id(shopper.checkout())

@@ -54,7 +54,7 @@ def install(app, shop):
             changed, canceled = True, False
         kept, paid = read_cart(shop, catalog), request.environ.get("shop.paid")
         # Books the merchant withdrew since: said once, then gone from the cookie.
-        written = parse_cart(cookies(request).get(shop.guard.prefix + "cart", ""), None)
+        written = cart_cookie()
         gone = [p for p in written if catalog.product(p) is None]
         if paid and paid["status"] in PAID:  # and the confirmation page that takes them out never seen
             write_cart(shop.guard, kept)
@@ -99,6 +99,8 @@ def install(app, shop):
         paid = request.environ.get("shop.paid")
         if paid and paid["status"] in PAID and action != "add":
             see_other("/cart")  # a stale page of a cart paid since (in a closed tab): the cart page says so first
+        if action in ("set", "remove") and request.forms.get("product_id") in set(cart_cookie()) - set(cart):
+            see_other("/cart")  # a book withdrawn since this page was loaded: the cart page says so, and drops it
         product_id = product_field(catalog)
         if action == "add":
             if product_id not in cart and len(cart) >= MAX_LINES:
@@ -255,6 +257,10 @@ def install(app, shop):
         """This browser's open checkout, if it left one (with Back)."""
         sid = shop.guard.valid_sid(request)
         return sid and shop.orders.ledger.open_checkout_for(sid)
+
+    def cart_cookie():
+        """The cart as its cookie has it, withdrawn books included."""
+        return parse_cart(cookies(request).get(shop.guard.prefix + "cart", ""), None)
 
     def closed_by_edit():
         """Whether the checkout this browser last went to was closed by a catalog edit before it was paid."""

@@ -5,6 +5,7 @@ drops the connection, .eml files offline, and a serving process killed mid-send 
 import asyncio
 import email
 import email.policy
+import re
 import signal
 import ssl
 import subprocess
@@ -18,7 +19,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from standin import ASYNC_FAIL, StandIn
-from tests.conftest import buy, edit_catalog, free_port, order, paid, pay_form, pending, wait_for, wire
+from tests.conftest import (buy, edit_catalog, free_port, handoff, order, paid, pay_form, pending, start, wait_for,
+                            wire)
 from webshop import mail, merchant
 from webshop.ledger import Ledger
 from webshop.settings import load_config
@@ -335,6 +337,22 @@ def test_offline_each_message_is_written_once_as_an_eml_file(make_shopper, data_
     assert message["To"] == o["customer_email"] and o["id"] in message.get_body(("plain",)).get_content()
     assert f"Thank you for your order {o['id']}" in files[0].read_text()  # readable as it is, in any text viewer
     assert mail.send_due(orders, now=time.time() + 3600) == (0, 0) and len(list((data_dir / "outbox").iterdir())) == 2
+
+
+def test_control_characters_typed_on_stripes_page_reach_neither_the_handoff_nor_emails(make_shopper, data_dir):
+    shop = wire(make_shopper(merchant_email=MERCHANT))
+    session_id = start(shop)
+    shop.standin.pay(session_id, name="\x00\u202eJenny\nRosen", address={
+        "line1": "1 Test\x1b[2J Street", "line2": None, "city": "Berlin", "postal_code": "10115", "state": None,
+        "country": "DE"})
+    shop.standin.deliver_pending()
+    [line] = handoff(shop)
+    assert line["shipping_name"] == "\ufffd\ufffdJenny\ufffdRosen"
+    assert line["shipping_address"]["line1"] == "1 Test\ufffd[2J Street"
+    assert mail.send_due(shop.shop.orders) == (2, 0)
+    for path in (data_dir / "outbox").iterdir():  # the shopper's confirmation and the merchant's notice
+        text = email.message_from_bytes(path.read_bytes(), policy=email.policy.default).get_body(("plain",)).get_content()
+        assert "Jenny\ufffdRosen" in text and not re.search("[\x00\x1b\u202e]", text)
 
 
 def test_smtp_with_starttls_sends_the_password_and_the_mail_only_inside_tls(make_shopper, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -216,6 +217,15 @@ def _last_line(f):
     return None, rest != b""
 
 
+TYPED_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # each field is one line
+
+
+def typed(text):
+    """What the shopper typed on Stripe's page, with control characters and bidirectional overrides (a NUL, a name
+    that reads backwards) replaced by U+FFFD: it goes on the label, to /admin and into emails."""
+    return TYPED_CONTROLS.sub("\ufffd", text) if isinstance(text, str) else text
+
+
 def handoff(order, charged, session):
     """The hand-off record: what to ship (the order's own lines, by product id), where, and what was charged."""
     collected = session.get("collected_information") or {}
@@ -231,8 +241,9 @@ def handoff(order, charged, session):
         "order_id": order["id"], "session_id": charged["id"], "currency": charged["currency"],
         **{k: charged[k] for k in AMOUNTS + ("tax_included", "promotion_code", "terms_accepted", "tax_ids")},
         "customer_email": charged["email"], "payment_intent": charged["payment_intent"],
-        "shipping_name": shipping.get("name"),
-        "shipping_address": {k: address.get(k) for k in ("line1", "line2", "city", "postal_code", "state", "country")},
+        "shipping_name": typed(shipping.get("name")),
+        "shipping_address": {k: typed(address.get(k)) for k in ("line1", "line2", "city", "postal_code", "state",
+                                                                 "country")},
         "fulfilled_at": utcnow(),
     }
 

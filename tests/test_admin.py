@@ -265,6 +265,10 @@ def test_a_refund_amount_that_is_not_left_to_refund_is_refused(admin, amount):
     page = admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin), "how": "partial",
                                                            "amount": amount}, headers=auth(), status=400)
     assert "Enter an amount from $0.01 to" in page.text
+    form = page.forms[0]  # on the order's own page, with what was typed, ready to be put right
+    assert page.html.h1.text == f"Order {o['id']}" and form["amount"].value == amount and form["how"].value == "partial"
+    form["amount"] = "1.00"
+    assert "Refund $1.00 of order" in form.submit(headers=auth()).text
 
 
 @pytest.mark.parametrize("sent", [None, "", "-1", "abc", "1e3", "\u0663", "99999999999999"])

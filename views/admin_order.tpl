@@ -44,9 +44,12 @@
   <input type="hidden" name="csrf_token" value="{{csrf}}">
   <fieldset>
     <legend>How much to refund</legend>
-    <p><input type="radio" id="full" name="how" value="full" checked> <label for="full">Everything left: {{amount(left, cur)}}</label></p>
-    <p><input type="radio" id="partial" name="how" value="partial"> <label for="partial">Part of it:</label>
-      <label for="amount">amount in {{cur.upper()}}</label> <input id="amount" name="amount" inputmode="decimal" size="10" maxlength="16" aria-describedby="amount-hint">
+%   if error:
+  <p class="notice error" role="alert" id="amount-error">{{error}}</p>
+%   end
+    <p><input type="radio" id="full" name="how" value="full"{{"" if error else " checked"}}> <label for="full">Everything left: {{amount(left, cur)}}</label></p>
+    <p><input type="radio" id="partial" name="how" value="partial"{{" checked" if error else ""}}> <label for="partial">Part of it:</label>
+      <label for="amount">amount in {{cur.upper()}}</label> <input id="amount" name="amount" inputmode="decimal" size="10" maxlength="16" value="{{typed}}" aria-describedby="amount-hint{{" amount-error" if error else ""}}" aria-invalid="{{"true" if error else "false"}}">
       <span id="amount-hint" class="hint">for example 5.00; at most {{amount(left, cur)}}</span></p>
   </fieldset>
   <p><input type="checkbox" id="restock" name="restock" value="1"> <label for="restock">Put the copies back in stock</label></p>

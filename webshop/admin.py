@@ -91,8 +91,13 @@ def install(app, shop):
     @app.get("/admin/orders/<order_id>")
     def order_page(order_id):
         authorize()
-        o = find(order_id)
+        return show_order(find(order_id))
+
+    def show_order(o, error=None, typed=""):
+        """An order's page; with a refund form's error, a 400 showing it beside what was typed."""
+        response.status = 400 if error else 200
         return shop.render("admin_order.tpl", title=f"Order {o['id']}", o=o, history=ledger.history(o["id"]),
+                           error=error, typed=typed,
                            record=ledger.handoff_record(o["id"]), mails=ledger.outbox(order_id=o["id"]),
                            refundable=o["status"] in REFUNDABLE and o["payment_intent"] and o["amount_total"],
                            left=(o["amount_total"] or 0) - o["amount_refunded"], amount=money,
@@ -117,9 +122,9 @@ def install(app, shop):
             # An amount typed in counts even with "Everything left" still selected: refunding less is the safe side.
             partial = form.get("how") == "partial" or form.get("amount", "").strip()
             amount = minor(form.get("amount", ""), currency) if partial else left
-        if amount is None or not 0 < amount <= left:
-            raise ShopError(400, f"Enter an amount from {money(1, currency)} to "
-                                 f"{money(left, currency)} (what is left to refund).")
+        if amount is None or not 0 < amount <= left:  # said on the order's page, the form as it was sent
+            return show_order(o, f"Enter an amount from {money(1, currency)} to {money(left, currency)} (what is left "
+                                 "to refund).", form.getunicode("amount", default="")[:16])
         restock, key = form.get("restock") == "1", form.get("key", "")
         if form.get("confirm") != "yes" or not re.fullmatch(r"[0-9a-f]{32}", key):
             # The key is this order, amount and refunded total: confirming again (a double submit), or going Back

@@ -172,7 +172,12 @@ def test_a_partial_then_full_refund_each_confirmed_first(admin):
     assert (after["status"], after["amount_refunded"]) == ("partially_refunded", 500)
     form.submit(headers=auth(), status=303)  # Back and Confirm once the event has arrived: still one refund
     assert charge().amount_refunded == 500
-    assert "and the order below shows it" in admin.get(done.location, headers=auth()).text  # the event arrived
+    page = admin.get(done.location, headers=auth())
+    assert "and the order below shows it" in page.text  # the event arrived
+    history = [[td.text for td in tr.find_all("td")] for tr in page.html.find_all("table")[-1].tbody.find_all("tr")]
+    assert ["open", "checkout", "1 line"] == history[0][1:] and history[-1][2].startswith("webhook evt_")
+    assert history[-1][3] == f"refunded $5.00 of ${o['amount_total'] // 100}.{o['amount_total'] % 100:02d}"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page.html.find("dt", string="Created").find_next("dd").text)
     rest = admin.post(url, {"csrf_token": token(admin), "how": "full", "restock": "1"}, headers=auth())
     left = o["amount_total"] - 500
     assert f"Refund ${left // 100}.{left % 100:02d}" in rest.text and "copies go back in stock" in rest.text

@@ -11,8 +11,8 @@
 % end
 <dl class="facts">
   <dt>Status</dt><dd>{{o["status"].replace("_", " ")}}{{" (dispute " + o["dispute_status"] + ")" if o["dispute_status"] else ""}}</dd>
-  <dt>Created</dt><dd>{{o["created"]}}</dd>
-  <dt>Paid</dt><dd>{{o["fulfilled_at"] or "—"}}</dd>
+  <dt>Created</dt><dd>{{o["created"][:19].replace("T", " ")}} UTC</dd>
+  <dt>Paid</dt><dd>{{o["fulfilled_at"][:19].replace("T", " ") + " UTC" if o["fulfilled_at"] else "—"}}</dd>
   <dt>Email</dt><dd>{{o["customer_email"] or "—"}}</dd>
   <dt>Payment reference</dt><dd>{{o["payment_intent"] or "—"}}</dd>
   <dt>Checkout session</dt><dd>{{o["session_id"] or "—"}}</dd>

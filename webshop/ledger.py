@@ -140,7 +140,7 @@ class Ledger:
             for i in items:
                 c.execute("INSERT INTO order_lines (order_id, product_id, quantity) VALUES (?, ?, ?)",
                           (order_id, i["product_id"], i["quantity"]))
-            _history(c, order_id, "checkout", "open", f"{len(items)} line(s)")
+            _history(c, order_id, "checkout", "open", f"{len(items)} line{'' if len(items) == 1 else 's'}")
         return order_id, items, [row["session_id"] for row in stale if row["session_id"]]
 
     def _reserve(self, c, items, stock, cap, browser):

@@ -6,6 +6,7 @@ from itertools import chain
 import stripe
 
 from . import payments
+from .catalog import money
 from .ledger import PAID, iso_utc
 from .settings import ShopError
 
@@ -112,7 +113,8 @@ def _catch_up_refunds(ctx, refunded):
         total = charge.get("amount_refunded") or 0
         if total > order["amount_refunded"] and ctx.ledger.apply_refund(
                 order["id"], total, charge.get("amount_captured") or charge.get("amount") or 0, "reconcile",
-                f"refunded {total} of {charge.get('amount')} (event missed)"):
+                f"refunded {money(total, order['currency'])} of {money(charge.get('amount'), order['currency'])} "
+                "(event missed)"):
             yield f"{order['id']}: {order['status']} → {ctx.ledger.get(order['id'])['status']} (refund recorded)"
 
 

@@ -7,6 +7,7 @@ import stripe
 from bottle import request, response
 
 from . import payments
+from .catalog import money
 from .fulfilment import FULFILLED
 from .payments import CHARGE_EVENTS, EVENTS, SESSION_EVENTS
 from .settings import ShopError
@@ -88,7 +89,8 @@ def apply(orders, event):
             # Event object is the Charge with the running refunded total: https://docs.stripe.com/api/charges/object
             changed = ledger.apply_refund(order["id"], obj.get("amount_refunded") or 0,
                                           obj.get("amount_captured") or obj.get("amount") or 0, source,
-                                          f"refunded {obj.get('amount_refunded')} of {obj.get('amount')}")
+                                          f"refunded {money(obj.get('amount_refunded'), order['currency'])} of "
+                                          f"{money(obj.get('amount'), order['currency'])}")
             outcome = "refund recorded" if changed else "no change"
         else:
             # Disputes: https://docs.stripe.com/disputes/how-disputes-work

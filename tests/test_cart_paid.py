@@ -329,6 +329,22 @@ def test_a_failed_bank_payment_shows_its_hidden_books_again_beside_what_was_adde
     assert "back in your cart" not in shopper.get(f"/success?session_id={sid}").text  # once
 
 
+def test_a_failed_bank_payment_is_said_once_on_the_cart_page_when_its_confirmation_is_not_seen_again(shopper):
+    a = shopper.shop.catalog().products[0]
+    shopper.add(a.id, quantity=2)
+    to_stripe = shopper.checkout()
+    sid = shopper.session_id(to_stripe)
+    shopper.get(pay(shopper, to_stripe, card=ASYNC_FAIL).location)
+    assert "is processing, so they are not in your cart now" in shopper.get("/cart").text
+    shopper.standin.settle_async(sid)
+    wire(shopper).standin.deliver_pending()
+    page = shopper.get("/cart")
+    assert (f"Your payment for 2 × {a.name} did not go through, so nothing was charged and they are back in your "
+            "cart.") in page.text and count(page) == "(2)"
+    again = shopper.get("/cart")
+    assert "did not go through" not in again.text and count(again) == "(2)"
+
+
 @pytest.mark.parametrize("card", [ASYNC_FAIL, ASYNC_OK])
 def test_a_bank_payment_settles_the_same_way_when_the_cart_changed_while_it_processed(shopper, card):
     a, b = shopper.shop.catalog().products[:2]

@@ -5,9 +5,12 @@
 % elif canceled and not paid:
 <p class="notice" role="status">You left the payment page without paying.</p>
 % end
-% if paid:
-% bought = ", ".join(f'{i["quantity"]} × {i["name"]}' for i in paid["items"])
-% if paid["status"] == "awaiting_payment":
+% if paid or failed:
+% bought = ", ".join(f'{i["quantity"]} × {i["name"]}' for i in (paid or failed)["items"])
+% they = "they are" if sum(i["quantity"] for i in (paid or failed)["items"]) > 1 else "it is"
+% if failed:
+<p class="notice" role="status">Your payment for {{bought}} did not go through, so nothing was charged and {{they}} back in your cart.</p>
+% elif paid["status"] == "awaiting_payment":
 <p class="notice" role="status">Your payment for {{bought}} is processing, so they are not in your cart now. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>
 % else:
 <p class="notice" role="status">You have paid for {{bought}}{{{"refunded": " (refunded since)", "partially_refunded": " (partly refunded since)", "disputed": " (disputed since)"}.get(paid["status"], "")}}, so they are no longer in your cart. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>

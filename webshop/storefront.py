@@ -53,14 +53,15 @@ def install(app, shop):
         if canceled and closed_by_edit():  # back from Stripe's page, which said only that it had expired
             changed, canceled = True, False
         kept, paid = read_cart(shop, catalog), request.environ.get("shop.paid")
+        failed = request.environ.get("shop.failed")  # said once: the cookie then loses its mark
         # Books the merchant withdrew since: said once, then gone from the cookie.
         written = cart_cookie()
         gone = [p for p in written if catalog.product(p) is None]
         if paid and paid["status"] in PAID:  # and the confirmation page that takes them out never seen
             write_cart(shop.guard, kept)
-        elif gone:  # (a bank payment still processing may fail: its books stay, hidden, in the cookie)
+        elif gone or failed:  # (a bank payment still processing may fail: its books stay, hidden, in the cookie)
             write_cart(shop.guard, {p: q for p, q in written.items() if p not in gone},
-                       checked_out=request.environ.get("shop.mark"))
+                       checked_out=None if failed else request.environ.get("shop.mark"))
         elif ORDER_ID.fullmatch(request.query.get("paid", "")):  # an add started a new cart after that one was paid
             said = own_order(shop, request.query["paid"])
             paid = said if said and said["status"] in PAID else None
@@ -87,7 +88,7 @@ def install(app, shop):
                            changed=changed,
                            added=catalog.product(added) if added in cart else None,
                            most=request.query.get("most") == "1" and cart.get(added),  # the add was held to it
-                           pending=pending, pending_other=other, stock_notes=notes, paid=paid,
+                           pending=pending, pending_other=other, stock_notes=notes, paid=paid, failed=failed,
                            free_shipping=[o for o in catalog.shipping_options if o.free_over])
 
     @app.post("/cart")
@@ -310,7 +311,8 @@ def read_cart(shop, catalog):
 
     The handlers read what it notes in request.environ, so each calls it before looking there: "shop.mark", the id of
     this browser's order the cart last went to checkout as; "shop.checked_out", that order while the cart is still
-    just what it pays for; "shop.paid", that order once bought (paid, or a bank payment processing)."""
+    just what it pays for; "shop.paid", that order once bought (paid, or a bank payment processing); "shop.failed",
+    that order once its bank payment has failed."""
     raw = cookies(request).get(shop.guard.prefix + "cart", "")
     cart, mark = parse_cart(raw, catalog), _CHECKED_OUT.search(raw)
     if mark and "shop.paid" not in request.environ:  # (every book withdrawn since, perhaps: still its order)
@@ -320,6 +322,7 @@ def read_cart(shop, catalog):
         request.environ["shop.mark"] = mine and mine["id"]  # kept through changes
         request.environ["shop.checked_out"] = same
         request.environ["shop.paid"] = mine if mine and mine["status"] in BOUGHT else None
+        request.environ["shop.failed"] = mine if mine and mine["status"] == "payment_failed" else None
     paid = request.environ.get("shop.paid")
     return without(cart, paid["items"]) if paid else cart
 

@@ -40,6 +40,7 @@ def test_the_orders_page_names_a_catalog_edit_that_was_not_loaded(make_shopper, 
     alert = page.html.find(role="alert")
     assert "catalog.json: the last edit was not loaded (1 problem" in alert.text
     assert 'products[0].price: must be a positive integer in minor units, got "12.99"' in alert.text
+    assert alert.text.count("products[0].price") == 1  # said once, in the list
     assert shop.get("/").status_int == 200  # the shop goes on with the last good catalog
 
 

@@ -76,7 +76,7 @@ def install(app, shop):
         shop.catalogs.current(force=True)  # the merchant sees an edit that was not loaded, and why
         return shop.render("admin.tpl", title="Orders", orders=rows, status=status or "", search=search or "",
                            statuses=STATUSES, query=urlencode(query), older=older, amount=money,
-                           catalog_error=shop.catalogs.error, catalog_problems=shop.catalogs.found)
+                           catalog_error=shop.catalogs.summary, catalog_problems=shop.catalogs.found)
 
     @app.get("/admin/orders.csv")
     def orders_csv():

@@ -178,6 +178,7 @@ class CatalogStore:
         # log: a logging.Logger, which gets each message's level, or any callable taking the message alone
         self._log = log.log if isinstance(log, (logging.Logger, logging.LoggerAdapter)) else lambda _, text: log(text)
         self.error: str | None = None
+        self.summary: str | None = None
         self.found: list[str] = []  # the first problems of the edit that was not loaded (for /admin)
         self.withdrawn: dict[str, str] = {}  # {id: name} of products edits took out, so a cart can name them
         self.reads = 1  # how many times the file was read and checked, for tests and diagnostics
@@ -219,13 +220,14 @@ class CatalogStore:
             # Remember the bad version (as read, else as seen) so it is reported once, not on every request.
             self._key = read_key or stat_key
             first = found[0].removeprefix(f"{self.name}: ")
-            self.error = (f"{self.name}: the last edit was not loaded ({len(found)} problem"
-                          f"{'s' * (len(found) > 1)}, first: {first}); still serving the previous version")
+            head = f"{self.name}: the last edit was not loaded ({len(found)} problem{'s' * (len(found) > 1)}"
+            self.error = f"{head}, first: {first}); still serving the previous version"
+            self.summary = f"{head}); still serving the previous version"  # above the list of them, on /admin
             self.found = first_problems(found)
             self._log(logging.ERROR, "\n  ".join([self.error] + self.found))
             return
         fixed = " (earlier problems fixed)" if self.error else ""
         named = {**self.withdrawn, **{p.id: p.name for p in self._catalog.products}}  # a new dict: readers keep theirs
         self.withdrawn = {pid: name for pid, name in named.items() if catalog.product(pid) is None}
-        self._catalog, self._key, self.error, self.found = catalog, read_key, None, []
+        self._catalog, self._key, self.error, self.summary, self.found = catalog, read_key, None, None, []
         self._log(logging.INFO, f"{self.name}: reloaded, {len(catalog.products)} products{fixed}")

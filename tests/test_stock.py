@@ -48,6 +48,22 @@ def test_pages_say_only_n_left_then_sold_out_without_buttons(stocked):
     assert "Sold out" not in card(shopper.get("/"), "walden")  # they are this shopper's, who can check out again
 
 
+def test_copies_held_by_a_checkout_left_open_are_said_to_be_sold_out_for_now_not_for_good(stocked):
+    shopper = stocked(walden=1)
+    other = type(shopper)(shopper.app)
+    other.add("walden")  # in the cart, not yet checked out
+    held = shopper.session_id(shopper.checkout(product_id="walden"))  # "Buy now", then Back: the copy is held
+    assert "Sold out for now" in card(other.get("/"), "walden")
+    assert "Sorry, Walden is sold out for now, so it is not in your cart: the last copies are in other shoppers' " \
+           "checkouts, and any they do not pay for come back within half an hour." in other.get("/cart").html.text
+    refused = other.post("/checkout", {"csrf_token": other.csrf(), "product_id": "walden"}, status=409)
+    assert "Sorry, Walden is sold out for now" in refused.text
+    shopper.standin.pay(held)
+    wire(shopper).standin.deliver_pending()
+    assert "Sold out for now" not in card(other.get("/"), "walden") and "Sold out" in card(other.get("/"), "walden")
+    assert "Sorry, Walden is sold out, so it is not in your cart." in other.get("/cart").text  # for good
+
+
 def test_the_last_copy_checked_out_by_two_shoppers_at_once_is_sold_once(stocked, make_shopper):
     first = stocked(walden=1)
     others = [make_shopper(catalog=first.shop.config.catalog) for _ in range(5)]

@@ -10,7 +10,7 @@
 <p class="desc">{{p.description}}</p>
 <p class="price">{{money(p.price)}}</p>
 % if left.get(p.id) == 0:
-<p class="stock out">Sold out</p>
+<p class="stock out">Sold out{{" for now: copies in checkouts come back if not paid for" if held.get(p.id) else ""}}</p>
 % else:
 %   if p.id in left and left[p.id] <= low_stock:
 <p class="stock">Only {{left[p.id]}} left</p>

@@ -154,11 +154,11 @@ class Ledger:
             pid = item["product_id"]
             left = max(0, stock[pid] - sum(taken.get(pid, ()))) if pid in stock else item["quantity"]
             if item["quantity"] > left and not cap:
-                raise too_few(item["name"], left)
+                raise too_few(item["name"], left, taken.get(pid, (0, 0))[0])
             if left:
                 held.append({**item, "quantity": min(item["quantity"], left)})
         if items and not held:
-            raise too_few(items[0]["name"], 0)
+            raise too_few(items[0]["name"], 0, taken.get(items[0]["product_id"], (0, 0))[0])
         return held
 
     def _taken(self, c, product_ids, browser=None):
@@ -441,9 +441,14 @@ class Ledger:
         self.rows("SELECT 1 FROM orders LIMIT 1")
 
 
-def too_few(name, left):
-    """The 409 for an order of more copies than are left."""
-    return ShopError(409, f"Sorry, {name} is sold out." if not left else
+HELD = ("the last copies are in other shoppers' checkouts, and any they do not pay for come back within half an "
+        "hour")
+
+
+def too_few(name, left, held=0):
+    """The 409 for an order of more copies than are left (`held` of them by other shoppers' open checkouts)."""
+    return ShopError(409, f"Sorry, {name} is sold out for now: {HELD}." if not left and held else
+                     f"Sorry, {name} is sold out." if not left else
                      f"Sorry, only {left} of {name} left. Please change the quantity.")
 
 

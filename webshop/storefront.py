@@ -8,7 +8,7 @@ from bottle import HTTPResponse, redirect, request, response
 
 from . import payments
 from .catalog_rules import MAX_AMOUNT
-from .ledger import BOUGHT, PAID, too_few
+from .ledger import BOUGHT, HELD, PAID, too_few
 from .security import MONTH, cookies
 from .settings import ShopError
 
@@ -40,8 +40,9 @@ def install(app, shop):
         if page is None or page > pages or raw and raw != str(page):  # one address per page: no "01" or " 1"
             raise ShopError(404, "There is no such page of the catalog.")
         products = catalog.products[(page - 1) * PER_PAGE: page * PER_PAGE]
+        held = {}
         return shop.render("index.tpl", products=products, page=page, pages=pages, low_stock=LOW_STOCK,
-                           left=copies_left(shop, products))
+                           left=copies_left(shop, products, held), held=held)
 
     @app.get("/cart")
     def show_cart():
@@ -106,9 +107,10 @@ def install(app, shop):
         if action == "add":
             if product_id not in cart and len(cart) >= MAX_LINES:
                 raise ShopError(400, f"A cart holds at most {MAX_LINES} different products.")
-            left = copies_left(shop, [catalog.product(product_id)]).get(product_id, MAX_QUANTITY)
+            held = {}
+            left = copies_left(shop, [catalog.product(product_id)], held).get(product_id, MAX_QUANTITY)
             if not left:
-                raise too_few(catalog.product(product_id).name, left)
+                raise too_few(catalog.product(product_id).name, left, held.get(product_id))
             wanted = cart.get(product_id, 0) + quantity_field(1)
             cart[product_id] = max(cart.get(product_id, 0), min(MAX_QUANTITY, left, wanted))  # an add never lowers
             most = "&most=1" if cart[product_id] < wanted else ""
@@ -143,9 +145,10 @@ def install(app, shop):
         if request.forms.get("product_id") is not None:  # "Buy now": one product, the cart untouched
             product = catalog.product(product_field(catalog))
             cart = {product.id: quantity_field(1)}
-            left = copies_left(shop, [product]).get(product.id, MAX_QUANTITY)
+            held = {}
+            left = copies_left(shop, [product], held).get(product.id, MAX_QUANTITY)
             if cart[product.id] > left:
-                raise too_few(product.name, left)
+                raise too_few(product.name, left, held.get(product.id))
         else:
             kept = read_cart(shop, catalog)
             cart = in_stock(shop, kept, catalog)[0]
@@ -285,21 +288,25 @@ def install(app, shop):
             log.warning("could not expire %s (%s): %s", session_id, why, refused)
 
 
-def copies_left(shop, products):
+def copies_left(shop, products, held=None):
     """{product id: copies left} for the products with limited stock; the copies this browser's own open
-    checkouts hold count as left: checking out again gives them back first."""
+    checkouts hold count as left: checking out again gives them back first. `held` gets the copies other
+    shoppers' open checkouts hold (they come back unless paid for)."""
     stocked = {p.id: p.stock for p in products if p.stock is not None}
     taken = shop.orders.ledger.stock_levels(stocked, shop.guard.valid_sid(request)) if stocked else {}
+    if held is not None:
+        held.update({pid: copies for pid, (copies, _) in taken.items()})
     return {pid: max(0, n - sum(taken.get(pid, ()))) for pid, n in stocked.items()}
 
 
 def in_stock(shop, cart, catalog):
     """The cart held to the copies left (what every page's header counts), and what the shopper is told."""
-    notes, cart = [], dict(cart)
-    for pid, left in copies_left(shop, [catalog.product(p) for p in cart]).items():
+    notes, cart, held = [], dict(cart), {}
+    for pid, left in copies_left(shop, [catalog.product(p) for p in cart], held).items():
         if cart[pid] > left:
             name = catalog.product(pid).name
-            notes.append(f"Sorry, {name} is sold out, so it is not in your cart." if not left else
+            notes.append(f"Sorry, {name} is sold out for now, so it is not in your cart: {HELD}." if not left and
+                         held.get(pid) else f"Sorry, {name} is sold out, so it is not in your cart." if not left else
                          f"Only {left} of {name} left: your cart holds that many.")
             cart[pid] = left
     return {p: q for p, q in cart.items() if q}, notes

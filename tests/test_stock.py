@@ -55,7 +55,7 @@ def test_copies_held_by_a_checkout_left_open_are_said_to_be_sold_out_for_now_not
     held = shopper.session_id(shopper.checkout(product_id="walden"))  # "Buy now", then Back: the copy is held
     assert "Sold out for now" in card(other.get("/"), "walden")
     assert "Sorry, Walden is sold out for now, so it is not in your cart: the last copies are in other shoppers' " \
-           "checkouts, and any they do not pay for come back within half an hour." in other.get("/cart").html.text
+           "checkouts, and any they do not pay for come back within about half an hour." in other.get("/cart").html.text
     refused = other.post("/checkout", {"csrf_token": other.csrf(), "product_id": "walden"}, status=409)
     assert "Sorry, Walden is sold out for now" in refused.text
     shopper.standin.pay(held)

@@ -441,8 +441,8 @@ class Ledger:
         self.rows("SELECT 1 FROM orders LIMIT 1")
 
 
-HELD = ("the last copies are in other shoppers' checkouts, and any they do not pay for come back within half an "
-        "hour")
+HELD = ("the last copies are in other shoppers' checkouts, and any they do not pay for come back within about half "
+        "an hour")
 
 
 def too_few(name, left, held=0):

@@ -284,8 +284,9 @@ def install(app, shop):
                 log.warning("could not expire %s (%s): %s", session_id, why, refused)
                 raise ShopError(409, "Your earlier checkout could not be closed, so a new one cannot start yet. "
                                      "Please finish that one, or try again once it has expired.") from None
-        if refused:
-            log.warning("could not expire %s (%s): %s", session_id, why, refused)
+        if refused:  # paid meanwhile (in another tab) is no fault: its order is marked paid now
+            paid = (shop.orders.ledger.by_session(session_id) or {}).get("status") in BOUGHT
+            log.log(logging.INFO if paid else logging.WARNING, "could not expire %s (%s): %s", session_id, why, refused)
 
 
 def copies_left(shop, products, held=None):

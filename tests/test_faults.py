@@ -212,6 +212,23 @@ def test_an_id_stripe_does_not_know_in_the_checkout_is_a_refusal_not_a_missing_c
     assert only_order(shopper)["status"] == "checkout_failed" and shopper.cart_cookie()
 
 
+def test_a_session_stripe_already_gave_another_order_is_a_refusal_not_a_crash(make, monkeypatch):
+    """stripe-mock answers every create with the same example session; Stripe itself never does."""
+    first = make()
+    second = type(first)(first.app)  # another browser
+    first.add(product(first))
+    session = payments.create_session(first.shop.orders.stripe, {"mode": "payment", "line_items": [{"price_data": {
+        "currency": "usd", "unit_amount": 100, "product_data": {"name": "x"}}, "quantity": 1}],
+        "success_url": BASE + "/success?session_id={CHECKOUT_SESSION_ID}"}, "ord_example")
+    monkeypatch.setattr(payments, "create_session", lambda *args: session)
+    first.checkout()
+    second.add(product(second))
+    page = second.post("/checkout", {"csrf_token": second.csrf()}, status=502)
+    assert payments.REFUSED in page.text
+    assert sorted(o["status"] for o in ledger(first).list()) == ["checkout_failed", "open"]
+    assert ledger(first).by_session(session.id)["status"] == "open"  # the first order keeps its checkout
+
+
 def test_a_failed_checkout_whose_session_is_paid_is_fulfilled_once(make):
     """The create call reached Stripe but its answer was lost; the shopper never saw the session, yet it is paid."""
     shopper = make(retries=0)

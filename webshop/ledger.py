@@ -220,11 +220,15 @@ class Ledger:
             return False
 
     def attach_session(self, order_id, session_id, url, expires_at):
-        """Tie an order to its Checkout Session; False when the order is no longer open (a newer click won)."""
+        """Tie an order to its Checkout Session; False when the order is no longer open (a newer click won), None
+        when the session is another order's."""
         with self.db.tx() as c:  # after a newer click's start_order (same browser lock), which may have replaced it
             if self.engine != "sqlite":  # SQLite lets one writer in at a time already
                 for row in c.execute("SELECT browser FROM orders WHERE id = ?", (order_id,)).fetchall():
                     self.db.lock(c, row["browser"])
+            # Stripe never answers two creates with one session; a stand-in of fixed examples (stripe-mock) does.
+            if c.execute("SELECT 1 FROM orders WHERE session_id = ?", (session_id,)).fetchone():
+                return None
             return self._move(c, order_id, ("open",), "open", "checkout", f"session {session_id}",
                               session_id=session_id, session_url=url, session_expires_at=expires_at)
 

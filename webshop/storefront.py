@@ -184,11 +184,14 @@ def install(app, shop):
             session = payments.create_session(orders.stripe, payments.checkout_params(
                 catalog, items, order_id, shop.config.base_url, from_cart=kept is not None,
                 held=kept is not None and cart != kept), order_id)
+            attached = orders.ledger.attach_session(order_id, session.id, session.url, session.expires_at)
+            if attached is None:
+                raise ShopError(502, payments.REFUSED, detail=f"Stripe answered with {session.id}, another order's")
         except ShopError as e:  # the order stays, marked, for reconcile; the cart is untouched
             if order_id:
                 orders.ledger.transition(order_id, ("open",), "checkout_failed", "checkout", e.detail or e.message)
             raise
-        if not orders.ledger.attach_session(order_id, session.id, session.url, session.expires_at):
+        if not attached:
             expire(session.id, "replaced by a newer click")  # a second click won the race: never payable
             see_other("/cart")
         if (now := shop.catalog()) is not catalog:  # an edit came while Stripe answered: looked at again

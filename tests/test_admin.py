@@ -52,6 +52,14 @@ def test_an_order_page_says_whether_the_tax_was_in_the_prices(make_shopper, cata
     assert label in admin.get(f"/admin/orders/{paid(admin)['id']}", headers=auth()).text
 
 
+def test_the_merchant_s_pages_lead_to_the_orders_not_to_a_shopper_s_cart(admin):
+    o = paid(admin)
+    for url in ("/admin", f"/admin/orders/{o['id']}"):
+        nav = admin.get(url, headers=auth()).html.find("nav")
+        assert nav.a["href"] == "/admin" and "Cart" not in nav.text
+    assert admin.get("/").html.find("nav").a["href"] == "/cart"
+
+
 def test_without_a_password_there_is_no_admin(make_shopper):
     shop = make_shopper()
     for path in ("/admin", "/admin/orders.csv", "/admin/orders/ord_" + "0" * 24):

@@ -16,11 +16,17 @@
 % end
 <header class="top">
   <a class="brand" href="/">{{shop_name}}</a>
+% if path.startswith("/admin"):
+  <nav aria-label="Orders"><a href="/admin" class="cartlink"{{!' aria-current="page"' if path == "/admin" else ""}}>Orders</a></nav>
+% else:
   <nav aria-label="Shop"><a href="/cart" class="cartlink"{{!' aria-current="page"' if path == "/cart" else ""}}>Cart <span class="count">({{cart_count}})</span></a></nav>
+% end
 </header>
 <main id="main">
 {{!base}}
 </main>
+% if not path.startswith("/admin"):
 <footer class="foot"><p>Payments are processed securely by Stripe. Prices in {{currency.upper()}}.</p></footer>
+% end
 </body>
 </html>

@@ -136,6 +136,8 @@ def test_orders_newest_first_filtered_by_status_and_searched_by_id_or_email(admi
     ids = re.findall(r'<a href="/admin/orders/(ord_\w+)">', page.text)
     assert ids == [unpaid["id"], second["id"], first["id"]]
     assert "<caption>3 orders, newest first</caption>" in page.text and "$" in page.text
+    totals = [tr.find_all("td")[-2].text for tr in page.html.find("table").tbody.find_all("tr")]
+    assert totals[0].endswith(" (items)") and not any(t.endswith("(items)") for t in totals[1:])  # nothing charged yet
     listed = lambda query: re.findall(r'/admin/orders/(ord_\w+)"', admin.get("/admin?" + query, headers=auth()).text)  # noqa: E731
     assert listed("status=open") == [unpaid["id"]]
     assert len(re.findall(r'/admin/orders/(ord_\w+)"', admin.get("/admin?status=paid", headers=auth()).text)) == 2

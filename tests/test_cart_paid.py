@@ -343,6 +343,21 @@ def test_a_failed_bank_payment_is_said_once_on_the_cart_page_when_its_confirmati
             "cart.") in page.text and count(page) == "(2)"
     again = shopper.get("/cart")
     assert "did not go through" not in again.text and count(again) == "(2)"
+    shopper.post("/cart", {"csrf_token": shopper.csrf(), "action": "remove", "product_id": a.id}, status=303)
+    confirmation = shopper.get(f"/success?session_id={sid}")  # from the failure's email, say: said already
+    assert "back in your cart" not in confirmation.text and count(shopper.get("/cart")) == "(0)"
+
+
+def test_a_failed_bank_payment_said_on_its_confirmation_is_not_said_again_on_the_cart_page(shopper):
+    shopper.add(shopper.shop.catalog().products[0].id)
+    to_stripe = shopper.checkout()
+    sid = shopper.session_id(to_stripe)
+    shopper.get(pay(shopper, to_stripe, card=ASYNC_FAIL).location)
+    shopper.standin.settle_async(sid)
+    wire(shopper).standin.deliver_pending()
+    assert "Its books are back in your cart." in shopper.get(f"/success?session_id={sid}").text
+    page = shopper.get("/cart")
+    assert "did not go through" not in page.text and count(page) == "(1)"
 
 
 @pytest.mark.parametrize("card", [ASYNC_FAIL, ASYNC_OK])

@@ -54,7 +54,7 @@ def install(app, shop):
         if canceled and closed_by_edit():  # back from Stripe's page, which said only that it had expired
             changed, canceled = True, False
         kept, paid = read_cart(shop, catalog), request.environ.get("shop.paid")
-        failed = request.environ.get("shop.failed")  # said once: the cookie then loses its mark
+        failed = request.environ.get("shop.failed")  # the cookie then loses its mark
         # Books the merchant withdrew since: said once, then gone from the cookie.
         written = cart_cookie()
         gone = [p for p in written if catalog.product(p) is None]
@@ -89,7 +89,8 @@ def install(app, shop):
                            changed=changed,
                            added=catalog.product(added) if added in cart else None,
                            most=request.query.get("most") == "1" and cart.get(added),  # the add was held to it
-                           pending=pending, pending_other=other, stock_notes=notes, paid=paid, failed=failed,
+                           pending=pending, pending_other=other, stock_notes=notes, paid=paid,
+                           failed=failed if failed and said_back(shop, failed) else None,
                            free_shipping=[o for o in catalog.shipping_options if o.free_over])
 
     @app.post("/cart")
@@ -249,11 +250,9 @@ def install(app, shop):
             # Its books were hidden in the cart while it processed, and show again; or, if that cart has gone
             # (emptied since, or from before carts were marked), they go back into an empty one. "Buy now" left the
             # cart alone, so it still does. Said once.
-            ledger, said = shop.orders.ledger, f"cart back {order['id']}"
             hidden = request.environ.get("shop.mark") == order["id"]
             from_cart = (session.get("metadata") or {}).get("checkout") != "buy now"
-            if (hidden or not cart and from_cart) and not ledger.checkpoint(said):
-                ledger.set_checkpoint(said, True)
+            if (hidden or not cart and from_cart) and said_back(shop, order):
                 restored = bool(cart) if hidden else write_cart(
                     shop.guard, {p: q for p, q in bought.items() if catalog.product(p)})
                 count = sum(in_stock(shop, restored, catalog)[0].values()) if restored and not hidden else None
@@ -336,6 +335,15 @@ def read_cart(shop, catalog):
         request.environ["shop.failed"] = mine if mine and mine["status"] == "payment_failed" else None
     paid = request.environ.get("shop.paid")
     return without(cart, paid["items"]) if paid else cart
+
+
+def said_back(shop, order):
+    """True the first time a failed payment's books are said to be back in the cart, on this page or the other."""
+    ledger, said = shop.orders.ledger, f"cart back {order['id']}"
+    if ledger.checkpoint(said):
+        return False
+    ledger.set_checkpoint(said, True)
+    return True
 
 
 def expired(order):

@@ -229,6 +229,20 @@ def test_a_session_stripe_already_gave_another_order_is_a_refusal_not_a_crash(ma
     assert ledger(first).by_session(session.id)["status"] == "open"  # the first order keeps its checkout
 
 
+def test_a_checkout_reconcile_claimed_while_its_click_waited_on_stripe_still_goes_to_pay(make, monkeypatch):
+    shopper = make()
+    shopper.add(product(shopper))
+    create = payments.create_session
+
+    def found_meanwhile(*args):  # reconcile lists the session and claims it by its metadata before the click can
+        session = create(*args)
+        assert shopper.shop.orders.order_for(session.id, session.to_dict(), "reconcile")["session_id"] == session.id
+        return session
+    monkeypatch.setattr(payments, "create_session", found_meanwhile)
+    to_stripe = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=303)
+    assert only_order(shopper)["status"] == "open" and shopper.session_id(to_stripe) == only_order(shopper)["session_id"]
+
+
 def test_a_failed_checkout_whose_session_is_paid_is_fulfilled_once(make):
     """The create call reached Stripe but its answer was lost; the shopper never saw the session, yet it is paid."""
     shopper = make(retries=0)

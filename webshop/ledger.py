@@ -227,7 +227,7 @@ class Ledger:
                 for row in c.execute("SELECT browser FROM orders WHERE id = ?", (order_id,)).fetchall():
                     self.db.lock(c, row["browser"])
             # Stripe never answers two creates with one session; a stand-in of fixed examples (stripe-mock) does.
-            if c.execute("SELECT 1 FROM orders WHERE session_id = ?", (session_id,)).fetchone():
+            if c.execute("SELECT 1 FROM orders WHERE session_id = ? AND id <> ?", (session_id, order_id)).fetchone():
                 return None
             return self._move(c, order_id, ("open",), "open", "checkout", f"session {session_id}",
                               session_id=session_id, session_url=url, session_expires_at=expires_at)

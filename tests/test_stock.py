@@ -64,6 +64,20 @@ def test_copies_held_by_a_checkout_left_open_are_said_to_be_sold_out_for_now_not
     assert "Sorry, Walden is sold out, so it is not in your cart." in other.get("/cart").text  # for good
 
 
+def test_a_copy_held_beyond_a_stock_lowered_below_the_sales_is_never_said_to_come_back(stocked, catalog_copy):
+    shopper = stocked(walden=2)
+    buyer, holder, other = (type(shopper)(shopper.app) for _ in range(3))
+    buyer.standin.pay(buyer.session_id(buyer.checkout(product_id="walden")))
+    wire(shopper).standin.deliver_pending()
+    holder.checkout(product_id="walden")  # the other copy, held
+    shopper.standin.faults.add("POST /v1/checkout/sessions/{id}/expire", "500", times=3)  # the closer cannot close it
+    stock_of_walden(catalog_copy, 1)  # the merchant: only the copy sold was ever there
+    shopper.edited()
+    assert "Sold out" in card(other.get("/"), "walden") and "for now" not in card(other.get("/"), "walden")
+    refused = other.post("/checkout", {"csrf_token": other.csrf(), "product_id": "walden"}, status=409)
+    assert "Sorry, Walden is sold out." in refused.text
+
+
 def test_the_last_copy_checked_out_by_two_shoppers_at_once_is_sold_once(stocked, make_shopper):
     first = stocked(walden=1)
     others = [make_shopper(catalog=first.shop.config.catalog) for _ in range(5)]

@@ -154,11 +154,12 @@ class Ledger:
             pid = item["product_id"]
             left = max(0, stock[pid] - sum(taken.get(pid, ()))) if pid in stock else item["quantity"]
             if item["quantity"] > left and not cap:
-                raise too_few(item["name"], left, taken.get(pid, (0, 0))[0])
+                raise too_few(item["name"], left, held_back(stock[pid], taken.get(pid, (0, 0))))
             if left:
                 held.append({**item, "quantity": min(item["quantity"], left)})
         if items and not held:
-            raise too_few(items[0]["name"], 0, taken.get(items[0]["product_id"], (0, 0))[0])
+            pid = items[0]["product_id"]
+            raise too_few(items[0]["name"], 0, held_back(stock[pid], taken.get(pid, (0, 0))))
         return held
 
     def _taken(self, c, product_ids, browser=None):
@@ -447,6 +448,13 @@ class Ledger:
 
 HELD = ("the last copies are in other shoppers' checkouts, and any they do not pay for come back within about half "
         "an hour")
+
+
+def held_back(stock, taken):
+    """Of the copies open checkouts hold (`taken`: held, sold), those that come back unless paid for: none beyond
+    what the stock leaves after the copies sold (an edit may have lowered it)."""
+    held, sold = taken
+    return min(held, max(0, stock - sold))
 
 
 def too_few(name, left, held=0):

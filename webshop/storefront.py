@@ -8,7 +8,7 @@ from bottle import HTTPResponse, redirect, request, response
 
 from . import payments
 from .catalog_rules import MAX_AMOUNT
-from .ledger import BOUGHT, HELD, PAID, too_few
+from .ledger import BOUGHT, HELD, PAID, held_back, too_few
 from .security import MONTH, cookies
 from .settings import ShopError
 
@@ -298,7 +298,7 @@ def copies_left(shop, products, held=None):
     stocked = {p.id: p.stock for p in products if p.stock is not None}
     taken = shop.orders.ledger.stock_levels(stocked, shop.guard.valid_sid(request)) if stocked else {}
     if held is not None:
-        held.update({pid: copies for pid, (copies, _) in taken.items()})
+        held.update({pid: held_back(stocked[pid], counts) for pid, counts in taken.items()})
     return {pid: max(0, n - sum(taken.get(pid, ()))) for pid, n in stocked.items()}
 
 

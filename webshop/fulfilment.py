@@ -217,12 +217,12 @@ def _last_line(f):
     return None, rest != b""
 
 
-TYPED_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # each field is one line
+TYPED_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028-\u202e\u2066-\u2069]")  # each field is one line
 
 
 def typed(text):
-    """What the shopper typed on Stripe's page, with control characters and bidirectional overrides (a NUL, a name
-    that reads backwards) replaced by U+FFFD: it goes on the label, to /admin and into emails."""
+    """What the shopper typed on Stripe's page, with control characters, line separators and bidirectional overrides
+    (a NUL, a name that reads backwards) replaced by U+FFFD: it goes on the label, to /admin and into emails."""
     return TYPED_CONTROLS.sub("\ufffd", text) if isinstance(text, str) else text
 
 

@@ -5,7 +5,7 @@
 % else:
 %   if state == "paid":
 %     if order["status"] == "refunded":
-<p class="notice" role="status">Your payment went through, and it has since been refunded in full: {{money(order["amount_refunded"], currency=summary["currency"])}} back to the card you paid with.</p>
+<p class="notice" role="status">Your payment went through, and it has since been refunded in full: {{money(order["amount_refunded"], currency=summary["currency"])}}, returned the way you paid.</p>
 %     else:
 <p class="notice ok" role="status">{{"Your payment went through and your" if summary["amount_total"] else "Nothing was charged, and your"}} order is confirmed.{{" A receipt goes to " + summary["email"] + "." if summary["email"] else ""}}{{" " + money(order["amount_refunded"], currency=summary["currency"]) + " of it has been refunded since." if order["amount_refunded"] else ""}}</p>
 %     end

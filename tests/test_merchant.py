@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from tests.conftest import DISPUTED, ROOT, Shopper, buy, edit_catalog, handoff, order, paid, pending, start, wire
+from tests.conftest import (DISPUTED, ROOT, Shopper, buy, edit_catalog, free_port, handoff, order, paid, pending,
+                            start, wire)
 from standin import ASYNC_FAIL, ASYNC_OK
 from webshop import merchant
 from webshop import reconcile as reconcile_module
@@ -344,6 +345,24 @@ def test_out_of_range_limit_as_a_real_subprocess(data_dir):
         proc = shop_py(*argv, env=cli_env(data_dir))
         assert proc.returncode == 2, proc.stderr
         assert "expected a" in proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("setting, said", [
+    ({"DATA_DIR": "/proc/no-such-folder"}, "DATA_DIR /proc/no-such-folder: No such file or directory"),
+    ({"DATA_DIR": "/etc/hostname"}, "DATA_DIR /etc/hostname: File exists"),  # a file, not a folder
+    ({"STANDIN_LATENCY_MS": "abc"}, "STANDIN_LATENCY_MS must be a whole number of milliseconds"),
+    ({"STANDIN_FAULTS": "bogus"}, "STANDIN_FAULTS: cannot parse 'bogus'")])
+def test_a_setting_that_stops_the_shop_from_opening_its_data_is_named_with_its_problem(data_dir, setting, said):
+    for argv in (["orders"], ["serve", "--port", str(free_port())]):
+        proc = shop_py(*argv, env={**cli_env(data_dir), **setting}, timeout=30)
+        assert proc.returncode == 2 and said in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stdout + proc.stderr and "database" not in proc.stderr
+
+
+def test_serve_on_an_address_that_is_no_address_says_so_without_a_traceback(data_dir):
+    proc = shop_py("serve", "--port", str(free_port()), env={**cli_env(data_dir), "HOST": "999.1.1.1"}, timeout=30)
+    assert proc.returncode == 2 and "cannot listen on 999.1.1.1:" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_stripe_unreachable_is_a_clear_message_and_exit_3(shop, run, monkeypatch):

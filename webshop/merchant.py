@@ -104,7 +104,7 @@ def main(argv):
     try:  # opening the ledger migrates it: all `migrate` does. The name is looked up when an email is written.
         ctx = Orders(config, shop_name=lambda: name or "Test shop")
     except Exception as e:  # noqa: BLE001 — an unreachable database, say: one line, no traceback
-        return _fail(f"cannot open the database: {type(e).__name__}", 2)
+        return _fail(f"cannot open the shop's data: {cannot_open(config, e)}", 2)
     name = name or ctx.ledger.checkpoint("shop name")  # the catalog's last good one, as the shop kept it
     run = {"fulfilments": fulfilments, "orders": orders, "order": order, "refund": refund, "stock": stock,
            "reconcile": reconcile, "expire": expire, "mail": send_mail, "outbox": outbox, "migrate": lambda *_: 0}
@@ -124,6 +124,15 @@ def main(argv):
         return 1
     finally:
         ctx.close()
+
+
+def cannot_open(config, e):
+    """Why the ledger or the stand-in could not be opened, in one line that never shows DATABASE_URL."""
+    if isinstance(e, ValueError):  # a stand-in setting (STANDIN_LATENCY_MS, STANDIN_FAULTS), in its own words
+        return str(e)
+    if isinstance(e, OSError):  # the folder, or the SQLite file in it
+        return f"DATA_DIR {config.data_dir}: {e.strerror or type(e).__name__}"
+    return f"the database could not be opened ({type(e).__name__}); check DATABASE_URL or DATA_DIR"
 
 
 def _fail(message, code):
@@ -156,8 +165,7 @@ def serve(config):
         fix = "The shop cannot start until the catalog is fixed (`python shop.py check`)."
         return _fail("\n".join([*first_problems(e.problems), fix]), 2)
     except Exception as e:  # noqa: BLE001 — the database is unreachable, say: one line, never the URL
-        return _fail(f"cannot start: the database could not be opened ({type(e).__name__}); check DATABASE_URL or "
-                     "DATA_DIR", 2)
+        return _fail(f"cannot start: {cannot_open(config, e)}", 2)
     try:
         server = waitress.create_server(
             app, host=config.host, port=config.port, threads=config.threads, ident="shop",
@@ -166,8 +174,9 @@ def serve(config):
             clear_untrusted_proxy_headers=True, max_request_body_size=1 << 20, max_request_header_size=64 << 10,
             **({"trusted_proxy": config.trusted_proxy, "trusted_proxy_count": 1,
                 "trusted_proxy_headers": {"x-forwarded-for"}} if config.trusted_proxy else {}))
-    except OSError as e:
-        return _fail(f"cannot listen on {config.host}:{config.port}: {e.strerror}", 2)
+    except (OSError, ValueError) as e:  # ValueError: a HOST that is no address or name this machine can resolve
+        return _fail(f"cannot listen on {config.host}:{config.port}: {getattr(e, 'strerror', None) or 'no such address'}",
+                     2)
     shop = app.config["shop"]
     # One thread writes the queued log lines: a slow stdout never holds a request up, and 128 threads never queue for
     # the stream's lock (https://docs.python.org/3/howto/logging-cookbook.html#dealing-with-handlers-that-block).

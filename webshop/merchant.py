@@ -175,8 +175,8 @@ def serve(config):
             **({"trusted_proxy": config.trusted_proxy, "trusted_proxy_count": 1,
                 "trusted_proxy_headers": {"x-forwarded-for"}} if config.trusted_proxy else {}))
     except (OSError, ValueError) as e:  # ValueError: a HOST that is no address or name this machine can resolve
-        return _fail(f"cannot listen on {config.host}:{config.port}: {getattr(e, 'strerror', None) or 'no such address'}",
-                     2)
+        why = getattr(e, "strerror", None) or "no such address"
+        return _fail(f"cannot listen on {config.host}:{config.port}: {why}", 2)
     shop = app.config["shop"]
     # One thread writes the queued log lines: a slow stdout never holds a request up, and 128 threads never queue for
     # the stream's lock (https://docs.python.org/3/howto/logging-cookbook.html#dealing-with-handlers-that-block).

@@ -156,6 +156,7 @@ def test_an_order_page_shows_items_amounts_address_emails_and_history(admin):
     o = paid(admin)
     page = admin.get(f"/admin/orders/{o['id']}", headers=auth()).text
     for text in (o["items"][0]["name"], o["customer_email"], o["payment_intent"], "Jenny Rosen", "1 Test Street",
+                 "Phone: +1 555 010 0000",
                  "12345 Testville", "$19.29" if o["amount_total"] == 1929 else "", "<h2>History</h2>", "checkout",
                  "fulfilled", "<h2>Emails</h2>", "confirmation", 'action="/admin/orders/' + o["id"] + '/refund"'):
         assert text in page

@@ -48,6 +48,7 @@ def test_handoff_line_has_items_amounts_email_and_address(shop):
     assert line["currency"] == session["currency"]
     assert line["customer_email"] == "jenny.rosen@example.com" == paid["customer_email"]
     assert line["shipping_address"]["line1"] == "1 Test Street" and line["shipping_name"] == "Jenny Rosen"
+    assert line["customer_phone"] == session["customer_details"]["phone"] == "+1 555 010 0000"  # for the carrier
     assert line["payment_intent"] == paid["payment_intent"] and line["fulfilled_at"] == paid["fulfilled_at"]
 
 

@@ -241,6 +241,7 @@ def handoff(order, charged, session):
         "order_id": order["id"], "session_id": charged["id"], "currency": charged["currency"],
         **{k: charged[k] for k in AMOUNTS + ("tax_included", "promotion_code", "terms_accepted", "tax_ids")},
         "customer_email": charged["email"], "payment_intent": charged["payment_intent"],
+        "customer_phone": typed((session.get("customer_details") or {}).get("phone")),  # for the carrier
         "shipping_name": typed(shipping.get("name")),
         "shipping_address": {k: typed(address.get(k)) for k in ("line1", "line2", "city", "postal_code", "state",
                                                                  "country")},

@@ -66,6 +66,7 @@ class Notices:
             where = "\n".join(x for x in (record["shipping_name"], a["line1"], a["line2"], " ".join(
                 x for x in (a["postal_code"], a["city"]) if x), a["state"], a["country"]) if x) or "—"
             facts = [f"Ship to:\n{where}", f"Email: {record['customer_email'] or '—'}\n"
+                     f"Phone: {record.get('customer_phone') or '—'}\n"  # records from before it was kept have none
                      f"Payment reference: {record['payment_intent'] or '—'}"]
             if self.config.merchant_email:
                 yield self._message(oid, "order_notice", 0, self.config.merchant_email,

@@ -25,12 +25,12 @@ JSON_FIELDS = ("id status session_id payment_intent currency amount_subtotal amo
                "promotion_code terms_accepted tax_ids restocked").split()
 
 
-def bounded(low, high):
+def bounded(low, high, unit=""):
     """An argparse type: a whole number from low to high (exit 2 with a message otherwise)."""
     def check(text):
         text = text.strip()
         if not (text.isascii() and text.isdigit() and len(text) <= 20 and low <= int(text) <= high):  # not "٣", "1e3"
-            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}{unit}, got {text!r}")
         return int(text)
     return check
 
@@ -71,7 +71,8 @@ def parser():
     q.add_argument("--json", action="store_true", help="print JSON")
     q = sub.add_parser("refund", help="refund a paid order through Stripe (what is left, or --amount)")
     q.add_argument("id")
-    q.add_argument("--amount", type=bounded(1, 10**12), help="amount in minor units (cents), e.g. 500 for $5.00")
+    q.add_argument("--amount", type=bounded(1, 10**12, " in minor units (cents: 1250 for 12.50)"),
+                   help="amount in minor units (cents), e.g. 500 for $5.00")
     q.add_argument("--restock", action="store_true", help="give the order's copies back to the stock")
     q.add_argument("--again", action="store_true", help="refund the same amount once more (without it, the same "
                    "command within 23 hours replays the first refund)")

@@ -146,10 +146,11 @@ def _load(path, public_dir, keep=None):
     if found:
         return None, found, key
     if keep:
+        tmp = f"{keep}.{os.getpid()}.{threading.get_ident()}.tmp"  # each writer its own: gunicorn's workers load too
         try:
-            with open(f"{keep}.tmp", "wb") as f:
+            with open(tmp, "wb") as f:
                 f.write(data)
-            os.replace(f"{keep}.tmp", keep)
+            os.replace(tmp, keep)
         except OSError:  # a read-only DATA_DIR: only a start with a broken file is then refused, as without a copy
             pass
     products = tuple(Product(**p, checkout_image=_checkout_image(p["image"], public_dir))

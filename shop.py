@@ -228,7 +228,8 @@ def make_app(config=None):
 
 
 def start_background(shop):
-    """Start the email sender (and offline the stand-in's webhook sender); returns the function that stops it."""
+    """Start the email sender (and offline the stand-in's webhook sender); returns the function that stops the
+    email sender (the stand-in's is a daemon thread, which ends with the process)."""
     # Threads of each serving process: the outbox's leases keep two processes from sending one message.
     base_url = shop.config.base_url
     if shop.config.mode == "offline" and urlsplit(base_url).hostname not in LOOPBACK:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -11,6 +12,8 @@ from functools import partialmethod
 from datetime import datetime, timezone
 
 from .settings import ShopError
+
+ORDER_ID = re.compile(r"ord_[0-9a-f]{24}")  # an order's id, as start_order makes it
 
 # Each entry moves the schema one version up. Amounts are BIGINT (a cart can pass 2^31 minor units).
 MIGRATIONS = (
@@ -113,7 +116,7 @@ class Ledger:
         open until Stripe has expired them); 429 when more than `per_minute` from the browser, or `per_client` from
         the `client` (None: this click was counted already, or no limit). With `cap`, lines are held to the copies
         left (as the cart page does) instead of refused."""
-        order_id, now, since = "ord_" + secrets.token_hex(12), utcnow(), iso_utc(time.time() - 60)
+        order_id, now, since = "ord_" + secrets.token_hex(12), utcnow(), iso_utc(time.time() - 60)  # as ORDER_ID
         with self.db.tx() as c:  # of two clicks at once, the later replaces the earlier (attach_session refuses it)
             self.db.lock(c, browser)
             if client:  # and clicks from one address take turns at counting

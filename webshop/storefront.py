@@ -8,7 +8,7 @@ from bottle import HTTPResponse, redirect, request, response
 
 from . import payments
 from .catalog_rules import MAX_AMOUNT
-from .ledger import BOUGHT, HELD, PAID, held_back, too_few
+from .ledger import BOUGHT, HELD, ORDER_ID, PAID, held_back, too_few
 from .security import MONTH, cookies
 from .settings import ShopError
 
@@ -20,7 +20,6 @@ MAX_QUANTITY, MAX_LINES, MAX_ID = 99, 50, 64
 # within the 4,096 bytes every browser keeps for a cookie: https://www.rfc-editor.org/rfc/rfc6265#section-6.1
 MAX_COOKIE = MAX_LINES * (MAX_ID + 4) - 1 + len(".ord_") + 24
 _ITEM = re.compile(rf"([a-z0-9][a-z0-9-]{{0,{MAX_ID - 1}}}):([0-9]{{1,6}})")
-ORDER_ID = re.compile(r"ord_[0-9a-f]{24}")
 _CHECKED_OUT = re.compile(rf"\.({ORDER_ID.pattern})$")  # the order a cart was sent to checkout as, after its lines
 TITLES = {"paid": "Thank you for your order", "processing": "Your payment is processing",
           "failed": "Your payment did not go through", "open": "Your payment is not finished",

@@ -126,7 +126,7 @@ def _charge_order(orders, obj, kind, source):
 _ID, _TYPE = re.compile(r"[A-Za-z0-9_-]{1,255}"), re.compile(r"[a-z0-9_.]{1,100}")
 _STATUS = re.compile(r"[a-z_]{1,50}")  # Stripe's statuses, including ones newer than this code (the SDK allows any)
 _SURROGATE = re.compile("[\ud800-\udfff]")  # from a JSON escape: no text SQLite could store
-MAX_AMOUNT = 10 ** 12  # above any amount Stripe takes in any currency, far below SQLite's integer limit
+CEILING = 10 ** 12  # above any amount Stripe takes in any currency, far below SQLite's integer limit
 
 
 def _is(pattern, value):
@@ -142,7 +142,7 @@ def _status(value):
 
 
 def _amount(value):
-    return value is None or (type(value) is int and 0 <= value <= MAX_AMOUNT)
+    return value is None or (type(value) is int and 0 <= value <= CEILING)
 
 
 def _metadata(value):

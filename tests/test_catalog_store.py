@@ -120,7 +120,7 @@ def test_a_catalog_path_that_is_no_regular_file_or_too_big_is_refused_without_ha
     for _ in range(5):  # each look at it reads it again (its change time moves): no file is left open
         os.utime(shop.path, follow_symlinks=False)
         store.current()
-        store.problems()
+        catalog.problems(shop.path, shop.public)
     assert len(os.listdir("/proc/self/fd")) == open_files
 
 
@@ -242,10 +242,10 @@ def test_a_logger_gets_levels(shop, caplog):
     assert "catalog.json: shop: required field is missing" in caplog.records[0].getMessage()
 
 
-def test_store_problems_checks_the_file_as_it_is_now(shop, store):
-    assert store.problems() == []
+def test_problems_checks_the_file_as_it_is_now(shop, store):
+    assert catalog.problems(shop.path, shop.public) == []
     shop.write(text="{}")
-    assert store.problems() == [
+    assert catalog.problems(shop.path, shop.public) == [
         "catalog.json: shop: required field is missing",
         "catalog.json: products: required field is missing",
         "catalog.json: shipping: required field is missing",

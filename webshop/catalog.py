@@ -218,10 +218,6 @@ class CatalogStore:
                     self._reload(key)
         return self._catalog
 
-    def problems(self) -> list[str]:
-        """Every problem with the file as it is now on disk; empty when it is valid."""
-        return problems(self.path, self.public_dir)
-
     def _report(self, found):
         """A broken file's problems: logged, and kept for /admin and /healthz."""
         first = found[0].removeprefix(f"{self.name}: ")

@@ -109,6 +109,17 @@ def test_check_reports_missing_webhook_secret_in_test_mode(tmp_path):
     assert "sk_test_abc" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("env, said", [
+    ({"DATA_DIR": "/proc/no-such/data"}, "DATA_DIR: /proc/no-such/data: No such file or directory"),
+    ({"DATA_DIR": "/etc/hostname"}, "DATA_DIR: /etc/hostname: File exists"),
+    ({"HOST": "999.1.1.1", "BASE_URL": "http://127.0.0.1:8000"}, "HOST: 999.1.1.1 is not an address"),
+    ({"BASE_URL": "https://shop.example.com"}, "STRIPE_SECRET_KEY: not set, so the shop at https://shop.example.com "
+                                               "is offline: anyone reaching it pays with test cards")])
+def test_check_finds_the_settings_serving_would_fail_on_or_regret(tmp_path, env, said):
+    result = run(["check"], {"DATA_DIR": str(tmp_path / "data"), **env})
+    assert result.returncode == 1 and said in result.stdout, result.stdout + result.stderr
+
+
 def test_invalid_catalog_at_the_first_start_stops_with_the_problems(tmp_path):
     bad = tmp_path / "catalog.json"
     bad.write_text('{"shop": {"name": "X", "currency": "usd"},\n "products": [}')

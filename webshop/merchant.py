@@ -9,6 +9,7 @@ import queue
 import signal
 import socket
 import sys
+import tempfile
 import time
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ from .catalog import CatalogError, first_problems, load_catalog, money, problems
 from .fulfilment import Orders, write_csv
 from .ledger import MAX_MAIL_ATTEMPTS, STATUSES
 from .reconcile import reconcile
+from .security import LOOPBACK
 from .settings import ROOT, SETTINGS, ConfigError, ShopError, load_config
 
 log = logging.getLogger("shop")
@@ -152,6 +154,18 @@ def check(config):
     found = problems(config.catalog, ROOT / "public")
     if config.mode != "offline" and not config.stripe_webhook_secret:
         found.append("STRIPE_WEBHOOK_SECRET: not set, so POST /webhook refuses every event (set it to whsec_...)")
+    if config.mode == "offline" and urlsplit(config.base_url).hostname not in LOOPBACK:
+        found.append(f"STRIPE_SECRET_KEY: not set, so the shop at {config.base_url} is offline: anyone reaching it "
+                     "pays with test cards, and orders are handed off uncharged")
+    try:  # made if missing, as serving would, and written to
+        os.makedirs(config.data_dir, exist_ok=True)
+        tempfile.TemporaryFile(dir=config.data_dir).close()
+    except OSError as e:
+        found.append(f"DATA_DIR: {config.data_dir}: {e.strerror or type(e).__name__}")
+    try:
+        socket.getaddrinfo(config.host, config.port)
+    except (OSError, UnicodeError):
+        found.append(f"HOST: {config.host} is not an address, nor a name this machine can resolve")
     print("\n".join(found) or f"ok: {config.catalog.name} is valid; mode {config.mode}; base URL {config.base_url}")
     return 1 if found else 0
 

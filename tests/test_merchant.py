@@ -331,6 +331,7 @@ def test_expire_of_a_checkout_paid_meanwhile_is_refused_and_fulfils_the_order(sh
     (["refund", "ord_x", "--amount", "1e3"], "expected a whole number from 1 to"),
     (["refund", "ord_x", "--amount", "0"], "expected a whole number from 1 to"),
     (["refund", "ord_x", "--amount", "12.99"], "in minor units (cents: 1250 for 12.50), got '12.99'"),
+    (["orders", "--json", "--csv"], "argument --csv: not allowed with argument --json"),
     (["fulfilments", "--after", "-1"], "expected a whole number from 0 to"),
 ])
 def test_out_of_range_arguments_are_a_usage_error_without_a_traceback(capsys, argv, message):

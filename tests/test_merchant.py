@@ -154,8 +154,12 @@ def test_refund_partial_then_full_through_stripe(shop, run):
     after = order(shop, o["session_id"])
     assert (after["status"], after["amount_refunded"]) == ("refunded", o["amount_total"])
     code, _, err = run("refund", o["id"])
-    assert code == 1 and "is refunded: only paid orders can be refunded" in err
+    assert code == 1 and "is refunded: only paid orders can be refunded (it is refunded in full already)" in err
     assert len(handoff(shop)) == 1
+    code, out, _ = run("refund", o["id"], "--restock")  # the copies, left out of the refund, go back now
+    assert code == 0 and "refunded in full already; its copies are back in stock now" in out
+    assert order(shop, o["session_id"])["restocked"] == 1
+    assert "in stock already" in run("refund", o["id"], "--restock")[1]
 
 
 def test_repeating_a_refund_before_its_event_arrives_does_not_refund_twice(shop, run):

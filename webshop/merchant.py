@@ -274,6 +274,12 @@ def order(ctx, args):
 
 
 def refund(ctx, args):
+    o = _order(ctx, args.id)
+    if o["status"] == "refunded" and args.restock and args.amount is None:  # refunded without --restock before
+        restocked = ctx.ledger.restock(o["id"], "cli refund")
+        print(f"Order {o['id']} is refunded in full already; its copies are "
+              f"{'back in stock now' if restocked else 'in stock already'}.")
+        return
     o, result, replayed, restocked = ctx.refund(args.id, args.amount, args.restock, "cli refund", again=args.again)
     cur = o["currency"]
     print(f"Refund {result.id} of {money(result.amount, cur)} for order {o['id']}: {result.status}"

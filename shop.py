@@ -46,9 +46,7 @@ class Shop:
     def __init__(self, config):
         self.config, self.loaded = config, None  # the catalog this process last looked at
         self.closing, self.closer, self.to_close, self.retry_closing = threading.Lock(), None, False, None
-        os.makedirs(config.data_dir, exist_ok=True)  # where the last good catalog is kept
-        self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds,
-                                     keep=os.path.join(config.data_dir, "catalog.last-good.json"))
+        self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds)
         self.orders = Orders(config, shop_name=lambda: self.catalogs.current().shop_name)
         self.reads = payments.SharedReads(self.orders.stripe)
         self.guard = Guard(config, self.orders.ledger.secret())

@@ -212,23 +212,6 @@ def test_first_load_failure_raises(shop, logged):
         CatalogStore(shop.path.parent / "missing.json", shop.public, logged.append)
 
 
-def test_a_start_while_the_file_is_broken_serves_the_last_good_version_kept(shop, logged, tmp_path):
-    keep = tmp_path / "data" / "catalog.last-good.json"
-    keep.parent.mkdir()
-    CatalogStore(shop.path, shop.public, logged.append, keep=keep)  # a good start keeps a copy
-    shop.write(shop.priced(1500))
-    assert CatalogStore(shop.path, shop.public, logged.append, keep=keep).current().products[0].price == 1500
-    shop.write(text='{"shop": ')  # broken, then the shop restarts (a deploy, a crash, a reboot)
-    store = CatalogStore(shop.path, shop.public, logged.append, keep=keep)
-    assert store.current().products[0].price == 1500  # the last good edit, not the first
-    assert store.error.startswith("catalog.json: the last edit was not loaded (1 problem, first: line 1")
-    assert logged[-1] == f"catalog.json: started from the last good version, kept in {keep}"
-    assert store.reads == 1 and store.current() is store.current()  # the broken file is not read again and again
-    shop.write(shop.priced(1700))  # fixed
-    assert store.current().products[0].price == 1700 and store.error is None
-    assert json.loads(keep.read_text())["products"][0]["price"] == 1700
-
-
 def test_a_logger_gets_levels(shop, caplog):
     logger = logging.getLogger("test.catalog")
     store = CatalogStore(shop.path, shop.public, logger)

@@ -132,9 +132,8 @@ def _read(path):
     return data, _key(st), st.st_mtime
 
 
-def _load(path, public_dir, keep=None):
-    """(catalog or None, problems, the _key of the bytes checked or None when unreadable); good bytes are copied to
-    `keep`, whole or not at all, for a start while the file is broken."""
+def _load(path, public_dir):
+    """(catalog or None, problems, the _key of the bytes checked or None when unreadable)."""
     name = os.path.basename(path)
     try:
         data, key, mtime = _read(path)
@@ -145,14 +144,6 @@ def _load(path, public_dir, keep=None):
     found, fields = catalog_rules.check(data, name, public_dir)
     if found:
         return None, found, key
-    if keep:
-        tmp = f"{keep}.{os.getpid()}.{threading.get_ident()}.tmp"  # each writer its own: gunicorn's workers load too
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, keep)
-        except OSError:  # a read-only DATA_DIR: only a start with a broken file is then refused, as without a copy
-            pass
     products = tuple(Product(**p, checkout_image=_checkout_image(p["image"], public_dir))
                      for p in fields.pop("products"))
     options = tuple(ShippingOption(**o) for o in fields.pop("shipping_options"))
@@ -181,7 +172,7 @@ def problems(path, public_dir) -> list[str]:
 class CatalogStore:
     """The last good catalog, re-read only when the file changes, so edits go live without a restart."""
 
-    def __init__(self, path, public_dir, log, check_every=0.0, keep=None):
+    def __init__(self, path, public_dir, log, check_every=0.0):
         self.path, self.public_dir = os.fspath(path), os.fspath(public_dir)
         self.name = os.path.basename(self.path)
         # log: a logging.Logger, which gets each message's level, or any callable taking the message alone
@@ -194,15 +185,9 @@ class CatalogStore:
         self._lock = threading.Lock()
         # Seconds between looks at the file (0: every call): on a busy server a stat() costs more than a cached page.
         self.check_every, self._next_check = check_every, 0.0
-        self.keep = keep  # where the last good version is kept, to start from
-        self._catalog, found, self._key = _load(self.path, self.public_dir, keep)
-        if found:  # a broken file at start: the version kept from the last good load, else nothing to serve
-            self._catalog = _load(keep, self.public_dir)[0] if keep and os.path.isfile(keep) else None
-            if self._catalog is None:
-                raise CatalogError(found)
-            self._key = self._key or self._stat()
-            self._report(found)
-            self._log(logging.WARNING, f"{self.name}: started from the last good version, kept in {keep}")
+        self._catalog, found, self._key = _load(self.path, self.public_dir)
+        if found:  # the first load must succeed: there is nothing older to fall back on
+            raise CatalogError(found)
 
     def current(self, force=False) -> Catalog:
         """The catalog to serve now: reloaded first if the file changed, the last good one if the edit is invalid."""
@@ -218,15 +203,6 @@ class CatalogStore:
                     self._reload(key)
         return self._catalog
 
-    def _report(self, found):
-        """A broken file's problems: logged, and kept for /admin and /healthz."""
-        first = found[0].removeprefix(f"{self.name}: ")
-        head = f"{self.name}: the last edit was not loaded ({len(found)} problem{'s' * (len(found) > 1)}"
-        self.error = f"{head}, first: {first}); still serving the previous version"
-        self.summary = f"{head}); still serving the previous version"  # above the list of them, on /admin
-        self.found = first_problems(found)
-        self._log(logging.ERROR, "\n  ".join([self.error] + self.found))
-
     def _stat(self):
         try:
             return _key(os.stat(self.path))
@@ -235,11 +211,16 @@ class CatalogStore:
 
     def _reload(self, stat_key):
         self.reads += 1
-        catalog, found, read_key = _load(self.path, self.public_dir, self.keep)
+        catalog, found, read_key = _load(self.path, self.public_dir)
         if found:
             # Remember the bad version (as read, else as seen) so it is reported once, not on every request.
             self._key = read_key or stat_key
-            self._report(found)
+            first = found[0].removeprefix(f"{self.name}: ")
+            head = f"{self.name}: the last edit was not loaded ({len(found)} problem{'s' * (len(found) > 1)}"
+            self.error = f"{head}, first: {first}); still serving the previous version"
+            self.summary = f"{head}); still serving the previous version"  # above the list of them, on /admin
+            self.found = first_problems(found)
+            self._log(logging.ERROR, "\n  ".join([self.error] + self.found))
             return
         fixed = " (earlier problems fixed)" if self.error else ""
         named = {**self.withdrawn, **{p.id: p.name for p in self._catalog.products}}  # a new dict: readers keep theirs

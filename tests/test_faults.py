@@ -240,7 +240,8 @@ def test_a_checkout_reconcile_claimed_while_its_click_waited_on_stripe_still_goe
         return session
     monkeypatch.setattr(payments, "create_session", found_meanwhile)
     to_stripe = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=303)
-    assert only_order(shopper)["status"] == "open" and shopper.session_id(to_stripe) == only_order(shopper)["session_id"]
+    order = only_order(shopper)
+    assert order["status"] == "open" and shopper.session_id(to_stripe) == order["session_id"]
 
 
 def test_a_failed_checkout_whose_session_is_paid_is_fulfilled_once(make):

@@ -66,12 +66,12 @@ class Notices:
             where = "\n".join(x for x in (record["shipping_name"], a["line1"], a["line2"], " ".join(
                 x for x in (a["postal_code"], a["city"]) if x), a["state"], a["country"]) if x) or "—"
             facts = [f"Ship to:\n{where}", f"Email: {record['customer_email'] or '—'}\n"
-                     f"Phone: {record.get('customer_phone') or '—'}\n"  # records from before it was kept have none
                      f"Payment reference: {record['payment_intent'] or '—'}"]
-            if self.config.merchant_email:
+            if self.config.merchant_email:  # the phone for the carrier (records from before it was kept have none)
+                phone = f"Phone: {record.get('customer_phone') or '—'}"
                 yield self._message(oid, "order_notice", 0, self.config.merchant_email,
                                     f"New order {oid}: {money(record['amount_total'])}",
-                                    [f"Order {oid} is paid. Please ship it."] + facts, rows)
+                                    [f"Order {oid} is paid. Please ship it."] + facts + [phone], rows)
             if to:
                 yield self._message(oid, "confirmation", 0, to, f"Your order {oid} at {self.shop_name()}",
                                     [f"Thank you for your order {oid}: your payment went through."] + facts, rows)
@@ -83,7 +83,7 @@ class Notices:
             total = order["amount_refunded"]
             yield self._message(oid, "refund", total, to, f"Refund for your order {oid}", [
                 f"We refunded {money(total - before)} of your order {oid} ({money(total)} of "
-                f"{money(order['amount_total'])} refunded in all). It reaches your card in 5 to 10 days."])
+                f"{money(order['amount_total'])} refunded in all). It reaches your account in 5 to 10 days."])
 
     def _message(self, order_id, kind, amount, to, subject, paragraphs, rows=()):
         """What the email says, as JSON (made into MIME when sent); the id names order, kind and amount."""

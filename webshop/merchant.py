@@ -132,7 +132,7 @@ def main(argv):
 
 def cannot_open(config, e):
     """Why the ledger or the stand-in could not be opened, in one line that never shows DATABASE_URL."""
-    if isinstance(e, ValueError):  # a stand-in setting (STANDIN_LATENCY_MS, STANDIN_FAULTS), in its own words
+    if isinstance(e, ValueError) and str(e).startswith("STANDIN_"):  # a stand-in setting, in its own words
         return str(e)
     if isinstance(e, OSError):  # the folder, or the SQLite file in it
         return f"DATA_DIR {config.data_dir}: {e.strerror or type(e).__name__}"

@@ -7,7 +7,7 @@ import pytest
 
 from standin import ASYNC_FAIL, ASYNC_OK, PayError
 from webshop import payments
-from tests.conftest import edit_catalog, pay, settled, slow_to_expire, wire
+from tests.conftest import edit_catalog, pay, same_browser, settled, slow_to_expire, together, wire
 
 
 def count(page):
@@ -346,6 +346,18 @@ def test_a_failed_bank_payment_is_said_once_on_the_cart_page_when_its_confirmati
     shopper.post("/cart", {"csrf_token": shopper.csrf(), "action": "remove", "product_id": a.id}, status=303)
     confirmation = shopper.get(f"/success?session_id={sid}")  # from the failure's email, say: said already
     assert "back in your cart" not in confirmation.text and count(shopper.get("/cart")) == "(0)"
+
+
+def test_a_failed_bank_payment_is_said_once_however_many_of_its_pages_are_asked_for_at_once(shopper):
+    shopper.add(shopper.shop.catalog().products[0].id)
+    to_stripe = shopper.checkout()
+    sid = shopper.session_id(to_stripe)
+    shopper.get(pay(shopper, to_stripe, card=ASYNC_FAIL).location)
+    shopper.standin.settle_async(sid)
+    wire(shopper).standin.deliver_pending()
+    browser = same_browser(shopper)
+    pages = together(8, lambda i: browser().get("/cart" if i % 2 else f"/success?session_id={sid}"))
+    assert sum("back in your cart" in p.text for p in pages) == 1
 
 
 def test_a_failed_bank_payment_said_on_its_confirmation_is_not_said_again_on_the_cart_page(shopper):

@@ -424,6 +424,12 @@ class Ledger:
         row = self.one("SELECT value FROM checkpoints WHERE name = ?", name)
         return row and json.loads(row["value"])
 
+    def first_time(self, name):
+        """True for the one caller, of any thread or instance, that marks `name` first."""
+        with self.db.tx() as c:
+            return c.execute("INSERT INTO checkpoints (name, value) VALUES (?, 'true') ON CONFLICT (name) DO NOTHING",
+                             (name,)).rowcount == 1
+
     def set_checkpoint(self, name, value):
         with self.db.tx() as c:
             c.execute("INSERT INTO checkpoints (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE"

@@ -338,11 +338,7 @@ def read_cart(shop, catalog):
 
 def said_back(shop, order):
     """True the first time a failed payment's books are said to be back in the cart, on this page or the other."""
-    ledger, said = shop.orders.ledger, f"cart back {order['id']}"
-    if ledger.checkpoint(said):
-        return False
-    ledger.set_checkpoint(said, True)
-    return True
+    return shop.orders.ledger.first_time(f"cart back {order['id']}")
 
 
 def expired(order):

@@ -329,15 +329,21 @@ def test_a_failed_bank_payment_shows_its_hidden_books_again_beside_what_was_adde
     assert "back in your cart" not in shopper.get(f"/success?session_id={sid}").text  # once
 
 
-def test_a_failed_bank_payment_is_said_once_on_the_cart_page_when_its_confirmation_is_not_seen_again(shopper):
-    a = shopper.shop.catalog().products[0]
-    shopper.add(a.id, quantity=2)
+def failed_bank_payment(shopper, quantity=1):
+    """The cart's checkout paid by a bank payment that fails, once the shopper has seen it processing: its session."""
+    shopper.add(shopper.shop.catalog().products[0].id, quantity=quantity)
     to_stripe = shopper.checkout()
     sid = shopper.session_id(to_stripe)
     shopper.get(pay(shopper, to_stripe, card=ASYNC_FAIL).location)
     assert "is processing, so they are not in your cart now" in shopper.get("/cart").text
     shopper.standin.settle_async(sid)
     wire(shopper).standin.deliver_pending()
+    return sid
+
+
+def test_a_failed_bank_payment_is_said_once_on_the_cart_page_when_its_confirmation_is_not_seen_again(shopper):
+    a = shopper.shop.catalog().products[0]
+    sid = failed_bank_payment(shopper, quantity=2)
     page = shopper.get("/cart")
     assert (f"Your payment for 2 × {a.name} did not go through, so nothing was charged and they are back in your "
             "cart.") in page.text and count(page) == "(2)"
@@ -349,24 +355,14 @@ def test_a_failed_bank_payment_is_said_once_on_the_cart_page_when_its_confirmati
 
 
 def test_a_failed_bank_payment_is_said_once_however_many_of_its_pages_are_asked_for_at_once(shopper):
-    shopper.add(shopper.shop.catalog().products[0].id)
-    to_stripe = shopper.checkout()
-    sid = shopper.session_id(to_stripe)
-    shopper.get(pay(shopper, to_stripe, card=ASYNC_FAIL).location)
-    shopper.standin.settle_async(sid)
-    wire(shopper).standin.deliver_pending()
+    sid = failed_bank_payment(shopper)
     browser = same_browser(shopper)
     pages = together(8, lambda i: browser().get("/cart" if i % 2 else f"/success?session_id={sid}"))
     assert sum("back in your cart" in p.text for p in pages) == 1
 
 
 def test_a_failed_bank_payment_said_on_its_confirmation_is_not_said_again_on_the_cart_page(shopper):
-    shopper.add(shopper.shop.catalog().products[0].id)
-    to_stripe = shopper.checkout()
-    sid = shopper.session_id(to_stripe)
-    shopper.get(pay(shopper, to_stripe, card=ASYNC_FAIL).location)
-    shopper.standin.settle_async(sid)
-    wire(shopper).standin.deliver_pending()
+    sid = failed_bank_payment(shopper)
     assert "Its books are back in your cart." in shopper.get(f"/success?session_id={sid}").text
     page = shopper.get("/cart")
     assert "did not go through" not in page.text and count(page) == "(1)"

@@ -225,9 +225,20 @@ def make_app(config=None):
     return app
 
 
+def watch_catalog(shop):
+    """Load each edit within a second or so, pages asked for or not: shoppers on Stripe's page ask the shop for
+    nothing, and the checkouts a repriced or withdrawn book no longer backs must close all the same."""
+    while True:
+        time.sleep(max(1.0, shop.config.catalog_check_seconds))
+        try:
+            shop.catalog()
+        except Exception as e:  # noqa: BLE001 — the database away, say: the next look tries again
+            log.error("looking at the catalog failed: %s", type(e).__name__)
+
+
 def start_background(shop):
-    """Start the email sender (and offline the stand-in's webhook sender); returns the function that stops the
-    email sender (the stand-in's is a daemon thread, which ends with the process)."""
+    """Start the email sender, the catalog's watcher (and offline the stand-in's webhook sender); returns the function
+    that stops the email sender (the others are daemon threads, which end with the process)."""
     # Threads of each serving process: the outbox's leases keep two processes from sending one message.
     base_url = shop.config.base_url
     if shop.config.mode == "offline" and urlsplit(base_url).hostname not in LOOPBACK:
@@ -235,6 +246,7 @@ def start_background(shop):
                     " set STRIPE_SECRET_KEY before the shop is open to the public", base_url)
     if shop.orders.standin is not None:
         shop.orders.standin.start_webhook_sender()
+    threading.Thread(target=watch_catalog, args=(shop,), name="catalog-watch", daemon=True).start()
     stop = mail.start_sender(shop.orders)
     atexit.register(stop)  # a gunicorn worker's exit too waits for the email under way
     return stop

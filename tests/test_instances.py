@@ -104,6 +104,20 @@ def test_a_price_edit_under_two_gunicorn_workers_closes_every_checkout_open_at_t
     assert stripe.get(start(port))["amount_subtotal"] == walden["price"]
 
 
+def test_a_price_edit_closes_the_old_price_checkouts_with_no_page_asked_for_meanwhile(spawn, tmp_path):
+    port, data, catalog = free_port(), tmp_path / "data", tmp_path / "catalog.json"
+    base, books = f"http://127.0.0.1:{port}", json.loads((ROOT / "catalog.json").read_text())
+    catalog.write_text(json.dumps(books))
+    spawn([sys.executable, "shop.py"], port, env={"DATA_DIR": str(data), "BASE_URL": base, "CATALOG": str(catalog),
+                                                  "PORT": str(port), "STRIPE_SECRET_KEY": ""})
+    stripe = StandIn(data, public_url=base)
+    sessions = [start(port) for _ in range(2)]  # the shoppers are on Stripe's page, which asks the shop for nothing
+    next(p for p in books["products"] if p["id"] == "walden")["price"] += 100
+    catalog.write_text(json.dumps(books))
+    wait_for(lambda: all(stripe.get(s)["status"] == "expired" for s in sessions), "the old-price checkouts expired",
+             timeout=20)
+
+
 def test_gunicorn_workers_warn_of_offline_mode_on_a_public_address(spawn, tmp_path):
     """No Stripe key and a BASE_URL shoppers can reach: each worker says its payment page takes test cards."""
     port = free_port()

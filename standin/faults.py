@@ -57,7 +57,10 @@ class Faults:
             if not m:
                 raise ValueError(f"STANDIN_FAULTS: cannot parse {part!r}; expected ENDPOINT=KIND[:DELAY][*TIMES]")
             endpoint, kind, delay, times = m.groups()
-            self.add(endpoint, kind, int(times or 1), float(delay) if delay else None)
+            try:
+                self.add(endpoint, kind, int(times or 1), float(delay) if delay else None)
+            except ValueError as e:  # named as the setting it came from
+                raise ValueError(f"STANDIN_FAULTS: {part!r}: {e}") from None
 
     def take(self, template):
         """The next fault for this endpoint (consuming one use), or None."""

@@ -26,7 +26,7 @@ VIEWS = [str(ROOT / "views")]
 log = logging.getLogger("shop")
 access = logging.getLogger("shop.access")
 MAX_WEBHOOK, MAX_FORM = 512 * 1024, 16 * 1024  # Stripe's events are a few KB; every other body is a small form
-CLOSE_WAIT = 5.0  # seconds the request that loads a catalog edit waits for the checkouts it no longer backs to close
+CLOSE_WAIT = 5.0  # seconds the request or watcher loading an edit waits for the checkouts it no longer backs to close
 MESSAGES = {
     400: "The request could not be understood.", 401: "Please sign in.", 403: "That is not allowed.",
     404: "There is no such page.", 405: "That page does not take this kind of request.",
@@ -57,22 +57,32 @@ class Shop:
         loaded one brings the promotion codes at Stripe in line and closes the checkouts it no longer backs."""
         catalog = self.catalogs.current()
         if catalog is not self.loaded:  # at start, and after an edit
-            self.loaded, cfg, ledger = catalog, self.config, self.orders.ledger
-            if ledger.checkpoint("shop name") != catalog.shop_name:  # for commands run while an edit is broken
-                ledger.set_checkpoint("shop name", catalog.shop_name)
-            # Promotion codes: Stripe is asked only when the promotions or the key (a live account needs its own codes)
-            # differ from what the ledger says is active (for all instances): after any edit, even while stopped; not
-            # at each start. Open checkouts are looked at on every load (a Stripe call for each closed).
-            account = hashlib.sha256(f"{cfg.stripe_secret_key} {cfg.stripe_api_base}".encode()).hexdigest()[:16]
-            wanted = json.dumps([catalog.promotions, catalog.currency, account], sort_keys=True)
-            if ledger.checkpoint("promotions") != wanted and payments.sync_promotions(self.orders.stripe, catalog):
-                ledger.set_checkpoint("promotions", wanted)
-            self.close_later()
+            previous, self.loaded = self.loaded, catalog
+            try:
+                self._loaded(catalog)
+            except Exception:  # the database away, say: the next look does it all again
+                self.loaded = previous
+                raise
             if closer := self.closer:  # a few checkouts are closed before this page is answered; many, after
                 closer.join(CLOSE_WAIT)
         elif self.retry_closing and time.monotonic() > self.retry_closing:  # Stripe did not answer the closer
             self.close_later()
         return catalog
+
+    def _loaded(self, catalog):
+        """What a newly loaded catalog brings: its name and promotion codes in the ledger and at Stripe; the checkouts
+        it no longer backs closed."""
+        cfg, ledger = self.config, self.orders.ledger
+        if ledger.checkpoint("shop name") != catalog.shop_name:  # for commands run while an edit is broken
+            ledger.set_checkpoint("shop name", catalog.shop_name)
+        # Promotion codes: Stripe is asked only when the promotions or the key (a live account needs its own codes)
+        # differ from what the ledger says is active (for all instances): after any edit, even while stopped; not
+        # at each start. Open checkouts are looked at on every load (a Stripe call for each closed).
+        account = hashlib.sha256(f"{cfg.stripe_secret_key} {cfg.stripe_api_base}".encode()).hexdigest()[:16]
+        wanted = json.dumps([catalog.promotions, catalog.currency, account], sort_keys=True)
+        if ledger.checkpoint("promotions") != wanted and payments.sync_promotions(self.orders.stripe, catalog):
+            ledger.set_checkpoint("promotions", wanted)
+        self.close_later()
 
     def close_later(self):
         """Close the open checkouts the newest catalog no longer backs in this process's one closer thread, so that
@@ -94,8 +104,9 @@ class Shop:
             try:
                 if not self.close_unbacked(self.loaded):  # Stripe down: a page load a minute on tries again
                     self.retry_closing = time.monotonic() + 60
-            except Exception as e:  # noqa: BLE001 — the database went away, say: they expire at Stripe in time
+            except Exception as e:  # noqa: BLE001 — the database went away, say: a look a minute on tries again
                 log.error("closing the checkouts the catalog no longer backs stopped: %s", type(e).__name__)
+                self.retry_closing = time.monotonic() + 60
 
     EDITED = ("withdrawn or repriced", "stock lowered", "catalog edit")  # why an edit expired a checkout
 
@@ -225,20 +236,26 @@ def make_app(config=None):
     return app
 
 
-def watch_catalog(shop):
+def watch_catalog(shop, stopping):
     """Load each edit within a second or so, pages asked for or not: shoppers on Stripe's page ask the shop for
     nothing, and the checkouts a repriced or withdrawn book no longer backs must close all the same."""
-    while True:
-        time.sleep(max(1.0, shop.config.catalog_check_seconds))
+    failing = None
+    while not stopping.wait(max(1.0, shop.config.catalog_check_seconds)):
         try:
             shop.catalog()
         except Exception as e:  # noqa: BLE001 — the database away, say: the next look tries again
-            log.error("looking at the catalog failed: %s", type(e).__name__)
+            if failing != type(e).__name__:  # said once, not every second
+                failing = type(e).__name__
+                log.error("looking at the catalog failed: %s; trying again every second", failing)
+        else:
+            if failing:
+                log.info("looking at the catalog works again")
+            failing = None
 
 
 def start_background(shop):
     """Start the email sender, the catalog's watcher (and offline the stand-in's webhook sender); returns the function
-    that stops the email sender (the others are daemon threads, which end with the process)."""
+    that stops the first two (the stand-in's is a daemon thread, which ends with the process)."""
     # Threads of each serving process: the outbox's leases keep two processes from sending one message.
     base_url = shop.config.base_url
     if shop.config.mode == "offline" and urlsplit(base_url).hostname not in LOOPBACK:
@@ -246,8 +263,15 @@ def start_background(shop):
                     " set STRIPE_SECRET_KEY before the shop is open to the public", base_url)
     if shop.orders.standin is not None:
         shop.orders.standin.start_webhook_sender()
-    threading.Thread(target=watch_catalog, args=(shop,), name="catalog-watch", daemon=True).start()
-    stop = mail.start_sender(shop.orders)
+    stopping = threading.Event()
+    watcher = threading.Thread(target=watch_catalog, args=(shop, stopping), name="catalog-watch", daemon=True)
+    watcher.start()
+    stop_mail = mail.start_sender(shop.orders)
+
+    def stop():  # before the ledger is closed
+        stopping.set()
+        watcher.join()
+        stop_mail()
     atexit.register(stop)  # a gunicorn worker's exit too waits for the email under way
     return stop
 

@@ -1,6 +1,7 @@
 """The cart and the checkout it went to: what the cart cookie's mark of that order does when the catalog changes,
 a bank payment is processing, or the cart is changed and paid in another tab."""
 
+import sqlite3
 import time
 
 import pytest
@@ -271,6 +272,22 @@ def test_an_edit_loaded_while_the_closer_is_busy_with_the_last_one_is_closed_for
     release.set()
     settled(shopper.shop)
     assert [shopper.standin.get(s)["status"] for s in (for_b, for_a)] == ["expired", "expired"]
+
+
+def test_an_edit_first_looked_at_while_the_database_was_away_is_worked_through_at_the_next_look(
+        make_shopper, catalog_copy, monkeypatch):
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    old = shopper.session_id(shopper.checkout())
+    reprice(catalog_copy, b)
+    ledger = shopper.shop.orders.ledger
+    with monkeypatch.context() as away:
+        down = sqlite3.OperationalError("unable to open database file")
+        away.setattr(ledger, "checkpoint", lambda name: (_ for _ in ()).throw(down))
+        with pytest.raises(sqlite3.OperationalError):
+            shopper.shop.catalog()  # the watcher's look, say: it logs the error and looks again a second later
+    shopper.shop.catalog()
+    settled(shopper.shop)
+    assert shopper.standin.get(old)["status"] == "expired"
 
 
 def test_a_closer_that_found_stripe_down_tries_again_on_a_page_a_minute_later(make_shopper, catalog_copy):

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -117,8 +118,9 @@ def test_check_finds_a_data_dir_serving_could_not_make(tmp_path, env, said):
     result = run(["check"], {k: v.format(tmp=tmp_path) for k, v in env.items()})
     assert result.returncode == 1 and said.format(tmp=tmp_path) in result.stdout, result.stdout + result.stderr
     unused = run(["check"], {**{k: v.format(tmp=tmp_path) for k, v in env.items()}, "STRIPE_SECRET_KEY": "sk_test_x",
-                             "STRIPE_WEBHOOK_SECRET": "whsec_x", "DATABASE_URL": "postgresql://db.invalid/shop"})
-    assert unused.returncode == 0, unused.stdout  # with PostgreSQL and a key, DATA_DIR holds nothing
+                             "STRIPE_WEBHOOK_SECRET": "whsec_x", "DATABASE_URL": "postgresql://db.invalid/shop",
+                             "SMTP_URL": "smtp://mail.invalid:587"})
+    assert unused.returncode == 0, unused.stdout  # with PostgreSQL, a mail server and a key, DATA_DIR holds nothing
 
 
 def test_check_warns_of_offline_mode_at_an_address_that_is_not_this_machine(tmp_path):
@@ -184,6 +186,8 @@ def test_serve_hands_the_server_settings_to_waitress(tmp_path, monkeypatch, argv
     assert merchant.main(argv) == 0
     assert {k: given[k] for k in ("threads", "connection_limit", "channel_timeout", "asyncore_use_poll", "port")} == {
         "threads": 7, "connection_limit": 77, "channel_timeout": 9, "asyncore_use_poll": True, "port": port}
+    # Stopped with the server, before the ledger was closed: no thread of it looks at a closed one afterwards.
+    assert not [t for t in threading.enumerate() if t.name in ("catalog-watch", "mail-sender")]
 
 
 @pytest.mark.parametrize("base_url, warned", [("", False), ("https://shop.example", True)])

@@ -159,7 +159,7 @@ def deliver(config, row):
     """Hand one stored message to the mail server, or write it as <id>.eml (atomically: whole or not at all)."""
     if not config.smtp_url:
         folder = config.data_dir / "outbox"
-        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9._@-]", "_", row["id"]) + ".eml"
         temporary = folder / f".{name}.{os.getpid()}.{threading.get_ident()}"
         with open(temporary, "w", encoding="ascii") as f:

@@ -155,7 +155,7 @@ def check(config):
     found = problems(config.catalog, ROOT / "public")
     if config.mode != "offline" and not config.stripe_webhook_secret:
         found.append("STRIPE_WEBHOOK_SECRET: not set, so POST /webhook refuses every event (set it to whsec_...)")
-    if not config.database_url or config.mode == "offline":  # the SQLite ledger, or the stand-in's state, is there
+    if not (config.database_url and config.smtp_url) or config.mode == "offline":  # SQLite, .eml files, the stand-in
         try:  # made if missing, as serving would, and written to
             os.makedirs(config.data_dir, exist_ok=True)
             tempfile.TemporaryFile(dir=config.data_dir).close()
@@ -200,13 +200,13 @@ def serve(config):
     log.info("serving %s at %s (%s mode, %d threads)", shop.catalog().shop_name, config.base_url, config.mode,
              config.threads)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))  # stop as on Ctrl-C
-    stop_mail = start_background(shop)
+    stop_background = start_background(shop)
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
-        stop_mail()
+        stop_background()  # before the ledger is closed
         shop.orders.close()
         log.info("stopped")
         writer.stop()  # every queued line written before the process ends

@@ -371,6 +371,21 @@ def test_serve_on_an_address_that_is_no_address_says_so_without_a_traceback(data
     assert "Traceback" not in proc.stderr
 
 
+def test_check_warns_of_a_name_in_env_that_is_no_setting_such_as_a_misspelled_key(tmp_path, monkeypatch, run):
+    (tmp_path / "public").symlink_to(ROOT / "public")
+    (tmp_path / "catalog.json").write_bytes((ROOT / "catalog.json").read_bytes())
+    (tmp_path / ".env").write_text("STRIPE_KEY=sk_test_x\nPORT=8001\nSTANDIN_LATENCY_MS=0\n")
+    monkeypatch.setattr(merchant, "ROOT", tmp_path)
+    for name in ("STRIPE_KEY", "PORT", "STANDIN_LATENCY_MS"):  # set (empty) here, so .env's never leak into others
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CATALOG", str(tmp_path / "catalog.json"))
+    code, out, _ = run("check")
+    assert code == 0 and "mode offline" in out  # the key was not read: the shop is offline
+    assert out.count("warning: .env:") == 1
+    assert "warning: .env: STRIPE_KEY is not a setting of the shop (did you mean STRIPE_SECRET_KEY?)" in out
+
+
 def test_stripe_unreachable_is_a_clear_message_and_exit_3(shop, run, monkeypatch):
     o = paid(shop)
     monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_" + "u" * 24)

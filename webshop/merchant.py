@@ -1,6 +1,7 @@
 """The command line: `python shop.py` serves; `check`, `settings`, `migrate`; the merchant's order commands."""
 
 import argparse
+import difflib
 import json
 import logging
 import logging.handlers
@@ -162,6 +163,11 @@ def check(config):
         except OSError as e:
             found.append(f"DATA_DIR: {config.data_dir}: {e.strerror or type(e).__name__}")
     print("\n".join(found) or f"ok: {config.catalog.name} is valid; mode {config.mode}; base URL {config.base_url}")
+    from dotenv import dotenv_values
+    known = [s.env for s in SETTINGS]
+    for name in [n for n in dotenv_values(ROOT / ".env") if n not in known and not n.startswith("STANDIN_")]:
+        near = difflib.get_close_matches(name, known, 1)  # a typo leaves the setting at its default, silently
+        print(f"warning: .env: {name} is not a setting of the shop" + (f" (did you mean {near[0]}?)" if near else ""))
     if config.mode == "offline" and urlsplit(config.base_url).hostname not in LOOPBACK:  # keys may come at deploy
         print(f"warning: without STRIPE_SECRET_KEY the shop at {config.base_url} is offline: anyone reaching it pays "
               "with test cards, and orders are handed off uncharged")

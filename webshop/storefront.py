@@ -107,10 +107,7 @@ def install(app, shop):
         if action == "add":
             if product_id not in cart and len(cart) >= MAX_LINES:
                 raise ShopError(400, f"A cart holds at most {MAX_LINES} different products.")
-            held = {}
-            left = copies_left(shop, [catalog.product(product_id)], held).get(product_id, MAX_QUANTITY)
-            if not left:
-                raise too_few(catalog.product(product_id).name, left, held.get(product_id))
+            left = enough_left(shop, catalog.product(product_id), 1)
             wanted = cart.get(product_id, 0) + quantity_field(1)
             cart[product_id] = max(cart.get(product_id, 0), min(MAX_QUANTITY, left, wanted))  # an add never lowers
             most = "&most=1" if cart[product_id] < wanted else ""
@@ -145,10 +142,7 @@ def install(app, shop):
         if request.forms.get("product_id") is not None:  # "Buy now": one product, the cart untouched
             product = catalog.product(product_field(catalog))
             cart = {product.id: quantity_field(1)}
-            held = {}
-            left = copies_left(shop, [product], held).get(product.id, MAX_QUANTITY)
-            if cart[product.id] > left:
-                raise too_few(product.name, left, held.get(product.id))
+            enough_left(shop, product, cart[product.id])
         else:
             kept = read_cart(shop, catalog)
             cart = in_stock(shop, kept, catalog)[0]
@@ -299,6 +293,15 @@ def copies_left(shop, products, held=None):
     if held is not None:
         held.update({pid: held_back(stocked[pid], counts) for pid, counts in taken.items()})
     return {pid: max(0, n - sum(taken.get(pid, ()))) for pid, n in stocked.items()}
+
+
+def enough_left(shop, product, wanted):
+    """The copies of a product left (MAX_QUANTITY when unlimited); a 409 when fewer than `wanted`."""
+    held = {}
+    left = copies_left(shop, [product], held).get(product.id, MAX_QUANTITY)
+    if wanted > left:
+        raise too_few(product.name, left, held.get(product.id))
+    return left
 
 
 def in_stock(shop, cart, catalog):

@@ -116,10 +116,10 @@ def test_tax_block_is_optional_and_defaults_to_none_exclusive(shop):
     del data["tax"]
     cat = load_catalog(shop(data), shop.public)
     assert (cat.tax_mode, cat.tax_behavior) == ("none", "exclusive")
-    for given, expected in (({"mode": "none"}, ("none", "exclusive")),
-                            ({"mode": "automatic"}, ("automatic", "exclusive")),
-                            ({"behavior": "inclusive"}, ("none", "inclusive"))):
-        cat = load_catalog(shop({**data, "tax": given}), shop.public)  # each field has its default too
+    for tax, expected in (({"mode": "none"}, ("none", "exclusive")),
+                          ({"mode": "automatic"}, ("automatic", "exclusive")),
+                          ({"behavior": "inclusive"}, ("none", "inclusive"))):
+        cat = load_catalog(shop({**data, "tax": tax}), shop.public)  # each field has its default too
         assert (cat.tax_mode, cat.tax_behavior) == expected
 
 

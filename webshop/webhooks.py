@@ -133,25 +133,16 @@ def _is(pattern, value):
     return isinstance(value, str) and pattern.fullmatch(value) is not None
 
 
-def _text(value):
-    return value is None or (isinstance(value, str) and len(value) <= 5000 and not _SURROGATE.search(value))
+def _optional(test):
+    """A check passing None, or a value that passes `test`."""
+    return lambda value: value is None or test(value)
 
 
-def _status(value):
-    return value is None or _is(_STATUS, value)
-
-
-def _amount(value):
-    return value is None or (type(value) is int and 0 <= value <= CEILING)
-
-
-def _metadata(value):
-    return value is None or (isinstance(value, dict) and all(_text(v) for v in value.values()))
-
-
-def _intent(value):
-    return value is None or _is(_ID, value) or (isinstance(value, dict) and _is(_ID, value.get("id")))
-
+_text = _optional(lambda v: isinstance(v, str) and len(v) <= 5000 and not _SURROGATE.search(v))
+_status = _optional(lambda v: _is(_STATUS, v))
+_amount = _optional(lambda v: type(v) is int and 0 <= v <= CEILING)
+_metadata = _optional(lambda v: isinstance(v, dict) and all(_text(x) for x in v.values()))
+_intent = _optional(lambda v: _is(_ID, v) or (isinstance(v, dict) and _is(_ID, v.get("id"))))
 
 # The fields of an event's object that the shop reads, and what each must be.
 _FIELDS = {

@@ -53,7 +53,6 @@ class Catalog:
     promotions: tuple = ()  # dicts: code, percent_off or amount_off, expires, max_redemptions, minimum_amount
     terms_url: str | None = None
     collect_tax_ids: bool = False
-    mtime: float = 0.0
 
     @cached_property
     def _by_id(self):
@@ -116,7 +115,7 @@ def _key(st):
 
 
 def _read(path):
-    """(bytes, key, mtime); ValueError saying why when the path is no regular file or too big to be a catalog."""
+    """(bytes, key); ValueError saying why when the path is no regular file or too big to be a catalog."""
     # Non-blocking, so that a FIFO put there by mistake cannot hang the reload and every request behind it.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
@@ -129,14 +128,14 @@ def _read(path):
         os.close(fd)
     if len(data) > MAX_BYTES:
         raise ValueError(f"is larger than {MAX_BYTES // 2**20} MB")
-    return data, _key(st), st.st_mtime
+    return data, _key(st)
 
 
 def _load(path, public_dir):
     """(catalog or None, problems, the _key of the bytes checked or None when unreadable)."""
     name = os.path.basename(path)
     try:
-        data, key, mtime = _read(path)
+        data, key = _read(path)
     except OSError as e:
         return None, [f"{name}: cannot read the file: {e.strerror or e}"], None
     except ValueError as e:
@@ -147,7 +146,7 @@ def _load(path, public_dir):
     products = tuple(Product(**p, checkout_image=_checkout_image(p["image"], public_dir))
                      for p in fields.pop("products"))
     options = tuple(ShippingOption(**o) for o in fields.pop("shipping_options"))
-    return Catalog(products=products, shipping_options=options, mtime=mtime, **fields), [], key
+    return Catalog(products=products, shipping_options=options, **fields), [], key
 
 
 def _checkout_image(image, public_dir):

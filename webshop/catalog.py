@@ -62,10 +62,6 @@ class Catalog:
         """The product with this id, or None."""
         return self._by_id.get(product_id) if isinstance(product_id, str) else None
 
-    def money(self, amount: int) -> str:
-        """An amount in this catalog's currency, formatted for shoppers."""
-        return format_money(amount, self.currency)
-
 
 SHOWN = 50  # problems listed in the log, on /admin and by the commands; `python shop.py check` lists them all
 

@@ -7,6 +7,7 @@ from urllib.parse import quote
 from bottle import HTTPResponse, redirect, request, response
 
 from . import payments
+from .catalog import format_money
 from .catalog_rules import MAX_AMOUNT
 from .ledger import BOUGHT, HELD, ORDER_ID, PAID, held_back, too_few
 from .security import MONTH, cookies
@@ -152,8 +153,8 @@ def install(app, shop):
         subtotal = sum(t for _, _, t in items)  # and the dearest shipping option's fee: any the shopper may pick
         shipping = max((payments.shipping_fee(o, subtotal) for o in catalog.shipping_options), default=0)
         if subtotal + shipping > MAX_AMOUNT:
-            raise ShopError(409, f"A payment can be at most {catalog.money(MAX_AMOUNT)}, and this order comes to more. "
-                                 "Please buy fewer copies.")
+            raise ShopError(409, f"A payment can be at most {format_money(MAX_AMOUNT, catalog.currency)}, and this "
+                                 "order comes to more. Please buy fewer copies.")
         orders, order_id, per_client = shop.orders, None, shop.config.address_checkout_limit or None
         wanted = [{"product_id": p.id, "name": p.name, "unit_amount": p.price, "quantity": q} for p, q, _ in items]
         try:

@@ -285,14 +285,13 @@ def install(app, shop):
             log.log(logging.INFO if paid else logging.WARNING, "could not expire %s (%s): %s", session_id, why, refused)
 
 
-def copies_left(shop, products, held=None):
+def copies_left(shop, products, held):
     """{product id: copies left} for the products with limited stock; the copies this browser's own open
     checkouts hold count as left: checking out again gives them back first. `held` gets the copies other
     shoppers' open checkouts hold (they come back unless paid for)."""
     stocked = {p.id: p.stock for p in products if p.stock is not None}
     taken = shop.orders.ledger.stock_levels(stocked, shop.guard.valid_sid(request)) if stocked else {}
-    if held is not None:
-        held.update({pid: held_back(stocked[pid], counts) for pid, counts in taken.items()})
+    held.update({pid: held_back(stocked[pid], counts) for pid, counts in taken.items()})
     return {pid: max(0, n - sum(taken.get(pid, ()))) for pid, n in stocked.items()}
 
 

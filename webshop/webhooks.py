@@ -181,6 +181,5 @@ def refuse(shop, reason):
 
 
 def answer(status, body):
-    response.status = status
-    response.set_header("Cache-Control", "no-store")
+    response.status = status  # (no-store, as every answer the route did not mark otherwise)
     return body

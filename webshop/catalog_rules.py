@@ -4,7 +4,7 @@ import difflib
 import json
 import os
 import re
-from functools import partial
+from functools import cache, partial
 
 from .iso_codes import COUNTRIES, COUNTRY_HINTS, CURRENCIES, NOT_SHIPPABLE, THREE_DECIMAL, WHOLE_UNITS_ONLY
 
@@ -135,8 +135,8 @@ class _Checker:
     """Walks the parsed file and collects every problem instead of stopping at the first."""
 
     def __init__(self, name, public_dir):
-        self.name, self.public_dir, self.problems = name, os.fspath(public_dir), []
-        self.currency, self._image_exists = None, {}
+        self.name, self.public_dir, self.problems, self.currency = name, os.fspath(public_dir), [], None
+        self._image_exists = cache(lambda path: os.path.isfile(os.path.join(self.public_dir, path)))  # per image
 
     def problem(self, path, text, value=_NO_VALUE):
         got = "" if value is _NO_VALUE else f", got {_show(value)}"
@@ -243,11 +243,9 @@ class _Checker:
             problem = 'must not have an empty part ("//") or a part starting with a dot'
         elif not value.lower().endswith(IMAGE_TYPES):
             problem = f"must be an image file ({', '.join(IMAGE_TYPES)})"
+        elif self._image_exists(value):
+            return value
         else:
-            if value not in self._image_exists:
-                self._image_exists[value] = os.path.isfile(os.path.join(self.public_dir, value))
-            if self._image_exists[value]:
-                return value
             problem = f"no such file in {self.public_dir}"
         return self.problem(path, problem, value)
 

@@ -47,7 +47,8 @@ def install(app, shop):
     @app.get("/cart")
     def show_cart():
         """The cart with line totals and subtotal, and the browser's open checkout if it left one."""
-        catalog, pending = shop.catalog(), own_checkout()
+        sid, catalog = shop.guard.valid_sid(request), shop.catalog()
+        pending = sid and shop.orders.ledger.open_checkout_for(sid)  # the open checkout it left (with Back), if any
         if changed := cookies(request).get(shop.guard.prefix + "notice") == "changed":  # a checkout an edit canceled
             shop.guard.delete_cookie(response, "notice")
         canceled = request.query.get("canceled") == "1"
@@ -252,11 +253,6 @@ def install(app, shop):
                 count = sum(in_stock(shop, restored, catalog)[0].values()) if restored and not hidden else None
         return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,
                            cart_count=count, restored=restored, tax_later=tax_later)
-
-    def own_checkout():
-        """This browser's open checkout, if it left one (with Back)."""
-        sid = shop.guard.valid_sid(request)
-        return sid and shop.orders.ledger.open_checkout_for(sid)
 
     def cart_cookie():
         """The cart as its cookie has it, withdrawn books included."""

@@ -69,8 +69,7 @@ def install(app, shop):
         authorize()
         status, search = filters()
         before = request.query.get("before", "")
-        rows = ledger.list(status=status, search=search, before=before if TIME.fullmatch(before) else None,
-                           limit=PAGE)
+        rows = ledger.list(status=status, search=search, before=before if TIME.fullmatch(before) else None, limit=PAGE)
         query = {k: v for k, v in (("status", status), ("q", search)) if v}
         older = urlencode({**query, "before": rows[-1]["created"]}) if len(rows) == PAGE else None
         shop.catalogs.current(force=True)  # the merchant sees an edit that was not loaded, and why

@@ -180,8 +180,7 @@ def sync_promotions(client, catalog):
         wanted[promo["code"], "shop_" + digest[:24]] = promo
     redeemed = {}  # code: times redeemed by every code of that name the shop made, so an edit never resets it
     try:
-        for code in call("GET /v1/promotion_codes", client.v1.promotion_codes.list,
-                         {"limit": 100}).auto_paging_iter():
+        for code in call("GET /v1/promotion_codes", client.v1.promotion_codes.list, {"limit": 100}).auto_paging_iter():
             code = code.to_dict()
             if (code.get("metadata") or {}).get("shop") != "catalog":
                 continue

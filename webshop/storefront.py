@@ -72,8 +72,7 @@ def install(app, shop):
         withdrawn = shop.catalogs.withdrawn  # the names this process saw leave the catalog
         paid_for = quantities(paid["items"]) if paid else {}  # left the cart as bought, not as withdrawn
         notes += [f"Sorry, {names.get(p) or withdrawn.get(p, 'one of your books')} is no longer sold, so it is not "
-                  "in your cart."
-                  for p in gone if p not in paid_for]
+                  "in your cart." for p in gone if p not in paid_for]
         items = lines(cart, catalog)
         added = request.query.get("added", "")[:MAX_ID]
         # An open checkout the cart did not go to ("Buy now", or the cart changed since) says what it pays: paying
@@ -83,11 +82,9 @@ def install(app, shop):
         own = pending and not gone and (request.environ.get("shop.checked_out") or {}).get("id") == pending["id"]
         other = pending and not own and ", ".join(f"{i['quantity']} × {i['name']}" for i in pending["items"])
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
-                           cart_count=sum(cart.values()),
-                           tax=(catalog.tax_mode, catalog.tax_behavior),
+                           cart_count=sum(cart.values()), tax=(catalog.tax_mode, catalog.tax_behavior),
                            canceled=canceled, held=request.query.get("held") == "1",
-                           empty_checkout=request.query.get("empty") == "1",
-                           changed=changed,
+                           empty_checkout=request.query.get("empty") == "1", changed=changed,
                            added=catalog.product(added) if added in cart else None,
                            most=request.query.get("most") == "1" and cart.get(added),  # the add was held to it
                            pending=pending, pending_other=other, stock_notes=notes, paid=paid,

@@ -138,6 +138,19 @@ def test_a_postgresql_database_url_is_accepted_and_masked():
     assert "hunter2" not in repr(config.public()) and config.public()["DATABASE_URL"] == "set"
 
 
+@pytest.mark.parametrize("password, seen", [
+    ("S3cret%Pw-Horse", "Pw-Horse"),  # a % not followed by two hex digits: libpq quoted the whole token
+    ("S3cret@Pw-Horse", "Pw-Horse"),  # an @: what follows it became the host name in the pool's log lines
+    ("S3cret/Pw-Horse", "Pw-Horse"),  # a /: the rest became the database's name
+])
+def test_a_database_password_not_percent_encoded_is_refused_without_showing_it(password, seen):
+    with pytest.raises(ConfigError) as e:
+        load_config(environ={"DATABASE_URL": f"postgresql://shop:{password}@127.0.0.1:5432/shop"})
+    assert "DATABASE_URL" in e.value.message and "%40" in e.value.message and seen not in e.value.message
+    encoded = password.replace("%", "%25").replace("@", "%40").replace("/", "%2F")
+    assert load_config(environ={"DATABASE_URL": f"postgresql://shop:{encoded}@127.0.0.1:5432/shop"}).database_url
+
+
 def test_public_view_masks_secrets():
     config = load_config(environ={"STRIPE_SECRET_KEY": "sk_test_supersecretvalue123",
                                   "STRIPE_WEBHOOK_SECRET": "whsec_topsecret"})

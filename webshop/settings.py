@@ -35,6 +35,19 @@ def _smtp_url(url):
     return urlsplit(url).scheme in ("smtp", "smtps") and bool(urlsplit(url).hostname)
 
 
+def _database_url(url):
+    """A postgresql:// URL that libpq reads as written. A password's own @ % / left as typed would otherwise end
+    up, in part, in the connection library's log lines (as a host name, a bad token, a database)."""
+    from psycopg import Error, conninfo
+    try:
+        conninfo.conninfo_to_dict(url)
+        parts = urlsplit(url)
+    except (Error, ValueError):
+        return False
+    return (parts.scheme in ("postgresql", "postgres")
+            and url.partition("?")[0].count("@") == parts.netloc.count("@") <= 1)
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -66,8 +79,8 @@ SETTINGS = (
             "Folder for the SQLite ledger, fulfilments.jsonl and the offline stand-in."),
     Setting("database_url", "DATABASE_URL", "", "Empty: SQLite in DATA_DIR. postgresql://user:pass@host/db: "
             "PostgreSQL, shared by every instance.", secret=True,
-            valid=lambda value: urlsplit(value).scheme in ("postgresql", "postgres"),
-            must="must be empty (SQLite) or a postgresql:// URL"),
+            valid=_database_url, must="must be empty (SQLite) or a postgresql:// URL, with any @ % : / in the "
+            "password written %40 %25 %3A %2F"),
     Setting("stripe_api_base", "STRIPE_API_BASE", "",
             "Send Stripe API calls to another Stripe-compatible server (stripe-mock, `python -m standin`)."),
     Setting("stripe_timeout", "STRIPE_TIMEOUT", 10.0, "Seconds before one Stripe API call gives up.",

@@ -196,6 +196,18 @@ def test_unknown_types_and_foreign_sessions_are_acknowledged_and_ignored(shop, c
     assert "cs_test_not_ours" in caplog.text and handoff(shop) == []
 
 
+def test_a_signed_thin_event_is_acknowledged_and_the_log_says_what_the_endpoint_needs(shop, caplog):
+    # An event destination set to thin payloads sends these: https://docs.stripe.com/event-destinations
+    thin = {"id": "evt_test_65R9Ijk8bdzE2UpH5MFd", "object": "v2.core.event", "livemode": False,
+            "type": "v1.billing.meter.error_report_triggered", "created": "2024-09-17T06:20:52.246Z",
+            "related_object": {"id": "mtr_test_61R9", "type": "billing.meter", "url": "/v1/billing/meters/mtr_test_61R9"}}
+    with caplog.at_level(logging.INFO):
+        res = post_event(shop, thin)
+    assert res.status_int == 200 and res.json["outcome"] == "ignored: a thin event"
+    assert "needs snapshot events" in caplog.text
+    assert post_event(shop, thin, secret="whsec_other").status_int == 400  # verified first, as every delivery
+
+
 def test_exception_inside_fulfilment_answers_500_and_the_retry_fulfils_once(shop):
     calls = failing_fulfil(shop, OSError("disk full"))
     sid = buy(shop)

@@ -168,6 +168,9 @@ CASES = [
      'catalog.json: products[0].name: must not be empty, got "" (product dune)'),
     (set_path("products", 0, "name", value="   "),
      'catalog.json: products[0].name: must not be empty, got "   " (product dune)'),
+    (set_path("products", 0, "name", value="\u200b\u3164\u2800"),  # shows as nothing on the pages and at Stripe
+     'catalog.json: products[0].name: must not be empty (it has only invisible characters), got "\\u200b\\u3164'
+     '\\u2800" (product dune)'),
     (set_path("products", 0, "name", value=None),
      "catalog.json: products[0].name: must be a text string, got null (product dune)"),
     (set_path("products", 0, "name", value="x" * 121),

@@ -4,6 +4,7 @@ import difflib
 import json
 import os
 import re
+import unicodedata
 from functools import cache, partial
 
 from .iso_codes import COUNTRIES, COUNTRY_HINTS, CURRENCIES, NOT_SHIPPABLE, THREE_DECIMAL, WHOLE_UNITS_ONLY
@@ -19,6 +20,8 @@ IMAGE_TYPES = (".svg", ".png", ".jpg", ".jpeg", ".gif", ".webp")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _ONE_LINE = re.compile("[\t\n]|" + _CONTROL.pattern)  # and tab and newline
 _REQUIRED, _BAD, _NO_VALUE = object(), object(), object()
+# Letters that show as blank space (Hangul fillers, the blank Braille pattern)
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def check(data: bytes, name: str, public_dir) -> tuple[list[str], dict | None]:
@@ -47,11 +50,17 @@ def _show(value) -> str:
         value = value[:57] + "..."  # keep the quotes, so a cut string still reads as a string
     try:
         text = json.dumps(value, ensure_ascii=False)
-        if _CONTROL.search(text):  # shown escaped, never as they are (they go to the log and /healthz)
+        # Shown escaped, never as they are (they go to the log and /healthz), as is text that shows as nothing
+        if _CONTROL.search(text) or isinstance(value, str) and value.strip() and _invisible(value):
             text = json.dumps(value)
     except (ValueError, RecursionError):  # integers too long to print, absurd nesting
         return f"a very large {'number' if isinstance(value, int) else 'value'}"
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _invisible(text) -> bool:
+    """Whether nothing in the text shows: spaces, format characters, marks on nothing, blank letters."""
+    return not any(unicodedata.category(ch)[0] not in "ZCM" and ch not in _BLANK_LETTERS for ch in text)
 
 
 def _is_int(value) -> bool:
@@ -118,8 +127,8 @@ def _text(limit, controls):
     def check(checker, path, value):
         if not isinstance(value, str):
             problem = "must be a text string"
-        elif not value.strip():
-            problem = "must not be empty"
+        elif _invisible(value):
+            problem = "must not be empty" + (" (it has only invisible characters)" if value.strip() else "")
         elif len(value) > limit:
             problem = f"must be at most {limit} characters (this has {len(value)})"
         # A NUL or text that reads backwards would reach the pages and Stripe; a name heads emails, so is one line.

@@ -156,7 +156,7 @@ def make_shopper(data_dir, database_url):
 
 # Test modules whose tests run on both ledgers: SQLite (the default) and PostgreSQL.
 BOTH_BACKENDS = {"test_ledger", "test_fulfilment", "test_purchase", "test_webhooks", "test_webhooks_chaos",
-                 "test_merchant", "test_reconcile", "test_refunds", "test_checkout_races", "test_stock", "test_mail",
+                 "test_merchant", "test_checkout_races", "test_stock", "test_mail",
                  "test_admin", "test_promotions"}
 
 

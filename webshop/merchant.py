@@ -55,7 +55,7 @@ def parser():
                                    argparse.SUPPRESS)):  # so that `--port 8080 serve` keeps the port given
         q.add_argument("--host", default=default, help="listen address (HOST)")
         q.add_argument("--port", type=bounded(1, 65535), default=default, help="listen port (PORT)")
-    sub.add_parser("check", help="validate catalog.json and the settings; exit 1 on any problem")
+    sub.add_parser("check", help="validate catalog.json and the settings; exit 1 on a problem, 2 on bad settings")
     sub.add_parser("settings", help="print every setting with its value (secrets masked) and help")
     sub.add_parser("migrate", help="bring the database's schema up to date (serving does it too)")
     q = sub.add_parser("fulfilments", help="print the hand-off records as JSON lines, oldest first")

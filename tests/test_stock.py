@@ -58,6 +58,8 @@ def test_copies_held_by_a_checkout_left_open_are_said_to_be_sold_out_for_now_not
            "checkouts, and any they do not pay for come back within about half an hour." in other.get("/cart").html.text
     refused = other.post("/checkout", {"csrf_token": other.csrf(), "product_id": "walden"}, status=409)
     assert "Sorry, Walden is sold out for now" in refused.text
+    back = other.get(other.checkout().location)  # the cart's Checkout: its one book held elsewhere
+    assert "Sorry, Walden is sold out for now" in back.text and "nothing to check out" not in back.text
     shopper.standin.pay(held)
     wire(shopper).standin.deliver_pending()
     assert "Sold out for now" not in card(other.get("/"), "walden") and "Sold out" in card(other.get("/"), "walden")

@@ -19,7 +19,7 @@
 % if changed:
 <p class="notice" role="status">The shop changed a price or the copies left while you were checking out, so that checkout was canceled before you paid. Please check and try again.</p>
 % end
-% if empty_checkout and not items:
+% if empty_checkout and not items and not stock_notes:  # a note says why, if it was sold out
 <p class="notice" role="status">Your cart is empty, so there is nothing to check out yet.</p>
 % end
 % if added and most:

@@ -1,5 +1,6 @@
 """The stand-in's SQLite store: writers of every thread and process take turns without losing an update."""
 import os
+import stat
 import threading
 
 import pytest
@@ -96,3 +97,16 @@ def test_keeping_a_request_key_costs_the_same_however_many_keys_are_kept(tmp_pat
     many = steps_of_one_put("with-5050")
     assert many <= 2 * few + 5, (few, many)
     store.close()
+
+
+def test_the_file_holding_shoppers_details_is_the_users_only(tmp_path):
+    old = os.umask(0)  # takes nothing away: the mode is what the stand-in asked for
+    store = Store(tmp_path)
+    try:
+        with store.tx(write=True) as tx:  # a write: SQLite's -wal and -shm files exist now
+            tx.put({"id": "cus_1", "object": "customer", "created": 0, "email": "ada@example.com"})
+        files = sorted(tmp_path.glob("standin.sqlite3*"))
+        assert len(files) == 3 and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files), files
+    finally:
+        os.umask(old)
+        store.close()

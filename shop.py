@@ -70,23 +70,30 @@ class Shop:
         return catalog
 
     def _loaded(self, catalog):
-        """What a newly loaded catalog brings: its name and promotion codes in the ledger and at Stripe; the checkouts
-        it no longer backs closed."""
-        cfg, ledger = self.config, self.orders.ledger
+        """What a newly loaded catalog brings: its name in the ledger; its promotion codes at Stripe and the checkouts
+        it no longer backs closed, both by the closer thread, so that no request waits on Stripe for them."""
+        ledger = self.orders.ledger
         if ledger.checkpoint("shop name") != catalog.shop_name:  # for commands run while an edit is broken
             ledger.set_checkpoint("shop name", catalog.shop_name)
-        # Promotion codes: Stripe is asked only when the promotions or the key (a live account needs its own codes)
-        # differ from what the ledger says is active (for all instances): after any edit, even while stopped; not
-        # at each start. Open checkouts are looked at on every load (a Stripe call for each closed).
-        account = hashlib.sha256(f"{cfg.stripe_secret_key} {cfg.stripe_api_base}".encode()).hexdigest()[:16]
-        wanted = json.dumps([catalog.promotions, catalog.currency, account], sort_keys=True)
-        if ledger.checkpoint("promotions") != wanted and payments.sync_promotions(self.orders.stripe, catalog):
-            ledger.set_checkpoint("promotions", wanted)
         self.close_later()
 
+    def sync_promotions(self, catalog):
+        """Make the catalog's promotions the active codes at Stripe; False if Stripe did not answer."""
+        # Stripe is asked only when the promotions or the key (a live account needs its own codes) differ from what
+        # the ledger says is active (for all instances): after any edit, even while stopped; not at each start.
+        cfg, ledger = self.config, self.orders.ledger
+        account = hashlib.sha256(f"{cfg.stripe_secret_key} {cfg.stripe_api_base}".encode()).hexdigest()[:16]
+        wanted = json.dumps([catalog.promotions, catalog.currency, account], sort_keys=True)
+        if ledger.checkpoint("promotions") == wanted:
+            return True
+        if not payments.sync_promotions(self.orders.stripe, catalog):
+            return False
+        ledger.set_checkpoint("promotions", wanted)
+        return True
+
     def close_later(self):
-        """Close the open checkouts the newest catalog no longer backs in this process's one closer thread, so that
-        no request waits for a Stripe call each; a closer at work looks again when it is done."""
+        """Bring the promotion codes in line and close the open checkouts the newest catalog no longer backs, in this
+        process's one closer thread, so that no request waits for a Stripe call each; one at work looks again."""
         with self.closing:
             self.to_close, self.retry_closing = True, None
             if self.closer is None:
@@ -102,7 +109,8 @@ class Shop:
                     return
                 self.to_close = False
             try:
-                if not self.close_unbacked(self.loaded):  # Stripe down: a page load a minute on tries again
+                synced = self.sync_promotions(self.loaded)
+                if not self.close_unbacked(self.loaded) or not synced:  # Stripe down: a look a minute on tries again
                     self.retry_closing = time.monotonic() + 60
             except Exception as e:  # noqa: BLE001 — the database went away, say: a look a minute on tries again
                 log.error("closing the checkouts the catalog no longer backs stopped: %s", type(e).__name__)

@@ -2,10 +2,13 @@
 
 import json
 import sys
+import threading
+import time
 
 import pytest
 
 from standin import PayError
+from webshop import payments
 from tests.conftest import ROOT, edit_catalog, free_port, handoff, wire
 
 SPRING = {"code": "spring10", "percent_off": 10, "expires": "2099-01-31", "max_redemptions": 2,
@@ -67,6 +70,29 @@ def test_promotions_removed_while_the_shop_was_stopped_are_deactivated_when_it_s
     assert active_codes(restarted) == {}
     again = shop_with(promotions=[])  # started again unchanged: Stripe is not asked (a slow one would delay it)
     assert again.standin.calls["GET /v1/promotion_codes"] == 0
+
+
+def test_a_code_an_edit_removed_while_stripe_was_down_is_deactivated_a_minute_later_unasked(shop_with):
+    shopper = shop_with(promotions=[SPRING])
+    shopper.standin.faults.add("GET /v1/promotion_codes", "500", times=3)  # the call and the SDK's two retries
+    shopper.edit(promotions=[])
+    shopper.edited()
+    assert set(active_codes(shopper)) == {"SPRING10"}  # still usable: Stripe did not answer
+    asked = shopper.standin.calls["GET /v1/promotion_codes"]
+    shopper.edited()  # within the minute: not asked again
+    assert shopper.standin.calls["GET /v1/promotion_codes"] == asked
+    shopper.shop.retry_closing = time.monotonic()  # a minute on, with no edit since
+    shopper.edited()
+    assert active_codes(shopper) == {}
+
+
+def test_the_codes_of_an_edit_are_made_by_the_closer_thread_not_by_the_page_that_loads_it(shop_with, monkeypatch):
+    shopper, threads = shop_with(promotions=[SPRING]), []
+    sync = payments.sync_promotions
+    monkeypatch.setattr(payments, "sync_promotions", lambda *a: threads.append(threading.current_thread()) or sync(*a))
+    shopper.edit(promotions=[])
+    shopper.edited()  # a slow Stripe would hold this page only as long as the closer's first few seconds
+    assert threads and threading.current_thread() not in threads and active_codes(shopper) == {}
 
 
 def test_another_key_on_the_same_database_gets_the_codes_made_in_its_own_account(shop_with, make_shopper,

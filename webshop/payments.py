@@ -207,7 +207,7 @@ def sync_promotions(client, catalog):
                 params["restrictions"] = {"minimum_amount": promo["minimum_amount"],
                                           "minimum_amount_currency": catalog.currency}
             _create_once("POST /v1/promotion_codes", client.v1.promotion_codes.create, params)
-    except (ShopError, stripe.StripeError) as e:  # the codes follow at the next edit or start
+    except (ShopError, stripe.StripeError) as e:  # the closer tries again a minute later
         log.warning("promotion codes not brought in line with the catalog: %s", getattr(e, "detail", None) or e)
         return False
     return True

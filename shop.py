@@ -71,7 +71,8 @@ class Shop:
 
     def _loaded(self, catalog):
         """What a newly loaded catalog brings: its name in the ledger; its promotion codes at Stripe and the checkouts
-        it no longer backs closed, both by the closer thread, so that no request waits on Stripe for them."""
+        it no longer backs closed, both by the closer thread: the page or watcher that loaded it waits CLOSE_WAIT at
+        most, so a few checkouts close before it is answered and the rest after."""
         ledger = self.orders.ledger
         if ledger.checkpoint("shop name") != catalog.shop_name:  # for commands run while an edit is broken
             ledger.set_checkpoint("shop name", catalog.shop_name)
@@ -167,8 +168,8 @@ class Shop:
 
 def make_app(config=None):
     """The shop as a WSGI app: from a dict of settings (tests), or from the environment and `.env` as servers run it."""
-    served = config is None
-    if served:  # read .env as `python shop.py` does
+    from_env = config is None  # gunicorn's 'shop:make_app()' (`python shop.py` reads .env and starts the threads)
+    if from_env:  # read .env as `python shop.py` does
         from dotenv import load_dotenv
         load_dotenv(ROOT / ".env")  # never overrides a variable the environment already has
     config = config if isinstance(config, Config) else load_config(config)
@@ -178,7 +179,8 @@ def make_app(config=None):
 
     @app.hook("before_request")
     def check_request():
-        """Refuse what no route should see: a path that is not UTF-8, an oversized or unreadable body."""
+        """Send another name of this machine to BASE_URL (307); refuse what no route should see: a path that is not
+        UTF-8, an oversized or unreadable body."""
         request.environ["shop.start"] = time.monotonic()
         try:  # bottle would drop the bytes it cannot decode and serve another page
             request.environ.get("bottle.raw_path", "").encode("latin-1").decode("utf-8")
@@ -239,14 +241,14 @@ def make_app(config=None):
 
     for status in MESSAGES:
         app.error(status)(functools.partial(_error_page, shop))
-    if served:
+    if from_env:
         start_background(shop)
     return app
 
 
 def watch_catalog(shop, stopping):
-    """Load each edit within a second or so, pages asked for or not: shoppers on Stripe's page ask the shop for
-    nothing, and the checkouts a repriced or withdrawn book no longer backs must close all the same."""
+    """Load each edit within a second (or CATALOG_CHECK_SECONDS), pages asked for or not: shoppers on Stripe's
+    page ask the shop for nothing, and the checkouts a repriced or withdrawn book no longer backs must close."""
     failing = None
     while not stopping.wait(max(1.0, shop.config.catalog_check_seconds)):
         try:
@@ -254,7 +256,7 @@ def watch_catalog(shop, stopping):
         except Exception as e:  # noqa: BLE001 — the database away, say: the next look tries again
             if failing != type(e).__name__:  # said once, not every second
                 failing = type(e).__name__
-                log.error("looking at the catalog failed: %s; trying again every second", failing)
+                log.error("looking at the catalog failed: %s; trying again at each look", failing)
         else:
             if failing:
                 log.info("looking at the catalog works again")

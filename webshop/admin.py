@@ -39,7 +39,7 @@ def install(app, shop):
                 raise ShopError(429, "Too many failed sign-ins. Please wait a few minutes and try again.",
                                 detail=f"admin sign-ins from {address}", retry_after=int(WINDOW - now + recent[0]) + 1)
         user, password = request.auth or (None, None)
-        if hmac.compare_digest((user or "").encode(), b"admin") & hmac.compare_digest(
+        if hmac.compare_digest((user or "").encode(), b"admin") & hmac.compare_digest(  # &: both always compared
                 (password or "").encode(), shop.config.admin_password.encode()):
             return
         if user is not None:  # a first visit without credentials is not a failed attempt

@@ -67,7 +67,7 @@ SHOWN = 50  # problems listed in the log, on /admin and by the commands; `python
 
 
 def first_problems(found: list[str]) -> list[str]:
-    """At most SHOWN problems, then how many more there are: a broken 50 MB file must not make a 50 MB log line."""
+    """At most SHOWN problems, then how many more there are: a broken 16 MB file must not make a 16 MB log line."""
     more = len(found) - SHOWN
     return found[:SHOWN] + ([f"... and {more} more (python shop.py check lists them all)"] if more > 0 else [])
 

@@ -70,7 +70,8 @@ class Orders:
         """Apply the session's state to its order; returns (what was charged, outcome), or (None, None) if not ours.
 
         session: None re-reads it from Stripe (one call), whose answer, not an event or a URL, decides:
-        https://docs.stripe.com/checkout/fulfillment. event: (id, type), marked handled with a fulfilment."""
+        https://docs.stripe.com/checkout/fulfillment. event: (id, type), marked handled with a fulfilment. failed:
+        an async_payment_failed event, so a session still processing counts as failed."""
         order = order or self.order_for(session_id, session, source)
         if order is None:
             return None, None
@@ -105,7 +106,8 @@ class Orders:
         return charged, outcome if moved else "no change"
 
     def expire(self, session_id, source):
-        """Expire a session at Stripe so it cannot be paid, order in line: (expired?, refusal, outcome); 503 if down."""
+        """Expire a session at Stripe so it cannot be paid, order in line: (expired?, refusal, outcome). ShopError 503
+        if Stripe is down; 404 if it does not know a session that may still be payable (under another key)."""
         try:
             session, refused, missing = payments.expire_session(self.stripe, session_id), None, None
         except ShopError as e:
@@ -129,7 +131,8 @@ class Orders:
     def refund(self, order_id, amount=None, restock=False, source="cli refund", key=None, again=False):
         """Refund through Stripe what is left, or `amount`: (the order, Stripe's Refund, replayed?, restocked?).
 
-        The order changes when Stripe's charge.refunded event arrives."""
+        Its status and refunded amount change when Stripe's charge.refunded event arrives; `restock` marks its copies
+        returned at once."""
         o = self.ledger.get(order_id)
         if o is None:
             raise ShopError(404, f"No order {order_id!r} (see `python shop.py orders`).")

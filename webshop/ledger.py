@@ -15,7 +15,7 @@ from .settings import ShopError
 
 ORDER_ID = re.compile(r"ord_[0-9a-f]{24}")  # an order's id, as start_order makes it
 
-# Each entry moves the schema one version up. Amounts are BIGINT (a cart can pass 2^31 minor units).
+# Each entry moves the schema one version up. Amounts are BIGINT (an event's may be up to CEILING, 10**12).
 MIGRATIONS = (
     """CREATE TABLE orders (
         id TEXT PRIMARY KEY, status TEXT NOT NULL, currency TEXT NOT NULL,
@@ -183,7 +183,7 @@ class Ledger:
         return {r["product_id"]: (int(r["held"]), int(r["sold"])) for r in rows}  # PostgreSQL's SUM is numeric
 
     def stock_levels(self, product_ids, browser=None):
-        """{product id: (copies held by open checkouts, copies sold)}, for the pages and `shop.py stock`."""
+        """{product id: (copies held by open checkouts, copies bought and not restocked)}, for the pages and `stock`."""
         with self.db.read() as c:
             return self._taken(c, list(product_ids), browser)
 
@@ -284,7 +284,7 @@ class Ledger:
     def fulfil(self, order_id, allowed_from, record, charged, source, event=None, **fields):
         """Mark the order paid and store its hand-off record, once: True only for the call that did it."""
         with self.db.tx() as c:  # any other caller, on any instance, finds fulfilled_at set (or the order_id taken)
-            if not self._move(c, order_id, allowed_from, "paid", source, "fulfilled", fulfilled=True,
+            if not self._move(c, order_id, allowed_from, "paid", source, "fulfilled", unfulfilled_only=True,
                               fulfilled_at=record["fulfilled_at"], charged=json.dumps(charged), **fields):
                 return False
             self._enqueue(c, "paid", order_id, record=record)
@@ -297,9 +297,11 @@ class Ledger:
                 _note_event(c, *event, order_id)
             return True
 
-    def _move(self, c, order_id, allowed_from, to_status, source, note=None, fulfilled=False, **fields):
+    def _move(self, c, order_id, allowed_from, to_status, source, note=None, unfulfilled_only=False, **fields):
+        """Move the order from a status in `allowed_from` to `to_status`, with its history line (a failed payment
+        also queues its email); True if it moved."""
         sets = "".join(f", {k} = COALESCE(?, {k})" for k in fields)  # a value Stripe left out keeps the ledger's
-        guard = " AND fulfilled_at IS NULL" if fulfilled else ""
+        guard = " AND fulfilled_at IS NULL" if unfulfilled_only else ""
         cur = c.execute(f"UPDATE orders SET status = ?, updated = ?{sets} WHERE id = ? AND status IN "
                         f"({','.join('?' * len(allowed_from))}){guard}",
                         (to_status, utcnow(), *fields.values(), order_id, *allowed_from))

@@ -107,7 +107,7 @@ def main(argv):
     except CatalogError:
         name = None
     try:  # opening the ledger migrates it: all `migrate` does. The name is looked up when an email is written.
-        ctx = Orders(config, shop_name=lambda: name or "Test shop")
+        ctx = Orders(config, shop_name=lambda: name or "Test shop")  # name as it is when an email is written
     except Exception as e:  # noqa: BLE001 — an unreachable database, say: one line, no traceback
         return _fail(f"cannot open the shop's data: {cannot_open(config, e)}", 2)
     name = name or ctx.ledger.checkpoint("shop name")  # the catalog's last good one, as the shop kept it
@@ -205,7 +205,8 @@ def serve(config):
     writer.start()
     log.info("serving %s at %s (%s mode, %d threads)", shop.catalog().shop_name, config.base_url, config.mode,
              config.threads)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))  # stop as on Ctrl-C
+    # Stop as on Ctrl-C: a lambda cannot raise, a generator's throw() can.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     stop_background = start_background(shop)
     try:
         server.run()

@@ -157,7 +157,7 @@ def expire_session(client, session_id):
 
 
 def retrieve_session(client, session_id):
-    """The Checkout Session with all its line items and its PaymentIntent expanded, as a plain dict."""
+    """The Checkout Session with all its line items, its PaymentIntent and its promotion codes expanded, as a dict."""
     session = call("GET /v1/checkout/sessions/{id}", client.v1.checkout.sessions.retrieve, session_id,
                    {"expand": ["line_items", "payment_intent", "discounts.promotion_code"]}).to_dict()
     items = session.get("line_items")

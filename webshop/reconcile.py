@@ -15,7 +15,8 @@ LOST_AFTER = 600  # an order still without a session this long after checkout ne
 
 
 def reconcile(ctx, args):
-    """Repair every order whose webhook never arrived, from Stripe's list of Checkout Sessions."""
+    """Repair the ledger from Stripe: orders whose webhooks never came (from its Checkout Sessions), bank payments
+    still processing, refunds, disputes, clicks that never got a session; then forget old event ids."""
     since = int(time.time()) - args.since
     checked = repaired = 0
     try:

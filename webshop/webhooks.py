@@ -185,7 +185,8 @@ def _reason(error):
 
 
 def refuse(shop, reason):
-    """400 for a delivery that is not a verified Stripe event; one log line, nothing changed."""
+    """400 for a delivery that is not a verified Stripe event (or no secret to verify it with); one log line, nothing
+    changed."""
     # The client's whole address, as Guard finds it for /admin (which then counts an IPv6 one by its /64):
     # bottle's remote_addr would take X-Forwarded-For from anyone.
     log.warning("webhook refused from %s: %s", shop.guard.client_address(request), reason)

@@ -18,6 +18,7 @@ from bottle import Bottle, request, response, static_file
 from webshop import admin, mail, payments, storefront, webhooks
 from webshop.catalog import CatalogStore, format_money
 from webshop.fulfilment import Orders
+from webshop.ledger import Ledger
 from webshop.security import LOOPBACK, Guard
 from webshop.settings import ROOT, Config, ShopError, load_config
 
@@ -46,8 +47,11 @@ class Shop:
     def __init__(self, config):
         self.config, self.loaded = config, None  # the catalog this process last looked at
         self.closing, self.closer, self.to_close, self.retry_closing = threading.Lock(), None, False, None
-        self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds)
-        self.orders = Orders(config, shop_name=lambda: self.catalogs.current().shop_name)
+        ledger = Ledger(config)  # first: a start while catalog.json is broken serves the version last loaded
+        self.kept_as = "catalog " + os.path.abspath(config.catalog)  # (kept for each file, not just the newest)
+        self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds,
+                                     kept=lambda: (ledger.checkpoint(self.kept_as) or "").encode())
+        self.orders = Orders(config, shop_name=lambda: self.catalogs.current().shop_name, ledger=ledger)
         self.reads = payments.SharedReads(self.orders.stripe)
         self.guard = Guard(config, self.orders.ledger.secret())
         self.catalog()  # its promotion codes made active at Stripe, checkouts it no longer backs closed
@@ -70,12 +74,14 @@ class Shop:
         return catalog
 
     def _loaded(self, catalog):
-        """What a newly loaded catalog brings: its name in the ledger; its promotion codes at Stripe and the checkouts
-        it no longer backs closed, both by the closer thread: the page or watcher that loaded it waits CLOSE_WAIT at
-        most, so a few checkouts close before it is answered and the rest after."""
+        """What a newly loaded catalog brings: its name and text in the ledger; its promotion codes at Stripe and the
+        checkouts it no longer backs closed, both by the closer thread: the page or watcher that loaded it waits
+        CLOSE_WAIT at most, so a few checkouts close before it is answered and the rest after."""
         ledger = self.orders.ledger
         if ledger.checkpoint("shop name") != catalog.shop_name:  # for commands run while an edit is broken
             ledger.set_checkpoint("shop name", catalog.shop_name)
+        if ledger.checkpoint(self.kept_as) != (text := catalog.source.decode("utf-8-sig")):  # for a restart then
+            ledger.set_checkpoint(self.kept_as, text)
         self.close_later()
 
     def sync_promotions(self, catalog):

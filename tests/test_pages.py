@@ -7,6 +7,7 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 
 from tests.conftest import BASE, as_served, edit_catalog, wsgi
+from webshop.catalog import CatalogError
 
 
 def test_every_form_field_on_the_catalog_says_which_book_it_is_for(shopper):
@@ -137,6 +138,31 @@ def test_invalid_catalog_edit_keeps_the_shop_serving(make_shopper, catalog_copy)
     assert health.text.splitlines() == ["unhealthy",
                                         "catalog: the last edit was not loaded (see `python shop.py check`)"]
     assert str(catalog_copy) not in health.text
+
+
+def test_a_restart_while_the_catalog_is_broken_serves_the_version_last_loaded(make_shopper, catalog_copy):
+    make_shopper(catalog=str(catalog_copy)).get("/")
+    with edit_catalog(catalog_copy) as data:
+        data["products"][0]["name"] = "The Edited Title"
+    os.utime(catalog_copy, ns=(1, 2_000_000_000_000_000_000))
+    assert "The Edited Title" in make_shopper(catalog=str(catalog_copy)).get("/").text  # loaded, so kept
+    good = catalog_copy.read_text()
+    catalog_copy.write_text(good.replace('"price": ', '"price": -', 1))
+
+    shopper = make_shopper(catalog=str(catalog_copy))  # a restart: the shop starts, and says why it is not current
+    assert "The Edited Title" in shopper.get("/").text
+    assert shopper.get("/healthz", status=503).text.splitlines()[1].startswith("catalog: the last edit was not loaded")
+    error = shopper.shop.catalogs.error
+    assert error.startswith("catalog.json: the last edit was not loaded (1 problem, first: products[0].price: ")
+    assert error.endswith("; serving the last good version, kept from before the restart")
+    catalog_copy.write_text(good)
+    os.utime(catalog_copy, ns=(1, 3_000_000_000_000_000_000))
+    assert shopper.get("/healthz").text == "ok\n"
+
+    other = catalog_copy.parent / "other.json"  # a file never loaded: nothing kept for it
+    other.write_text(good.replace('"price": ', '"price": -', 1))
+    with pytest.raises(CatalogError):
+        make_shopper(catalog=str(other))
 
 
 def test_healthz_ok(shopper):

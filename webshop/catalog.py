@@ -4,7 +4,7 @@ import os
 import stat
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from . import catalog_rules
@@ -53,6 +53,7 @@ class Catalog:
     promotions: tuple = ()  # dicts: code, percent_off or amount_off, expires, max_redemptions, minimum_amount
     terms_url: str | None = None
     collect_tax_ids: bool = False
+    source: bytes = field(default=b"", repr=False)  # the file as checked: the ledger keeps it for a restart
 
     @cached_property
     def _by_id(self):
@@ -127,11 +128,13 @@ def _read(path):
     return data, _key(st)
 
 
-def _load(path, public_dir):
-    """(catalog or None, problems, the _key of the bytes checked or None when unreadable)."""
-    name = os.path.basename(path)
+def _load(path, public_dir, data=None):
+    """(catalog or None, problems, the _key of the bytes checked or None when unreadable or given): from the file at
+    path, or from its bytes `data` as kept elsewhere."""
+    name, key = os.path.basename(path), None
     try:
-        data, key = _read(path)
+        if data is None:
+            data, key = _read(path)
     except OSError as e:
         return None, [f"{name}: cannot read the file: {e.strerror or e}"], None
     except ValueError as e:
@@ -142,7 +145,7 @@ def _load(path, public_dir):
     products = tuple(Product(**p, checkout_image=_checkout_image(p["image"], public_dir))
                      for p in fields.pop("products"))
     options = tuple(ShippingOption(**o) for o in fields.pop("shipping_options"))
-    return Catalog(products=products, shipping_options=options, **fields), [], key
+    return Catalog(products=products, shipping_options=options, source=data, **fields), [], key
 
 
 def _checkout_image(image, public_dir):
@@ -167,7 +170,7 @@ def problems(path, public_dir) -> list[str]:
 class CatalogStore:
     """The last good catalog, re-read only when the file changes, so edits go live without a restart."""
 
-    def __init__(self, path, public_dir, log, check_every=0.0):
+    def __init__(self, path, public_dir, log, check_every=0.0, kept=None):
         self.path, self.public_dir = os.fspath(path), os.fspath(public_dir)
         self.name = os.path.basename(self.path)
         # log: a logging.Logger, which gets each message's level, or any callable taking the message alone
@@ -181,7 +184,13 @@ class CatalogStore:
         # Seconds between looks at the file (0: every call): on a busy server a stat() costs more than a cached page.
         self.check_every, self._next_check = check_every, 0.0
         self._catalog, found, self._key = _load(self.path, self.public_dir)
-        if found:  # the first load must succeed: there is nothing older to fall back on
+        if found and kept:  # a start while the file is broken: kept() gives the bytes last loaded, or None
+            data = kept()
+            self._catalog = _load(self.path, self.public_dir, data)[0] if data else None
+            if self._catalog:
+                self._key = self._key or self._stat()
+                self._not_loaded(found, "serving the last good version, kept from before the restart")
+        if self._catalog is None:  # nothing older to fall back on
             raise CatalogError(found)
 
     def current(self, force=False) -> Catalog:
@@ -210,15 +219,19 @@ class CatalogStore:
         if found:
             # Remember the bad version (as read, else as seen) so it is reported once, not on every request.
             self._key = read_key or stat_key
-            first = found[0].removeprefix(f"{self.name}: ")
-            head = f"{self.name}: the last edit was not loaded ({len(found)} problem{'s' * (len(found) > 1)}"
-            self.error = f"{head}, first: {first}); still serving the previous version"
-            self.summary = f"{head}); still serving the previous version"  # above the list of them, on /admin
-            self.found = first_problems(found)
-            self._log(logging.ERROR, "\n  ".join([self.error] + self.found))
+            self._not_loaded(found, "still serving the previous version")
             return
         fixed = " (earlier problems fixed)" if self.error else ""
         named = {**self.withdrawn, **{p.id: p.name for p in self._catalog.products}}  # a new dict: readers keep theirs
         self.withdrawn = {pid: name for pid, name in named.items() if catalog.product(pid) is None}
         self._catalog, self._key, self.error, self.summary, self.found = catalog, read_key, None, None, []
         self._log(logging.INFO, f"{self.name}: reloaded, {len(catalog.products)} products{fixed}")
+
+    def _not_loaded(self, found, serving):
+        """Log a version of the file that was not loaded, once, and keep its problems for /admin and /healthz."""
+        first = found[0].removeprefix(f"{self.name}: ")
+        head = f"{self.name}: the last edit was not loaded ({len(found)} problem{'s' * (len(found) > 1)}"
+        self.error = f"{head}, first: {first}); {serving}"
+        self.summary = f"{head}); {serving}"  # above the list of them, on /admin
+        self.found = first_problems(found)
+        self._log(logging.ERROR, "\n  ".join([self.error] + self.found))

@@ -35,9 +35,9 @@ JSONL_MARK = "fulfilments.jsonl"  # the ledger's checkpoint: the last hand-off i
 class Orders:
     """The ledger, the Stripe client and fulfilment of one shop: what the web app and the merchant's commands share."""
 
-    def __init__(self, config, shop_name=lambda: "Test shop"):
+    def __init__(self, config, shop_name=lambda: "Test shop", ledger=None):
         self.config = config
-        self.ledger = Ledger(config)
+        self.ledger = ledger or Ledger(config)
         self.ledger.notify = mail.Notices(config, shop_name)  # the emails a payment, failure or refund causes
         self.stripe, self.standin = payments.make_client(config, shop_name())
         # The embedded default also writes each hand-off as a line of DATA_DIR/fulfilments.jsonl for the warehouse.

@@ -27,7 +27,7 @@ VIEWS = [str(ROOT / "views")]
 log = logging.getLogger("shop")
 access = logging.getLogger("shop.access")
 MAX_WEBHOOK, MAX_FORM = 512 * 1024, 16 * 1024  # Stripe's events are a few KB; every other body is a small form
-CLOSE_WAIT = 5.0  # seconds the request or watcher loading an edit waits for the checkouts it no longer backs to close
+CLOSE_WAIT = 5.0  # seconds the request or watcher loading an edit waits for the closer (see close_later)
 MESSAGES = {
     400: "The request could not be understood.", 401: "Please sign in.", 403: "That is not allowed.",
     404: "There is no such page.", 405: "That page does not take this kind of request.",
@@ -54,7 +54,7 @@ class Shop:
         self.orders = Orders(config, shop_name=lambda: self.catalogs.current().shop_name, ledger=ledger)
         self.reads = payments.SharedReads(self.orders.stripe)
         self.guard = Guard(config, self.orders.ledger.secret())
-        self.catalog()  # its promotion codes made active at Stripe, checkouts it no longer backs closed
+        self.catalog()  # the closer thread closes the checkouts it no longer backs, then makes its promotion codes
 
     def catalog(self):
         """The current catalog (re-read only when the file changed; the last good one if an edit is broken); a newly
@@ -99,7 +99,7 @@ class Shop:
         return True
 
     def close_later(self):
-        """Bring the promotion codes in line and close the open checkouts the newest catalog no longer backs, in this
+        """Close the open checkouts the newest catalog no longer backs, then bring the promotion codes in line, in this
         process's one closer thread, so that no request waits for a Stripe call each; one at work looks again."""
         with self.closing:
             self.to_close, self.retry_closing = True, None
@@ -116,8 +116,8 @@ class Shop:
                     return
                 self.to_close = False
             try:
-                synced = self.sync_promotions(self.loaded)
-                if not self.close_unbacked(self.loaded) or not synced:  # Stripe down: a look a minute on tries again
+                closed = self.close_unbacked(self.loaded)  # first: it keeps old prices and stock from being paid
+                if not self.sync_promotions(self.loaded) or not closed:  # Stripe down: a look a minute on tries again
                     self.retry_closing = time.monotonic() + 60
             except Exception as e:  # noqa: BLE001 — the database went away, say: a look a minute on tries again
                 log.error("closing the checkouts the catalog no longer backs stopped: %s", type(e).__name__)

@@ -9,7 +9,7 @@ import pytest
 
 from standin import PayError
 from webshop import payments
-from tests.conftest import ROOT, edit_catalog, free_port, handoff, wire
+from tests.conftest import ROOT, edit_catalog, free_port, handoff, settled, wire
 
 SPRING = {"code": "spring10", "percent_off": 10, "expires": "2099-01-31", "max_redemptions": 2,
           "minimum_amount": 2000}
@@ -93,6 +93,24 @@ def test_the_codes_of_an_edit_are_made_by_the_closer_thread_not_by_the_page_that
     shopper.edit(promotions=[])
     shopper.edited()  # a slow Stripe would hold this page only as long as the closer's first few seconds
     assert threads and threading.current_thread() not in threads and active_codes(shopper) == {}
+
+
+def test_an_edit_closes_a_repriced_checkout_before_it_waits_on_stripe_for_its_codes(shop_with, monkeypatch):
+    shopper, release = shop_with(promotions=[]), threading.Event()
+    old = shopper.session_id(shopper.checkout(product_id="walden"))
+    sync = payments.sync_promotions
+    monkeypatch.setattr(payments, "sync_promotions", lambda *a: release.wait(10) and sync(*a))  # a slow Stripe
+    monkeypatch.setattr("shop.CLOSE_WAIT", 0.5)
+    with edit_catalog(shopper.shop.config.catalog) as data:
+        data["promotions"] = [SPRING]
+        next(p for p in data["products"] if p["id"] == "walden")["price"] += 100
+    shopper.get("/")  # answered while the codes are still being made
+    try:
+        assert shopper.shop.orders.ledger.by_session(old)["status"] == "expired"
+    finally:
+        release.set()
+    settled(shopper.shop)
+    assert set(active_codes(shopper)) == {"SPRING10"}
 
 
 def test_another_key_on_the_same_database_gets_the_codes_made_in_its_own_account(shop_with, make_shopper,

@@ -85,7 +85,8 @@ class Shop:
         self.close_later()
 
     def sync_promotions(self, catalog):
-        """Make the catalog's promotions the active codes at Stripe; False if Stripe did not answer."""
+        """Make the catalog's promotions the active codes at Stripe; False if Stripe did not answer (codes it refused
+        are tried again at the next edit or start, not every minute)."""
         # Stripe is asked only when the promotions or the key (a live account needs its own codes) differ from what
         # the ledger says is active (for all instances): after any edit, even while stopped; not at each start.
         cfg, ledger = self.config, self.orders.ledger
@@ -93,8 +94,11 @@ class Shop:
         wanted = json.dumps([catalog.promotions, catalog.currency, account], sort_keys=True)
         if ledger.checkpoint("promotions") == wanted:
             return True
-        if not payments.sync_promotions(self.orders.stripe, catalog):
-            return False
+        try:
+            payments.sync_promotions(self.orders.stripe, catalog)
+        except ShopError as e:
+            log.warning("promotion codes not brought in line with the catalog: %s", e.detail or e.message)
+            return e.status != 503
         ledger.set_checkpoint("promotions", wanted)
         return True
 

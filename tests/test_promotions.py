@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import stripe
 
 from standin import PayError
 from webshop import payments
@@ -111,6 +112,18 @@ def test_an_edit_closes_a_repriced_checkout_before_it_waits_on_stripe_for_its_co
         release.set()
     settled(shopper.shop)
     assert set(active_codes(shopper)) == {"SPRING10"}
+
+
+@pytest.mark.parametrize("error, again", [(stripe.InvalidRequestError("No such coupon", None), False),
+                                          (stripe.APIConnectionError("unreachable"), True)])
+def test_codes_stripe_refused_wait_for_the_next_edit_codes_it_did_not_answer_are_tried_a_minute_on(
+        shop_with, monkeypatch, caplog, error, again):
+    shopper = shop_with(promotions=[])
+    monkeypatch.setattr(shopper.shop.orders.stripe.v1.coupons, "create", lambda *a, **k: (_ for _ in ()).throw(error))
+    shopper.edit(promotions=[SPRING])
+    shopper.edited()
+    assert active_codes(shopper) == {} and "promotion codes not brought in line" in caplog.text
+    assert (shopper.shop.retry_closing is not None) is again
 
 
 def test_another_key_on_the_same_database_gets_the_codes_made_in_its_own_account(shop_with, make_shopper,

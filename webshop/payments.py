@@ -171,7 +171,7 @@ def retrieve_session(client, session_id):
 
 
 def sync_promotions(client, catalog):
-    """Make the catalog's promotions the active promotion codes at Stripe; safe to rerun anywhere; True if done."""
+    """Make the catalog's promotions the active promotion codes at Stripe; safe to rerun anywhere; ShopError if not."""
     # https://docs.stripe.com/payments/checkout/promotion-codes
     wanted = {}
     for promo in catalog.promotions:
@@ -207,10 +207,8 @@ def sync_promotions(client, catalog):
                 params["restrictions"] = {"minimum_amount": promo["minimum_amount"],
                                           "minimum_amount_currency": catalog.currency}
             _create_once("POST /v1/promotion_codes", client.v1.promotion_codes.create, params)
-    except (ShopError, stripe.StripeError) as e:  # the closer tries again a minute later
-        log.warning("promotion codes not brought in line with the catalog: %s", getattr(e, "detail", None) or e)
-        return False
-    return True
+    except stripe.StripeError as e:  # from a later page of the list, which `call` does not make
+        raise shop_error(e) from None
 
 
 def _create_once(what, fn, params):

@@ -4,6 +4,7 @@ import os
 import re
 
 import pytest
+from psycopg import conninfo
 
 from webshop.settings import SETTINGS, ConfigError, load_config
 from tests.conftest import ROOT
@@ -149,6 +150,13 @@ def test_a_database_password_not_percent_encoded_is_refused_without_showing_it(p
     assert "DATABASE_URL" in e.value.message and "%40" in e.value.message and seen not in e.value.message
     encoded = password.replace("%", "%25").replace("@", "%40").replace("/", "%2F")
     assert load_config(environ={"DATABASE_URL": f"postgresql://shop:{encoded}@127.0.0.1:5432/shop"}).database_url
+
+
+@pytest.mark.parametrize("password", ["Tr0ub4dor#3", "ab?cd", "x[1]y", "semi;colon"])
+def test_a_database_password_libpq_reads_as_written_is_accepted_as_it_is(password):
+    url = f"postgresql://shop:{password}@127.0.0.1:5432/shop"
+    assert conninfo.conninfo_to_dict(url)["password"] == password  # what the connection library makes of it
+    assert load_config(environ={"DATABASE_URL": url}).database_url == url
 
 
 def test_public_view_masks_secrets():

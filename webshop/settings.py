@@ -41,11 +41,11 @@ def _database_url(url):
     from psycopg import Error, conninfo
     try:
         conninfo.conninfo_to_dict(url)
-        parts = urlsplit(url)
-    except (Error, ValueError):
+    except Error:
         return False
-    return (parts.scheme in ("postgresql", "postgres")
-            and url.partition("?")[0].count("@") == parts.netloc.count("@") <= 1)
+    scheme, _, rest = url.partition("://")
+    head, _, path = rest.partition("/")  # libpq takes a user and password up to the first @ before any /
+    return scheme in ("postgresql", "postgres") and head.count("@") <= 1 and "@" not in path.partition("?")[0]
 
 
 @dataclass(frozen=True)

@@ -134,5 +134,7 @@ def test_the_added_notice_names_only_what_the_cart_holds(shopper, cat):
 
 
 def test_the_empty_checkout_notice_is_not_shown_over_a_cart_that_holds_books(shopper):
+    empty = shopper.get(shopper.checkout().location)  # Checkout pressed on an empty cart: the notice says why
+    assert "Your cart is empty, so there is nothing to check out yet." in empty.text
     shopper.add(shopper.shop.catalog().products[0].id)
     assert "Your cart is empty" not in shopper.get("/cart?empty=1").text

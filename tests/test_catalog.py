@@ -282,6 +282,13 @@ def test_each_mistake_is_reported_with_its_place_and_value(shop, change, expecte
     assert found == [expected]
 
 
+@pytest.mark.parametrize("name", ["\ue000", "\U0001fae8"])  # an icon font's glyph; an emoji newer than Python 3.11
+def test_a_name_that_may_show_is_not_called_invisible(shop, name):
+    data = copy.deepcopy(VALID)
+    data["products"][0]["name"] = name
+    assert load_catalog(shop(data), shop.public).products[0].name == name
+
+
 def test_amounts_follow_the_currency_rules(shop):
     def kwd(data):
         data["shop"]["currency"] = "kwd"

@@ -22,6 +22,7 @@ _ONE_LINE = re.compile("[\t\n]|" + _CONTROL.pattern)  # and tab and newline
 _REQUIRED, _BAD, _NO_VALUE = object(), object(), object()
 # Letters that show as blank space (Hangul fillers, the blank Braille pattern)
 _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+_SHOWS_NOTHING = {"Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Mn", "Mc", "Me"}  # Unicode categories
 
 
 def check(data: bytes, name: str, public_dir) -> tuple[list[str], dict | None]:
@@ -59,8 +60,9 @@ def _show(value) -> str:
 
 
 def _invisible(text) -> bool:
-    """Whether nothing in the text shows: spaces, format characters, marks on nothing, blank letters."""
-    return not any(unicodedata.category(ch)[0] not in "ZCM" and ch not in _BLANK_LETTERS for ch in text)
+    """Whether nothing in the text shows: spaces, controls, format characters, marks on nothing, blank letters (a
+    private-use character, or one this Python's Unicode does not know yet, such as a newer emoji, may show)."""
+    return all(unicodedata.category(ch) in _SHOWS_NOTHING or ch in _BLANK_LETTERS for ch in text)
 
 
 def _is_int(value) -> bool:

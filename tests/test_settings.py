@@ -159,6 +159,13 @@ def test_a_database_password_libpq_reads_as_written_is_accepted_as_it_is(passwor
     assert load_config(environ={"DATABASE_URL": url}).database_url == url
 
 
+@pytest.mark.parametrize("base_url, sender", [("https://books.example.com", "shop@books.example.com"),
+                                              ("http://127.0.0.1:8000", "shop@localhost"),
+                                              ("http://[::1]:8000", "shop@localhost")])
+def test_the_emails_sender_defaults_to_the_shops_domain_else_localhost(base_url, sender):
+    assert load_config(environ={"BASE_URL": base_url}).mail_from == sender
+
+
 def test_public_view_masks_secrets():
     config = load_config(environ={"STRIPE_SECRET_KEY": "sk_test_supersecretvalue123",
                                   "STRIPE_WEBHOOK_SECRET": "whsec_topsecret"})

@@ -192,8 +192,10 @@ def load_config(overrides=None, environ=None):
         raise ConfigError("STRIPE_WEBHOOK_SECRET: live mode needs the webhook signing secret (whsec_...)")
     if mode == "live" and 0 < len(values["admin_password"]) < 12:
         raise ConfigError("ADMIN_PASSWORD: live mode needs at least 12 characters (or none: no /admin)")
-    sender = "shop@" + urlsplit(values["base_url"]).hostname
-    values["mail_from"] = values["mail_from"] or (sender if EMAIL.fullmatch(sender) else "shop@localhost")
+    host = urlsplit(values["base_url"]).hostname  # an address (127.0.0.1, ::1) is no mail domain
+    sender = "shop@" + host
+    values["mail_from"] = values["mail_from"] or (sender if EMAIL.fullmatch(sender) and not
+                                                  host.replace(".", "").isdigit() else "shop@localhost")
     # Absolute, links and ".." left for the system to resolve: a link loop is the catalog's "cannot read the file".
     values["catalog"] = ROOT / values["catalog"]
     values["data_dir"] = ROOT / values["data_dir"]

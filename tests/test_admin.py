@@ -10,7 +10,7 @@ import re
 import pytest
 
 from tests.conftest import edit_catalog, order, paid, start, wire
-from webshop import merchant
+from webshop import mail, merchant
 from webshop.fulfilment import CSV_FIELDS, write_csv
 from webshop.settings import ConfigError, load_config
 
@@ -136,7 +136,9 @@ def test_orders_newest_first_filtered_by_status_and_searched_by_id_or_email(admi
     ids = re.findall(r'<a href="/admin/orders/(ord_\w+)">', page.text)
     assert ids == [unpaid["id"], second["id"], first["id"]]
     assert "<caption>3 orders, newest first</caption>" in page.text and "$" in page.text
-    totals = [tr.find_all("td")[-2].text for tr in page.html.find("table").tbody.find_all("tr")]
+    rows = page.html.find("table").tbody.find_all("tr")
+    assert {(td["data-label"]) for tr in rows for td in tr.find_all("td")[-2:]} == {"Total", "Refunded"}  # phones
+    totals = [tr.find_all("td")[-2].text for tr in rows]
     assert totals[0].endswith(" (items)") and not any(t.endswith("(items)") for t in totals[1:])  # nothing charged yet
     listed = lambda query: re.findall(r'/admin/orders/(ord_\w+)"', admin.get("/admin?" + query, headers=auth()).text)  # noqa: E731
     assert listed("status=open") == [unpaid["id"]]
@@ -154,12 +156,15 @@ def test_orders_newest_first_filtered_by_status_and_searched_by_id_or_email(admi
 
 def test_an_order_page_shows_items_amounts_address_emails_and_history(admin):
     o = paid(admin)
+    mail.send_due(admin.shop.orders)  # the confirmation (offline: written as a .eml file)
     page = admin.get(f"/admin/orders/{o['id']}", headers=auth()).text
     for text in (o["items"][0]["name"], o["customer_email"], o["payment_intent"], "Jenny Rosen", "1 Test Street",
                  "Phone: +1 555 010 0000",
                  "12345 Testville", "$19.29" if o["amount_total"] == 1929 else "", "<h2>History</h2>", "checkout",
-                 "fulfilled", "<h2>Emails</h2>", "confirmation", 'action="/admin/orders/' + o["id"] + '/refund"'):
+                 "fulfilled", "<h2>Emails</h2>", "confirmation", 'action="/admin/orders/' + o["id"] + '/refund#refund"',
+                 'data-label="Amount"'):
         assert text in page
+    assert re.search(r'data-label="Sent">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<', page)  # as the history's times read
     assert admin.get("/admin/orders/ord_" + "f" * 24, headers=auth(), status=404)
     assert admin.get("/admin/orders/../../etc", headers=auth(), status=404)
 
@@ -285,6 +290,8 @@ def test_a_refund_amount_that_is_not_left_to_refund_is_refused(admin, amount):
     assert "Enter an amount from $0.01 to" in page.text
     form = page.forms[0]  # on the order's own page, with what was typed, ready to be put right
     assert page.html.h1.text == f"Order {o['id']}" and form["amount"].value == amount and form["how"].value == "partial"
+    assert page.html.title.text.startswith(f"Error: Order {o['id']}")  # the tab, and a screen reader, say so first
+    assert form.action.endswith("/refund#refund") and page.html.find(id="refund").name == "h2"  # scrolled to it
     form["amount"] = "1.00"
     assert "Refund $1.00 of order" in form.submit(headers=auth()).text
 

@@ -29,7 +29,7 @@
   <thead><tr><th scope="col">Order</th><th scope="col">Created (UTC)</th><th scope="col">Status</th><th scope="col">Email</th><th scope="col" class="num">Total</th><th scope="col" class="num">Refunded</th></tr></thead>
   <tbody>
 % for o in orders:
-  <tr><th scope="row"><a href="/admin/orders/{{o['id']}}">{{o["id"]}}</a></th><td data-label="Created">{{o["created"][:16].replace("T", " ")}}</td><td data-label="Status">{{o["status"].replace("_", " ")}}</td><td data-label="Email">{{o["customer_email"] or "—"}}</td><td class="num">{{amount(o["amount_total"], o["currency"]) if o["amount_total"] is not None else amount(o["amount_subtotal"], o["currency"]) + " (items)"}}</td><td class="num">{{amount(o["amount_refunded"], o["currency"]) if o["amount_refunded"] else "—"}}</td></tr>
+  <tr><th scope="row"><a href="/admin/orders/{{o['id']}}">{{o["id"]}}</a></th><td data-label="Created">{{o["created"][:16].replace("T", " ")}}</td><td data-label="Status">{{o["status"].replace("_", " ")}}</td><td data-label="Email">{{o["customer_email"] or "—"}}</td><td data-label="Total" class="num">{{amount(o["amount_total"], o["currency"]) if o["amount_total"] is not None else amount(o["amount_subtotal"], o["currency"]) + " (items)"}}</td><td data-label="Refunded" class="num">{{amount(o["amount_refunded"], o["currency"]) if o["amount_refunded"] else "—"}}</td></tr>
 % end
   </tbody>
 </table>

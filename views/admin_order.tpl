@@ -22,7 +22,7 @@
   <thead><tr><th scope="col">Item</th><th scope="col">Quantity</th><th scope="col" class="num">Price</th><th scope="col" class="num">Amount</th></tr></thead>
   <tbody>
 % for i in o["items"]:
-  <tr><th scope="row">{{i["name"]}}</th><td data-label="Quantity">{{i["quantity"]}}</td><td data-label="Price" class="num">{{amount(i["unit_amount"], cur)}}</td><td class="num">{{amount(i["unit_amount"] * i["quantity"], cur)}}</td></tr>
+  <tr><th scope="row">{{i["name"]}}</th><td data-label="Quantity">{{i["quantity"]}}</td><td data-label="Price" class="num">{{amount(i["unit_amount"], cur)}}</td><td data-label="Amount" class="num">{{amount(i["unit_amount"] * i["quantity"], cur)}}</td></tr>
 % end
   </tbody>
   <tfoot>
@@ -39,9 +39,9 @@
 % else:
 <p>Known once the order is paid.</p>
 % end
-<h2>Refund</h2>
+<h2 id="refund">Refund</h2>
 % if refundable:
-<form method="post" action="/admin/orders/{{o['id']}}/refund" class="refund">
+<form method="post" action="/admin/orders/{{o['id']}}/refund#refund" class="refund">
   <input type="hidden" name="csrf_token" value="{{csrf}}">
   <fieldset>
     <legend>How much to refund</legend>
@@ -65,7 +65,7 @@
   <thead><tr><th scope="col">Email</th><th scope="col">To</th><th scope="col">Sent</th></tr></thead>
   <tbody>
 %   for m in mails:
-  <tr><th scope="row">{{m["kind"].replace("_", " ")}}</th><td data-label="To">{{m["recipient"]}}</td><td data-label="Sent">{{m["sent_at"] or "not yet ({} attempt{}{})".format(m["attempts"], "" if m["attempts"] == 1 else "s", ": " + m["last_error"] if m["last_error"] else "")}}</td></tr>
+  <tr><th scope="row">{{m["kind"].replace("_", " ")}}</th><td data-label="To">{{m["recipient"]}}</td><td data-label="Sent">{{m["sent_at"] and m["sent_at"][:19].replace("T", " ") + " UTC" or "not yet ({} attempt{}{})".format(m["attempts"], "" if m["attempts"] == 1 else "s", ": " + m["last_error"] if m["last_error"] else "")}}</td></tr>
 %   end
   </tbody>
 </table>

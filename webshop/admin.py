@@ -95,7 +95,8 @@ def install(app, shop):
     def show_order(o, error=None, typed=""):
         """An order's page; with a refund form's error, a 400 showing it beside what was typed."""
         response.status = 400 if error else 200
-        return shop.render("admin_order.tpl", title=f"Order {o['id']}", o=o, history=ledger.history(o["id"]),
+        return shop.render("admin_order.tpl", title=("Error: " if error else "") + f"Order {o['id']}", o=o,
+                           history=ledger.history(o["id"]),
                            error=error, typed=typed,
                            record=ledger.handoff_record(o["id"]), mails=ledger.outbox(order_id=o["id"]),
                            refundable=o["status"] in REFUNDABLE and o["payment_intent"] and o["amount_total"],

@@ -84,6 +84,12 @@ def test_find_open_and_refund_an_order_without_javascript(browser, start_shop, s
         page.set_viewport_size(DESKTOP)
 
         order_url = page.url
+        page.set_viewport_size(PHONE)
+        review_refund(page, "abc")  # refused: the page opens where its message is, far below the top on a phone
+        expect(page.get_by_role("alert")).to_contain_text("Enter an amount from")
+        expect(page.get_by_role("alert")).to_be_in_viewport()
+        page.set_viewport_size(DESKTOP)
+        tab.goto(order_url.removeprefix(shop.url))
         review_refund(page)
         expect(page.get_by_role("heading", name=f"Refund $2.50 of order {order_id}?")).to_be_visible()
         check("confirm-refund", reach=lambda p: (p.goto(order_url), review_refund(p)))  # asking refunds nothing

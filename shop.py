@@ -120,8 +120,11 @@ class Shop:
                     return
                 self.to_close = False
             try:
-                closed = self.close_unbacked(self.loaded)  # first: it keeps old prices and stock from being paid
-                if not self.sync_promotions(self.loaded) or not closed:  # Stripe down: a look a minute on tries again
+                catalog = self.loaded  # one catalog for both: codes only once its checkouts are closed
+                closed = self.close_unbacked(catalog)  # first: it keeps old prices and stock from being paid
+                if catalog is not self.loaded:  # a newer edit came meanwhile: its own pass (close_later) does it all
+                    continue
+                if not self.sync_promotions(catalog) or not closed:  # Stripe down: a look a minute on tries again
                     self.retry_closing = time.monotonic() + 60
             except Exception as e:  # noqa: BLE001 — the database went away, say: a look a minute on tries again
                 log.error("closing the checkouts the catalog no longer backs stopped: %s", type(e).__name__)

@@ -10,7 +10,7 @@ import stripe
 
 from standin import PayError
 from webshop import payments
-from tests.conftest import ROOT, edit_catalog, free_port, handoff, settled, wire
+from tests.conftest import ROOT, edit_catalog, free_port, handoff, settled, slow_to_expire, wire
 
 SPRING = {"code": "spring10", "percent_off": 10, "expires": "2099-01-31", "max_redemptions": 2,
           "minimum_amount": 2000}
@@ -111,6 +111,31 @@ def test_an_edit_closes_a_repriced_checkout_before_it_waits_on_stripe_for_its_co
     finally:
         release.set()
     settled(shopper.shop)
+    assert set(active_codes(shopper)) == {"SPRING10"}
+
+
+def test_the_codes_of_an_edit_loaded_while_an_earlier_one_is_closing_wait_for_its_own_checkouts(shop_with,
+                                                                                                 monkeypatch):
+    shopper = shop_with(promotions=[])
+    other = type(shopper)(shopper.app)  # another browser: a browser's newer checkout would replace its older
+    shopper.checkout(product_id="walden")
+    moby = other.session_id(other.checkout(product_id="moby-dick"))
+    ledger, sync, seen = shopper.shop.orders.ledger, payments.sync_promotions, []
+    monkeypatch.setattr(payments, "sync_promotions", lambda client, catalog: seen.append(
+        (catalog.promotions, ledger.by_session(moby)["status"])) or sync(client, catalog))
+    release, _, at_work = slow_to_expire(shopper.shop, monkeypatch)
+
+    def reprice(product_id, **top):
+        with edit_catalog(shopper.shop.config.catalog) as data:
+            data.update(top)
+            next(p for p in data["products"] if p["id"] == product_id)["price"] += 100
+        shopper.get("/")
+    reprice("walden")  # its checkout is being closed (Stripe slow to expire it) when the next edit comes
+    assert at_work.wait(10)
+    reprice("moby-dick", promotions=[SPRING])
+    release.set()
+    settled(shopper.shop)
+    assert seen and all(status == "expired" for promotions, status in seen if promotions)
     assert set(active_codes(shopper)) == {"SPRING10"}
 
 

@@ -48,9 +48,8 @@ class Shop:
         self.config, self.loaded = config, None  # the catalog this process last looked at
         self.closing, self.closer, self.to_close, self.retry_closing = threading.Lock(), None, False, None
         ledger = Ledger(config)  # first: a start while catalog.json is broken serves the version last loaded
-        self.kept_as = "catalog " + os.path.abspath(config.catalog)  # (kept for each file, not just the newest)
         self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds,
-                                     kept=lambda: (ledger.checkpoint(self.kept_as) or "").encode())
+                                     kept=lambda: (self.kept_catalog(ledger) or "").encode())
         self.orders = Orders(config, shop_name=lambda: self.catalogs.current().shop_name, ledger=ledger)
         self.reads = payments.SharedReads(self.orders.stripe)
         self.guard = Guard(config, self.orders.ledger.secret())
@@ -80,9 +79,18 @@ class Shop:
         ledger = self.orders.ledger
         if ledger.checkpoint("shop name") != catalog.shop_name:  # for commands run while an edit is broken
             ledger.set_checkpoint("shop name", catalog.shop_name)
-        if ledger.checkpoint(self.kept_as) != (text := catalog.source.decode("utf-8-sig")):  # for a restart then
-            ledger.set_checkpoint(self.kept_as, text)
+        if self.kept_catalog(ledger) != (text := catalog.source.decode("utf-8-sig")):  # for a restart then
+            ledger.set_checkpoint("catalog", {"path": os.path.abspath(self.config.catalog), "text": text})
         self.close_later()
+
+    def kept_catalog(self, ledger):
+        """The text of the catalog last loaded from this CATALOG file (by any instance), or None."""
+        try:
+            kept = ledger.checkpoint("catalog")
+        except ValueError:  # garbled by hand: as if none were kept
+            return None
+        ours = isinstance(kept, dict) and kept.get("path") == os.path.abspath(self.config.catalog)
+        return kept["text"] if ours and isinstance(kept.get("text"), str) else None
 
     def sync_promotions(self, catalog):
         """Make the catalog's promotions the active codes at Stripe; False if Stripe did not answer (codes it refused

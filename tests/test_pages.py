@@ -165,6 +165,19 @@ def test_a_restart_while_the_catalog_is_broken_serves_the_version_last_loaded(ma
         make_shopper(catalog=str(other))
 
 
+def test_a_kept_catalog_garbled_by_hand_or_of_another_file_is_as_if_none_were_kept(make_shopper, catalog_copy):
+    ledger = make_shopper(catalog=str(catalog_copy)).shop.orders.ledger
+    with ledger.db.tx() as c:
+        c.execute("UPDATE checkpoints SET value = 'not JSON' WHERE name = 'catalog'")
+    assert make_shopper(catalog=str(catalog_copy)).get("/").status_int == 200  # starts, and keeps its text again
+    other = catalog_copy.parent / "other.json"
+    other.write_text(catalog_copy.read_text())
+    make_shopper(catalog=str(other))  # the newest kept: another file's
+    catalog_copy.write_text("{")
+    with pytest.raises(CatalogError):
+        make_shopper(catalog=str(catalog_copy))
+
+
 def test_healthz_ok(shopper):
     assert shopper.get("/healthz").text == "ok\n"
 

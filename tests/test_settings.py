@@ -159,6 +159,24 @@ def test_a_database_password_libpq_reads_as_written_is_accepted_as_it_is(passwor
     assert load_config(environ={"DATABASE_URL": url}).database_url == url
 
 
+@pytest.mark.parametrize("url", [
+    "postgresql://127.0.0.1?user=shop@tenant&password=S3cretPw",  # libpq: host "tenant&password=S3cretPw"
+    "postgresql://shop:x/?host=evil@127.0.0.1:5432/shop",  # libpq: port "x", host "evil@127.0.0.1:5432/shop"
+    "postgresql://shop:123/abc@127.0.0.1/shop",  # libpq: port 123, database "abc@127.0.0.1/shop"
+    "postgresql://shop:S3cret%cdPw@127.0.0.1:5432/shop",  # a %-escape that is not UTF-8
+])
+def test_a_database_url_libpq_would_read_otherwise_is_refused_without_a_traceback(url):
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        load_config(environ={"DATABASE_URL": url})
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:p@h?application_name=web@host1", "postgresql://h1:5432,h2:5433/db",
+                                 "postgresql://[::1]:5432/db", "postgresql:///shop?host=/var/run/postgresql",
+                                 "postgres://u@h/d%40b"])
+def test_other_database_urls_libpq_reads_as_written_are_accepted(url):
+    assert load_config(environ={"DATABASE_URL": url}).database_url == url
+
+
 @pytest.mark.parametrize("base_url, sender", [("https://books.example.com", "shop@books.example.com"),
                                               ("http://127.0.0.1:8000", "shop@localhost"),
                                               ("http://[::1]:8000", "shop@localhost")])

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")  # a plain ASCII address
+HOST = re.compile(r"[A-Za-z0-9._:%-]*|/[^@?&=]*")  # a name or an address, or a socket's folder
 KEY = re.compile(r"[sr]k_(test|live)_")  # a secret or restricted key; the mode is in its name
 
 
@@ -40,12 +41,14 @@ def _database_url(url):
     up, in part, in the connection library's log lines (as a host name, a bad token, a database)."""
     from psycopg import Error, conninfo
     try:
-        conninfo.conninfo_to_dict(url)
-    except Error:
+        parsed = conninfo.conninfo_to_dict(url)  # as libpq reads it: a password ends at its first @ or /
+    except (Error, ValueError):  # a bad %-escape, or one that is not UTF-8
         return False
     scheme, _, rest = url.partition("://")
-    head, _, path = rest.partition("/")  # libpq takes a user and password up to the first @ before any /
-    return scheme in ("postgresql", "postgres") and head.count("@") <= 1 and "@" not in path.partition("?")[0]
+    database = rest.partition("/")[2].partition("?")[0]  # an @ here was the password's, cut at a /
+    return (scheme in ("postgresql", "postgres") and "@" not in database
+            and all(HOST.fullmatch(host) for host in parsed.get("host", "").split(","))
+            and all(port.isdigit() or not port for port in parsed.get("port", "").split(",")))
 
 
 @dataclass(frozen=True)

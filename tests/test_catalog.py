@@ -289,6 +289,13 @@ def test_a_name_that_may_show_is_not_called_invisible(shop, name):
     assert load_catalog(shop(data), shop.public).products[0].name == name
 
 
+@pytest.mark.parametrize("name", ["\u2065\u2065", "\U000e0080", "\ufdd0", "\U0010ffff"])
+def test_a_name_of_code_points_kept_for_invisible_ones_or_of_noncharacters_is_refused(shop, name):
+    data = copy.deepcopy(VALID)
+    data["products"][0]["name"] = name
+    assert "must not be empty (it has only invisible characters)" in problems_for(shop, lambda d: d.update(data))[0]
+
+
 def test_amounts_follow_the_currency_rules(shop):
     def kwd(data):
         data["shop"]["currency"] = "kwd"

@@ -23,6 +23,8 @@ _REQUIRED, _BAD, _NO_VALUE = object(), object(), object()
 # Letters that show as blank space (Hangul fillers, the blank Braille pattern)
 _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 _SHOWS_NOTHING = {"Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Mn", "Mc", "Me"}  # Unicode categories
+# Noncharacters, and the unassigned code points Unicode reserves as default-ignorable (never drawn)
+_NEVER_SHOWN = re.compile("[\ufdd0-\ufdef\u2065\ufff0-\ufff8\U000e0000-\U000e0fff]")
 
 
 def check(data: bytes, name: str, public_dir) -> tuple[list[str], dict | None]:
@@ -60,9 +62,11 @@ def _show(value) -> str:
 
 
 def _invisible(text) -> bool:
-    """Whether nothing in the text shows: spaces, controls, format characters, marks on nothing, blank letters (a
-    private-use character, or one this Python's Unicode does not know yet, such as a newer emoji, may show)."""
-    return all(unicodedata.category(ch) in _SHOWS_NOTHING or ch in _BLANK_LETTERS for ch in text)
+    """Whether nothing in the text shows: spaces, controls, format characters, marks on nothing, blank letters,
+    noncharacters and code points Unicode keeps for invisible ones (a private-use character, or one this Python's
+    Unicode does not know yet, such as a newer emoji, may show)."""
+    return all(unicodedata.category(ch) in _SHOWS_NOTHING or ch in _BLANK_LETTERS or _NEVER_SHOWN.fullmatch(ch)
+               or ord(ch) & 0xFFFE == 0xFFFE for ch in text)
 
 
 def _is_int(value) -> bool:

@@ -91,6 +91,21 @@ def test_a_url_with_a_password_in_it_is_refused_without_showing_it(name):
     assert e.value.message.startswith(f"{name}: must be an origin") and "s3cret" not in e.value.message
 
 
+@pytest.mark.parametrize("name, url", [
+    ("BASE_URL", "http://[::1"), ("BASE_URL", "http://admin:s3cret\uff20shop.example.com"),
+    ("BASE_URL", "https://admin:s3cret@shop.example.com\u2100"), ("STRIPE_API_BASE", "http://u:s3cret\uff03@x"),
+])
+def test_a_url_python_cannot_split_is_refused_in_one_line_without_showing_it(name, url):
+    with pytest.raises(ConfigError) as e:
+        load_config(environ={name: url, "STRIPE_SECRET_KEY": "sk_test_x"})
+    assert e.value.message.startswith(f"{name}: must be an origin") and "s3cret" not in e.value.message
+
+
+def test_host_may_be_written_in_brackets_as_in_a_url():
+    config = load_config(environ={"HOST": "[::1]"})
+    assert (config.host, config.base_url) == ("::1", "http://[::1]:8000")
+
+
 @pytest.mark.parametrize("url", [
     "https://shop.example.com/store", "https://shop.example.com/?x=1", "https://shop.example.com/#top",
     "https://shop example.com", "https://shop.example.com/ path", 'https://"shop.example.com"',

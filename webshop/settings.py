@@ -154,14 +154,14 @@ def _coerce(setting, raw):
 
 def origin(url, name):
     """An http(s) origin as a browser writes it (lowercase host, no default port), or ConfigError naming `name`."""
-    parts = urlsplit(url.rstrip("/"))
     try:
+        parts = urlsplit(url.rstrip("/"))
         host, port = parts.hostname or "", parts.port
-    except ValueError:  # a port that is not a number up to 65535
-        host = port = ""
-    if (parts.scheme not in ("http", "https") or not host or parts.path or parts.query or parts.fragment
+    except ValueError:  # a port that is not a number up to 65535, brackets round no address, a look-alike of @ / ?
+        parts, host, port = None, "", ""
+    if (not host or parts.scheme not in ("http", "https") or parts.path or parts.query or parts.fragment
             or parts.username is not None or not all(c.isalnum() or c in ".-:[]" for c in host)):
-        shown = "" if "@" in url else f", got {url!r}"  # a user and password in it: never echoed
+        shown = "" if "@" in url or not url.isascii() else f", got {url!r}"  # may hold a password: never echoed
         raise ConfigError(f"{name}: must be an origin like https://shop.example.com (no path){shown}")
     host = f"[{host}]" if ":" in host else host
     default = {"http": 80, "https": 443}[parts.scheme]
@@ -178,6 +178,7 @@ def load_config(overrides=None, environ=None):
               for s in SETTINGS}
     mode = KEY.match(values["stripe_secret_key"])[1] if values["stripe_secret_key"] else "offline"
     # This machine's own address for the interface it listens on (for `::`, waitress listens on IPv6 only).
+    values["host"] = values["host"].removeprefix("[").removesuffix("]")  # [::1] as in a URL: ::1
     host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(values["host"], values["host"])
     host = f"[{host}]" if ":" in host else host
     values["base_url"] = origin(values["base_url"] or f"http://{host}:{values['port']}", "BASE_URL")

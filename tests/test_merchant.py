@@ -384,6 +384,17 @@ def test_check_warns_of_a_name_in_env_that_is_no_setting_such_as_a_misspelled_ke
     assert code == 0 and "mode offline" in out  # the key was not read: the shop is offline
     assert out.count("warning: .env:") == 1
     assert "warning: .env: STRIPE_KEY is not a setting of the shop (did you mean STRIPE_SECRET_KEY?)" in out
+    (tmp_path / ".env").write_text("STRIPE_SECRET_KEY=\nsk_test_51PastedOnItsOwnLine\n")  # the value's own line
+    code, out, _ = run("check")
+    assert "warning: .env: a line that is no NAME=value is ignored" in out and "sk_test_51" not in out
+
+
+@pytest.mark.parametrize("content", [b"ADMIN_PASSWORD=caf\xe9s3cret\n", b"PORT=80\x00\n"])
+def test_a_dot_env_that_cannot_be_read_is_named_in_one_line(tmp_path, monkeypatch, run, content):
+    (tmp_path / ".env").write_bytes(content)
+    monkeypatch.setattr(merchant, "ROOT", tmp_path)
+    code, _, err = run("check")
+    assert code == 2 and err.strip() == ".env: cannot be read: it must be UTF-8 text with no NUL bytes"
 
 
 def test_stripe_unreachable_is_a_clear_message_and_exit_3(shop, run, monkeypatch):

@@ -7,6 +7,7 @@ import logging
 import logging.handlers
 import os
 import queue
+import re
 import signal
 import socket
 import sys
@@ -90,7 +91,10 @@ def parser():
 def main(argv):
     """Run one command; returns the exit code."""
     from dotenv import load_dotenv
-    load_dotenv(ROOT / ".env")
+    try:
+        load_dotenv(ROOT / ".env")
+    except ValueError:  # not UTF-8, or a NUL byte in it: python-dotenv's own words come as a traceback
+        return _fail(".env: cannot be read: it must be UTF-8 text with no NUL bytes", 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # payments.call logs each Stripe call; the SDK's INFO lines would add two, naming api.stripe.com even offline
     logging.getLogger("stripe").setLevel(logging.WARNING)
@@ -165,9 +169,12 @@ def check(config):
     print("\n".join(found) or f"ok: {config.catalog.name} is valid; mode {config.mode}; base URL {config.base_url}")
     from dotenv import dotenv_values
     known = [s.env for s in SETTINGS]
-    for name in [n for n in dotenv_values(ROOT / ".env") if n not in known and not n.startswith("STANDIN_")]:
-        near = difflib.get_close_matches(name, known, 1)  # a typo leaves the setting at its default, silently
-        print(f"warning: .env: {name} is not a setting of the shop" + (f" (did you mean {near[0]}?)" if near else ""))
+    for name, value in dotenv_values(ROOT / ".env").items():
+        if value is None or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):  # a value pasted on a line of its own?
+            print("warning: .env: a line that is no NAME=value is ignored (not shown: it may hold a secret)")
+        elif name not in known and not name.startswith("STANDIN_"):
+            near = difflib.get_close_matches(name, known, 1)  # a typo leaves the setting at its default, silently
+            print(f"warning: .env: {name} is not a setting of the shop" + (f" (did you mean {near[0]}?)" if near else ""))
     if config.mode == "offline" and urlsplit(config.base_url).hostname not in LOOPBACK:  # keys may come at deploy
         print(f"warning: without STRIPE_SECRET_KEY the shop at {config.base_url} is offline: anyone reaching it pays "
               "with test cards, and orders are handed off uncharged")

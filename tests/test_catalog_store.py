@@ -95,6 +95,13 @@ def test_a_file_swapped_in_with_the_same_size_and_mtime_is_picked_up(shop, store
     assert store.current().product("dune").price == 1399
 
 
+def test_did_you_mean_is_worked_out_for_the_first_problems_only(shop):
+    """difflib for each of a million unknown fields took a minute; only the first are ever shown."""
+    shop.write({**VALID, **{f"produc{i}": 0 for i in range(300)}})
+    found = catalog.problems(shop.path, shop.public)
+    assert len(found) == 300 and '(did you mean "products"?)' in found[0] and "did you mean" not in found[-1]
+
+
 @pytest.mark.parametrize("what", ["fifo", "endless", "directory", "huge"])
 def test_a_catalog_path_that_is_no_regular_file_or_too_big_is_refused_without_hanging(shop, store, logged, what):
     """A FIFO would block the reload (and every request behind it) forever; /dev/zero would never end."""

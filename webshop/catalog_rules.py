@@ -184,7 +184,8 @@ class _Checker:
             else:
                 out[key] = check(self, where, value[key])
         for key in [k for k in value if k not in fields]:  # in the file's order
-            near = difflib.get_close_matches(key, list(fields), 1)
+            # Suggestions for the first problems only: for a million unknown keys difflib would take a minute.
+            near = difflib.get_close_matches(key, list(fields), 1) if len(self.problems) < 100 else ()
             self.problem(path, f"unknown field {_show(key)}" + (f' (did you mean "{near[0]}"?)' if near else ""))
         return out
 

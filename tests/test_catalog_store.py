@@ -95,6 +95,26 @@ def test_a_file_swapped_in_with_the_same_size_and_mtime_is_picked_up(shop, store
     assert store.current().product("dune").price == 1399
 
 
+def test_readers_go_on_with_the_catalog_they_have_while_an_edit_is_being_checked(shop, store, monkeypatch):
+    """A large or absurd edit takes seconds to check: only the thread checking it waits for that."""
+    checking, done, check = threading.Event(), threading.Event(), catalog.catalog_rules.check
+    monkeypatch.setattr(catalog.catalog_rules, "check", lambda *a: checking.set() or done.wait(30) and check(*a))
+    shop.write(shop.priced(1399))
+    loader = threading.Thread(target=store.current)
+    loader.start()
+    assert checking.wait(10)
+    reader = threading.Thread(target=lambda: seen.append(store.current().product("dune").price))
+    seen = []
+    reader.start()
+    reader.join(10)
+    try:
+        assert seen == [1299]  # the catalog it had, at once
+    finally:
+        done.set()
+        loader.join(30)
+    assert store.current().product("dune").price == 1399
+
+
 def test_did_you_mean_is_worked_out_for_the_first_problems_only(shop):
     """difflib for each of a million unknown fields took a minute; only the first are ever shown."""
     shop.write({**VALID, **{f"produc{i}": 0 for i in range(300)}})

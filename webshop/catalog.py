@@ -201,10 +201,13 @@ class CatalogStore:
                 return self._catalog
             self._next_check = now + self.check_every
         key = self._stat()
-        if key != self._key:
-            with self._lock:  # one reload at a time; readers keep the old catalog until the new one is whole
+        # One reload at a time; meanwhile the others go on with the catalog they have, until the new one is whole.
+        if key != self._key and self._lock.acquire(blocking=False):
+            try:
                 if key != self._key:
                     self._reload(key)
+            finally:
+                self._lock.release()
         return self._catalog
 
     def _stat(self):

@@ -125,13 +125,14 @@ def install(app, shop):
         if amount is None or not 0 < amount <= left:  # said on the order's page, the form as it was sent
             return show_order(o, f"Enter an amount from {money(1, currency)} to {money(left, currency)} (what is left "
                                  "to refund).", form.getunicode("amount", default="")[:16])
-        restock, key = form.get("restock") == "1", form.get("key", "")
-        if form.get("confirm") != "yes" or not re.fullmatch(r"[0-9a-f]{32}", key):
-            # The key is this order, amount and refunded total: confirming again (a double submit), or going Back
-            # to the form and on through this page again before the refund's event arrives, replays one refund.
-            seen = f"{o['id']} {amount} {o['amount_refunded']}".encode()
+        restock = form.get("restock") == "1"
+        # The key is this order, amount and refunded total: confirming again (a double submit), or going Back to the
+        # form and on through this page again before the refund's event arrives, replays one refund. Any other key
+        # (made up, or from before a refund arrived) gets this page again, with the amount and key as they are now.
+        key = hashlib.sha256(f"{o['id']} {amount} {o['amount_refunded']}".encode()).hexdigest()[:32]
+        if form.get("confirm") != "yes" or not hmac.compare_digest(form.get("key", "").encode(), key.encode()):
             return shop.render("admin_refund.tpl", title="Confirm the refund", o=o, refund=amount, restock=restock,
-                               amount=money, key=hashlib.sha256(seen).hexdigest()[:32])
+                               amount=money, key=key)
         try:
             _, result, replayed, _ = shop.orders.refund(o["id"], amount, restock, "admin refund", key)
         except ShopError as e:  # the idempotency key makes the same confirmation safe to send again

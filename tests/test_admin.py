@@ -152,6 +152,8 @@ def test_orders_newest_first_filtered_by_status_and_searched_by_id_or_email(admi
     for nothing in ("%", "ord%", "x_y", "\\", "nobody@example.com"):  # wildcards are plain characters
         assert "<caption>0 orders" in admin.get("/admin", {"q": nothing}, headers=auth()).text
     assert "3 orders" in admin.get("/admin?status=bogus", headers=auth()).text  # an unknown status: all
+    for path in ("/admin?q=%ff", "/admin/orders.csv?q=%C0%80"):  # not UTF-8: never every order
+        assert "could not be read" in admin.get(path, headers=auth(), status=400).text
 
 
 def test_an_order_page_shows_items_amounts_address_emails_and_history(admin):

@@ -53,7 +53,10 @@ def install(app, shop):
                                **{"WWW-Authenticate": 'Basic realm="Shop admin", charset="UTF-8"'})
 
     def filters():
-        status, search = request.query.get("status", ""), request.query.getunicode("q", "").strip()[:100]
+        status, search = request.query.get("status", ""), request.query.getunicode("q")
+        if search is None and "q" in request.query:  # %ff: not UTF-8, which would have listed every order
+            raise ShopError(400, "The search could not be read: it must be UTF-8 text.")
+        search = (search or "").strip()[:100]
         # A control character matches no order (and a NUL would end SQLite's pattern early: every order).
         search = "".join("\ufffd" if unicodedata.category(c) == "Cc" else c for c in search)
         return (status if status in STATUSES else None), search or None

@@ -107,12 +107,15 @@ def test_readers_go_on_with_the_catalog_they_have_while_an_edit_is_being_checked
     seen = []
     reader.start()
     reader.join(10)
+    forced = threading.Thread(target=lambda: seen.append(store.current(force=True).product("dune").price))
+    forced.start()  # /healthz and /admin: the file as it is now, so they wait for the check
     try:
         assert seen == [1299]  # the catalog it had, at once
     finally:
         done.set()
         loader.join(30)
-    assert store.current().product("dune").price == 1399
+        forced.join(30)
+    assert seen == [1299, 1399] and store.current().product("dune").price == 1399
 
 
 def test_did_you_mean_is_worked_out_for_the_first_problems_only(shop):

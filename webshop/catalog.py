@@ -201,8 +201,9 @@ class CatalogStore:
                 return self._catalog
             self._next_check = now + self.check_every
         key = self._stat()
-        # One reload at a time; meanwhile the others go on with the catalog they have, until the new one is whole.
-        if key != self._key and self._lock.acquire(blocking=False):
+        # One reload at a time; meanwhile the others go on with the catalog they have, until the new one is whole
+        # (but for /healthz and /admin, which `force` a look at the file as it is now: they wait for the reload).
+        if key != self._key and self._lock.acquire(blocking=force):
             try:
                 if key != self._key:
                     self._reload(key)

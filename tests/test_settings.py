@@ -180,6 +180,7 @@ def test_a_database_password_libpq_reads_as_written_is_accepted_as_it_is(passwor
     "postgresql://shop:123/abc@127.0.0.1/shop",  # libpq: port 123, database "abc@127.0.0.1/shop"
     "postgresql://shop:S3cret%cdPw@127.0.0.1:5432/shop",  # a %-escape that is not UTF-8
     "postgresql://shop:S3cretPw@127.0.0.1:99999/shop",  # no such port: a pool that waits 30 s to say so
+    "postgresql://shop:S3cretPw@127.0.0.1:\u00b2/shop",  # a digit to str.isdigit, not to int() or libpq
 ])
 def test_a_database_url_libpq_would_read_otherwise_is_refused_without_a_traceback(url):
     with pytest.raises(ConfigError, match="DATABASE_URL"):

@@ -48,7 +48,8 @@ def _database_url(url):
     database = rest.partition("/")[2].partition("?")[0]  # an @ here was the password's, cut at a /
     return (scheme in ("postgresql", "postgres") and "@" not in database
             and all(HOST.fullmatch(host) for host in parsed.get("host", "").split(","))
-            and all(not port or port.isdigit() and 0 < int(port) < 65536 for port in parsed.get("port", "").split(",")))
+            and all(not port or re.fullmatch("[0-9]{1,5}", port) and 0 < int(port) < 65536
+                    for port in parsed.get("port", "").split(",")))
 
 
 @dataclass(frozen=True)

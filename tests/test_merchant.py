@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.conftest import (DISPUTED, ROOT, Shopper, buy, edit_catalog, free_port, handoff, order, paid, pending,
-                            start, wire)
+                            postgres_server, start, wire)
 from standin import ASYNC_FAIL, ASYNC_OK
 from webshop import merchant
 from webshop import reconcile as reconcile_module
@@ -387,6 +387,23 @@ def test_check_warns_of_a_name_in_env_that_is_no_setting_such_as_a_misspelled_ke
     (tmp_path / ".env").write_text("STRIPE_SECRET_KEY=\nsk_test_51PastedOnItsOwnLine\n")  # the value's own line
     code, out, _ = run("check")
     assert "warning: .env: a line that is no NAME=value is ignored" in out and "sk_test_51" not in out
+
+
+def test_check_connects_to_the_database_so_a_bad_option_or_name_is_found_before_serving(data_dir, monkeypatch, run):
+    from psycopg import conninfo
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    server = conninfo.conninfo_to_dict(postgres_server())
+    url = f"postgresql://{server.get('user', 'postgres')}@{server.get('host', '127.0.0.1')}:{server.get('port', 5432)}"
+    for database_url, said in ((f"{url}/postgres?sslmode=bogus", 'invalid sslmode value: "bogus"'),
+                               (f"{url}/postgres?connect_timeout=abc", "bad value for connect_timeout: 'abc'"),
+                               (url.replace("@", ":s3cret@") + "/shop_no_such_db", '"shop_no_such_db" does not exist')):
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        code, out, _ = run("check")
+        assert code == 1 and out.startswith("DATABASE_URL: cannot connect: ") and said in out, out
+        assert "s3cret" not in out
+    monkeypatch.setenv("DATABASE_URL", f"{url}/{server.get('dbname', 'postgres')}")
+    code, out, _ = run("check")
+    assert code == 0 and out.startswith("ok: catalog.json is valid"), out
 
 
 @pytest.mark.parametrize("content", [b"ADMIN_PASSWORD=caf\xe9s3cret\n", b"PORT=80\x00\n"])

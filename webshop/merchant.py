@@ -166,6 +166,12 @@ def check(config):
             tempfile.TemporaryFile(dir=config.data_dir).close()
         except OSError as e:
             found.append(f"DATA_DIR: {config.data_dir}: {e.strerror or type(e).__name__}")
+    if config.database_url:  # libpq reads an option's value (sslmode=bogus) only when it connects
+        import psycopg
+        try:  # with the URL's own connect_timeout, if it has one
+            psycopg.connect(**{"connect_timeout": 10, **psycopg.conninfo.conninfo_to_dict(config.database_url)}).close()
+        except psycopg.Error as e:  # libpq's reason names host, port, user or option, never the password
+            found.append(f"DATABASE_URL: cannot connect: {str(e).splitlines()[0]}")
     print("\n".join(found) or f"ok: {config.catalog.name} is valid; mode {config.mode}; base URL {config.base_url}")
     from dotenv import dotenv_values
     known = [s.env for s in SETTINGS]

@@ -52,6 +52,7 @@ def test_live_mode_starts_with_https_and_secret():
 @pytest.mark.parametrize("given, origin", [
     ("http://LOCALHOST:8807/", "http://localhost:8807"), ("https://Shop.Example.com:443", "https://shop.example.com"),
     ("HTTP://shop.example.com:80/", "http://shop.example.com"), ("http://[::1]:8000", "http://[::1]:8000"),
+    ("https://Bücher.example", "https://xn--bcher-kva.example"),  # browsers send the name in punycode
 ])
 def test_base_url_is_written_as_a_browser_writes_its_origin(given, origin):
     """The CSRF check compares a form's Origin header with BASE_URL: an uppercase host or a default port in
@@ -110,6 +111,7 @@ def test_host_may_be_written_in_brackets_as_in_a_url():
     "https://shop.example.com/store", "https://shop.example.com/?x=1", "https://shop.example.com/#top",
     "https://shop example.com", "https://shop.example.com/ path", 'https://"shop.example.com"',
     "https://shop.example.com'", "https://shop.example.com\"><script>", "ftp://shop.example.com",
+    "https://shop..example.com", f"https://{'a' * 64}.example.com",  # an empty label, a label over 63 letters
 ])
 def test_base_url_must_be_a_bare_origin(url):
     """BASE_URL goes into Stripe's redirect URLs and the CSRF Origin check: a path, spaces or quotes are refused."""

@@ -50,7 +50,10 @@ class Shop:
         ledger = Ledger(config)  # first: a start while catalog.json is broken serves the version last loaded
         self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds,
                                      kept=lambda: (self.kept_catalog(ledger) or "").encode())
-        self.orders = Orders(config, shop_name=lambda: self.catalogs.current().shop_name, ledger=ledger)
+        # The emails' shop name, from the catalog already loaded: a webhook marking an order paid never checks an edit
+        # (seconds for a large one) inside its transaction.
+        self.orders = Orders(config, ledger=ledger,
+                             shop_name=lambda: (self.loaded or self.catalogs.current()).shop_name)
         self.reads = payments.SharedReads(self.orders.stripe)
         self.guard = Guard(config, self.orders.ledger.secret())
         self.catalog()  # the closer thread closes the checkouts it no longer backs, then makes its promotion codes

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from standin import ASYNC_FAIL, ASYNC_OK
-from tests.conftest import (DISPUTED, buy, event, handoff, order, paid, pending, post_event, post_raw, sign, start,
-                            wire)
+from tests.conftest import (DISPUTED, buy, edit_catalog, event, handoff, order, paid, pending, post_event, post_raw,
+                            sign, start, wire)
 from webshop import merchant
 
 SESSION_GET = "GET /v1/checkout/sessions/{id}"
@@ -54,6 +54,20 @@ def test_paid_session_is_fulfilled_by_its_signed_webhook(shop):
     history = shop.shop.orders.ledger.history(paid["id"])
     assert history[-1]["source"] == f"webhook {completed} checkout.session.completed"
     assert history[-1]["status"] == "paid"
+
+
+def test_a_webhook_leaves_a_catalog_edit_to_the_pages_so_no_check_runs_inside_its_transaction(
+        make_shopper, catalog_copy):
+    """Checking a large edit takes seconds: a webhook that took it up would hold the ledger's writes (every checkout)
+    while its order is marked paid."""
+    shop = wire(make_shopper(catalog=str(catalog_copy)))
+    sid = buy(shop)
+    with edit_catalog(catalog_copy) as data:
+        data["name"] = "Lantern Books"
+    reads = shop.shop.catalogs.reads
+    shop.standin.deliver_pending()
+    assert order(shop, sid)["status"] == "paid" and shop.shop.catalogs.reads == reads
+    assert "Lantern Books" in shop.get("/").text and shop.shop.catalogs.reads == reads + 1
 
 
 def _bad_deliveries(evt, secret):

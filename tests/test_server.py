@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, free_port, postgres_server, wait_for
 
 
 def shop_env(**settings):
@@ -118,7 +118,7 @@ def test_check_finds_a_data_dir_serving_could_not_make(tmp_path, env, said):
     result = run(["check"], {k: v.format(tmp=tmp_path) for k, v in env.items()})
     assert result.returncode == 1 and said.format(tmp=tmp_path) in result.stdout, result.stdout + result.stderr
     unused = run(["check"], {**{k: v.format(tmp=tmp_path) for k, v in env.items()}, "STRIPE_SECRET_KEY": "sk_test_x",
-                             "STRIPE_WEBHOOK_SECRET": "whsec_x", "DATABASE_URL": "postgresql://db.invalid/shop",
+                             "STRIPE_WEBHOOK_SECRET": "whsec_x", "DATABASE_URL": postgres_server(),
                              "SMTP_URL": "smtp://mail.invalid:587"})
     assert unused.returncode == 0, unused.stdout  # with PostgreSQL, a mail server and a key, DATA_DIR holds nothing
 

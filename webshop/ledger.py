@@ -273,13 +273,10 @@ class Ledger:
     def history(self, order_id):
         return self.rows("SELECT at, source, status, note FROM order_history WHERE order_id = ? ORDER BY at", order_id)
 
-    def transition(self, order_id, allowed_from, to_status, source, note=None, event=None, **fields):
+    def transition(self, order_id, allowed_from, to_status, source, note=None, **fields):
         """Move an order to `to_status` only from one of `allowed_from`, atomically; True if it moved."""
         with self.db.tx() as c:
-            moved = self._move(c, order_id, allowed_from, to_status, source, note, **fields)
-            if event:  # the webhook event (id, type) that asked: marked handled in the same transaction
-                _note_event(c, *event, order_id)
-            return moved
+            return self._move(c, order_id, allowed_from, to_status, source, note, **fields)
 
     def fulfil(self, order_id, allowed_from, record, charged, source, event=None, **fields):
         """Mark the order paid and store its hand-off record, once: True only for the call that did it."""

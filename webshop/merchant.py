@@ -218,8 +218,7 @@ def serve(config):
     writer.start()
     log.info("serving %s at %s (%s mode, %d threads)", shop.catalog().shop_name, config.base_url, config.mode,
              config.threads)
-    # Stop as on Ctrl-C: a lambda cannot raise, a generator's throw() can.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C: raises KeyboardInterrupt
     stop_background = start_background(shop)
     try:
         server.run()

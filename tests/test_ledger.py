@@ -260,3 +260,20 @@ def test_checkpoints_keep_json_values(ledger):
     ledger.set_checkpoint("mark", 7)
     ledger.set_checkpoint("mark", {"at": 8})
     assert ledger.checkpoint("mark") == {"at": 8}
+
+
+def test_connections_the_database_server_dropped_are_replaced_not_failed(tmp_path, postgres_url):
+    """A PostgreSQL restart, a failover, or a proxy closing idle connections: the next reads get new connections,
+    not an error for each dead one the pool held (a 500 page each)."""
+    import psycopg
+    ledger = Ledger(load_config({"data_dir": str(tmp_path), "database_url": postgres_url}))
+    try:
+        with ledger.db.read() as a, ledger.db.read() as b, ledger.db.read() as c:  # the pool keeps three
+            pids = [conn.conn.info.backend_pid for conn in (a, b, c)]
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
+        for _ in range(4):
+            ledger.ping()
+        assert ledger.checkpoint("mark") is None
+    finally:
+        ledger.close()

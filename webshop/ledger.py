@@ -548,8 +548,18 @@ class _Postgres:
     def __init__(self, url):
         import psycopg_pool
         from psycopg.rows import dict_row
-        self.pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=16, open=True, timeout=30,
+        self.pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=16, open=True, timeout=30, check=self._check,
                                                 kwargs={"row_factory": dict_row, "autocommit": True})
+
+    def _check(self, conn):
+        """A connection the server dropped (a restart, a failover, a proxy's idle timeout) is replaced as it is handed
+        out, not a failed request; the first one found has the pool check the others at once, not one a request.
+        https://www.psycopg.org/psycopg3/docs/advanced/pool.html#connection-quality"""
+        try:
+            conn.execute("")
+        except Exception:
+            self.pool.check()
+            raise
 
     @contextmanager
     def read(self):

@@ -191,6 +191,17 @@ def test_an_unhandled_event_cannot_write_a_line_of_its_own_into_the_log(shop, ca
     assert "forged line" not in caplog.text and "payment_intent.created - order=-" in caplog.text
 
 
+@pytest.mark.parametrize("kind, obj", [
+    ("checkout.session.completed", {"id": "cs_test_nul", "metadata": {"order_id": "o\0"}}),
+    ("checkout.session.completed", {"id": "cs_test_nul", "client_reference_id": "a\0"}),
+    ("charge.refunded", {"id": "ch_nul", "payment_intent": "pi_nul", "metadata": {"order_id": "\0"}}),
+])
+def test_a_signed_event_with_a_nul_in_its_text_is_refused_as_any_malformed_one(shop, kind, obj):
+    """PostgreSQL stores no NUL in text: such a value reaching a query was a 500, which Stripe retries for days."""
+    res = post_event(shop, event(kind, obj))
+    assert res.status_int == 400 and res.json == {"error": "invalid webhook delivery"}
+
+
 def test_unknown_types_and_foreign_sessions_are_acknowledged_and_ignored(shop, caplog):
     before = sum(shop.standin.calls.values())
     with caplog.at_level(logging.INFO):

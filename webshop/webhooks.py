@@ -128,7 +128,7 @@ def _charge_order(orders, obj, kind, source):
 # Ids and types as Stripe makes them: they reach the ledger and the log as they are, so nothing else gets in.
 _ID, _TYPE = re.compile(r"[A-Za-z0-9_-]{1,255}"), re.compile(r"[a-z0-9_.]{1,100}")
 _STATUS = re.compile(r"[a-z_]{1,50}")  # Stripe's statuses, including ones newer than this code (the SDK allows any)
-_SURROGATE = re.compile("[\ud800-\udfff]")  # from a JSON escape: no text SQLite could store
+_UNSTORABLE = re.compile("[\0\ud800-\udfff]")  # from a JSON escape: NUL (PostgreSQL), a surrogate (SQLite)
 CEILING = 10 ** 12  # above any amount Stripe takes in any currency, far below SQLite's integer limit
 
 
@@ -141,7 +141,7 @@ def _optional(test):
     return lambda value: value is None or test(value)
 
 
-_text = _optional(lambda v: isinstance(v, str) and len(v) <= 5000 and not _SURROGATE.search(v))
+_text = _optional(lambda v: isinstance(v, str) and len(v) <= 5000 and not _UNSTORABLE.search(v))
 _status = _optional(lambda v: _is(_STATUS, v))
 _amount = _optional(lambda v: type(v) is int and 0 <= v <= CEILING)
 _metadata = _optional(lambda v: isinstance(v, dict) and all(_text(x) for x in v.values()))

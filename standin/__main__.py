@@ -78,8 +78,10 @@ def main(argv=None):
     slow = f", {s.latency_ms} ms latency" if s.latency_ms else ""
     print(f"stand-in serving http://{args.host}:{args.port} (data in {s.store.path}{slow})", file=sys.stderr, flush=True)
     try:
+        # The stripe SDK keeps a connection open per shop thread (128 each): waitress's default limit of 100
+        # would shut shoppers out of the pay page.
         waitress.serve(make_server_app(s), host=args.host, port=args.port, threads=args.threads,
-                       ident="standin", max_request_body_size=2 * MAX_BODY)
+                       ident="standin", max_request_body_size=2 * MAX_BODY, connection_limit=1000)
     finally:
         s.close()
 

@@ -57,3 +57,17 @@ def test_reset_fault_closes_the_socket_and_the_sdk_retry_is_idempotent(tmp_path)
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_keep_alive_connections_of_two_busy_shops_leave_room_for_a_shopper(server):
+    """The stripe SDK keeps a connection open per request thread, so two shops of 128 threads hold 256: the pay page
+    must still open (waitress's default limit is 100 connections)."""
+    import socket
+    from urllib.parse import urlsplit
+    address = urlsplit(server).hostname, urlsplit(server).port
+    held = [socket.create_connection(address, timeout=5) for _ in range(256)]
+    try:
+        assert b"Offline Stripe stand-in" in urllib.request.urlopen(server + "/", timeout=5).read()
+    finally:
+        for s in held:
+            s.close()

@@ -310,6 +310,17 @@ def test_expiry(shop):
     assert "This checkout has expired" in shop.get(f"/success?session_id={sid}").text
 
 
+def test_an_expired_snapshot_names_no_promotion_code_by_its_id(shop):
+    """Its discounts are not expanded: the page and /admin show the code as typed, or none, never a promo_ id."""
+    sid = start(shop)
+    snapshot = {**shop.shop.orders.stripe.v1.checkout.sessions.expire(sid).to_dict(),
+                "discounts": [{"coupon": None, "promotion_code": "promo_1Nu7Lw2eZvKYlo2C"}],
+                "total_details": {"amount_discount": 150, "amount_shipping": 0, "amount_tax": 0}}
+    assert post_event(shop, event("checkout.session.expired", snapshot)).status_int == 200
+    assert order(shop, sid)["status"] == "expired" and order(shop, sid)["promotion_code"] is None
+    assert "promo_" not in shop.get(f"/success?session_id={sid}").text
+
+
 def test_expired_event_after_payment_does_not_unpay(shop):
     sid = buy(shop)
     shop.standin.deliver_pending()

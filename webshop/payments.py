@@ -284,7 +284,8 @@ def charged(session):
         "amount_tax": totals.get("amount_tax") or 0, "amount_discount": totals.get("amount_discount") or 0,
         "amount_total": session.get("amount_total"), "email": details.get("email"),
         "tax_included": any((i.get("price") or {}).get("tax_behavior") == "inclusive" for i in lines),  # not on top
-        "promotion_code": ", ".join(c.get("code", "") if isinstance(c, dict) else str(c) for c in codes if c) or None,
+        # As the shopper typed it: an expired session's snapshot has the code's id only (promo_...), not shown.
+        "promotion_code": ", ".join(c["code"] for c in codes if isinstance(c, dict) and c.get("code")) or None,
         "terms_accepted": (session.get("consent") or {}).get("terms_of_service"),
         "tax_ids": [{"type": t.get("type"), "value": t.get("value")} for t in details.get("tax_ids") or []],
         "payment_intent": intent.get("id") if isinstance(intent, dict) else intent,

@@ -191,7 +191,8 @@ class Shop:
 
 
 def make_app(config=None):
-    """The shop as a WSGI app: from a dict of settings (tests), or from the environment and `.env` as servers run it."""
+    """The shop as a WSGI app: from a dict of settings (tests), a Config (`python shop.py`), or the environment and
+    `.env` (gunicorn)."""
     from_env = config is None  # gunicorn's 'shop:make_app()' (`python shop.py` reads .env and starts the threads)
     if from_env:  # read .env as `python shop.py` does
         from dotenv import load_dotenv

@@ -232,7 +232,7 @@ class CatalogStore:
         self._log(logging.INFO, f"{self.name}: reloaded, {len(catalog.products)} products{fixed}")
 
     def _not_loaded(self, found, serving):
-        """Log a version of the file that was not loaded, once, and keep its problems for /admin and /healthz."""
+        """Log a version of the file that was not loaded, once, and keep its problems for /admin (/healthz: 503)."""
         first = found[0].removeprefix(f"{self.name}: ")
         head = f"{self.name}: the last edit was not loaded ({len(found)} problem{'s' * (len(found) > 1)}"
         self.error = f"{head}, first: {first}); {serving}"

@@ -53,7 +53,7 @@ def _show(value) -> str:
         value = value[:57] + "..."  # keep the quotes, so a cut string still reads as a string
     try:
         text = json.dumps(value, ensure_ascii=False)
-        # Shown escaped, never as they are (they go to the log and /healthz), as is text that shows as nothing
+        # Shown escaped, never as they are (they go to the log and /admin), as is text that shows as nothing
         if _CONTROL.search(text) or isinstance(value, str) and value.strip() and _invisible(value):
             text = json.dumps(value)
     except (ValueError, RecursionError):  # integers too long to print, absurd nesting

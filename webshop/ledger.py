@@ -490,7 +490,8 @@ def _row(row):
 
 
 class _SQLite:
-    """One connection per thread, WAL; writers queue on a plain lock instead of SQLite's sleeping busy handler."""
+    """One connection per thread, WAL; a process's writers queue on a plain lock, not SQLite's sleeping busy
+    handler (which other processes on the file still meet)."""
 
     engine, serial = "sqlite", "INTEGER PRIMARY KEY AUTOINCREMENT"
 

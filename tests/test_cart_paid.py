@@ -491,3 +491,17 @@ def test_an_edit_taken_back_while_the_closer_is_at_work_leaves_the_rest_of_its_c
     assert len(asked) == 1  # the one already under way; the other checkout is backed again, and stays
     assert sorted(shopper.standin.get(s)["status"] for s in sessions) == ["expired", "open"]
 
+
+
+def test_cancel_on_an_older_checkout_after_a_newer_one_was_paid_says_the_order_is_paid(make_shopper, catalog_copy):
+    """Its page, opened again from history, has expired and links back to the cart: 'You left the payment page
+    without paying' would invite a second order."""
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    first = shopper.session_id(shopper.checkout())
+    shopper.get("/cart?canceled=1")
+    shopper.set_quantity(a.id, 2)
+    paid = pay(wire(shopper), shopper.checkout()).follow()
+    assert "Thank you" in paid.text and shopper.standin.get(first)["status"] == "expired"
+    page = shopper.get("/cart?canceled=1")  # the first checkout's cancel link
+    assert "without paying" not in page.text and "You have paid for 2 × " in page.text
+    assert "See your order" in page.text

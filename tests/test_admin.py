@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.conftest import edit_catalog, order, paid, start, wire
+from tests.conftest import edit_catalog, handoff, order, paid, pay_form, start, wire
 from webshop import mail, merchant
 from webshop.fulfilment import CSV_FIELDS, write_csv
 from webshop.settings import ConfigError, load_config
@@ -29,6 +29,18 @@ def admin(make_shopper):
 def token(shop):
     """The CSRF token of this browser, as the shop's forms carry it (the same on every page)."""
     return shop.csrf()
+
+
+def test_the_shipping_the_shopper_chose_is_on_the_hand_off_the_order_page_and_the_confirmation(admin):
+    """The warehouse must know to send it express, and the shopper sees what the shipping line paid for."""
+    catalog = admin.shop.catalog()
+    express = catalog.shipping_options[1].name
+    paying = pay_form(admin, admin.checkout(product_id=catalog.products[0].id).location, shipping_option="1")
+    assert f"<dt>Delivery</dt><dd>{express}</dd>" in admin.get(paying.location).text
+    admin.standin.deliver_pending()
+    [record] = handoff(admin)
+    assert record["shipping_method"] == express
+    assert f"<p>Delivery: {express}</p>" in admin.get(f"/admin/orders/{record['order_id']}", headers=auth()).text
 
 
 def test_the_orders_page_names_a_catalog_edit_that_was_not_loaded(make_shopper, catalog_copy):

@@ -141,6 +141,17 @@ def test_the_discount_is_in_the_order_summary(smtp, catalog_copy, make_shopper):
         assert label in text and off in text and off in html
 
 
+def test_the_shipping_chosen_is_named_in_the_order_summary(shop, smtp):
+    express = shop.shop.catalog().shipping_options[1].name
+    to_stripe = shop.checkout(product_id=shop.shop.catalog().products[0].id)
+    assert pay_form(shop, to_stripe.location, shipping_option="1").status_int == 303
+    shop.standin.deliver_pending()
+    send(shop)
+    assert len(smtp.accepted) == 2  # the merchant's notice and the shopper's confirmation
+    for _, message in smtp.accepted:
+        assert all(f"Delivery: {express}" in part for part in text_and_html(message))
+
+
 def test_tax_in_the_prices_is_shown_as_included(smtp, catalog_copy, make_shopper):
     with edit_catalog(catalog_copy) as data:
         data["tax"] = {"mode": "automatic", "behavior": "inclusive"}

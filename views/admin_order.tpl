@@ -36,6 +36,7 @@
 %   a = record["shipping_address"]
 <p>{{record["shipping_name"] or ""}}<br>{{a["line1"] or ""}}<br>{{a["line2"] or ""}}{{!"<br>" if a["line2"] else ""}}{{a["postal_code"] or ""}} {{a["city"] or ""}} {{a["state"] or ""}}<br>{{a["country"] or ""}}</p>
 <p>Phone: {{record.get("customer_phone") or "—"}}</p>
+<p>Delivery: {{record.get("shipping_method") or "—"}}</p>
 % else:
 <p>Known once the order is paid.</p>
 % end

@@ -49,6 +49,9 @@
 %   if summary["email"]:
   <dt>Email</dt><dd>{{summary["email"]}}</dd>
 %   end
+%   if summary.get("shipping_method"):
+  <dt>Delivery</dt><dd>{{summary["shipping_method"]}}</dd>
+%   end
 %   if summary["payment_intent"]:
   <dt>Payment reference</dt><dd><code>{{summary["payment_intent"]}}</code></dd>
 %   end

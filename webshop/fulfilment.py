@@ -244,7 +244,7 @@ def handoff(order, charged, session):
         **{k: charged[k] for k in AMOUNTS + ("tax_included", "promotion_code", "terms_accepted", "tax_ids")},
         "customer_email": charged["email"], "payment_intent": charged["payment_intent"],
         "customer_phone": typed((session.get("customer_details") or {}).get("phone")),  # for the carrier
-        "shipping_name": typed(shipping.get("name")),
+        "shipping_method": charged["shipping_method"], "shipping_name": typed(shipping.get("name")),
         "shipping_address": {k: typed(address.get(k)) for k in ("line1", "line2", "city", "postal_code", "state",
                                                                  "country")},
         "fulfilled_at": utcnow(),

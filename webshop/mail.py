@@ -65,7 +65,8 @@ class Notices:
             a = record["shipping_address"]
             where = "\n".join(x for x in (record["shipping_name"], a["line1"], a["line2"], " ".join(
                 x for x in (a["postal_code"], a["city"]) if x), a["state"], a["country"]) if x) or "—"
-            facts = [f"Ship to:\n{where}", f"Email: {record['customer_email'] or '—'}\n"
+            facts = [f"Ship to:\n{where}", f"Delivery: {record.get('shipping_method') or '—'}",  # older records: none
+                     f"Email: {record['customer_email'] or '—'}\n"
                      f"Payment reference: {record['payment_intent'] or '—'}"]
             if self.config.merchant_email:  # the phone for the carrier (records from before it was kept have none)
                 phone = f"Phone: {record.get('customer_phone') or '—'}"

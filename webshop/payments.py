@@ -157,9 +157,11 @@ def expire_session(client, session_id):
 
 
 def retrieve_session(client, session_id):
-    """The Checkout Session with all its line items, its PaymentIntent and its promotion codes expanded, as a dict."""
+    """The Checkout Session with all its line items, its PaymentIntent, promotion codes and shipping rate expanded, as
+    a dict."""
     session = call("GET /v1/checkout/sessions/{id}", client.v1.checkout.sessions.retrieve, session_id,
-                   {"expand": ["line_items", "payment_intent", "discounts.promotion_code"]}).to_dict()
+                   {"expand": ["line_items", "payment_intent", "discounts.promotion_code",
+                               "shipping_cost.shipping_rate"]}).to_dict()
     items = session.get("line_items")
     # An expanded list holds its first 10 items; the rest are listed (https://docs.stripe.com/expand#lists).
     while isinstance(items, dict) and items.get("has_more") and items.get("data"):
@@ -274,6 +276,7 @@ def charged(session):
     totals, details = session.get("total_details") or {}, session.get("customer_details") or {}
     intent = session.get("payment_intent")
     codes = [d.get("promotion_code") for d in session.get("discounts") or []]
+    rate = (session.get("shipping_cost") or {}).get("shipping_rate")  # the option chosen on Stripe's page
     lines = (session.get("line_items") or {}).get("data") or []
     items = [{"name": i.get("description"), "quantity": i.get("quantity"),
               "unit_amount": (i.get("price") or {}).get("unit_amount"), "amount_subtotal": i.get("amount_subtotal"),
@@ -287,6 +290,7 @@ def charged(session):
         # As the shopper typed it: an expired session's snapshot has the code's id only (promo_...), not shown.
         "promotion_code": ", ".join(c["code"] for c in codes if isinstance(c, dict) and c.get("code")) or None,
         "terms_accepted": (session.get("consent") or {}).get("terms_of_service"),
+        "shipping_method": rate.get("display_name") if isinstance(rate, dict) else None,
         "tax_ids": [{"type": t.get("type"), "value": t.get("value")} for t in details.get("tax_ids") or []],
         "payment_intent": intent.get("id") if isinstance(intent, dict) else intent,
         "order_id": (session.get("metadata") or {}).get("order_id") or session.get("client_reference_id"),

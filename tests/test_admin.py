@@ -84,6 +84,7 @@ def test_a_missing_or_wrong_password_is_401_with_a_challenge(admin, headers):
     page = admin.get("/admin", headers=headers, status=401)
     assert page.headers["WWW-Authenticate"].startswith('Basic realm="Shop admin"')
     assert "Sign in as admin" in page.text and "<h1>Sign in</h1>" in page.text
+    assert '<a href="/admin">All orders</a>' in page.text  # after Cancel on the browser's sign-in prompt
     assert admin.get("/admin/orders.csv", headers=headers, status=401)
 
 

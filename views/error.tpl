@@ -1,8 +1,10 @@
 % rebase('base.tpl', title=title)
 <h1>{{title}}</h1>
 <p class="notice error" role="alert">{{message}}</p>
-% if status == 503:
-<p>Your cart is kept. <a href="/cart">Back to your cart</a></p>
+% if status == 503:  # the message says the cart is kept
+<p><a href="/cart">Back to your cart</a></p>
+% elif path.startswith("/admin"):
+<p><a href="/admin">All orders</a> · <a href="/">Back to the shop</a></p>
 % else:
 <p><a href="/">Back to the shop</a> · <a href="/cart">Your cart</a></p>
 % end

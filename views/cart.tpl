@@ -82,6 +82,8 @@
   <input type="hidden" name="csrf_token" value="{{csrf}}">
   <button type="submit">Checkout</button>
 </form>
+% elif empty_checkout and not stock_notes:  # the notice above says it is empty
+<p><a href="/">Browse the books</a>.</p>
 % else:
 <p>Your cart is empty. <a href="/">Browse the books</a>.</p>
 % end

@@ -346,7 +346,7 @@ def expire(ctx, args):
     if not expired:  # not open at Stripe any more (paid, or expired already) though no event said so yet
         raise ShopError(409, f"Stripe refused to expire the checkout: {refused} "
                              f"Order {o['id']} is now {ctx.ledger.get(o['id'])['status']} ({outcome}).")
-    print(f"Order {o['id']}: checkout {o['session_id']} expired ({outcome}).")
+    print(f"Order {o['id']}: checkout {o['session_id']} expired" + (f" ({outcome})." if outcome != "expired" else "."))
     _deliver_now(ctx)
 
 

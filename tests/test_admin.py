@@ -184,6 +184,13 @@ def test_an_order_page_shows_items_amounts_address_emails_and_history(admin):
     assert admin.get("/admin/orders/../../etc", headers=auth(), status=404)
 
 
+def test_a_partial_refund_that_restocks_says_it_gives_back_every_copy_of_the_order(admin):
+    o = paid(admin, quantity=3)
+    confirm = admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin), "how": "partial",
+                                                             "amount": "1.00", "restock": "1"}, headers=auth())
+    assert "Stripe returns $1.00 to the shopper’s card, and all 3 of the order’s copies go back in stock" in confirm.text
+
+
 def test_a_partial_then_full_refund_each_confirmed_first(admin):
     o = paid(admin)
     url = f"/admin/orders/{o['id']}/refund"
@@ -213,7 +220,9 @@ def test_a_partial_then_full_refund_each_confirmed_first(admin):
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", created)
     rest = admin.post(url, {"csrf_token": token(admin), "how": "full", "restock": "1"}, headers=auth())
     left = o["amount_total"] - 500
-    assert f"Refund ${left // 100}.{left % 100:02d}" in rest.text and "copies go back in stock" in rest.text
+    copies = sum(i["quantity"] for i in o["items"])
+    said = "the order’s copy goes" if copies == 1 else f"all {copies} of the order’s copies go"
+    assert f"Refund ${left // 100}.{left % 100:02d}" in rest.text and f", and {said} back in stock" in rest.text
     rest.forms[0].submit(headers=auth(), status=303)
     admin.standin.deliver_pending()
     after = order(admin, o["session_id"])

@@ -349,6 +349,18 @@ def test_free_shipping_over_an_amount_is_offered_at_zero_and_shown_on_the_cart(m
     assert rates(shopper.checkout())[0] == 0
 
 
+def test_the_cart_lists_each_shipping_option_with_its_fee_and_delivery_time(make_shopper, catalog_copy):
+    """A shopper weighs the shipping before going to pay: the fees are the catalog's flat rates."""
+    with edit_catalog(catalog_copy) as data:
+        data["shipping"]["options"][1].update(amount=0, min_days=1, max_days=1, name="Pick-up & go")
+    shopper = make_shopper(catalog=str(catalog_copy))
+    shopper.add("walden")
+    standard = data["shipping"]["options"][0]
+    said = (f"{standard['name']}: ${standard['amount'] // 100}.{standard['amount'] % 100:02d}, "
+            f"{standard['min_days']}–{standard['max_days']} business days; Pick-up &amp; go: free, 1 business day.")
+    assert said in shopper.get("/cart").text
+
+
 def test_free_shipping_starts_at_the_amount_itself_as_the_cart_page_says(make_shopper, catalog_copy):
     shopper = make_shopper(catalog=str(catalog_copy))
     book = shopper.shop.catalog().products[0]

@@ -91,7 +91,7 @@ def install(app, shop):
                            most=request.query.get("most") == "1" and cart.get(added),  # the add was held to it
                            pending=pending, pending_other=other, stock_notes=notes, paid=paid,
                            failed=failed if failed and said_back(shop, failed) else None,
-                           free_shipping=[o for o in catalog.shipping_options if o.free_over])
+                           shipping=catalog.shipping_options)
 
     @app.post("/cart")
     def change_cart():

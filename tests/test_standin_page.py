@@ -89,6 +89,9 @@ def test_declined_cards_keep_session_open(client, pay_page, card, reason):
     card_input = page.html.find("input", id="card_number")
     assert card_input.get("aria-describedby") == "sti-error" and card_input.has_attr("autofocus")
     assert len(page.html.select("[autofocus]")) == 1 and not page.html.select('[aria-describedby=""]')
+    # and the message is next to it, in view when the field gets the focus (not at the top, 700 px above)
+    assert card_input.find_previous(["div", "legend"]).get("id") == "sti-error"
+    assert page.text.count('id="sti-error"') == 1
     assert "<dd>$5.70</dd>" in page.text  # tax is known once the address is: 19% of 2500 + 19% of 500 shipping
     r = client.v1.checkout.sessions.retrieve(s.id, {"expand": ["payment_intent.latest_charge"]})
     assert (r.status, r.payment_status) == ("open", "unpaid")

@@ -47,7 +47,8 @@
 
   <section class="sti-pay" aria-labelledby="sti-pay-title">
     <h2 id="sti-pay-title">Contact and payment</h2>
-    % if error:
+    % card_error = error_field in ("card_number", "card_expiry", "card_cvc")  # said next to the card, in view
+    % if error and not card_error:
     <div class="sti-error" role="alert" id="sti-error">{{error}}</div>
     % end
     <form method="post" action="{{action}}" class="sti-form" id="pay">
@@ -123,6 +124,9 @@
       % else:
       <fieldset>
         <legend>Card information</legend>
+        % if error and card_error:
+        <div class="sti-error" role="alert" id="sti-error">{{error}}</div>
+        % end
         <label for="card_number">Card number</label>
         <input id="card_number" name="card_number" inputmode="numeric" autocomplete="cc-number" placeholder="1234 1234 1234 1234" required aria-invalid="{{'true' if error_field == 'card_number' else 'false'}}" {{'aria-describedby=sti-error autofocus' if error_field == 'card_number' else ''}}>
         <div class="sti-row">

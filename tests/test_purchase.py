@@ -261,6 +261,7 @@ def test_a_processing_payment_empties_the_cart_it_paid_for(shopper):
     confirmation = pay(shopper, shopper.checkout(), card=ASYNC_OK).location
     page = shopper.get(confirmation)
     assert "Your payment is processing" in page.text and "(0)" in page.html.find("span", class_="count").text
+    assert "There is no need to pay again." in page.text
     assert "Your cart is empty" in shopper.get("/cart").text  # nothing left to pay a second time by mistake
 
 

@@ -72,7 +72,7 @@ def test_too_many_checkouts_from_one_browser_get_a_429_page_with_retry_after(mak
         shopper.checkout()
     page = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=429)
     assert page.headers["Retry-After"] == "60"
-    assert "wait a minute" in page.text
+    assert "Too many checkouts were started from here in the last minute. Please wait a minute" in page.text
     sessions = shopper.shop.orders.stripe.v1.checkout.sessions.list({"limit": 100}).data
     assert len(sessions) == 3  # the refused click made no session at Stripe
     other = make_shopper(checkout_limit=3)  # another browser on the same shop is not affected

@@ -109,9 +109,14 @@ def test_order_shows_items_amounts_reference_and_event_history(shop, run):
         event_ids = [row["id"] for row in db.execute("SELECT id FROM webhook_events").fetchall()]
     completed = next(e for e in event_ids if shop.standin.get(e)["type"] == "checkout.session.completed")
     assert f"webhook {completed} checkout.session.completed" in out
+    [record] = handoff(shop)  # where to ship, for the carrier, as /admin shows it
+    words = " ".join(out.split())
+    assert f"Ship to: {record['shipping_name']}, {record['shipping_address']['line1']}, " in words
+    assert f"Delivery: {record['shipping_method']}" in words and record["shipping_method"]
     code, out, _ = run("order", o["id"], "--json")
     detail = json.loads(out)
     assert detail["id"] == o["id"] and detail["history"][-1]["status"] == "paid"
+    assert detail["handoff"]["shipping_address"] == record["shipping_address"]
 
 
 def test_order_shows_the_discount_and_its_code_so_the_amounts_add_up(make_shopper, catalog_copy, data_dir,

@@ -266,9 +266,9 @@ def orders(ctx, args):
 
 def order(ctx, args):
     o = _order(ctx, args.id)
-    history = ctx.ledger.history(o["id"])
+    history, record = ctx.ledger.history(o["id"]), ctx.ledger.handoff_record(o["id"])  # record: once paid
     if args.json:
-        print(json.dumps({**{k: o[k] for k in JSON_FIELDS}, "history": history}, indent=2))
+        print(json.dumps({**{k: o[k] for k in JSON_FIELDS}, "history": history, "handoff": record}, indent=2))
         return
     cur = o["currency"]
     print(f"Order {o['id']} — {o['status']}")
@@ -276,6 +276,13 @@ def order(ctx, args):
                        ("Payment reference", "payment_intent"), ("Checkout session", "session_id"),
                        ("Fulfilled", "fulfilled_at"), ("Dispute", "dispute_status")):
         print(f"  {label + ':':<19} {shown(o[key])}")
+    if record:  # where to, for the carrier, as /admin shows it
+        a = record["shipping_address"]
+        where = ", ".join(x for x in (record["shipping_name"], *(a[k] for k in ("line1", "line2", "postal_code",
+                                                                                 "city", "state", "country"))) if x)
+        for label, value in (("Ship to", where), ("Phone", record.get("customer_phone")),
+                             ("Delivery", record.get("shipping_method"))):
+            print(f"  {label + ':':<19} {shown(value)}")
     print("Items")
     for i in o["items"]:
         print(f"  {i['quantity']:>3} × {shown(i['name'])[:40]:<40} {money(i['unit_amount'], cur):>12} "

@@ -52,7 +52,7 @@ def test_live_mode_starts_with_https_and_secret():
 @pytest.mark.parametrize("given, origin", [
     ("http://LOCALHOST:8807/", "http://localhost:8807"), ("https://Shop.Example.com:443", "https://shop.example.com"),
     ("HTTP://shop.example.com:80/", "http://shop.example.com"), ("http://[::1]:8000", "http://[::1]:8000"),
-    ("https://Bücher.example", "https://xn--bcher-kva.example"),  # browsers send the name in punycode
+    ("https://xn--bcher-kva.Example", "https://xn--bcher-kva.example"),
 ])
 def test_base_url_is_written_as_a_browser_writes_its_origin(given, origin):
     """The CSRF check compares a form's Origin header with BASE_URL: an uppercase host or a default port in
@@ -100,6 +100,15 @@ def test_a_url_python_cannot_split_is_refused_in_one_line_without_showing_it(nam
     with pytest.raises(ConfigError) as e:
         load_config(environ={name: url, "STRIPE_SECRET_KEY": "sk_test_x"})
     assert e.value.message.startswith(f"{name}: must be an origin") and "s3cret" not in e.value.message
+
+
+@pytest.mark.parametrize("host", ["bücher.example", "straße.example"])
+def test_an_international_domain_name_must_be_written_as_browsers_send_it(host):
+    """An Origin header holds the xn-- form, and Python's IDNA 2003 would make straße.example strasse.example: a host
+    kept in Unicode, or guessed, refused every form with a 403."""
+    with pytest.raises(ConfigError) as e:
+        load_config(environ={"BASE_URL": f"https://{host}"})
+    assert e.value.message == "BASE_URL: write an international domain name as browsers send it, in its xn-- form"
 
 
 def test_host_may_be_written_in_brackets_as_in_a_url():

@@ -154,14 +154,16 @@ def _coerce(setting, raw):
 
 
 def origin(url, name):
-    """An http(s) origin as a browser writes it (lowercase ASCII host, no default port), or ConfigError naming
-    `name`."""
+    """An http(s) origin as a browser writes it (lowercase host, no default port), or ConfigError naming `name`."""
     try:
         parts = urlsplit(url.rstrip("/"))
-        host, port = (parts.hostname or "").encode("idna").decode(), parts.port  # bücher.example: xn--bcher-kva...
-    except ValueError:  # a port that is not a number up to 65535, brackets round no address, a look-alike of @ / ?,
-        # an empty or overlong label (UnicodeError)
+        host, port = parts.hostname or "", parts.port
+        if host.isascii():
+            host.encode("idna")  # UnicodeError (a ValueError) for an empty or overlong label
+    except ValueError:  # a port that is not a number up to 65535, brackets round no address, a look-alike of @ / ?
         parts, host, port = None, "", ""
+    if parts and not host.isascii():  # Python's IDNA 2003 is not the browsers' (straße.example): never guessed
+        raise ConfigError(f"{name}: write an international domain name as browsers send it, in its xn-- form")
     if (not host or parts.scheme not in ("http", "https") or parts.path or parts.query or parts.fragment
             or parts.username is not None or not all(c.isalnum() or c in ".-:[]" for c in host)):
         shown = "" if "@" in url or not url.isascii() else f", got {url!r}"  # may hold a password: never echoed

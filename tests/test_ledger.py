@@ -1,5 +1,6 @@
 """The order ledger on a real database (SQLite file, or PostgreSQL): schema, guarded transitions, history, records."""
 
+import contextlib
 import os
 import sqlite3
 import stat
@@ -268,8 +269,8 @@ def test_connections_the_database_server_dropped_are_replaced_not_failed(tmp_pat
     import psycopg
     ledger = Ledger(load_config({"data_dir": str(tmp_path), "database_url": postgres_url}))
     try:
-        with ledger.db.read() as a, ledger.db.read() as b, ledger.db.read() as c:  # the pool keeps three
-            pids = [conn.conn.info.backend_pid for conn in (a, b, c)]
+        with contextlib.ExitStack() as held:  # all the pool holds: trying 16 dead ones in turn takes it past 30 s
+            pids = [held.enter_context(ledger.db.read()).conn.info.backend_pid for _ in range(16)]
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
         for _ in range(4):

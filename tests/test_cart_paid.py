@@ -505,3 +505,13 @@ def test_cancel_on_an_older_checkout_after_a_newer_one_was_paid_says_the_order_i
     page = shopper.get("/cart?canceled=1")  # the first checkout's cancel link
     assert "without paying" not in page.text and "You have paid for 2 × " in page.text
     assert "See your order" in page.text
+
+
+def test_cancel_on_a_cart_checkout_after_a_buy_now_was_paid_says_the_cart_is_as_it_was(make_shopper, catalog_copy):
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    shopper.checkout()  # the cart's checkout, then "Buy now" of another book, paid
+    other = shopper.shop.catalog().products[2]
+    assert "Thank you" in pay(wire(shopper), shopper.checkout(product_id=other.id)).follow().text
+    page = shopper.get("/cart?canceled=1")  # the cart checkout's cancel link
+    assert "You left the payment page without paying. Your cart is just as you left it." in page.text
+    assert a.name in page.text and b.name in page.text

@@ -67,8 +67,9 @@ def install(app, shop):
         elif ORDER_ID.fullmatch(request.query.get("paid", "")):  # an add started a new cart after that one was paid
             said = own_order(shop, request.query["paid"])
             paid = said if said and said["status"] in PAID else None
-        elif canceled and (last := sid and shop.orders.ledger.last_checkout(sid)) and last["status"] in BOUGHT:
-            paid, canceled = last, False  # an older checkout's Cancel, after a newer one was paid: that one is said
+        elif canceled and not kept and (last := sid and shop.orders.ledger.last_checkout(sid)) and (
+                last["status"] in BOUGHT):  # an older checkout's Cancel, after the cart was paid: that is said
+            paid, canceled = last, False
         cart, notes = in_stock(shop, kept, catalog)
         names = {i["product_id"]: i["name"] for o in (pending, paid) if o for i in o["items"]}
         withdrawn = shop.catalogs.withdrawn  # the names this process saw leave the catalog

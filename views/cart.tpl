@@ -75,8 +75,8 @@
 % else:
 <p class="hint">Shipping is added at checkout, once you give your address.</p>
 % end
-<p class="hint">{{"; ".join(f"{o.name}: {money(o.amount) if o.amount else 'free'}, {o.min_days}{'' if o.min_days == o.max_days else f'–{o.max_days}'} business day{'s' * (o.max_days > 1)}" for o in shipping)}}.</p>
-% for option in shipping:
+<p class="hint">{{"; ".join(f"{o.name}: {money(fee) if fee else 'free'}, {o.min_days}{'' if o.min_days == o.max_days else f'–{o.max_days}'} business day{'s' * (o.max_days > 1)}" for o, fee in shipping)}}.</p>
+% for option, _ in shipping:
 %   if option.free_over:
 <p class="hint">Free {{option.name.lower()}} over {{money(option.free_over)}}{{"; this order qualifies" if subtotal >= option.free_over else ""}}.</p>
 %   end

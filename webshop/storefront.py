@@ -77,14 +77,14 @@ def install(app, shop):
         notes += [f"Sorry, {names.get(p) or withdrawn.get(p, 'one of your books')} is no longer sold, so it is not "
                   "in your cart." for p in gone if p not in paid_for]
         items = lines(cart, catalog)
-        added = request.query.get("added", "")[:MAX_ID]
+        subtotal, added = sum(t for _, _, t in items), request.query.get("added", "")[:MAX_ID]
         # An open checkout the cart did not go to ("Buy now", or the cart changed since) says what it pays: paying
         # it takes its books out only of a cart that went to checkout as it.
         if pending and (not shop.priced(catalog, pending) or pending["session_id"] in shop.unbacked(catalog, [])):
             pending = None  # never offered at old terms, or beyond a stock
         own = pending and not gone and (request.environ.get("shop.checked_out") or {}).get("id") == pending["id"]
         other = pending and not own and ", ".join(f"{i['quantity']} × {i['name']}" for i in pending["items"])
-        return shop.render("cart.tpl", title="Your cart", items=items, subtotal=sum(t for _, _, t in items),
+        return shop.render("cart.tpl", title="Your cart", items=items, subtotal=subtotal,
                            cart_count=sum(cart.values()), tax=(catalog.tax_mode, catalog.tax_behavior),
                            canceled=canceled, held=request.query.get("held") == "1",
                            empty_checkout=request.query.get("empty") == "1", changed=changed,
@@ -92,7 +92,7 @@ def install(app, shop):
                            most=request.query.get("most") == "1" and cart.get(added),  # the add was held to it
                            pending=pending, pending_other=other, stock_notes=notes, paid=paid,
                            failed=failed if failed and said_back(shop, failed) else None,
-                           shipping=catalog.shipping_options)
+                           shipping=[(o, payments.shipping_fee(o, subtotal)) for o in catalog.shipping_options])
 
     @app.post("/cart")
     def change_cart():

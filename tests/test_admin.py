@@ -189,6 +189,12 @@ def test_a_partial_refund_that_restocks_says_it_gives_back_every_copy_of_the_ord
     confirm = admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin), "how": "partial",
                                                              "amount": "1.00", "restock": "1"}, headers=auth())
     assert "Stripe returns $1.00 to the shopper’s card, and all 3 of the order’s copies go back in stock" in confirm.text
+    confirm.forms[0].submit(headers=auth(), status=303)
+    page = admin.get(f"/admin/orders/{o['id']}", headers=auth())  # the rest can be refunded, the copies are back
+    assert "The order’s copies are back in stock already." in page.text and 'name="restock"' not in page.text
+    rest = admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin), "how": "full",
+                                                          "restock": "1"}, headers=auth())
+    assert "to the shopper’s card. A refund cannot be undone." in rest.text  # no promise of a second restock
 
 
 def test_a_partial_then_full_refund_each_confirmed_first(admin):

@@ -54,7 +54,11 @@
       <label for="amount">amount in {{cur.upper()}}</label> <input id="amount" name="amount" inputmode="decimal" size="10" maxlength="16" value="{{typed}}" aria-describedby="amount-hint{{" amount-error" if error else ""}}" aria-invalid="{{"true" if error else "false"}}">
       <span id="amount-hint" class="hint">for example 5.00; at most {{amount(left, cur)}}</span></p>
   </fieldset>
+% if o["restocked"]:
+  <p>The order’s copies are back in stock already.</p>
+% else:
   <p><input type="checkbox" id="restock" name="restock" value="1"> <label for="restock">Put the copies back in stock</label></p>
+% end
   <button type="submit">Review the refund</button>
 </form>
 % else:

@@ -2,7 +2,7 @@
 % cur = o["currency"]
 % copies = sum(i["quantity"] for i in o["items"])  # a partial refund, too, gives back every copy of the order
 <h1>Refund {{amount(refund, cur)}} of order {{o["id"]}}?</h1>
-<p>{{amount(o["amount_total"], cur)}} was paid{{" by " + o["customer_email"] if o["customer_email"] else ""}}, and {{amount(o["amount_refunded"], cur)}} has been refunded so far. Stripe returns {{amount(refund, cur)}} to the shopper’s card{{("" if not restock else ", and the order’s copy goes back in stock" if copies == 1 else f", and all {copies} of the order’s copies go back in stock")}}. A refund cannot be undone.</p>
+<p>{{amount(o["amount_total"], cur)}} was paid{{" by " + o["customer_email"] if o["customer_email"] else ""}}, and {{amount(o["amount_refunded"], cur)}} has been refunded so far. Stripe returns {{amount(refund, cur)}} to the shopper’s card{{("" if not restock or o["restocked"] else ", and the order’s copy goes back in stock" if copies == 1 else f", and all {copies} of the order’s copies go back in stock")}}. A refund cannot be undone.</p>
 <form method="post" action="/admin/orders/{{o['id']}}/refund">
   <input type="hidden" name="csrf_token" value="{{csrf}}">
   <input type="hidden" name="minor" value="{{refund}}">

@@ -359,7 +359,9 @@ def _error_page(shop, error):
         response.content_type = "application/json"
         return json.dumps({"error": cause.message})
     try:
-        return shop.render("error.tpl", title=TITLES.get(status, "Error"), status=status, message=cause.message)
+        admin = shop.config.admin_password and (request.path == "/admin" or request.path.startswith("/admin/"))
+        return shop.render("error.tpl", title=TITLES.get(status, "Error"), status=status, message=cause.message,
+                           admin=admin)
     except Exception:  # noqa: BLE001 — a broken template must still answer, plainly
         response.content_type = "text/plain; charset=utf-8"
         return f"{status}: {cause.message}\n"

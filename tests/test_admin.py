@@ -75,7 +75,8 @@ def test_the_merchant_s_pages_lead_to_the_orders_not_to_a_shopper_s_cart(admin):
 def test_without_a_password_there_is_no_admin(make_shopper):
     shop = make_shopper()
     for path in ("/admin", "/admin/orders.csv", "/admin/orders/ord_" + "0" * 24):
-        assert shop.get(path, headers=auth(), status=404)
+        assert "All orders" not in shop.get(path, headers=auth(), status=404).text  # no link to another 404
+    assert "All orders" not in make_shopper(admin_password=PASSWORD).get("/administrator", status=404).text
 
 
 @pytest.mark.parametrize("headers", [{}, auth(password="wrong"), auth(user="root"), {"Authorization": "Basic !!"},

@@ -1,10 +1,10 @@
 % rebase('base.tpl', title=title)
 <h1>{{title}}</h1>
 <p class="notice error" role="alert">{{message}}</p>
-% if status == 503:  # the message says the cart is kept
+% if admin:
+<p><a href="/admin">All orders</a> · <a href="/">Back to the shop</a> · <a href="/cart">Your cart</a></p>
+% elif status == 503:  # the message says the cart is kept
 <p><a href="/cart">Back to your cart</a></p>
-% elif path.startswith("/admin"):
-<p><a href="/admin">All orders</a> · <a href="/">Back to the shop</a></p>
 % else:
 <p><a href="/">Back to the shop</a> · <a href="/cart">Your cart</a></p>
 % end

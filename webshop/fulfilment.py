@@ -133,7 +133,9 @@ class Orders:
 
         Its status and refunded amount change when Stripe's charge.refunded event arrives; `restock` marks its copies
         returned at once."""
-        o = self.ledger.get(order_id)  # found already: /admin's order page, the command's _order()
+        o = self.ledger.get(order_id)
+        if o is None:
+            raise ShopError(404, f"No order {order_id!r} (see `python shop.py orders`).")
         cur = o["currency"]
         if o["status"] in REFUNDABLE and o["amount_total"] == 0:  # a no-cost order (a 100% code): no payment
             raise ShopError(409, f"Nothing was charged for order {o['id']}, so there is nothing to refund.")

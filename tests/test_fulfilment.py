@@ -13,7 +13,7 @@ from tests.conftest import (BASE, buy, edit_catalog, event, handoff, order, pend
                            together, wait_for, wire)
 from webshop import payments
 from webshop.fulfilment import Orders
-from webshop.settings import load_config
+from webshop.settings import ShopError, load_config
 
 
 @pytest.fixture
@@ -295,3 +295,9 @@ def test_books_of_the_same_name_are_handed_off_by_their_own_ids(make_shopper, ca
     stripe_lines = payments.retrieve_session(shopper.shop.orders.stripe, sid)["line_items"]["data"]
     assert [(i["unit_amount"], i["amount_total"]) for i in line["items"]] == [
         (li["price"]["unit_amount"], li["amount_total"]) for li in stripe_lines]
+
+
+def test_a_refund_of_an_order_that_does_not_exist_is_a_404_not_a_crash(shop):
+    with pytest.raises(ShopError) as refused:
+        shop.shop.orders.refund("ord_" + "0" * 24)
+    assert refused.value.status == 404 and "No order 'ord_000" in refused.value.message

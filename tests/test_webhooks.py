@@ -321,6 +321,14 @@ def test_an_expired_snapshot_names_no_promotion_code_by_its_id(shop):
     assert "promo_" not in shop.get(f"/success?session_id={sid}").text
 
 
+def test_an_expired_snapshot_with_a_nul_in_its_email_is_refused_and_changes_nothing(shop):
+    sid = start(shop)
+    snapshot = {**shop.shop.orders.stripe.v1.checkout.sessions.expire(sid).to_dict(),
+                "customer_details": {"email": "a\0@example.com"}}
+    res = post_event(shop, event("checkout.session.expired", snapshot))
+    assert res.status_int == 400 and order(shop, sid)["status"] == "open"
+
+
 def test_expired_event_after_payment_does_not_unpay(shop):
     sid = buy(shop)
     shop.standin.deliver_pending()

@@ -150,7 +150,9 @@ _intent = _optional(lambda v: _is(_ID, v) or (isinstance(v, dict) and _is(_ID, v
 # The fields of an event's object that the shop reads, and what each must be.
 _FIELDS = {
     "session": {"metadata": _metadata, "client_reference_id": _text, "url": _text, "status": _status,
-                "payment_status": _status, "expires_at": _amount},
+                "payment_status": _status, "expires_at": _amount, "amount_subtotal": _amount, "amount_total": _amount,
+                # an expired session's own snapshot is recorded as it comes (no re-read)
+                "customer_details": _optional(lambda v: isinstance(v, dict) and _text(v.get("email")))},
     "charge": {"payment_intent": _intent, "metadata": _metadata, "amount": _amount, "amount_captured": _amount,
                "amount_refunded": _amount, "status": _status},
 }

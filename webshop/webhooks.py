@@ -146,13 +146,20 @@ _status = _optional(lambda v: _is(_STATUS, v))
 _amount = _optional(lambda v: type(v) is int and 0 <= v <= CEILING)
 _metadata = _optional(lambda v: isinstance(v, dict) and all(_text(x) for x in v.values()))
 _intent = _optional(lambda v: _is(_ID, v) or (isinstance(v, dict) and _is(_ID, v.get("id"))))
+_code = _optional(lambda v: _is(_ID, v) or (isinstance(v, dict) and _text(v.get("code"))))  # an id, or expanded
+_totals = _optional(lambda v: isinstance(v, dict) and all(_amount(v.get(k)) for k in ("amount_discount",
+                                                                                     "amount_shipping", "amount_tax")))
 
 # The fields of an event's object that the shop reads, and what each must be.
 _FIELDS = {
     "session": {"metadata": _metadata, "client_reference_id": _text, "url": _text, "status": _status,
-                "payment_status": _status, "expires_at": _amount, "amount_subtotal": _amount, "amount_total": _amount,
-                # an expired session's own snapshot is recorded as it comes (no re-read)
-                "customer_details": _optional(lambda v: isinstance(v, dict) and _text(v.get("email")))},
+                "payment_status": _status, "expires_at": _amount, "payment_intent": _intent,
+                # and what is recorded of an expired session's own snapshot, as it comes (no re-read)
+                "amount_subtotal": _amount, "amount_total": _amount, "total_details": _totals,
+                "customer_details": _optional(lambda v: isinstance(v, dict) and _text(v.get("email"))),
+                "consent": _optional(lambda v: isinstance(v, dict) and _text(v.get("terms_of_service"))),
+                "discounts": _optional(lambda v: isinstance(v, list) and all(
+                    isinstance(d, dict) and _code(d.get("promotion_code")) for d in v))},
     "charge": {"payment_intent": _intent, "metadata": _metadata, "amount": _amount, "amount_captured": _amount,
                "amount_refunded": _amount, "status": _status},
 }

@@ -128,7 +128,8 @@ class Ledger:
                                    (key, since)).fetchone()["n"]
                 if recent >= limit:
                     raise ShopError(429, "Too many checkouts were started from here in the last minute. Please "
-                                         "wait a minute and try again.", detail=f"{recent} checkouts from one {column}", retry_after=60)
+                                         "wait a minute and try again.", detail=f"{recent} checkouts from one {column}",
+                                    retry_after=60)
             stale = c.execute("SELECT id, session_id FROM orders WHERE browser = ? AND status = 'open'",
                               (browser,)).fetchall()
             for row in stale:  # a click still waiting for its session: attach_session will refuse it

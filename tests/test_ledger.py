@@ -278,3 +278,16 @@ def test_connections_the_database_server_dropped_are_replaced_not_failed(tmp_pat
         assert ledger.checkpoint("mark") is None
     finally:
         ledger.close()
+
+
+@pytest.mark.parametrize("given, idle", [("", "30"), ("keepalives_idle=5", "5")])
+def test_postgresql_connections_have_keepalives_unless_the_url_sets_its_own(tmp_path, postgres_url, given, idle):
+    """A connection a network drops without a word (a NAT's idle timeout) is found within a minute, not hours."""
+    url = postgres_url + (f"&{given}" if given else "")
+    ledger = Ledger(load_config({"data_dir": str(tmp_path), "database_url": url}))
+    try:
+        with ledger.db.read() as c:
+            parameters = c.conn.info.get_parameters()
+        assert parameters["keepalives_idle"] == idle and parameters["tcp_user_timeout"] == "60000"
+    finally:
+        ledger.close()

@@ -549,10 +549,16 @@ class _Postgres:
 
     def __init__(self, url):
         import psycopg_pool
+        from psycopg.conninfo import conninfo_to_dict
         from psycopg.rows import dict_row
+        # Unless DATABASE_URL says otherwise, a connection a network drops without a word (a NAT's idle timeout) is
+        # kept alive or found dead within about a minute, not after the system's hours.
+        given = conninfo_to_dict(url)
+        limits = {k: v for k, v in (("keepalives_idle", 30), ("keepalives_interval", 10), ("keepalives_count", 3),
+                                    ("tcp_user_timeout", 60000)) if k not in given}
         self.sweeping = threading.Lock()
         self.pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=16, open=True, timeout=30, check=self._check,
-                                                kwargs={"row_factory": dict_row, "autocommit": True})
+                                                kwargs={"row_factory": dict_row, "autocommit": True, **limits})
 
     def _check(self, conn):
         """A connection the server dropped (a restart, a failover, a proxy's idle timeout) is replaced as it is handed
@@ -562,15 +568,16 @@ class _Postgres:
         try:
             conn.execute("")
         except Exception:
-            if self.sweeping.acquire(blocking=False):  # one sweep at a time
+            if not self.sweeping.locked():
                 threading.Thread(target=self._sweep, name="pool-sweep", daemon=True).start()
             raise
 
     def _sweep(self):
-        try:
-            self.pool.check()
-        finally:
-            self.sweeping.release()
+        if self.sweeping.acquire(blocking=False):  # one sweep at a time
+            try:
+                self.pool.check()
+            finally:
+                self.sweeping.release()
 
     @contextmanager
     def read(self):

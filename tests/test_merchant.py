@@ -222,6 +222,17 @@ def test_reconcile_repairs_dropped_webhooks_once(shop, run):
     assert len(handoff(shop)) == 2
 
 
+def test_reconcile_quiet_prints_only_its_repairs_so_cron_mails_only_then(shop, data_dir, database_url):
+    env = cli_env(data_dir, database_url)
+    proc = shop_py("reconcile", "--quiet", env=env)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")  # INFO lines too are left out
+    sid = buy(browser(shop))
+    shop.standin.drop_pending_events()
+    proc = shop_py("reconcile", "--quiet", env=env)
+    assert proc.returncode == 0 and proc.stdout == f"{order(shop, sid)['id']}: open → paid (fulfilled; session {sid})\n"
+    assert "INFO" not in proc.stderr
+
+
 def test_reconcile_finds_the_session_of_a_checkout_that_failed_for_us(shop, run):
     sid = buy(shop)
     o = order(shop, sid)

@@ -82,8 +82,9 @@ def parser():
     q.add_argument("--again", action="store_true", help="refund the same amount once more (without it, the same "
                    "command within 23 hours replays the first refund)")
     sub.add_parser("stock", help="list stock, copies held by open checkouts and sold, per product")
-    sub.add_parser("reconcile", help="repair orders whose webhooks never arrived, from Stripe's sessions").add_argument(
-        "--since", type=duration, default=24 * 3600, help="how far back: 24h (default), 7d, 90m")
+    q = sub.add_parser("reconcile", help="repair orders whose webhooks never arrived, from Stripe's sessions")
+    q.add_argument("--since", type=duration, default=24 * 3600, help="how far back: 24h (default), 7d, 90m")
+    q.add_argument("--quiet", action="store_true", help="print only repairs and warnings (cron mails any output)")
     sub.add_parser("expire", help="expire an order's open checkout so it can no longer be paid").add_argument("id")
     return p
 
@@ -95,10 +96,11 @@ def main(argv):
         load_dotenv(ROOT / ".env")
     except ValueError:  # not UTF-8, or a NUL byte in it: python-dotenv's own words come as a traceback
         return _fail(".env: cannot be read: it must be UTF-8 text with no NUL bytes", 2)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # payments.call logs each Stripe call; the SDK's INFO lines would add two, naming api.stripe.com even offline
     logging.getLogger("stripe").setLevel(logging.WARNING)
-    args = parser().parse_args(argv)
     command = args.command or "serve"
     try:
         config = load_config({k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None})

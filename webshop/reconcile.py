@@ -35,11 +35,12 @@ def reconcile(ctx, args):
             repaired += 1
     except stripe.StripeError as e:  # a later page failed (auto-paging calls Stripe itself)
         raise payments.shop_error(e) from None
-    print(f"Checked {checked} checkout session(s) since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}: "
-          + (f"repaired {repaired} order(s)." if repaired else "nothing to repair."))
+    if not args.quiet:
+        print(f"Checked {checked} checkout session(s) since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}"
+              ": " + (f"repaired {repaired} order(s)." if repaired else "nothing to repair."))
     # Stripe retries an event for up to 3 days (https://docs.stripe.com/webhooks#retries); an id kept
     # for 30 still tells a late duplicate, and the table stops growing.
-    if forgotten := ctx.ledger.forget_events(EVENT_DAYS):
+    if (forgotten := ctx.ledger.forget_events(EVENT_DAYS)) and not args.quiet:
         print(f"Forgot {forgotten} webhook event id(s) older than {EVENT_DAYS} days.")
     return 0
 

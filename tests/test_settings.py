@@ -236,6 +236,7 @@ def test_make_app_without_config_reads_dot_env_but_the_environment_wins(tmp_path
     env_file = tmp_path / ".env"
     env_file.write_text(f"DATA_DIR={tmp_path / 'from-dotenv'}\nBASE_URL=http://dotenv.example\nPORT=8123\n")
     monkeypatch.setattr(shop, "ROOT", tmp_path)
+    monkeypatch.setattr(shop, "start_background", lambda _: None)  # a server's threads: not this test's subject
     monkeypatch.setenv("PORT", "8124")
     try:
         config = shop.make_app().config["shop"].config

@@ -17,7 +17,7 @@ LOST_AFTER = 600  # an order still without a session this long after checkout ne
 def reconcile(ctx, args):
     """Repair the ledger from Stripe: orders whose webhooks never came (from its Checkout Sessions), bank payments
     still processing, refunds, disputes, clicks that never got a session; then forget old event ids."""
-    since = int(time.time()) - args.since
+    since, quiet = int(time.time()) - args.since, getattr(args, "quiet", False)  # args from the parser, or made
     checked = repaired = 0
     try:
         refunded = _refunded_intents(ctx, since)
@@ -35,12 +35,12 @@ def reconcile(ctx, args):
             repaired += 1
     except stripe.StripeError as e:  # a later page failed (auto-paging calls Stripe itself)
         raise payments.shop_error(e) from None
-    if not args.quiet:
+    if not quiet:
         print(f"Checked {checked} checkout session(s) since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}"
               ": " + (f"repaired {repaired} order(s)." if repaired else "nothing to repair."))
     # Stripe retries an event for up to 3 days (https://docs.stripe.com/webhooks#retries); an id kept
     # for 30 still tells a late duplicate, and the table stops growing.
-    if (forgotten := ctx.ledger.forget_events(EVENT_DAYS)) and not args.quiet:
+    if (forgotten := ctx.ledger.forget_events(EVENT_DAYS)) and not quiet:
         print(f"Forgot {forgotten} webhook event id(s) older than {EVENT_DAYS} days.")
     return 0
 

@@ -34,6 +34,13 @@ log = logging.getLogger("shop.mail")
 MAX_BACKOFF = 6 * 3600
 
 
+def ship_to(record):
+    """A hand-off record's name and address as a label reads them: its lines that are not empty."""
+    a = record["shipping_address"]
+    return [x for x in (record["shipping_name"], a["line1"], a["line2"],
+                        " ".join(x for x in (a["postal_code"], a["city"]) if x), a["state"], a["country"]) if x]
+
+
 class Notices:
     """ledger.notify: the emails an order change causes, as {id, kind, amount, to, message}, signed by shop_name()."""
 
@@ -62,9 +69,7 @@ class Notices:
             tax = "Tax (included)" if (order.get("charged") or {}).get("tax_included") else "Tax"
             rows += [("Shipping", money(record["amount_shipping"])), (tax, money(record["amount_tax"])),
                      ("Total", money(record["amount_total"]))]
-            a = record["shipping_address"]
-            where = "\n".join(x for x in (record["shipping_name"], a["line1"], a["line2"], " ".join(
-                x for x in (a["postal_code"], a["city"]) if x), a["state"], a["country"]) if x) or "—"
+            where = "\n".join(ship_to(record)) or "—"
             facts = [f"Ship to:\n{where}", f"Delivery: {record.get('shipping_method') or '—'}",  # older records: none
                      f"Email: {record['customer_email'] or '—'}\n"
                      f"Payment reference: {record['payment_intent'] or '—'}"]

@@ -279,10 +279,7 @@ def order(ctx, args):
                        ("Fulfilled", "fulfilled_at"), ("Dispute", "dispute_status")):
         print(f"  {label + ':':<19} {shown(o[key])}")
     if record:  # where to, for the carrier, as /admin shows it
-        a = record["shipping_address"]
-        where = ", ".join(x for x in (record["shipping_name"], *(a[k] for k in ("line1", "line2", "postal_code",
-                                                                                 "city", "state", "country"))) if x)
-        for label, value in (("Ship to", where), ("Phone", record.get("customer_phone")),
+        for label, value in (("Ship to", ", ".join(mail.ship_to(record))), ("Phone", record.get("customer_phone")),
                              ("Delivery", record.get("shipping_method"))):
             print(f"  {label + ':':<19} {shown(value)}")
     print("Items")

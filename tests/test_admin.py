@@ -170,6 +170,19 @@ def test_orders_newest_first_filtered_by_status_and_searched_by_id_or_email(admi
         assert "could not be read" in admin.get(path, headers=auth(), status=400).text
 
 
+def test_older_orders_page_on_without_skipping_orders_made_at_the_same_moment(admin, monkeypatch):
+    """100 orders a page; "Older orders" goes on from the last one listed, even where many share its time."""
+    monkeypatch.setattr("webshop.ledger.utcnow", lambda: "2026-12-07T10:00:00.000000Z")
+    item = [{"product_id": "walden", "name": "Walden", "unit_amount": 999, "quantity": 1}]
+    made = {admin.shop.orders.ledger.start_order(f"b{n}", "usd", item, per_minute=10)[0] for n in range(103)}
+    first = admin.get("/admin", headers=auth())
+    listed = re.findall(r'<a href="/admin/orders/(ord_\w+)">', first.text)
+    second = admin.get(first.html.find("a", string="Older orders")["href"], headers=auth())
+    rest = re.findall(r'<a href="/admin/orders/(ord_\w+)">', second.text)
+    assert (len(listed), len(rest)) == (100, 3) and set(listed) | set(rest) == made
+    assert "Older orders" not in second.text
+
+
 def test_an_order_page_shows_items_amounts_address_emails_and_history(admin):
     o = paid(admin)
     mail.send_due(admin.shop.orders)  # the confirmation (offline: written as a .eml file)

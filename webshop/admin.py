@@ -71,10 +71,12 @@ def install(app, shop):
     def orders_page():
         authorize()
         status, search = filters()
-        before = request.query.get("before", "")
-        rows = ledger.list(status=status, search=search, before=before if TIME.fullmatch(before) else None, limit=PAGE)
+        before, last = request.query.get("before", ""), request.query.get("after", "")  # the page's last order
+        rows = ledger.list(status=status, search=search, limit=PAGE, after=TIME.fullmatch(before) and (
+            before, last if ORDER_ID.fullmatch(last) else ""))
         query = {k: v for k, v in (("status", status), ("q", search)) if v}
-        older = urlencode({**query, "before": rows[-1]["created"]}) if len(rows) == PAGE else None
+        last = rows[-1] if len(rows) == PAGE else None
+        older = last and urlencode({**query, "before": last["created"], "after": last["id"]})
         shop.catalogs.current(force=True)  # the merchant sees an edit that was not loaded, and why
         return shop.render("admin.tpl", title="Orders", orders=rows, status=status or "", search=search or "",
                            statuses=STATUSES, query=urlencode(query), older=older, amount=money,

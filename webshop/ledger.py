@@ -254,7 +254,7 @@ class Ledger:
         return self.one("SELECT * FROM orders WHERE browser = ? AND session_id IS NOT NULL ORDER BY created DESC"
                         " LIMIT 1", browser)
 
-    def list(self, status=None, limit=50, since=None, before=None, without_session=False, search=None):
+    def list(self, status=None, limit=50, since=None, before=None, without_session=False, search=None, after=None):
         """Orders, newest first, filtered; search: part of an order id or email (any case)."""
         sql, args = "SELECT * FROM orders WHERE 1 = 1", []
         like = search and "%" + "".join("\\" + ch if ch in "%_\\" else ch for ch in search.lower()) + "%"
@@ -264,6 +264,9 @@ class Ledger:
             if value:
                 sql += f" AND {clause}"
                 args += [value] * clause.count("?")
+        if after:  # the next page after (created, id), in this order: orders made at the same moment are not skipped
+            sql += " AND (created < ? OR (created = ? AND id > ?))"
+            args += [after[0], after[0], after[1]]
         return self.rows(sql + " ORDER BY created DESC, id LIMIT ?", *args, limit)
 
     def open_disputes(self):

@@ -353,15 +353,20 @@ def test_bad_json_reports_line_and_column(shop):
     text = '{\n  "shop": {"name": "X", "currency": "usd"}\n  "products": []\n}\n'
     with pytest.raises(CatalogError) as info:
         load_catalog(shop(text=text), shop.public)
-    assert info.value.problems == ["catalog.json: line 3, column 3: invalid JSON: Expecting ',' delimiter"]
+    # where the comma goes, at the end of line 2, not where the parser stopped (line 3, column 3)
+    assert info.value.problems == ["catalog.json: line 2, column 43: invalid JSON: Expecting ',' delimiter"]
 
 
 def test_trailing_comma_reports_line_and_column(shop):
     text = '{\n  "shop": {\n    "name": "X",\n    "currency": "usd",\n  }\n}'
     with pytest.raises(CatalogError) as info:
         load_catalog(shop(text=text), shop.public)
+    assert info.value.problems == [  # the extra comma itself, not the bracket after it (line 5, column 3)
+        'catalog.json: line 4, column 22: invalid JSON: a comma before "}" (JSON allows none after the last item)']
+    with pytest.raises(CatalogError) as info:
+        load_catalog(shop(text='{"shop": {"name": "X", "currency": "usd"}, "products": [1, 2,\r\n]}'), shop.public)
     assert info.value.problems == [
-        "catalog.json: line 5, column 3: invalid JSON: Expecting property name enclosed in double quotes"]
+        'catalog.json: line 1, column 61: invalid JSON: a comma before "]" (JSON allows none after the last item)']
 
 
 @pytest.mark.parametrize("text, expected", [

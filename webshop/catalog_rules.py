@@ -38,7 +38,14 @@ def check(data: bytes, name: str, public_dir) -> tuple[list[str], dict | None]:
     try:
         parsed = json.loads(text, object_pairs_hook=_object_pairs)
     except json.JSONDecodeError as e:
-        return [f"{name}: line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}"], None
+        # The parser stops at what follows a missing or extra comma, often on the next line: point at the comma's place.
+        at, why, before = e.pos, e.msg, text[:e.pos].rstrip()
+        if e.msg == "Expecting ',' delimiter":
+            at = len(before)
+        elif before.endswith(",") and text[e.pos:e.pos + 1] in ("]", "}"):
+            at, why = len(before) - 1, f'a comma before "{text[e.pos]}" (JSON allows none after the last item)'
+        return [f"{name}: line {text.count(chr(10), 0, at) + 1}, column {at - text.rfind(chr(10), 0, at)}: "
+                f"invalid JSON: {why}"], None
     except ValueError:  # an integer with thousands of digits
         return [f"{name}: invalid JSON: a number is too long"], None
     except RecursionError:

@@ -334,10 +334,11 @@ def test_a_confirmation_whose_key_went_with_another_amount_or_was_made_up_asks_a
 def test_a_refund_amount_that_is_not_left_to_refund_is_refused(admin, amount):
     o = paid(admin)
     page = admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin), "how": "partial",
-                                                           "amount": amount}, headers=auth(), status=400)
+                                                           "amount": amount, "restock": "1"}, headers=auth(), status=400)
     assert "Enter an amount from $0.01 to" in page.text
     form = page.forms[0]  # on the order's own page, with what was typed, ready to be put right
     assert page.html.h1.text == f"Order {o['id']}" and form["amount"].value == amount and form["how"].value == "partial"
+    assert form["restock"].checked  # ticked still: sent again, the refund puts the copies back as asked
     assert page.html.title.text.startswith(f"Error: Order {o['id']}")  # the tab, and a screen reader, say so first
     assert form.action.endswith("/refund#refund") and page.html.find(id="refund").name == "h2"  # scrolled to it
     form["amount"] = "1.00"

@@ -97,12 +97,12 @@ def install(app, shop):
         authorize()
         return show_order(find(order_id))
 
-    def show_order(o, error=None, typed=""):
+    def show_order(o, error=None, typed="", restock=False):
         """An order's page; with a refund form's error, a 400 showing it beside what was typed."""
         response.status = 400 if error else 200
         return shop.render("admin_order.tpl", title=("Error: " if error else "") + f"Order {o['id']}", o=o,
                            history=ledger.history(o["id"]),
-                           error=error, typed=typed,
+                           error=error, typed=typed, restock=restock,
                            record=ledger.handoff_record(o["id"]), mails=ledger.outbox(order_id=o["id"]),
                            refundable=o["status"] in REFUNDABLE and o["payment_intent"] and o["amount_total"],
                            left=(o["amount_total"] or 0) - o["amount_refunded"], amount=money,
@@ -118,6 +118,7 @@ def install(app, shop):
         authorize()
         shop.guard.check(request)
         o, form = find(order_id), request.forms
+        restock = form.get("restock") == "1"
         left, currency = (o["amount_total"] or 0) - o["amount_refunded"], o["currency"]
         if o["status"] not in REFUNDABLE:
             raise ShopError(409, f"Order {o['id']} is {o['status']}: only paid orders can be refunded.")
@@ -129,8 +130,7 @@ def install(app, shop):
             amount = minor(form.get("amount", ""), currency) if partial else left
         if amount is None or not 0 < amount <= left:  # said on the order's page, the form as it was sent
             return show_order(o, f"Enter an amount from {money(1, currency)} to {money(left, currency)} (what is left "
-                                 "to refund).", form.getunicode("amount", default="")[:16])
-        restock = form.get("restock") == "1"
+                                 "to refund).", form.getunicode("amount", default="")[:16], restock)
         # The key is this order, amount and refunded total: confirming again (a double submit), or going Back to the
         # form and on through this page again before the refund's event arrives, replays one refund. Any other key
         # (made up, or from before a refund arrived) gets this page again, with the amount and key as they are now.

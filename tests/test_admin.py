@@ -330,7 +330,15 @@ def test_a_confirmation_whose_key_went_with_another_amount_or_was_made_up_asks_a
     assert refunded() == 500
 
 
-@pytest.mark.parametrize("amount", ["0", "abc", "-1", "5.001", "1e3", "99999.00", ""])
+@pytest.mark.parametrize("typed", ["$2.50", "2.50 USD", "usd 2.50", " $ 2,50 "])
+def test_a_refund_amount_may_be_typed_with_its_currency_as_the_page_writes_amounts(admin, typed):
+    o = paid(admin)
+    page = admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin), "how": "partial",
+                                                           "amount": typed}, headers=auth(), status=200)
+    assert "Refund $2.50 of order" in page.text
+
+
+@pytest.mark.parametrize("amount", ["0", "abc", "-1", "5.001", "1e3", "99999.00", "", "$", "€5 €5", "5 usd usd"])
 def test_a_refund_amount_that_is_not_left_to_refund_is_refused(admin, amount):
     o = paid(admin)
     page = admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin), "how": "partial",

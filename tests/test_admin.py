@@ -56,12 +56,23 @@ def test_the_orders_page_names_a_catalog_edit_that_was_not_loaded(make_shopper, 
     assert shop.get("/").status_int == 200  # the shop goes on with the last good catalog
 
 
-@pytest.mark.parametrize("behavior, label", [("exclusive", ">Tax<"), ("inclusive", ">Tax (included)<")])
-def test_an_order_page_says_whether_the_tax_was_in_the_prices(make_shopper, catalog_copy, behavior, label):
+@pytest.mark.parametrize("behavior, label, included", [("exclusive", "Tax", "no"),
+                                                       ("inclusive", "Tax (included)", "yes")])
+def test_an_order_page_its_command_and_the_csv_say_whether_the_tax_was_in_the_prices(
+        make_shopper, catalog_copy, data_dir, database_url, monkeypatch, capsys, behavior, label, included):
+    """Otherwise subtotal, shipping and tax add up to more than the total, with nothing to say why."""
     with edit_catalog(catalog_copy) as data:
         data["tax"] = {"mode": "automatic", "behavior": behavior}
     admin = wire(make_shopper(catalog=str(catalog_copy), admin_password=PASSWORD))
-    assert label in admin.get(f"/admin/orders/{paid(admin)['id']}", headers=auth()).text
+    o = paid(admin)
+    assert f">{label}<" in admin.get(f"/admin/orders/{o['id']}", headers=auth()).text
+    header, row = rows(admin.get("/admin/orders.csv", headers=auth()).text)
+    assert dict(zip(header, row))["tax included"] == included
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    capsys.readouterr()
+    assert merchant.main(["order", o["id"]]) == 0
+    assert re.search(rf"^  {re.escape(label)} +\$", capsys.readouterr().out, re.M)
 
 
 def test_the_merchant_s_pages_lead_to_the_orders_not_to_a_shopper_s_cart(admin):
@@ -341,8 +352,8 @@ def test_a_refund_amount_may_be_typed_with_its_currency_as_the_page_writes_amoun
 @pytest.mark.parametrize("amount", ["0", "abc", "-1", "5.001", "1e3", "99999.00", "", "$", "€5 €5", "5 usd usd"])
 def test_a_refund_amount_that_is_not_left_to_refund_is_refused(admin, amount):
     o = paid(admin)
-    page = admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin), "how": "partial",
-                                                           "amount": amount, "restock": "1"}, headers=auth(), status=400)
+    fields = {"csrf_token": token(admin), "how": "partial", "amount": amount, "restock": "1"}
+    page = admin.post(f"/admin/orders/{o['id']}/refund", fields, headers=auth(), status=400)
     assert "Enter an amount from $0.01 to" in page.text
     form = page.forms[0]  # on the order's own page, with what was typed, ready to be put right
     assert page.html.h1.text == f"Order {o['id']}" and form["amount"].value == amount and form["how"].value == "partial"
@@ -415,11 +426,12 @@ def test_csv_export_has_a_header_row_and_each_order_s_values(admin):
     assert answer.content_type == "text/csv" and "attachment" in answer.headers["Content-Disposition"]
     header, row = rows(answer.text)
     assert header == list(CSV_FIELDS) == ["id", "created", "status", "email", "items", "subtotal", "discount",
-                                          "shipping", "tax", "total", "currency", "refunded", "payment reference"]
+                                          "shipping", "tax", "total", "currency", "refunded", "payment reference",
+                                          "tax included"]
     money = lambda k: f"{o[k] // 100}.{o[k] % 100:02d}"  # noqa: E731
     assert row == [o["id"], o["created"], "paid", o["customer_email"], f"1 × {o['items'][0]['name']}",
                    money("amount_subtotal"), "0.00", money("amount_shipping"), money("amount_tax"),
-                   money("amount_total"), "usd", "0.00", o["payment_intent"]]
+                   money("amount_total"), "usd", "0.00", o["payment_intent"], "no"]
     assert rows(admin.get("/admin/orders.csv?status=open", headers=auth()).text) == [list(CSV_FIELDS)]
 
 

@@ -254,7 +254,7 @@ def handoff(order, charged, session):
 
 
 CSV_FIELDS = ("id", "created", "status", "email", "items", "subtotal", "discount", "shipping", "tax", "total",
-              "currency", "refunded", "payment reference")
+              "currency", "refunded", "payment reference", "tax included")
 
 
 def write_csv(out, orders):
@@ -271,4 +271,5 @@ def write_csv(out, orders):
             "amount_subtotal", "amount_discount", "amount_shipping", "amount_tax", "amount_total")]
         writer.writerow([("'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v) for v in (
             str(x or "") for x in (o["id"], o["created"], o["status"], o["customer_email"], items, *money,
-                                   o["currency"], decimal(o["amount_refunded"], o["currency"]), o["payment_intent"]))])
+                                   o["currency"], decimal(o["amount_refunded"], o["currency"]), o["payment_intent"],
+                                   "yes" if (o["charged"] or {}).get("tax_included") else "no"))])

@@ -158,6 +158,7 @@ def _whole(text, unknown=None):
 def minor(text, currency):
     """'12.50' in the currency's major unit as minor units (1250), or None; '$12.50' and '12.50 USD' too."""
     exponent = currency_exponent(currency)
-    text = re.sub(rf"(?i)^\s*{currency}|{currency}\s*$", "", "".join(c for c in text if unicodedata.category(c) != "Sc"))
+    text = "".join(c for c in text if unicodedata.category(c) != "Sc")  # $ € ¥ ...
+    text = re.sub(rf"(?i)^\s*{currency}|{currency}\s*$", "", text)
     m = re.fullmatch(rf"\s*([0-9]{{1,10}})(?:[.,]([0-9]{{0,{exponent}}}))?\s*", text)
     return m and int(m[1]) * 10 ** exponent + int((m[2] or "").ljust(exponent, "0") or 0)

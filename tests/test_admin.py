@@ -75,6 +75,18 @@ def test_an_order_page_its_command_and_the_csv_say_whether_the_tax_was_in_the_pr
     assert re.search(rf"^  {re.escape(label)} +\$", capsys.readouterr().out, re.M)
 
 
+def test_an_order_page_writes_the_discount_as_taken_off(make_shopper, catalog_copy):
+    with edit_catalog(catalog_copy) as data:
+        data["promotions"] = [{"code": "TENOFF", "amount_off": 1000}]
+    admin = wire(make_shopper(catalog=str(catalog_copy), admin_password=PASSWORD))
+    session_id = start(admin, "moby-dick")
+    admin.standin.pay(session_id, promotion_code="TENOFF")
+    admin.standin.deliver_pending()
+    page = admin.get(f"/admin/orders/{order(admin, session_id)['id']}", headers=auth())
+    cells = {tr.th.text: tr.td.text for tr in page.html.find("table").tfoot.find_all("tr")}
+    assert cells["Discount (TENOFF)"] == "−$10.00" and not cells["Shipping"].startswith("−")
+
+
 def test_the_merchant_s_pages_lead_to_the_orders_not_to_a_shopper_s_cart(admin):
     o = paid(admin)
     for url in ("/admin", f"/admin/orders/{o['id']}"):

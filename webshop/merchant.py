@@ -290,7 +290,7 @@ def order(ctx, args):
     for label, key in (("Subtotal", "amount_subtotal"), (discount, "amount_discount"), ("Shipping", "amount_shipping"),
                        ("Tax (included)" if (o["charged"] or {}).get("tax_included") else "Tax", "amount_tax"),
                        ("Total", "amount_total"), ("Refunded", "amount_refunded")):
-        print(f"  {label[:58]:<58} {money(o[key], cur):>12}")
+        print(f"  {label[:58]:<58} {('−' if key == 'amount_discount' and o[key] else '') + money(o[key], cur):>12}")
     print("History")
     for h in history:
         print(f"  {h['at']}  {h['status']:<18} {shown(h['source'])}" + (f" — {shown(h['note'])}" if h["note"] else ""))

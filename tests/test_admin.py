@@ -271,6 +271,10 @@ def test_a_partial_then_full_refund_each_confirmed_first(admin):
     admin.standin.deliver_pending()
     after = order(admin, o["session_id"])
     assert (after["status"], after["amount_refunded"], after["restocked"]) == ("refunded", o["amount_total"], 1)
+    emails = admin.get(done.location, headers=auth()).html.find_all("table")[-2].tbody.find_all("th")
+    total = f"${o['amount_total'] // 100}.{o['amount_total'] % 100:02d}"
+    assert [e.text for e in emails if e.text.startswith("refund")] == [  # newest first, each told apart
+        f"refund ({total} refunded in all)", "refund ($5.00 refunded in all)"]
     assert "only paid orders can be refunded" in admin.post(url, {"csrf_token": token(admin)}, headers=auth(),
                                                              status=409).text
 

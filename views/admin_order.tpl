@@ -70,7 +70,7 @@
   <thead><tr><th scope="col">Email</th><th scope="col">To</th><th scope="col">Sent</th></tr></thead>
   <tbody>
 %   for m in mails:
-  <tr><th scope="row">{{m["kind"].replace("_", " ")}}</th><td data-label="To">{{m["recipient"]}}</td><td data-label="Sent">{{m["sent_at"] and m["sent_at"][:19].replace("T", " ") + " UTC" or "not yet ({} attempt{}{})".format(m["attempts"], "" if m["attempts"] == 1 else "s", ": " + m["last_error"] if m["last_error"] else "")}}</td></tr>
+  <tr><th scope="row">{{m["kind"].replace("_", " ")}}{{" (" + amount(m["amount"], cur) + " refunded in all)" if m["kind"] == "refund" else ""}}</th><td data-label="To">{{m["recipient"]}}</td><td data-label="Sent">{{m["sent_at"] and m["sent_at"][:19].replace("T", " ") + " UTC" or "not yet ({} attempt{}{})".format(m["attempts"], "" if m["attempts"] == 1 else "s", ": " + m["last_error"] if m["last_error"] else "")}}</td></tr>
 %   end
   </tbody>
 </table>

@@ -108,8 +108,10 @@ class Orders:
     def expire(self, session_id, source):
         """Expire a session at Stripe so it cannot be paid, order in line: (expired?, refusal, outcome). ShopError 503
         if Stripe is down; 404 if it does not know a session that may still be payable (under another key)."""
-        try:
-            session, refused, missing = payments.expire_session(self.stripe, session_id), None, None
+        refused = missing = None
+        try:  # https://docs.stripe.com/api/checkout/sessions/expire
+            session = payments.call("POST /v1/checkout/sessions/{id}/expire", self.stripe.v1.checkout.sessions.expire,
+                                    session_id).to_dict()
         except ShopError as e:
             if e.status == 503:
                 raise

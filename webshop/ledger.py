@@ -80,7 +80,7 @@ class Ledger:
     """Orders, their history, webhook events and hand-off records, in SQLite or PostgreSQL."""
 
     # notify(what, order, **details) -> the emails an order change causes: [{id, kind, amount, to, message}]
-    notify = None
+    notify = staticmethod(lambda what, order, **details: [])  # none until Orders sets mail.Notices
 
     def __init__(self, config):
         self.db = _Postgres(config.database_url) if config.database_url else _SQLite(config.data_dir / "shop.sqlite3")
@@ -314,8 +314,6 @@ class Ledger:
 
     def _enqueue(self, c, what, order_id, **details):
         """Store the emails this change causes, in its transaction; one per (order, kind, amount), ever."""
-        if self.notify is None:
-            return
         order, now = _row(c.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()), utcnow()
         for m in self.notify(what, order, **details):
             c.execute("INSERT INTO outbox (id, order_id, kind, amount, recipient, message, created, next_attempt)"

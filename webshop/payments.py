@@ -65,7 +65,7 @@ def checkout_params(catalog, lines, order_id, base_url, from_cart=True, held=Fal
             rate["tax_code"] = option.tax_code
         shipping.append({"shipping_rate_data": rate})
     params = {
-        "mode": "payment", "line_items": items, "locale": "auto",
+        "mode": "payment", "line_items": items, "locale": "auto", "shipping_options": shipping,  # 1 to 5 options
         "shipping_address_collection": {"allowed_countries": list(catalog.countries)},
         "phone_number_collection": {"enabled": True},
         "client_reference_id": order_id,
@@ -76,8 +76,6 @@ def checkout_params(catalog, lines, order_id, base_url, from_cart=True, held=Fal
         "success_url": f"{base_url}/success?session_id={{CHECKOUT_SESSION_ID}}",
         "cancel_url": f"{base_url}/cart?canceled=1" + ("&held=1" if held else ""),  # held: the cart got less
     }
-    if shipping:
-        params["shipping_options"] = shipping
     if automatic:
         params["automatic_tax"] = {"enabled": True}
     if any(product.stock is not None for product, _, _ in lines):
@@ -148,12 +146,6 @@ def create_session(client, params, order_id):
             raise
         # An id in the parameters Stripe does not know (a catalog's tax code, say): refused, not a missing checkout.
         raise ShopError(502, REFUSED, detail=e.detail) from None
-
-
-def expire_session(client, session_id):
-    """Expire an open Checkout Session so it can no longer be paid."""
-    # https://docs.stripe.com/api/checkout/sessions/expire
-    return call("POST /v1/checkout/sessions/{id}/expire", client.v1.checkout.sessions.expire, session_id).to_dict()
 
 
 def retrieve_session(client, session_id):

@@ -20,7 +20,9 @@ def reconcile(ctx, args):
     since, quiet = int(time.time()) - args.since, getattr(args, "quiet", False)  # args from the parser, or made
     checked = repaired = 0
     try:
-        refunded = _refunded_intents(ctx, since)
+        # https://docs.stripe.com/api/refunds/list: one paged list, so that only refunded orders cost a call each
+        page = payments.call("GET /v1/refunds", ctx.stripe.v1.refunds.list, {"created": {"gte": since}, "limit": 100})
+        refunded = {r.to_dict().get("payment_intent") for r in page.auto_paging_iter()} - {None}
         # https://docs.stripe.com/api/checkout/sessions/list (newest first; auto-paging follows has_more)
         page = payments.call("GET /v1/checkout/sessions", ctx.stripe.v1.checkout.sessions.list,
                              {"created": {"gte": since}, "limit": 100})
@@ -94,13 +96,6 @@ def _catch_up_payments(ctx, listed):
         after = ctx.ledger.get(order["id"])
         if after["status"] != order["status"]:
             yield f"{order['id']}: awaiting_payment → {after['status']} ({outcome}; session {sid})"
-
-
-def _refunded_intents(ctx, since):
-    """The PaymentIntents refunded in the window: one paged list, so that only their orders cost a call each."""
-    # https://docs.stripe.com/api/refunds/list
-    page = payments.call("GET /v1/refunds", ctx.stripe.v1.refunds.list, {"created": {"gte": since}, "limit": 100})
-    return {refund.to_dict().get("payment_intent") for refund in page.auto_paging_iter()} - {None}
 
 
 def _catch_up_refunds(ctx, refunded):

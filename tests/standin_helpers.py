@@ -155,14 +155,15 @@ def against_spec(value, schema, schemas, path, problems=None):
 
 
 # -- the standalone stand-in (`python -m standin`) ---------------------------------------------------------------------
-def start(tmp_path, faults="", args=()):
-    """A `python -m standin` process on a free loopback port, once it answers: (process, base URL)."""
+def start(tmp_path, faults="", args=(), public="{url}"):
+    """A `python -m standin` process on a free loopback port, once it answers: (process, base URL); `public`: the
+    pay page's origin, if another ({port} is filled in)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, STANDIN_FAULTS=faults, PYTHONPATH=str(ROOT))
     env.pop("STANDIN_LATENCY_MS", None)
     proc = subprocess.Popen([sys.executable, "-m", "standin", "--port", str(port), "--data-dir", str(tmp_path / "d"),
-                             "--public-url", url, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             "--public-url", public.format(url=url, port=port), *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     deadline = time.time() + 20
     while time.time() < deadline:

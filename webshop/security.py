@@ -41,9 +41,11 @@ class Guard:
         base = urlsplit(config.base_url)
         names = {(f"[{name}]" if ":" in name else name) + (f":{base.port}" if base.port else "") for name in LOOPBACK}
         self.aliases = names - {base.netloc} if base.netloc in names else set()
-        targets = " ".join(["'self'", "https://checkout.stripe.com", config.stripe_api_base]).strip()
-        # No script anywhere; forms post to the shop, which sends the browser on to Checkout (303).
-        # https://docs.stripe.com/security/guide#content-security-policy
+        # No script anywhere; forms post to the shop, which sends the browser on to Checkout (303), and Chromium holds
+        # that redirect to form-action too. Checkout's page is on checkout.stripe.com or on the merchant's custom
+        # domain (https://docs.stripe.com/payments/checkout/customization/custom-domains), which the shop cannot
+        # know: any https origin; and, for a Stripe-compatible test server, its page's own (http) origin.
+        targets = "'self' https:" + (" http:" if config.stripe_api_base.startswith("http:") else "")
         csp = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                f"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action {targets}")
         self.security_headers = {

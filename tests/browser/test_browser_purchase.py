@@ -5,6 +5,7 @@ import re
 import pytest
 
 from tests.browser.conftest import DESKTOP, PHONE
+from tests import standin_helpers
 from tests.browser.shopping import (DECLINED_CARD, GOOD_CARD, PAY_PAGE, SHOPPER, add_to_cart, catalog, expect,
                                     expected_total, fill_payment, money, pay_button, product_card,
                                     set_quantity)
@@ -134,3 +135,26 @@ def test_enter_in_the_quantity_box_adds_and_buy_now_buys_the_quantity_typed(open
     tab.goto("/cart")  # "Buy now" leaves the cart alone
     expect(page.get_by_label(f"Quantity of {first['name']}", exact=True)).to_have_value("2")
     assert not tab.errors, f"the browser reported errors: {tab.errors}"
+
+
+def test_checkout_on_another_origin_than_the_api_is_reached(open_tab, start_shop, tmp_path):
+    """Checkout's page may be on the merchant's custom domain, not checkout.stripe.com: the browser must still follow
+    the shop's 303 there (Chromium holds it to the page's form-action). Here the stand-in's API is at 127.0.0.1 and
+    its payment page at localhost."""
+    proc, api = standin_helpers.start(tmp_path, public="http://localhost:{port}",
+                                      args=("--webhook-secret", "whsec_browser"))
+    try:
+        server = start_shop("custom-domain", STRIPE_SECRET_KEY="sk_test_browser", STRIPE_API_BASE=api,
+                            STRIPE_WEBHOOK_SECRET="whsec_browser")
+        tab = open_tab(DESKTOP, server=server)
+        page, first = tab.page, catalog()["products"][0]
+        tab.goto("/")
+        product_card(page, first["name"]).get_by_role("button", name=f"Buy now {first['name']}").click()
+        expect(page).to_have_url(re.compile(r"^http://localhost:\d+/offline-checkout/cs_test_\w+"))
+        fill_payment(page, GOOD_CARD)
+        pay_button(page).click()
+        expect(page).to_have_url(re.compile(rf"^{re.escape(server.url)}/success\?session_id=cs_test_"))
+        expect(page.get_by_role("status").first).to_contain_text("Your payment went through")
+    finally:
+        proc.kill()
+        proc.wait()

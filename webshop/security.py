@@ -43,7 +43,7 @@ class Guard:
         self.aliases = names - {base.netloc} if base.netloc in names else set()
         # No script anywhere; forms post to the shop, which sends the browser on to Checkout (303), and Chromium holds
         # that redirect to form-action too. Checkout's page is on checkout.stripe.com or on the merchant's custom
-        # domain (https://docs.stripe.com/payments/checkout/customization/custom-domains), which the shop cannot
+        # domain (https://docs.stripe.com/payments/checkout/custom-domains), which the shop cannot
         # know: any https origin; and, for a Stripe-compatible test server, its page's own (http) origin.
         targets = "'self' https:" + (" http:" if config.stripe_api_base.startswith("http:") else "")
         csp = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

@@ -38,7 +38,8 @@ MESSAGES = {
 }
 TITLES = {400: "Bad request", 401: "Sign in", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
           409: "Sorry", 413: "Too large", 429: "Too many requests", 500: "Server error", 502: "Payment refused",
-          503: "Payment service unavailable"}
+          503: "Temporarily unavailable"}
+DATABASE_DOWN = "The shop cannot reach its order records right now. Your cart is kept; please try again in a minute."
 
 
 class Shop:
@@ -326,6 +327,9 @@ def _shop_errors(callback):
         except bottle.HTTPResponse:
             raise
         except Exception as e:  # noqa: BLE001 — a crash is a 500 here, before the access line is written
+            if Ledger.unavailable(e):  # not a bug: said so, and worth a retry
+                log.error("database unavailable on %s %s: %s", request.method, _logged_path(), type(e).__name__)
+                raise refusal(ShopError(503, DATABASE_DOWN)) from None
             request.environ["wsgi.errors"].write(traceback.format_exc())  # the traceback where bottle writes it
             raise bottle.HTTPError(500, MESSAGES[500], e) from None
     return wrapper

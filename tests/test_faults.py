@@ -476,3 +476,56 @@ def test_a_slow_stripe_hits_the_timeout_and_a_reset_connection_is_retried_once(m
     # session still open), the page would show the open checkout instead of "confirming".
     page = shopper.get("/success", {"session_id": shopper.session_id(to_stripe)})
     assert "confirming your payment" in page.text.lower()
+
+
+# -- the database down -------------------------------------------------------------------------------------------------
+def test_with_the_database_down_pages_say_so_with_a_503_and_the_health_check_answers_at_once(
+        make_shopper, postgres_url):
+    """A PostgreSQL outage is not a bug: a 503 with Retry-After and words for the shopper, not a 500; /healthz answers
+    503 naming the database within its own 2 s, before a monitor's timeout, not after the pool's 30 s."""
+    import threading
+
+    import psycopg
+    role = "shop_test_down_" + free_port().__str__()
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN SUPERUSER")
+    try:
+        shopper = make_shopper(database_url=postgres_url.replace("postgres@", f"{role}@", 1))
+        token, ledger = shopper.csrf(), shopper.shop.orders.ledger
+        assert shopper.get("/healthz").status_int == 200
+        with psycopg.connect(postgres_url, autocommit=True) as admin:  # the server turns the shop away from now on
+            admin.execute(f"ALTER ROLE {role} NOLOGIN")
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        answers = []
+        health = threading.Thread(target=lambda: answers.append(shopper.get("/healthz", status=503)), daemon=True)
+        health.start()
+        health.join(15)  # the pool alone would hold it for 30 s
+        assert answers and answers[0].text.strip().endswith("database: PoolTimeout")
+        ledger.db.pool.timeout = 1  # pages wait the pool's 30 s for a connection; not here
+        page = shopper.post("/checkout", {"csrf_token": token, "product_id": "walden"}, status=503)
+        assert "cannot reach its order records" in page.text and "Your cart is kept" in page.text
+        assert page.headers["Retry-After"] == "30" and page.html.title.text.startswith("Temporarily unavailable")
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+            admin.execute(f"REASSIGN OWNED BY {role} TO CURRENT_USER")  # the shop's tables, dropped with the schema
+            admin.execute(f"DROP ROLE {role}")
+
+
+def test_sqlite_busy_or_locked_is_the_database_unavailable_and_a_missing_table_is_a_bug(tmp_path):
+    import sqlite3
+
+    from webshop.ledger import Ledger
+    path = tmp_path / "busy.sqlite3"
+    holder, waiter = sqlite3.connect(path, isolation_level=None), sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock past the wait
+        with pytest.raises(sqlite3.OperationalError) as busy:
+            waiter.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError) as bug:
+            waiter.execute("SELECT * FROM no_such_table")
+        assert Ledger.unavailable(busy.value) and not Ledger.unavailable(bug.value)
+        assert not Ledger.unavailable(ZeroDivisionError())
+    finally:
+        holder.close()
+        waiter.close()

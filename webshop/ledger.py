@@ -5,6 +5,7 @@ import os
 import re
 import secrets
 import sqlite3
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -452,8 +453,18 @@ class Ledger:
             return kept.encode()
 
     def ping(self):
-        """Raise if the database cannot be read."""
-        self.rows("SELECT 1 FROM orders LIMIT 1")
+        """Raise if the database cannot be read within 2 s (a health check must answer before its monitor gives up)."""
+        with self.db.read(timeout=2) as c:
+            c.execute("SELECT 1 FROM orders LIMIT 1")
+
+    @staticmethod
+    def unavailable(error):
+        """Whether an error means the database is down, unreachable or too busy just now (worth a retry), not a bug."""
+        if isinstance(error, sqlite3.OperationalError):  # https://sqlite.org/rescode.html
+            return error.sqlite_errorname.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL",
+                                                      "SQLITE_CANTOPEN"))
+        psycopg = sys.modules.get("psycopg")  # loaded only for PostgreSQL; its pool's timeout is one of these
+        return psycopg is not None and isinstance(error, psycopg.OperationalError)
 
 
 HELD = ("the last copies are in other shoppers' checkouts, and any they do not pay for come back within about half "
@@ -515,7 +526,7 @@ class _SQLite:
         return conn
 
     @contextmanager
-    def read(self):
+    def read(self, timeout=None):
         yield self._conn()
 
     def lock(self, c, key):
@@ -581,8 +592,8 @@ class _Postgres:
                 self.sweeping.release()
 
     @contextmanager
-    def read(self):
-        with self.pool.connection() as conn:
+    def read(self, timeout=None):
+        with self.pool.connection(timeout=timeout) as conn:  # None: the pool's 30 s
             yield _PgConn(conn)
 
     @contextmanager

@@ -165,7 +165,7 @@ def test_healthz_reports_a_broken_database_and_recovers(shopper):
 
 def test_healthz_reports_an_unreadable_database(shopper, monkeypatch):
     @contextlib.contextmanager
-    def unavailable():
+    def unavailable(timeout=None):
         raise sqlite3.OperationalError("disk I/O error")
         yield
     monkeypatch.setattr(shopper.shop.orders.ledger.db, "read", unavailable)
@@ -179,7 +179,7 @@ def test_healthz_reports_database_and_catalog_together(make_shopper, catalog_cop
     os.utime(catalog_copy, ns=(1, 2_000_000_000_000_000_000))
 
     @contextlib.contextmanager
-    def unavailable():
+    def unavailable(timeout=None):
         raise sqlite3.DatabaseError("file is not a database")
         yield
     monkeypatch.setattr(shopper.shop.orders.ledger.db, "read", unavailable)

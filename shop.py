@@ -365,7 +365,7 @@ def _error_page(shop, error):
     try:
         admin = shop.config.admin_password and (request.path == "/admin" or request.path.startswith("/admin/"))
         return shop.render("error.tpl", title=TITLES.get(status, "Error"), status=status, message=cause.message,
-                           admin=admin)
+                           admin=admin, cart_count="" if cause.message == DATABASE_DOWN else None)  # no second wait
     except Exception:  # noqa: BLE001 — a broken template must still answer, plainly
         response.content_type = "text/plain; charset=utf-8"
         return f"{status}: {cause.message}\n"

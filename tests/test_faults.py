@@ -493,6 +493,8 @@ def test_with_the_database_down_pages_say_so_with_a_503_and_the_health_check_ans
         shopper = make_shopper(database_url=postgres_url.replace("postgres@", f"{role}@", 1))
         token, ledger = shopper.csrf(), shopper.shop.orders.ledger
         assert shopper.get("/healthz").status_int == 200
+        shopper.add("walden")
+        shopper.post("/checkout", {"csrf_token": token}, status=303)  # the cart's cookie now names its order
         with psycopg.connect(postgres_url, autocommit=True) as admin:  # the server turns the shop away from now on
             admin.execute(f"ALTER ROLE {role} NOLOGIN")
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
@@ -505,6 +507,9 @@ def test_with_the_database_down_pages_say_so_with_a_503_and_the_health_check_ans
         page = shopper.post("/checkout", {"csrf_token": token, "product_id": "walden"}, status=503)
         assert "cannot reach its order records" in page.text and "Your cart is kept" in page.text
         assert page.headers["Retry-After"] == "30" and page.html.title.text.startswith("Temporarily unavailable")
+        cart = shopper.get("/cart", status=503)  # the page itself, not a plain-text fallback after a second wait
+        assert cart.content_type == "text/html" and "cannot reach its order records" in cart.text
+        assert cart.html.find("a", class_="cartlink").text == "Cart"  # its count unknown without the database
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))

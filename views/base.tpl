@@ -19,7 +19,7 @@
 % if path.startswith("/admin"):
   <nav aria-label="Orders"><a href="/admin" class="cartlink"{{!' aria-current="page"' if path == "/admin" else ""}}>Orders</a></nav>
 % else:
-  <nav aria-label="Shop"><a href="/cart" class="cartlink"{{!' aria-current="page"' if path == "/cart" else ""}}>Cart <span class="count">({{cart_count}})</span></a></nav>
+  <nav aria-label="Shop"><a href="/cart" class="cartlink"{{!' aria-current="page"' if path == "/cart" else ""}}>Cart{{!' <span class="count">(%d)</span>' % cart_count if cart_count != "" else ""}}</a></nav>
 % end
 </header>
 <main id="main">

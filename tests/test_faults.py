@@ -534,3 +534,14 @@ def test_sqlite_busy_or_locked_is_the_database_unavailable_and_a_missing_table_i
     finally:
         holder.close()
         waiter.close()
+
+
+def test_postgresql_no_connection_is_the_database_unavailable_and_a_limit_the_query_hit_is_a_bug(postgres_url):
+    import psycopg
+
+    from webshop.ledger import Ledger
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres", connect_timeout=3)
+    with psycopg.connect(postgres_url) as conn, pytest.raises(psycopg.OperationalError) as limit:
+        conn.execute("SELECT " + ", ".join(["1"] * 1700))  # more columns than PostgreSQL allows: 54011
+    assert Ledger.unavailable(refused.value) and not Ledger.unavailable(limit.value)

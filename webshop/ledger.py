@@ -463,8 +463,11 @@ class Ledger:
         if isinstance(error, sqlite3.OperationalError):  # https://sqlite.org/rescode.html
             return error.sqlite_errorname.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL",
                                                       "SQLITE_CANTOPEN"))
-        psycopg = sys.modules.get("psycopg")  # loaded only for PostgreSQL; its pool's timeout is one of these
-        return psycopg is not None and isinstance(error, psycopg.OperationalError)
+        psycopg = sys.modules.get("psycopg")  # loaded only for PostgreSQL
+        # No connection (the pool's timeout too: no SQLSTATE), 08 connection, 53 resources (disk full), 57 shut
+        # down or canceled, 40 rolled back by a conflict: https://www.postgresql.org/docs/current/errcodes-appendix.html
+        return (psycopg is not None and isinstance(error, psycopg.OperationalError)
+                and (error.sqlstate or "08")[:2] in ("08", "53", "57", "40"))
 
 
 HELD = ("the last copies are in other shoppers' checkouts, and any they do not pay for come back within about half "

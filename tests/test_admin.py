@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import edit_catalog, handoff, order, paid, pay_form, start, wire
 from webshop import mail, merchant
+from webshop.admin import minor
 from webshop.fulfilment import CSV_FIELDS, write_csv
 from webshop.settings import ConfigError, load_config
 
@@ -365,7 +366,22 @@ def test_a_refund_amount_may_be_typed_with_its_currency_as_the_page_writes_amoun
     assert "Refund $2.50 of order" in page.text
 
 
-@pytest.mark.parametrize("amount", ["0", "abc", "-1", "5.001", "1e3", "99999.00", "", "$", "€5 €5", "5 usd usd"])
+def test_a_refund_amount_is_read_in_the_order_s_own_currency_as_its_pages_write_it(make_shopper, catalog_copy):
+    with edit_catalog(catalog_copy) as data:
+        data["shop"]["currency"] = "eur"
+    admin = wire(make_shopper(catalog=str(catalog_copy), admin_password=PASSWORD))
+    url = f"/admin/orders/{paid(admin)['id']}/refund"
+    asked = lambda typed, status: admin.post(url, {"csrf_token": token(admin), "how": "partial",  # noqa: E731
+                                                   "amount": typed}, headers=auth(), status=status)
+    assert "Refund €2.50 of order" in asked("€2.50", 200).text and "Refund €2.50" in asked("2,50 EUR", 200).text
+    assert "Enter an amount" in asked("$2.50", 400).text  # another currency's sign is not this one's amount
+    assert (minor("$1,234.56", "usd"), minor("¥1,500", "jpy"), minor("1,234", "usd"), minor("12,5", "usd")) == (
+        123456, 1500, 123400, 1250)
+    assert minor("1,23,4", "usd") is None and minor("5$0", "usd") is None and minor("1.500", "jpy") is None
+
+
+@pytest.mark.parametrize("amount", ["0", "abc", "-1", "5.001", "1e3", "99999.00", "", "$", "€5 €5", "5 usd usd",
+                                    "€5", "5$0"])
 def test_a_refund_amount_that_is_not_left_to_refund_is_refused(admin, amount):
     o = paid(admin)
     fields = {"csrf_token": token(admin), "how": "partial", "amount": amount, "restock": "1"}

@@ -127,7 +127,7 @@ def install(app, shop):
         else:
             # An amount typed in counts even with "Everything left" still selected: refunding less is the safe side.
             partial = form.get("how") == "partial" or form.get("amount", "").strip()
-            amount = minor(form.get("amount", ""), currency) if partial else left
+            amount = minor(form.getunicode("amount", default=""), currency) if partial else left
         if amount is None or not 0 < amount <= left:  # said on the order's page, the form as it was sent
             return show_order(o, f"Enter an amount from {money(1, currency)} to {money(left, currency)} (what is left "
                                  "to refund).", form.getunicode("amount", default="")[:16], restock)
@@ -156,9 +156,9 @@ def _whole(text, unknown=None):
 
 
 def minor(text, currency):
-    """'12.50' in the currency's major unit as minor units (1250), or None; '$12.50' and '12.50 USD' too."""
+    """An amount in the currency's major unit ('12.50', '$1,234.50', '12.50 USD') as minor units (1250), or None."""
     exponent = currency_exponent(currency)
-    text = "".join(c for c in text if unicodedata.category(c) != "Sc")  # $ € ¥ ...
-    text = re.sub(rf"(?i)^\s*{currency}|{currency}\s*$", "", text)
-    m = re.fullmatch(rf"\s*([0-9]{{1,10}})(?:[.,]([0-9]{{0,{exponent}}}))?\s*", text)
-    return m and int(m[1]) * 10 ** exponent + int((m[2] or "").ljust(exponent, "0") or 0)
+    symbol = re.escape(re.sub(r"[0-9.,\s]", "", money(0, currency)))  # as the pages write amounts: $, €, CHF
+    m = re.fullmatch(rf"(?i)\s*(?:{symbol}|{currency})?\s*([0-9]{{1,3}}(?:,[0-9]{{3}})+|[0-9]{{1,10}})"
+                     rf"(?:[.,]([0-9]{{0,{exponent}}}))?\s*(?:{currency})?\s*", text)
+    return m and int(m[1].replace(",", "")) * 10 ** exponent + int((m[2] or "").ljust(exponent, "0") or 0)

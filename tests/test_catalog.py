@@ -369,6 +369,22 @@ def test_trailing_comma_reports_line_and_column(shop):
         'catalog.json: line 1, column 61: invalid JSON: a comma before "]" (JSON allows none after the last item)']
 
 
+def test_trailing_comma_reads_the_same_on_python_3_13(shop, monkeypatch):
+    """Python 3.13's parser stops at the comma itself, with words of its own: the merchant reads the same message."""
+    text = '{\n  "shop": {\n    "name": "X",\n    "currency": "usd",\n  }\n}'
+    parse = json.loads
+
+    def as_3_13(data, **kwargs):
+        if data == text:  # what CPython 3.13 raises for it (Lib/json/decoder.py)
+            raise json.JSONDecodeError("Illegal trailing comma before end of object", data, data.index(",\n  }"))
+        return parse(data, **kwargs)
+    monkeypatch.setattr("webshop.catalog_rules.json.loads", as_3_13)
+    with pytest.raises(CatalogError) as info:
+        load_catalog(shop(text=text), shop.public)
+    assert info.value.problems == [
+        'catalog.json: line 4, column 22: invalid JSON: a comma before "}" (JSON allows none after the last item)']
+
+
 @pytest.mark.parametrize("text, expected", [
     ("", "catalog.json: line 1, column 1: the file is empty"),
     ("[]", "catalog.json: top level: must be a JSON object {...}, got []"),

@@ -42,6 +42,8 @@ def check(data: bytes, name: str, public_dir) -> tuple[list[str], dict | None]:
         at, why, before = e.pos, e.msg, text[:e.pos].rstrip()
         if e.msg == "Expecting ',' delimiter":
             at = len(before)
+        elif e.msg.startswith("Illegal trailing comma"):  # Python 3.13 and later stop at the comma itself
+            why = f'a comma before "{text[e.pos + 1:].lstrip()[:1]}" (JSON allows none after the last item)'
         elif before.endswith(",") and text[e.pos:e.pos + 1] in ("]", "}"):
             at, why = len(before) - 1, f'a comma before "{text[e.pos]}" (JSON allows none after the last item)'
         return [f"{name}: line {text.count(chr(10), 0, at) + 1}, column {at - text.rfind(chr(10), 0, at)}: "

@@ -205,6 +205,8 @@ def test_older_orders_page_on_without_skipping_orders_made_at_the_same_moment(ad
     rest = re.findall(r'<a href="/admin/orders/(ord_\w+)">', second.text)
     assert (len(listed), len(rest)) == (100, 3) and set(listed) | set(rest) == made
     assert "Older orders" not in second.text
+    older_link = admin.get("/admin?before=2026-12-07T10:00:00.000000Z", headers=auth())  # as links were made before
+    assert "<caption>0 orders" in older_link.text  # before that moment: none listed again
 
 
 def test_an_order_page_shows_items_amounts_address_emails_and_history(admin):

@@ -71,9 +71,9 @@ def install(app, shop):
     def orders_page():
         authorize()
         status, search = filters()
-        before, last = request.query.get("before", ""), request.query.get("after", "")  # the page's last order
-        rows = ledger.list(status=status, search=search, limit=PAGE, after=TIME.fullmatch(before) and (
-            before, last if ORDER_ID.fullmatch(last) else ""))
+        before, after = request.query.get("before", ""), request.query.get("after", "")  # the last order listed
+        rows = ledger.list(status=status, search=search, limit=PAGE, before=TIME.fullmatch(before) and before,
+                           after_id=ORDER_ID.fullmatch(after) and after)
         query = {k: v for k, v in (("status", status), ("q", search)) if v}
         last = rows[-1] if len(rows) == PAGE else None
         older = last and urlencode({**query, "before": last["created"], "after": last["id"]})

@@ -255,19 +255,19 @@ class Ledger:
         return self.one("SELECT * FROM orders WHERE browser = ? AND session_id IS NOT NULL ORDER BY created DESC"
                         " LIMIT 1", browser)
 
-    def list(self, status=None, limit=50, since=None, before=None, without_session=False, search=None, after=None):
+    def list(self, status=None, limit=50, since=None, before=None, without_session=False, search=None, after_id=None):
         """Orders, newest first, filtered; search: part of an order id or email (any case)."""
         sql, args = "SELECT * FROM orders WHERE 1 = 1", []
         like = search and "%" + "".join("\\" + ch if ch in "%_\\" else ch for ch in search.lower()) + "%"
-        for clause, value in (("status = ?", status), ("created >= ?", since), ("created < ?", before),
+        for clause, value in (("status = ?", status), ("created >= ?", since), ("created < ?", not after_id and before),
                               ("(id LIKE ? ESCAPE '\\' OR LOWER(customer_email) LIKE ? ESCAPE '\\')", like),
                               ("session_id IS NULL", without_session)):
             if value:
                 sql += f" AND {clause}"
                 args += [value] * clause.count("?")
-        if after:  # the next page after (created, id), in this order: orders made at the same moment are not skipped
+        if before and after_id:  # the page after (before, after_id) in this order: none made at that moment skipped
             sql += " AND (created < ? OR (created = ? AND id > ?))"
-            args += [after[0], after[0], after[1]]
+            args += [before, before, after_id]
         return self.rows(sql + " ORDER BY created DESC, id LIMIT ?", *args, limit)
 
     def open_disputes(self):

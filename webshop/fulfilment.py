@@ -274,4 +274,4 @@ def write_csv(out, orders):
         writer.writerow([("'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v) for v in (
             str(x or "") for x in (o["id"], o["created"], o["status"], o["customer_email"], items, *money,
                                    o["currency"], decimal(o["amount_refunded"], o["currency"]), o["payment_intent"],
-                                   "yes" if (o["charged"] or {}).get("tax_included") else "no"))])
+                                   o["charged"] and ("yes" if o["charged"].get("tax_included") else "no")))])

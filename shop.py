@@ -227,7 +227,7 @@ def make_app(config=None):
     @app.hook("after_request")
     def finish():
         """Security headers on every answer, and one access line (the path escaped: it cannot forge a line)."""
-        shop.guard.headers(response)
+        shop.guard.headers(response, request.path)
         started = request.environ.get("shop.start", time.monotonic())
         access.info("%s %s status=%d duration_ms=%.1f", request.method, _logged_path(), response.status_code,
                     (time.monotonic() - started) * 1000)
@@ -352,7 +352,7 @@ def _error_page(shop, error):
         if status >= 500 and cause is not None:
             log.error("unhandled %s on %s %s", type(cause).__name__, request.method, _logged_path())
         cause = ShopError(status, MESSAGES.get(status, MESSAGES[500]))
-    shop.guard.headers(response)
+    shop.guard.headers(response, request.path)
     response.set_header("Cache-Control", "no-store")
     allow = response.headers.get("Allow", "").split(",")
     if status == 405 and "GET" in allow and "HEAD" not in allow:  # bottle answers HEAD as GET, yet leaves it out

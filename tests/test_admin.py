@@ -96,6 +96,17 @@ def test_the_merchant_s_pages_lead_to_the_orders_not_to_a_shopper_s_cart(admin):
     assert admin.get("/").html.find("nav").a["href"] == "/cart"
 
 
+def test_admin_pages_forms_may_post_only_to_the_shop(admin):
+    """Only the shopper's pages send a form on to Checkout (on Stripe's or a custom domain): /admin's stay here."""
+    def form_action(response):
+        return [d for d in response.headers["Content-Security-Policy"].split("; ") if d.startswith("form-action")]
+    o = paid(admin)
+    for page in (admin.get("/admin", headers=auth()), admin.get(f"/admin/orders/{o['id']}", headers=auth()),
+                 admin.get("/admin", status=401), admin.get("/admin/orders/ord_nope", headers=auth(), status=404)):
+        assert form_action(page) == ["form-action 'self'"], page.request.path
+    assert form_action(admin.get("/")) == ["form-action 'self' https:"]
+
+
 def test_without_a_password_there_is_no_admin(make_shopper):
     shop = make_shopper()
     for path in ("/admin", "/admin/orders.csv", "/admin/orders/ord_" + "0" * 24):

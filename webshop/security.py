@@ -43,13 +43,14 @@ class Guard:
         self.aliases = names - {base.netloc} if base.netloc in names else set()
         # No script anywhere; forms post to the shop, which sends the browser on to Checkout (303), and Chromium holds
         # that redirect to form-action too. Checkout's page is on checkout.stripe.com or on the merchant's custom
-        # domain (https://docs.stripe.com/payments/checkout/custom-domains), which the shop cannot
-        # know: any https origin; and, for a Stripe-compatible test server, its page's own (http) origin.
+        # domain (https://docs.stripe.com/payments/checkout/custom-domains), which the shop cannot know: any https
+        # origin; with a Stripe-compatible test server (http), any http origin too. /admin's forms stay in the shop.
         targets = "'self' https:" + (" http:" if config.stripe_api_base.startswith("http:") else "")
         csp = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-               f"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action {targets}")
+               "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action ")
+        self.admin_csp = csp + "'self'"
         self.security_headers = {
-            "Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+            "Content-Security-Policy": csp + targets, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
             "Referrer-Policy": "strict-origin-when-cross-origin",
             "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(self)",
             **({"Strict-Transport-Security": "max-age=63072000; includeSubDomains"} if config.secure else {})}
@@ -121,10 +122,12 @@ class Guard:
     def delete_cookie(self, response, name):
         self.set_cookie(response, name, "", max_age=-1, expires=0)  # as bottle's delete_cookie, with our attributes
 
-    def headers(self, response):
+    def headers(self, response, path):
         """The security headers every response carries, and no caching unless the route allowed it."""
         for name, value in self.security_headers.items():
             response.set_header(name, value)
+        if path == "/admin" or path.startswith("/admin/"):
+            response.set_header("Content-Security-Policy", self.admin_csp)
         response.headers.setdefault("Cache-Control", "no-store")
 
 

@@ -103,6 +103,8 @@ def page(standin, session_id):
         return render(standin, session, dict(form, promotion_code=""), None, 200)
     if action == "apply_code":
         return apply_code(standin, session, form)
+    if _preview(standin, session, form)[0]["amount_total"] == 0:  # nothing to pay, as the page says: no card is read
+        form = dict(form, card_number="", card_expiry="", card_cvc="")
     data = {"email": form["email"], "name": form["name"], "phone": form["phone"],
             "address": {k: form[f"address_{k}"] for k in ADDRESS}, "shipping_option_index": form["shipping_option"],
             "card": form["card_number"], "expiry": form["card_expiry"], "cvc": form["card_cvc"],
@@ -192,17 +194,23 @@ def terms_html(session):
     return LINK.sub(lambda m: f'<a href="{m.group(2)}" target="_blank" rel="noopener">{m.group(1)}</a>', text)
 
 
+def _preview(standin, session, form):
+    """(the session's totals for the form's country, shipping choice and code; the code's discount, if it applies)."""
+    code = (form.get("promotion_code") or "").strip()
+    discount = None
+    if code and session["allow_promotion_codes"] and session["status"] == "open":
+        discount, _ = standin.check_promotion_code(session, code)
+    if session["status"] != "open":
+        return session, discount
+    return checkout.compute(copy.deepcopy(session), *_choices(session, form), discount and discount["coupon"]), discount
+
+
 def render(standin, session, form, error, status, field=None):
     """The payment form with an order summary; totals preview the entered country, shipping choice and code."""
     allowed = (session["shipping_address_collection"] or {}).get("allowed_countries")
     countries = allowed or sorted(COUNTRIES - {"ZZ", "AC", "TA", "XK"})
     country, option = _choices(session, form)
-    code = (form.get("promotion_code") or "").strip()
-    discount = None
-    if code and session["allow_promotion_codes"] and session["status"] == "open":
-        discount, _ = standin.check_promotion_code(session, code)
-    preview = (checkout.compute(copy.deepcopy(session), country, option, discount and discount["coupon"])
-               if session["status"] == "open" else session)
+    preview, discount = _preview(standin, session, form)
     cur = session["currency"]
     auto = session["automatic_tax"]["enabled"]
     items = [{"name": it["description"], "quantity": it["quantity"],

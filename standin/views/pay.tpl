@@ -47,7 +47,7 @@
 
   <section class="sti-pay" aria-labelledby="sti-pay-title">
     <h2 id="sti-pay-title">Contact and payment</h2>
-    % card_error = error_field in ("card_number", "card_expiry", "card_cvc") and not summary['free']  # by the card
+    % card_error = error_field in ("card_number", "card_expiry", "card_cvc")  # said next to the card, in view
     % if error and not card_error:
     <div class="sti-error" role="alert" id="sti-error">{{error}}</div>
     % end

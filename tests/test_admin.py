@@ -23,8 +23,11 @@ def auth(user="admin", password=PASSWORD):
 
 
 @pytest.fixture
-def admin(make_shopper):
-    return wire(make_shopper(admin_password=PASSWORD))
+def admin(make_shopper, catalog_copy):
+    with edit_catalog(catalog_copy) as data:  # stock counted, so that a refund may put copies back
+        for product in data["products"]:
+            product["stock"] = 50
+    return wire(make_shopper(admin_password=PASSWORD, catalog=str(catalog_copy)))
 
 
 def token(shop):
@@ -247,6 +250,12 @@ def test_a_partial_refund_that_restocks_says_it_gives_back_every_copy_of_the_ord
     rest = admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin), "how": "full",
                                                           "restock": "1"}, headers=auth())
     assert "to the shopper’s card. A refund cannot be undone." in rest.text  # no promise of a second restock
+
+
+def test_without_a_stock_count_a_refund_offers_no_restock(make_shopper):
+    shop = wire(make_shopper(admin_password=PASSWORD))  # catalog.json as shipped: no product counts its stock
+    page = shop.get(f"/admin/orders/{paid(shop)['id']}", headers=auth())
+    assert "Put the copies back in stock" not in page.text and "restock" not in page.forms[0].fields
 
 
 def test_a_partial_then_full_refund_each_confirmed_first(admin):

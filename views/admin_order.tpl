@@ -56,7 +56,7 @@
   </fieldset>
 % if o["restocked"]:
   <p>The order’s copies are back in stock already.</p>
-% else:
+% elif stocked:
   <p><input type="checkbox" id="restock" name="restock" value="1"{{" checked" if restock else ""}}> <label for="restock">Put the copies back in stock</label></p>
 % end
   <button type="submit">Review the refund</button>

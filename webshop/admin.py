@@ -100,7 +100,9 @@ def install(app, shop):
     def show_order(o, error=None, typed="", restock=False):
         """An order's page; with a refund form's error, a 400 showing it beside what was typed."""
         response.status = 400 if error else 200
-        return shop.render("admin_order.tpl", title=("Error: " if error else "") + f"Order {o['id']}", o=o,
+        catalog = shop.catalog()  # copies go back only to a stock the catalog counts
+        stocked = any(getattr(catalog.product(i.get("product_id")), "stock", None) is not None for i in o["items"])
+        return shop.render("admin_order.tpl", stocked=stocked, title=("Error: " if error else "") + f"Order {o['id']}", o=o,
                            history=ledger.history(o["id"]),
                            error=error, typed=typed, restock=restock,
                            record=ledger.handoff_record(o["id"]), mails=ledger.outbox(order_id=o["id"]),

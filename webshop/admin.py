@@ -101,9 +101,10 @@ def install(app, shop):
         """An order's page; with a refund form's error, a 400 showing it beside what was typed."""
         response.status = 400 if error else 200
         catalog = shop.catalog()  # copies go back only to a stock the catalog counts
-        stocked = any(getattr(catalog.product(i.get("product_id")), "stock", None) is not None for i in o["items"])
-        return shop.render("admin_order.tpl", stocked=stocked, title=("Error: " if error else "") + f"Order {o['id']}", o=o,
-                           history=ledger.history(o["id"]),
+        stocked = any(getattr(catalog.product(i.get("product_id")), "stock", None) is not None
+                      for i in o["items"])
+        return shop.render("admin_order.tpl", title=("Error: " if error else "") + f"Order {o['id']}", o=o,
+                           history=ledger.history(o["id"]), stocked=stocked,
                            error=error, typed=typed, restock=restock,
                            record=ledger.handoff_record(o["id"]), mails=ledger.outbox(order_id=o["id"]),
                            refundable=o["status"] in REFUNDABLE and o["payment_intent"] and o["amount_total"],

@@ -400,6 +400,10 @@ def test_a_refund_amount_is_read_in_the_order_s_own_currency_as_its_pages_write_
     assert (minor("$1,234.56", "usd"), minor("¥1,500", "jpy"), minor("1,234", "usd"), minor("12,5", "usd")) == (
         123456, 1500, 123400, 1250)
     assert minor("1,23,4", "usd") is None and minor("5$0", "usd") is None and minor("1.500", "jpy") is None
+    # three decimals: a comma before three digits is the decimal comma unless a point follows, as 1,5 is 1.500
+    assert (minor("1,500", "kwd"), minor("0,500", "kwd"), minor("1,5", "kwd"), minor("1,500.250", "kwd")) == (
+        1500, 500, 1500, 1500250)
+    assert minor("0,500", "usd") is None and minor(" " * 16000 + "x", "usd") is None
 
 
 @pytest.mark.parametrize("amount", ["0", "abc", "-1", "5.001", "1e3", "99999.00", "", "$", "€5 €5", "5 usd usd",

@@ -161,8 +161,10 @@ def _whole(text, unknown=None):
 
 def minor(text, currency):
     """An amount in the currency's major unit ('12.50', '$1,234.50', '12.50 USD') as minor units (1250), or None."""
-    exponent = currency_exponent(currency)
+    exponent, text = currency_exponent(currency), text.strip()
     symbol = re.escape(re.sub(r"[0-9.,\s]", "", money(0, currency)))  # as the pages write amounts: $, €, CHF
-    m = re.fullmatch(rf"(?i)\s*(?:{symbol}|{currency})?\s*([0-9]{{1,3}}(?:,[0-9]{{3}})+|[0-9]{{1,10}})"
-                     rf"(?:[.,]([0-9]{{0,{exponent}}}))?\s*(?:{currency})?\s*", text)
-    return m and int(m[1].replace(",", "")) * 10 ** exponent + int((m[2] or "").ljust(exponent, "0") or 0)
+    # 1,234 groups thousands as the pages write them; with three decimals (KWD) only before a point: 1,500 is 1.500
+    grouped = r"[1-9][0-9]{0,2}(?:,[0-9]{3})+" + (r"(?=\.)" if exponent == 3 else "")
+    m = len(text) <= 40 and re.fullmatch(rf"(?i)(?:{symbol}|{currency})?\s*({grouped}|[0-9]{{1,10}})"
+                                         rf"(?:[.,]([0-9]{{0,{exponent}}}))?(?:\s*{currency})?", text)
+    return int(m[1].replace(",", "")) * 10 ** exponent + int((m[2] or "").ljust(exponent, "0") or 0) if m else None

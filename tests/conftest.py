@@ -1,6 +1,7 @@
 """Fixtures: a fresh shop per test on a temporary DATA_DIR, driven through WebTest."""
 
 import json
+import multiprocessing
 import os
 import re
 import secrets
@@ -34,6 +35,26 @@ def clean_environment(monkeypatch):
         monkeypatch.delenv(s.env, raising=False)
     monkeypatch.delenv("STANDIN_FAULTS", raising=False)
     monkeypatch.delenv("STANDIN_LATENCY_MS", raising=False)
+
+
+def at_once(count, target):
+    """Call target() in `count` new processes released at the same moment: what each ended with, "ok" or its error."""
+    context = multiprocessing.get_context("fork")  # the test's own objects, as they are
+    barrier, ended = context.Barrier(count), context.Queue()
+
+    def run():
+        barrier.wait()
+        try:
+            target()
+            ended.put("ok")
+        except Exception as e:  # noqa: BLE001 — reported to the test
+            ended.put(repr(e))
+    processes = [context.Process(target=run) for _ in range(count)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    return sorted(ended.get(timeout=5) for _ in processes)
 
 
 def free_port():

@@ -523,7 +523,8 @@ class _SQLite:
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             conn.row_factory = sqlite3.Row
-            for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = ON"):
+            _wal(conn)
+            for pragma in ("synchronous = NORMAL", "foreign_keys = ON"):
                 conn.execute(f"PRAGMA {pragma}")
             self._local.conn = conn
         return conn
@@ -555,6 +556,18 @@ class _SQLite:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _wal(conn):
+    """WAL mode, which the file keeps once set. Setting it does not wait in SQLite's busy handler, so processes that
+    open a new database at once (gunicorn's workers on a fresh DATA_DIR) failed to start: it is tried for up to 5 s."""
+    for attempt in range(100):
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorname != "SQLITE_BUSY" or attempt == 99:
+                raise
+            time.sleep(0.05)
 
 
 class _Postgres:

@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from standin.store import Store
+from tests.conftest import at_once
 
 
 def bump(store, times):
@@ -110,3 +111,10 @@ def test_the_file_holding_shoppers_details_is_the_users_only(tmp_path):
     finally:
         os.umask(old)
         store.close()
+
+
+def test_processes_opening_a_new_store_at_once_all_start(tmp_path):
+    """Each offline shop worker opens the stand-in's file too; switching it to WAL skips the busy handler."""
+    for attempt in range(15):
+        folder = str(tmp_path / str(attempt))
+        assert at_once(3, lambda: Store(folder).close()) == ["ok"] * 3

@@ -19,7 +19,7 @@ from webshop import admin, mail, payments, storefront, webhooks
 from webshop.catalog import CatalogStore, format_money
 from webshop.fulfilment import Orders
 from webshop.ledger import Ledger
-from webshop.security import LOOPBACK, Guard
+from webshop.security import LOOPBACK, Guard, admin_page
 from webshop.settings import ROOT, Config, ShopError, load_config
 
 PUBLIC = ROOT / "public"
@@ -363,7 +363,7 @@ def _error_page(shop, error):
         response.content_type = "application/json"
         return json.dumps({"error": cause.message})
     try:
-        admin = shop.config.admin_password and (request.path == "/admin" or request.path.startswith("/admin/"))
+        admin = shop.config.admin_password and admin_page(request.path)
         return shop.render("error.tpl", title=TITLES.get(status, "Error"), status=status, message=cause.message,
                            admin=admin, cart_count="" if cause.message == DATABASE_DOWN else None)  # no second wait
     except Exception:  # noqa: BLE001 — a broken template must still answer, plainly

@@ -126,9 +126,14 @@ class Guard:
         """The security headers every response carries, and no caching unless the route allowed it."""
         for name, value in self.security_headers.items():
             response.set_header(name, value)
-        if path == "/admin" or path.startswith("/admin/"):
+        if admin_page(path):
             response.set_header("Content-Security-Policy", self.admin_csp)
         response.headers.setdefault("Cache-Control", "no-store")
+
+
+def admin_page(path):
+    """Whether a path is /admin or one of its pages (not /administrator)."""
+    return path == "/admin" or path.startswith("/admin/")
 
 
 def counted(address):

@@ -26,7 +26,7 @@
 % end
   </tbody>
   <tfoot>
-% for label, key in (("Subtotal", "amount_subtotal"), ("Discount", "amount_discount"), ("Shipping", "amount_shipping"), ("Tax (included)" if (o["charged"] or {}).get("tax_included") else "Tax", "amount_tax"), ("Total", "amount_total"), ("Refunded", "amount_refunded")):
+% for label, key in (("Subtotal", "amount_subtotal"), ("Discount", "amount_discount"), ("Shipping", "amount_shipping"), (tax_label(o), "amount_tax"), ("Total", "amount_total"), ("Refunded", "amount_refunded")):
   <tr><th scope="row" colspan="3">{{label}}{{" (" + o["promotion_code"] + ")" if key == "amount_discount" and o["promotion_code"] else ""}}</th><td class="num">{{"−" if key == "amount_discount" and o[key] else ""}}{{amount(o[key], cur)}}</td></tr>
 % end
   </tfoot>

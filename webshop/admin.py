@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import bottle
 from bottle import request, response
 
+from . import mail
 from .catalog import currency_exponent, money
 from .fulfilment import write_csv
 from .ledger import ORDER_ID, REFUNDABLE, STATUSES
@@ -105,7 +106,7 @@ def install(app, shop):
         stocked = any(getattr(catalog.product(i.get("product_id")), "stock", None) is not None
                       for i in o["items"])
         return shop.render("admin_order.tpl", title=("Error: " if error else "") + f"Order {o['id']}", o=o,
-                           history=ledger.history(o["id"]), stocked=stocked,
+                           history=ledger.history(o["id"]), stocked=stocked, tax_label=mail.tax_label,
                            error=error, typed=typed, restock=restock,
                            record=ledger.handoff_record(o["id"]), mails=ledger.outbox(order_id=o["id"]),
                            refundable=o["status"] in REFUNDABLE and o["payment_intent"] and o["amount_total"],

@@ -41,6 +41,11 @@ def ship_to(record):
                         " ".join(x for x in (a["postal_code"], a["city"]) if x), a["state"], a["country"]) if x]
 
 
+def tax_label(order):
+    """'Tax (included)' where the prices included the tax (it is not added to the total), else 'Tax'."""
+    return "Tax (included)" if (order.get("charged") or {}).get("tax_included") else "Tax"
+
+
 class Notices:
     """ledger.notify: the emails an order change causes, as {id, kind, amount, to, message}, signed by shop_name()."""
 
@@ -66,8 +71,7 @@ class Notices:
             if record["amount_discount"]:
                 code = f" ({record['promotion_code']})" if record["promotion_code"] else ""
                 rows.append((f"Discount{code}", "−" + money(record["amount_discount"])))
-            tax = "Tax (included)" if (order.get("charged") or {}).get("tax_included") else "Tax"
-            rows += [("Shipping", money(record["amount_shipping"])), (tax, money(record["amount_tax"])),
+            rows += [("Shipping", money(record["amount_shipping"])), (tax_label(order), money(record["amount_tax"])),
                      ("Total", money(record["amount_total"]))]
             where = "\n".join(ship_to(record)) or "—"
             facts = [f"Ship to:\n{where}", f"Delivery: {record.get('shipping_method') or '—'}",  # older records: none

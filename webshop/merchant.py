@@ -288,8 +288,7 @@ def order(ctx, args):
               f"{money(i['unit_amount'] * i['quantity'], cur):>12}")
     discount = "Discount" + (f" ({shown(o['promotion_code'])})" if o["promotion_code"] else "")
     for label, key in (("Subtotal", "amount_subtotal"), (discount, "amount_discount"), ("Shipping", "amount_shipping"),
-                       ("Tax (included)" if (o["charged"] or {}).get("tax_included") else "Tax", "amount_tax"),
-                       ("Total", "amount_total"), ("Refunded", "amount_refunded")):
+                       (mail.tax_label(o), "amount_tax"), ("Total", "amount_total"), ("Refunded", "amount_refunded")):
         print(f"  {label[:58]:<58} {('−' if key == 'amount_discount' and o[key] else '') + money(o[key], cur):>12}")
     print("History")
     for h in history:

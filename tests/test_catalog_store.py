@@ -267,7 +267,7 @@ def test_problems_checks_the_file_as_it_is_now(shop, store):
 
 def test_readers_never_see_a_half_built_catalog(shop, store):
     """Readers racing a writer always get one whole version: every product has the same price."""
-    seen, failures, stop = set(), [], threading.Event()
+    seen, failures, stop, saw_last = set(), [], threading.Event(), threading.Event()
 
     def read():
         while not stop.is_set():
@@ -275,7 +275,9 @@ def test_readers_never_see_a_half_built_catalog(shop, store):
             prices = {p.price for p in cat.products}
             if len(prices) != 1 or len(cat.products) != 2:
                 failures.append(cat)
-            seen.add(prices.pop())
+            seen.add(got := prices.pop())
+            if got == 159:
+                saw_last.set()
 
     readers = [threading.Thread(target=read) for _ in range(6)]
     for t in readers:
@@ -287,6 +289,7 @@ def test_readers_never_see_a_half_built_catalog(shop, store):
             else:
                 shop.write(shop.priced(price))
             store.current()
+        saw_last.wait(10)  # a reader may not have looked again since the last write
     finally:
         stop.set()
         for t in readers:

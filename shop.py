@@ -39,7 +39,7 @@ MESSAGES = {
 TITLES = {400: "Bad request", 401: "Sign in", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
           409: "Sorry", 413: "Too large", 429: "Too many requests", 500: "Server error", 502: "Payment refused",
           503: "Temporarily unavailable"}
-DATABASE_DOWN = "The shop cannot reach its order records right now. Your cart is kept; please try again in a minute."
+DATABASE_DOWN = "The shop cannot reach its order records right now. Please try again in a minute."
 
 
 class Shop:

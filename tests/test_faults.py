@@ -15,7 +15,7 @@ import pytest
 import stripe
 
 from standin import ASYNC_OK
-from tests.conftest import free_port, handoff, same_browser
+from tests.conftest import event, free_port, handoff, post_event, same_browser
 from webshop import merchant, payments
 from webshop.settings import load_config
 
@@ -490,11 +490,11 @@ def test_with_the_database_down_pages_say_so_with_a_503_and_the_health_check_ans
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {role} LOGIN SUPERUSER")
     try:
-        shopper = make_shopper(database_url=postgres_url.replace("postgres@", f"{role}@", 1))
+        shopper = make_shopper(database_url=postgres_url.replace("postgres@", f"{role}@", 1), admin_password="pw")
         token, ledger = shopper.csrf(), shopper.shop.orders.ledger
         assert shopper.get("/healthz").status_int == 200
         shopper.add("walden")
-        shopper.post("/checkout", {"csrf_token": token}, status=303)  # the cart's cookie now names its order
+        to_stripe = shopper.post("/checkout", {"csrf_token": token}, status=303)  # the cart's cookie names its order
         with psycopg.connect(postgres_url, autocommit=True) as admin:  # the server turns the shop away from now on
             admin.execute(f"ALTER ROLE {role} NOLOGIN")
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
@@ -510,6 +510,11 @@ def test_with_the_database_down_pages_say_so_with_a_503_and_the_health_check_ans
         cart = shopper.get("/cart", status=503)  # the page itself, not a plain-text fallback after a second wait
         assert cart.content_type == "text/html" and "cannot reach its order records" in cart.text
         assert cart.html.find("a", class_="cartlink").text == "Cart"  # its count unknown without the database
+        orders = shopper.get("/admin", headers={"Authorization": "Basic YWRtaW46cHc="}, status=503)  # admin:pw
+        assert "cannot reach its order records" in orders.text and "cart is kept" not in orders.text
+        session = {"id": shopper.session_id(to_stripe), "object": "checkout.session"}
+        hook = post_event(shopper, event("checkout.session.completed", session))  # Stripe sends it again later
+        assert hook.status_int == 503 and "order records" in hook.json["error"] and "cart" not in hook.json["error"]
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))

@@ -16,8 +16,8 @@ from .settings import ShopError
 log = logging.getLogger("shop.stripe")
 
 OFFLINE_KEY = "sk_test_offline_standin"
-UNAVAILABLE = "The payment service is not answering right now. Your cart is kept; please try again in a minute."
-REFUSED = "The payment service refused the request. Your cart is kept."
+UNAVAILABLE = "The payment service is not answering right now. Please try again in a minute."  # the error page
+REFUSED = "The payment service refused the request."  # adds "Your cart is kept." where there is one
 # The events the webhook endpoint subscribes to (README: "Webhooks"); anything else is acknowledged and ignored.
 SESSION_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded",
                   "checkout.session.async_payment_failed", "checkout.session.expired")

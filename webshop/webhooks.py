@@ -9,6 +9,7 @@ from bottle import request, response
 from . import payments
 from .catalog import money
 from .fulfilment import FULFILLED
+from .ledger import Ledger
 from .payments import CHARGE_EVENTS, EVENTS, SESSION_EVENTS
 from .settings import ShopError
 
@@ -54,7 +55,9 @@ def install(app, shop):
         except ShopError as e:  # Stripe unreachable while re-reading the session
             log.warning("webhook %s %s failed: %s (%s)", event["id"], event["type"], e.status, e.detail or e.message)
             return answer(503 if e.status == 503 else 500, {"error": "could not apply the event; retry"})
-        except Exception:  # never a traceback to the caller; not recorded, so Stripe's retry applies it
+        except Exception as e:  # never a traceback to the caller; not recorded, so Stripe's retry applies it
+            if Ledger.unavailable(e):  # an outage, not a bug: the one error handler answers 503, without a traceback
+                raise
             log.exception("webhook %s %s failed", event["id"], event["type"])
             return answer(500, {"error": "could not apply the event; retry"})
         obj_id = event["data"]["object"].get("id")  # checked only for the types the shop handles: shown if id-like

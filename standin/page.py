@@ -103,7 +103,12 @@ def page(standin, session_id):
         return render(standin, session, dict(form, promotion_code=""), None, 200)
     if action == "apply_code":
         return apply_code(standin, session, form)
-    if _preview(standin, session, form)[0]["amount_total"] == 0:  # nothing to pay, as the page says: no card is read
+    total = _preview(standin, session, form)[0]["amount_total"]
+    shown = req.forms.getunicode("shown", default="")  # the final total the page showed, if it showed one
+    if re.fullmatch(r"[0-9]{1,15}", shown) and total > int(shown):  # a country or shipping changed: never charge more
+        return render(standin, session, form, f"With your changes the total is now {money(total, session['currency'])}"
+                      ". Check it, then press Pay.", 200)
+    if total == 0:  # nothing to pay, as the page says: no card is read
         form = dict(form, card_number="", card_expiry="", card_cvc="")
     data = {"email": form["email"], "name": form["name"], "phone": form["phone"],
             "address": {k: form[f"address_{k}"] for k in ADDRESS}, "shipping_option_index": form["shipping_option"],
@@ -125,7 +130,8 @@ def page(standin, session_id):
             detail = DECLINE_MESSAGES.get(reason, "").removeprefix("Your card was declined.").strip()
             detail = f" {detail}" if detail else ""
             text = f"Your card was declined.{detail} (decline code: {reason})"
-        return render(standin, standin.peek_session(session_id), form, text, 402, "card_number")
+        field = {"expired_card": "card_expiry", "incorrect_cvc": "card_cvc"}.get(reason, "card_number")
+        return render(standin, standin.peek_session(session_id), form, text, 402, field)
     return redirect(session)
 
 
@@ -242,6 +248,7 @@ def render(standin, session, form, error, status, field=None):
     values["shipping_option"] = str(option)
     values["tax_id_type"] = values["tax_id_type"] or TAX_ID_FOR_COUNTRY.get(country or values["address_country"], "")
     collection = session.get("tax_id_collection") or {"enabled": False, "required": "never"}
+    shown = preview["amount_total"] if summary["final"] else ""  # the most a Pay press agrees to
     applied = (f"{discount['promotion_code']['code']} applied: {promotions.describe(discount['coupon'], cur)}"
                if discount and not (error and field == "promotion_code") else None)
     bottle.response.status = status
@@ -251,7 +258,7 @@ def render(standin, session, form, error, status, field=None):
         error_field=field, phone_required=session["phone_number_collection"]["enabled"],
         shipping=bool(allowed), cancel_url=session["cancel_url"], token=pay_token(standin, session["id"]),
         test_cards=TEST_CARDS, action=f"{PREFIX}/{session['id']}",
-        promotion_codes=bool(session["allow_promotion_codes"]), applied=applied,
+        promotion_codes=bool(session["allow_promotion_codes"]), applied=applied, shown=shown,
         terms=terms_html(session) if (session["consent_collection"] or {}).get("terms_of_service") == "required"
         else None,
         tax_ids=[(t, label) for t, (label, _, _, _) in TAX_ID_TYPES.items()] if collection["enabled"] else None,

@@ -338,6 +338,34 @@ def test_update_total_without_javascript_shows_shipping_and_tax_before_paying(tm
     assert s.peek_session(session.id)["status"] == "open"
 
 
+def test_a_total_changed_since_the_page_showed_it_is_shown_before_it_is_charged(client, pay_page, standin):
+    """Without JavaScript the total on the page can go stale: Pay shows the new one first, and charges that."""
+    s = client.v1.checkout.sessions.create(params())
+    shown = fill(pay_page.get(f"/offline-checkout/{s.id}")).submit("action", value="update")
+    assert "Pay $35.70" in shown.text  # 25.00 + 5.00 standard shipping, 19% VAT
+    changed = fill(shown, shipping_option="1").submit()  # Express, chosen after the total was worked out
+    assert changed.status_int == 200 and "the total is now $47.60" in changed.text and "Pay $47.60" in changed.text
+    assert client.v1.checkout.sessions.retrieve(s.id).payment_intent is None
+    assert fill(changed, shipping_option="1").submit().status_int == 303
+    assert client.v1.checkout.sessions.retrieve(s.id).amount_total == 4760
+    # a total that went down (Standard again, after Express was shown) is paid at once: less than the page said
+    s = client.v1.checkout.sessions.create(params())
+    shown = fill(pay_page.get(f"/offline-checkout/{s.id}"), shipping_option="1").submit("action", value="update")
+    assert fill(shown, shipping_option="0").submit().status_int == 303
+    assert client.v1.checkout.sessions.retrieve(s.id).amount_total == 3570
+    # a page whose total was not final yet (tax waits for the address) charges the total with tax, as Checkout does
+    s = client.v1.checkout.sessions.create(params())
+    assert fill(pay_page.get(f"/offline-checkout/{s.id}")).submit().status_int == 303
+
+
+@pytest.mark.parametrize("card, field", [("4000000000000069", "card_expiry"), ("4000000000000127", "card_cvc")])
+def test_an_expired_card_or_a_wrong_cvc_points_at_its_own_field(client, pay_page, card, field):
+    s = client.v1.checkout.sessions.create(params())
+    page = fill(pay_page.get(f"/offline-checkout/{s.id}"), card=card).submit(status=402)
+    assert page.html.find("input", id=field).has_attr("autofocus") and len(page.html.select("[autofocus]")) == 1
+    assert page.html.find("input", id=field).get("aria-invalid") == "true"
+
+
 def test_with_tax_in_the_prices_the_total_is_known_before_the_address(tmp_path):
     """Inclusive tax is inside the prices: the address only splits it out, so the page never says "before tax"."""
     import stripe

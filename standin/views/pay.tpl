@@ -53,6 +53,7 @@
     % end
     <form method="post" action="{{action}}" class="sti-form" id="pay">
       <input type="hidden" name="pay_token" value="{{token}}">
+      <input type="hidden" name="shown" value="{{shown}}">
       <fieldset>
         <legend>Contact information</legend>
         <label for="email">Email</label>

@@ -197,6 +197,24 @@ def test_stripe_unreachable_at_checkout_keeps_cart_and_order(make, kind):
     assert shopper.cart_cookie() == cart
 
 
+def test_a_key_stripe_refuses_is_logged_as_the_merchants_to_fix_and_the_shopper_gets_the_503(
+        make, monkeypatch, caplog):
+    """A revoked key, or a restricted key without a permission, is not an outage: the log names the setting."""
+    from standin import checkout
+    from standin.errors import StripeError
+    shopper = make()
+    shopper.add(product(shopper))
+
+    def create(ctx, params):
+        raise StripeError(401, "invalid_request_error", "Invalid API Key provided: sk_test_****oops")
+    monkeypatch.setattr(checkout, "create", create)
+    page = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=503)
+    assert payments.UNAVAILABLE in page.text and "API Key" not in page.text
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == ["Stripe refused the secret key (AuthenticationError): check STRIPE_SECRET_KEY; a restricted "
+                      "key needs write access to Checkout Sessions, Promotion codes and Refunds"]
+
+
 def test_an_id_stripe_does_not_know_in_the_checkout_is_a_refusal_not_a_missing_checkout(make, monkeypatch):
     """Stripe answers resource_missing for an unknown id among the parameters (a catalog's tax code, say)."""
     from standin import checkout

@@ -15,7 +15,7 @@ import pytest
 import stripe
 
 from standin import ASYNC_OK
-from tests.conftest import event, free_port, handoff, post_event, same_browser
+from tests.conftest import event, free_port, handoff, pay, post_event, same_browser
 from webshop import merchant, payments
 from webshop.settings import load_config
 
@@ -245,6 +245,32 @@ def test_a_session_stripe_already_gave_another_order_is_a_refusal_not_a_crash(ma
     assert payments.REFUSED in page.text
     assert sorted(o["status"] for o in ledger(first).list()) == ["checkout_failed", "open"]
     assert ledger(first).by_session(session.id)["status"] == "open"  # the first order keeps its checkout
+
+
+@pytest.mark.parametrize("change", [{"currency": "eur"}, {"id": "cs_test_another"}])
+def test_a_session_read_that_is_not_this_orders_is_a_refusal_not_a_crash(make, monkeypatch, change):
+    """stripe-mock answers any session id with its one example: another session's, or in other money, is a 502."""
+    shopper = make()
+    shopper.add(product(shopper))
+    to_stripe = shopper.checkout()
+    pay(shopper, to_stripe)
+    read, session_id = payments.retrieve_session, shopper.session_id(to_stripe)
+    monkeypatch.setattr(payments, "retrieve_session", lambda *args: {**read(*args), **change})
+    page = shopper.get("/success", {"session_id": session_id}, status=502)
+    assert payments.REFUSED in page.text and only_order(shopper)["status"] == "open" and handoff(shopper) == []
+
+
+def test_a_session_read_without_a_currency_is_shown_in_the_orders_own(make, monkeypatch):
+    """stripe-mock's example session has `currency: null`: the confirmation page shows the order's money."""
+    shopper = make()
+    shopper.add(product(shopper))
+    to_stripe = shopper.checkout()
+    pay(shopper, to_stripe)
+    read, session_id = payments.retrieve_session, shopper.session_id(to_stripe)
+    monkeypatch.setattr(payments, "retrieve_session", lambda *args: {**read(*args), "currency": None})
+    page = shopper.get("/success", {"session_id": session_id})
+    total = only_order(shopper)["amount_total"]
+    assert only_order(shopper)["status"] == "paid" and f"${total // 100}.{total % 100:02d}" in page.text
 
 
 def test_a_checkout_reconcile_claimed_while_its_click_waited_on_stripe_still_goes_to_pay(make, monkeypatch):

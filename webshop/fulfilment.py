@@ -76,9 +76,12 @@ class Orders:
         if order is None:
             return None, None
         session = session or payments.retrieve_session(self.stripe, session_id)
-        if session.get("id") != session_id:
-            raise ValueError("session id mismatch")
-        charged = payments.charged(session)
+        currency = (session.get("currency") or order["currency"]).lower()  # stripe-mock's example session has none
+        if session.get("id") != session_id or currency != order["currency"].lower():
+            # Not the session this order made (stripe-mock answers any id with its one example): acting on it would
+            # record another payment, or amounts in the wrong money.
+            raise ShopError(502, payments.REFUSED, detail=f"Stripe's answer for {session_id} is another session's")
+        charged = dict(payments.charged(session), currency=currency)
         if charged["order_id"] not in (None, order["id"]):
             log.warning("session %s names order %s, ledger has %s: not acting", session_id, charged["order_id"],
                         order["id"])

@@ -211,6 +211,14 @@ class StandIn:
         except StripeError as e:
             raise ValueError(e.message) from None
 
+    def fail_refund(self, refund_id):
+        """Fail a succeeded refund, as a card's bank may days later; emits refund.failed and returns the refund."""
+        try:
+            with self.store.tx(write=True) as tx:
+                return o.public(payments.fail_refund(self.context(tx), refund_id))
+        except StripeError as e:
+            raise ValueError(e.message) from None
+
     def sweep(self, now=None):
         """Expire lapsed open sessions, settle due delayed payments, turn promotion codes past their expires_at
         inactive and coupons past their redeem_by invalid; returns how many were handled."""

@@ -400,3 +400,19 @@ def create_refund(ctx, p):
     ctx.emit("charge.refunded", ch, prev)
     ctx.emit("refund.created", re_)
     return re_
+
+
+def fail_refund(ctx, refund_id):
+    """A card refund the bank sent back (a closed card, say): the money returns to the balance and the charge's
+    refunded total goes down (https://docs.stripe.com/refunds#failed-refunds)."""
+    re_ = ctx.tx.get(refund_id, "refund")
+    if re_ is None or re_["status"] != "succeeded":
+        raise invalid(f"Refund {refund_id} cannot fail: no such succeeded refund.", "refund")
+    ch = ctx.tx.get(re_["charge"], "charge")
+    re_.update(status="failed", failure_reason="expired_or_canceled_card", failure_balance_transaction=o.new_id("txn_"))
+    ch.update(amount_refunded=ch["amount_refunded"] - re_["amount"], refunded=False)
+    ctx.tx.put(re_)
+    ctx.tx.put(ch)
+    ctx.emit("refund.failed", re_, {"status": "succeeded"})
+    ctx.emit("charge.refund.updated", re_, {"status": "succeeded"})
+    return re_

@@ -199,6 +199,25 @@ def test_refund_events(client, standin):
     assert json.loads(hook.received[2][0])["data"]["object"]["id"] == refund.id
 
 
+def test_a_failed_refund_gives_its_amount_back_to_the_charge_and_says_so(tmp_path):
+    standin = make(tmp_path / "all", enabled_events=None)  # every event, as `python -m standin` sends
+    client = stripe.StripeClient(KEY, http_client=standin.http_client())
+    standin.deliver = hook = Endpoint()
+    pi = standin.get(paid_session(client, standin))["payment_intent"]
+    refund = client.v1.refunds.create({"payment_intent": pi, "amount": 500})
+    failed = standin.fail_refund(refund.id)
+    assert (failed["status"], failed["failure_reason"]) == ("failed", "expired_or_canceled_card")
+    charge = client.v1.charges.retrieve(failed["charge"])
+    assert (charge.amount_refunded, charge.refunded) == (0, False)
+    standin.deliver_pending()
+    events = {e["type"]: e for e in (json.loads(body) for body, _ in hook.received)}
+    assert events["refund.failed"]["data"]["previous_attributes"] == {"status": "succeeded"}
+    assert events["charge.refund.updated"]["data"]["object"]["status"] == "failed"
+    with pytest.raises(ValueError, match="no such succeeded refund"):
+        standin.fail_refund(refund.id)
+    standin.close()
+
+
 def test_dispute_card_opens_and_closes_a_dispute(client, standin):
     standin.deliver = hook = Endpoint()
     sid = paid_session(client, standin, card="4000000000000259")

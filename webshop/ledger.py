@@ -323,17 +323,19 @@ class Ledger:
 
     # -- after payment: refunds, disputes, webhook bookkeeping --------------------------------------------------
 
-    def apply_refund(self, order_id, amount_refunded, amount_charged, source, note=None):
-        """Keep the charge's largest refunded total (events come in any order), never more than it charged or the
-        order came to; paid becomes (partially_)refunded."""
+    def apply_refund(self, order_id, amount_refunded, amount_charged, source, note=None, exact=False):
+        """Keep the charge's largest refunded total (events come in any order), or, `exact`, Stripe's total read just
+        now (a refund failed); never more than it charged or the order came to; paid becomes (partially_)refunded."""
         with self.db.tx() as c:
             self.db.lock(c, order_id)
             row = c.execute("SELECT id, status, amount_refunded, amount_total FROM orders WHERE id = ?",
                             (order_id,)).fetchone()
             amount_charged = min(amount_charged, row["amount_total"] or 0)  # the order's payment took that, no more
-            amount, status = max(row["amount_refunded"], min(amount_refunded, amount_charged)), row["status"]
-            if status in ("paid", "partially_refunded", "refunded") and amount > 0:
-                status = "refunded" if amount >= amount_charged or status == "refunded" else "partially_refunded"
+            amount, status = min(amount_refunded, amount_charged), row["status"]
+            amount = amount if exact else max(row["amount_refunded"], amount)
+            if status in ("paid", "partially_refunded", "refunded") and (amount > 0 or exact):
+                status = "paid" if amount == 0 else "refunded" if amount >= amount_charged or (
+                    status == "refunded" and not exact) else "partially_refunded"
             changed = self._settle(c, row, source, note, status=status, amount_refunded=amount)
             if amount > row["amount_refunded"]:
                 self._enqueue(c, "refund", order_id, before=row["amount_refunded"])

@@ -21,7 +21,7 @@ REFUSED = "The payment service refused the request."  # adds "Your cart is kept.
 # The events the webhook endpoint subscribes to (README: "Webhooks"); anything else is acknowledged and ignored.
 SESSION_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded",
                   "checkout.session.async_payment_failed", "checkout.session.expired")
-CHARGE_EVENTS = ("charge.refunded", "charge.dispute.created", "charge.dispute.closed")
+CHARGE_EVENTS = ("charge.refunded", "refund.failed", "charge.dispute.created", "charge.dispute.closed")
 EVENTS = SESSION_EVENTS + CHARGE_EVENTS
 
 
@@ -149,6 +149,13 @@ def create_session(client, params, order_id):
             raise
         # An id in the parameters Stripe does not know (a catalog's tax code, say): refused, not a missing checkout.
         raise ShopError(502, REFUSED, detail=e.detail) from None
+
+
+def refunded(client, payment_intent):
+    """What a payment's refunds have given back: those that failed (a closed card) or were canceled returned to the
+    balance instead (https://docs.stripe.com/refunds#failed-refunds). One call; a payment has far fewer than 100."""
+    found = call("GET /v1/refunds", client.v1.refunds.list, {"payment_intent": payment_intent, "limit": 100})
+    return sum(r.amount for r in found.data if r.status not in ("failed", "canceled"))
 
 
 def retrieve_session(client, session_id):

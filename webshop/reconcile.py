@@ -104,14 +104,10 @@ def _catch_up_refunds(ctx, refunded):
         order = ctx.ledger.by_payment_intent(intent)
         if not (order and order["fulfilled_at"] and order["status"] in PAID):  # disputed too: refunded before it
             continue
-        # One call: https://docs.stripe.com/api/payment_intents/retrieve — the charge carries amount_refunded so far
-        charge = payments.call("GET /v1/payment_intents/{id}", ctx.stripe.v1.payment_intents.retrieve,
-                               intent, {"expand": ["latest_charge"]}).to_dict().get("latest_charge") or {}
-        total = charge.get("amount_refunded") or 0
-        if total > order["amount_refunded"] and ctx.ledger.apply_refund(
-                order["id"], total, charge.get("amount_captured") or charge.get("amount") or 0, "reconcile",
-                f"refunded {money(total, order['currency'])} of {money(charge.get('amount'), order['currency'])} "
-                "(event missed)"):
+        total = payments.refunded(ctx.stripe, intent)  # less any that failed since
+        if total != order["amount_refunded"] and ctx.ledger.apply_refund(
+                order["id"], total, order["amount_total"] or 0, "reconcile",
+                f"refunded {money(total, order['currency'])} in all (event missed)", exact=True):
             yield f"{order['id']}: {order['status']} → {ctx.ledger.get(order['id'])['status']} (refund recorded)"
 
 

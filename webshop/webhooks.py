@@ -98,6 +98,13 @@ def apply(orders, event):
                                           f"refunded {money(obj.get('amount_refunded'), order['currency'])} of "
                                           f"{money(obj.get('amount'), order['currency'])}")
             outcome = "refund recorded" if changed else "no change"
+        elif kind == "refund.failed":  # its money went back to the balance, not to the shopper: Stripe's total again
+            note = f"refund {obj['id']} of {money(obj.get('amount'), order['currency'])} failed: not given back"
+            total = payments.refunded(orders.stripe, order["payment_intent"])
+            changed = ledger.apply_refund(order["id"], total, order["amount_total"] or 0, source, note, exact=True)
+            if changed:
+                log.warning("order %s: %s", order["id"], note)
+            outcome = "refund failed" if changed else "no change"
         else:
             # Disputes: https://docs.stripe.com/disputes/how-disputes-work
             changed = ledger.apply_dispute(order["id"], obj.get("status"), source,

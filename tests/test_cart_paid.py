@@ -352,7 +352,8 @@ def failed_bank_payment(shopper, quantity=1):
     to_stripe = shopper.checkout()
     sid = shopper.session_id(to_stripe)
     shopper.get(pay(shopper, to_stripe, card=ASYNC_FAIL).location)
-    assert "is processing, so they are not in your cart now" in shopper.get("/cart").text
+    they = "they are" if quantity > 1 else "it is"
+    assert f"is processing, so {they} not in your cart now" in shopper.get("/cart").text
     shopper.standin.settle_async(sid)
     wire(shopper).standin.deliver_pending()
     return sid

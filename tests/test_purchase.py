@@ -388,7 +388,7 @@ def test_a_cart_whose_bank_payment_is_processing_is_empty_when_the_shopper_retur
     assert pay(shopper, to_stripe, card=ASYNC_OK).status_int == 303  # not followed back to the shop
     wire(shopper).standin.deliver_pending()
     page = shopper.get("/cart")
-    assert f"Your payment for 1 × {a.name} is processing, so they are not in your cart now" in page.text
+    assert f"Your payment for 1 × {a.name} is processing, so it is not in your cart now" in page.text
     assert "Update" not in page.text and shopper.cart_cookie() == f"{a.id}:1"  # hidden, kept in case it fails
 
 
@@ -402,7 +402,7 @@ def test_checkout_from_the_cart_tab_just_after_paying_in_stripes_tab_opens_no_se
     again = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=303)
     assert again.location == "/cart" and shopper.standin.calls["POST /v1/checkout/sessions"] == created
     page = shopper.get("/cart")
-    assert f"You have paid for 1 × {a.name}, so they are no longer in your cart." in page.text
+    assert f"You have paid for 1 × {a.name}, so it is no longer in your cart." in page.text
 
 
 def test_a_failed_bank_payment_whose_shopper_never_came_back_leaves_the_cart_as_it_was(shopper):
@@ -489,7 +489,7 @@ def test_an_add_after_paying_in_a_closed_tab_first_says_the_cart_was_paid(shoppe
     shopper.standin.pay(shopper.session_id(shopper.checkout()))
     wire(shopper).standin.deliver_pending()
     page = shopper.add(c.id).follow()  # a new cart, and the page says where the other books went
-    assert f"You have paid for 1 × {a.name}, so they are no longer in your cart." in page.text
+    assert f"You have paid for 1 × {a.name}, so it is no longer in your cart." in page.text
     assert shopper.cart_cookie() == f"{c.id}:1" and page.html.find("th", string=c.name)
     assert "You have paid" not in shopper.get("/cart").text  # said once
     forged = shopper.get(f"/cart?paid={'ord_' + '0' * 24}")  # an order that is not this browser's: nothing said

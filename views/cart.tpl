@@ -11,9 +11,9 @@
 % if failed:
 <p class="notice" role="status">Your payment for {{bought}} did not go through, so nothing was charged and {{they}} back in your cart.</p>
 % elif paid["status"] == "awaiting_payment":
-<p class="notice" role="status">Your payment for {{bought}} is processing, so they are not in your cart now. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>
+<p class="notice" role="status">Your payment for {{bought}} is processing, so {{they}} not in your cart now. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>
 % else:
-<p class="notice" role="status">You have paid for {{bought}}{{{"refunded": " (refunded since)", "partially_refunded": " (partly refunded since)", "disputed": " (disputed since)"}.get(paid["status"], "")}}, so they are no longer in your cart. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>
+<p class="notice" role="status">You have paid for {{bought}}{{{"refunded": " (refunded since)", "partially_refunded": " (partly refunded since)", "disputed": " (disputed since)"}.get(paid["status"], "")}}, so {{they}} no longer in your cart. <a href="/success?session_id={{paid['session_id']}}">See your order</a></p>
 % end
 % end
 % if changed:

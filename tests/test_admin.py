@@ -72,6 +72,7 @@ def test_an_order_page_its_command_and_the_csv_say_whether_the_tax_was_in_the_pr
     assert f">{label}<" in admin.get(f"/admin/orders/{o['id']}", headers=auth()).text
     header, row = rows(admin.get("/admin/orders.csv", headers=auth()).text)
     assert dict(zip(header, row))["tax included"] == included
+    assert dict(zip(header, row))["delivery"] == "Standard shipping"  # the option paid for, as the carrier needs
     monkeypatch.setenv("DATA_DIR", str(data_dir))
     monkeypatch.setenv("DATABASE_URL", database_url)
     capsys.readouterr()
@@ -486,14 +487,14 @@ def test_csv_export_has_a_header_row_and_each_order_s_values(admin):
     header, row = rows(answer.text)
     assert header == list(CSV_FIELDS) == ["id", "created", "status", "email", "items", "subtotal", "discount",
                                           "shipping", "tax", "total", "currency", "refunded", "payment reference",
-                                          "tax included"]
+                                          "tax included", "delivery"]
     money = lambda k: f"{o[k] // 100}.{o[k] % 100:02d}"  # noqa: E731
     assert row == [o["id"], o["created"], "paid", o["customer_email"], f"1 × {o['items'][0]['name']}",
                    money("amount_subtotal"), "0.00", money("amount_shipping"), money("amount_tax"),
-                   money("amount_total"), "usd", "0.00", o["payment_intent"], "no"]
+                   money("amount_total"), "usd", "0.00", o["payment_intent"], "no", "Standard shipping"]
     assert rows(admin.get("/admin/orders.csv?status=open", headers=auth()).text) == [list(CSV_FIELDS)]
     order(admin, start(admin))  # not paid: whether its tax is included is not known yet
-    assert rows(admin.get("/admin/orders.csv?status=open", headers=auth()).text)[1][-1] == ""
+    assert rows(admin.get("/admin/orders.csv?status=open", headers=auth()).text)[1][-2:] == ["", ""]
 
 
 def test_csv_values_that_look_like_formulas_are_neutralised(admin):

@@ -259,7 +259,7 @@ def handoff(order, charged, session):
 
 
 CSV_FIELDS = ("id", "created", "status", "email", "items", "subtotal", "discount", "shipping", "tax", "total",
-              "currency", "refunded", "payment reference", "tax included")
+              "currency", "refunded", "payment reference", "tax included", "delivery")
 
 
 def write_csv(out, orders):
@@ -277,4 +277,5 @@ def write_csv(out, orders):
         writer.writerow([("'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v) for v in (
             str(x or "") for x in (o["id"], o["created"], o["status"], o["customer_email"], items, *money,
                                    o["currency"], decimal(o["amount_refunded"], o["currency"]), o["payment_intent"],
-                                   o["charged"] and ("yes" if o["charged"].get("tax_included") else "no")))])
+                                   o["charged"] and ("yes" if o["charged"].get("tax_included") else "no"),
+                                   (o["charged"] or {}).get("shipping_method")))])

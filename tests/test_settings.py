@@ -245,3 +245,9 @@ def test_make_app_without_config_reads_dot_env_but_the_environment_wins(tmp_path
             os.environ.pop(name, None)
     assert config.data_dir == tmp_path / "from-dotenv" and config.base_url == "http://dotenv.example"
     assert config.port == 8124
+
+
+def test_the_readme_subscribes_the_endpoint_to_exactly_the_events_it_handles():
+    from webshop.payments import EVENTS
+    section = (ROOT / "README.md").read_text().split("## Webhooks", 1)[1].split("\n## ", 1)[0]
+    assert set(re.findall(r"`([a-z_]+\.[a-z_.]+)`", section)) == set(EVENTS)

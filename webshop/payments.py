@@ -134,7 +134,8 @@ def shop_error(e):
         return ShopError(502, REFUSED, detail=e.user_message, code=e.code)
     if isinstance(e, (stripe.AuthenticationError, stripe.PermissionError)):  # lasts until the merchant acts
         log.error("Stripe refused the secret key (%s): check STRIPE_SECRET_KEY; a restricted key needs write "
-                  "access to Checkout Sessions, Promotion codes and Refunds", type(e).__name__)
+                  "access to Checkout Sessions, Coupons, Promotion codes and Refunds, and read access to "
+                  "PaymentIntents and Disputes", type(e).__name__)
     # Unreachable, rate limited, Stripe's own error, or the merchant's key: the shopper comes back later.
     return ShopError(503, UNAVAILABLE, detail=type(e).__name__)
 

@@ -259,6 +259,23 @@ def test_without_a_stock_count_a_refund_offers_no_restock(make_shopper):
     assert "Put the copies back in stock" not in page.text and "restock" not in page.forms[0].fields
 
 
+def test_after_a_refund_failed_the_same_refund_confirmed_again_is_a_new_one_not_a_replay(admin):
+    o = paid(admin)
+    url = f"/admin/orders/{o['id']}/refund"
+    form = admin.post(url, {"csrf_token": token(admin), "how": "partial", "amount": "5.00"}, headers=auth()).forms[0]
+    first = form.submit(headers=auth(), status=303).location.split("refunded=")[1].split("&")[0]
+    admin.standin.deliver_pending()
+    admin.standin.fail_refund(first)  # the card was closed: the $5.00 went back to the balance
+    admin.standin.deliver_pending()
+    assert order(admin, o["session_id"])["status"] == "paid"
+    form = admin.post(url, {"csrf_token": token(admin), "how": "partial", "amount": "5.00"}, headers=auth()).forms[0]
+    again = form.submit(headers=auth(), status=303).location
+    assert "replayed" not in again and first not in again
+    admin.standin.deliver_pending()
+    assert (order(admin, o["session_id"])["status"], order(admin, o["session_id"])["amount_refunded"]) == (
+        "partially_refunded", 500)
+
+
 def test_a_partial_then_full_refund_each_confirmed_first(admin):
     o = paid(admin)
     url = f"/admin/orders/{o['id']}/refund"

@@ -139,7 +139,8 @@ def install(app, shop):
         # The key is this order, amount and refunded total: confirming again (a double submit), or going Back to the
         # form and on through this page again before the refund's event arrives, replays one refund. Any other key
         # (made up, or from before a refund arrived) gets this page again, with the amount and key as they are now.
-        key = hashlib.sha256(f"{o['id']} {amount} {o['amount_refunded']}".encode()).hexdigest()[:32]
+        key = f"{o['id']} {amount} {o['amount_refunded']} {o['refund_failures']}"  # after a failed refund, another
+        key = hashlib.sha256(key.encode()).hexdigest()[:32]
         if form.get("confirm") != "yes" or not hmac.compare_digest(form.get("key", "").encode(), key.encode()):
             return shop.render("admin_refund.tpl", title="Confirm the refund", o=o, refund=amount, restock=restock,
                                amount=money, key=key)

@@ -157,7 +157,8 @@ class Orders:
         # key: the /admin confirmation page's own. The command keeps one per order and amount for 23 hours, so running
         # it again (after a timeout, or by mistake) replays the first refund, whenever its event arrives; --again makes
         # another. "What is left" is its own request: the same amount asked for by number is another one.
-        mark, now = f"refund {o['id']} {'rest ' if asked is None else ''}{amount}", time.time()
+        failed = f" after {o['refund_failures']} failed" if o["refund_failures"] else ""  # refunding again: another
+        mark, now = f"refund {o['id']} {'rest ' if asked is None else ''}{amount}{failed}", time.time()
         last = self.ledger.checkpoint(mark)
         if key is None:
             fresh = again or not last or now - last["at"] > 23 * 3600

@@ -57,6 +57,8 @@ MIGRATIONS = (
     # The client's signed address, kept only while ADDRESS_CHECKOUT_LIMIT is set.
     """ALTER TABLE orders ADD COLUMN client TEXT;
     CREATE INDEX orders_client ON orders(client, created)""",
+    # Refunds that failed after they were made: part of a refund's idempotency key, so refunding again is a new one.
+    "ALTER TABLE orders ADD COLUMN refund_failures INTEGER NOT NULL DEFAULT 0",
 )
 
 STATUSES = ("open", "checkout_failed", "awaiting_payment", "paid", "payment_failed",
@@ -328,15 +330,16 @@ class Ledger:
         now (a refund failed); never more than it charged or the order came to; paid becomes (partially_)refunded."""
         with self.db.tx() as c:
             self.db.lock(c, order_id)
-            row = c.execute("SELECT id, status, amount_refunded, amount_total FROM orders WHERE id = ?",
-                            (order_id,)).fetchone()
+            row = c.execute("SELECT id, status, amount_refunded, amount_total, refund_failures FROM orders "
+                            "WHERE id = ?", (order_id,)).fetchone()
             amount_charged = min(amount_charged, row["amount_total"] or 0)  # the order's payment took that, no more
             amount, status = min(amount_refunded, amount_charged), row["status"]
             amount = amount if exact else max(row["amount_refunded"], amount)
             if status in ("paid", "partially_refunded", "refunded") and (amount > 0 or exact):
                 status = "paid" if amount == 0 else "refunded" if amount >= amount_charged or (
                     status == "refunded" and not exact) else "partially_refunded"
-            changed = self._settle(c, row, source, note, status=status, amount_refunded=amount)
+            changed = self._settle(c, row, source, note, status=status, amount_refunded=amount,
+                                   refund_failures=row["refund_failures"] + (amount < row["amount_refunded"]))
             if amount > row["amount_refunded"]:
                 self._enqueue(c, "refund", order_id, before=row["amount_refunded"])
             return changed

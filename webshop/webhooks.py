@@ -100,10 +100,10 @@ def apply(orders, event):
             outcome = "refund recorded" if changed else "no change"
         elif kind == "refund.failed":  # its money went back to the balance, not to the shopper: Stripe's total again
             note = f"refund {obj['id']} of {money(obj.get('amount'), order['currency'])} failed: not given back"
-            total = payments.refunded(orders.stripe, order["payment_intent"])
+            intent = obj["payment_intent"]  # checked by _problem: an id or an expanded object
+            total = payments.refunded(orders.stripe, intent.get("id") if isinstance(intent, dict) else intent)
             changed = ledger.apply_refund(order["id"], total, order["amount_total"] or 0, source, note, exact=True)
-            if changed:
-                log.warning("order %s: %s", order["id"], note)
+            log.warning("order %s: %s", order["id"], note)  # the merchant refunds the shopper another way, or again
             outcome = "refund failed" if changed else "no change"
         else:
             # Disputes: https://docs.stripe.com/disputes/how-disputes-work

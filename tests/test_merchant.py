@@ -194,6 +194,20 @@ def test_a_refund_that_fails_later_is_taken_back_by_its_event_or_by_reconcile(sh
     assert (after["status"], after["amount_refunded"]) == ("partially_refunded", rest.amount)
 
 
+def test_a_refund_s_late_event_does_not_undo_its_failure(shop, run):
+    """Stripe's events come in any order: a refund's charge.refunded delivered after its refund.failed (an endpoint
+    down for a day, say) reads what was given back, instead of counting the failed refund again."""
+    o = paid(shop)
+    assert run("refund", o["id"], "--amount", "500")[0] == 0
+    shop.standin.deliver_pending()
+    assert run("refund", o["id"])[0] == 0  # the rest, which fails before its charge.refunded is delivered
+    newest = shop.shop.orders.stripe.v1.refunds.list({"payment_intent": o["payment_intent"], "limit": 1}).data[0]
+    shop.standin.fail_refund(newest.id)
+    shop.standin.deliver_pending(reverse=True)  # refund.failed first, then the refund's own charge.refunded
+    after = order(shop, o["session_id"])
+    assert (after["status"], after["amount_refunded"]) == ("partially_refunded", 500)
+
+
 def test_repeating_a_refund_before_its_event_arrives_does_not_refund_twice(shop, run):
     o = paid(shop)
     assert run("refund", o["id"], "--amount", "300")[0] == 0

@@ -325,9 +325,10 @@ class Ledger:
 
     # -- after payment: refunds, disputes, webhook bookkeeping --------------------------------------------------
 
-    def apply_refund(self, order_id, amount_refunded, amount_charged, source, note=None, exact=False):
+    def apply_refund(self, order_id, amount_refunded, amount_charged, source, note=None, exact=False, failed=False):
         """Keep the charge's largest refunded total (events come in any order), or, `exact`, Stripe's total read just
-        now (a refund failed); never more than it charged or the order came to; paid becomes (partially_)refunded."""
+        now; never more than it charged or the order came to; paid becomes (partially_)refunded. `failed`: a refund
+        failed, so from now on every refund event reads the total (an older event would count it again)."""
         with self.db.tx() as c:
             self.db.lock(c, order_id)
             row = c.execute("SELECT id, status, amount_refunded, amount_total, refund_failures FROM orders "
@@ -339,7 +340,7 @@ class Ledger:
                 status = "paid" if amount == 0 else "refunded" if amount >= amount_charged or (
                     status == "refunded" and not exact) else "partially_refunded"
             changed = self._settle(c, row, source, note, status=status, amount_refunded=amount,
-                                   refund_failures=row["refund_failures"] + (amount < row["amount_refunded"]))
+                                   refund_failures=row["refund_failures"] + (failed or amount < row["amount_refunded"]))
             if amount > row["amount_refunded"]:
                 self._enqueue(c, "refund", order_id, before=row["amount_refunded"])
             return changed

@@ -91,20 +91,25 @@ def apply(orders, event):
         elif order["fulfilled_at"] is None:
             # The refund or dispute overtook the payment's own events; settle those first.
             raise Retry(f"order {order['id']} is not marked paid yet")
-        elif kind == "charge.refunded":
+        elif kind == "charge.refunded" and not order["refund_failures"]:
             # Event object is the Charge with the running refunded total: https://docs.stripe.com/api/charges/object
             changed = ledger.apply_refund(order["id"], obj.get("amount_refunded") or 0,
                                           obj.get("amount_captured") or obj.get("amount") or 0, source,
                                           f"refunded {money(obj.get('amount_refunded'), order['currency'])} of "
                                           f"{money(obj.get('amount'), order['currency'])}")
             outcome = "refund recorded" if changed else "no change"
-        elif kind == "refund.failed":  # its money went back to the balance, not to the shopper: Stripe's total again
-            note = f"refund {obj['id']} of {money(obj.get('amount'), order['currency'])} failed: not given back"
+        elif kind in ("charge.refunded", "refund.failed"):
+            # Once a refund failed (its money went back to the balance, not to the shopper), an event's total may be
+            # from before the failure: Stripe's list of the payment's refunds says what was given back (1 call).
             intent = obj["payment_intent"]  # checked by _problem: an id or an expanded object
             total = payments.refunded(orders.stripe, intent.get("id") if isinstance(intent, dict) else intent)
-            changed = ledger.apply_refund(order["id"], total, order["amount_total"] or 0, source, note, exact=True)
-            log.warning("order %s: %s", order["id"], note)  # the merchant refunds the shopper another way, or again
-            outcome = "refund failed" if changed else "no change"
+            failed = kind == "refund.failed"
+            note = (f"refund {obj['id']} of {money(obj.get('amount'), order['currency'])} failed: not given back"
+                    if failed else f"refunded {money(total, order['currency'])} in all")
+            changed = ledger.apply_refund(order["id"], total, order["amount_total"] or 0, source, note, True, failed)
+            if failed:
+                log.warning("order %s: %s", order["id"], note)  # the merchant refunds the shopper another way
+            outcome = "refund failed" if failed else "refund recorded" if changed else "no change"
         else:
             # Disputes: https://docs.stripe.com/disputes/how-disputes-work
             changed = ledger.apply_dispute(order["id"], obj.get("status"), source,

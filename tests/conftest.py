@@ -69,7 +69,10 @@ def stop_waitress(server, thread):
     Closed from here instead, they can vanish under the loop's select() (EBADF in the loop thread)."""
     from waitress import wasyncore
     server.task_dispatcher.shutdown()
-    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+    try:
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+    except OSError:  # its trigger is closed already (seen once, EBADF): the loop is not there to close them
+        wasyncore.close_all(server._map)
     thread.join(5)
 
 

@@ -208,6 +208,21 @@ def test_a_refund_s_late_event_does_not_undo_its_failure(shop, run):
     assert (after["status"], after["amount_refunded"]) == ("partially_refunded", 500)
 
 
+def test_reconcile_finds_a_refund_made_before_its_window_that_failed_in_it(shop, run):
+    """`reconcile --since 2h` from cron: a refund fails days after it was made."""
+    o = paid(shop)
+    assert run("refund", o["id"], "--amount", "500")[0] == 0
+    shop.standin.deliver_pending()
+    (refund,) = shop.shop.orders.stripe.v1.refunds.list({"payment_intent": o["payment_intent"]}).data
+    with shop.standin.store.tx(write=True) as tx:  # made three days ago
+        tx.conn.execute("UPDATE objects SET created = created - 259200 WHERE id = ?", (refund.id,))
+    shop.standin.fail_refund(refund.id)
+    assert shop.standin.drop_pending_events()  # refund.failed lost
+    code, out, _ = run("reconcile", "--since", "2h")
+    assert code == 0 and f"{o['id']}: partially_refunded → paid" in out
+    assert order(shop, o["session_id"])["amount_refunded"] == 0
+
+
 def test_repeating_a_refund_before_its_event_arrives_does_not_refund_twice(shop, run):
     o = paid(shop)
     assert run("refund", o["id"], "--amount", "300")[0] == 0
@@ -517,7 +532,7 @@ def test_reconcile_asks_stripe_about_the_refunded_orders_only_not_every_paid_one
     code, out, _ = run("reconcile")
     assert code == 0 and f"{orders[1]['id']}: paid → partially_refunded (refund recorded" in out
     asked = [r.getMessage().split()[1:3] for r in caplog.records if r.name == "shop.stripe"]
-    assert asked.count(["GET", "/v1/refunds"]) == 2 and len(asked) == 4  # the window's refunds, then its order's
+    assert asked.count(["GET", "/v1/refunds"]) == 2 and len(asked) == 5  # the window's refunds, then its order's
     assert [order(shop, o["session_id"])["amount_refunded"] for o in orders] == [0, 300, 0]
 
 

@@ -22,7 +22,12 @@ def reconcile(ctx, args):
     try:
         # https://docs.stripe.com/api/refunds/list: one paged list, so that only refunded orders cost a call each
         page = payments.call("GET /v1/refunds", ctx.stripe.v1.refunds.list, {"created": {"gte": since}, "limit": 100})
-        refunded = {r.to_dict().get("payment_intent") for r in page.auto_paging_iter()} - {None}
+        refunded = {r.to_dict().get("payment_intent") for r in page.auto_paging_iter()}
+        # and refunds that failed in the window, whenever they were made (events are kept 30 days)
+        page = payments.call("GET /v1/events", ctx.stripe.v1.events.list,
+                             {"type": "refund.failed", "created": {"gte": since}, "limit": 100})
+        refunded |= {e.to_dict()["data"]["object"].get("payment_intent") for e in page.auto_paging_iter()}
+        refunded -= {None}
         # https://docs.stripe.com/api/checkout/sessions/list (newest first; auto-paging follows has_more)
         page = payments.call("GET /v1/checkout/sessions", ctx.stripe.v1.checkout.sessions.list,
                              {"created": {"gte": since}, "limit": 100})

@@ -28,17 +28,15 @@ log = logging.getLogger("shop")
 access = logging.getLogger("shop.access")
 MAX_WEBHOOK, MAX_FORM = 512 * 1024, 16 * 1024  # Stripe's events are a few KB; every other body is a small form
 CLOSE_WAIT = 5.0  # seconds the request or watcher loading an edit waits for the closer (see close_later)
-MESSAGES = {
-    400: "The request could not be understood.", 401: "Please sign in.", 403: "That is not allowed.",
-    404: "There is no such page.", 405: "That page does not take this kind of request.",
-    409: "That cannot be done any more.", 413: "That request is too large.",
-    429: "Too many requests. Please wait a minute and try again.",
-    500: "Something went wrong on our side. Nothing was charged twice; please try again.",
-    502: payments.REFUSED, 503: payments.UNAVAILABLE,
+PAGES = {  # status: (the error page's title, its message when no ShopError gives one)
+    400: ("Bad request", "The request could not be understood."), 401: ("Sign in", "Please sign in."),
+    403: ("Forbidden", "That is not allowed."), 404: ("Not found", "There is no such page."),
+    405: ("Method not allowed", "That page does not take this kind of request."),
+    409: ("Sorry", "That cannot be done any more."), 413: ("Too large", "That request is too large."),
+    429: ("Too many requests", "Too many requests. Please wait a minute and try again."),
+    500: ("Server error", "Something went wrong on our side. Nothing was charged twice; please try again."),
+    502: ("Payment refused", payments.REFUSED), 503: ("Temporarily unavailable", payments.UNAVAILABLE),
 }
-TITLES = {400: "Bad request", 401: "Sign in", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-          409: "Sorry", 413: "Too large", 429: "Too many requests", 500: "Server error", 502: "Payment refused",
-          503: "Temporarily unavailable"}
 DATABASE_DOWN = "The shop cannot reach its order records right now. Please try again in a minute."
 
 
@@ -214,7 +212,7 @@ def make_app(config=None):
         except ValueError:
             raise refusal(ShopError(400, "The address or the Content-Length is not valid.")) from None
         if length > (MAX_WEBHOOK if request.path == "/webhook" else MAX_FORM):
-            raise refusal(ShopError(413, MESSAGES[413]))
+            raise refusal(ShopError(413, PAGES[413][1]))
         moved = request.path not in ("/healthz", "/webhook") and shop.guard.elsewhere(request)
         if moved:  # http://localhost:8000/ when the shop is http://127.0.0.1:8000: the cart would not follow
             raise bottle.HTTPResponse(status=307, Location=moved)
@@ -244,11 +242,9 @@ def make_app(config=None):
         """Files from public/ only: no dotfiles, no symlinks, no way out of the folder."""
         if ("\0" in path or any(p.startswith(".") or p == "" for p in path.split("/"))  # a NUL: resolve() raises
                 or PUBLIC.joinpath(path).resolve() != PUBLIC.resolve().joinpath(path)):
-            raise ShopError(404, MESSAGES[404])
+            raise ShopError(404, PAGES[404][1])
         request.environ.pop("HTTP_RANGE", None)  # the pages' files are small: always whole
-        res = static_file(path, root=str(PUBLIC))
-        res.set_header("Cache-Control", "public, max-age=3600")
-        return res
+        return static_file(path, root=str(PUBLIC), headers={"Cache-Control": "public, max-age=3600"})
 
     @app.get("/healthz")
     def healthz():
@@ -265,7 +261,7 @@ def make_app(config=None):
         response.status = 503 if problems else 200
         return "\n".join(["unhealthy", *problems] if problems else ["ok"]) + "\n"
 
-    for status in MESSAGES:
+    for status in PAGES:  # bottle calls _error_page for these statuses only
         app.error(status)(functools.partial(_error_page, shop))
     if from_env:
         start_background(shop)
@@ -331,7 +327,7 @@ def _shop_errors(callback):
                 log.error("database unavailable on %s %s: %s", request.method, _logged_path(), type(e).__name__)
                 raise refusal(ShopError(503, DATABASE_DOWN)) from None
             request.environ["wsgi.errors"].write(traceback.format_exc())  # the traceback where bottle writes it
-            raise bottle.HTTPError(500, MESSAGES[500], e) from None
+            raise bottle.HTTPError(500, PAGES[500][1], e) from None
     return wrapper
 
 
@@ -351,7 +347,7 @@ def _error_page(shop, error):
     if not isinstance(cause, ShopError):  # a ShopError's message is written for shoppers; no other text is shown
         if status >= 500 and cause is not None:
             log.error("unhandled %s on %s %s", type(cause).__name__, request.method, _logged_path())
-        cause = ShopError(status, MESSAGES.get(status, MESSAGES[500]))
+        cause = ShopError(status, PAGES[status][1])
     shop.guard.headers(response, request.path)
     response.set_header("Cache-Control", "no-store")
     allow = response.headers.get("Allow", "").split(",")
@@ -364,7 +360,7 @@ def _error_page(shop, error):
         return json.dumps({"error": cause.message})
     try:
         admin = shop.config.admin_password and admin_page(request.path)
-        return shop.render("error.tpl", title=TITLES.get(status, "Error"), status=status, message=cause.message,
+        return shop.render("error.tpl", title=PAGES[status][0], status=status, message=cause.message,
                            admin=admin, cart_count="" if cause.message == DATABASE_DOWN else None)  # no second wait
     except Exception:  # noqa: BLE001 — a broken template must still answer, plainly
         response.content_type = "text/plain; charset=utf-8"

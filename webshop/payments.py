@@ -121,6 +121,15 @@ def call(what, fn, *args, **kwargs):
         time.sleep((0.5 * 2 ** attempt) * (1 + random.random()))
 
 
+def listed(what, fn, *args):
+    """Every object of a Stripe list, as dicts: its first page through `call`, the later ones (which auto-paging
+    asks for itself) with their failures made ShopError too."""
+    try:
+        yield from (o.to_dict() for o in call(what, fn, *args).auto_paging_iter())
+    except stripe.StripeError as e:
+        raise shop_error(e) from None
+
+
 def shop_error(e):
     """The ShopError for a Stripe exception: 404 no such object, 409 a key reused, 502 refused, 503 unreachable."""
     # The same idempotency key sent with other details (the SDK raises it only for Stripe's 400, never for a 409
@@ -166,12 +175,11 @@ def retrieve_session(client, session_id):
                    {"expand": ["line_items", "payment_intent", "discounts.promotion_code",
                                "shipping_cost.shipping_rate"]}).to_dict()
     items = session.get("line_items")
-    # An expanded list holds its first 10 items; the rest are listed (https://docs.stripe.com/expand#lists).
-    while isinstance(items, dict) and items.get("has_more") and items.get("data"):
-        page = call("GET /v1/checkout/sessions/{id}/line_items", client.v1.checkout.sessions.line_items.list,
-                    session_id, {"limit": 100, "starting_after": items["data"][-1]["id"]}).to_dict()
-        items["data"] += page["data"]
-        items["has_more"] = page["has_more"]
+    # An expanded list holds its first 10 items; all are listed then (https://docs.stripe.com/expand#lists).
+    if isinstance(items, dict) and items.get("has_more"):
+        items["data"], items["has_more"] = list(listed("GET /v1/checkout/sessions/{id}/line_items",
+                                                       client.v1.checkout.sessions.line_items.list, session_id,
+                                                       {"limit": 100})), False
     return session
 
 
@@ -184,36 +192,32 @@ def sync_promotions(client, catalog):
         digest = hashlib.sha256(json.dumps([promo, catalog.currency], sort_keys=True).encode()).hexdigest()
         wanted[promo["code"], "shop_" + digest[:24]] = promo
     redeemed = {}  # code: times redeemed by every code of that name the shop made, so an edit never resets it
-    try:
-        for code in call("GET /v1/promotion_codes", client.v1.promotion_codes.list, {"limit": 100}).auto_paging_iter():
-            code = code.to_dict()
-            if (code.get("metadata") or {}).get("shop") != "catalog":
-                continue
-            coupon = (code.get("promotion") or {}).get("coupon")
-            key = (code["code"].upper(), coupon.get("id") if isinstance(coupon, dict) else coupon)
-            redeemed[key[0]] = redeemed.get(key[0], 0) + (code.get("times_redeemed") or 0)
-            if code.get("active") and wanted.pop(key, None) is None:
-                call("POST /v1/promotion_codes/{id}", client.v1.promotion_codes.update, code["id"], {"active": False})
-        for (code, coupon), promo in wanted.items():
-            expires = promo["expires"] and calendar.timegm(time.strptime(promo["expires"], "%Y-%m-%d")) + 86399
-            left = promo["max_redemptions"] and promo["max_redemptions"] - redeemed.get(code, 0)
-            if expires and expires < time.time() or left is not None and left <= 0:
-                continue
-            off = ({"percent_off": promo["percent_off"]} if promo["percent_off"] else
-                   {"amount_off": promo["amount_off"], "currency": catalog.currency})
-            _create_once("POST /v1/coupons", client.v1.coupons.create,
-                         {"id": coupon, "duration": "once", "name": code, **off})
-            params = {"promotion": {"type": "coupon", "coupon": coupon}, "code": code, "metadata": {"shop": "catalog"}}
-            if expires:
-                params["expires_at"] = expires
-            if left:
-                params["max_redemptions"] = left
-            if promo["minimum_amount"]:
-                params["restrictions"] = {"minimum_amount": promo["minimum_amount"],
-                                          "minimum_amount_currency": catalog.currency}
-            _create_once("POST /v1/promotion_codes", client.v1.promotion_codes.create, params)
-    except stripe.StripeError as e:  # from a later page of the list, which `call` does not make
-        raise shop_error(e) from None
+    for code in listed("GET /v1/promotion_codes", client.v1.promotion_codes.list, {"limit": 100}):
+        if (code.get("metadata") or {}).get("shop") != "catalog":
+            continue
+        coupon = (code.get("promotion") or {}).get("coupon")
+        key = (code["code"].upper(), object_id(coupon))
+        redeemed[key[0]] = redeemed.get(key[0], 0) + (code.get("times_redeemed") or 0)
+        if code.get("active") and wanted.pop(key, None) is None:
+            call("POST /v1/promotion_codes/{id}", client.v1.promotion_codes.update, code["id"], {"active": False})
+    for (code, coupon), promo in wanted.items():
+        expires = promo["expires"] and calendar.timegm(time.strptime(promo["expires"], "%Y-%m-%d")) + 86399
+        left = promo["max_redemptions"] and promo["max_redemptions"] - redeemed.get(code, 0)
+        if expires and expires < time.time() or left is not None and left <= 0:
+            continue
+        off = ({"percent_off": promo["percent_off"]} if promo["percent_off"] else
+               {"amount_off": promo["amount_off"], "currency": catalog.currency})
+        _create_once("POST /v1/coupons", client.v1.coupons.create,
+                     {"id": coupon, "duration": "once", "name": code, **off})
+        params = {"promotion": {"type": "coupon", "coupon": coupon}, "code": code, "metadata": {"shop": "catalog"}}
+        if expires:
+            params["expires_at"] = expires
+        if left:
+            params["max_redemptions"] = left
+        if promo["minimum_amount"]:
+            params["restrictions"] = {"minimum_amount": promo["minimum_amount"],
+                                      "minimum_amount_currency": catalog.currency}
+        _create_once("POST /v1/promotion_codes", client.v1.promotion_codes.create, params)
 
 
 def _create_once(what, fn, params):
@@ -254,6 +258,11 @@ class SharedReads:
         return future.result()
 
 
+def object_id(value):
+    """The id of a field Stripe gives as an id or, expanded, as the object."""
+    return value.get("id") if isinstance(value, dict) else value
+
+
 def state(session):
     """What a Checkout Session means for its order: paid, processing, failed, open or expired."""
     # https://docs.stripe.com/payments/checkout/fulfill-orders and .../paymentintents/lifecycle
@@ -277,7 +286,6 @@ def tax_later(session):
 def charged(session):
     """What was actually charged, read from Stripe's session (never from the ledger or the URL)."""
     totals, details = session.get("total_details") or {}, session.get("customer_details") or {}
-    intent = session.get("payment_intent")
     codes = [d.get("promotion_code") for d in session.get("discounts") or []]
     rate = (session.get("shipping_cost") or {}).get("shipping_rate")  # the option chosen on Stripe's page
     lines = (session.get("line_items") or {}).get("data") or []
@@ -295,6 +303,6 @@ def charged(session):
         "terms_accepted": (session.get("consent") or {}).get("terms_of_service"),
         "shipping_method": rate.get("display_name") if isinstance(rate, dict) else None,
         "tax_ids": [{"type": t.get("type"), "value": t.get("value")} for t in details.get("tax_ids") or []],
-        "payment_intent": intent.get("id") if isinstance(intent, dict) else intent,
+        "payment_intent": object_id(session.get("payment_intent")),
         "order_id": (session.get("metadata") or {}).get("order_id") or session.get("client_reference_id"),
     }

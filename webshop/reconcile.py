@@ -3,8 +3,6 @@
 import time
 from itertools import chain
 
-import stripe
-
 from . import payments
 from .catalog import money
 from .ledger import PAID, iso_utc
@@ -19,29 +17,24 @@ def reconcile(ctx, args):
     still processing, refunds, disputes, clicks that never got a session; then forget old event ids."""
     since, quiet = int(time.time()) - args.since, getattr(args, "quiet", False)  # args from the parser, or made
     checked = repaired = 0
-    try:
-        # https://docs.stripe.com/api/refunds/list: one paged list, so that only refunded orders cost a call each
-        page = payments.call("GET /v1/refunds", ctx.stripe.v1.refunds.list, {"created": {"gte": since}, "limit": 100})
-        refunded = {r.to_dict().get("payment_intent") for r in page.auto_paging_iter()}
-        # and refunds that failed in the window, whenever they were made (events are kept 30 days)
-        page = payments.call("GET /v1/events", ctx.stripe.v1.events.list,
-                             {"type": "refund.failed", "created": {"gte": since}, "limit": 100})
-        refunded |= {e.to_dict()["data"]["object"].get("payment_intent") for e in page.auto_paging_iter()}
-        refunded -= {None}
-        # https://docs.stripe.com/api/checkout/sessions/list (newest first; auto-paging follows has_more)
-        page = payments.call("GET /v1/checkout/sessions", ctx.stripe.v1.checkout.sessions.list,
-                             {"created": {"gte": since}, "limit": 100})
-        listed = set()
-        for checked, session in enumerate(page.auto_paging_iter(), 1):
-            listed.add(session.id)
-            repaired += _repair(ctx, session.to_dict())
-        # Payments first: refunds and disputes need the order paid.
-        for line in chain(_catch_up_payments(ctx, listed), _catch_up_refunds(ctx, refunded),
-                          _catch_up_disputes(ctx, since), _settle_lost_checkouts(ctx, since)):
-            print(line)
-            repaired += 1
-    except stripe.StripeError as e:  # a later page failed (auto-paging calls Stripe itself)
-        raise payments.shop_error(e) from None
+    window = {"created": {"gte": since}, "limit": 100}
+    # https://docs.stripe.com/api/refunds/list: one paged list, so that only refunded orders cost a call each
+    refunded = {r.get("payment_intent") for r in payments.listed("GET /v1/refunds", ctx.stripe.v1.refunds.list, window)}
+    # and refunds that failed in the window, whenever they were made (events are kept 30 days)
+    refunded |= {e["data"]["object"].get("payment_intent") for e in payments.listed(
+        "GET /v1/events", ctx.stripe.v1.events.list, {**window, "type": "refund.failed"})}
+    refunded -= {None}
+    # https://docs.stripe.com/api/checkout/sessions/list (newest first; auto-paging follows has_more)
+    listed = set()
+    for checked, session in enumerate(payments.listed("GET /v1/checkout/sessions", ctx.stripe.v1.checkout.sessions.list,
+                                                      window), 1):
+        listed.add(session["id"])
+        repaired += _repair(ctx, session)
+    # Payments first: refunds and disputes need the order paid.
+    for line in chain(_catch_up_payments(ctx, listed), _catch_up_refunds(ctx, refunded),
+                      _catch_up_disputes(ctx, since), _settle_lost_checkouts(ctx, since)):
+        print(line)
+        repaired += 1
     if not quiet:
         print(f"Checked {checked} checkout session(s) since {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(since))}"
               ": " + (f"repaired {repaired} order(s)." if repaired else "nothing to repair."))
@@ -119,8 +112,8 @@ def _catch_up_refunds(ctx, refunded):
 def _catch_up_disputes(ctx, since):
     """Disputes whose charge.dispute.* events never arrived: opened in the window, or closed since we heard."""
     # https://docs.stripe.com/api/disputes/list (newest first); a dispute names its PaymentIntent.
-    page = payments.call("GET /v1/disputes", ctx.stripe.v1.disputes.list, {"created": {"gte": since}, "limit": 100})
-    listed = [dispute.to_dict() for dispute in page.auto_paging_iter()]
+    listed = list(payments.listed("GET /v1/disputes", ctx.stripe.v1.disputes.list,
+                                  {"created": {"gte": since}, "limit": 100}))
     latest = {dispute.get("payment_intent"): dispute for dispute in reversed(listed)}  # the newest one wins
     # An open dispute may close weeks after it opened, outside the window: ask about each one we know of.
     for order in ctx.ledger.open_disputes():

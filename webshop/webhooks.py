@@ -101,8 +101,7 @@ def apply(orders, event):
         elif kind in ("charge.refunded", "refund.failed"):
             # Once a refund failed (its money went back to the balance, not to the shopper), an event's total may be
             # from before the failure: Stripe's list of the payment's refunds says what was given back (1 call).
-            intent = obj["payment_intent"]  # checked by _problem: an id or an expanded object
-            total = payments.refunded(orders.stripe, intent.get("id") if isinstance(intent, dict) else intent)
+            total = payments.refunded(orders.stripe, payments.object_id(obj["payment_intent"]))  # checked by _problem
             failed = kind == "refund.failed"
             note = (f"refund {obj['id']} of {money(obj.get('amount'), order['currency'])} failed: not given back"
                     if failed else f"refunded {money(total, order['currency'])} in all")
@@ -123,8 +122,7 @@ def apply(orders, event):
 
 def _charge_order(orders, obj, kind, source):
     """The order a Charge or Dispute belongs to: by its PaymentIntent or metadata, else (a dispute) by its session."""
-    intent = obj.get("payment_intent")  # checked by _problem: an id, an expanded object or None
-    intent_id = intent.get("id") if isinstance(intent, dict) else intent
+    intent_id = payments.object_id(obj.get("payment_intent"))  # checked by _problem: an id, an object or None
     if intent_id is None:
         return None  # not a payment of ours
     order = orders.ledger.by_payment_intent(intent_id)

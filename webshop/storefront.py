@@ -40,9 +40,9 @@ def install(app, shop):
         if page is None or page > pages or raw and raw != str(page):  # one address per page: no "01" or " 1"
             raise ShopError(404, "There is no such page of the catalog.")
         products = catalog.products[(page - 1) * PER_PAGE: page * PER_PAGE]
-        held = {}
+        left, held = copies_left(shop, products)
         return shop.render("index.tpl", products=products, page=page, pages=pages, low_stock=LOW_STOCK,
-                           left=copies_left(shop, products, held), held=held)
+                           left=left, held=held)
 
     @app.get("/cart")
     def show_cart():
@@ -281,20 +281,20 @@ def install(app, shop):
             log.log(logging.INFO if paid else logging.WARNING, "could not expire %s (%s): %s", session_id, why, refused)
 
 
-def copies_left(shop, products, held):
-    """{product id: copies left} for the products with limited stock; the copies this browser's own open
-    checkouts hold count as left: checking out again gives them back first. `held` gets the copies other
-    shoppers' open checkouts hold (they come back unless paid for)."""
+def copies_left(shop, products):
+    """({product id: copies left}, {product id: copies other shoppers' open checkouts hold, which come back unless
+    paid for}) for the products with limited stock; this browser's own open checkouts' copies count as left:
+    checking out again gives them back first."""
     stocked = {p.id: p.stock for p in products if p.stock is not None}
     taken = shop.orders.ledger.stock_levels(stocked, shop.guard.valid_sid(request)) if stocked else {}
-    held.update({pid: held_back(stocked[pid], counts) for pid, counts in taken.items()})
-    return {pid: max(0, n - sum(taken.get(pid, ()))) for pid, n in stocked.items()}
+    return ({pid: max(0, n - sum(taken.get(pid, ()))) for pid, n in stocked.items()},
+            {pid: held_back(stocked[pid], counts) for pid, counts in taken.items()})
 
 
 def enough_left(shop, product, wanted):
     """The copies of a product left (MAX_QUANTITY when unlimited); a 409 when fewer than `wanted`."""
-    held = {}
-    left = copies_left(shop, [product], held).get(product.id, MAX_QUANTITY)
+    left, held = copies_left(shop, [product])
+    left = left.get(product.id, MAX_QUANTITY)
     if wanted > left:
         raise too_few(product.name, left, held.get(product.id))
     return left
@@ -302,8 +302,9 @@ def enough_left(shop, product, wanted):
 
 def in_stock(shop, cart, catalog):
     """The cart held to the copies left (what every page's header counts), and what the shopper is told."""
-    notes, cart, held = [], dict(cart), {}
-    for pid, left in copies_left(shop, [catalog.product(p) for p in cart], held).items():
+    notes, cart = [], dict(cart)
+    left_of, held = copies_left(shop, [catalog.product(p) for p in cart])
+    for pid, left in left_of.items():
         if cart[pid] > left:
             name = catalog.product(pid).name
             notes.append(f"Sorry, {name} is sold out for now, so it is not in your cart: {HELD}." if not left and

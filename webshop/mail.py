@@ -121,7 +121,7 @@ def mime(config, row):
     msg["Subject"], msg["To"] = Header(m["subject"], None if m["subject"].isascii() else "utf-8"), row["recipient"]
     msg["From"] = formataddr((m["from_name"], config.mail_from), "utf-8")
     # Date: when the order changed and the email was written, however late a retry sends it (RFC 5322 3.6.1)
-    created = datetime.fromisoformat(row["created"].replace("Z", "+00:00")).timestamp()
+    created = datetime.fromisoformat(row["created"]).timestamp()
     msg["Date"], msg["Message-ID"] = formatdate(created, usegmt=True), f"<{row['id']}>"
     return msg.as_string()
 

@@ -150,5 +150,5 @@ def counted(address):
     except ValueError:  # "-" (no peer address)
         return address
     if ip.version == 6:
-        return str(ip.ipv4_mapped or ipaddress.IPv6Network((ip.packed[:8] + bytes(8), 64)))
+        return str(ip.ipv4_mapped or ipaddress.ip_network((ip, 64), strict=False))
     return host

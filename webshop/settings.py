@@ -30,10 +30,11 @@ class ConfigError(ShopError):
 def _smtp_url(url):
     """smtp:// or smtps:// with a host, and a port (if any) that is a number up to 65535."""
     try:
-        urlsplit(url).port  # raises on a bad port
+        parts = urlsplit(url)
+        parts.port  # raises on a bad port
     except ValueError:
         return False
-    return urlsplit(url).scheme in ("smtp", "smtps") and bool(urlsplit(url).hostname)
+    return parts.scheme in ("smtp", "smtps") and bool(parts.hostname)
 
 
 def _database_url(url):

@@ -82,6 +82,7 @@ class Orders:
             # record another payment, or amounts in the wrong money.
             raise ShopError(502, payments.REFUSED, detail=f"Stripe's answer for {session_id} is another session's")
         charged = dict(payments.charged(session), currency=currency)
+        charged["email"] = typed(charged["email"])  # as the shopper typed it: recorded, mailed and shown
         if charged["order_id"] not in (None, order["id"]):
             log.warning("session %s names order %s, ledger has %s: not acting", session_id, charged["order_id"],
                         order["id"])
@@ -227,12 +228,13 @@ def _last_line(f):
     return None, rest != b""
 
 
-TYPED_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028-\u202e\u2066-\u2069]")  # each field is one line
+TYPED_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")  # one line, storable
 
 
 def typed(text):
     """What the shopper typed on Stripe's page, with control characters, line separators and bidirectional overrides
-    (a NUL, a name that reads backwards) replaced by U+FFFD: it goes on the label, to /admin and into emails."""
+    (a NUL, a name that reads backwards) and lone surrogates replaced by U+FFFD: it goes on the label, to /admin and
+    into emails, and no database stores a NUL or a lone surrogate."""
     return TYPED_CONTROLS.sub("\ufffd", text) if isinstance(text, str) else text
 
 

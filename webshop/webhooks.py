@@ -80,8 +80,10 @@ def apply(orders, event):
         if order is None:
             outcome = "ignored: not a session of this shop"
         else:
-            # Expiry is final, so an expired snapshot is enough; else the session is re-read (1 call): Stripe decides.
-            session = obj if kind == "checkout.session.expired" and obj.get("status") == "expired" else None
+            # Expiry is final, so an expired snapshot is enough (the fields _problem checked, no others); else the
+            # session is re-read (1 call): Stripe decides.
+            session = ({k: obj.get(k) for k in ("id", *_FIELDS["session"])}
+                       if kind == "checkout.session.expired" and obj.get("status") == "expired" else None)
             _, outcome = orders.sync(obj["id"], session, source, order=order, event=(event["id"], kind),
                                      failed=kind == "checkout.session.async_payment_failed")
     elif kind in CHARGE_EVENTS:
@@ -155,6 +157,7 @@ def _optional(test):
 
 
 _text = _optional(lambda v: isinstance(v, str) and len(v) <= 5000 and not _UNSTORABLE.search(v))
+_string, _dicts = lambda v: isinstance(v, str), lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v)
 _status = _optional(lambda v: _is(_STATUS, v))
 _amount = _optional(lambda v: type(v) is int and 0 <= v <= CEILING)
 _metadata = _optional(lambda v: isinstance(v, dict) and all(_text(x) for x in v.values()))
@@ -169,7 +172,9 @@ _FIELDS = {
                 "payment_status": _status, "expires_at": _amount, "payment_intent": _intent,
                 # and what is recorded of an expired session's own snapshot, as it comes (no re-read)
                 "amount_subtotal": _amount, "amount_total": _amount, "total_details": _totals,
-                "customer_details": _optional(lambda v: isinstance(v, dict) and _text(v.get("email"))),
+                # (what the shopper typed is made storable as it is recorded)
+                "customer_details": _optional(lambda v: isinstance(v, dict) and _optional(_string)(v.get("email"))
+                                              and _optional(_dicts)(v.get("tax_ids"))),
                 "consent": _optional(lambda v: isinstance(v, dict) and _text(v.get("terms_of_service"))),
                 "discounts": _optional(lambda v: isinstance(v, list) and all(
                     isinstance(d, dict) and _code(d.get("promotion_code")) for d in v))},

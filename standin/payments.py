@@ -94,7 +94,8 @@ def validate(session, form, now=None):
     """Clean a payment form (dict of strings) for this session, or raise PayError(400) naming the field."""
     f = {k: (v.strip() if isinstance(v, str) else v) for k, v in form.items()}
     email = f.get("email") or ""
-    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+    # No control characters, and no longer than a mail server takes (RFC 5321's 254): Checkout refuses such emails.
+    if len(email) > 254 or not re.fullmatch(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+", email):
         raise PayError(400, "Enter a valid email address.", "email")
     if not f.get("name"):
         raise PayError(400, "Enter your full name.", "name")

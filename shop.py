@@ -181,7 +181,7 @@ class Shop:
         """A page in the shop's layout, with what every page shows."""
         catalog = self.catalog()
         if cart_count is None:
-            cart_count = sum(storefront.in_stock(self, storefront.read_cart(self, catalog), catalog)[0].values())
+            cart_count = sum(storefront.in_stock(self, storefront.read_cart(self, catalog).items, catalog)[0].values())
         return bottle.template(
             name, template_lookup=VIEWS, shop_name=catalog.shop_name, offline=self.config.mode == "offline",
             test_mode=self.config.mode != "live", cart_count=cart_count, currency=catalog.currency, title=title,

@@ -2,6 +2,7 @@
 
 import logging
 import re
+from typing import NamedTuple
 from urllib.parse import quote
 
 from bottle import HTTPResponse, redirect, request, response
@@ -22,6 +23,16 @@ MAX_QUANTITY, MAX_LINES, MAX_ID = 99, 50, 64
 MAX_COOKIE = MAX_LINES * (MAX_ID + 4) - 1 + len(".ord_") + 24
 _ITEM = re.compile(rf"([a-z0-9][a-z0-9-]{{0,{MAX_ID - 1}}}):([0-9]{{1,6}})")
 _CHECKED_OUT = re.compile(rf"\.({ORDER_ID.pattern})$")  # the order a cart was sent to checkout as, after its lines
+
+
+class CartCookie(NamedTuple):
+    """This browser's cart cookie, read: the cart, and the order it last went to checkout as (the mark after its
+    lines)."""
+    items: dict  # {product id: quantity}; once that order is bought, without its books (what was added since stays)
+    mark: str | None  # that order's id, kept through changes to the cart
+    checked_out: dict | None  # that order, while the cart is still just what it pays for
+    paid: dict | None  # that order once bought (paid, or a bank payment processing)
+    failed: dict | None  # that order once its bank payment has failed
 TITLES = {"paid": "Thank you for your order", "processing": "Your payment is processing",
           "failed": "Your payment did not go through", "open": "Your payment is not finished",
           "expired": "This checkout has expired"}
@@ -54,8 +65,8 @@ def install(app, shop):
         canceled = request.query.get("canceled") == "1"
         if canceled and closed_by_edit():  # back from Stripe's page, which said only that it had expired
             changed, canceled = True, False
-        kept, paid = read_cart(shop, catalog), request.environ.get("shop.paid")
-        failed = request.environ.get("shop.failed")  # the cookie then loses its mark
+        cookie = read_cart(shop, catalog)
+        kept, paid, failed = cookie.items, cookie.paid, cookie.failed  # a failed one: the cookie then loses its mark
         # Books the merchant withdrew since: said once, then gone from the cookie.
         written = cart_cookie()
         gone = [p for p in written if catalog.product(p) is None]
@@ -63,7 +74,7 @@ def install(app, shop):
             write_cart(shop.guard, kept)
         elif gone or failed:  # (a bank payment still processing may fail: its books stay, hidden, in the cookie)
             write_cart(shop.guard, {p: q for p, q in written.items() if p not in gone},
-                       checked_out=None if failed else request.environ.get("shop.mark"))
+                       checked_out=None if failed else cookie.mark)
         elif ORDER_ID.fullmatch(request.query.get("paid", "")):  # an add started a new cart after that one was paid
             said = own_order(shop, request.query["paid"])
             paid = said if said and said["status"] in PAID else None
@@ -82,7 +93,7 @@ def install(app, shop):
         # it takes its books out only of a cart that went to checkout as it.
         if pending and (not shop.priced(catalog, pending) or pending["session_id"] in shop.unbacked(catalog, [])):
             pending = None  # never offered at old terms, or beyond a stock
-        own = pending and not gone and (request.environ.get("shop.checked_out") or {}).get("id") == pending["id"]
+        own = pending and not gone and (cookie.checked_out or {}).get("id") == pending["id"]
         other = pending and not own and ", ".join(f"{i['quantity']} × {i['name']}" for i in pending["items"])
         return shop.render("cart.tpl", title="Your cart", items=items, subtotal=subtotal,
                            cart_count=sum(cart.values()), tax=(catalog.tax_mode, catalog.tax_behavior),
@@ -99,8 +110,8 @@ def install(app, shop):
         """Add, set the quantity of, or remove a product; then back to the cart."""
         shop.guard.check(request)
         catalog = shop.catalog()
-        cart, action = read_cart(shop, catalog), request.forms.get("action", "add")
-        paid = request.environ.get("shop.paid")
+        cookie, action = read_cart(shop, catalog), request.forms.get("action", "add")
+        cart, paid = cookie.items, cookie.paid
         if paid and paid["status"] in PAID and action != "add":
             see_other("/cart")  # a stale page of a cart paid since (in a closed tab): the cart page says so first
         if action in ("set", "remove") and request.forms.get("product_id") in set(cart_cookie()) - set(cart):
@@ -121,7 +132,7 @@ def install(app, shop):
                 cart[product_id] = quantity
         else:
             raise ShopError(400, "Unknown cart action.")
-        mark = None if paid else request.environ.get("shop.mark")
+        mark = None if paid else cookie.mark
         if paid and paid["status"] not in PAID:
             # A bank payment still processing: its books stay in the cookie under its mark, hidden, so that they
             # show again if it fails; unless they no longer fit in a cart, then they go.
@@ -139,18 +150,19 @@ def install(app, shop):
         """Record the order, create its Stripe Checkout Session, and send the shopper there (303)."""
         shop.guard.check(request)
         browser, catalog = shop.guard.browser_id(request, response), shop.catalog()
-        kept = None
+        kept = cookie = None
         # What to buy is settled first (a refusal leaves an open checkout payable).
         if request.forms.get("product_id") is not None:  # "Buy now": one product, the cart untouched
             product = catalog.product(product_field(catalog))
             cart = {product.id: quantity_field(1)}
             enough_left(shop, product, cart[product.id])
         else:
-            kept = read_cart(shop, catalog)
+            cookie = read_cart(shop, catalog)
+            kept = cookie.items
             cart = in_stock(shop, kept, catalog)[0]
         items = lines(cart, catalog)
         if not items:  # nothing to buy, or bought already (the cart page says which)
-            see_other("/cart" if request.environ.get("shop.paid") else "/cart?empty=1")
+            see_other("/cart" if cookie and cookie.paid else "/cart?empty=1")
         subtotal = sum(t for _, _, t in items)  # and the dearest shipping option's fee: any the shopper may pick
         shipping = max((payments.shipping_fee(o, subtotal) for o in catalog.shipping_options), default=0)
         if subtotal + shipping > MAX_AMOUNT:
@@ -171,7 +183,7 @@ def install(app, shop):
                 if not paid:
                     break
                 orders.ledger.transition(order_id, ("open",), "expired", "checkout", "replaced an order paid meanwhile")
-                if kept is not None and request.environ.get("shop.mark") in {o["id"] for o in paid}:
+                if cookie and cookie.mark in {o["id"] for o in paid}:
                     see_other("/cart")  # the cart's checkout was just paid (in Stripe's tab): the cart page says so
             else:  # paid meanwhile twice over: the shopper looks again rather than paying for what they have
                 raise ShopError(409, "Your earlier checkout has just been paid. Please check your cart and try again.")
@@ -223,9 +235,9 @@ def install(app, shop):
                 # Stripe is unreachable: never say "failed" (the webhook or reconcile will settle it). The header
                 # leaves out the books of the cart that went to checkout as this order; the cookie keeps them.
                 catalog = shop.catalog()
-                cart = read_cart(shop, catalog)
-                mine = request.environ.get("shop.mark") == order["id"] and not request.environ.get("shop.paid")
-                left = without(cart, order["items"]) if mine else cart  # (a bought order's are out of it already)
+                cookie = read_cart(shop, catalog)
+                mine = cookie.mark == order["id"] and not cookie.paid
+                left = without(cookie.items, order["items"]) if mine else cookie.items  # (a bought one's are out)
                 return shop.render("success.tpl", title="Confirming your payment", state="confirming", order=order,
                                    cart_count=sum(in_stock(shop, left, catalog)[0].values()))
             charged, _ = shop.orders.sync(session_id, session, "success page", order=order)
@@ -235,9 +247,9 @@ def install(app, shop):
             if state == "processing" and order["status"] == "payment_failed":  # a webhook heard of the failure
                 state = "failed"
         count, restored, catalog = None, False, shop.catalog()
-        bought, cart = quantities(order["items"]), read_cart(shop, catalog)
-        paid = request.environ.get("shop.paid")  # the order the cart last went to checkout as, bought
-        if paid and paid["status"] in PAID:
+        bought, cookie = quantities(order["items"]), read_cart(shop, catalog)
+        cart = cookie.items
+        if cookie.paid and cookie.paid["status"] in PAID:
             # Its books leave the cart, and what was added since stays; "Buy now" and an old confirmation leave the
             # cart alone. (A bank payment still processing only hides them: they show again if it fails.)
             write_cart(shop.guard, cart)
@@ -245,7 +257,7 @@ def install(app, shop):
             # Its books were hidden in the cart while it processed, and show again; or, if that cart has gone
             # (emptied since, or from before carts were marked), they go back into an empty one. "Buy now" left the
             # cart alone, so it still does. Said once.
-            hidden = request.environ.get("shop.mark") == order["id"]
+            hidden = cookie.mark == order["id"]
             from_cart = (session.get("metadata") or {}).get("checkout") != "buy now"
             if (hidden or not cart and from_cart) and said_back(shop, order):
                 restored = bool(cart) if hidden else write_cart(
@@ -315,25 +327,20 @@ def in_stock(shop, cart, catalog):
 
 
 def read_cart(shop, catalog):
-    """This browser's cart from its cookie, for every page alike; once the checkout it last went to is paid
-    (request's "shop.paid"), without that order's books, as the confirmation page would: what was added since stays.
-
-    The handlers read what it notes in request.environ, so each calls it before looking there: "shop.mark", the id of
-    this browser's order the cart last went to checkout as; "shop.checked_out", that order while the cart is still
-    just what it pays for; "shop.paid", that order once bought (paid, or a bank payment processing); "shop.failed",
-    that order once its bank payment has failed."""
+    """This browser's CartCookie, for every page alike: once the checkout it last went to is bought,
+    without that order's books, as the confirmation page would."""
     raw = cookies(request).get(shop.guard.prefix + "cart", "")
     cart, mark = parse_cart(raw, catalog), _CHECKED_OUT.search(raw)
-    if mark and "shop.paid" not in request.environ:  # (every book withdrawn since, perhaps: still its order)
-        mine = own_order(shop, mark[1])
-        # Still the cart that went to checkout as that order (it may have changed, and back)? Withdrawn books count.
+    # Its order is looked up once a request (every page's header counts the cart too), every book withdrawn since
+    # perhaps; still the cart that went to checkout as it (changed, and back, perhaps)? Withdrawn books count.
+    if (found := request.environ.get("shop.checkout")) is None:
+        mine = own_order(shop, mark[1]) if mark else None
         same = mine if mine and parse_cart(raw, None) == quantities(mine["items"]) else None
-        request.environ["shop.mark"] = mine and mine["id"]  # kept through changes
-        request.environ["shop.checked_out"] = same
-        request.environ["shop.paid"] = mine if mine and mine["status"] in BOUGHT else None
-        request.environ["shop.failed"] = mine if mine and mine["status"] == "payment_failed" else None
-    paid = request.environ.get("shop.paid")
-    return without(cart, paid["items"]) if paid else cart
+        found = request.environ["shop.checkout"] = (mine and mine["id"], same, mine if mine and
+                                                    mine["status"] in BOUGHT else None,
+                                                    mine if mine and mine["status"] == "payment_failed" else None)
+    paid = found[2]
+    return CartCookie(without(cart, paid["items"]) if paid else cart, *found)
 
 
 def said_back(shop, order):

@@ -122,8 +122,10 @@ def validate(session, form, now=None):
     if number or f.get("expiry") or f.get("cvc"):
         if not (number and re.fullmatch(r"[0-9]{12,19}", number) and luhn_ok(number)):
             raise PayError(400, "Your card number is invalid.", "card")
-        m = re.fullmatch(r"([0-9]{1,2})\s*/\s*([0-9]{2}|[0-9]{4})", f.get("expiry") or "")
-        month, year = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+        # MM / YY as Checkout's field shows it, or the digits alone (its field puts the slash in as they are typed)
+        m = re.fullmatch(r"([0-9]{1,2})\s*/\s*([0-9]{2}|[0-9]{4})|([0-9]{2})\s*([0-9]{2}|[0-9]{4})",
+                         f.get("expiry") or "")
+        month, year = (int(m[1] or m[3]), int(m[2] or m[4])) if m else (0, 0)
         year += 2000 if year < 100 else 0
         today = time.gmtime(now or time.time())
         if not 1 <= month <= 12 or (year, month) < (today.tm_year, today.tm_mon) or year > today.tm_year + 50:

@@ -112,6 +112,7 @@ def test_declined_cards_keep_session_open(client, pay_page, card, reason):
     ({"card_number": "4242424242424241"}, "card_number", "Your card number is invalid."),
     ({"card_expiry": "01 / 20"}, "card_expiry", "expiration date"),
     ({"card_expiry": "13/30"}, "card_expiry", "expiration date"),
+    ({"card_expiry": "12345"}, "card_expiry", "expiration date"),
     ({"card_cvc": "1"}, "card_cvc", "security code"),
     ({"address_city": ""}, "address_city", "Enter your city."),
 ])
@@ -122,6 +123,16 @@ def test_validation_errors_rerender_with_values(client, pay_page, over, field, m
     assert re.search(rf'id="{field}"[^>]*aria-invalid="true"', page.text)
     assert "4242424242424241" not in page.text and "4242424242424242" not in page.text
     assert client.v1.checkout.sessions.retrieve(s.id).payment_intent is None
+
+
+@pytest.mark.parametrize("expiry", ["12/34", "1 / 2034", "1234", "12 34", "122034"])
+def test_an_expiry_is_read_with_or_without_its_slash(client, pay_page, expiry):
+    """Typed as digits only (Checkout's field adds the slash as they are typed) it was refused as "in the past"."""
+    s = client.v1.checkout.sessions.create(params())
+    fill(pay_page.get(f"/offline-checkout/{s.id}"), card_expiry=expiry).submit(status=303)
+    card = client.v1.checkout.sessions.retrieve(s.id, {"expand": ["payment_intent.latest_charge"]}).payment_intent
+    details = card.latest_charge.payment_method_details.card
+    assert (details.exp_month, details.exp_year) == (1 if expiry.startswith("1 ") else 12, 2034)
 
 
 def test_country_outside_allowed_list_is_refused(client, pay_page):

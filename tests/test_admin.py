@@ -436,6 +436,8 @@ def test_a_refund_amount_that_is_not_left_to_refund_is_refused(admin, amount):
     assert form["restock"].checked  # ticked still: sent again, the refund puts the copies back as asked
     assert page.html.title.text.startswith(f"Error: Order {o['id']}")  # the tab, and a screen reader, say so first
     assert form.action.endswith("/refund#refund") and page.html.find(id="refund").name == "h2"  # scrolled to it
+    assert page.html.find(id="amount").has_attr("autofocus")  # where typing puts it right
+    assert not admin.get(f"/admin/orders/{o['id']}", headers=auth()).html.find(id="amount").has_attr("autofocus")
     form["amount"] = "1.00"
     assert "Refund $1.00 of order" in form.submit(headers=auth()).text
 

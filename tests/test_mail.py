@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -22,7 +23,9 @@ from standin import ASYNC_FAIL, StandIn
 from tests.conftest import (buy, edit_catalog, free_port, handoff, order, paid, pay_form, pending, start, wait_for,
                             wire)
 from webshop import mail, merchant
+from webshop.catalog import format_money
 from webshop.ledger import Ledger
+from webshop.reconcile import reconcile
 from webshop.settings import load_config
 
 MERCHANT = "owner@example.com"
@@ -214,6 +217,30 @@ def test_each_refund_sends_one_notice_however_often_its_event_comes(shop, smtp):
     assert smtp.kinds().count("refund") == 2
     texts = [text_and_html(m)[0] for _, m in smtp.accepted if "Refund" in m["Subject"]]
     assert any("We refunded $5.00" in t for t in texts)
+
+
+def test_each_failed_refund_tells_the_merchant_once_however_often_its_event_comes(shop, smtp):
+    """The bank sent a refund back (a closed card): the shopper was told it was refunded, so the merchant must act."""
+    o = paid(shop)
+    refunds = shop.shop.orders.stripe.v1.refunds
+    first = refunds.create({"payment_intent": o["payment_intent"], "amount": 500})
+    shop.standin.deliver_pending()
+    shop.standin.fail_refund(first.id)
+    shop.standin.deliver_pending(duplicate=True)
+    send(shop)
+    (notice,) = [m for to, m in smtp.accepted if to == [MERCHANT] and "failed" in m["Subject"]]
+    assert notice["Subject"] == f"A refund of order {o['id']} failed"
+    text = text_and_html(notice)[0]
+    assert f"$5.00 of the refunds of order {o['id']} did not reach the shopper" in text
+    assert f"$0.00 refunded of {format_money(o['amount_total'], 'usd')}" in text
+    second = refunds.create({"payment_intent": o["payment_intent"], "amount": 300})  # refunded again, failed again
+    shop.standin.deliver_pending()
+    shop.standin.fail_refund(second.id)
+    shop.standin.deliver_pending(duplicate=True)
+    reconcile(shop.shop.orders, SimpleNamespace(since=3600, quiet=True))  # nothing more to lower: no third notice
+    send(shop)
+    assert smtp.kinds().count("refund_failed") == 2 and smtp.kinds().count("refund") == 2  # the shopper: 2 refunds
+    assert all(to == [MERCHANT] for to, m in smtp.accepted if "failed" in m["Subject"])
 
 
 def test_hostile_names_and_emails_are_escaped_in_the_html_part(make_shopper, smtp, catalog_copy):

@@ -343,6 +343,8 @@ class Ledger:
                                    refund_failures=row["refund_failures"] + (failed or amount < row["amount_refunded"]))
             if amount > row["amount_refunded"]:
                 self._enqueue(c, "refund", order_id, before=row["amount_refunded"])
+            elif amount < row["amount_refunded"]:  # a refund failed: the merchant gives the money back another way
+                self._enqueue(c, "refund_failed", order_id, before=row["amount_refunded"])
             return changed
 
     def apply_dispute(self, order_id, dispute_status, source, note=None):

@@ -89,6 +89,13 @@ class Notices:
             yield self._message(oid, "payment_failed", 0, to, f"Your payment for order {oid} did not go through", [
                 f"The payment for your order {oid} of {money(order['amount_total'])} did not go through, so "
                 "nothing was charged and the order will not be shipped. You are welcome to order again."])
+        elif what == "refund_failed" and self.config.merchant_email:  # one per failure (the count is its amount)
+            yield self._message(oid, "refund_failed", order["refund_failures"], self.config.merchant_email,
+                                f"A refund of order {oid} failed", [
+                f"{money(before - order['amount_refunded'])} of the refunds of order {oid} did not reach the shopper "
+                f"(a closed card, say): Stripe put it back in your balance, and the order now shows "
+                f"{money(order['amount_refunded'])} refunded of {money(order['amount_total'])}.",
+                "Refund the shopper another way, or refund again from /admin."])
         elif what == "refund" and to:
             total = order["amount_refunded"]
             yield self._message(oid, "refund", total, to, f"Refund for your order {oid}", [

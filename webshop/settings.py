@@ -112,7 +112,8 @@ SETTINGS = (
             "offered) or smtps://...:465; ?timeout=30 sets the seconds per step. Empty: each email is written to "
             "DATA_DIR/outbox/ as a .eml file.", secret=True,
             valid=_smtp_url, must="must be empty or like smtp://user:pass@host:587 or smtps://host:465"),
-    Setting("merchant_email", "MERCHANT_EMAIL", "", "Address that gets a notice of each new order (empty: none).",
+    Setting("merchant_email", "MERCHANT_EMAIL", "",
+            "Address that gets a notice of each new order and failed refund (empty: none).",
             valid=EMAIL.fullmatch, must="must be a plain address like orders@example.com"),
     Setting("mail_from", "MAIL_FROM", "", "Sender address of the shop's emails (default shop@ the BASE_URL host).",
             valid=EMAIL.fullmatch, must="must be a plain address like orders@example.com"),

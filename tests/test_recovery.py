@@ -198,3 +198,24 @@ def test_a_start_catches_up_more_lines_than_one_read_of_the_database_returns(wit
         made.append(order_id)
     make_shopper()
     assert lines(data_dir) == made
+
+
+def test_a_crash_after_writing_a_line_longer_than_64_kib_writes_nothing_twice(with_file, make_shopper, data_dir):
+    """The file's last line is how a restart knows what it has, however long: a 50-line order of 120-character titles
+    makes a record of more than 64 KiB (read in part, it was written again)."""
+    first = paid(with_file, "walden")
+    ledger = with_file.shop.orders.ledger
+    ledger.set_checkpoint = lambda name, value: None  # the line is on disk; the checkpoint never got there
+    session_id = buy(with_file, product="moby-dick")
+    with with_file.standin.store.tx(write=True) as tx:
+        session = tx.get(session_id)
+        session["collected_information"]["shipping_details"]["name"] = "Ada Reader \U0001f4da" * 6000
+        tx.put(session)
+    assert "Thank you" in with_file.get(f"/success?session_id={session_id}").text
+    second = order(with_file, session_id)["id"]
+    assert (data_dir / "fulfilments.jsonl").stat().st_size > 65536 + 1000
+    assert lines(data_dir) == [first, second] and ledger.checkpoint(MARK) == ledger.fulfilment_id(first)
+    restarted = make_shopper()
+    assert lines(data_dir) == [first, second]
+    third = paid(restarted, "walden")
+    assert lines(data_dir) == [first, second, third]

@@ -216,9 +216,13 @@ class Orders:
 
 def _last_line(f):
     """(last record written whole or None, ends mid-line?): what a crash left whole counts as written, never twice."""
-    size = f.seek(0, os.SEEK_END)
-    f.seek(max(0, size - 65536))
-    *whole, rest = f.read().split(b"\n")  # rest: b"" when the file ends with a newline
+    size, tail = f.seek(0, os.SEEK_END), 65536
+    while True:  # a tail that holds the last whole line from its start (a record may be longer than 64 KiB)
+        f.seek(max(0, size - tail))
+        *whole, rest = f.read().split(b"\n")  # rest: b"" when the file ends with a newline
+        if len(whole) > 1 or tail >= size:
+            break
+        tail *= 4
     for line in ([rest] if rest else []) + whole[-1:]:
         try:
             record = json.loads(line)

@@ -7,6 +7,7 @@ import email
 import email.policy
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -75,6 +76,50 @@ class MailServer:
 
     def kinds(self):
         return sorted(i.split("@")[0].split(".")[1] for i in self.ids())  # <order id>.<kind>.<amount>@<domain>
+
+
+class ScriptedServer:
+    """A bare SMTP server on 127.0.0.1 for what aiosmtpd does not do: answer EHLO a line at a time, `drip` seconds
+    apart (each within the shop's timeout, the whole longer than its lease), or QUIT with `quit` after accepting the
+    message. Keeps the messages it accepted."""
+
+    def __init__(self, drip=0.0, lines=1, quit=b"221 Bye"):
+        self.drip, self.lines, self.quit, self.accepted = drip, lines, quit, []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"smtp://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+    def session(self, conn):
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 scripted\r\n")
+            for line in lines:
+                command = line[:4].upper()
+                if command == b"EHLO":
+                    for _ in range(self.lines - 1):
+                        time.sleep(self.drip)
+                        conn.sendall(b"250-scripted\r\n")
+                    conn.sendall(b"250 8BITMIME\r\n")
+                elif command == b"DATA":
+                    conn.sendall(b"354 Go ahead\r\n")
+                    body = b"".join(iter(lambda: (next(lines, b".\r\n")), b".\r\n"))
+                    self.accepted.append(email.message_from_bytes(body, policy=email.policy.default))
+                    conn.sendall(b"250 Accepted\r\n")
+                elif command == b"QUIT":
+                    conn.sendall(self.quit + b"\r\n")
+                    return
+                else:
+                    conn.sendall(b"250 OK\r\n")
+
+    def close(self):
+        self.sock.close()
 
 
 @pytest.fixture
@@ -241,6 +286,16 @@ def test_each_failed_refund_tells_the_merchant_once_however_often_its_event_come
     send(shop)
     assert smtp.kinds().count("refund_failed") == 2 and smtp.kinds().count("refund") == 2  # the shopper: 2 refunds
     assert all(to == [MERCHANT] for to, m in smtp.accepted if "failed" in m["Subject"])
+
+
+def test_a_message_the_server_accepted_is_sent_once_whatever_it_answers_to_quit(make_shopper):
+    """smtplib raises for a QUIT answered other than 221: the accepted message was sent again, up to 25 times."""
+    server = ScriptedServer(quit=b"421 4.3.2 Closing")
+    shop = wire(make_shopper(smtp_url=server.url + "?timeout=5", merchant_email=MERCHANT))
+    paid(shop)
+    assert send(shop) == (2, 0) and send(shop, now=time.time() + 10 ** 6) == (0, 0)
+    assert sorted(m["To"] for m in server.accepted) == ["jenny.rosen@example.com", MERCHANT]
+    server.close()
 
 
 def test_hostile_names_and_emails_are_escaped_in_the_html_part(make_shopper, smtp, catalog_copy):

@@ -5,6 +5,7 @@ the server accepted it, and retries with back-off otherwise; if it dies in betwe
 is sent again: at least once is the best SMTP allows. Without SMTP_URL each is written once as DATA_DIR/outbox/<id>.eml.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -199,6 +200,8 @@ def deliver(config, row):
                 raise smtplib.SMTPException("no TLS offered: the password is not sent in the clear")
             server.login(unquote(url.username), unquote(url.password or ""))
         server.sendmail(config.mail_from, [row["recipient"]], mime(config, row))
+        with contextlib.suppress(smtplib.SMTPException, OSError):  # accepted: no answer to QUIT can take that back
+            server.quit()
 
 
 def start_sender(orders):

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
@@ -295,6 +296,23 @@ def test_a_message_the_server_accepted_is_sent_once_whatever_it_answers_to_quit(
     paid(shop)
     assert send(shop) == (2, 0) and send(shop, now=time.time() + 10 ** 6) == (0, 0)
     assert sorted(m["To"] for m in server.accepted) == ["jenny.rosen@example.com", MERCHANT]
+    server.close()
+
+
+def test_a_send_that_outlasts_its_lease_is_not_sent_again_by_another_sender_meanwhile(make_shopper):
+    """A server answering each line just within the timeout: the send takes longer than its lease (10 timeouts), and
+    a second sender (another worker or instance) took the message and sent it too."""
+    server = ScriptedServer(drip=0.15, lines=24)  # 3.5 s of EHLO, each line 0.15 s apart: within the 0.25 s timeout
+    shop = wire(make_shopper(smtp_url=server.url + "?timeout=0.25"))
+    paid(shop)  # one email: the shopper's confirmation
+    first = threading.Thread(target=send, args=(shop,))
+    first.start()
+    claimed = wait_for(lambda: outbox(shop)[0]["lease_until"], "the first sender's claim")
+    time.sleep(max(0.0, datetime.fromisoformat(claimed).timestamp() - time.time()) + 0.3)  # the claim's lease is over
+    assert first.is_alive()  # and its send still under way
+    assert send(shop) == (0, 0)  # a second sender finds nothing to send
+    first.join(30)
+    assert len(server.accepted) == 1 and outbox(shop)[0]["sent_at"]
     server.close()
 
 

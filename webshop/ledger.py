@@ -408,6 +408,12 @@ class Ledger:
                     return dict(c.execute("SELECT * FROM outbox WHERE id = ?", (mail_id,)).fetchone())
         return None
 
+    def hold_mail(self, mail_id, until):
+        """Keep a claimed message's lease until `until` while it is being sent (never shorten it)."""
+        with self.db.tx() as c:
+            c.execute("UPDATE outbox SET lease_until = ? WHERE id = ? AND sent_at IS NULL AND lease_until < ?",
+                      (iso_utc(until), mail_id, iso_utc(until)))
+
     def mail_sent(self, mail_id):
         with self.db.tx() as c:
             c.execute("UPDATE outbox SET sent_at = ?, lease_until = NULL, last_error = NULL WHERE id = ?"

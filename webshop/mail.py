@@ -144,16 +144,17 @@ def send_due(orders, now=None, retry_now=False, stop=None):
     """Send each due message once (retry_now: also those in back-off or given up) until `stop` is set; returns
     (sent, failed)."""
     config, ledger, fixed = orders.config, orders.ledger, now
+    lease = 10 * timeout(config)
     sent, failed, tried = 0, 0, set()
-    while not (stop and stop.is_set()):  # one claim at a time, its lease counted from now: it covers one send
+    while not (stop and stop.is_set()):  # one claim at a time, its lease counted from now
         now = time.time() if fixed is None else fixed
-        row = ledger.claim_mail(now, 10 * timeout(config), due=now + 10 ** 9 if retry_now else None, skip=tried,
-                                given_up=retry_now)
+        row = ledger.claim_mail(now, lease, due=now + 10 ** 9 if retry_now else None, skip=tried, given_up=retry_now)
         if row is None:
             break
         tried.add(row["id"])
         try:
-            deliver(config, row)
+            with _held(ledger, row["id"], lease):
+                deliver(config, row)
         except Exception as e:  # noqa: BLE001 — down, refused, dropped, or a bad answer: all are retried
             error = " ".join(str(x) for x in (type(e).__name__, getattr(e, "smtp_code", ""),
                                               getattr(e, "strerror", "") or "") if x)[:200]
@@ -171,6 +172,25 @@ def send_due(orders, now=None, retry_now=False, stop=None):
             log.info("email %s sent to the %s", row["id"], "mail server" if config.smtp_url else "outbox folder")
             sent += 1
     return sent, failed
+
+
+@contextlib.contextmanager
+def _held(ledger, mail_id, lease):
+    """The message's lease renewed while the block sends it: a server answering each step just within the timeout
+    may take longer than the lease, and another sender would then send it too. A sender that dies renews nothing."""
+    done = threading.Event()
+
+    def renew():
+        while not done.wait(lease / 3):
+            try:
+                ledger.hold_mail(mail_id, time.time() + lease)
+            except Exception as e:  # noqa: BLE001 — the database is away: the lease may run out, as if this died
+                log.warning("could not renew the lease of email %s: %s", mail_id, type(e).__name__)
+    threading.Thread(target=renew, name="mail lease", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()  # (a renewal after this changes nothing: the message is marked sent or failed, lease cleared)
 
 
 def deliver(config, row):

@@ -215,6 +215,27 @@ def test_a_used_up_code_stays_used_up_when_the_promotions_are_edited(shop_with, 
         buy(shopper, {"moby-dick": 2}, promotion_code="SPRING10")
 
 
+def test_a_code_redeemed_while_an_edit_replaces_it_counts_against_the_new_codes_limit(shop_with, monkeypatch):
+    """A shopper paid with the old code after the shop listed the codes and before it closed that one (Stripe was
+    slow): the redemption was counted nowhere, and the new code allowed one more than max_redemptions."""
+    shopper = shop_with(promotions=[{**SPRING, "max_redemptions": 3}])
+    buy(shopper, {"moby-dick": 2}, promotion_code="SPRING10")
+    other = type(shopper)(shopper.app)  # another shopper, on Stripe's page meanwhile
+    other.add("moby-dick", 2)
+    waiting = other.session_id(other.checkout())
+    codes = shopper.shop.orders.stripe.v1.promotion_codes
+    close = codes.update
+
+    def paid_first(*args, **kwargs):  # the other shopper presses Pay just before the old code is closed
+        shopper.standin.pay(waiting, promotion_code="SPRING10")
+        return close(*args, **kwargs)
+    monkeypatch.setattr(codes, "update", paid_first)
+    shopper.edit(promotions=[{**SPRING, "max_redemptions": 3, "percent_off": 20}])
+    shopper.get("/")
+    assert active_codes(shopper)["SPRING10"].max_redemptions == 1  # 3, less the 2 redeemed
+    assert shopper.standin.get(waiting)["total_details"]["amount_discount"] > 0
+
+
 def test_an_expired_promotion_is_not_made_active(shop_with):
     shopper = shop_with(promotions=[{**SPRING, "expires": "2020-01-31"}])
     assert active_codes(shopper) == {}

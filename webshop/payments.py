@@ -197,9 +197,10 @@ def sync_promotions(client, catalog):
             continue
         coupon = (code.get("promotion") or {}).get("coupon")
         key = (code["code"].upper(), object_id(coupon))
+        if code.get("active") and wanted.pop(key, None) is None:  # counted once closed: redeemed meanwhile too
+            code = call("POST /v1/promotion_codes/{id}", client.v1.promotion_codes.update, code["id"],
+                        {"active": False}).to_dict()
         redeemed[key[0]] = redeemed.get(key[0], 0) + (code.get("times_redeemed") or 0)
-        if code.get("active") and wanted.pop(key, None) is None:
-            call("POST /v1/promotion_codes/{id}", client.v1.promotion_codes.update, code["id"], {"active": False})
     for (code, coupon), promo in wanted.items():
         expires = promo["expires"] and calendar.timegm(time.strptime(promo["expires"], "%Y-%m-%d")) + 86399
         left = promo["max_redemptions"] and promo["max_redemptions"] - redeemed.get(code, 0)

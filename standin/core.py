@@ -78,7 +78,6 @@ class StandIn:
         self.webhook_secret = events.load_secret(self.data_dir, webhook_secret)
         self.deliver = events.http_post
         self.hold_webhooks = False
-        self.challenged = {}  # session id: (card number, CVC) the test 3D Secure page awaits an answer for
         self.webhook_max_attempts = events.MAX_ATTEMPTS
         self.webhook_retry_base = 1.0
         self.async_delay = async_delay

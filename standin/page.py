@@ -96,8 +96,6 @@ def page(standin, session_id):
     form = {k: req.forms.getunicode(k, default="") or "" for k in FIELDS + ("card_number", "card_cvc", "pay_token")}
     if not hmac.compare_digest(form["pay_token"].encode(), pay_token(standin, session_id).encode()):  # bytes: any input
         return render(standin, session, form, "This form has expired. Please check your details and try again.", 400)
-    if req.forms.get("authentication"):  # the answer on the test 3D Secure page, for the card it was asked for
-        form["card_number"], form["card_cvc"] = standin.challenged.pop(session_id, ("", ""))
     action = req.forms.get("action")
     if action == "update":  # without JavaScript, the shopper asks for the total to be worked out
         return render(standin, session, form, None, 200)
@@ -140,9 +138,7 @@ def page(standin, session_id):
 def challenge(standin, session, form):
     """The test 3D Secure page: Complete or Fail posts the payment form again, with the shopper's answer."""
     # What Stripe's test mode shows for its authentication cards: https://docs.stripe.com/testing#regulatory-cards
-    # The rest of the form goes back with the answer; the card number and CVC wait here, never in a page.
-    standin.challenged[session["id"]] = (form["card_number"], form["card_cvc"])
-    hidden = [(k, form[k]) for k in FIELDS + ("pay_token",)]
+    hidden = [(k, form[k]) for k in FIELDS + ("card_number", "card_cvc", "pay_token")]
     bottle.response.status = 200
     return bottle.template("authenticate", template_lookup=LOOKUP, css=CSS_URL, business=standin.business_name,
                            hidden=hidden, action=f"{PREFIX}/{session['id']}")

@@ -325,10 +325,10 @@ class Ledger:
 
     # -- after payment: refunds, disputes, webhook bookkeeping --------------------------------------------------
 
-    def apply_refund(self, order_id, amount_refunded, amount_charged, source, note=None, exact=False, failed=False):
+    def apply_refund(self, order_id, amount_refunded, amount_charged, source, note=None, exact=False, failed=None):
         """Keep the charge's largest refunded total (events come in any order), or, `exact`, Stripe's total read just
-        now; never more than it charged or the order came to; paid becomes (partially_)refunded. `failed`: a refund
-        failed, so from now on every refund event reads the total (an older event would count it again)."""
+        now; never more than it charged or the order came to; paid becomes (partially_)refunded. `failed`: the amount
+        of a refund that failed, so from now on every refund event reads the total (an older one would count it)."""
         with self.db.tx() as c:
             self.db.lock(c, order_id)
             row = c.execute("SELECT id, status, amount_refunded, amount_total, refund_failures FROM orders "
@@ -340,11 +340,12 @@ class Ledger:
                 status = "paid" if amount == 0 else "refunded" if amount >= amount_charged or (
                     status == "refunded" and not exact) else "partially_refunded"
             changed = self._settle(c, row, source, note, status=status, amount_refunded=amount,
-                                   refund_failures=row["refund_failures"] + (failed or amount < row["amount_refunded"]))
+                                   refund_failures=row["refund_failures"] + (
+                                       failed is not None or amount < row["amount_refunded"]))
             if amount > row["amount_refunded"]:
                 self._enqueue(c, "refund", order_id, before=row["amount_refunded"])
-            elif amount < row["amount_refunded"]:  # a refund failed: the merchant gives the money back another way
-                self._enqueue(c, "refund_failed", order_id, before=row["amount_refunded"])
+            if failed is not None or amount < row["amount_refunded"]:  # the merchant gives it back another way
+                self._enqueue(c, "refund_failed", order_id, lost=failed or row["amount_refunded"] - amount)
             return changed
 
     def apply_dispute(self, order_id, dispute_status, source, note=None):

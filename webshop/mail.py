@@ -60,7 +60,7 @@ class Notices:
             log.exception("no email composed for order %s (%s)", order["id"], what)
             return []
 
-    def _compose(self, what, order, record=None, before=0):
+    def _compose(self, what, order, record=None, before=0, lost=0):
         money, oid = (lambda amount: format_money(amount or 0, order["currency"])), order["id"]
         to = order["customer_email"] if EMAIL.fullmatch(order["customer_email"] or "") else None
         if to is None and order["customer_email"]:
@@ -93,7 +93,7 @@ class Notices:
         elif what == "refund_failed" and self.config.merchant_email:  # one per failure (the count is its amount)
             yield self._message(oid, "refund_failed", order["refund_failures"], self.config.merchant_email,
                                 f"A refund of order {oid} failed", [
-                f"{money(before - order['amount_refunded'])} of the refunds of order {oid} did not reach the shopper "
+                f"{money(lost)} of the refunds of order {oid} did not reach the shopper "
                 f"(a closed card, say): Stripe put it back in your balance, and the order now shows "
                 f"{money(order['amount_refunded'])} refunded of {money(order['amount_total'])}.",
                 "Refund the shopper another way, or refund again from /admin."])

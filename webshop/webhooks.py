@@ -143,6 +143,7 @@ def _charge_order(orders, obj, kind, source):
 # Ids and types as Stripe makes them: they reach the ledger and the log as they are, so nothing else gets in.
 _ID, _TYPE = re.compile(r"[A-Za-z0-9_-]{1,255}"), re.compile(r"[a-z0-9_.]{1,100}")
 _STATUS = re.compile(r"[a-z_]{1,50}")  # Stripe's statuses, including ones newer than this code (the SDK allows any)
+_CURRENCY = re.compile("[a-z]{3}")
 _UNSTORABLE = re.compile("[\0\ud800-\udfff]")  # from a JSON escape: NUL (PostgreSQL), a surrogate (SQLite)
 CEILING = 10 ** 12  # above any amount Stripe takes in any currency, far below SQLite's integer limit
 
@@ -172,6 +173,7 @@ _FIELDS = {
                 "payment_status": _status, "expires_at": _amount, "payment_intent": _intent,
                 # and what is recorded of an expired session's own snapshot, as it comes (no re-read)
                 "amount_subtotal": _amount, "amount_total": _amount, "total_details": _totals,
+                "currency": _optional(lambda v: _is(_CURRENCY, v)),
                 # (what the shopper typed is made storable as it is recorded)
                 "customer_details": _optional(lambda v: isinstance(v, dict) and _optional(_string)(v.get("email"))
                                               and _optional(_dicts)(v.get("tax_ids"))),

@@ -81,11 +81,11 @@ class MailServer:
 
 class ScriptedServer:
     """A bare SMTP server on 127.0.0.1 for what aiosmtpd does not do: answer EHLO a line at a time, `drip` seconds
-    apart (each within the shop's timeout, the whole longer than its lease), or QUIT with `quit` after accepting the
-    message. Keeps the messages it accepted."""
+    apart (each within the shop's timeout, the whole longer than its lease), RCPT with `rcpt`, or QUIT with `quit`
+    after accepting the message. Keeps the messages it accepted."""
 
-    def __init__(self, drip=0.0, lines=1, quit=b"221 Bye"):
-        self.drip, self.lines, self.quit, self.accepted = drip, lines, quit, []
+    def __init__(self, drip=0.0, lines=1, rcpt=b"250 OK", quit=b"221 Bye"):
+        self.drip, self.lines, self.rcpt, self.quit, self.accepted = drip, lines, rcpt, quit, []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"smtp://127.0.0.1:{self.sock.getsockname()[1]}"
         threading.Thread(target=self.serve, daemon=True).start()
@@ -116,6 +116,8 @@ class ScriptedServer:
                 elif command == b"QUIT":
                     conn.sendall(self.quit + b"\r\n")
                     return
+                elif command == b"RCPT":
+                    conn.sendall(self.rcpt + b"\r\n")
                 else:
                     conn.sendall(b"250 OK\r\n")
 
@@ -317,6 +319,19 @@ def test_a_send_that_outlasts_its_lease_is_not_sent_again_by_another_sender_mean
     assert send(shop) == (0, 0)  # a second sender finds nothing to send
     first.join(30)
     assert len(server.accepted) == 1 and outbox(shop)[0]["sent_at"]
+    server.close()
+
+
+def test_the_next_attempt_is_counted_from_the_failure_not_from_the_claim(make_shopper):
+    """A slow server that then refuses: counted from the claim, the back-off of a send slower than it was spent
+    already, and the message was tried again at once."""
+    server = ScriptedServer(drip=0.2, lines=6, rcpt=b"451 4.3.0 Try later")  # a second of EHLO, then a refusal
+    shop = wire(make_shopper(smtp_url=server.url + "?timeout=5"))
+    paid(shop)
+    claimed = time.time()
+    assert send(shop) == (0, 1)
+    (row,) = outbox(shop)
+    assert datetime.fromisoformat(row["next_attempt"]).timestamp() >= claimed + 60 + 1.0
     server.close()
 
 

@@ -158,7 +158,7 @@ def send_due(orders, now=None, retry_now=False, stop=None):
         except Exception as e:  # noqa: BLE001 — down, refused, dropped, or a bad answer: all are retried
             error = " ".join(str(x) for x in (type(e).__name__, getattr(e, "smtp_code", ""),
                                               getattr(e, "strerror", "") or "") if x)[:200]
-            retry = now + min(MAX_BACKOFF, 60 * 2 ** (row["attempts"] - 1))
+            retry = (time.time() if fixed is None else now) + min(MAX_BACKOFF, 60 * 2 ** (row["attempts"] - 1))
             ledger.mail_failed(row["id"], error, retry)
             if row["attempts"] >= MAX_MAIL_ATTEMPTS:  # said loudly once: no sender tries it again by itself
                 log.error("email %s given up after %d attempts: %s; `python shop.py mail` sends it once the mail "

@@ -23,6 +23,9 @@ MAX_QUANTITY, MAX_LINES, MAX_ID = 99, 50, 64
 MAX_COOKIE = MAX_LINES * (MAX_ID + 4) - 1 + len(".ord_") + 24
 _ITEM = re.compile(rf"([a-z0-9][a-z0-9-]{{0,{MAX_ID - 1}}}):([0-9]{{1,6}})")
 _CHECKED_OUT = re.compile(rf"\.({ORDER_ID.pattern})$")  # the order a cart was sent to checkout as, after its lines
+TITLES = {"paid": "Thank you for your order", "processing": "Your payment is processing",
+          "failed": "Your payment did not go through", "open": "Your payment is not finished",
+          "expired": "This checkout has expired"}
 
 
 class CartCookie(NamedTuple):
@@ -33,9 +36,6 @@ class CartCookie(NamedTuple):
     checked_out: dict | None  # that order, while the cart is still just what it pays for
     paid: dict | None  # that order once bought (paid, or a bank payment processing)
     failed: dict | None  # that order once its bank payment has failed
-TITLES = {"paid": "Thank you for your order", "processing": "Your payment is processing",
-          "failed": "Your payment did not go through", "open": "Your payment is not finished",
-          "expired": "This checkout has expired"}
 
 
 def install(app, shop):

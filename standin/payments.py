@@ -95,7 +95,8 @@ def validate(session, form, now=None):
     f = {k: (v.strip() if isinstance(v, str) else v) for k, v in form.items()}
     email = f.get("email") or ""
     # No control characters, and no longer than a mail server takes (RFC 5321's 254): Checkout refuses such emails.
-    if len(email) > 254 or not re.fullmatch(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+", email):
+    part = r"[^@\s\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]+"  # and no bidirectional controls
+    if len(email) > 254 or not re.fullmatch(rf"{part}@{part}\.{part}", email):
         raise PayError(400, "Enter a valid email address.", "email")
     if not f.get("name"):
         raise PayError(400, "Enter your full name.", "name")

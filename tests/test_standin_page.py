@@ -107,6 +107,8 @@ def test_declined_cards_keep_session_open(client, pay_page, card, reason):
 @pytest.mark.parametrize("over, field, message", [
     ({"email": "nope"}, "email", "Enter a valid email address."),
     ({"email": "a\0b@example.com"}, "email", "Enter a valid email address."),
+    ({"email": "a\x9bb@example.com"}, "email", "Enter a valid email address."),
+    ({"email": "a\u202eb@example.com"}, "email", "Enter a valid email address."),
     ({"email": "a" * 243 + "@example.com"}, "email", "Enter a valid email address."),
     ({"name": ""}, "name", "Enter your full name."),
     ({"card_number": "4242424242424241"}, "card_number", "Your card number is invalid."),

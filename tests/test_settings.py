@@ -73,6 +73,9 @@ def test_without_base_url_the_shop_is_at_an_address_it_listens_on(host, base):
     ({"BASE_URL": "http://user:pw@shop.example.com"}, "BASE_URL: must be an origin"),
     ({"BASE_URL": "http://shop.example.com:99999"}, "BASE_URL: must be an origin"),
     ({"PORT": "eighty"}, "PORT: must be a whole number"),
+    ({"PORT": "\uff19\uff10\uff15\uff16"}, "PORT: must be a whole number"),  # full-width digits
+    ({"PORT": "9_056"}, "PORT: must be a whole number"), ({"THREADS": "\u0663"}, "THREADS: must be a whole number"),
+    ({"STRIPE_TIMEOUT": "1_0"}, "STRIPE_TIMEOUT: must be a number"), ({"STRIPE_TIMEOUT": "nan"}, "must be a number"),
     ({"PORT": "70000"}, "PORT: must be from 1 to 65535"),
     ({"BASE_URL": "shop.example.com"}, "BASE_URL: must be an origin"),
     ({"STRIPE_WEBHOOK_SECRET": "secret"}, "STRIPE_WEBHOOK_SECRET: must start with whsec_"),

@@ -145,10 +145,10 @@ def _coerce(setting, raw):
         if text and setting.valid and not setting.valid(text):
             raise ConfigError(f"{setting.env}: {setting.must}")
         return text
-    try:
-        value = kind(text)
-    except ValueError:
-        raise ConfigError(f"{setting.env}: must be a {'whole ' if kind is int else ''}number, got {raw!r}") from None
+    # Written in ASCII digits: int() and float() also take other scripts' digits, "1_0", "1e3" and "nan".
+    if not re.fullmatch(r"-?[0-9]+" + ("" if kind is int else r"(\.[0-9]+)?"), text):
+        raise ConfigError(f"{setting.env}: must be a {'whole ' if kind is int else ''}number, got {raw!r}")
+    value = kind(text)
     low, high = setting.limits
     if not low <= value <= high:
         raise ConfigError(f"{setting.env}: must be from {low} to {high}, got {raw!r}")

@@ -5,9 +5,11 @@ drops the connection, .eml files offline, and a serving process killed mid-send 
 import asyncio
 import email
 import email.policy
+import logging
 import re
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -333,6 +335,28 @@ def test_the_next_attempt_is_counted_from_the_failure_not_from_the_claim(make_sh
     (row,) = outbox(shop)
     assert datetime.fromisoformat(row["next_attempt"]).timestamp() >= claimed + 60 + 1.0
     server.close()
+
+
+def test_a_database_away_is_logged_once_by_the_sender_not_every_second(make_shopper, caplog):
+    """The sender's thread tries every second: a traceback each time (each pool timeout on PostgreSQL) drowned the
+    log while the database was away."""
+    shop = make_shopper()
+    ledger, calls = shop.shop.orders.ledger, []
+    claim = ledger.claim_mail
+
+    def away(*args, **kwargs):
+        calls.append(1)
+        if len(calls) <= 3:
+            raise sqlite3.OperationalError("unable to open database file")
+        return claim(*args, **kwargs)
+    ledger.claim_mail = away
+    caplog.set_level(logging.INFO, logger="shop.mail")
+    stop = mail.start_sender(shop.shop.orders)
+    try:
+        wait_for(lambda: "sending emails works again" in caplog.text, "the sender back at work")
+    finally:
+        stop()
+    assert caplog.text.count("sending emails failed: OperationalError") == 1 and len(calls) >= 4
 
 
 def test_hostile_names_and_emails_are_escaped_in_the_html_part(make_shopper, smtp, catalog_copy):

@@ -230,11 +230,18 @@ def start_sender(orders):
     stop = threading.Event()
 
     def run():
+        failing = None
         while not stop.is_set():
             try:
                 send_due(orders, stop=stop)
-            except Exception:  # noqa: BLE001 — the database is away: the next round tries again
-                log.exception("sending emails failed")
+            except Exception as e:  # noqa: BLE001 — the database is away: the next round tries again
+                if failing != type(e).__name__:  # said once (with its traceback), not every round
+                    failing = type(e).__name__
+                    log.exception("sending emails failed: %s; trying again every second", failing)
+            else:
+                if failing:
+                    log.info("sending emails works again")
+                failing = None
             stop.wait(1.0)
     thread = threading.Thread(target=run, name="mail-sender", daemon=True)
     thread.start()

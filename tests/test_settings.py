@@ -81,6 +81,9 @@ def test_without_base_url_the_shop_is_at_an_address_it_listens_on(host, base):
     ({"STRIPE_WEBHOOK_SECRET": "secret"}, "STRIPE_WEBHOOK_SECRET: must start with whsec_"),
     ({"STRIPE_API_BASE": "http://127.0.0.1:12111"}, "STRIPE_API_BASE: needs a STRIPE_SECRET_KEY"),
     ({"STRIPE_TIMEOUT": "-1"}, "STRIPE_TIMEOUT: must be from"),
+    ({"TRUSTED_PROXY": "not an address"}, "TRUSTED_PROXY: must be the proxy's IP address"),
+    ({"TRUSTED_PROXY": "10.0.0.0/8"}, "TRUSTED_PROXY: must be the proxy's IP address"),
+    ({"TRUSTED_PROXY": "*"}, "TRUSTED_PROXY: must be the proxy's IP address"),
 ])
 def test_bad_settings_name_the_variable(env, message):
     with pytest.raises(ConfigError) as e:
@@ -130,6 +133,11 @@ def test_base_url_must_be_a_bare_origin(url):
     with pytest.raises(ConfigError) as e:
         load_config(environ={"BASE_URL": url})
     assert e.value.message.startswith("BASE_URL: must be an origin")
+
+
+def test_the_trusted_proxy_is_written_as_the_server_writes_a_peers_address():
+    assert load_config(environ={"TRUSTED_PROXY": "0:0:0:0:0:0:0:1"}).trusted_proxy == "::1"
+    assert load_config(environ={"TRUSTED_PROXY": "10.0.0.2"}).trusted_proxy == "10.0.0.2"
 
 
 def test_server_settings_defaults_and_limits():

@@ -1,5 +1,6 @@
 """The shop's settings as data: one table of names, variables, defaults, help and checks, read from the environment."""
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, make_dataclass
@@ -35,6 +36,14 @@ def _smtp_url(url):
     except ValueError:
         return False
     return parts.scheme in ("smtp", "smtps") and bool(parts.hostname)
+
+
+def _address(text):
+    """One IP address (the proxy's connections come from one; a network or `*` would match no peer)."""
+    try:
+        return bool(ipaddress.ip_address(text))
+    except ValueError:
+        return False
 
 
 def _database_url(url):
@@ -101,7 +110,8 @@ SETTINGS = (
     Setting("channel_timeout", "CHANNEL_TIMEOUT", 30, "Seconds a connection may stay silent (mid-request or idle "
             "keep-alive) before it is closed.", limits=(1, 3600)),
     Setting("trusted_proxy", "TRUSTED_PROXY", "", "Address of the reverse proxy in front: only its X-Forwarded-For "
-            "names the client (for the limits by address). Empty: none is trusted."),
+            "names the client (for the limits by address). Empty: none is trusted.", valid=_address,
+            must="must be the proxy's IP address as its connections come from, like 10.0.0.2"),
     Setting("checkout_limit", "CHECKOUT_LIMIT", 10, "Checkouts one browser may start per minute; more get a 429 "
             "page (protects Stripe's rate limit).", limits=(1, 10000)),
     Setting("address_checkout_limit", "ADDRESS_CHECKOUT_LIMIT", 0, "Checkouts one client address (an IPv6 one by "
@@ -190,6 +200,8 @@ def load_config(overrides=None, environ=None):
     host = f"[{host}]" if ":" in host else host
     values["base_url"] = origin(values["base_url"] or f"http://{host}:{values['port']}", "BASE_URL")
     secure = values["base_url"].startswith("https://")
+    if values["trusted_proxy"]:  # as the server writes a peer's address (::1, not 0:0:0:0:0:0:0:1)
+        values["trusted_proxy"] = str(ipaddress.ip_address(values["trusted_proxy"]))
     if values["stripe_api_base"]:
         values["stripe_api_base"] = origin(values["stripe_api_base"], "STRIPE_API_BASE")
     if mode == "offline" and values["stripe_api_base"]:

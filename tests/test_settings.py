@@ -140,6 +140,13 @@ def test_the_trusted_proxy_is_written_as_the_server_writes_a_peers_address():
     assert load_config(environ={"TRUSTED_PROXY": "10.0.0.2"}).trusted_proxy == "10.0.0.2"
 
 
+@pytest.mark.parametrize("host", ["bad host", "x_y", "*", "127.0.0.1:80"])
+def test_a_bad_host_is_named_in_its_error_not_the_base_url_made_of_it(host):
+    with pytest.raises(ConfigError) as e:
+        load_config(environ={"HOST": host})
+    assert e.value.message.startswith("HOST (BASE_URL is http://HOST:PORT when unset): must be")
+
+
 def test_server_settings_defaults_and_limits():
     config = load_config(environ={})
     assert (config.threads, config.connection_limit, config.channel_timeout, config.checkout_limit) == (

@@ -198,7 +198,8 @@ def load_config(overrides=None, environ=None):
     values["host"] = values["host"].removeprefix("[").removesuffix("]")  # [::1] as in a URL: ::1
     host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(values["host"], values["host"])
     host = f"[{host}]" if ":" in host else host
-    values["base_url"] = origin(values["base_url"] or f"http://{host}:{values['port']}", "BASE_URL")
+    values["base_url"] = origin(values["base_url"] or f"http://{host}:{values['port']}",
+                                "BASE_URL" if values["base_url"] else "HOST (BASE_URL is http://HOST:PORT when unset)")
     secure = values["base_url"].startswith("https://")
     if values["trusted_proxy"]:  # as the server writes a peer's address (::1, not 0:0:0:0:0:0:0:1)
         values["trusted_proxy"] = str(ipaddress.ip_address(values["trusted_proxy"]))

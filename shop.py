@@ -268,21 +268,22 @@ def make_app(config=None):
     return app
 
 
-def watch_catalog(shop, stopping):
-    """Load each edit within a second (or CATALOG_CHECK_SECONDS), pages asked for or not: shoppers on Stripe's
-    page ask the shop for nothing, and the checkouts a repriced or withdrawn book no longer backs must close."""
+def keep_doing(job, what, stopping, seconds):
+    """Run `job` every `seconds` until `stopping` is set. A failure (the database away, say) is logged once, with its
+    traceback, then that it works again: not each round."""
     failing = None
-    while not stopping.wait(max(1.0, shop.config.catalog_check_seconds)):
+    while not stopping.is_set():
         try:
-            shop.catalog()
-        except Exception as e:  # noqa: BLE001 — the database away, say: the next look tries again
-            if failing != type(e).__name__:  # said once, not every second
+            job()
+        except Exception as e:  # noqa: BLE001 — the next round tries again
+            if failing != type(e).__name__:
                 failing = type(e).__name__
-                log.error("looking at the catalog failed: %s; trying again at each look", failing)
+                log.exception("%s failed: %s; trying again every %g s", what, failing, seconds)
         else:
             if failing:
-                log.info("looking at the catalog works again")
+                log.info("%s works again", what)
             failing = None
+        stopping.wait(seconds)
 
 
 def start_background(shop):
@@ -295,15 +296,21 @@ def start_background(shop):
                     " set STRIPE_SECRET_KEY before the shop is open to the public", base_url)
     if shop.orders.standin is not None:
         shop.orders.standin.start_webhook_sender()
-    stopping = threading.Event()
-    watcher = threading.Thread(target=watch_catalog, args=(shop, stopping), name="catalog-watch", daemon=True)
-    watcher.start()
-    stop_mail = mail.start_sender(shop.orders)
+    # The catalog's watcher loads each edit within a second, pages asked for or not: shoppers on Stripe's page ask
+    # the shop for nothing, and the checkouts a repriced or withdrawn book no longer backs must close.
+    stopping, seconds = threading.Event(), max(1.0, shop.config.catalog_check_seconds)
+    threads = [threading.Thread(target=keep_doing, args=args, name=args[1], daemon=True) for args in (
+        (shop.catalog, "looking at the catalog", stopping, seconds),
+        (lambda: mail.send_due(shop.orders, stop=stopping), "sending emails", stopping, 1.0))]
+    for thread in threads:
+        thread.start()
 
-    def stop():  # before the ledger is closed
+    def stop():
+        """Before the ledger is closed: the email under way is answered and marked first (one at most, bounded by
+        the SMTP timeout), else it would be sent again after its lease."""
         stopping.set()
-        watcher.join()
-        stop_mail()
+        for thread in threads:
+            thread.join()
     atexit.register(stop)  # a gunicorn worker's exit too waits for the email under way
     return stop
 

@@ -23,6 +23,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+from shop import start_background
 from standin import ASYNC_FAIL, StandIn
 from tests.conftest import (buy, edit_catalog, free_port, handoff, order, paid, pay_form, pending, start, wait_for,
                             wire)
@@ -350,8 +351,8 @@ def test_a_database_away_is_logged_once_by_the_sender_not_every_second(make_shop
             raise sqlite3.OperationalError("unable to open database file")
         return claim(*args, **kwargs)
     ledger.claim_mail = away
-    caplog.set_level(logging.INFO, logger="shop.mail")
-    stop = mail.start_sender(shop.shop.orders)
+    caplog.set_level(logging.INFO, logger="shop")
+    stop = start_background(shop.shop)
     try:
         wait_for(lambda: "sending emails works again" in caplog.text, "the sender back at work")
     finally:

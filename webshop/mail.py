@@ -222,31 +222,3 @@ def deliver(config, row):
         server.sendmail(config.mail_from, [row["recipient"]], mime(config, row))
         with contextlib.suppress(smtplib.SMTPException, OSError):  # accepted: no answer to QUIT can take that back
             server.quit()
-
-
-def start_sender(orders):
-    """A daemon thread sending due emails every second; the returned function stops it once the email under way
-    is answered and marked, sent or failed (else a stop mid-send would send it again after its lease)."""
-    stop = threading.Event()
-
-    def run():
-        failing = None
-        while not stop.is_set():
-            try:
-                send_due(orders, stop=stop)
-            except Exception as e:  # noqa: BLE001 — the database is away: the next round tries again
-                if failing != type(e).__name__:  # said once (with its traceback), not every round
-                    failing = type(e).__name__
-                    log.exception("sending emails failed: %s; trying again every second", failing)
-            else:
-                if failing:
-                    log.info("sending emails works again")
-                failing = None
-            stop.wait(1.0)
-    thread = threading.Thread(target=run, name="mail-sender", daemon=True)
-    thread.start()
-
-    def halt():
-        stop.set()
-        thread.join()  # one message at most: bounded by the SMTP timeout of each of its steps
-    return halt

@@ -163,9 +163,10 @@ def create_session(client, params, order_id):
 
 def refunded(client, payment_intent):
     """What a payment's refunds have given back: those that failed (a closed card) or were canceled returned to the
-    balance instead (https://docs.stripe.com/refunds#failed-refunds). One call; a payment has far fewer than 100."""
-    found = call("GET /v1/refunds", client.v1.refunds.list, {"payment_intent": payment_intent, "limit": 100})
-    return sum(r.amount for r in found.data if r.status not in ("failed", "canceled"))
+    balance instead (https://docs.stripe.com/refunds#failed-refunds). One call for up to 100 refunds."""
+    return sum(r["amount"] for r in listed("GET /v1/refunds", client.v1.refunds.list,
+                                           {"payment_intent": payment_intent, "limit": 100})
+               if r.get("status") not in ("failed", "canceled"))
 
 
 def retrieve_session(client, session_id):

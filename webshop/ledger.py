@@ -339,12 +339,12 @@ class Ledger:
             if status in ("paid", "partially_refunded", "refunded") and (amount > 0 or exact):
                 status = "paid" if amount == 0 else "refunded" if amount >= amount_charged or (
                     status == "refunded" and not exact) else "partially_refunded"
+            failure = failed is not None or amount < row["amount_refunded"]  # reported, or found by the total
             changed = self._settle(c, row, source, note, status=status, amount_refunded=amount,
-                                   refund_failures=row["refund_failures"] + (
-                                       failed is not None or amount < row["amount_refunded"]))
+                                   refund_failures=row["refund_failures"] + failure)
             if amount > row["amount_refunded"]:
                 self._enqueue(c, "refund", order_id, before=row["amount_refunded"])
-            if failed is not None or amount < row["amount_refunded"]:  # the merchant gives it back another way
+            if failure:  # the merchant gives it back another way
                 self._enqueue(c, "refund_failed", order_id, lost=failed or row["amount_refunded"] - amount)
             return changed
 

@@ -158,7 +158,8 @@ def _optional(test):
 
 
 _text = _optional(lambda v: isinstance(v, str) and len(v) <= 5000 and not _UNSTORABLE.search(v))
-_string, _dicts = lambda v: isinstance(v, str), lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v)
+_typed = _optional(lambda v: isinstance(v, str))  # what a shopper typed: made storable as it is recorded
+_dicts = _optional(lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v))
 _status = _optional(lambda v: _is(_STATUS, v))
 _amount = _optional(lambda v: type(v) is int and 0 <= v <= CEILING)
 _metadata = _optional(lambda v: isinstance(v, dict) and all(_text(x) for x in v.values()))
@@ -174,9 +175,8 @@ _FIELDS = {
                 # and what is recorded of an expired session's own snapshot, as it comes (no re-read)
                 "amount_subtotal": _amount, "amount_total": _amount, "total_details": _totals,
                 "currency": _optional(lambda v: _is(_CURRENCY, v)),
-                # (what the shopper typed is made storable as it is recorded)
-                "customer_details": _optional(lambda v: isinstance(v, dict) and _optional(_string)(v.get("email"))
-                                              and _optional(_dicts)(v.get("tax_ids"))),
+                "customer_details": _optional(lambda v: isinstance(v, dict) and _typed(v.get("email"))
+                                              and _dicts(v.get("tax_ids"))),
                 "consent": _optional(lambda v: isinstance(v, dict) and _text(v.get("terms_of_service"))),
                 "discounts": _optional(lambda v: isinstance(v, list) and all(
                     isinstance(d, dict) and _code(d.get("promotion_code")) for d in v))},

@@ -6,6 +6,7 @@ import re
 import pytest
 from psycopg import conninfo
 
+from webshop import mail
 from webshop.settings import SETTINGS, ConfigError, load_config
 from tests.conftest import ROOT
 
@@ -164,11 +165,20 @@ def test_server_settings_defaults_and_limits():
     ({"CHANNEL_TIMEOUT": "0"}, "CHANNEL_TIMEOUT: must be from 1 to 3600"),
     ({"CHECKOUT_LIMIT": "0"}, "CHECKOUT_LIMIT: must be from 1 to 10000"),
     ({"DATABASE_URL": "mysql://shop@db/shop"}, "DATABASE_URL: must be empty (SQLite) or a postgresql:// URL"),
+    ({"SMTP_URL": "smtp://mail.example.com?timeout=soon"}, "SMTP_URL: must be empty or like"),
+    ({"SMTP_URL": "smtp://mail.example.com?timeout=0"}, "with no query but ?timeout=N"),
+    ({"SMTP_URL": "smtp://mail.example.com?timout=5"}, "with no query but ?timeout=N"),  # a typo is not ignored
 ])
 def test_bad_server_settings_name_the_variable(env, message):
     with pytest.raises(ConfigError) as e:
         load_config(environ=env)
     assert message in e.value.message
+
+
+@pytest.mark.parametrize("url, seconds", [("smtp://mail.example.com", 30.0), ("smtps://h:465?timeout=5", 5.0),
+                                          ("smtp://u:p@h:587?timeout=2.5", 2.5)])
+def test_smtp_timeout_is_the_urls_or_30_seconds(url, seconds):
+    assert mail.timeout(load_config(environ={"SMTP_URL": url})) == seconds
 
 
 def test_retired_settings_are_unknown():

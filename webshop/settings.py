@@ -5,7 +5,7 @@ import os
 import re
 from dataclasses import dataclass, make_dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")  # a plain ASCII address
@@ -29,13 +29,15 @@ class ConfigError(ShopError):
 
 
 def _smtp_url(url):
-    """smtp:// or smtps:// with a host, and a port (if any) that is a number up to 65535."""
+    """smtp:// or smtps:// with a host, a port (if any) that is a number up to 65535, and no query but ?timeout=N."""
     try:
         parts = urlsplit(url)
         parts.port  # raises on a bad port
     except ValueError:
         return False
-    return parts.scheme in ("smtp", "smtps") and bool(parts.hostname)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    return (parts.scheme in ("smtp", "smtps") and bool(parts.hostname) and set(query) <= {"timeout"}
+            and all(re.fullmatch(r"[0-9]{1,4}(\.[0-9]+)?", v) and float(v) > 0 for v in query.get("timeout", [])))
 
 
 def _address(text):
@@ -121,7 +123,9 @@ SETTINGS = (
     Setting("smtp_url", "SMTP_URL", "", "Mail server for order emails: smtp://user:pass@host:587 (STARTTLS when "
             "offered) or smtps://...:465; ?timeout=30 sets the seconds per step. Empty: each email is written to "
             "DATA_DIR/outbox/ as a .eml file.", secret=True,
-            valid=_smtp_url, must="must be empty or like smtp://user:pass@host:587 or smtps://host:465"),
+            valid=_smtp_url,
+            must="must be empty or like smtp://user:pass@host:587 or smtps://host:465, with no query but ?timeout=N "
+                 "(seconds, above 0)"),
     Setting("merchant_email", "MERCHANT_EMAIL", "",
             "Address that gets a notice of each new order and failed refund (empty: none).",
             valid=EMAIL.fullmatch, must="must be a plain address like orders@example.com"),

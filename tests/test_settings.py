@@ -73,6 +73,7 @@ def test_without_base_url_the_shop_is_at_an_address_it_listens_on(host, base):
     ({"STRIPE_SECRET_KEY": "pk_test_abc"}, "STRIPE_SECRET_KEY: must start with"),
     ({"BASE_URL": "http://user:pw@shop.example.com"}, "BASE_URL: must be an origin"),
     ({"BASE_URL": "http://shop.example.com:99999"}, "BASE_URL: must be an origin"),
+    ({"BASE_URL": "http://shop.example.com:0"}, "BASE_URL: must be an origin"),  # no browser can reach port 0
     ({"PORT": "eighty"}, "PORT: must be a whole number"),
     ({"PORT": "\uff19\uff10\uff15\uff16"}, "PORT: must be a whole number"),  # full-width digits
     ({"PORT": "9_056"}, "PORT: must be a whole number"), ({"THREADS": "\u0663"}, "THREADS: must be a whole number"),

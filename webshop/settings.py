@@ -180,7 +180,7 @@ def origin(url, name):
         parts, host, port = None, "", ""
     if parts and not host.isascii():  # Python's IDNA 2003 is not the browsers' (straße.example): never guessed
         raise ConfigError(f"{name}: write an international domain name as browsers send it, in its xn-- form")
-    if (not host or parts.scheme not in ("http", "https") or parts.path or parts.query or parts.fragment
+    if (not host or port == 0 or parts.scheme not in ("http", "https") or parts.path or parts.query or parts.fragment
             or parts.username is not None or not all(c.isalnum() or c in ".-:[]" for c in host)):
         shown = "" if "@" in url or not url.isascii() else f", got {url!r}"  # may hold a password: never echoed
         raise ConfigError(f"{name}: must be an origin like https://shop.example.com (no path){shown}")

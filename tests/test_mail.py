@@ -298,6 +298,22 @@ def test_each_failed_refund_tells_the_merchant_once_however_often_its_event_come
     assert all(to == [MERCHANT] for to, m in smtp.accepted if "failed" in m["Subject"])
 
 
+def test_a_failed_refund_found_by_reconcile_is_not_told_again_when_its_event_comes_late(shop, smtp):
+    """`reconcile` lowers the order and tells the merchant; the refund.failed event, delayed, is the same failure."""
+    o = paid(shop)
+    refund = shop.shop.orders.stripe.v1.refunds.create({"payment_intent": o["payment_intent"], "amount": 500})
+    shop.standin.deliver_pending()
+    shop.standin.fail_refund(refund.id)
+    late = pending(shop, "refund.failed")
+    assert late and shop.standin.drop_pending_events()
+    reconcile(shop.shop.orders, SimpleNamespace(since=3600, quiet=True))
+    for event in late:
+        shop.standin.redeliver(event["id"])
+    send(shop)
+    assert smtp.kinds().count("refund_failed") == 1
+    assert order(shop, o["session_id"])["amount_refunded"] == 0
+
+
 def test_a_message_the_server_accepted_is_sent_once_whatever_it_answers_to_quit(make_shopper):
     """smtplib raises for a QUIT answered other than 221: the accepted message was sent again, up to 25 times."""
     server = ScriptedServer(quit=b"421 4.3.2 Closing")

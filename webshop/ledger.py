@@ -325,27 +325,28 @@ class Ledger:
 
     # -- after payment: refunds, disputes, webhook bookkeeping --------------------------------------------------
 
-    def apply_refund(self, order_id, amount_refunded, amount_charged, source, note=None, exact=False, failed=None):
-        """Keep the charge's largest refunded total (events come in any order), or, `exact`, Stripe's total read just
-        now; never more than it charged or the order came to; paid becomes (partially_)refunded. `failed`: the amount
-        of a refund that failed, so from now on every refund event reads the total (an older one would count it)."""
+    def apply_refund(self, order_id, amount_refunded, amount_charged, source, note=None, failures=None, failed=None):
+        """Keep the charge's largest refunded total (events come in any order), or, given `failures` (how many of its
+        refunds failed, from Stripe's list read just now), Stripe's total; never more than it charged or the order
+        came to; paid becomes (partially_)refunded. A failure not counted before emails the merchant the amount no
+        longer refunded, or `failed` (that refund's amount, when the order never counted it)."""
         with self.db.tx() as c:
             self.db.lock(c, order_id)
             row = c.execute("SELECT id, status, amount_refunded, amount_total, refund_failures FROM orders "
                             "WHERE id = ?", (order_id,)).fetchone()
             amount_charged = min(amount_charged, row["amount_total"] or 0)  # the order's payment took that, no more
-            amount, status = min(amount_refunded, amount_charged), row["status"]
+            amount, status, exact = min(amount_refunded, amount_charged), row["status"], failures is not None
             amount = amount if exact else max(row["amount_refunded"], amount)
             if status in ("paid", "partially_refunded", "refunded") and (amount > 0 or exact):
                 status = "paid" if amount == 0 else "refunded" if amount >= amount_charged or (
                     status == "refunded" and not exact) else "partially_refunded"
-            failure = failed is not None or amount < row["amount_refunded"]  # reported, or found by the total
             changed = self._settle(c, row, source, note, status=status, amount_refunded=amount,
-                                   refund_failures=row["refund_failures"] + failure)
+                                   refund_failures=max(row["refund_failures"], failures or 0))
             if amount > row["amount_refunded"]:
                 self._enqueue(c, "refund", order_id, before=row["amount_refunded"])
-            if failure:  # the merchant gives it back another way
-                self._enqueue(c, "refund_failed", order_id, lost=failed or row["amount_refunded"] - amount)
+            lost = row["amount_refunded"] - amount or failed
+            if exact and failures > row["refund_failures"] and lost:  # the merchant gives it back another way
+                self._enqueue(c, "refund_failed", order_id, lost=lost)
             return changed
 
     def apply_dispute(self, order_id, dispute_status, source, note=None):

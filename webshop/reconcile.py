@@ -102,10 +102,10 @@ def _catch_up_refunds(ctx, refunded):
         order = ctx.ledger.by_payment_intent(intent)
         if not (order and order["fulfilled_at"] and order["status"] in PAID):  # disputed too: refunded before it
             continue
-        total = payments.refunded(ctx.stripe, intent)  # less any that failed since
+        total, failures = payments.refunded(ctx.stripe, intent)  # less any that failed since
         if total != order["amount_refunded"] and ctx.ledger.apply_refund(
                 order["id"], total, order["amount_total"] or 0, "reconcile",
-                f"refunded {money(total, order['currency'])} in all (event missed)", exact=True):
+                f"refunded {money(total, order['currency'])} in all (event missed)", failures=failures):
             yield f"{order['id']}: {order['status']} → {ctx.ledger.get(order['id'])['status']} (refund recorded)"
 
 

@@ -12,7 +12,7 @@ from .tax import rate, tax_for
 
 # Minimum charge amounts in minor units: https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts
 MIN_AMOUNT = {"gbp": 30, "sek": 300, "nok": 300, "dkk": 250, "pln": 200, "czk": 1500, "huf": 17500, "jpy": 50,
-              "mxn": 1000, "hkd": 400, "ron": 200, "bgn": 100, "aed": 200, "thb": 1000, "inr": 50}
+              "mxn": 1000, "hkd": 400, "ron": 200, "bgn": 100, "aed": 200, "thb": 1000, "inr": 50, "myr": 200}
 DAY = 24 * 3600
 
 
@@ -196,7 +196,8 @@ def compute(session, country=None, option_index=0, coupon=None):
 
 
 def minimum_charge(currency):
-    """The smallest amount Stripe charges in a currency (minor units)."""
+    """The smallest amount Stripe charges in a currency (minor units); for those its table does not name, Stripe's is
+    US$0.50 at the day's rate, which the stand-in does not know: 50 minor units."""
     return MIN_AMOUNT.get(currency, 50)
 
 

@@ -33,6 +33,19 @@ def test_create_with_shop_params_has_checkout_totals(client):
     assert s.collected_information is None and "shipping_details" not in s
 
 
+@pytest.mark.parametrize("currency, minimum", [("usd", 50), ("gbp", 30), ("myr", 200), ("jpy", 50), ("huf", 17500)])
+def test_a_total_below_stripes_minimum_charge_is_refused(client, currency, minimum):
+    """https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts"""
+    def total(amount):
+        return {"mode": "payment", "success_url": "http://127.0.0.1:8000/success", "line_items": [
+            {"quantity": 1, "price_data": {"currency": currency, "unit_amount": amount,
+                                           "product_data": {"name": "Pamphlet"}}}]}
+    assert client.v1.checkout.sessions.create(total(minimum)).amount_total == minimum
+    with pytest.raises(stripe.InvalidRequestError) as exc:
+        client.v1.checkout.sessions.create(total(minimum - 1))
+    assert (exc.value.code, exc.value.param) == ("amount_too_small", "line_items")
+
+
 def test_pay_then_retrieve_with_expansions(client, standin):
     s = client.v1.checkout.sessions.create(shop_params())
     standin.pay(s.id, address={"line1": "Unter den Linden 1", "city": "Berlin", "postal_code": "10117",

@@ -256,8 +256,8 @@ def line_items_page(session, p):
 def expire(ctx, session):
     """Expire an open session (API call or lapsed expires_at): https://docs.stripe.com/api/checkout/sessions/expire."""
     if session["status"] != "open":
-        raise invalid(f"This Checkout Session is not in an expirable state (status: {session['status']}). Only "
-                      "Checkout Sessions with a status of `open` can be expired.")
+        raise invalid('Only Checkout Sessions with a status in ["open"] can be expired. This Checkout Session has a '
+                      f"status of `{session['status']}`.")  # Stripe's words
     session.update(status="expired", url=None)  # `url` only while open
     if session["payment_intent"]:
         pi = ctx.tx.get(session["payment_intent"], "payment_intent")

@@ -150,7 +150,9 @@ def test_expire_and_expired_sessions_cannot_be_paid(client, standin):
     assert e.status == "expired"
     with pytest.raises(stripe.InvalidRequestError) as exc:
         client.v1.checkout.sessions.expire(s.id)
-    assert exc.value.http_status == 400
+    assert exc.value.http_status == 400 and exc.value.user_message == (  # Stripe's words
+        'Only Checkout Sessions with a status in ["open"] can be expired. This Checkout Session has a status of '
+        '`expired`.')
     with pytest.raises(PayError) as pay:
         standin.pay(s.id)
     assert pay.value.status == 410

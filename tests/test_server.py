@@ -230,7 +230,9 @@ def test_behind_a_trusted_proxy_the_admin_sign_in_limit_counts_each_forwarded_cl
         return status
     assert [sign_in("203.0.113.7", "guess") for _ in range(10)] == [401] * 10
     assert sign_in("203.0.113.7", "guess") == 429
+    assert sign_in("::ffff:203.0.113.7", "guess") == 429  # the same client, as a dual-stack proxy writes it
     assert sign_in("198.51.100.2", "correct horse battery") == 200
+    assert sign_in("::ffff:198.51.100.3", "correct horse battery") == 200  # another one
 
 
 def test_behind_a_trusted_proxy_the_address_checkout_limit_counts_each_forwarded_client(spawn, tmp_path):

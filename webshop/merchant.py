@@ -205,9 +205,9 @@ def serve(config):
             app, host=config.host, port=config.port, threads=config.threads, ident="shop",
             connection_limit=config.connection_limit, channel_timeout=config.channel_timeout,
             asyncore_use_poll=True,  # select() cannot watch more than 1,024 connections
-            clear_untrusted_proxy_headers=True, max_request_body_size=1 << 20, max_request_header_size=64 << 10,
-            **({"trusted_proxy": config.trusted_proxy, "trusted_proxy_count": 1,
-                "trusted_proxy_headers": {"x-forwarded-for"}} if config.trusted_proxy else {}))
+            # The shop reads X-Forwarded-For itself, from TRUSTED_PROXY only, as under gunicorn (waitress's own reading
+            # makes "::ffff:203.0.113.7" the address "::ffff"); it reads no other forwarding header.
+            clear_untrusted_proxy_headers=False, max_request_body_size=1 << 20, max_request_header_size=64 << 10)
     except (OSError, ValueError) as e:  # ValueError: a HOST that is no address or name this machine can resolve
         why = getattr(e, "strerror", None) or "no such address"
         return _fail(f"cannot listen on {config.host}:{config.port}: {why}", 2)

@@ -81,7 +81,7 @@ class Guard:
 
     def client_address(self, request):
         """The client's address: the peer's, or, when the peer is TRUSTED_PROXY, the one that proxy appended to
-        X-Forwarded-For (what came before it, anyone can write). waitress has applied this already; gunicorn not."""
+        X-Forwarded-For (what came before it, anyone can write)."""
         peer = request.environ.get("REMOTE_ADDR") or "-"
         forwarded = request.environ.get("HTTP_X_FORWARDED_FOR", "").rpartition(",")[2].strip()
         return forwarded if self.proxy and peer == self.proxy and forwarded else peer

@@ -216,10 +216,10 @@ def make_app(config=None):
         moved = request.path not in ("/healthz", "/webhook") and shop.guard.elsewhere(request)
         if moved:  # http://localhost:8000/ when the shop is http://127.0.0.1:8000: the cart would not follow
             raise bottle.HTTPResponse(status=307, Location=moved)
-        if request.method == "POST" and request.path != "/webhook":  # bottle raises ValueError on some bodies
+        if request.method == "POST":  # read here, so that a body that cannot be read is a 400, never a 500
             try:
-                request.forms
-            except (ValueError, bottle.MultipartError):
+                request.body if request.path == "/webhook" else request.forms
+            except Exception:  # noqa: BLE001 — bottle's ValueError or MultipartError; gunicorn's own, on bad chunks
                 raise refusal(ShopError(400, "The form data could not be read.")) from None
 
     @app.hook("after_request")

@@ -5,6 +5,7 @@ import http.client
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -127,6 +128,20 @@ def test_gunicorn_workers_warn_of_offline_mode_on_a_public_address(spawn, tmp_pa
     log = tmp_path / "process-0.log"
     wait_for(lambda: log.read_text().count("offline mode at https://shop.example") == 2, "a warning from each worker")
     assert "orders are handed off uncharged" in log.read_text()
+
+
+@pytest.mark.parametrize("path", ["/cart", "/checkout", "/webhook"])
+@pytest.mark.parametrize("chunks", [b"zz\r\nabc\r\n0\r\n\r\n", b"5\r\nabc"], ids=["bad size", "cut off"])
+def test_a_body_gunicorn_cannot_read_is_refused_with_400_and_no_traceback(spawn, tmp_path, path, chunks):
+    port = free_port()
+    spawn([sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread", "--threads", "2",
+           "--bind", f"127.0.0.1:{port}", "shop:make_app()"], port, env={"DATA_DIR": str(tmp_path / "data")})
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nTransfer-Encoding: chunked\r\n"
+                  f"Connection: close\r\n\r\n".encode() + chunks)
+        s.shutdown(socket.SHUT_WR)
+        assert s.makefile("rb").readline().split()[1] == b"400"
+    assert "Traceback" not in (tmp_path / "process-0.log").read_text()
 
 
 def test_two_shops_on_one_postgresql_with_one_killed_mid_run_hand_off_each_order_once(spawn, tmp_path,

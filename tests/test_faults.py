@@ -213,7 +213,7 @@ def test_a_key_stripe_refuses_is_logged_as_the_merchants_to_fix_and_the_shopper_
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert errors == ["Stripe refused the secret key (AuthenticationError): check STRIPE_SECRET_KEY; a restricted "
                       "key needs write access to Checkout Sessions, Coupons, Promotion codes and Refunds, and read "
-                      "access to PaymentIntents and Disputes"]
+                      "access to PaymentIntents, Disputes and Events"]
 
 
 def test_an_id_stripe_does_not_know_in_the_checkout_is_a_refusal_not_a_missing_checkout(make, monkeypatch):

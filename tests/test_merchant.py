@@ -499,6 +499,21 @@ def test_stripe_unreachable_is_a_clear_message_and_exit_3(shop, run, monkeypatch
     assert order(shop, o["session_id"])["amount_refunded"] == 0
 
 
+def test_a_key_stripe_refuses_is_named_with_exit_2_not_run_again(shop, run, monkeypatch, spawn, tmp_path):
+    """A revoked or rolled key: Stripe answers 401, so nothing was done and a second run would fail the same way."""
+    o = paid(shop)
+    port = free_port()
+    spawn([sys.executable, "-m", "standin", "--port", str(port), "--data-dir", str(tmp_path / "stripe")], port)
+    monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_rolled-key")  # the stand-in's 401, as Stripe's for a dead key
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_" + "u" * 24)
+    monkeypatch.setenv("STRIPE_API_BASE", f"http://127.0.0.1:{port}")
+    for argv in (["reconcile"], ["refund", o["id"], "--amount", "100"]):
+        code, out, err = run(*argv)
+        assert code == 2 and "Stripe refused STRIPE_SECRET_KEY (AuthenticationError)" in err, (argv, out, err)
+        assert "did not answer" not in err and "rolled-key" not in out + err
+    assert order(shop, o["session_id"])["amount_refunded"] == 0
+
+
 def test_orders_json_as_a_real_subprocess(shop, data_dir, database_url):
     o = paid(shop)
     proc = shop_py("orders", "--json", env=cli_env(data_dir, database_url))

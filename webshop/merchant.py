@@ -122,6 +122,9 @@ def main(argv):
     try:
         return run[command](ctx, args) or 0
     except ShopError as e:
+        if e.code == "key_refused":  # nothing was done, and running it again cannot help
+            return _fail(f"Stripe refused STRIPE_SECRET_KEY ({e.detail}): nothing was done. Set a key Stripe "
+                         "accepts (Dashboard → Developers → API keys), then run the command again.", 2)
         if e.status == 503:  # a request that lost its answer may still have been carried out at Stripe
             return _fail(f"Stripe did not answer ({e.detail or 'no answer'}), so the outcome is unknown. Run the same "
                          "command again in a minute: Stripe replays a request it already carried out (idempotency "

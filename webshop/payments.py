@@ -141,12 +141,13 @@ def shop_error(e):
         if e.code == "resource_missing":
             return ShopError(404, "We could not find that checkout.", detail=e.user_message)
         return ShopError(502, REFUSED, detail=e.user_message, code=e.code)
-    if isinstance(e, (stripe.AuthenticationError, stripe.PermissionError)):  # lasts until the merchant acts
+    key_refused = isinstance(e, (stripe.AuthenticationError, stripe.PermissionError))  # until the merchant acts
+    if key_refused:
         log.error("Stripe refused the secret key (%s): check STRIPE_SECRET_KEY; a restricted key needs write "
                   "access to Checkout Sessions, Coupons, Promotion codes and Refunds, and read access to "
-                  "PaymentIntents and Disputes", type(e).__name__)
+                  "PaymentIntents, Disputes and Events", type(e).__name__)
     # Unreachable, rate limited, Stripe's own error, or the merchant's key: the shopper comes back later.
-    return ShopError(503, UNAVAILABLE, detail=type(e).__name__)
+    return ShopError(503, UNAVAILABLE, detail=type(e).__name__, code="key_refused" if key_refused else None)
 
 
 def create_session(client, params, order_id):

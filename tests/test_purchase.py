@@ -255,6 +255,16 @@ def test_paying_empties_the_cart_only_when_the_cart_was_the_order(shopper):
     assert shopper.cart_cookie() == f"{c}:1"
 
 
+@pytest.mark.parametrize("card, said", [("4242424242424242", "A receipt goes to"), (ASYNC_OK, "we will email you")])
+def test_the_confirmation_promises_an_email_only_to_an_address_the_shop_mails(shopper, card, said):
+    """An address that is not plain ASCII gets no email (mail.py): the page must not say one is coming."""
+    for email, promised in (("reader@example.com", True), ("jürgen@example.com", False)):
+        session_id = shopper.session_id(shopper.checkout(product_id=catalog().products[0].id, quantity="1"))
+        shopper.standin.pay(session_id, card=card, email=email)
+        page = shopper.get(f"/success?session_id={session_id}")
+        assert (said in page.text) is promised and email in page.text
+
+
 def test_a_processing_payment_empties_the_cart_it_paid_for(shopper):
     a = catalog().products[0].id
     shopper.add(a, 2)

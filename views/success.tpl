@@ -7,10 +7,10 @@
 %     if order["status"] == "refunded":
 <p class="notice" role="status">Your payment went through, and it has since been refunded in full: {{money(order["amount_refunded"], currency=summary["currency"])}}, returned the way you paid.</p>
 %     else:
-<p class="notice ok" role="status">{{"Your payment went through and your" if summary["amount_total"] else "Nothing was charged, and your"}} order is confirmed.{{" A receipt goes to " + summary["email"] + "." if summary["email"] else ""}}{{" " + money(order["amount_refunded"], currency=summary["currency"]) + " of it has been refunded since." if order["amount_refunded"] else ""}}</p>
+<p class="notice ok" role="status">{{"Your payment went through and your" if summary["amount_total"] else "Nothing was charged, and your"}} order is confirmed.{{" A receipt goes to " + summary["email"] + "." if mailed else ""}}{{" " + money(order["amount_refunded"], currency=summary["currency"]) + " of it has been refunded since." if order["amount_refunded"] else ""}}</p>
 %     end
 %   elif state == "processing":
-<p class="notice" role="status">Your payment is processing. Some payment methods take a few days; we will email you when it is confirmed. There is no need to pay again.</p>
+<p class="notice" role="status">Your payment is processing. Some payment methods take a few days; {{"we will email you when it is confirmed" if mailed else "this page shows when it is confirmed"}}. There is no need to pay again.</p>
 %   elif state == "failed":
 <p class="notice error" role="alert">Your payment did not go through, so nothing was charged.{{" Its books are back in your cart." if restored else ""}} <a href="/cart">Back to your cart</a></p>
 %   elif state == "expired":

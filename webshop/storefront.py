@@ -12,7 +12,7 @@ from .catalog import format_money
 from .catalog_rules import MAX_AMOUNT
 from .ledger import BOUGHT, HELD, ORDER_ID, PAID, held_back, too_few
 from .security import MONTH, cookies
-from .settings import ShopError
+from .settings import EMAIL, ShopError
 
 log = logging.getLogger("shop")
 PER_PAGE, LOW_STOCK = 24, 5  # "Only N left" from LOW_STOCK copies down
@@ -264,7 +264,8 @@ def install(app, shop):
                     shop.guard, {p: q for p, q in bought.items() if catalog.product(p)})
                 count = sum(in_stock(shop, restored, catalog)[0].values()) if restored and not hidden else None
         return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,
-                           cart_count=count, restored=restored, tax_later=tax_later)
+                           cart_count=count, restored=restored, tax_later=tax_later,
+                           mailed=bool(EMAIL.fullmatch(charged["email"] or "")))  # as mail.py sends to
 
     def cart_cookie():
         """The cart as its cookie has it, withdrawn books included."""

@@ -105,9 +105,24 @@ def test_check_prints_every_problem_and_fails(tmp_path):
 
 
 def test_check_reports_missing_webhook_secret_in_test_mode(tmp_path):
-    result = run(["check"], {"STRIPE_SECRET_KEY": "sk_test_abc", "DATA_DIR": str(tmp_path)})
+    result = run(["check"], {"STRIPE_SECRET_KEY": "sk_test_abc", "DATA_DIR": str(tmp_path),
+                             "STRIPE_API_BASE": f"http://127.0.0.1:{free_port()}", "STRIPE_MAX_RETRIES": "0"})
     assert result.returncode == 1 and "STRIPE_WEBHOOK_SECRET: not set" in result.stdout
     assert "sk_test_abc" not in result.stdout + result.stderr
+
+
+def test_check_asks_stripe_once_whether_it_answers_and_takes_the_key(tmp_path, spawn):
+    port = free_port()
+    spawn([sys.executable, "-m", "standin", "--port", str(port), "--data-dir", str(tmp_path / "stripe")], port)
+    env = {"DATA_DIR": str(tmp_path), "STRIPE_WEBHOOK_SECRET": "whsec_x", "STRIPE_API_BASE": f"http://127.0.0.1:{port}"}
+    for key, code, said in (("sk_test_works", 0, "ok: catalog.json is valid; mode test"),
+                            ("sk_test_rolled-key", 1, "STRIPE_SECRET_KEY: Stripe refused it (AuthenticationError)")):
+        result = run(["check"], {**env, "STRIPE_SECRET_KEY": key})
+        assert result.returncode == code and said in result.stdout, result.stdout + result.stderr
+        assert key not in result.stdout + result.stderr
+    result = run(["check"], {**env, "STRIPE_SECRET_KEY": "sk_test_works", "STRIPE_MAX_RETRIES": "0",
+                             "STRIPE_API_BASE": f"http://127.0.0.1:{free_port()}"})  # nothing listens there
+    assert result.returncode == 1 and "Stripe: no answer (APIConnectionError)" in result.stdout
 
 
 @pytest.mark.parametrize("env, said", [
@@ -119,8 +134,9 @@ def test_check_finds_a_data_dir_serving_could_not_make(tmp_path, env, said):
     assert result.returncode == 1 and said.format(tmp=tmp_path) in result.stdout, result.stdout + result.stderr
     unused = run(["check"], {**{k: v.format(tmp=tmp_path) for k, v in env.items()}, "STRIPE_SECRET_KEY": "sk_test_x",
                              "STRIPE_WEBHOOK_SECRET": "whsec_x", "DATABASE_URL": postgres_server(),
-                             "SMTP_URL": "smtp://mail.invalid:587"})
-    assert unused.returncode == 0, unused.stdout  # with PostgreSQL, a mail server and a key, DATA_DIR holds nothing
+                             "SMTP_URL": "smtp://mail.invalid:587", "STRIPE_MAX_RETRIES": "0",
+                             "STRIPE_API_BASE": f"http://127.0.0.1:{free_port()}"})
+    assert "DATA_DIR" not in unused.stdout, unused.stdout  # with PostgreSQL, a mail server and a key, it holds nothing
 
 
 def test_check_warns_of_offline_mode_at_an_address_that_is_not_this_machine(tmp_path):

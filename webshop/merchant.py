@@ -177,6 +177,14 @@ def check(config):
             psycopg.connect(**{"connect_timeout": 10, **psycopg.conninfo.conninfo_to_dict(config.database_url)}).close()
         except psycopg.Error as e:  # libpq's reason names host, port, user or option, never the password
             found.append(f"DATABASE_URL: cannot connect: {str(e).splitlines()[0]}")
+    if config.mode != "offline":  # one read, which makes nothing: does Stripe answer, and take the key?
+        from .payments import call, make_client
+        client, _ = make_client(config, None)
+        try:
+            call("GET /v1/checkout/sessions", client.v1.checkout.sessions.list, {"limit": 1})
+        except ShopError as e:
+            found.append(f"STRIPE_SECRET_KEY: Stripe refused it ({e.detail})" if e.code == "key_refused" else
+                         f"Stripe: no answer ({e.detail}): check the network, or STRIPE_API_BASE if set")
     print("\n".join(found) or f"ok: {config.catalog.name} is valid; mode {config.mode}; base URL {config.base_url}")
     from dotenv import dotenv_values
     known = [s.env for s in SETTINGS]

@@ -294,6 +294,9 @@ def start_background(shop):
     if shop.config.mode == "offline" and urlsplit(base_url).hostname not in LOOPBACK:
         log.warning("offline mode at %s: anyone reaching it pays with test cards and orders are handed off uncharged;"
                     " set STRIPE_SECRET_KEY before the shop is open to the public", base_url)
+    if shop.config.mode == "test" and not shop.config.stripe_webhook_secret:  # (live mode does not start without)
+        log.warning("STRIPE_WEBHOOK_SECRET is not set: POST /webhook refuses every event, so orders are fulfilled "
+                    "only from their confirmation pages and `reconcile` (`stripe listen` prints the secret)")
     if shop.orders.standin is not None:
         shop.orders.standin.start_webhook_sender()
     # The catalog's watcher loads each edit within a second, pages asked for or not: shoppers on Stripe's page ask

@@ -111,6 +111,16 @@ def test_check_reports_missing_webhook_secret_in_test_mode(tmp_path):
     assert "sk_test_abc" not in result.stdout + result.stderr
 
 
+def test_serving_in_test_mode_without_a_webhook_secret_says_every_event_is_refused(tmp_path, spawn):
+    port = free_port()
+    spawn([sys.executable, "shop.py"], port, env={"PORT": str(port), "DATA_DIR": str(tmp_path / "data"),
+                                                  "STRIPE_SECRET_KEY": "sk_test_x", "STRIPE_MAX_RETRIES": "0",
+                                                  "STRIPE_API_BASE": f"http://127.0.0.1:{free_port()}"})
+    log = tmp_path / "process-0.log"
+    wait_for(lambda: "STRIPE_WEBHOOK_SECRET is not set: POST /webhook refuses every event" in log.read_text(),
+             "the warning")
+
+
 def test_check_asks_stripe_once_whether_it_answers_and_takes_the_key(tmp_path, spawn):
     port = free_port()
     spawn([sys.executable, "-m", "standin", "--port", str(port), "--data-dir", str(tmp_path / "stripe")], port)

@@ -4,12 +4,13 @@ import json
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import stripe
 
 from standin import PayError
-from webshop import payments
+from webshop import merchant, payments
 from tests.conftest import ROOT, edit_catalog, free_port, handoff, settled, slow_to_expire, wire
 
 SPRING = {"code": "spring10", "percent_off": 10, "expires": "2099-01-31", "max_redemptions": 2,
@@ -293,7 +294,7 @@ def test_percent_off_is_what_stripe_takes(catalog_copy, percent, ok):
                                     f"at most two decimals, like 12.5, got {json.dumps(percent)}"])
 
 
-def test_a_code_of_100_percent_with_free_shipping_is_a_no_cost_order_handed_off_once(shop_with):
+def test_a_code_of_100_percent_with_free_shipping_is_a_no_cost_order_handed_off_once(shop_with, capsys):
     """Stripe completes it without a card or a PaymentIntent (payment_status no_payment_required)."""
     from webshop.settings import ShopError
     shopper = shop_with(promotions=[{"code": "FREEBOOK", "percent_off": 100}], tax={"mode": "none"},
@@ -310,3 +311,7 @@ def test_a_code_of_100_percent_with_free_shipping_is_a_no_cost_order_handed_off_
     with pytest.raises(ShopError) as refused:
         shopper.shop.orders.refund(order["id"])
     assert refused.value.message == f"Nothing was charged for order {order['id']}, so there is nothing to refund."
+    # Cancelled by the merchant: `refund ID --restock` gives its copies back, though there is no payment to refund
+    merchant.refund(shopper.shop.orders, SimpleNamespace(id=order["id"], amount=None, restock=True, again=False))
+    assert capsys.readouterr().out == f"Order {order['id']} cost nothing; its copies are back in stock now.\n"
+    assert shopper.shop.orders.ledger.get(order["id"])["restocked"] == 1

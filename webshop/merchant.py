@@ -308,9 +308,10 @@ def order(ctx, args):
 
 def refund(ctx, args):
     o = _order(ctx, args.id)
-    if o["status"] == "refunded" and args.restock and args.amount is None:  # refunded without --restock before
+    free = o["status"] == "paid" and o["amount_total"] == 0  # a no-cost order (a 100% code): nothing to refund
+    if (o["status"] == "refunded" or free) and args.restock and args.amount is None:  # the copies alone
         restocked = ctx.ledger.restock(o["id"], "cli refund")
-        print(f"Order {o['id']} is refunded in full already; its copies are "
+        print(f"Order {o['id']} {'cost nothing' if free else 'is refunded in full already'}; its copies are "
               f"{'back in stock now' if restocked else 'in stock already'}.")
         return
     o, result, replayed, restocked = ctx.refund(args.id, args.amount, args.restock, "cli refund", again=args.again)

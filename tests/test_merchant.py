@@ -478,6 +478,19 @@ def test_check_connects_to_the_database_so_a_bad_option_or_name_is_found_before_
     assert code == 0 and out.startswith("ok: catalog.json is valid"), out
 
 
+def test_a_database_url_that_cannot_connect_stops_a_command_with_libpqs_reason(data_dir, monkeypatch, run, caplog):
+    from psycopg import conninfo
+    server = conninfo.conninfo_to_dict(postgres_server())
+    url = f"postgresql://{server.get('user', 'postgres')}:s3cret@{server.get('host', '127.0.0.1')}:" \
+          f"{server.get('port', 5432)}/shop_no_such_db"
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    monkeypatch.setenv("DATABASE_URL", url)
+    code, _, err = run("orders")
+    assert code == 2 and err.startswith("cannot open the shop's data: DATABASE_URL: cannot connect: "), err
+    assert '"shop_no_such_db" does not exist' in err and "s3cret" not in err + caplog.text
+    assert "psycopg.pool" not in caplog.text  # not the pool's retries, one a second for 30 s
+
+
 @pytest.mark.parametrize("content", [b"ADMIN_PASSWORD=caf\xe9s3cret\n", b"PORT=80\x00\n"])
 def test_a_dot_env_that_cannot_be_read_is_named_in_one_line(tmp_path, monkeypatch, run, content):
     (tmp_path / ".env").write_bytes(content)

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from functools import partialmethod
 from datetime import datetime, timezone
 
-from .settings import ShopError
+from .settings import ConfigError, ShopError
 
 ORDER_ID = re.compile(r"ord_[0-9a-f]{24}")  # an order's id, as start_order makes it
 
@@ -586,6 +586,15 @@ def _wal(conn):
             time.sleep(0.05)
 
 
+def reach(url):
+    """Connect to DATABASE_URL once (in its connect_timeout, else 10 s), or ConfigError with libpq's reason."""
+    import psycopg
+    try:
+        psycopg.connect(**{"connect_timeout": 10, **psycopg.conninfo.conninfo_to_dict(url)}).close()
+    except psycopg.Error as e:  # libpq's reason names host, port, user or option, never the password
+        raise ConfigError(f"DATABASE_URL: cannot connect: {str(e).splitlines()[0]}") from None
+
+
 class _Postgres:
     """A psycopg 3 pool taking SQLite's `?` placeholders; each `tx()` is one transaction, committed on success."""
 
@@ -601,6 +610,7 @@ class _Postgres:
         limits = {k: v for k, v in (("keepalives_idle", 30), ("keepalives_interval", 10), ("keepalives_count", 3),
                                     ("tcp_user_timeout", 60000)) if k not in given}
         self.sweeping = threading.Lock()
+        reach(url)  # a wrong DATABASE_URL fails at once, in libpq's words, not after the pool's 30 s of retries
         self.pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=16, open=True, timeout=30, check=self._check,
                                                 kwargs={"row_factory": dict_row, "autocommit": True, **limits})
 

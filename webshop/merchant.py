@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from . import mail
 from .catalog import CatalogError, first_problems, load_catalog, money, problems
 from .fulfilment import Orders, write_csv
-from .ledger import MAX_MAIL_ATTEMPTS, STATUSES
+from .ledger import MAX_MAIL_ATTEMPTS, STATUSES, reach
 from .reconcile import reconcile
 from .security import LOOPBACK
 from .settings import ROOT, SETTINGS, ConfigError, ShopError, load_config
@@ -146,6 +146,8 @@ def cannot_open(config, e):
         return str(e)
     if isinstance(e, OSError):  # the folder, or the SQLite file in it
         return f"DATA_DIR {config.data_dir}: {e.strerror or type(e).__name__}"
+    if isinstance(e, ConfigError):  # DATABASE_URL that cannot connect, in libpq's words
+        return e.message
     return f"the database could not be opened ({type(e).__name__}); check DATABASE_URL or DATA_DIR"
 
 
@@ -172,11 +174,10 @@ def check(config):
         except OSError as e:
             found.append(f"DATA_DIR: {config.data_dir}: {e.strerror or type(e).__name__}")
     if config.database_url:  # libpq reads an option's value (sslmode=bogus) only when it connects
-        import psycopg
-        try:  # with the URL's own connect_timeout, if it has one
-            psycopg.connect(**{"connect_timeout": 10, **psycopg.conninfo.conninfo_to_dict(config.database_url)}).close()
-        except psycopg.Error as e:  # libpq's reason names host, port, user or option, never the password
-            found.append(f"DATABASE_URL: cannot connect: {str(e).splitlines()[0]}")
+        try:
+            reach(config.database_url)
+        except ConfigError as e:
+            found.append(e.message)
     if config.mode != "offline":  # one read, which makes nothing: does Stripe answer, and take the key?
         from .payments import call, make_client
         client, _ = make_client(config, None)

@@ -74,6 +74,14 @@ def browser(shop):
     return Shopper(shop.app)
 
 
+def test_orders_csv_lists_every_order_as_the_admin_export_does(shop, run):
+    item = [{"product_id": "walden", "name": "Walden", "unit_amount": 999, "quantity": 1}]
+    made = {ledger(shop).start_order(f"b{n}", "usd", item, per_minute=10)[0] for n in range(53)}
+    code, out, _ = run("orders", "--csv")
+    assert code == 0 and {line.split(",")[0] for line in out.splitlines()[1:]} == made
+    assert len(run("orders")[1].splitlines()) < 53 and len(run("orders", "--csv", "--limit", "3")[1].splitlines()) == 4
+
+
 def test_orders_table_json_and_status_filter(shop, run):
     code, out, _ = run("orders")
     assert (code, out.strip()) == (0, "No orders yet.")

@@ -14,7 +14,7 @@ from bottle import request, response
 
 from . import mail
 from .catalog import currency_exponent, money
-from .fulfilment import write_csv
+from .fulfilment import CSV_ROWS, write_csv
 from .ledger import ORDER_ID, REFUNDABLE, STATUSES
 from .security import counted
 from .settings import ShopError
@@ -89,7 +89,7 @@ def install(app, shop):
         status, search = filters()
         out = io.StringIO()
         out.write("\ufeff")  # a byte order mark: Excel reads it as UTF-8 ("1 × Walden"), not in the PC's code page
-        write_csv(out, ledger.list(status=status, search=search, limit=100000))
+        write_csv(out, ledger.list(status=status, search=search, limit=CSV_ROWS))
         response.content_type = "text/csv; charset=utf-8"
         response.set_header("Content-Disposition", 'attachment; filename="orders.csv"')
         return out.getvalue()

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from . import mail
 from .catalog import CatalogError, first_problems, load_catalog, money, problems
-from .fulfilment import Orders, write_csv
+from .fulfilment import CSV_ROWS, Orders, write_csv
 from .ledger import MAX_MAIL_ATTEMPTS, STATUSES, reach
 from .reconcile import reconcile
 from .security import LOOPBACK
@@ -65,7 +65,7 @@ def parser():
     q.add_argument("--follow", action="store_true", help="keep printing new records as they come")
     q = sub.add_parser("orders", help="list recent orders")
     q.add_argument("--status", choices=STATUSES, help="only orders with this status")
-    q.add_argument("--limit", type=bounded(1, 100000), default=50, help="how many (default 50)")
+    q.add_argument("--limit", type=bounded(1, 100000), help="how many (default 50; with --csv, all, as /admin's)")
     form = q.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     form.add_argument("--csv", action="store_true", help="print CSV with a header row (spreadsheet-safe)")
@@ -264,7 +264,7 @@ def fulfilments(ctx, args):
 
 
 def orders(ctx, args):
-    rows = ctx.ledger.list(status=args.status, limit=args.limit)
+    rows = ctx.ledger.list(status=args.status, limit=args.limit or (CSV_ROWS if args.csv else 50))
     if args.csv:
         write_csv(sys.stdout, rows)
     elif args.json:

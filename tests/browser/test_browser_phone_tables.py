@@ -1,8 +1,11 @@
-"""On a phone the tables' column headings are hidden, so each price, quantity and total cell names its column."""
+"""On a phone the tables' column headings are hidden, so each price, quantity and total cell names its column; long
+words wrap."""
+
+import json
 
 import pytest
 
-from tests.browser.conftest import PHONE, one_line_cells
+from tests.browser.conftest import DESKTOP, PHONE, one_line_cells
 from tests.browser.shopping import add_to_cart, catalog, expect
 
 pytestmark = pytest.mark.browser
@@ -33,3 +36,18 @@ def test_prices_and_headings_are_never_cut_in_two_where_the_cart_is_a_table_at_i
         add_to_cart(page, product["name"])
     expect(page.locator("table.cart thead")).to_be_visible()
     assert one_line_cells(page, "table.cart th[scope=col]:not(:has(.visually-hidden)), table.cart td.money") == []
+
+
+def test_a_long_address_in_a_books_text_wraps_inside_its_card(open_tab, start_shop, tmp_path):
+    data = catalog()
+    data["products"][0]["description"] = ("Free to read at https://www.gutenberg.org/ebooks/205/pg205-images.html "
+                                          "and here in print: " + "Walden" * 40)
+    (tmp_path / "catalog.json").write_text(json.dumps(data), encoding="utf-8")
+    shop = start_shop("long-words", CATALOG=str(tmp_path / "catalog.json"))
+    for viewport in (DESKTOP, PHONE):
+        tab = open_tab(viewport, server=shop)
+        tab.goto("/")
+        overflowing = tab.page.evaluate("""() => [...document.querySelectorAll('.card .desc')]
+            .filter(p => p.scrollWidth > p.closest('.card').clientWidth).length""")
+        assert overflowing == 0, f"a description runs out of its card at {viewport['width']}px"
+        tab.no_sideways_scroll()

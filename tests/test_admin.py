@@ -406,6 +406,20 @@ def test_a_refund_amount_may_be_typed_with_its_currency_as_the_page_writes_amoun
     assert "Refund $2.50 of order" in page.text
 
 
+@pytest.mark.parametrize("currency, example, asked", [("usd", "5.00", "$5.00"), ("jpy", "500", "¥500")])
+def test_the_amount_fields_example_is_written_in_the_orders_currency_and_taken(make_shopper, catalog_copy, currency,
+                                                                                example, asked):
+    with edit_catalog(catalog_copy) as data:
+        data["shop"]["currency"] = currency
+    admin = wire(make_shopper(catalog=str(catalog_copy), admin_password=PASSWORD))
+    o = paid(admin)
+    hint = admin.get(f"/admin/orders/{o['id']}", headers=auth()).html.find(id="amount-hint").text
+    assert hint.startswith(f"for example {example};")
+    page = admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin), "how": "partial",
+                                                           "amount": example}, headers=auth(), status=200)
+    assert f"Refund {asked} of order" in page.text
+
+
 def test_a_refund_amount_is_read_in_the_order_s_own_currency_as_its_pages_write_it(make_shopper, catalog_copy):
     with edit_catalog(catalog_copy) as data:
         data["shop"]["currency"] = "eur"

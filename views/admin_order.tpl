@@ -52,7 +52,7 @@
     <p><input type="radio" id="full" name="how" value="full"{{"" if error else " checked"}}> <label for="full">Everything left: {{amount(left, cur)}}</label></p>
     <p><input type="radio" id="partial" name="how" value="partial"{{" checked" if error else ""}}> <label for="partial">Part of it:</label>
       <label for="amount">amount in {{cur.upper()}}</label> <input id="amount" name="amount" inputmode="decimal" size="10" maxlength="16" value="{{typed}}" aria-describedby="amount-hint{{" amount-error" if error else ""}}" aria-invalid="{{"true" if error else "false"}}"{{" autofocus" if error else ""}}>
-      <span id="amount-hint" class="hint">for example 5.00; at most {{amount(left, cur)}}</span></p>
+      <span id="amount-hint" class="hint">for example {{example}}; at most {{amount(left, cur)}}</span></p>
   </fieldset>
 % if o["restocked"]:
   <p>The order’s copies are back in stock already.</p>

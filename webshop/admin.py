@@ -107,7 +107,7 @@ def install(app, shop):
                       for i in o["items"])
         return shop.render("admin_order.tpl", title=("Error: " if error else "") + f"Order {o['id']}", o=o,
                            history=ledger.history(o["id"]), stocked=stocked, tax_label=mail.tax_label,
-                           error=error, typed=typed, restock=restock,
+                           error=error, typed=typed, restock=restock, example=_example(o["currency"]),
                            record=ledger.handoff_record(o["id"]), mails=ledger.outbox(order_id=o["id"]),
                            refundable=o["status"] in REFUNDABLE and o["payment_intent"] and o["amount_total"],
                            left=(o["amount_total"] or 0) - o["amount_refunded"], amount=money,
@@ -159,6 +159,12 @@ def install(app, shop):
 
 def _whole(text, unknown=None):
     return int(text) if re.fullmatch(r"[0-9]{1,12}", text) else unknown
+
+
+def _example(currency):
+    """An amount to type, written with the currency's decimals: 5.00, or 500 in yen."""
+    exponent = currency_exponent(currency)
+    return f"5.{'0' * exponent}" if exponent else "500"
 
 
 def minor(text, currency):

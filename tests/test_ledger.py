@@ -244,8 +244,8 @@ def test_refunds_keep_the_largest_total_and_a_closed_dispute_keeps_its_outcome(l
     assert not ledger.apply_refund(order_id, 500, 2500, "test")  # an older event, later
     assert (ledger.get(order_id)["status"], ledger.get(order_id)["amount_refunded"]) == ("partially_refunded", 1000)
     assert ledger.apply_refund(order_id, 2500, 2500, "test") and ledger.get(order_id)["status"] == "refunded"
-    assert ledger.apply_dispute(order_id, "lost", "test")
-    assert not ledger.apply_dispute(order_id, "needs_response", "test")  # the created event, after the closed one
+    assert ledger.apply_dispute(order_id, {"id": "dp_1", "status": "lost"}, "test")
+    assert not ledger.apply_dispute(order_id, {"id": "dp_1", "status": "needs_response"}, "test")  # created, late
     assert (ledger.get(order_id)["status"], ledger.get(order_id)["dispute_status"]) == ("disputed", "lost")
 
 

@@ -25,7 +25,7 @@ from aiosmtpd.smtp import AuthResult
 
 from shop import start_background
 from standin import ASYNC_FAIL, StandIn
-from tests.conftest import (buy, edit_catalog, free_port, handoff, order, paid, pay_form, pending, start, wait_for,
+from tests.conftest import (DISPUTED, buy, edit_catalog, free_port, handoff, order, paid, pay_form, pending, start, wait_for,
                             wire)
 from webshop import mail, merchant
 from webshop.catalog import format_money
@@ -296,6 +296,24 @@ def test_each_failed_refund_tells_the_merchant_once_however_often_its_event_come
     assert smtp.kinds().count("refund_failed") == 2  # and the shopper heard of each refund that arrived first
     assert smtp.kinds().count("refund") == (1 if reverse else 2)
     assert all(to == [MERCHANT] for to, m in smtp.accepted if "failed" in m["Subject"])
+
+
+def test_a_dispute_tells_the_merchant_once_with_the_date_to_answer_by(shop, smtp):
+    """The bank takes the money back unless the merchant answers in time: days, not weeks."""
+    session_id = buy(shop, card=DISPUTED)
+    (opened,) = pending(shop, "charge.dispute.created")
+    shop.standin.deliver_pending()
+    o = order(shop, session_id)
+    shop.standin.redeliver(opened["id"])
+    reconcile(shop.shop.orders, SimpleNamespace(since=3600, quiet=True))
+    send(shop)
+    (notice,) = [m for to, m in smtp.accepted if m["Subject"] == f"Order {o['id']} is disputed"]
+    dispute = opened["data"]["object"]
+    due = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(dispute["evidence_details"]["due_by"]))
+    text = " ".join(text_and_html(notice)[0].split())
+    assert f"disputes the payment of order {o['id']} ({format_money(o['amount_total'], 'usd')}): " \
+           f"{dispute['reason'].replace('_', ' ')}." in text and f"Answer it in the Stripe Dashboard by {due}" in text
+    assert notice["To"] == MERCHANT and smtp.kinds().count("dispute") == 1
 
 
 def test_a_failed_refund_found_by_reconcile_is_not_told_again_when_its_event_comes_late(shop, smtp):

@@ -349,14 +349,20 @@ class Ledger:
                 self._enqueue(c, "refund_failed", order_id, lost=lost)
             return changed
 
-    def apply_dispute(self, order_id, dispute_status, source, note=None):
-        """Mark a paid order disputed; a closed dispute's outcome is never undone by a late event."""
+    def apply_dispute(self, order_id, dispute, source):
+        """Mark a paid order disputed, and tell the merchant, who has days to answer it; a closed dispute's outcome
+        is never undone by a late event. `dispute`: Stripe's Dispute (https://docs.stripe.com/api/disputes/object)."""
         with self.db.tx() as c:
             self.db.lock(c, order_id)
             row = c.execute("SELECT id, status, dispute_status FROM orders WHERE id = ?", (order_id,)).fetchone()
             status = "disputed" if row["status"] in ("paid", "partially_refunded", "refunded") else row["status"]
-            outcome = row["dispute_status"] if row["dispute_status"] in DISPUTE_FINAL else dispute_status
-            return self._settle(c, row, source, note, status=status, dispute_status=outcome)
+            outcome = row["dispute_status"] if row["dispute_status"] in DISPUTE_FINAL else dispute.get("status")
+            changed = self._settle(c, row, source, f"dispute {dispute.get('id')} {dispute.get('status')}",
+                                   status=status, dispute_status=outcome)
+            if status == "disputed" and row["status"] != "disputed":  # opened just now
+                self._enqueue(c, "dispute", order_id, reason=dispute.get("reason"),
+                              due_by=(dispute.get("evidence_details") or {}).get("due_by"))
+            return changed
 
     def _settle(self, c, row, source, note, **values):
         """Write `values` over the order `row` (read under its lock) if any differs, with a history line; True if so."""

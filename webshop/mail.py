@@ -60,7 +60,7 @@ class Notices:
             log.exception("no email composed for order %s (%s)", order["id"], what)
             return []
 
-    def _compose(self, what, order, record=None, before=0, lost=0):
+    def _compose(self, what, order, record=None, before=0, lost=0, reason=None, due_by=None):
         money, oid = (lambda amount: format_money(amount or 0, order["currency"])), order["id"]
         to = order["customer_email"] if EMAIL.fullmatch(order["customer_email"] or "") else None
         if to is None and order["customer_email"]:
@@ -97,6 +97,13 @@ class Notices:
                 f"(a closed card, say): Stripe put it back in your balance, and the order now shows "
                 f"{money(order['amount_refunded'])} refunded of {money(order['amount_total'])}.",
                 "Refund the shopper another way, or refund again from /admin."])
+        elif what == "dispute" and self.config.merchant_email:  # https://docs.stripe.com/disputes/responding
+            due = f" by {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(due_by))}" if due_by else ""
+            yield self._message(oid, "dispute", 0, self.config.merchant_email, f"Order {oid} is disputed", [
+                f"The shopper's bank disputes the payment of order {oid} ({money(order['amount_total'])})"
+                + (f": {reason.replace('_', ' ')}." if reason else "."),
+                f"Answer it in the Stripe Dashboard{due}, with the order's proof of delivery: unanswered, the bank "
+                "gives the money back to the shopper."])
         elif what == "refund" and to:
             total = order["amount_refunded"]
             yield self._message(oid, "refund", total, to, f"Refund for your order {oid}", [

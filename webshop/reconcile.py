@@ -126,8 +126,7 @@ def _catch_up_disputes(ctx, since):
         order = ctx.ledger.by_payment_intent(intent)  # None for a dispute without a PaymentIntent
         if order is None or order["fulfilled_at"] is None:  # not ours, or not paid yet (the sessions come first)
             continue
-        if ctx.ledger.apply_dispute(order["id"], dispute.get("status"), "reconcile",
-                                    f"dispute {dispute.get('id')} {dispute.get('status')}"):
+        if ctx.ledger.apply_dispute(order["id"], dispute, "reconcile"):
             after = ctx.ledger.get(order["id"])
             yield (f"{order['id']}: {order['status']} → {after['status']} (dispute {dispute.get('id')} "
                    f"{after['dispute_status']})")

@@ -127,7 +127,7 @@ SETTINGS = (
             must="must be empty or like smtp://user:pass@host:587 or smtps://host:465, with no query but ?timeout=N "
                  "(seconds, above 0)"),
     Setting("merchant_email", "MERCHANT_EMAIL", "",
-            "Address that gets a notice of each new order and failed refund (empty: none).",
+            "Address that gets a notice of each new order, failed refund and dispute (empty: none).",
             valid=EMAIL.fullmatch, must="must be a plain address like orders@example.com"),
     Setting("mail_from", "MAIL_FROM", "", "Sender address of the shop's emails (default shop@ the BASE_URL host).",
             valid=EMAIL.fullmatch, must="must be a plain address like orders@example.com"),

@@ -115,8 +115,7 @@ def apply(orders, event):
             outcome = "refund failed" if failed is not None else "refund recorded" if changed else "no change"
         else:
             # Disputes: https://docs.stripe.com/disputes/how-disputes-work
-            changed = ledger.apply_dispute(order["id"], obj.get("status"), source,
-                                           f"dispute {obj.get('id')} {obj.get('status')}")
+            changed = ledger.apply_dispute(order["id"], obj, source)
             outcome = f"dispute {obj.get('status')}" if changed else "no change"
     order_id = order["id"] if order else None
     if outcome != FULFILLED:  # a fulfilment marks its event handled in its own transaction
@@ -183,7 +182,8 @@ _FIELDS = {
                 "discounts": _optional(lambda v: isinstance(v, list) and all(
                     isinstance(d, dict) and _code(d.get("promotion_code")) for d in v))},
     "charge": {"payment_intent": _intent, "metadata": _metadata, "amount": _amount, "amount_captured": _amount,
-               "amount_refunded": _amount, "status": _status},
+               "amount_refunded": _amount, "status": _status, "reason": _status,  # and a Dispute's:
+               "evidence_details": _optional(lambda v: isinstance(v, dict) and _amount(v.get("due_by")))},
 }
 
 

@@ -1,6 +1,7 @@
 """Promotion codes, terms of service and tax IDs from catalog.json, as Checkout (the stand-in) takes them."""
 
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -237,9 +238,16 @@ def test_a_code_redeemed_while_an_edit_replaces_it_counts_against_the_new_codes_
     assert shopper.standin.get(waiting)["total_details"]["amount_discount"] > 0
 
 
-def test_an_expired_promotion_is_not_made_active(shop_with):
+def test_an_expired_promotion_is_not_made_active_and_check_and_the_log_say_so(shop_with, catalog_copy, caplog):
+    caplog.set_level("INFO", logger="shop")
     shopper = shop_with(promotions=[{**SPRING, "expires": "2020-01-31"}])
     assert active_codes(shopper) == {}
+    assert "promotion SPRING10 is not offered: expired" in caplog.text
+    check = subprocess.run([sys.executable, "shop.py", "check"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                           env={"CATALOG": str(catalog_copy), "DATA_DIR": str(catalog_copy.parent / "data"),
+                                "PATH": "/usr/bin:/bin"})
+    assert check.returncode == 0, check.stdout + check.stderr  # kept in the catalog, as a merchant may
+    assert "warning: promotion SPRING10 ended on 2020-01-31 (at 23:59:59 UTC): not offered" in check.stdout
 
 
 def test_terms_consent_and_tax_ids_are_asked_for_and_recorded(shop_with):

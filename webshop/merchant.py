@@ -195,6 +195,9 @@ def check(config):
         elif name not in known and not name.startswith("STANDIN_"):
             near = difflib.get_close_matches(name, known, 1)  # a typo leaves the setting at its default, silently
             print(f"warning: .env: {name} is not a setting of the shop" + (f" (did you mean {near[0]}?)" if near else ""))
+    for promo in () if found else load_catalog(config.catalog, ROOT / "public").promotions:  # kept, but ended
+        if promo["expires"] and promo["expires"] < time.strftime("%Y-%m-%d", time.gmtime()):
+            print(f"warning: promotion {promo['code']} ended on {promo['expires']} (at 23:59:59 UTC): not offered")
     if config.mode == "offline" and urlsplit(config.base_url).hostname not in LOOPBACK:  # keys may come at deploy
         print(f"warning: without STRIPE_SECRET_KEY the shop at {config.base_url} is offline: anyone reaching it pays "
               "with test cards, and orders are handed off uncharged")

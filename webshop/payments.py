@@ -208,6 +208,7 @@ def sync_promotions(client, catalog):
         expires = promo["expires"] and calendar.timegm(time.strptime(promo["expires"], "%Y-%m-%d")) + 86399
         left = promo["max_redemptions"] and promo["max_redemptions"] - redeemed.get(code, 0)
         if expires and expires < time.time() or left is not None and left <= 0:
+            log.info("promotion %s is not offered: %s", code, "expired" if left is None or left > 0 else "used up")
             continue
         off = ({"percent_off": promo["percent_off"]} if promo["percent_off"] else
                {"amount_off": promo["amount_off"], "currency": catalog.currency})

@@ -182,6 +182,14 @@ def test_smtp_timeout_is_the_urls_or_30_seconds(url, seconds):
     assert mail.timeout(load_config(environ={"SMTP_URL": url})) == seconds
 
 
+def test_every_wrong_value_is_named_at_once():
+    with pytest.raises(ConfigError) as e:
+        load_config(environ={"PORT": "abc", "THREADS": "0", "MERCHANT_EMAIL": "bob"})
+    assert e.value.message.splitlines() == [
+        "PORT: must be a whole number, got 'abc'", "THREADS: must be from 1 to 1024, got '0'",
+        "MERCHANT_EMAIL: must be a plain address like orders@example.com"]
+
+
 def test_retired_settings_are_unknown():
     assert not {"WORKERS", "PIN_CPUS"} & {s.env for s in SETTINGS}
     with pytest.raises(ConfigError, match="unknown setting"):

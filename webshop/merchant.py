@@ -105,7 +105,7 @@ def main(argv):
     try:
         config = load_config({k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None})
     except ConfigError as e:
-        return _fail(f"configuration: {e.message}", 2)
+        return _fail("\n".join(f"configuration: {line}" for line in e.message.splitlines()), 2)
     if command in ("serve", "check", "settings"):
         return {"serve": serve, "check": check, "settings": show_settings}[command](config) or 0
     try:  # the shop's name signs the emails a command causes (reconcile); a broken catalog stops no command

@@ -195,8 +195,14 @@ def load_config(overrides=None, environ=None):
     unknown = set(overrides) - {s.name for s in SETTINGS} - {"standin"}
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    values = {s.name: _coerce(s, overrides[s.name] if s.name in overrides else environ.get(s.env) or s.default)
-              for s in SETTINGS}
+    values, wrong = {}, []
+    for s in SETTINGS:  # every wrong value named at once, not one per start
+        try:
+            values[s.name] = _coerce(s, overrides[s.name] if s.name in overrides else environ.get(s.env) or s.default)
+        except ConfigError as e:
+            wrong.append(e.message)
+    if wrong:
+        raise ConfigError("\n".join(wrong))
     mode = KEY.match(values["stripe_secret_key"])[1] if values["stripe_secret_key"] else "offline"
     # This machine's own address for the interface it listens on (for `::`, waitress listens on IPv6 only).
     values["host"] = values["host"].removeprefix("[").removesuffix("]")  # [::1] as in a URL: ::1

@@ -108,7 +108,8 @@ def call(what, fn, *args, **kwargs):
             return result
         except stripe.RateLimitError as e:
             status, request_id = 429, e.request_id or "-"
-            if attempt == 2:
+            if attempt == 2 or (e.headers or {}).get("stripe-should-retry") == "true":  # a lock timeout: the SDK
+                # retried it already, as Stripe asked (https://docs.stripe.com/rate-limits#object-lock-timeouts)
                 raise shop_error(e) from None
         except stripe.StripeError as e:
             status = e.http_status or ("unreachable" if isinstance(e, stripe.APIConnectionError) else "error")

@@ -236,6 +236,18 @@ def test_offline_mode_on_a_public_address_is_warned_of_at_start(tmp_path, monkey
     assert "stopped" in caplog.text and ("orders are handed off uncharged" in caplog.text) is warned
 
 
+def test_a_connection_silent_for_channel_timeout_is_closed(spawn, tmp_path):
+    """Half a request line, then nothing (a slow client, or one holding a connection): waitress looks for such
+    connections only every 30 s unless told otherwise, so CHANNEL_TIMEOUT=1 closed them 1 to 31 s late."""
+    import socket
+    port = free_port()
+    spawn([sys.executable, "shop.py"], port, env={"PORT": str(port), "DATA_DIR": str(tmp_path / "data"),
+                                                  "CHANNEL_TIMEOUT": "1"})
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:  # far longer than 1 s and a look
+        s.sendall(b"GET / HT")
+        assert s.recv(100) == b""  # closed by the shop, not a timeout here
+
+
 def test_behind_a_trusted_proxy_the_admin_sign_in_limit_counts_each_forwarded_client(spawn, tmp_path):
     """TRUSTED_PROXY: only that proxy's X-Forwarded-For names the client, so one visitor's wrong passwords do
     not lock out the merchant, who comes through the same proxy."""

@@ -219,6 +219,7 @@ def serve(config):
         server = waitress.create_server(
             app, host=config.host, port=config.port, threads=config.threads, ident="shop",
             connection_limit=config.connection_limit, channel_timeout=config.channel_timeout,
+            cleanup_interval=1,  # a silent connection closed within a second of CHANNEL_TIMEOUT, not up to 30 s after
             asyncore_use_poll=True,  # select() cannot watch more than 1,024 connections
             # The shop reads X-Forwarded-For itself, from TRUSTED_PROXY only, as under gunicorn (waitress's own reading
             # makes "::ffff:203.0.113.7" the address "::ffff"); it reads no other forwarding header.

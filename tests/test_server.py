@@ -57,7 +57,8 @@ def test_serves_logs_each_request_and_stops_cleanly(tmp_path, stop):
 
 def test_a_log_reader_that_stalls_never_stalls_the_shop(tmp_path):
     """Its stdout a pipe nobody reads (a stuck log collector): the pipe fills after a few hundred access lines, and
-    the shop must go on answering; the lines wait for the reader instead."""
+    the shop must go on answering; the lines wait for the reader instead (10,000 at most), and a stop waits for
+    them a few seconds, not for ever."""
     port = free_port()
     env = shop_env(PORT=str(port), DATA_DIR=str(tmp_path / "data"), CATALOG_CHECK_SECONDS="300")
     proc = subprocess.Popen([sys.executable, "shop.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -72,6 +73,8 @@ def test_a_log_reader_that_stalls_never_stalls_the_shop(tmp_path):
                 assert e.code == 404
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
             assert r.status == 200
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)  # raises if it is still waiting for the reader
     finally:
         proc.kill()
         proc.communicate(timeout=15)
@@ -200,6 +203,9 @@ def test_serve_hands_the_server_settings_to_waitress(tmp_path, monkeypatch, argv
         def run(self):
             raise KeyboardInterrupt  # Ctrl-C at once
 
+        def close(self):
+            pass
+
     def create_server(app, **options):
         given.update(options)
         return Server()
@@ -226,6 +232,9 @@ def test_offline_mode_on_a_public_address_is_warned_of_at_start(tmp_path, monkey
     class Server:
         def run(self):
             raise KeyboardInterrupt  # Ctrl-C at once
+
+        def close(self):
+            pass
 
     monkeypatch.setattr(waitress, "create_server", lambda app, **options: Server())
     monkeypatch.setattr(merchant.signal, "signal", lambda *args: None)  # leave pytest's SIGTERM handler alone

@@ -1,6 +1,7 @@
 """The command line: `python shop.py` serves; `check`, `settings`, `migrate`; the merchant's order commands."""
 
 import argparse
+import contextlib
 import difflib
 import json
 import logging
@@ -12,6 +13,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -228,12 +230,7 @@ def serve(config):
         why = getattr(e, "strerror", None) or "no such address"
         return _fail(f"cannot listen on {config.host}:{config.port}: {why}", 2)
     shop = app.config["shop"]
-    # One thread writes the queued log lines: a slow stdout never holds a request up, and 128 threads never queue for
-    # the stream's lock (https://docs.python.org/3/howto/logging-cookbook.html#dealing-with-handlers-that-block).
-    root, lines = logging.getLogger(), queue.SimpleQueue()
-    writer = logging.handlers.QueueListener(lines, *root.handlers)
-    root.handlers = [logging.handlers.QueueHandler(lines)]
-    writer.start()
+    stop_writing = _write_logs_in_a_thread(logging.getLogger())
     log.info("serving %s at %s (%s mode, %d threads)", shop.catalog().shop_name, config.base_url, config.mode,
              config.threads)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C: raises KeyboardInterrupt
@@ -243,10 +240,42 @@ def serve(config):
     except KeyboardInterrupt:
         pass
     finally:
+        server.close()  # no new connections (the stand-in's webhook sender, offline, is refused at once)
         stop_background()  # before the ledger is closed
         shop.orders.close()
         log.info("stopped")
-        writer.stop()  # every queued line written before the process ends
+        stop_writing()
+
+
+def _write_logs_in_a_thread(logger, most=10000):
+    """One thread writes the logger's lines: a slow stdout never holds a request up, and 128 threads never queue for
+    the stream's lock (https://docs.python.org/3/howto/logging-cookbook.html#dealing-with-handlers-that-block). A log
+    reader that stops reading stops that thread: past `most` lines waiting, lines are dropped, not kept in memory.
+    Returns the stop, which waits for the lines queued, or 5 s if they cannot be written: then the process ends at
+    once, as its exit would wait on the stuck write for ever (logging flushes every handler at exit)."""
+    lines, handlers = queue.Queue(most), logger.handlers
+
+    class Queued(logging.handlers.QueueHandler):
+        def enqueue(self, record):
+            with contextlib.suppress(queue.Full):
+                lines.put_nowait(record)
+
+    def write():
+        while (record := lines.get()) is not None:
+            for handler in handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+    writer = threading.Thread(target=write, name="log writer", daemon=True)
+    writer.start()
+    logger.handlers = [Queued(lines)]
+
+    def stop():
+        with contextlib.suppress(queue.Full):
+            lines.put(None, timeout=5)
+        writer.join(5)
+        if writer.is_alive():  # everything else is stopped and closed; the unwritten lines are lost
+            os._exit(0)
+    return stop
 
 
 def shown(text):

@@ -63,7 +63,8 @@ def main(argv=None):
     ap.add_argument("--latency-ms", type=latency, default=None, metavar="N",
                     help=f"milliseconds every API request waits before it is answered, 0 to {MAX_LATENCY_MS} "
                          "(default: $STANDIN_LATENCY_MS, else 0)")
-    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=64,
+                    help="requests answered at once (default 64); with --latency-ms each holds one for its wait")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     public_url = args.public_url or f"http://{args.host}:{args.port}"

@@ -67,6 +67,9 @@ REFUNDABLE = ("paid", "partially_refunded")  # an order that has money left to r
 PAID = ("paid", "partially_refunded", "refunded", "disputed")  # money taken (some of it perhaps given back since)
 BOUGHT = ("awaiting_payment", *PAID)  # paid, or paying by bank: its copies are sold, its cart is spent
 DISPUTE_FINAL = ("won", "lost", "warning_closed", "prevented")  # a dispute status that never changes again
+# An open checkout past its expiry keeps its copies until Stripe says it expired unpaid (its event, or reconcile):
+# one paid in its last seconds may reach the shop minutes later. An hour on, reconcile has settled it (cron, 15 min).
+HOLD_AFTER_EXPIRY = 3600
 MAX_MAIL_ATTEMPTS = 25  # then a message waits for `shop.py mail`, listed by `shop.py outbox` as given up
 
 
@@ -183,7 +186,7 @@ class Ledger:
             f" WHERE l.product_id IN ({','.join('?' * len(product_ids))}) AND o.restocked = 0 AND"
             f" (o.status IN ({','.join('?' * len(BOUGHT))}) OR"
             " (o.status = 'open' AND (o.session_expires_at > ? OR (o.session_expires_at IS NULL AND o.created > ?))))"
-            " GROUP BY l.product_id", (browser, *product_ids, *BOUGHT, now, iso_utc(now - 600)))
+            " GROUP BY l.product_id", (browser, *product_ids, *BOUGHT, now - HOLD_AFTER_EXPIRY, iso_utc(now - 600)))
         return {r["product_id"]: (int(r["held"]), int(r["sold"])) for r in rows}  # PostgreSQL's SUM is numeric
 
     def stock_levels(self, product_ids, browser=None):

@@ -286,6 +286,18 @@ def test_reconcile_repairs_dropped_webhooks_once(shop, run):
     assert len(handoff(shop)) == 2
 
 
+def test_reconcile_finds_a_checkout_made_before_its_window_and_paid_in_it(shop, run):
+    """`reconcile --since 2h` from cron: a checkout lives up to a day, so one may be paid long after it was made."""
+    sid = start(browser(shop))
+    with shop.standin.store.tx(write=True) as tx:  # made five hours ago ("Continue your payment" since)
+        tx.conn.execute("UPDATE objects SET created = created - 18000 WHERE id = ?", (sid,))
+    shop.standin.pay(sid)
+    assert shop.standin.drop_pending_events()  # checkout.session.completed lost, and no confirmation page seen
+    code, out, _ = run("reconcile", "--since", "2h")
+    assert code == 0 and f"{order(shop, sid)['id']}: open → paid (fulfilled; session {sid})" in out
+    assert [line["session_id"] for line in handoff(shop)] == [sid]
+
+
 def test_reconcile_quiet_prints_only_its_repairs_so_cron_mails_only_then(shop, data_dir, database_url):
     env = cli_env(data_dir, database_url)
     proc = shop_py("reconcile", "--quiet", env=env)
@@ -568,7 +580,7 @@ def test_reconcile_asks_stripe_about_the_refunded_orders_only_not_every_paid_one
     code, out, _ = run("reconcile")
     assert code == 0 and f"{orders[1]['id']}: paid → partially_refunded (refund recorded" in out
     asked = [r.getMessage().split()[1:3] for r in caplog.records if r.name == "shop.stripe"]
-    assert asked.count(["GET", "/v1/refunds"]) == 2 and len(asked) == 5  # the window's refunds, then its order's
+    assert asked.count(["GET", "/v1/refunds"]) == 2 and len(asked) == 6  # the window's refunds, then its order's
     assert [order(shop, o["session_id"])["amount_refunded"] for o in orders] == [0, 300, 0]
 
 

@@ -10,6 +10,8 @@ from .settings import ShopError
 
 EVENT_DAYS = 30  # how long reconcile keeps the ids of handled webhook events
 LOST_AFTER = 600  # an order still without a session this long after checkout never reached Stripe
+PAYMENT_EVENTS = ["checkout.session.completed", "checkout.session.async_payment_succeeded",
+                  "checkout.session.async_payment_failed"]
 
 
 def reconcile(ctx, args):
@@ -30,6 +32,12 @@ def reconcile(ctx, args):
                                                       window), 1):
         listed.add(session["id"])
         repaired += _repair(ctx, session)
+    # and sessions paid in the window, whenever they were made (one lives up to 24 hours): from their events
+    for event in payments.listed("GET /v1/events", ctx.stripe.v1.events.list, {**window, "types": PAYMENT_EVENTS}):
+        session = event["data"]["object"]
+        if session.get("id") not in listed:
+            listed.add(session.get("id"))
+            checked, repaired = checked + 1, repaired + _repair(ctx, session)
     # Payments first: refunds and disputes need the order paid.
     for line in chain(_catch_up_payments(ctx, listed), _catch_up_refunds(ctx, refunded),
                       _catch_up_disputes(ctx, since), _settle_lost_checkouts(ctx, since)):

@@ -298,6 +298,24 @@ def test_each_failed_refund_tells_the_merchant_once_however_often_its_event_come
     assert all(to == [MERCHANT] for to, m in smtp.accepted if "failed" in m["Subject"])
 
 
+def test_a_refund_failed_event_delivered_twice_at_once_tells_the_merchant_once(shop, smtp):
+    """Stripe resends an event whose first delivery is still being answered (slow): both get past "seen before"."""
+    o = paid(shop)
+    refund = shop.shop.orders.stripe.v1.refunds.create({"payment_intent": o["payment_intent"], "amount": 500})
+    shop.standin.deliver_pending()
+    shop.standin.fail_refund(refund.id)
+    (failed,) = pending(shop, "refund.failed")
+    shop.standin.drop_pending_events()
+    copies = [threading.Thread(target=shop.standin.redeliver, args=(failed["id"],)) for _ in range(4)]
+    for t in copies:
+        t.start()
+    for t in copies:
+        t.join()
+    send(shop)
+    assert smtp.kinds().count("refund_failed") == 1
+    assert shop.shop.orders.ledger.get(o["id"])["refund_failures"] == 1
+
+
 def test_a_dispute_tells_the_merchant_once_with_the_date_to_answer_by(shop, smtp):
     """The bank takes the money back unless the merchant answers in time: days, not weeks."""
     session_id = buy(shop, card=DISPUTED)

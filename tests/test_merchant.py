@@ -298,6 +298,20 @@ def test_reconcile_finds_a_checkout_made_before_its_window_and_paid_in_it(shop, 
     assert [line["session_id"] for line in handoff(shop)] == [sid]
 
 
+def test_reconcile_does_not_report_a_fulfilment_the_webhook_made_while_it_read(shop, run, monkeypatch):
+    """Its cron mails what it prints: a repair another process made meanwhile is not its own to report."""
+    sid = buy(shop)
+    read = reconcile_module.payments.retrieve_session
+
+    def webhook_first(client, session_id):
+        shop.standin.deliver_pending()  # checkout.session.completed arrives during reconcile's read
+        return read(client, session_id)
+    monkeypatch.setattr(reconcile_module.payments, "retrieve_session", webhook_first)
+    code, out, _ = run("reconcile")
+    assert code == 0 and "→ paid" not in out and "nothing to repair" in out
+    assert order(shop, sid)["status"] == "paid" and len(handoff(shop)) == 1
+
+
 def test_reconcile_quiet_prints_only_its_repairs_so_cron_mails_only_then(shop, data_dir, database_url):
     env = cli_env(data_dir, database_url)
     proc = shop_py("reconcile", "--quiet", env=env)

@@ -77,9 +77,9 @@ def _repair(ctx, session):
     else:
         outcome = "session attached"
     after = ctx.ledger.get(order["id"])
-    if (after["status"], after["fulfilled_at"], after["amount_refunded"]) == (
-            state, order["fulfilled_at"], order["amount_refunded"]) and not claimed:
-        return 0
+    if ((after["status"], after["fulfilled_at"], after["amount_refunded"]) == (
+            state, order["fulfilled_at"], order["amount_refunded"]) or outcome == "already fulfilled") and not claimed:
+        return 0  # nothing changed, or another process (a webhook, a confirmation page) made the change meanwhile
     print(f"{order['id']}: {state} → {after['status']} ({outcome}; session {sid})")
     return 1
 

@@ -215,6 +215,14 @@ def test_a_key_stripe_refuses_is_logged_as_the_merchants_to_fix_and_the_shopper_
                       "access to PaymentIntents, Disputes and Events"]
 
 
+def test_a_buy_now_that_stripe_does_not_answer_speaks_of_no_cart_when_there_is_none(make):
+    shopper = make()
+    inject(shopper, CREATE, "500", times=10)
+    page = shopper.post("/checkout", {"csrf_token": shopper.csrf(), "product_id": product(shopper)}, status=503)
+    assert payments.UNAVAILABLE in page.text and "Your cart is kept" not in page.text  # it holds nothing
+    assert "Back to your cart" not in page.text and page.html.find("main").find("a", href="/")  # to the shop
+
+
 def test_an_id_stripe_does_not_know_in_the_checkout_is_a_refusal_not_a_missing_checkout(make, monkeypatch):
     """Stripe answers resource_missing for an unknown id among the parameters (a catalog's tax code, say)."""
     from standin import checkout

@@ -25,8 +25,8 @@ from aiosmtpd.smtp import AuthResult
 
 from shop import start_background
 from standin import ASYNC_FAIL, StandIn
-from tests.conftest import (DISPUTED, buy, edit_catalog, free_port, handoff, order, paid, pay_form, pending, start, wait_for,
-                            wire)
+from tests.conftest import (DISPUTED, buy, edit_catalog, free_port, handoff, order, paid, pay_form, pending, start,
+                            wait_for, wire)
 from webshop import mail, merchant
 from webshop.catalog import format_money
 from webshop.ledger import Ledger
@@ -298,7 +298,41 @@ def test_each_failed_refund_tells_the_merchant_once_however_often_its_event_come
     assert all(to == [MERCHANT] for to, m in smtp.accepted if "failed" in m["Subject"])
 
 
-def test_a_refund_failed_event_delivered_twice_at_once_tells_the_merchant_once(shop, smtp):
+def test_a_second_refund_failing_before_its_events_arrive_is_told_with_its_own_amount(shop, smtp):
+    o = paid(shop)
+    refunds = shop.shop.orders.stripe.v1.refunds
+    first = refunds.create({"payment_intent": o["payment_intent"], "amount": 500})
+    shop.standin.deliver_pending()
+    shop.standin.fail_refund(first.id)
+    shop.standin.deliver_pending()
+    second = refunds.create({"payment_intent": o["payment_intent"], "amount": 300})
+    shop.standin.fail_refund(second.id)  # before its charge.refunded is delivered, which reads the list then
+    shop.standin.deliver_pending(duplicate=True)
+    send(shop)
+    told = [" ".join(text_and_html(m)[0].split()) for to, m in smtp.accepted if "failed" in m["Subject"]]
+    assert len(told) == 2 and "$5.00 of the refunds" in told[0] and "$3.00 of the refunds" in told[1]
+
+
+def test_reconcile_tells_what_a_failed_refund_did_not_give_back_though_another_since_did(shop, smtp):
+    """$5 refunded and failed, $3 refunded since, both events lost: what reconcile finds is $3 given back, $5 not."""
+    o = paid(shop)
+    refunds = shop.shop.orders.stripe.v1.refunds
+    first = refunds.create({"payment_intent": o["payment_intent"], "amount": 500})
+    shop.standin.deliver_pending()
+    shop.standin.fail_refund(first.id)
+    refunds.create({"payment_intent": o["payment_intent"], "amount": 300})
+    late = [e["id"] for e in shop.standin.pending_events()]
+    assert late and shop.standin.drop_pending_events()
+    reconcile(shop.shop.orders, SimpleNamespace(since=3600, quiet=True))
+    for event_id in late:
+        shop.standin.redeliver(event_id)
+    send(shop)
+    (told,) = [" ".join(text_and_html(m)[0].split()) for to, m in smtp.accepted if "failed" in m["Subject"]]
+    assert "$5.00 of the refunds" in told and "now shows $3.00 refunded" in told
+    assert order(shop, o["session_id"])["amount_refunded"] == 300
+
+
+def test_a_refund_failed_event_delivered_again_at_once_tells_the_merchant_once(shop, smtp):
     """Stripe resends an event whose first delivery is still being answered (slow): both get past "seen before"."""
     o = paid(shop)
     refund = shop.shop.orders.stripe.v1.refunds.create({"payment_intent": o["payment_intent"], "amount": 500})

@@ -59,6 +59,8 @@ MIGRATIONS = (
     CREATE INDEX orders_client ON orders(client, created)""",
     # Refunds that failed after they were made: part of a refund's idempotency key, so refunding again is a new one.
     "ALTER TABLE orders ADD COLUMN refund_failures INTEGER NOT NULL DEFAULT 0",
+    # and their sum, so that the merchant is told each failure once, with its amount, whoever finds it
+    "ALTER TABLE orders ADD COLUMN refunds_failed BIGINT NOT NULL DEFAULT 0",
 )
 
 STATUSES = ("open", "checkout_failed", "awaiting_payment", "paid", "payment_failed",
@@ -328,28 +330,29 @@ class Ledger:
 
     # -- after payment: refunds, disputes, webhook bookkeeping --------------------------------------------------
 
-    def apply_refund(self, order_id, amount_refunded, amount_charged, source, note=None, failures=None, failed=None):
-        """Keep the charge's largest refunded total (events come in any order), or, given `failures` (how many of its
-        refunds failed, from Stripe's list read just now), Stripe's total; never more than it charged or the order
-        came to; paid becomes (partially_)refunded. A failure not counted before emails the merchant the amount no
-        longer refunded, or `failed` (that refund's amount, when the order never counted it)."""
+    def apply_refund(self, order_id, amount_refunded, amount_charged, source, note=None, failed=None):
+        """Keep the charge's largest refunded total (events come in any order), or, given `failed` (how many of its
+        refunds failed, and their sum, from Stripe's list read just now), Stripe's total; never more than it
+        charged or the order came to; paid becomes (partially_)refunded. Failures not known before email the
+        merchant what they did not give back."""
         with self.db.tx() as c:
             self.db.lock(c, order_id)
-            row = c.execute("SELECT id, status, amount_refunded, amount_total, refund_failures FROM orders "
-                            "WHERE id = ?", (order_id,)).fetchone()
+            row = c.execute("SELECT id, status, amount_refunded, amount_total, refund_failures, refunds_failed FROM "
+                            "orders WHERE id = ?", (order_id,)).fetchone()
             amount_charged = min(amount_charged, row["amount_total"] or 0)  # the order's payment took that, no more
-            amount, status, exact = min(amount_refunded, amount_charged), row["status"], failures is not None
+            amount, status, exact = min(amount_refunded, amount_charged), row["status"], failed is not None
             amount = amount if exact else max(row["amount_refunded"], amount)
             if status in ("paid", "partially_refunded", "refunded") and (amount > 0 or exact):
                 status = "paid" if amount == 0 else "refunded" if amount >= amount_charged or (
                     status == "refunded" and not exact) else "partially_refunded"
+            count, lost = failed or (0, 0)  # failed refunds stay failed: both only grow
             changed = self._settle(c, row, source, note, status=status, amount_refunded=amount,
-                                   refund_failures=max(row["refund_failures"], failures or 0))
+                                   refund_failures=max(row["refund_failures"], count),
+                                   refunds_failed=max(row["refunds_failed"], lost))
             if amount > row["amount_refunded"]:
                 self._enqueue(c, "refund", order_id, before=row["amount_refunded"])
-            lost = row["amount_refunded"] - amount or failed
-            if exact and failures > row["refund_failures"] and lost:  # the merchant gives it back another way
-                self._enqueue(c, "refund_failed", order_id, lost=lost)
+            if lost > row["refunds_failed"]:  # the merchant gives it back another way
+                self._enqueue(c, "refund_failed", order_id, lost=lost - row["refunds_failed"])
             return changed
 
     def apply_dispute(self, order_id, dispute, source):

@@ -164,12 +164,12 @@ def create_session(client, params, order_id):
 
 
 def refunded(client, payment_intent):
-    """What a payment's refunds have given back, and how many did not: those that failed (a closed card) or were
-    canceled returned to the balance instead (https://docs.stripe.com/refunds#failed-refunds). One call for up to
-    100 refunds."""
+    """What a payment's refunds have given back, and (how many, what sum) did not: those that failed (a closed card)
+    or were canceled returned to the balance instead (https://docs.stripe.com/refunds#failed-refunds). One call for
+    up to 100 refunds."""
     refunds = list(listed("GET /v1/refunds", client.v1.refunds.list, {"payment_intent": payment_intent, "limit": 100}))
-    back = [r for r in refunds if r.get("status") not in ("failed", "canceled")]
-    return sum(r["amount"] for r in back), len(refunds) - len(back)
+    lost = [r["amount"] for r in refunds if r.get("status") in ("failed", "canceled")]
+    return sum(r["amount"] for r in refunds) - sum(lost), (len(lost), sum(lost))
 
 
 def retrieve_session(client, session_id):

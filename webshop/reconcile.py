@@ -110,10 +110,10 @@ def _catch_up_refunds(ctx, refunded):
         order = ctx.ledger.by_payment_intent(intent)
         if not (order and order["fulfilled_at"] and order["status"] in PAID):  # disputed too: refunded before it
             continue
-        total, failures = payments.refunded(ctx.stripe, intent)  # less any that failed since
-        if total != order["amount_refunded"] and ctx.ledger.apply_refund(
+        total, failed = payments.refunded(ctx.stripe, intent)  # less any that failed since
+        if (total != order["amount_refunded"] or failed[1] > order["refunds_failed"]) and ctx.ledger.apply_refund(
                 order["id"], total, order["amount_total"] or 0, "reconcile",
-                f"refunded {money(total, order['currency'])} in all (event missed)", failures=failures):
+                f"refunded {money(total, order['currency'])} in all (event missed)", failed):
             yield f"{order['id']}: {order['status']} → {ctx.ledger.get(order['id'])['status']} (refund recorded)"
 
 

@@ -368,6 +368,18 @@ def test_a_dispute_tells_the_merchant_once_with_the_date_to_answer_by(shop, smtp
     assert notice["To"] == MERCHANT and smtp.kinds().count("dispute") == 1
 
 
+def test_a_dispute_first_heard_of_when_it_is_closed_asks_the_merchant_for_no_answer(shop, smtp):
+    session_id = buy(shop, card=DISPUTED)
+    assert shop.standin.drop_pending_events()  # charge.dispute.created lost (with the payment's own events)
+    (dispute,) = shop.shop.orders.stripe.v1.disputes.list({"limit": 1}).data
+    shop.standin.close_dispute(dispute.id, won=False)
+    shop.standin.deliver_pending()
+    reconcile(shop.shop.orders, SimpleNamespace(since=3600, quiet=True))
+    send(shop)
+    o = order(shop, session_id)
+    assert (o["status"], o["dispute_status"]) == ("disputed", "lost") and "dispute" not in smtp.kinds()
+
+
 def test_a_failed_refund_found_by_reconcile_is_not_told_again_when_its_event_comes_late(shop, smtp):
     """`reconcile` lowers the order and tells the merchant; the refund.failed event, delayed, is the same failure."""
     o = paid(shop)

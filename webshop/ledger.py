@@ -365,7 +365,7 @@ class Ledger:
             outcome = row["dispute_status"] if row["dispute_status"] in DISPUTE_FINAL else dispute.get("status")
             changed = self._settle(c, row, source, f"dispute {dispute.get('id')} {dispute.get('status')}",
                                    status=status, dispute_status=outcome)
-            if status == "disputed" and row["status"] != "disputed":  # opened just now
+            if status == "disputed" and row["status"] != "disputed" and outcome not in DISPUTE_FINAL:  # to answer
                 self._enqueue(c, "dispute", order_id, reason=dispute.get("reason"),
                               due_by=(dispute.get("evidence_details") or {}).get("due_by"))
             return changed

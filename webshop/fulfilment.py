@@ -19,6 +19,7 @@ from .settings import ShopError
 log = logging.getLogger("shop.fulfilment")
 
 FULFILLED = "fulfilled"  # sync()'s outcome for the one call that fulfilled the order
+UNCHANGED = ("no change", "already fulfilled")  # its outcomes when this call changed nothing (another one may have)
 # Events come in any order, so a paid session may follow an expiry or failure:
 # https://docs.stripe.com/webhooks#event-ordering
 PAYABLE_FROM = ("open", "checkout_failed", "awaiting_payment", "payment_failed", "expired")

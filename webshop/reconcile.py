@@ -5,6 +5,7 @@ from itertools import chain
 
 from . import payments
 from .catalog import money
+from .fulfilment import UNCHANGED
 from .ledger import PAID, iso_utc
 from .settings import ShopError
 
@@ -78,7 +79,7 @@ def _repair(ctx, session):
         outcome = "session attached"
     after = ctx.ledger.get(order["id"])
     if ((after["status"], after["fulfilled_at"], after["amount_refunded"]) == (
-            state, order["fulfilled_at"], order["amount_refunded"]) or outcome == "already fulfilled") and not claimed:
+            state, order["fulfilled_at"], order["amount_refunded"]) or outcome in UNCHANGED) and not claimed:
         return 0  # nothing changed, or another process (a webhook, a confirmation page) made the change meanwhile
     print(f"{order['id']}: {state} → {after['status']} ({outcome}; session {sid})")
     return 1
@@ -100,7 +101,7 @@ def _catch_up_payments(ctx, listed):
             print(f"{order['id']}: still awaiting_payment, its checkout {sid} unknown to Stripe: {e.detail}")
             continue
         after = ctx.ledger.get(order["id"])
-        if after["status"] != order["status"]:
+        if after["status"] != order["status"] and outcome not in UNCHANGED:  # not another process's change
             yield f"{order['id']}: awaiting_payment → {after['status']} ({outcome}; session {sid})"
 
 

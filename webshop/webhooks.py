@@ -8,14 +8,12 @@ from bottle import request, response
 
 from . import payments
 from .catalog import money
-from .fulfilment import FULFILLED
+from .fulfilment import FULFILLED, UNCHANGED
 from .ledger import Ledger
 from .payments import CHARGE_EVENTS, EVENTS, SESSION_EVENTS
 from .settings import ShopError
 
 log = logging.getLogger("shop.webhooks")
-
-UNCHANGED = ("no change", "already fulfilled")
 
 
 class Retry(Exception):

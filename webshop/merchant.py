@@ -240,7 +240,8 @@ def serve(config):
     except KeyboardInterrupt:
         pass
     finally:
-        server.close()  # no new connections (the stand-in's webhook sender, offline, is refused at once)
+        server.close()  # (waitress has let the requests under way finish, up to 5 s): no more connections, so
+        # offline the stand-in's webhook sender is refused at once instead of waiting for an answer
         stop_background()  # before the ledger is closed
         shop.orders.close()
         log.info("stopped")
@@ -270,9 +271,10 @@ def _write_logs_in_a_thread(logger, most=10000):
     logger.handlers = [Queued(lines)]
 
     def stop():
+        deadline = time.monotonic() + 5
         with contextlib.suppress(queue.Full):
             lines.put(None, timeout=5)
-        writer.join(5)
+        writer.join(max(0, deadline - time.monotonic()))
         if writer.is_alive():  # everything else is stopped and closed; the unwritten lines are lost
             os._exit(0)
     return stop

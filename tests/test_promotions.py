@@ -248,6 +248,12 @@ def test_an_expired_promotion_is_not_made_active_and_check_and_the_log_say_so(sh
                                 "PATH": "/usr/bin:/bin"})
     assert check.returncode == 0, check.stdout + check.stderr  # kept in the catalog, as a merchant may
     assert "warning: promotion SPRING10 ended on 2020-01-31 (at 23:59:59 UTC): not offered" in check.stdout
+    check = subprocess.run([sys.executable, "shop.py", "check"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                           env={"CATALOG": str(catalog_copy), "DATA_DIR": str(catalog_copy.parent / "data"),
+                                "PATH": "/usr/bin:/bin", "STRIPE_SECRET_KEY": "sk_test_x", "STRIPE_MAX_RETRIES": "0",
+                                "STRIPE_API_BASE": f"http://127.0.0.1:{free_port()}"})  # other problems besides
+    assert check.returncode == 1 and "STRIPE_WEBHOOK_SECRET: not set" in check.stdout
+    assert "warning: promotion SPRING10 ended on 2020-01-31" in check.stdout
 
 
 def test_terms_consent_and_tax_ids_are_asked_for_and_recorded(shop_with):

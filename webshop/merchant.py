@@ -21,6 +21,7 @@ from . import mail
 from .catalog import CatalogError, first_problems, load_catalog, money, problems
 from .fulfilment import CSV_ROWS, Orders, write_csv
 from .ledger import MAX_MAIL_ATTEMPTS, STATUSES, reach
+from .payments import call, expiry, make_client
 from .reconcile import reconcile
 from .security import LOOPBACK
 from .settings import ROOT, SETTINGS, ConfigError, ShopError, load_config
@@ -124,9 +125,9 @@ def main(argv):
     try:
         return run[command](ctx, args) or 0
     except ShopError as e:
-        if e.code == "key_refused":  # nothing was done, and running it again cannot help
-            return _fail(f"Stripe refused STRIPE_SECRET_KEY ({e.detail}): nothing was done. Set a key Stripe "
-                         "accepts (Dashboard → Developers → API keys), then run the command again.", 2)
+        if e.code == "key_refused":  # running it again cannot help
+            return _fail(f"Stripe refused STRIPE_SECRET_KEY ({e.detail}). Set a key Stripe accepts (Dashboard → "
+                         "Developers → API keys), then run the command again.", 2)
         if e.status == 503:  # a request that lost its answer may still have been carried out at Stripe
             return _fail(f"Stripe did not answer ({e.detail or 'no answer'}), so the outcome is unknown. Run the same "
                          "command again in a minute: Stripe replays a request it already carried out (idempotency "
@@ -167,6 +168,7 @@ def show_settings(config):
 def check(config):
     """Print every problem with the catalog and settings; 0 when there are none."""
     found = problems(config.catalog, ROOT / "public")
+    catalog_ok = not found
     if config.mode != "offline" and not config.stripe_webhook_secret:
         found.append("STRIPE_WEBHOOK_SECRET: not set, so POST /webhook refuses every event (set it to whsec_...)")
     if not (config.database_url and config.smtp_url) or config.mode == "offline":  # SQLite, .eml files, the stand-in
@@ -181,13 +183,16 @@ def check(config):
         except ConfigError as e:
             found.append(e.message)
     if config.mode != "offline":  # one read, which makes nothing: does Stripe answer, and take the key?
-        from .payments import call, make_client
         client, _ = make_client(config, None)
         try:
             call("GET /v1/checkout/sessions", client.v1.checkout.sessions.list, {"limit": 1})
         except ShopError as e:
-            found.append(f"STRIPE_SECRET_KEY: Stripe refused it ({e.detail})" if e.code == "key_refused" else
-                         f"Stripe: no answer ({e.detail}): check the network, or STRIPE_API_BASE if set")
+            if e.code == "key_refused":
+                found.append(f"STRIPE_SECRET_KEY: Stripe refused it ({e.detail})")
+            elif e.detail == "APIConnectionError":
+                found.append(f"Stripe: no answer ({e.detail}): check the network, or STRIPE_API_BASE if set")
+            else:  # rate limited, or Stripe's own error
+                found.append(f"Stripe: {e.detail or e.message}")
     print("\n".join(found) or f"ok: {config.catalog.name} is valid; mode {config.mode}; base URL {config.base_url}")
     from dotenv import dotenv_values
     known = [s.env for s in SETTINGS]
@@ -197,8 +202,8 @@ def check(config):
         elif name not in known and not name.startswith("STANDIN_"):
             near = difflib.get_close_matches(name, known, 1)  # a typo leaves the setting at its default, silently
             print(f"warning: .env: {name} is not a setting of the shop" + (f" (did you mean {near[0]}?)" if near else ""))
-    for promo in () if found else load_catalog(config.catalog, ROOT / "public").promotions:  # kept, but ended
-        if promo["expires"] and promo["expires"] < time.strftime("%Y-%m-%d", time.gmtime()):
+    for promo in load_catalog(config.catalog, ROOT / "public").promotions if catalog_ok else ():  # kept, but ended
+        if promo["expires"] and expiry(promo) < time.time():
             print(f"warning: promotion {promo['code']} ended on {promo['expires']} (at 23:59:59 UTC): not offered")
     if config.mode == "offline" and urlsplit(config.base_url).hostname not in LOOPBACK:  # keys may come at deploy
         print(f"warning: without STRIPE_SECRET_KEY the shop at {config.base_url} is offline: anyone reaching it pays "

@@ -79,7 +79,8 @@ def checkout_params(catalog, lines, order_id, base_url, from_cart=True, held=Fal
     if automatic:
         params["automatic_tax"] = {"enabled": True}
     if any(product.stock is not None for product, _, _ in lines):
-        # Held copies come back when an abandoned session expires: Stripe's shortest lifetime, 30 min (+1 for the call).
+        # Held copies come back once an abandoned session has expired: Stripe's shortest lifetime, 30 min (+1 for
+        # the call), then Stripe's word that it expired unpaid (ledger.HOLD_AFTER_EXPIRY).
         params["expires_at"] = int(time.time()) + 31 * 60
     if catalog.promotions:  # the shopper types a code on Stripe's page
         params["allow_promotion_codes"] = True
@@ -98,7 +99,8 @@ def shipping_fee(option, subtotal):
 
 
 def call(what, fn, *args, **kwargs):
-    """One Stripe call, logged (endpoint, status, ms, Request-Id); failures become ShopError, a 429 is retried twice."""
+    """One Stripe call, logged (endpoint, status, ms, Request-Id); failures become ShopError, a rate limit's 429 is
+    retried twice."""
     for attempt in range(3):
         start, status, request_id = time.monotonic(), "ok", "-"
         try:
@@ -206,7 +208,7 @@ def sync_promotions(client, catalog):
                         {"active": False}).to_dict()
         redeemed[key[0]] = redeemed.get(key[0], 0) + (code.get("times_redeemed") or 0)
     for (code, coupon), promo in wanted.items():
-        expires = promo["expires"] and calendar.timegm(time.strptime(promo["expires"], "%Y-%m-%d")) + 86399
+        expires = expiry(promo)
         left = promo["max_redemptions"] and promo["max_redemptions"] - redeemed.get(code, 0)
         if expires and expires < time.time() or left is not None and left <= 0:
             log.info("promotion %s is not offered: %s", code, "expired" if left is None or left > 0 else "used up")
@@ -224,6 +226,11 @@ def sync_promotions(client, catalog):
             params["restrictions"] = {"minimum_amount": promo["minimum_amount"],
                                       "minimum_amount_currency": catalog.currency}
         _create_once("POST /v1/promotion_codes", client.v1.promotion_codes.create, params)
+
+
+def expiry(promo):
+    """When a promotion ends: the last second (UTC) of its `expires` day, or None."""
+    return promo["expires"] and calendar.timegm(time.strptime(promo["expires"], "%Y-%m-%d")) + 86399
 
 
 def _create_once(what, fn, params):

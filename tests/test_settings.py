@@ -167,6 +167,7 @@ def test_server_settings_defaults_and_limits():
     ({"CHECKOUT_LIMIT": "0"}, "CHECKOUT_LIMIT: must be from 1 to 10000"),
     ({"DATABASE_URL": "mysql://shop@db/shop"}, "DATABASE_URL: must be empty (SQLite) or a postgresql:// URL"),
     ({"SMTP_URL": "smtp://mail.example.com?timeout=soon"}, "SMTP_URL: must be empty or like"),
+    ({"SMTP_URL": "smtp://mail.example.com:0"}, "SMTP_URL: must be empty or like"),  # it would be sent to 587
     ({"SMTP_URL": "smtp://mail.example.com?timeout=0"}, "with no query but ?timeout=N"),
     ({"SMTP_URL": "smtp://mail.example.com?timout=5"}, "with no query but ?timeout=N"),  # a typo is not ignored
 ])

@@ -36,7 +36,7 @@ def _smtp_url(url):
     except ValueError:
         return False
     query = parse_qs(parts.query, keep_blank_values=True)
-    return (parts.scheme in ("smtp", "smtps") and bool(parts.hostname) and set(query) <= {"timeout"}
+    return (parts.scheme in ("smtp", "smtps") and bool(parts.hostname) and parts.port != 0 and set(query) <= {"timeout"}
             and all(re.fullmatch(r"[0-9]{1,4}(\.[0-9]+)?", v) and float(v) > 0 for v in query.get("timeout", [])))
 
 

@@ -42,6 +42,11 @@ def ship_to(record):
                         " ".join(x for x in (a["postal_code"], a["city"]) if x), a["state"], a["country"]) if x]
 
 
+def mailable(address):
+    """Whether the shop emails this address: a plain ASCII one (others may not survive a mail server's hops)."""
+    return bool(EMAIL.fullmatch(address or ""))
+
+
 def tax_label(order):
     """'Tax (included)' where the prices included the tax (it is not added to the total), else 'Tax'."""
     return "Tax (included)" if (order.get("charged") or {}).get("tax_included") else "Tax"
@@ -62,7 +67,7 @@ class Notices:
 
     def _compose(self, what, order, record=None, before=0, lost=0, reason=None, due_by=None):
         money, oid = (lambda amount: format_money(amount or 0, order["currency"])), order["id"]
-        to = order["customer_email"] if EMAIL.fullmatch(order["customer_email"] or "") else None
+        to = order["customer_email"] if mailable(order["customer_email"]) else None
         if to is None and order["customer_email"]:
             log.warning("order %s: the shopper's email is not a plain address; no email to the shopper", oid)
         if what == "paid":

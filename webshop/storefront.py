@@ -7,12 +7,12 @@ from urllib.parse import quote
 
 from bottle import HTTPResponse, redirect, request, response
 
-from . import payments
+from . import mail, payments
 from .catalog import format_money
 from .catalog_rules import MAX_AMOUNT
 from .ledger import BOUGHT, HELD, ORDER_ID, PAID, held_back, too_few
 from .security import MONTH, cookies
-from .settings import EMAIL, ShopError
+from .settings import ShopError
 
 log = logging.getLogger("shop")
 PER_PAGE, LOW_STOCK = 24, 5  # "Only N left" from LOW_STOCK copies down
@@ -265,7 +265,7 @@ def install(app, shop):
                 count = sum(in_stock(shop, restored, catalog)[0].values()) if restored and not hidden else None
         return shop.render("success.tpl", title=TITLES[state], state=state, order=order, summary=charged,
                            cart_count=count, restored=restored, tax_later=tax_later,
-                           mailed=bool(EMAIL.fullmatch(charged["email"] or "")))  # as mail.py sends to
+                           mailed=mail.mailable(charged["email"]))
 
     def cart_cookie():
         """The cart as its cookie has it, withdrawn books included."""

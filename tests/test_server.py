@@ -141,15 +141,18 @@ def test_check_asks_stripe_once_whether_it_answers_and_takes_the_key(tmp_path, s
 @pytest.mark.parametrize("env, said", [
     ({"DATA_DIR": "{tmp}/a-file/data"}, "DATA_DIR: {tmp}/a-file/data: Not a directory"),
     ({"DATA_DIR": "{tmp}/a-file"}, "DATA_DIR: {tmp}/a-file: File exists")])
-def test_check_finds_a_data_dir_serving_could_not_make(tmp_path, env, said):
+def test_check_finds_a_data_dir_serving_could_not_make(tmp_path, env, said, spawn):
     (tmp_path / "a-file").write_text("")
     result = run(["check"], {k: v.format(tmp=tmp_path) for k, v in env.items()})
     assert result.returncode == 1 and said.format(tmp=tmp_path) in result.stdout, result.stdout + result.stderr
+    stripe_port = free_port()
+    spawn([sys.executable, "-m", "standin", "--port", str(stripe_port), "--data-dir", str(tmp_path / "stripe")],
+          stripe_port)
     unused = run(["check"], {**{k: v.format(tmp=tmp_path) for k, v in env.items()}, "STRIPE_SECRET_KEY": "sk_test_x",
                              "STRIPE_WEBHOOK_SECRET": "whsec_x", "DATABASE_URL": postgres_server(),
-                             "SMTP_URL": "smtp://mail.invalid:587", "STRIPE_MAX_RETRIES": "0",
-                             "STRIPE_API_BASE": f"http://127.0.0.1:{free_port()}"})
-    assert "DATA_DIR" not in unused.stdout, unused.stdout  # with PostgreSQL, a mail server and a key, it holds nothing
+                             "SMTP_URL": "smtp://mail.invalid:587",
+                             "STRIPE_API_BASE": f"http://127.0.0.1:{stripe_port}"})
+    assert unused.returncode == 0, unused.stdout  # with PostgreSQL, a mail server and a key, DATA_DIR holds nothing
 
 
 def test_check_warns_of_offline_mode_at_an_address_that_is_not_this_machine(tmp_path):

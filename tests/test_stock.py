@@ -132,6 +132,19 @@ def test_lowering_a_stock_expires_the_newest_checkouts_that_hold_more_than_is_le
     assert first.shop.orders.ledger.stock_levels(["walden"]) == {"walden": (0, 1)}
 
 
+def test_lowering_a_stock_counts_a_checkout_past_its_expiry_that_may_have_been_paid(stocked, catalog_copy):
+    """Its payment in its last seconds may not have reached the shop yet: it keeps its copy, so the newer checkout
+    is the one closed."""
+    first = stocked(walden=2)
+    second = type(first)(first.app)
+    lapsed, newer = (s.session_id(s.checkout(product_id="walden")) for s in (first, second))
+    with first.shop.orders.ledger.db.tx() as c:  # its 30 minutes are up; whether it was paid, the shop does not know
+        c.execute("UPDATE orders SET session_expires_at = ? WHERE session_id = ?", (int(time.time()) - 60, lapsed))
+    stock_of_walden(catalog_copy, 1)
+    first.get("/")
+    assert first.standin.get(newer)["status"] == "expired"
+
+
 def test_lowering_a_stock_while_stripe_is_down_asks_stripe_once_not_once_per_checkout(stocked, catalog_copy, caplog):
     """The request that loads the edit waits for one unanswered call, not for one per checkout to close."""
     first = stocked(walden=4)

@@ -199,20 +199,25 @@ class Ledger:
     def over_stock(self, stock, closing=()):
         """The sessions of the newest open checkouts that hold copies beyond `stock` ({product id: copies}), as
         after an edit lowered it: closing them keeps the sale to the copies there are. Those in `closing` (being
-        closed anyway) hold none. (A click still waiting for its session is looked at once it has one.)"""
+        closed anyway) hold none. Those past their expiry cannot be closed, and may have been paid in their last
+        seconds: they keep their copies, as the stock's sums do. (A click still waiting for its session is looked
+        at once it has one.)"""
+        now = int(time.time())
         with self.db.read() as c:
             sold = {p: s for p, (_, s) in self._taken(c, sorted(stock)).items()}
-            rows = c.execute("SELECT o.session_id, l.product_id, l.quantity FROM orders o JOIN order_lines l ON"
-                             " l.order_id = o.id WHERE o.status = 'open' AND o.session_expires_at > ?"
-                             " ORDER BY o.created DESC, o.id", (int(time.time()),)).fetchall()
-        over, sessions = {p: sold.get(p, 0) - copies for p, copies in stock.items()}, {}
+            rows = c.execute("SELECT o.session_id, o.session_expires_at, l.product_id, l.quantity FROM orders o JOIN"
+                             " order_lines l ON l.order_id = o.id WHERE o.status = 'open' AND o.session_expires_at > ?"
+                             " ORDER BY o.created DESC, o.id", (now - HOLD_AFTER_EXPIRY,)).fetchall()
+        over, sessions, lapsed = {p: sold.get(p, 0) - copies for p, copies in stock.items()}, {}, set()
         for r in (r for r in rows if r["session_id"] not in closing):
             sessions.setdefault(r["session_id"], []).append((r["product_id"], r["quantity"]))
+            if r["session_expires_at"] <= now:
+                lapsed.add(r["session_id"])
             if r["product_id"] in over:
                 over[r["product_id"]] += r["quantity"]
         closing = []
         for session_id, lines in sessions.items():  # newest first: the first to check out keep their copies
-            if any(over.get(p, 0) > 0 for p, _ in lines):
+            if session_id not in lapsed and any(over.get(p, 0) > 0 for p, _ in lines):
                 closing.append(session_id)
                 for p, quantity in lines:
                     if p in over:  # a limited product

@@ -74,6 +74,8 @@ def test_a_log_reader_that_stalls_never_stalls_the_shop(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
             assert r.status == 200
         proc.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)  # impatient: a second one while it stops
         proc.wait(timeout=30)  # raises if it is still waiting for the reader
     finally:
         proc.kill()

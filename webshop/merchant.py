@@ -245,6 +245,8 @@ def serve(config):
     except KeyboardInterrupt:
         pass
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second one must not cut the stop short: it takes seconds
+            signal.signal(sig, signal.SIG_IGN)
         server.close()  # (waitress has let the requests under way finish, up to 5 s): no more connections, so
         # offline the stand-in's webhook sender is refused at once instead of waiting for an answer
         stop_background()  # before the ledger is closed

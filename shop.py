@@ -16,7 +16,7 @@ import bottle
 from bottle import Bottle, request, response, static_file
 
 from webshop import admin, mail, payments, storefront, webhooks
-from webshop.catalog import CatalogStore, format_money
+from webshop.catalog import CatalogError, CatalogStore, first_problems, format_money
 from webshop.fulfilment import Orders
 from webshop.ledger import Ledger
 from webshop.security import LOOPBACK, Guard, admin_page
@@ -196,8 +196,15 @@ def make_app(config=None):
     if from_env:  # read .env as `python shop.py` does
         from dotenv import load_dotenv
         load_dotenv(ROOT / ".env")  # never overrides a variable the environment already has
-    config = config if isinstance(config, Config) else load_config(config)
-    shop = Shop(config)
+    try:
+        config = config if isinstance(config, Config) else load_config(config)
+        shop = Shop(config)
+    except (ShopError, CatalogError) as e:  # settings, a DATABASE_URL that cannot connect, a broken catalog
+        if not from_env:
+            raise
+        why = "\n".join(first_problems(e.problems)) if isinstance(e, CatalogError) else e.message
+        print(f"cannot start: {why}", file=sys.stderr)  # under gunicorn: its "App failed to load", no
+        raise SystemExit(4) from None  # traceback from each worker (https://docs.gunicorn.org/en/stable/run.html)
     app = Bottle()
     app.config["shop"] = shop
 

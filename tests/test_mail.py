@@ -149,6 +149,14 @@ def send(shop, now=None):
     return mail.send_due(shop.shop.orders, now=now)
 
 
+def refund_failing(shop, o, amount):
+    """A refund of a paid order, recorded by its event, that the shopper's bank then sends back: the Refund."""
+    refund = shop.shop.orders.stripe.v1.refunds.create({"payment_intent": o["payment_intent"], "amount": amount})
+    shop.standin.deliver_pending()
+    shop.standin.fail_refund(refund.id)
+    return refund
+
+
 def text_and_html(message):
     return (message.get_body(("plain",)).get_content(), message.get_body(("html",)).get_content())
 
@@ -300,12 +308,9 @@ def test_each_failed_refund_tells_the_merchant_once_however_often_its_event_come
 
 def test_a_second_refund_failing_before_its_events_arrive_is_told_with_its_own_amount(shop, smtp):
     o = paid(shop)
-    refunds = shop.shop.orders.stripe.v1.refunds
-    first = refunds.create({"payment_intent": o["payment_intent"], "amount": 500})
+    refund_failing(shop, o, 500)
     shop.standin.deliver_pending()
-    shop.standin.fail_refund(first.id)
-    shop.standin.deliver_pending()
-    second = refunds.create({"payment_intent": o["payment_intent"], "amount": 300})
+    second = shop.shop.orders.stripe.v1.refunds.create({"payment_intent": o["payment_intent"], "amount": 300})
     shop.standin.fail_refund(second.id)  # before its charge.refunded is delivered, which reads the list then
     shop.standin.deliver_pending(duplicate=True)
     send(shop)
@@ -316,11 +321,8 @@ def test_a_second_refund_failing_before_its_events_arrive_is_told_with_its_own_a
 def test_reconcile_tells_what_a_failed_refund_did_not_give_back_though_another_since_did(shop, smtp):
     """$5 refunded and failed, $3 refunded since, both events lost: what reconcile finds is $3 given back, $5 not."""
     o = paid(shop)
-    refunds = shop.shop.orders.stripe.v1.refunds
-    first = refunds.create({"payment_intent": o["payment_intent"], "amount": 500})
-    shop.standin.deliver_pending()
-    shop.standin.fail_refund(first.id)
-    refunds.create({"payment_intent": o["payment_intent"], "amount": 300})
+    refund_failing(shop, o, 500)
+    shop.shop.orders.stripe.v1.refunds.create({"payment_intent": o["payment_intent"], "amount": 300})
     late = [e["id"] for e in shop.standin.pending_events()]
     assert late and shop.standin.drop_pending_events()
     reconcile(shop.shop.orders, SimpleNamespace(since=3600, quiet=True))
@@ -335,9 +337,7 @@ def test_reconcile_tells_what_a_failed_refund_did_not_give_back_though_another_s
 def test_a_refund_failed_event_delivered_again_at_once_tells_the_merchant_once(shop, smtp):
     """Stripe resends an event whose first delivery is still being answered (slow): both get past "seen before"."""
     o = paid(shop)
-    refund = shop.shop.orders.stripe.v1.refunds.create({"payment_intent": o["payment_intent"], "amount": 500})
-    shop.standin.deliver_pending()
-    shop.standin.fail_refund(refund.id)
+    refund_failing(shop, o, 500)
     (failed,) = pending(shop, "refund.failed")
     shop.standin.drop_pending_events()
     copies = [threading.Thread(target=shop.standin.redeliver, args=(failed["id"],)) for _ in range(4)]
@@ -383,9 +383,7 @@ def test_a_dispute_first_heard_of_when_it_is_closed_asks_the_merchant_for_no_ans
 def test_a_failed_refund_found_by_reconcile_is_not_told_again_when_its_event_comes_late(shop, smtp):
     """`reconcile` lowers the order and tells the merchant; the refund.failed event, delayed, is the same failure."""
     o = paid(shop)
-    refund = shop.shop.orders.stripe.v1.refunds.create({"payment_intent": o["payment_intent"], "amount": 500})
-    shop.standin.deliver_pending()
-    shop.standin.fail_refund(refund.id)
+    refund_failing(shop, o, 500)
     late = pending(shop, "refund.failed")
     assert late and shop.standin.drop_pending_events()
     reconcile(shop.shop.orders, SimpleNamespace(since=3600, quiet=True))

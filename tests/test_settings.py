@@ -191,6 +191,15 @@ def test_every_wrong_value_is_named_at_once():
         "MERCHANT_EMAIL: must be a plain address like orders@example.com"]
 
 
+def test_settings_wrong_together_are_named_together():
+    """A value that is wrong alone, and the live mode's rules of several settings: one start names them all."""
+    with pytest.raises(ConfigError) as e:
+        load_config(environ={"STRIPE_SECRET_KEY": "sk_live_x", "BASE_URL": "http://shop.example.com",
+                             "ADMIN_PASSWORD": "short", "THREADS": "abc", "STRIPE_API_BASE": "gopher://y"})
+    assert [line.partition(":")[0] for line in e.value.message.splitlines()] == [
+        "THREADS", "STRIPE_API_BASE", "BASE_URL", "STRIPE_WEBHOOK_SECRET", "ADMIN_PASSWORD"]
+
+
 def test_retired_settings_are_unknown():
     assert not {"WORKERS", "PIN_CPUS"} & {s.env for s in SETTINGS}
     with pytest.raises(ConfigError, match="unknown setting"):

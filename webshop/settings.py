@@ -201,31 +201,38 @@ def load_config(overrides=None, environ=None):
             values[s.name] = _coerce(s, overrides[s.name] if s.name in overrides else environ.get(s.env) or s.default)
         except ConfigError as e:
             wrong.append(e.message)
-    if wrong:
-        raise ConfigError("\n".join(wrong))
+            values[s.name] = s.default  # so that the checks of several settings below still run
     mode = KEY.match(values["stripe_secret_key"])[1] if values["stripe_secret_key"] else "offline"
     # This machine's own address for the interface it listens on (for `::`, waitress listens on IPv6 only).
     values["host"] = values["host"].removeprefix("[").removesuffix("]")  # [::1] as in a URL: ::1
     host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(values["host"], values["host"])
     host = f"[{host}]" if ":" in host else host
-    values["base_url"] = origin(values["base_url"] or f"http://{host}:{values['port']}",
-                                "BASE_URL" if values["base_url"] else "HOST (BASE_URL is http://HOST:PORT when unset)")
+    for name, url, shown in (("base_url", values["base_url"] or f"http://{host}:{values['port']}",
+                              "BASE_URL" if values["base_url"] else "HOST (BASE_URL is http://HOST:PORT when unset)"),
+                             ("stripe_api_base", values["stripe_api_base"], "STRIPE_API_BASE")):
+        try:
+            values[name] = url and origin(url, shown)
+        except ConfigError as e:
+            wrong.append(e.message)
+            values[name] = "http://127.0.0.1"  # named: the checks below go on without it
     secure = values["base_url"].startswith("https://")
     if values["trusted_proxy"]:  # as the server writes a peer's address (::1, not 0:0:0:0:0:0:0:1)
         values["trusted_proxy"] = str(ipaddress.ip_address(values["trusted_proxy"]))
-    if values["stripe_api_base"]:
-        values["stripe_api_base"] = origin(values["stripe_api_base"], "STRIPE_API_BASE")
-    if mode == "offline" and values["stripe_api_base"]:
-        raise ConfigError("STRIPE_API_BASE: needs a STRIPE_SECRET_KEY too "
-                          "(any sk_test_ key works against stripe-mock or `python -m standin`)")
-    if mode == "live" and not secure:
-        raise ConfigError("BASE_URL: live mode needs an https:// URL (Stripe redirects shoppers there)")
-    if mode == "live" and values["stripe_api_base"]:  # a stand-in takes any card: orders shipped, never charged
-        raise ConfigError("STRIPE_API_BASE: live mode talks to Stripe itself (unset it with a live key)")
-    if mode == "live" and not values["stripe_webhook_secret"]:
-        raise ConfigError("STRIPE_WEBHOOK_SECRET: live mode needs the webhook signing secret (whsec_...)")
-    if mode == "live" and 0 < len(values["admin_password"]) < 12:
-        raise ConfigError("ADMIN_PASSWORD: live mode needs at least 12 characters (or none: no /admin)")
+    rules = (  # of several settings
+        ("STRIPE_API_BASE", mode == "offline" and values["stripe_api_base"],
+         "needs a STRIPE_SECRET_KEY too (any sk_test_ key works against stripe-mock or `python -m standin`)"),
+        ("BASE_URL", mode == "live" and not secure,
+         "live mode needs an https:// URL (Stripe redirects shoppers there)"),
+        ("STRIPE_API_BASE", mode == "live" and values["stripe_api_base"],  # a stand-in takes any card: never charged
+         "live mode talks to Stripe itself (unset it with a live key)"),
+        ("STRIPE_WEBHOOK_SECRET", mode == "live" and not values["stripe_webhook_secret"],
+         "live mode needs the webhook signing secret (whsec_...)"),
+        ("ADMIN_PASSWORD", mode == "live" and 0 < len(values["admin_password"]) < 12,
+         "live mode needs at least 12 characters (or none: no /admin)"))
+    named = {message.partition(":")[0] for message in wrong}  # a variable named already is not named again
+    wrong += [f"{name}: {why}" for name, broken, why in rules if broken and name not in named]
+    if wrong:
+        raise ConfigError("\n".join(wrong))
     host = urlsplit(values["base_url"]).hostname  # an address (127.0.0.1, ::1) is no mail domain
     sender = "shop@" + host
     values["mail_from"] = values["mail_from"] or (sender if EMAIL.fullmatch(sender) and not

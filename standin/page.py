@@ -103,6 +103,10 @@ def page(standin, session_id):
         return render(standin, session, dict(form, promotion_code=""), None, 200)
     if action == "apply_code":
         return apply_code(standin, session, form)
+    if form["promotion_code"].strip() and session["allow_promotion_codes"]:  # typed, then Pay rather than Apply
+        why = code_problem(standin, session, form)
+        if why:  # said before "the total is now": the code is why it changed
+            return render(standin, session, form, why, 400, "promotion_code")
     total = _preview(standin, session, form)[0]["amount_total"]
     shown = req.forms.getunicode("shown", default="")  # the final total the page showed, if it showed one
     if re.fullmatch(r"[0-9]{1,15}", shown) and total > int(shown):  # a country or shipping changed: never charge more
@@ -146,10 +150,13 @@ def challenge(standin, session, form):
 
 def apply_code(standin, session, form):
     """The shopper's Apply: the page again with the code's discount in the totals, or the reason it cannot be used."""
-    code = form["promotion_code"].strip()
-    if not code:
-        return render(standin, session, form, "Enter a promotion code.", 400, "promotion_code")
-    discount, why = standin.check_promotion_code(session, code)
+    why = code_problem(standin, session, form) if form["promotion_code"].strip() else "Enter a promotion code."
+    return render(standin, session, form, why, 400 if why else 200, "promotion_code" if why else None)
+
+
+def code_problem(standin, session, form):
+    """Why the typed promotion code cannot be used with the form's choices, or None."""
+    discount, why = standin.check_promotion_code(session, form["promotion_code"].strip())
     if discount:
         country, option = _choices(session, form)
         preview = checkout.compute(copy.deepcopy(session), country, option, discount["coupon"])
@@ -157,7 +164,7 @@ def apply_code(standin, session, form):
             check_minimum(preview, discount)
         except PayError as e:
             why = e.message
-    return render(standin, session, form, why, 400 if why else 200, "promotion_code" if why else None)
+    return why
 
 
 def page_after_race(standin, session_id):

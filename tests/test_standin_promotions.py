@@ -577,6 +577,25 @@ def test_the_page_refuses_a_code_saying_why(client, pay_page, standin, code, mes
     assert client.v1.checkout.sessions.retrieve(s.id).status == "open"
 
 
+def test_a_code_swapped_for_one_that_cannot_be_used_and_paid_says_why_without_javascript(client, pay_page):
+    """The shopper applied one code, typed another over it and pressed Pay: the total rose, and the reason is the
+    code, not "with your changes" while the field still shows it."""
+    make_coupon(client, id="TEN", percent_off=10)
+    make_code(client, "TEN", "SPRING")
+    make_code(client, "TEN", "BIG", restrictions={"minimum_amount": 5000, "minimum_amount_currency": "usd"})
+    s = client.v1.checkout.sessions.create(promo_params())
+    form = fill(pay_page.get(f"/offline-checkout/{s.id}"), promotion_code="SPRING")
+    form["terms"] = "accepted"
+    applied = form.submit("action", value="apply_code")
+    assert "Discount (" in applied.text
+    form = fill(applied, promotion_code="BIG")
+    form["terms"] = "accepted"
+    refused = form.submit("action", value="pay", status=400)
+    assert "needs an order of at least $50.00" in refused.text and "With your changes" not in refused.text
+    assert refused.html.find("input", id="promotion_code").get("aria-invalid") == "true"
+    assert client.v1.checkout.sessions.retrieve(s.id).status == "open"
+
+
 def test_the_terms_box_must_be_ticked_on_the_page(client, pay_page):
     s = client.v1.checkout.sessions.create(promo_params())
     refused = fill(pay_page.get(f"/offline-checkout/{s.id}")).submit("action", value="pay", status=400)

@@ -82,6 +82,31 @@ def test_a_log_reader_that_stalls_never_stalls_the_shop(tmp_path):
         proc.communicate(timeout=15)
 
 
+def test_log_lines_dropped_while_the_reader_is_stalled_are_counted_once_it_reads_again():
+    from webshop.merchant import _write_logs_in_a_thread
+    reading, written = threading.Event(), []
+
+    class Stalled(logging.Handler):
+        def emit(self, record):
+            reading.wait(10)  # a log collector that stopped reading, until the test lets it go on
+            written.append(record.getMessage())
+    logger = logging.getLogger("test.stalled")
+    logger.handlers, logger.propagate, logger.level = [Stalled()], False, logging.INFO
+    stop = _write_logs_in_a_thread(logger, most=3)
+
+    def caught_up():
+        return any("dropped" in line for line in written) and len(written) >= 3
+    for n in range(10):
+        logger.info("line %d", n)
+    reading.set()
+    wait_for(caught_up, "the writer to read again")
+    logger.info("after")
+    stop()
+    kept, (dropped, after) = written[:-2], written[-2:]  # the warning where the gap is, after the lines that waited
+    assert dropped == f"{10 - len(kept)} log line(s) dropped: the log's reader stopped reading" and len(kept) <= 4
+    assert kept == [f"line {n}" for n in range(len(kept))] and after == "after"
+
+
 def _answers(url):
     try:
         with urllib.request.urlopen(url, timeout=2):

@@ -258,21 +258,31 @@ def serve(config):
 def _write_logs_in_a_thread(logger, most=10000):
     """One thread writes the logger's lines: a slow stdout never holds a request up, and 128 threads never queue for
     the stream's lock (https://docs.python.org/3/howto/logging-cookbook.html#dealing-with-handlers-that-block). A log
-    reader that stops reading stops that thread: past `most` lines waiting, lines are dropped, not kept in memory.
+    reader that stops reading stops that thread: past `most` lines waiting, lines are dropped (and counted, in a
+    line written once those waiting are written), not kept in memory.
     Returns the stop, which waits for the lines queued, or 5 s if they cannot be written: then the process ends at
     once, as its exit would wait on the stuck write for ever (logging flushes every handler at exit)."""
-    lines, handlers = queue.Queue(most), logger.handlers
+    lines, handlers, dropped = queue.Queue(most), logger.handlers, [0]
 
     class Queued(logging.handlers.QueueHandler):
         def enqueue(self, record):
-            with contextlib.suppress(queue.Full):
+            try:
                 lines.put_nowait(record)
+            except queue.Full:
+                dropped[0] += 1  # said once the reader reads again (a count threads share: about right is enough)
+
+    def handle(record):
+        for handler in handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
 
     def write():
         while (record := lines.get()) is not None:
-            for handler in handlers:
-                if record.levelno >= handler.level:
-                    handler.handle(record)
+            handle(record)
+            if dropped[0] and lines.empty():  # where the gap is: after the lines that waited
+                count, dropped[0] = dropped[0], 0
+                handle(logging.LogRecord("shop", logging.WARNING, __file__, 0,
+                                         "%d log line(s) dropped: the log's reader stopped reading", (count,), None))
     writer = threading.Thread(target=write, name="log writer", daemon=True)
     writer.start()
     logger.handlers = [Queued(lines)]

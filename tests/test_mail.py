@@ -368,16 +368,21 @@ def test_a_dispute_tells_the_merchant_once_with_the_date_to_answer_by(shop, smtp
     assert notice["To"] == MERCHANT and smtp.kinds().count("dispute") == 1
 
 
-def test_a_dispute_first_heard_of_when_it_is_closed_asks_the_merchant_for_no_answer(shop, smtp):
+@pytest.mark.parametrize("status", ["lost", "under_review"])
+def test_a_dispute_first_heard_of_once_answered_or_closed_asks_the_merchant_for_no_answer(shop, smtp, status):
     session_id = buy(shop, card=DISPUTED)
     assert shop.standin.drop_pending_events()  # charge.dispute.created lost (with the payment's own events)
     (dispute,) = shop.shop.orders.stripe.v1.disputes.list({"limit": 1}).data
-    shop.standin.close_dispute(dispute.id, won=False)
+    if status == "lost":
+        shop.standin.close_dispute(dispute.id, won=False)
+    else:  # the merchant sent evidence from the Dashboard
+        with shop.standin.store.tx(write=True) as tx:
+            tx.put({**tx.get(dispute.id), "status": "under_review"})
     shop.standin.deliver_pending()
     reconcile(shop.shop.orders, SimpleNamespace(since=3600, quiet=True))
     send(shop)
     o = order(shop, session_id)
-    assert (o["status"], o["dispute_status"]) == ("disputed", "lost") and "dispute" not in smtp.kinds()
+    assert (o["status"], o["dispute_status"]) == ("disputed", status) and "dispute" not in smtp.kinds()
 
 
 def test_a_failed_refund_found_by_reconcile_is_not_told_again_when_its_event_comes_late(shop, smtp):

@@ -69,6 +69,7 @@ REFUNDABLE = ("paid", "partially_refunded")  # an order that has money left to r
 PAID = ("paid", "partially_refunded", "refunded", "disputed")  # money taken (some of it perhaps given back since)
 BOUGHT = ("awaiting_payment", *PAID)  # paid, or paying by bank: its copies are sold, its cart is spent
 DISPUTE_FINAL = ("won", "lost", "warning_closed", "prevented")  # a dispute status that never changes again
+ANSWER_DUE = ("needs_response", "warning_needs_response")  # a dispute waiting for the merchant's evidence
 # An open checkout past its expiry keeps its copies until Stripe says it expired unpaid (its event, or reconcile):
 # one paid in its last seconds may reach the shop minutes later. An hour on, reconcile has settled it (cron, 15 min).
 HOLD_AFTER_EXPIRY = 3600
@@ -370,7 +371,8 @@ class Ledger:
             outcome = row["dispute_status"] if row["dispute_status"] in DISPUTE_FINAL else dispute.get("status")
             changed = self._settle(c, row, source, f"dispute {dispute.get('id')} {dispute.get('status')}",
                                    status=status, dispute_status=outcome)
-            if status == "disputed" and row["status"] != "disputed" and outcome not in DISPUTE_FINAL:  # to answer
+            # Opened, and waiting for the merchant's answer (not first heard of under review, or closed)
+            if status == "disputed" and row["status"] != "disputed" and outcome in ANSWER_DUE:
                 self._enqueue(c, "dispute", order_id, reason=dispute.get("reason"),
                               due_by=(dispute.get("evidence_details") or {}).get("due_by"))
             return changed

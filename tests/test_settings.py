@@ -200,6 +200,12 @@ def test_settings_wrong_together_are_named_together():
         "THREADS", "STRIPE_API_BASE", "BASE_URL", "STRIPE_WEBHOOK_SECRET", "ADMIN_PASSWORD"]
 
 
+def test_a_wrong_key_is_named_alone_not_with_the_rules_of_a_mode_it_does_not_give():
+    with pytest.raises(ConfigError) as e:
+        load_config(environ={"STRIPE_SECRET_KEY": "pk_test_abc", "STRIPE_API_BASE": "http://127.0.0.1:12111"})
+    assert [line.partition(":")[0] for line in e.value.message.splitlines()] == ["STRIPE_SECRET_KEY"]
+
+
 def test_retired_settings_are_unknown():
     assert not {"WORKERS", "PIN_CPUS"} & {s.env for s in SETTINGS}
     with pytest.raises(ConfigError, match="unknown setting"):

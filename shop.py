@@ -199,10 +199,11 @@ def make_app(config=None):
     try:
         config = config if isinstance(config, Config) else load_config(config)
         shop = Shop(config)
-    except (ShopError, CatalogError) as e:  # settings, a DATABASE_URL that cannot connect, a broken catalog
+    except Exception as e:  # noqa: BLE001 — settings, the catalog, DATA_DIR or a database it cannot start with
         if not from_env:
             raise
-        why = "\n".join(first_problems(e.problems)) if isinstance(e, CatalogError) else e.message
+        from webshop.merchant import cannot_open  # worded as `python shop.py` words them
+        why = "\n".join(first_problems(e.problems)) if isinstance(e, CatalogError) else cannot_open(config, e)
         print(f"cannot start: {why}", file=sys.stderr)  # under gunicorn: its "App failed to load", no
         raise SystemExit(4) from None  # traceback from each worker (https://docs.gunicorn.org/en/stable/run.html)
     app = Bottle()

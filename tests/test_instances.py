@@ -133,12 +133,15 @@ def test_gunicorn_workers_warn_of_offline_mode_on_a_public_address(spawn, tmp_pa
 
 @pytest.mark.parametrize("env, said", [
     ({"DATABASE_URL": "postgresql://shop:s3cret@127.0.0.1:{closed}/shop"}, "DATABASE_URL: cannot connect: "),
-    ({"THREADS": "abc"}, "THREADS: must be a whole number")])
+    ({"THREADS": "abc"}, "THREADS: must be a whole number"),
+    ({"DATA_DIR": "/proc/no-such-dir"}, "DATA_DIR /proc/no-such-dir: No such file or directory"),
+    ({"STANDIN_LATENCY_MS": "soon"}, "STANDIN_LATENCY_MS")])
 def test_gunicorn_with_settings_the_shop_cannot_start_with_says_why_in_a_line_not_a_traceback(tmp_path, env, said):
     env = {k: v.format(closed=free_port()) for k, v in env.items()}
     proc = subprocess.run([sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread",
                            "--bind", f"127.0.0.1:{free_port()}", "shop:make_app()"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "DATA_DIR": str(tmp_path / "data"), **env})
+                          text=True, timeout=60, env={**os.environ, "DATA_DIR": str(tmp_path / "data"),
+                                                      "STANDIN_LATENCY_MS": "", **env})
     assert proc.returncode != 0 and "App failed to load" in proc.stderr
     assert f"cannot start: {said}" in proc.stderr and "Traceback" not in proc.stderr and "s3cret" not in proc.stderr
 

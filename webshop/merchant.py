@@ -149,7 +149,7 @@ def cannot_open(config, e):
         return str(e)
     if isinstance(e, OSError):  # the folder, or the SQLite file in it
         return f"DATA_DIR {config.data_dir}: {e.strerror or type(e).__name__}"
-    if isinstance(e, ConfigError):  # DATABASE_URL that cannot connect, in libpq's words
+    if isinstance(e, ShopError):  # settings, or a DATABASE_URL that cannot connect, in libpq's words
         return e.message
     return f"the database could not be opened ({type(e).__name__}); check DATABASE_URL or DATA_DIR"
 

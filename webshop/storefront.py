@@ -145,6 +145,11 @@ def install(app, shop):
         said = f"&paid={paid['id']}" if paid and paid["status"] in PAID else ""
         see_other(f"/cart?added={quote(product_id)}{most}{said}" if action == "add" else "/cart")
 
+    @app.get("/checkout")
+    def checkout_again():
+        """A checkout's address opened again (a restored tab, Back after an error): the cart, where it starts."""
+        see_other("/cart")
+
     @app.post("/checkout")
     def checkout():
         """Record the order, create its Stripe Checkout Session, and send the shopper there (303)."""

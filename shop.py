@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -199,8 +200,8 @@ def make_app(config=None):
     try:
         config = config if isinstance(config, Config) else load_config(config)
         shop = Shop(config)
-    except Exception as e:  # noqa: BLE001 — settings, the catalog, DATA_DIR or a database it cannot start with
-        if not from_env:
+    except (ShopError, CatalogError, OSError, ValueError, sqlite3.Error) as e:  # settings, the catalog, DATA_DIR,
+        if not from_env:  # the database or a stand-in setting it cannot start with (a bug keeps its traceback)
             raise
         from webshop.merchant import cannot_open  # worded as `python shop.py` words them
         why = "\n".join(first_problems(e.problems)) if isinstance(e, CatalogError) else cannot_open(config, e)

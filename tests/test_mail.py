@@ -369,7 +369,7 @@ def test_a_dispute_tells_the_merchant_once_with_the_date_to_answer_by(shop, smtp
 
 
 @pytest.mark.parametrize("status", ["lost", "under_review"])
-def test_a_dispute_first_heard_of_once_answered_or_closed_asks_the_merchant_for_no_answer(shop, smtp, status):
+def test_a_dispute_first_heard_of_once_answered_or_closed_is_told_without_asking_for_an_answer(shop, smtp, status):
     session_id = buy(shop, card=DISPUTED)
     assert shop.standin.drop_pending_events()  # charge.dispute.created lost (with the payment's own events)
     (dispute,) = shop.shop.orders.stripe.v1.disputes.list({"limit": 1}).data
@@ -382,7 +382,10 @@ def test_a_dispute_first_heard_of_once_answered_or_closed_asks_the_merchant_for_
     reconcile(shop.shop.orders, SimpleNamespace(since=3600, quiet=True))
     send(shop)
     o = order(shop, session_id)
-    assert (o["status"], o["dispute_status"]) == ("disputed", status) and "dispute" not in smtp.kinds()
+    assert (o["status"], o["dispute_status"]) == ("disputed", status) and smtp.kinds().count("dispute") == 1
+    (notice,) = [m for to, m in smtp.accepted if m["Subject"] == f"Order {o['id']} is disputed"]
+    text = " ".join(text_and_html(notice)[0].split())
+    assert f"It is {status.replace('_', ' ')} already" in text and "Answer it" not in text
 
 
 def test_a_failed_refund_found_by_reconcile_is_not_told_again_when_its_event_comes_late(shop, smtp):

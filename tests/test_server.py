@@ -107,6 +107,38 @@ def test_log_lines_dropped_while_the_reader_is_stalled_are_counted_once_it_reads
     assert kept == [f"line {n}" for n in range(len(kept))] and after == "after"
 
 
+def test_log_lines_dropped_just_before_a_stop_are_counted_too():
+    """The stop's mark may follow the last line that waited: the count is written before the writer ends."""
+    from webshop.merchant import _write_logs_in_a_thread
+    held, first, last, written = threading.Event(), threading.Event(), threading.Event(), []
+
+    class Stalled(logging.Handler):
+        def emit(self, record):
+            message = record.getMessage()
+            if message == "line 0":
+                held.set()
+                first.wait(10)
+            elif message == "line 3":
+                last.wait(10)
+            written.append(message)
+    logger = logging.getLogger("test.stalled.stop")
+    logger.handlers, logger.propagate, logger.level = [Stalled()], False, logging.INFO
+    stop = _write_logs_in_a_thread(logger, most=3)
+    logger.info("line 0")
+    assert held.wait(10)  # being written, the reader stalled
+    for n in range(1, 10):  # 1 to 3 wait, the rest are dropped
+        logger.info("line %d", n)
+    first.set()
+    wait_for(lambda: len(written) == 3, "the writer at the last line that waited")
+    stopping = threading.Thread(target=stop)
+    stopping.start()  # its mark goes in while "line 3" is still being written
+    time.sleep(0.5)
+    last.set()
+    stopping.join(10)
+    assert written == ["line 0", "line 1", "line 2", "line 3",
+                       "6 log line(s) dropped: the log's reader stopped reading"]
+
+
 def _answers(url):
     try:
         with urllib.request.urlopen(url, timeout=2):

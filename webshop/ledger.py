@@ -357,7 +357,8 @@ class Ledger:
                                    refunds_failed=max(row["refunds_failed"], lost))
             if amount > row["amount_refunded"]:
                 self._enqueue(c, "refund", order_id, before=row["amount_refunded"])
-            if lost > row["refunds_failed"]:  # the merchant gives it back another way
+            # (a ledger from before the sum was kept counted failures already told: those are not told again)
+            if count > row["refund_failures"] and lost > row["refunds_failed"]:  # the merchant gives it back
                 self._enqueue(c, "refund_failed", order_id, lost=lost - row["refunds_failed"])
             return changed
 
@@ -371,9 +372,8 @@ class Ledger:
             outcome = row["dispute_status"] if row["dispute_status"] in DISPUTE_FINAL else dispute.get("status")
             changed = self._settle(c, row, source, f"dispute {dispute.get('id')} {dispute.get('status')}",
                                    status=status, dispute_status=outcome)
-            # Opened, and waiting for the merchant's answer (not first heard of under review, or closed)
-            if status == "disputed" and row["status"] != "disputed" and outcome in ANSWER_DUE:
-                self._enqueue(c, "dispute", order_id, reason=dispute.get("reason"),
+            if status == "disputed" and row["status"] != "disputed":  # told once, with what is left to do
+                self._enqueue(c, "dispute", order_id, reason=dispute.get("reason"), dispute_status=outcome,
                               due_by=(dispute.get("evidence_details") or {}).get("due_by"))
             return changed
 

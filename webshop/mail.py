@@ -24,7 +24,7 @@ from html import escape
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .catalog import format_money
-from .ledger import MAX_MAIL_ATTEMPTS
+from .ledger import ANSWER_DUE, MAX_MAIL_ATTEMPTS
 from .security import LOOPBACK
 from .settings import EMAIL
 
@@ -65,7 +65,7 @@ class Notices:
             log.exception("no email composed for order %s (%s)", order["id"], what)
             return []
 
-    def _compose(self, what, order, record=None, before=0, lost=0, reason=None, due_by=None):
+    def _compose(self, what, order, record=None, before=0, lost=0, reason=None, due_by=None, dispute_status=None):
         money, oid = (lambda amount: format_money(amount or 0, order["currency"])), order["id"]
         to = order["customer_email"] if mailable(order["customer_email"]) else None
         if to is None and order["customer_email"]:
@@ -104,11 +104,12 @@ class Notices:
                 "Refund the shopper another way, or refund again from /admin."])
         elif what == "dispute" and self.config.merchant_email:  # https://docs.stripe.com/disputes/responding
             due = f" by {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(due_by))}" if due_by else ""
+            todo = (f"Answer it in the Stripe Dashboard{due}, with the order's proof of delivery: unanswered, the bank "
+                    "gives the money back to the shopper." if dispute_status in ANSWER_DUE else
+                    f"It is {(dispute_status or 'open').replace('_', ' ')} already: see it in the Stripe Dashboard.")
             yield self._message(oid, "dispute", 0, self.config.merchant_email, f"Order {oid} is disputed", [
                 f"The shopper's bank disputes the payment of order {oid} ({money(order['amount_total'])})"
-                + (f": {reason.replace('_', ' ')}." if reason else "."),
-                f"Answer it in the Stripe Dashboard{due}, with the order's proof of delivery: unanswered, the bank "
-                "gives the money back to the shopper."])
+                + (f": {reason.replace('_', ' ')}." if reason else "."), todo])
         elif what == "refund" and to:
             total = order["amount_refunded"]
             yield self._message(oid, "refund", total, to, f"Refund for your order {oid}", [

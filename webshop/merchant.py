@@ -128,6 +128,9 @@ def main(argv):
         if e.code == "key_refused":  # running it again cannot help
             return _fail(f"Stripe refused STRIPE_SECRET_KEY ({e.detail}). Set a key Stripe accepts (Dashboard → "
                          "Developers → API keys), then run the command again.", 2)
+        if e.status == 503 and e.detail == "RateLimitError":  # Stripe answered: not now
+            return _fail("Stripe answered 429 (too many requests, or the object was busy), so the command stopped "
+                         "there. Run it again in a minute.", 3)
         if e.status == 503:  # a request that lost its answer may still have been carried out at Stripe
             return _fail(f"Stripe did not answer ({e.detail or 'no answer'}), so the outcome is unknown. Run the same "
                          "command again in a minute: Stripe replays a request it already carried out (idempotency "
@@ -144,7 +147,8 @@ def main(argv):
 
 
 def cannot_open(config, e):
-    """Why the ledger or the stand-in could not be opened, in one line that never shows DATABASE_URL."""
+    """Why the shop could not start or open its data (settings, DATA_DIR, the database, the stand-in), in one line
+    that never shows DATABASE_URL."""
     if isinstance(e, ValueError) and str(e).startswith("STANDIN_"):  # a stand-in setting, in its own words
         return str(e)
     if isinstance(e, OSError):  # the folder, or the SQLite file in it
@@ -238,15 +242,19 @@ def serve(config):
     stop_writing = _write_logs_in_a_thread(logging.getLogger())
     log.info("serving %s at %s (%s mode, %d threads)", shop.catalog().shop_name, config.base_url, config.mode,
              config.threads)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C: raises KeyboardInterrupt
+    def stop_once(signum, frame):
+        """Stop as on Ctrl-C (KeyboardInterrupt); a second Ctrl-C or SIGTERM must not cut the stop short."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop_once)
     stop_background = start_background(shop)
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # a second one must not cut the stop short: it takes seconds
-            signal.signal(sig, signal.SIG_IGN)
         server.close()  # (waitress has let the requests under way finish, up to 5 s): no more connections, so
         # offline the stand-in's webhook sender is refused at once instead of waiting for an answer
         stop_background()  # before the ledger is closed
@@ -277,12 +285,16 @@ def _write_logs_in_a_thread(logger, most=10000):
                 handler.handle(record)
 
     def write():
-        while (record := lines.get()) is not None:
-            handle(record)
-            if dropped[0] and lines.empty():  # where the gap is: after the lines that waited
+        while True:
+            record = lines.get()
+            if record is not None:
+                handle(record)
+            if dropped[0] and (record is None or lines.empty()):  # where the gap is: after the lines that waited
                 count, dropped[0] = dropped[0], 0
                 handle(logging.LogRecord("shop", logging.WARNING, __file__, 0,
                                          "%d log line(s) dropped: the log's reader stopped reading", (count,), None))
+            if record is None:  # the stop's mark
+                return
     writer = threading.Thread(target=write, name="log writer", daemon=True)
     writer.start()
     logger.handlers = [Queued(lines)]

@@ -29,7 +29,7 @@ class ConfigError(ShopError):
 
 
 def _smtp_url(url):
-    """smtp:// or smtps:// with a host, a port (if any) that is a number up to 65535, and no query but ?timeout=N."""
+    """smtp:// or smtps:// with a host, a port (if any) from 1 to 65535, and no query but ?timeout=N."""
     try:
         parts = urlsplit(url)
         parts.port  # raises on a bad port

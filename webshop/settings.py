@@ -195,12 +195,12 @@ def load_config(overrides=None, environ=None):
     unknown = set(overrides) - {s.name for s in SETTINGS} - {"standin"}
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    values, wrong = {}, []
-    for s in SETTINGS:  # every wrong value named at once, not one per start
+    values, wrong = {}, {}  # wrong: {variable: why}, every one named at once, not one per start
+    for s in SETTINGS:
         try:
             values[s.name] = _coerce(s, overrides[s.name] if s.name in overrides else environ.get(s.env) or s.default)
         except ConfigError as e:
-            wrong.append(e.message)
+            wrong[s.env] = e.message
             values[s.name] = s.default  # so that the checks of several settings below still run
     mode = KEY.match(values["stripe_secret_key"])[1] if values["stripe_secret_key"] else "offline"
     # This machine's own address for the interface it listens on (for `::`, waitress listens on IPv6 only).
@@ -213,7 +213,7 @@ def load_config(overrides=None, environ=None):
         try:
             values[name] = url and origin(url, shown)
         except ConfigError as e:
-            wrong.append(e.message)
+            wrong[shown.split()[0]] = e.message
             values[name] = "http://127.0.0.1"  # named: the checks below go on without it
     secure = values["base_url"].startswith("https://")
     if values["trusted_proxy"]:  # as the server writes a peer's address (::1, not 0:0:0:0:0:0:0:1)
@@ -229,11 +229,12 @@ def load_config(overrides=None, environ=None):
          "live mode needs the webhook signing secret (whsec_...)"),
         ("ADMIN_PASSWORD", mode == "live" and 0 < len(values["admin_password"]) < 12,
          "live mode needs at least 12 characters (or none: no /admin)"))
-    named = {message.partition(":")[0] for message in wrong}  # a variable named already is not named again
-    if "STRIPE_SECRET_KEY" not in named:  # (a wrong key gives no mode to judge by)
-        wrong += [f"{name}: {why}" for name, broken, why in rules if broken and name not in named]
+    if "STRIPE_SECRET_KEY" not in wrong:  # (a wrong key gives no mode to judge by)
+        for name, broken, why in rules:
+            if broken and name not in wrong:  # a variable named already is not named again
+                wrong[name] = f"{name}: {why}"
     if wrong:
-        raise ConfigError("\n".join(wrong))
+        raise ConfigError("\n".join(wrong.values()))
     host = urlsplit(values["base_url"]).hostname  # an address (127.0.0.1, ::1) is no mail domain
     sender = "shop@" + host
     values["mail_from"] = values["mail_from"] or (sender if EMAIL.fullmatch(sender) and not

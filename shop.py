@@ -17,7 +17,7 @@ import bottle
 from bottle import Bottle, request, response, static_file
 
 from webshop import admin, mail, payments, storefront, webhooks
-from webshop.catalog import CatalogError, CatalogStore, first_problems, format_money
+from webshop.catalog import CatalogError, CatalogStore, format_money
 from webshop.fulfilment import Orders
 from webshop.ledger import Ledger
 from webshop.security import LOOPBACK, Guard, admin_page
@@ -204,9 +204,10 @@ def make_app(config=None):
         if not from_env:  # the database or a stand-in setting it cannot start with (a bug keeps its traceback)
             raise
         from webshop.merchant import cannot_open  # worded as `python shop.py` words them
-        why = "\n".join(first_problems(e.problems)) if isinstance(e, CatalogError) else cannot_open(config, e)
-        print(f"cannot start: {why}", file=sys.stderr)  # under gunicorn: its "App failed to load", no
-        raise SystemExit(4) from None  # traceback from each worker (https://docs.gunicorn.org/en/stable/run.html)
+        # Exit 4 is gunicorn's "App failed to load": one line, no traceback from each worker
+        # (https://docs.gunicorn.org/en/stable/run.html)
+        print(f"cannot start: {cannot_open(config, e)}", file=sys.stderr)
+        raise SystemExit(4) from None
     app = Bottle()
     app.config["shop"] = shop
 

@@ -148,7 +148,9 @@ def main(argv):
 
 def cannot_open(config, e):
     """Why the shop could not start or open its data (settings, DATA_DIR, the database, the stand-in), in one line
-    that never shows DATABASE_URL."""
+    that never shows DATABASE_URL (the catalog's: its first problems, a line each)."""
+    if isinstance(e, CatalogError):
+        return "\n".join(first_problems(e.problems))
     if isinstance(e, ValueError) and str(e).startswith("STANDIN_"):  # a stand-in setting, in its own words
         return str(e)
     if isinstance(e, OSError):  # the folder, or the SQLite file in it

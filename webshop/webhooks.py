@@ -101,14 +101,14 @@ def apply(orders, event):
         elif kind in ("charge.refunded", "refund.failed"):
             # Once a refund failed (its money went back to the balance, not to the shopper), an event's total may be
             # from before the failure: Stripe's list of the payment's refunds says what was given back (1 call).
-            intent = payments.object_id(obj["payment_intent"])  # checked by _problem
+            intent, failing = payments.object_id(obj["payment_intent"]), kind == "refund.failed"  # (_problem checked)
             total, failed = payments.refunded(orders.stripe, intent)
             note = (f"refund {obj['id']} of {money(obj.get('amount'), order['currency'])} failed: not given back"
-                    if kind == "refund.failed" else f"refunded {money(total, order['currency'])} in all")
+                    if failing else f"refunded {money(total, order['currency'])} in all")
             changed = ledger.apply_refund(order["id"], total, order["amount_total"] or 0, source, note, failed)
-            if kind == "refund.failed":
+            if failing:
                 log.warning("order %s: %s", order["id"], note)  # the merchant refunds the shopper another way
-            outcome = "refund failed" if kind == "refund.failed" else "refund recorded" if changed else "no change"
+            outcome = "refund failed" if failing else "refund recorded" if changed else "no change"
         else:
             # Disputes: https://docs.stripe.com/disputes/how-disputes-work
             changed = ledger.apply_dispute(order["id"], obj, source)

@@ -348,6 +348,13 @@ def test_reconcile_expires_the_open_session_of_a_checkout_that_failed_for_us(sho
     assert ledger(shop).open_checkout_for(o["browser"]) is None
 
 
+def three_days_on(monkeypatch):
+    """reconcile's clock, three days on."""
+    later = time.time() + 3 * 86400
+    monkeypatch.setattr(reconcile_module, "time", type("Later", (), {
+        "time": staticmethod(lambda: later), "strftime": staticmethod(time.strftime), "gmtime": time.gmtime}))
+
+
 @pytest.mark.parametrize("card, outcome", [(ASYNC_OK, "paid"), (ASYNC_FAIL, "payment_failed")])
 def test_reconcile_settles_a_bank_payment_whose_outcome_was_missed_days_after_its_checkout(
         shop, run, monkeypatch, card, outcome):
@@ -357,13 +364,27 @@ def test_reconcile_settles_a_bank_payment_whose_outcome_was_missed_days_after_it
     assert order(shop, sid)["status"] == "awaiting_payment"
     shop.standin.settle_async(sid)
     shop.standin.drop_pending_events()  # the outcome's event never arrives
-    later = time.time() + 3 * 86400  # reconcile runs three days on, with its default window of 24 hours
-    monkeypatch.setattr(reconcile_module, "time", type("Later", (), {
-        "time": staticmethod(lambda: later), "strftime": staticmethod(time.strftime), "gmtime": time.gmtime}))
+    three_days_on(monkeypatch)  # reconcile runs three days on, with its default window of 24 hours
     code, out, _ = run("reconcile")
     assert code == 0 and f"awaiting_payment → {outcome}" in out, out
     assert order(shop, sid)["status"] == outcome and len(handoff(shop)) == (outcome == "paid")
     assert "nothing to repair" in run("reconcile")[1]
+
+
+def test_reconcile_does_not_report_a_bank_payment_the_webhook_settled_while_it_read(shop, run, monkeypatch):
+    sid = buy(shop, card=ASYNC_OK)
+    shop.standin.deliver_pending()
+    shop.standin.settle_async(sid)  # its checkout.session.async_payment_succeeded waits to be sent
+    three_days_on(monkeypatch)  # outside reconcile's window: found among the orders awaiting payment
+    read = reconcile_module.payments.retrieve_session
+
+    def webhook_first(client, session_id):
+        shop.standin.deliver_pending()  # and arrives during reconcile's read
+        return read(client, session_id)
+    monkeypatch.setattr(reconcile_module.payments, "retrieve_session", webhook_first)
+    code, out, _ = run("reconcile")
+    assert code == 0 and "→ paid" not in out and "nothing to repair" in out, out
+    assert order(shop, sid)["status"] == "paid" and len(handoff(shop)) == 1
 
 
 def test_one_reconcile_settles_an_old_bank_payment_and_the_refund_made_since(shop, run):

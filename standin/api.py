@@ -4,6 +4,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import time
 
 from . import checkout, payments, promotions, schemas
@@ -24,6 +25,7 @@ class ApiApp:
     def __init__(self, standin):
         self.s = standin
         self.routes = []
+        self.running, self._lock = set(), threading.Lock()  # idempotency keys of the requests under way
         for method, template, handler, schema in (
             ("POST", "/v1/checkout/sessions", self.create_session, schemas.SESSION_CREATE),
             ("GET", "/v1/checkout/sessions", self.list_sessions, schemas.SESSION_LIST),
@@ -69,6 +71,11 @@ class ApiApp:
         headers = {"Request-Id": request_id}
         method = environ.get("REQUEST_METHOD", "GET").upper()
         path = environ.get("PATH_INFO", "") or "/"
+        key = environ.get("HTTP_IDEMPOTENCY_KEY") if method == "POST" else None
+        with self._lock:  # from its arrival, latency included, as a request is under way at Stripe
+            mine = key is not None and key not in self.running
+            if mine:
+                self.running.add(key)
         try:
             latency = self.s.latency_ms  # before any lock or transaction, so that concurrent calls wait side by side
             if latency:
@@ -97,9 +104,12 @@ class ApiApp:
             else:
                 params = parse_form(environ.get("QUERY_STRING", ""))
             params = clean(route[4], params)
-            key = environ.get("HTTP_IDEMPOTENCY_KEY") if method == "POST" else None
             if key is not None:
                 headers["Idempotency-Key"] = key
+            if key is not None and not mine:  # the SDK retries a 409 after a pause
+                raise StripeError(409, "idempotency_error", "There is currently another in-progress request using "
+                                  "this Idempotent Key (that probably means you submitted twice, and the other "
+                                  f"request is still going through): {key}. Please try again later.")
             status, body, replayed = self.execute(route, f"{method} {path}", ids, params, key, request_id)
             if replayed:
                 headers["Idempotent-Replayed"] = "true"
@@ -110,6 +120,9 @@ class ApiApp:
         except Exception:
             log.exception("stand-in API error on %s %s (%s)", method, path, request_id)
             return 500, api_error().body(), headers
+        finally:
+            if mine:
+                self.running.discard(key)
 
     def match(self, method, path):
         for route in self.routes:

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import bottle
@@ -28,6 +29,7 @@ VIEWS = [str(ROOT / "views")]
 log = logging.getLogger("shop")
 access = logging.getLogger("shop.access")
 MAX_WEBHOOK, MAX_FORM = 512 * 1024, 16 * 1024  # Stripe's events are a few KB; every other body is a small form
+CLOSERS = 4  # Stripe calls at once that expire the checkouts an edit repriced or withdrew
 CLOSE_WAIT = 5.0  # seconds the request or watcher loading an edit waits for the closer (see close_later)
 PAGES = {  # status: (the error page's title, its message when no ShopError gives one)
     400: ("Bad request", "The request could not be understood."), 401: ("Sign in", "Please sign in."),
@@ -161,22 +163,29 @@ class Shop:
     def close_unbacked(self, catalog):
         """Expire the open checkouts the catalog no longer backs, so that nothing is sold that is gone, at a price that
         is not, or beyond its copies; stops when a newer edit is loaded. False if Stripe did not answer."""
-        stale, tried, ledger = self.stale(catalog), set(), self.orders.ledger
-        # One at a time, the sums made again after each: one paid before it could be closed counts as sold.
-        while catalog is self.loaded and (closing := [s for s in self.unbacked(catalog, stale) if s not in tried]):
-            why = self.EDITED[0] if closing[0] in stale else self.EDITED[1]
-            tried.add(closing[0])
-            if ledger.by_session(closing[0])["status"] != "open":  # closed meanwhile (another instance, a click)
-                continue
+        stale, ledger, down = self.stale(catalog), self.orders.ledger, []
+
+        def close(session_id, why):
+            if down or catalog is not self.loaded or ledger.by_session(session_id)["status"] != "open":
+                return  # Stripe down, a newer edit (its own pass does it), or closed meanwhile (an instance, a click)
             try:
-                self.orders.expire(closing[0], why)
+                self.orders.expire(session_id, why)
             except ShopError as e:  # that checkout stays payable until it expires
-                down = e.status == 503  # Stripe down: each of the rest would wait as long, and fail too
-                log.warning("could not expire %s%s (%s): %s", closing[0],
-                            f" and {len(closing) - 1} more" if down else "", why, e.detail or e.message)
-                if down:
-                    return False
-        return True
+                more = ""
+                if e.status == 503:  # Stripe down: each of the rest would wait as long, and fail too
+                    down.append(session_id)
+                    more = f" and {len(self.unbacked(catalog, self.stale(catalog))) - 1} more"
+                log.warning("could not expire %s%s (%s): %s", session_id, more, why, e.detail or e.message)
+        # Each call waits on Stripe, so the old prices go a few side by side (well within Stripe's rate limit).
+        with ThreadPoolExecutor(CLOSERS, thread_name_prefix="close checkouts") as pool:
+            list(pool.map(close, stale, [self.EDITED[0]] * len(stale)))
+        # Then one at a time, the sums made again after each: one paid before it could be closed counts as sold.
+        tried = set(stale)
+        while not down and catalog is self.loaded and (
+                closing := [s for s in self.unbacked(catalog, stale) if s not in tried]):
+            tried.add(closing[0])
+            close(closing[0], self.EDITED[1])
+        return not down
 
     def render(self, name, cart_count=None, title=None, **values):
         """A page in the shop's layout, with what every page shows."""

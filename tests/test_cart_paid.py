@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from shop import CLOSERS
+
 from standin import ASYNC_FAIL, ASYNC_OK, PayError
 from webshop import payments
 from tests.conftest import edit_catalog, pay, same_browser, settled, slow_to_expire, together, wire
@@ -467,6 +469,7 @@ def test_a_second_instance_does_not_ask_stripe_about_checkouts_the_first_has_clo
     sessions = bought_now(shopper, b, 3)
     second = make_shopper(catalog=str(catalog_copy))  # another instance (a gunicorn worker) on the same ledger
     release, asked, at_work = slow_to_expire(second.shop, monkeypatch)
+    monkeypatch.setattr("shop.CLOSERS", 1)  # one call at a time, to see which it leaves out
     reprice(catalog_copy, b)
     second.get("/")
     assert at_work.wait(10)  # its closer has listed the three, and waits on Stripe at the first
@@ -477,11 +480,32 @@ def test_a_second_instance_does_not_ask_stripe_about_checkouts_the_first_has_clo
     assert [shopper.standin.get(s)["status"] for s in sessions] == ["expired"] * 3
 
 
+def test_the_checkouts_of_an_old_price_are_closed_several_at_once_as_each_waits_on_stripe(
+        make_shopper, catalog_copy, monkeypatch):
+    """Every second one of them stays open, the old price is payable: 500 at 300 ms a call one by one were minutes."""
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    sessions = bought_now(shopper, b, CLOSERS + 1)
+    release, asked, at_work = slow_to_expire(shopper.shop, monkeypatch)
+    reprice(catalog_copy, b)
+    shopper.get("/")
+    assert at_work.wait(10)
+    for _ in range(500):  # each call waits on Stripe: the closer does not wait for one to ask the next
+        if len(asked) == CLOSERS:
+            break
+        time.sleep(0.01)
+    assert len(asked) == CLOSERS  # and no more: Stripe's rate limit
+    release.set()
+    settled(shopper.shop)
+    assert sorted(asked) == sorted(sessions)
+    assert [shopper.standin.get(s)["status"] for s in sessions] == ["expired"] * len(sessions)
+
+
 def test_an_edit_taken_back_while_the_closer_is_at_work_leaves_the_rest_of_its_checkouts_open(
         make_shopper, catalog_copy, monkeypatch):
     shopper, a, b = two_books(make_shopper, catalog_copy)
     sessions = bought_now(shopper, b, 2)
     release, asked, at_work = slow_to_expire(shopper.shop, monkeypatch)
+    monkeypatch.setattr("shop.CLOSERS", 1)  # one call at a time, to see which it leaves out
     reprice(catalog_copy, b)
     shopper.get("/")
     assert at_work.wait(10)  # the closer is at the first of the two, Stripe slow to answer

@@ -321,13 +321,20 @@ def test_a_partial_then_full_refund_each_confirmed_first(admin):
 
 
 @pytest.mark.parametrize("query", ["refunded=ANYTHING&before=0", "refunded=re_%3Cb%3E&before=0",
-                                   "refunded=%E2%80%AEx&replayed=1"])
-def test_the_order_page_shows_a_refund_notice_only_for_a_refund_id(admin, query):
+                                   "refunded=%E2%80%AEx&replayed=1", "refunded=re_FAKE123&before=0",
+                                   "refunded=re_FAKE123&before=0&replayed=1&sig=x"])
+def test_the_order_page_shows_a_refund_notice_only_after_its_own_refund(admin, query):
+    """A link anyone can send the merchant (a shopper knows the order id) must not tell of a refund never made."""
     o = paid(admin)
     page = admin.get(f"/admin/orders/{o['id']}?{query}", headers=auth())
     assert "was made at Stripe" not in page.text and "answered with it again" not in page.text
-    assert "Refund re_abc was made at Stripe" in admin.get(f"/admin/orders/{o['id']}?refunded=re_abc&replayed=0",
-                                                           headers=auth()).text
+    confirm = admin.post(f"/admin/orders/{o['id']}/refund", {"csrf_token": token(admin), "how": "full"},
+                         headers=auth())
+    done = confirm.forms[0].submit(headers=auth(), status=303).location
+    refund = done.split("refunded=")[1].split("&")[0]
+    assert f"Refund {refund} was made at Stripe" in admin.get(done, headers=auth()).text
+    other = done.replace(f"/admin/orders/{o['id']}", f"/admin/orders/{paid(admin)['id']}")  # the same, elsewhere
+    assert "was made at Stripe" not in admin.get(other, headers=auth()).text
 
 
 def test_the_search_takes_any_language(admin):

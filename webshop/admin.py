@@ -111,11 +111,18 @@ def install(app, shop):
                            record=ledger.handoff_record(o["id"]), mails=ledger.outbox(order_id=o["id"]),
                            refundable=o["status"] in REFUNDABLE and o["payment_intent"] and o["amount_total"],
                            left=(o["amount_total"] or 0) - o["amount_refunded"], amount=money,
-                           # from the refund's own redirect: a Stripe refund id, never any text a link carries
-                           refunded=re.fullmatch(r"re_[A-Za-z0-9]{1,100}", request.query.get("refunded", "")) and
-                           request.query.get("refunded"), replayed=request.query.get("replayed") == "1",
+                           refunded=_notice(o["id"]), replayed=request.query.get("replayed") == "1",
                            # the refunded total at the refund (unknown: wait); once it has grown, the event arrived
                            arrived=o["amount_refunded"] > _whole(request.query.get("before", ""), 10**13))
+
+    def _notice(order_id):
+        """The refund id of the refund's own redirect, which the shop signed: a link from anyone else says nothing."""
+        q = request.query
+        sig = notice_sig(order_id, q.get("refunded", ""), q.get("before", ""), q.get("replayed", ""))
+        return hmac.compare_digest(q.get("sig", "").encode(), sig.encode()) and q.get("refunded")
+
+    def notice_sig(order_id, refunded, before, replayed):
+        return shop.guard.sign("refund notice", f"{order_id} {refunded} {before} {replayed}")
 
     @app.post("/admin/orders/<order_id>/refund")
     def refund(order_id):
@@ -154,6 +161,7 @@ def install(app, shop):
                                       "again cannot refund twice, but for 24 hours Stripe may give the same answer: "
                                       "check the payment in the Stripe Dashboard.") from None
         query = {"refunded": result.id, "before": o["amount_refunded"], **({"replayed": 1} if replayed else {})}
+        query["sig"] = notice_sig(o["id"], result.id, o["amount_refunded"], query.get("replayed", ""))
         see_other(f"/admin/orders/{o['id']}?{urlencode(query)}")
 
 

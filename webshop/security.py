@@ -55,7 +55,8 @@ class Guard:
             "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(self)",
             **({"Strict-Transport-Security": "max-age=63072000; includeSubDomains"} if config.secure else {})}
 
-    def _sign(self, purpose, value):
+    def sign(self, purpose, value):
+        """A MAC of `value` for `purpose` with the shop's secret: what only this shop can have written."""
         mac = hmac.new(self.secret, f"{purpose}:{value}".encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac[:18]).decode()
 
@@ -64,7 +65,7 @@ class Guard:
         sid = request.environ.get("shop.sid") or self.valid_sid(request)
         if sid is None:
             nonce = secrets.token_urlsafe(18)
-            sid = f"{nonce}.{self._sign('sid', nonce)}"
+            sid = f"{nonce}.{self.sign('sid', nonce)}"
             self.set_cookie(response, "sid", sid, max_age=MONTH)
         request.environ["shop.sid"] = sid
         return sid
@@ -72,12 +73,12 @@ class Guard:
     def valid_sid(self, request):
         """The browser's sid if this shop signed it, else None."""
         nonce, _, mac = cookies(request).get(self.prefix + "sid", "").partition(".")
-        signed = nonce and hmac.compare_digest(mac.encode(), self._sign("sid", nonce).encode())
+        signed = nonce and hmac.compare_digest(mac.encode(), self.sign("sid", nonce).encode())
         return f"{nonce}.{mac}" if signed else None
 
     def token(self, request, response):
         """The CSRF token for this browser's forms."""
-        return self._sign("csrf", self.browser_id(request, response))
+        return self.sign("csrf", self.browser_id(request, response))
 
     def client_address(self, request):
         """The client's address: the peer's, or, when the peer is TRUSTED_PROXY, the one that proxy appended to
@@ -88,7 +89,7 @@ class Guard:
 
     def client(self, request):
         """The client as the address limits count it (an IPv6 address by its /64), signed: the ledger keeps no address."""
-        return self._sign("client", counted(self.client_address(request)))
+        return self.sign("client", counted(self.client_address(request)))
 
     def elsewhere(self, request):
         """The same page at the shop's own address when it was asked for under another name of this machine."""
@@ -111,7 +112,7 @@ class Guard:
         if self.prefix + "sid" not in cookies(request):  # blocked, or expired since the page was loaded
             raise ShopError(403, NO_COOKIE, detail="no sid cookie")
         sid, sent = self.valid_sid(request), request.forms.get("csrf_token") or ""
-        if sid is None or not hmac.compare_digest(self._sign("csrf", sid).encode(), sent.encode("utf-8", "replace")):
+        if sid is None or not hmac.compare_digest(self.sign("csrf", sid).encode(), sent.encode("utf-8", "replace")):
             raise ShopError(403, FORBIDDEN, detail="missing or wrong csrf token or sid")
 
     def set_cookie(self, response, name, value, **options):

@@ -558,6 +558,9 @@ class _SQLite:
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             conn.row_factory = sqlite3.Row
+            # SQLite's own LOWER knows only ASCII: the search would miss ÄRGER@example.com (PostgreSQL's finds it)
+            conn.create_function("LOWER", 1, lambda text: text.lower() if isinstance(text, str) else text,
+                                 deterministic=True)
             _wal(conn)
             for pragma in ("synchronous = NORMAL", "foreign_keys = ON"):
                 conn.execute(f"PRAGMA {pragma}")

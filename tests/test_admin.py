@@ -231,7 +231,7 @@ def test_an_order_page_shows_items_amounts_address_emails_and_history(admin):
     for text in (o["items"][0]["name"], o["customer_email"], o["payment_intent"], "Jenny Rosen", "1 Test Street",
                  "Phone: +1 555 010 0000",
                  "12345 Testville", "$19.29" if o["amount_total"] == 1929 else "", "<h2>History</h2>", "checkout",
-                 "fulfilled", "<h2>Emails</h2>", "confirmation", 'action="/admin/orders/' + o["id"] + '/refund#refund"',
+                 "fulfilled", "<h2>Emails</h2>", "confirmation", 'action="/admin/orders/' + o["id"] + '/refund"',
                  'data-label="Amount"'):
         assert text in page
     assert re.search(r'data-label="Sent">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<', page)  # as the history's times read
@@ -459,8 +459,8 @@ def test_a_refund_amount_that_is_not_left_to_refund_is_refused(admin, amount):
     assert page.html.h1.text == f"Order {o['id']}" and form["amount"].value == amount and form["how"].value == "partial"
     assert form["restock"].checked  # ticked still: sent again, the refund puts the copies back as asked
     assert page.html.title.text.startswith(f"Error: Order {o['id']}")  # the tab, and a screen reader, say so first
-    assert form.action.endswith("/refund#refund") and page.html.find(id="refund").name == "h2"  # scrolled to it
-    assert page.html.find(id="amount").has_attr("autofocus")  # where typing puts it right
+    # where typing puts it right, and scrolled to (no #fragment in the form's address: browsers then skip autofocus)
+    assert page.html.find(id="amount").has_attr("autofocus") and "#" not in form.action
     assert not admin.get(f"/admin/orders/{o['id']}", headers=auth()).html.find(id="amount").has_attr("autofocus")
     form["amount"] = "1.00"
     assert "Refund $1.00 of order" in form.submit(headers=auth()).text

@@ -42,7 +42,7 @@
 % end
 <h2 id="refund">Refund</h2>
 % if refundable:
-<form method="post" action="/admin/orders/{{o['id']}}/refund#refund" class="refund">
+<form method="post" action="/admin/orders/{{o['id']}}/refund" class="refund">
   <input type="hidden" name="csrf_token" value="{{csrf}}">
   <fieldset>
     <legend>How much to refund</legend>

@@ -91,6 +91,7 @@ def test_find_open_and_refund_an_order_without_javascript(browser, start_shop, s
         review_refund(page, "abc")  # refused: the page opens where its message is, far below the top on a phone
         expect(page.get_by_role("alert")).to_contain_text("Enter an amount from")
         expect(page.get_by_role("alert")).to_be_in_viewport()
+        expect(page.get_by_label(re.compile(r"^amount in USD"))).to_be_focused()  # typing puts it right
         page.set_viewport_size(DESKTOP)
         tab.goto(order_url.removeprefix(shop.url))
         review_refund(page)

@@ -211,6 +211,18 @@ def one_line_cells(page, cells):
     }).map(cell => cell.textContent)""", cells)
 
 
+def cut_words(page, cells):
+    """The words of the cells matching the CSS selector that break across lines ("refund / ed")."""
+    return page.evaluate("""cells => [...document.querySelectorAll(cells)].flatMap(cell => {
+        const cut = [], texts = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+        for (let node; (node = texts.nextNode());) for (const word of node.data.matchAll(/\\S+/g)) {
+            const range = document.createRange();
+            range.setStart(node, word.index); range.setEnd(node, word.index + word[0].length);
+            if (range.getClientRects().length > 1) cut.push(word[0]);
+        }
+        return cut; })""", cells)
+
+
 @pytest.fixture
 def open_tab(browser, shop, screenshot_root, request):
     """Open a fresh browser context (no cookies) at a size, with or without JavaScript."""

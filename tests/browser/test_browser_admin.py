@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import DESKTOP, PHONE, STEP_TIMEOUT_MS, Browsing, one_line_cells
+from tests.browser.conftest import DESKTOP, PHONE, STEP_TIMEOUT_MS, Browsing, cut_words, one_line_cells
 from tests.browser.shopping import GOOD_CARD, SHOPPER, add_to_cart, catalog, expect, fill_payment, pay_button
 
 pytestmark = pytest.mark.browser
@@ -111,6 +111,10 @@ def test_find_open_and_refund_an_order_without_javascript(browser, start_shop, s
         else:
             pytest.fail("the refund never reached the order")
         check("refunded")
+        tab.goto("/admin")
+        for width in range(600, 820, 20):  # 200% zoom, a tablet: words whole in the list, never "refund / ed"
+            page.set_viewport_size({"width": width, "height": 800})
+            assert cut_words(page, "td[data-label=Created], td[data-label=Status]") == [], width
         for path in (order_url, "/admin"):  # on a phone, every page of it fits the screen's width
             page.set_viewport_size({"width": 375, "height": 800})
             tab.goto(path.removeprefix(shop.url))

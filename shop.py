@@ -61,32 +61,27 @@ class Shop:
         self.catalog()  # the closer thread closes the checkouts it no longer backs, then makes its promotion codes
 
     def catalog(self):
-        """The current catalog (re-read only when the file changed; the last good one if an edit is broken); a newly
-        loaded one brings the promotion codes at Stripe in line and closes the checkouts it no longer backs."""
-        catalog = self.catalogs.current()
+        """The current catalog (re-read only when the file changed; the last good one if an edit is broken). A newly
+        loaded one's name and text go to the ledger; the closer thread brings its promotion codes at Stripe in line
+        and closes the checkouts it no longer backs, and the page or watcher that loaded it waits CLOSE_WAIT at most
+        for that, so a few checkouts close before it is answered and the rest after."""
+        catalog, ledger = self.catalogs.current(), self.orders.ledger
         if catalog is not self.loaded:  # at start, and after an edit
             previous, self.loaded = self.loaded, catalog
             try:
-                self._loaded(catalog)
+                if ledger.checkpoint("shop name") != catalog.shop_name:  # for commands run while an edit is broken
+                    ledger.set_checkpoint("shop name", catalog.shop_name)
+                if self.kept_catalog(ledger) != (text := catalog.source.decode("utf-8-sig")):  # for a restart then
+                    ledger.set_checkpoint("catalog", {"path": os.path.abspath(self.config.catalog), "text": text})
+                self.close_later()
             except Exception:  # the database away, say: the next look does it all again
                 self.loaded = previous
                 raise
-            if closer := self.closer:  # a few checkouts are closed before this page is answered; many, after
+            if closer := self.closer:
                 closer.join(CLOSE_WAIT)
         elif self.retry_closing and time.monotonic() > self.retry_closing:  # Stripe did not answer the closer
             self.close_later()
         return catalog
-
-    def _loaded(self, catalog):
-        """What a newly loaded catalog brings: its name and text in the ledger; its promotion codes at Stripe and the
-        checkouts it no longer backs closed, both by the closer thread: the page or watcher that loaded it waits
-        CLOSE_WAIT at most, so a few checkouts close before it is answered and the rest after."""
-        ledger = self.orders.ledger
-        if ledger.checkpoint("shop name") != catalog.shop_name:  # for commands run while an edit is broken
-            ledger.set_checkpoint("shop name", catalog.shop_name)
-        if self.kept_catalog(ledger) != (text := catalog.source.decode("utf-8-sig")):  # for a restart then
-            ledger.set_checkpoint("catalog", {"path": os.path.abspath(self.config.catalog), "text": text})
-        self.close_later()
 
     def kept_catalog(self, ledger):
         """The text of the catalog last loaded from this CATALOG file (by any instance), or None."""
@@ -203,7 +198,7 @@ def make_app(config=None):
     """The shop as a WSGI app: from a dict of settings (tests), a Config (`python shop.py`), or the environment and
     `.env` (gunicorn)."""
     from_env = config is None  # gunicorn's 'shop:make_app()' (`python shop.py` reads .env and starts the threads)
-    if from_env:  # read .env as `python shop.py` does
+    if from_env:
         from dotenv import load_dotenv
         load_dotenv(ROOT / ".env")  # never overrides a variable the environment already has
     try:

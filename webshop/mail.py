@@ -224,8 +224,7 @@ def deliver(config, row):
           if secure else smtplib.SMTP(url.hostname, url.port or 587, timeout=seconds)) as server:
         server.ehlo()
         if not secure and server.has_extn("starttls"):
-            server.starttls(context=ssl.create_default_context())
-            server.ehlo()
+            server.starttls(context=ssl.create_default_context())  # login and sendmail say EHLO again themselves
             secure = True
         if url.username:
             if not secure and url.hostname not in LOOPBACK:

@@ -116,7 +116,7 @@ def main(argv):
     except CatalogError:
         name = None
     try:  # opening the ledger migrates it: all `migrate` does. The name is looked up when an email is written.
-        ctx = Orders(config, shop_name=lambda: name or "Test shop")  # name as it is when an email is written
+        ctx = Orders(config, shop_name=lambda: name or "Test shop")
     except Exception as e:  # noqa: BLE001 — an unreachable database, say: one line, no traceback
         return _fail(f"cannot open the shop's data: {cannot_open(config, e)}", 2)
     name = name or ctx.ledger.checkpoint("shop name")  # the catalog's last good one, as the shop kept it

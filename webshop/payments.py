@@ -49,7 +49,7 @@ def checkout_params(catalog, lines, order_id, base_url, from_cart=True, held=Fal
     items = []
     for product, quantity, _ in lines:
         data = {"name": product.name, "description": product.description, "metadata": {"product_id": product.id},
-                "images": [f"{base_url}/static/{product.checkout_image or product.image}"]}
+                "images": [f"{base_url}/static/{product.checkout_image}"]}
         if automatic and product.tax_code:
             data["tax_code"] = product.tax_code
         items.append({"price_data": {"currency": catalog.currency, "unit_amount": product.price,

@@ -284,6 +284,14 @@ def test_every_setting_is_documented_in_env_sample_and_readme():
     assert offered <= {s.env for s in SETTINGS}, offered - {s.env for s in SETTINGS}
 
 
+def test_the_readme_and_env_sample_say_of_each_setting_what_python_shop_py_settings_says():
+    rows = dict(re.findall(r"^\| `\w+` \| `(\w+)` \| .*? \| (.*) \|$", (ROOT / "README.md").read_text(), re.M))
+    assert {s.env: s.help for s in SETTINGS} == rows
+    said = {block.splitlines()[-1]: " ".join(line[2:] for line in block.splitlines()[:-1])
+            for block in (ROOT / ".env.sample").read_text().strip().split("\n\n")[1:]}  # (the first: what it is)
+    assert said == {f"{s.env}={s.default}": s.help for s in SETTINGS}
+
+
 def test_make_app_without_config_reads_dot_env_but_the_environment_wins(tmp_path, monkeypatch):
     import shop
     env_file = tmp_path / ".env"

@@ -77,8 +77,8 @@ class Setting:
 
 
 SETTINGS = (
-    Setting("stripe_secret_key", "STRIPE_SECRET_KEY", "", "Stripe secret key. Empty: offline test mode against the "
-            "built-in stand-in. sk_test_/rk_test_: Stripe test mode. sk_live_/rk_live_: live mode.", secret=True,
+    Setting("stripe_secret_key", "STRIPE_SECRET_KEY", "", "Empty: offline test mode against the built-in stand-in. "
+            "sk_test_/rk_test_: Stripe test mode. sk_live_/rk_live_: live mode.", secret=True,
             valid=KEY.match,
             must="must start with sk_test_, rk_test_, sk_live_ or rk_live_ (a publishable pk_ key will not work)"),
     Setting("stripe_webhook_secret", "STRIPE_WEBHOOK_SECRET", "",
@@ -98,16 +98,16 @@ SETTINGS = (
             valid=_database_url, must="must be empty (SQLite) or a postgresql:// URL, with any @ % : / in the "
             "password written %40 %25 %3A %2F"),
     Setting("stripe_api_base", "STRIPE_API_BASE", "",
-            "Send Stripe API calls to another Stripe-compatible server (stripe-mock, `python -m standin`)."),
+            "Send Stripe API calls to a Stripe-compatible server (stripe-mock, `python -m standin`)."),
     Setting("stripe_timeout", "STRIPE_TIMEOUT", 10.0, "Seconds before one Stripe API call gives up.",
             limits=(0.001, 300)),
     Setting("stripe_max_retries", "STRIPE_MAX_RETRIES", 2,
             "Retries of a failed Stripe call (same idempotency key, so nothing is made twice).", limits=(0, 10)),
-    Setting("threads", "THREADS", 128, "Request threads, sized for waiting on Stripe: at 400 ms a call 128 threads "
-            "carry 320 checkouts/s, more than 2 cores prepare, so the CPU, not the pool, is the limit (an idle "
-            "thread costs ~100 KiB).", limits=(1, 1024)),
+    Setting("threads", "THREADS", 128, "Request threads, sized for waiting on Stripe: at 400 ms a call, 128 carry 320 "
+            "checkouts/s, more than 2 cores prepare, so the CPU is the limit, not the pool (an idle thread costs ~100 "
+            "KiB).", limits=(1, 1024)),
     Setting("connection_limit", "CONNECTION_LIMIT", 1000, "Open connections at most. One still sending its request "
-            "holds no thread, so slow clients cannot take the threads; the limit bounds memory and file descriptors.",
+            "holds no thread: slow clients cannot take the threads.",
             limits=(10, 100000)),
     Setting("channel_timeout", "CHANNEL_TIMEOUT", 30, "Seconds a connection may stay silent (mid-request or idle "
             "keep-alive) before it is closed.", limits=(1, 3600)),
@@ -116,13 +116,12 @@ SETTINGS = (
             must="must be the proxy's IP address as its connections come from, like 10.0.0.2"),
     Setting("checkout_limit", "CHECKOUT_LIMIT", 10, "Checkouts one browser may start per minute; more get a 429 "
             "page (protects Stripe's rate limit).", limits=(1, 10000)),
-    Setting("address_checkout_limit", "ADDRESS_CHECKOUT_LIMIT", 0, "Checkouts one client address (an IPv6 one by "
-            "its /64; behind TRUSTED_PROXY, the one it names) may start per minute, for a sale of scarce stock that "
-            "scripts must not hold; 0: no limit. Off by default: a sale's shoppers often share one address.",
+    Setting("address_checkout_limit", "ADDRESS_CHECKOUT_LIMIT", 0, "Checkouts per minute per client address (behind "
+            "`TRUSTED_PROXY`: the one it names), for scarce stock; 0: off, as a sale's shoppers often share one.",
             limits=(0, 100000)),
     Setting("smtp_url", "SMTP_URL", "", "Mail server for order emails: smtp://user:pass@host:587 (STARTTLS when "
-            "offered) or smtps://...:465; ?timeout=30 sets the seconds per step. Empty: each email is written to "
-            "DATA_DIR/outbox/ as a .eml file.", secret=True,
+            "offered) or smtps://...:465; ?timeout=30: seconds per step. Empty: emails are written to "
+            "DATA_DIR/outbox/ as .eml files.", secret=True,
             valid=_smtp_url,
             must="must be empty or like smtp://user:pass@host:587 or smtps://host:465, with no query but ?timeout=N "
                  "(seconds, above 0)"),

@@ -10,6 +10,7 @@ Test cards (any future expiry such as 12/34, any 3-digit CVC):
 - 4000 0000 0000 0002: declined, generic_decline.  4000 0000 0000 9995: declined, insufficient_funds.
 - 4000 0000 0000 0069: declined, expired_card.  4000 0000 0000 0127: declined, incorrect_cvc.
 - 4000 0000 0000 0259: succeeds, then a dispute opens (charge.dispute.created, status needs_response).
+- 4000 0000 0000 1976: succeeds, then an inquiry opens (status warning_needs_response; the charge stays refundable).
 - 4000 0099 0000 0004 (stand-in only): completes the session unpaid (PaymentIntent processing), then settles as
   paid after `async_delay` seconds or `settle_async()` (checkout.session.async_payment_succeeded).
 - 4000 0099 0000 0012 (stand-in only): as above but the delayed payment fails (..._async_payment_failed).
@@ -32,7 +33,8 @@ failed authentication, raises PayError(402).
 `.sweep(now=None)` does what time would: expires open sessions past their expires_at (checkout.session.expired, the
 PaymentIntent canceled), settles delayed payments, turns promotion codes past their expires_at inactive and coupons past
 their redeem_by invalid. `.check_promotion_code(session, code)` is the page's preview of a code.
-`.open_dispute(charge_id)` and `.close_dispute(dispute_id, won=True)` play a cardholder's dispute of a paid charge.
+`.open_dispute(charge_id, inquiry=False)` and `.close_dispute(dispute_id, won=True)` play a cardholder's dispute (or
+the bank's inquiry) of a paid charge.
 
 Coupons and promotion codes (https://docs.stripe.com/payments/checkout/discounts), as in API version
 2025-09-30.clover and later:

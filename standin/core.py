@@ -195,16 +195,18 @@ class StandIn:
                     done += 1
         return done
 
-    def open_dispute(self, charge_id):
-        """Dispute a paid charge, as a cardholder may weeks later; emits charge.dispute.created, returns the dispute."""
+    def open_dispute(self, charge_id, inquiry=False):
+        """Dispute a paid charge (or inquire: `inquiry`), as a cardholder may weeks later; emits
+        charge.dispute.created, returns the dispute."""
         with self.store.tx(write=True) as tx:
             charge = tx.get(charge_id, "charge")
             if charge is None or charge["status"] != "succeeded" or charge["disputed"]:
                 raise ValueError(f"Charge {charge_id} cannot be disputed: no such paid, undisputed charge.")
-            return o.public(payments.open_dispute(self.context(tx), charge))
+            return o.public(payments.open_dispute(self.context(tx), charge, inquiry))
 
     def close_dispute(self, dispute_id, won=True):
-        """Close a dispute as won or lost; emits charge.dispute.closed and returns the dispute (ValueError if it can't)."""
+        """Close a dispute as won or lost (an inquiry: warning_closed); emits charge.dispute.closed and returns the
+        dispute (ValueError if it can't)."""
         try:
             with self.store.tx(write=True) as tx:
                 return o.public(payments.close_dispute(self.context(tx), dispute_id, won))

@@ -230,8 +230,9 @@ EVIDENCE_FIELDS = (
     "uncategorized_file uncategorized_text").split()
 
 
-def dispute(ch, created, reason="fraudulent"):
-    """A Dispute in `needs_response`: https://docs.stripe.com/api/disputes/object."""
+def dispute(ch, created, reason="fraudulent", inquiry=False):
+    """A Dispute in `needs_response`, or an inquiry in `warning_needs_response`:
+    https://docs.stripe.com/api/disputes/object."""
     evidence = dict.fromkeys(EVIDENCE_FIELDS)
     evidence["enhanced_evidence"] = {}
     card = ch["payment_method_details"]["card"]
@@ -240,12 +241,12 @@ def dispute(ch, created, reason="fraudulent"):
         "charge": ch["id"], "created": created, "currency": ch["currency"], "enhanced_eligibility_types": [],
         "evidence": evidence, "evidence_details": {"due_by": created + 7 * 86400, "enhanced_eligibility": {},
                                                    "has_evidence": False, "past_due": False, "submission_count": 0},
-        "is_charge_refundable": False, "livemode": False, "metadata": {},
+        "is_charge_refundable": inquiry, "livemode": False, "metadata": {},
         "payment_intent": ch["payment_intent"],
-        "payment_method_details": {"card": {"brand": card["brand"], "case_type": "chargeback",
+        "payment_method_details": {"card": {"brand": card["brand"], "case_type": "inquiry" if inquiry else "chargeback",
                                             "network": card["network"], "network_reason_code": "10.4"},
                                    "type": "card"},
-        "reason": reason, "status": "needs_response",
+        "reason": reason, "status": "warning_needs_response" if inquiry else "needs_response",
     }
 
 

@@ -39,6 +39,7 @@ TEST_CARDS = [
     ("4000 0000 0000 0069", "Declined (expired_card)"),
     ("4000 0000 0000 0127", "Declined (incorrect_cvc)"),
     ("4000 0000 0000 0259", "Succeeds, then is disputed"),
+    ("4000 0000 0000 1976", "Succeeds, then the bank inquires"),
     ("4000 0099 0000 0004", "Delayed payment that later succeeds"),
     ("4000 0099 0000 0012", "Delayed payment that later fails"),
     ("4000 0025 0000 3155", "Requires authentication (3D Secure)"),

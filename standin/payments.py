@@ -13,6 +13,7 @@ from .errors import invalid, no_such
 ASYNC_OK = "4000009900000004"
 ASYNC_FAIL = "4000009900000012"
 DISPUTED = "4000000000000259"
+INQUIRY = "4000000000001976"
 # number -> (brand, behaviour, decline_code); https://docs.stripe.com/testing#cards and #declined-payments.
 # The two 40000099... numbers are the stand-in's own: Luhn-valid cards that settle later, like a delayed method.
 # The "authenticate" cards ask for 3D Secure on a one-off payment, as Checkout makes one:
@@ -25,6 +26,7 @@ CARDS = {
     "4000000000000069": ("visa", "decline", "expired_card"),
     "4000000000000127": ("visa", "decline", "incorrect_cvc"),
     DISPUTED: ("visa", "dispute", None),
+    INQUIRY: ("visa", "inquiry", None),
     ASYNC_OK: ("visa", "async_succeed", None),
     ASYNC_FAIL: ("visa", "async_fail", None),
     "4000002500003155": ("visa", "authenticate", None),
@@ -236,8 +238,8 @@ def attempt(ctx, session, c):
     ctx.emit("charge.pending" if pending else "charge.succeeded", ch)
     ctx.emit("payment_intent.processing" if pending else "payment_intent.succeeded", pi)
     ctx.emit("checkout.session.completed", session)
-    if behaviour == "dispute":
-        open_dispute(ctx, ch)
+    if behaviour in ("dispute", "inquiry"):
+        open_dispute(ctx, ch, inquiry=behaviour == "inquiry")
     return ("processing" if pending else "paid"), None
 
 
@@ -333,9 +335,10 @@ def settle(ctx, session):
     ctx.emit(kind, session)
 
 
-def open_dispute(ctx, ch):
-    """Open a dispute on a charge (charge.dispute.created): https://docs.stripe.com/disputes."""
-    dp = ctx.tx.put(o.dispute(ch, ctx.now))
+def open_dispute(ctx, ch, inquiry=False):
+    """Open a dispute on a charge (charge.dispute.created), or an inquiry, which takes no money and leaves the charge
+    refundable: https://docs.stripe.com/disputes/how-disputes-work."""
+    dp = ctx.tx.put(o.dispute(ch, ctx.now, inquiry=inquiry))
     ch["disputed"] = True
     ctx.tx.put(ch)
     ctx.emit("charge.dispute.created", dp)
@@ -347,10 +350,10 @@ def close_dispute(ctx, dispute_id, won):
     dp = ctx.tx.get(dispute_id, "dispute")
     if dp is None:
         raise no_such("dispute", dispute_id)
-    if dp["status"] in ("won", "lost"):
+    if dp["status"] in ("won", "lost", "warning_closed"):
         raise invalid(f"Dispute {dispute_id} is already closed ({dp['status']}).")
     prev = {"status": dp["status"]}
-    dp["status"] = "won" if won else "lost"
+    dp["status"] = "warning_closed" if dp["status"].startswith("warning_") else "won" if won else "lost"
     ctx.tx.put(dp)
     ctx.emit("charge.dispute.closed", dp, prev)
     return dp
@@ -386,7 +389,8 @@ def create_refund(ctx, p):
                           "payment_intent")
     if ch["status"] != "succeeded":
         raise invalid(f"Charge {ch['id']} has not succeeded and cannot be refunded.", "charge")
-    if ch["disputed"]:
+    disputes = ctx.tx.list("dispute", 1, None, None, [("charge", ch["id"])], None)[0] if ch["disputed"] else []
+    if disputes and not disputes[0]["is_charge_refundable"]:
         raise invalid(f"Charge {ch['id']} has been charged back; cannot issue a refund.", None, "charge_disputed")
     remaining = ch["amount"] - ch["amount_refunded"]
     if remaining <= 0:

@@ -286,6 +286,7 @@ def edit_catalog(path):
 # -- helpers of the purchase, webhook, fulfilment and merchant tests ----------------------------------------------
 
 DISPUTED = "4000000000000259"  # the stand-in's card whose payment is disputed at once
+INQUIRY = "4000000000001976"  # and whose payment the bank inquires about (no money taken: refundable)
 ADDRESS = {"line1": "1 Canal Street", "city": "Berlin", "postal_code": "10115", "country": "DE"}
 
 

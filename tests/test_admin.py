@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.conftest import edit_catalog, handoff, order, paid, pay_form, start, wire
+from tests.conftest import DISPUTED, INQUIRY, edit_catalog, handoff, order, paid, pay_form, start, wire
 from webshop import mail, merchant
 from webshop.admin import minor
 from webshop.fulfilment import CSV_FIELDS, write_csv
@@ -335,6 +335,20 @@ def test_the_order_page_shows_a_refund_notice_only_after_its_own_refund(admin, q
     assert f"Refund {refund} was made at Stripe" in admin.get(done, headers=auth()).text
     other = done.replace(f"/admin/orders/{o['id']}", f"/admin/orders/{paid(admin)['id']}")  # the same, elsewhere
     assert "was made at Stripe" not in admin.get(other, headers=auth()).text
+
+
+def test_an_order_the_bank_inquires_about_offers_a_refund_one_charged_back_does_not(admin):
+    asked, charged_back = (paid(admin, card=card) for card in (INQUIRY, DISPUTED))
+    page = admin.get(f"/admin/orders/{asked['id']}", headers=auth())
+    assert "disputed (dispute warning_needs_response)" in page.text
+    confirm = page.forms[0].submit(headers=auth())
+    confirm.forms[0].submit(headers=auth(), status=303)
+    admin.standin.deliver_pending()
+    assert order(admin, asked["session_id"])["amount_refunded"] == asked["amount_total"]
+    page = admin.get(f"/admin/orders/{charged_back['id']}", headers=auth())
+    assert "disputed (dispute needs_response)" in page.text and "Review the refund" not in page.text
+    assert "only paid orders can be refunded" in admin.post(f"/admin/orders/{charged_back['id']}/refund", {
+        "csrf_token": token(admin), "how": "full"}, headers=auth(), status=409).text
 
 
 def test_the_search_takes_any_language(admin):

@@ -25,7 +25,7 @@ from aiosmtpd.smtp import AuthResult
 
 from shop import start_background
 from standin import ASYNC_FAIL, StandIn
-from tests.conftest import (DISPUTED, buy, edit_catalog, free_port, handoff, order, paid, pay_form, pending, start,
+from tests.conftest import (DISPUTED, INQUIRY, buy, edit_catalog, free_port, handoff, order, paid, pay_form, pending, start,
                             wait_for, wire)
 from webshop import mail, merchant
 from webshop.catalog import format_money
@@ -366,6 +366,15 @@ def test_a_dispute_tells_the_merchant_once_with_the_date_to_answer_by(shop, smtp
     assert f"disputes the payment of order {o['id']} ({format_money(o['amount_total'], 'usd')}): " \
            f"{dispute['reason'].replace('_', ' ')}." in text and f"Answer it in the Stripe Dashboard by {due}" in text
     assert notice["To"] == MERCHANT and smtp.kinds().count("dispute") == 1
+
+
+def test_an_inquiry_tells_the_merchant_a_refund_settles_it(shop, smtp):
+    o = paid(shop, card=INQUIRY)
+    send(shop)
+    (notice,) = [m for to, m in smtp.accepted if m["Subject"] == f"Order {o['id']} is disputed"]
+    text = " ".join(text_and_html(notice)[0].split())
+    assert "Answer it in the Stripe Dashboard by" in text and "It is an inquiry, not yet a chargeback: you may " \
+        f"instead refund the order (/admin, or `python shop.py refund {o['id']}`)." in text
 
 
 @pytest.mark.parametrize("status", ["lost", "under_review"])

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.conftest import (DISPUTED, ROOT, Shopper, buy, edit_catalog, free_port, handoff, order, paid, pending,
+from tests.conftest import (DISPUTED, INQUIRY, ROOT, Shopper, buy, edit_catalog, free_port, handoff, order, paid, pending,
                             postgres_server, start, wire)
 from standin import ASYNC_FAIL, ASYNC_OK
 from webshop import merchant
@@ -702,6 +702,21 @@ def test_reconcile_records_a_lost_refund_of_an_order_disputed_since(shop, run):
     after = order(shop, o["session_id"])
     assert (after["status"], after["dispute_status"], after["amount_refunded"]) == ("disputed", "needs_response", 400)
     assert "nothing to repair" in run("reconcile")[1]
+
+
+def test_an_order_the_bank_inquires_about_can_be_refunded_one_charged_back_cannot(shop, run):
+    """An inquiry takes no money and leaves the payment refundable, which settles it; a chargeback does not."""
+    asked, charged_back = (paid(shop, card=card) for card in (INQUIRY, DISPUTED))
+    assert [(o["status"], o["dispute_status"]) for o in (asked, charged_back)] == [
+        ("disputed", "warning_needs_response"), ("disputed", "needs_response")]
+    code, out, _ = run("refund", asked["id"])
+    assert code == 0, out
+    shop.standin.deliver_pending()
+    after = order(shop, asked["session_id"])
+    assert (after["status"], after["amount_refunded"]) == ("disputed", asked["amount_total"])
+    code, _, err = run("refund", charged_back["id"])
+    assert code == 1 and "answer the dispute in the Stripe Dashboard instead" in err
+    assert order(shop, charged_back["session_id"])["amount_refunded"] == 0
 
 
 def test_reconcile_catches_up_a_dispute_whose_events_were_lost(shop, run):

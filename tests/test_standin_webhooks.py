@@ -245,6 +245,19 @@ def test_dispute_card_opens_and_closes_a_dispute(client, standin):
     assert newest != dispute["id"] and standin.close_dispute(newest, won=True)["status"] == "won"
 
 
+def test_inquiry_card_opens_an_inquiry_whose_payment_can_still_be_refunded(client, standin):
+    """https://docs.stripe.com/testing#disputes: 4000 0000 0000 1976; an inquiry takes no money until it escalates."""
+    standin.deliver = hook = Endpoint()
+    paid_session(client, standin, card="4000000000001976")
+    standin.deliver_pending()
+    assert hook.types() == ["checkout.session.completed", "charge.dispute.created"]
+    dispute = json.loads(hook.received[1][0])["data"]["object"]
+    assert (dispute["status"], dispute["is_charge_refundable"]) == ("warning_needs_response", True)
+    charge = client.v1.charges.retrieve(dispute["charge"])
+    assert charge.disputed and client.v1.refunds.create({"charge": charge.id}).status == "succeeded"
+    assert standin.close_dispute(dispute["id"])["status"] == "warning_closed"
+
+
 @pytest.mark.parametrize("card, kind, status", [(ASYNC_OK, "succeeded", "paid"), (ASYNC_FAIL, "failed", "unpaid")])
 def test_delayed_payments_emit_async_events(client, standin, card, kind, status):
     standin.deliver = hook = Endpoint()

@@ -15,7 +15,7 @@ from bottle import request, response
 from . import mail
 from .catalog import currency_exponent, money
 from .fulfilment import CSV_ROWS, write_csv
-from .ledger import ORDER_ID, REFUNDABLE, STATUSES
+from .ledger import ORDER_ID, STATUSES, refundable
 from .security import counted
 from .settings import ShopError
 from .storefront import see_other
@@ -109,7 +109,7 @@ def install(app, shop):
                            history=ledger.history(o["id"]), stocked=stocked, tax_label=mail.tax_label,
                            error=error, typed=typed, restock=restock, example=_example(o["currency"]),
                            record=ledger.handoff_record(o["id"]), mails=ledger.outbox(order_id=o["id"]),
-                           refundable=o["status"] in REFUNDABLE and o["payment_intent"] and o["amount_total"],
+                           refundable=refundable(o) and o["payment_intent"] and o["amount_total"],
                            left=(o["amount_total"] or 0) - o["amount_refunded"], amount=money,
                            refunded=_notice(o["id"]), replayed=request.query.get("replayed") == "1",
                            # the refunded total at the refund (unknown: wait); once it has grown, the event arrived
@@ -132,7 +132,7 @@ def install(app, shop):
         o, form = find(order_id), request.forms
         restock = form.get("restock") == "1"
         left, currency = (o["amount_total"] or 0) - o["amount_refunded"], o["currency"]
-        if o["status"] not in REFUNDABLE:
+        if not refundable(o):
             raise ShopError(409, f"Order {o['id']} is {o['status']}: only paid orders can be refunded.")
         if form.get("confirm") == "yes":  # the confirmation page always sends its amount, in minor units: a missing
             amount = _whole(form.get("minor", ""))  # or malformed one is a broken form, never "all that is left"

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from . import mail, payments
 from .catalog import currency_exponent, money
-from .ledger import REFUNDABLE, Ledger, utcnow
+from .ledger import REFUNDABLE, Ledger, refundable, utcnow
 from .settings import ShopError
 
 log = logging.getLogger("shop.fulfilment")
@@ -146,7 +146,7 @@ class Orders:
         cur = o["currency"]
         if o["status"] in REFUNDABLE and o["amount_total"] == 0:  # a no-cost order (a 100% code): no payment
             raise ShopError(409, f"Nothing was charged for order {o['id']}, so there is nothing to refund.")
-        if o["status"] not in REFUNDABLE or not o["payment_intent"] or o["amount_total"] is None:
+        if not refundable(o) or not o["payment_intent"] or o["amount_total"] is None:
             hint = " (answer the dispute in the Stripe Dashboard instead)" if o["status"] == "disputed" else \
                 " (it is refunded in full already)" if o["status"] == "refunded" else ""
             raise ShopError(409, f"Order {o['id']} is {o['status']}: only paid orders can be refunded{hint}.")

@@ -70,6 +70,9 @@ PAID = ("paid", "partially_refunded", "refunded", "disputed")  # money taken (so
 BOUGHT = ("awaiting_payment", *PAID)  # paid, or paying by bank: its copies are sold, its cart is spent
 DISPUTE_FINAL = ("won", "lost", "warning_closed", "prevented")  # a dispute status that never changes again
 ANSWER_DUE = ("needs_response", "warning_needs_response")  # a dispute waiting for the merchant's evidence
+# An inquiry: the bank asks before any chargeback, no money is taken, and a refund is still possible
+# (https://docs.stripe.com/disputes/how-disputes-work; the dispute's is_charge_refundable).
+INQUIRY = ("warning_needs_response", "warning_under_review")
 # An open checkout past its expiry keeps its copies until Stripe says it expired unpaid (its event, or reconcile):
 # one paid in its last seconds may reach the shop minutes later. An hour on, reconcile has settled it (cron, 15 min).
 HOLD_AFTER_EXPIRY = 3600
@@ -79,6 +82,11 @@ MAX_MAIL_ATTEMPTS = 25  # then a message waits for `shop.py mail`, listed by `sh
 def iso_utc(seconds):
     """A Unix time as the ledger writes times: ISO-8601 UTC with microseconds (they sort as text)."""
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def refundable(order):
+    """Whether an order may be refunded: paid, with money left or not, or its payment only inquired about."""
+    return order["status"] in REFUNDABLE or order["status"] == "disputed" and order["dispute_status"] in INQUIRY
 
 
 def utcnow():

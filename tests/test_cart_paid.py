@@ -180,6 +180,17 @@ def test_a_cart_paid_meanwhile_is_not_called_just_as_you_left_it_on_cancel(shopp
     assert "You have paid for" in page.text and "just as you left it" not in page.text
 
 
+def test_checkout_on_a_cart_page_left_open_after_the_cart_was_paid_in_another_tab_says_it_was_paid(shopper):
+    shopper.add(shopper.shop.catalog().products[0].id)
+    stale = shopper.get("/cart")  # this tab keeps the cart page
+    paid_in_another_tab = pay(shopper, shopper.checkout())
+    wire(shopper).get(paid_in_another_tab.location)  # the confirmation empties the cart
+    back = next(f for f in stale.forms.values() if f.action == "/checkout").submit(status=303)
+    assert "/cart?paid=ord_" in back.location
+    page = back.follow()
+    assert "You have paid for" in page.text and "nothing to check out yet" not in page.text
+
+
 def test_a_book_withdrawn_from_the_cart_is_said_once_and_its_open_checkout_can_no_longer_be_paid(
         make_shopper, catalog_copy):
     shopper, a, b = two_books(make_shopper, catalog_copy)

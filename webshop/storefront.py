@@ -167,7 +167,10 @@ def install(app, shop):
             cart = in_stock(shop, kept, catalog)[0]
         items = lines(cart, catalog)
         if not items:  # nothing to buy, or bought already (the cart page says which)
-            see_other("/cart" if cookie and cookie.paid else "/cart?empty=1")
+            # a cart page left open in a tab, after its cart was paid in another and its confirmation emptied it
+            last = cookie and not cookie.paid and shop.orders.ledger.last_checkout(browser)
+            see_other("/cart" if cookie and cookie.paid else f"/cart?paid={last['id']}" if last and
+                      last["status"] in PAID else "/cart?empty=1")
         subtotal = sum(t for _, _, t in items)  # and the dearest shipping option's fee: any the shopper may pick
         shipping = max((payments.shipping_fee(o, subtotal) for o in catalog.shipping_options), default=0)
         if subtotal + shipping > MAX_AMOUNT:

@@ -345,6 +345,7 @@ def test_an_order_the_bank_inquires_about_offers_a_refund_one_charged_back_does_
     confirm.forms[0].submit(headers=auth(), status=303)
     admin.standin.deliver_pending()
     assert order(admin, asked["session_id"])["amount_refunded"] == asked["amount_total"]
+    assert "Review the refund" not in admin.get(f"/admin/orders/{asked['id']}", headers=auth()).text  # none left
     page = admin.get(f"/admin/orders/{charged_back['id']}", headers=auth())
     assert "disputed (dispute needs_response)" in page.text and "Review the refund" not in page.text
     assert "only paid orders can be refunded" in admin.post(f"/admin/orders/{charged_back['id']}/refund", {

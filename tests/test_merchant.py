@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from tests.conftest import (DISPUTED, INQUIRY, ROOT, Shopper, buy, edit_catalog, free_port, handoff, order, paid, pending,
-                            postgres_server, start, wire)
+from tests.conftest import (DISPUTED, INQUIRY, ROOT, Shopper, buy, edit_catalog, free_port, handoff, order, paid,
+                            pending, postgres_server, start, wire)
 from standin import ASYNC_FAIL, ASYNC_OK
 from webshop import merchant
 from webshop import reconcile as reconcile_module
@@ -709,11 +709,18 @@ def test_an_order_the_bank_inquires_about_can_be_refunded_one_charged_back_canno
     asked, charged_back = (paid(shop, card=card) for card in (INQUIRY, DISPUTED))
     assert [(o["status"], o["dispute_status"]) for o in (asked, charged_back)] == [
         ("disputed", "warning_needs_response"), ("disputed", "needs_response")]
-    code, out, _ = run("refund", asked["id"])
+    code, out, _ = run("refund", asked["id"], "--amount", "100")
     assert code == 0, out
+    (inquiry,) = [d for d in shop.shop.orders.stripe.v1.disputes.list().data if d.status.startswith("warning_")]
+    shop.standin.close_dispute(inquiry.id)
+    shop.standin.deliver_pending()  # the inquiry closed: the payment stands, and the rest can be refunded too
+    assert order(shop, asked["session_id"])["dispute_status"] == "warning_closed"
+    assert run("refund", asked["id"])[0] == 0
     shop.standin.deliver_pending()
     after = order(shop, asked["session_id"])
     assert (after["status"], after["amount_refunded"]) == ("disputed", asked["amount_total"])
+    code, _, err = run("refund", asked["id"])
+    assert code == 1 and "it is refunded in full already" in err
     code, _, err = run("refund", charged_back["id"])
     assert code == 1 and "answer the dispute in the Stripe Dashboard instead" in err
     assert order(shop, charged_back["session_id"])["amount_refunded"] == 0

@@ -147,8 +147,9 @@ class Orders:
         if o["status"] in REFUNDABLE and o["amount_total"] == 0:  # a no-cost order (a 100% code): no payment
             raise ShopError(409, f"Nothing was charged for order {o['id']}, so there is nothing to refund.")
         if not refundable(o) or not o["payment_intent"] or o["amount_total"] is None:
-            hint = " (answer the dispute in the Stripe Dashboard instead)" if o["status"] == "disputed" else \
-                " (it is refunded in full already)" if o["status"] == "refunded" else ""
+            whole = o["status"] == "refunded" or o["amount_total"] and o["amount_refunded"] >= o["amount_total"]
+            hint = " (it is refunded in full already)" if whole else \
+                " (answer the dispute in the Stripe Dashboard instead)" if o["status"] == "disputed" else ""
             raise ShopError(409, f"Order {o['id']} is {o['status']}: only paid orders can be refunded{hint}.")
         left, asked = o["amount_total"] - o["amount_refunded"], amount
         amount = left if amount is None else amount

@@ -70,9 +70,9 @@ PAID = ("paid", "partially_refunded", "refunded", "disputed")  # money taken (so
 BOUGHT = ("awaiting_payment", *PAID)  # paid, or paying by bank: its copies are sold, its cart is spent
 DISPUTE_FINAL = ("won", "lost", "warning_closed", "prevented")  # a dispute status that never changes again
 ANSWER_DUE = ("needs_response", "warning_needs_response")  # a dispute waiting for the merchant's evidence
-# An inquiry: the bank asks before any chargeback, no money is taken, and a refund is still possible
+# An inquiry's: the bank asks before any chargeback, no money is taken, and the payment can still be refunded
 # (https://docs.stripe.com/disputes/how-disputes-work; the dispute's is_charge_refundable).
-INQUIRY = ("warning_needs_response", "warning_under_review")
+INQUIRY_STATUSES = ("warning_needs_response", "warning_under_review", "warning_closed")
 # An open checkout past its expiry keeps its copies until Stripe says it expired unpaid (its event, or reconcile):
 # one paid in its last seconds may reach the shop minutes later. An hour on, reconcile has settled it (cron, 15 min).
 HOLD_AFTER_EXPIRY = 3600
@@ -85,8 +85,9 @@ def iso_utc(seconds):
 
 
 def refundable(order):
-    """Whether an order may be refunded: paid, with money left or not, or its payment only inquired about."""
-    return order["status"] in REFUNDABLE or order["status"] == "disputed" and order["dispute_status"] in INQUIRY
+    """Whether an order has money left to refund: paid, or its payment only inquired about."""
+    return order["status"] in REFUNDABLE or order["status"] == "disputed" and order[
+        "dispute_status"] in INQUIRY_STATUSES and (order["amount_total"] or 0) > order["amount_refunded"]
 
 
 def utcnow():

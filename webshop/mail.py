@@ -24,7 +24,7 @@ from html import escape
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .catalog import format_money
-from .ledger import ANSWER_DUE, INQUIRY, MAX_MAIL_ATTEMPTS
+from .ledger import ANSWER_DUE, MAX_MAIL_ATTEMPTS
 from .security import LOOPBACK
 from .settings import EMAIL
 
@@ -105,11 +105,11 @@ class Notices:
         elif what == "dispute" and self.config.merchant_email:  # https://docs.stripe.com/disputes/responding
             due = f" by {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(due_by))}" if due_by else ""
             todo = (f"Answer it in the Stripe Dashboard{due}, with the order's proof of delivery: unanswered, the bank "
-                    "gives the money back to the shopper." if dispute_status in ANSWER_DUE else
+                    "gives the money back to the shopper." if dispute_status == "needs_response" else
+                    f"It is an inquiry, not yet a chargeback: answer it in the Stripe Dashboard{due}, with the order's "
+                    f"proof of delivery, or refund the order (/admin, or `python shop.py refund {oid}`); unanswered, "
+                    "it may become a chargeback." if dispute_status in ANSWER_DUE else
                     f"It is {(dispute_status or 'open').replace('_', ' ')} already: see it in the Stripe Dashboard.")
-            if dispute_status in INQUIRY:  # no money taken yet: a refund settles it
-                todo += (" It is an inquiry, not yet a chargeback: you may instead refund the order (/admin, or "
-                         f"`python shop.py refund {oid}`).")
             yield self._message(oid, "dispute", 0, self.config.merchant_email, f"Order {oid} is disputed", [
                 f"The shopper's bank disputes the payment of order {oid} ({money(order['amount_total'])})"
                 + (f": {reason.replace('_', ' ')}." if reason else "."), todo])

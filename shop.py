@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import sqlite3
 import sys
 import threading
@@ -167,13 +168,14 @@ class Shop:
                 self.orders.expire(session_id, why)
             except ShopError as e:  # that checkout stays payable until it expires
                 more = ""
-                if e.status == 503:  # Stripe down: each of the rest would wait as long, and fail too
+                if e.status == 503:  # Stripe down: each of the rest would wait as long, and fail too (said once)
+                    more = "" if down else f" and {len(self.unbacked(catalog, self.stale(catalog))) - 1} more"
                     down.append(session_id)
-                    more = f" and {len(self.unbacked(catalog, self.stale(catalog))) - 1} more"
                 log.warning("could not expire %s%s (%s): %s", session_id, more, why, e.detail or e.message)
-        # Each call waits on Stripe, so the old prices go a few side by side (well within Stripe's rate limit).
+        # Each call waits on Stripe, so the old prices go a few side by side; in an order of their own, so that instances
+        # loading the same edit mostly close different ones (each skips those closed already).
         with ThreadPoolExecutor(CLOSERS, thread_name_prefix="close checkouts") as pool:
-            list(pool.map(close, stale, [self.EDITED[0]] * len(stale)))
+            list(pool.map(close, random.sample(stale, len(stale)), [self.EDITED[0]] * len(stale)))
         # Then one at a time, the sums made again after each: one paid before it could be closed counts as sold.
         tried = set(stale)
         while not down and catalog is self.loaded and (

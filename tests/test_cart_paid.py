@@ -1,6 +1,7 @@
 """The cart and the checkout it went to: what the cart cookie's mark of that order does when the catalog changes,
 a bank payment is processing, or the cart is changed and paid in another tab."""
 
+import re
 import sqlite3
 import time
 
@@ -509,6 +510,18 @@ def test_the_checkouts_of_an_old_price_are_closed_several_at_once_as_each_waits_
     settled(shopper.shop)
     assert sorted(asked) == sorted(sessions)
     assert [shopper.standin.get(s)["status"] for s in sessions] == ["expired"] * len(sessions)
+
+
+def test_stripe_down_while_the_old_prices_are_closed_is_one_warning_that_counts_the_rest(
+        make_shopper, catalog_copy, caplog):
+    shopper, a, b = two_books(make_shopper, catalog_copy)
+    bought_now(shopper, b, CLOSERS + 2)
+    shopper.standin.faults.add("POST /v1/checkout/sessions/{id}/expire", "500", times=100)
+    reprice(catalog_copy, b)
+    shopper.edited()
+    settled(shopper.shop)
+    assert len(re.findall(r"could not expire cs_\w+ and \d+ more \(withdrawn or repriced\)", caplog.text)) == 1
+    assert shopper.shop.retry_closing  # and a look a minute on tries again
 
 
 def test_an_edit_taken_back_while_the_closer_is_at_work_leaves_the_rest_of_its_checkouts_open(

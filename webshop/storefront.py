@@ -2,6 +2,7 @@
 
 import logging
 import re
+import time
 from typing import NamedTuple
 from urllib.parse import quote
 
@@ -10,7 +11,7 @@ from bottle import HTTPResponse, redirect, request, response
 from . import mail, payments
 from .catalog import format_money
 from .catalog_rules import MAX_AMOUNT
-from .ledger import BOUGHT, HELD, ORDER_ID, PAID, held_back, too_few
+from .ledger import BOUGHT, HELD, ORDER_ID, PAID, held_back, iso_utc, too_few
 from .security import MONTH, cookies
 from .settings import ShopError
 
@@ -167,10 +168,11 @@ def install(app, shop):
             cart = in_stock(shop, kept, catalog)[0]
         items = lines(cart, catalog)
         if not items:  # nothing to buy, or bought already (the cart page says which)
-            # a cart page left open in a tab, after its cart was paid in another and its confirmation emptied it
+            # a cart page left open in a tab after its cart was paid in another (whose confirmation emptied it)
             last = cookie and not cookie.paid and shop.orders.ledger.last_checkout(browser)
-            see_other("/cart" if cookie and cookie.paid else f"/cart?paid={last['id']}" if last and
-                      last["status"] in PAID else "/cart?empty=1")
+            recent = last and last["status"] in PAID and (last["fulfilled_at"] or "") > iso_utc(time.time() - 1800)
+            said = f"&paid={last['id']}" if recent else ""
+            see_other("/cart" if cookie and cookie.paid else f"/cart?empty=1{said}")
         subtotal = sum(t for _, _, t in items)  # and the dearest shipping option's fee: any the shopper may pick
         shipping = max((payments.shipping_fee(o, subtotal) for o in catalog.shipping_options), default=0)
         if subtotal + shipping > MAX_AMOUNT:

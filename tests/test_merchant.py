@@ -438,6 +438,19 @@ def test_expire_an_open_checkout(shop, run):
     assert code == 1 and "only an order with an open checkout can be expired" in err
 
 
+def test_expire_whose_answer_was_lost_then_rate_limited_is_replayed_not_refused(shop, run, monkeypatch):
+    """Its retries keep one idempotency key: the request that did expire it answers, not a new one refused."""
+    monkeypatch.setattr("webshop.payments.time.sleep", lambda seconds: None)  # the shop's pause after a 429
+    sid = start(shop)
+    o = order(shop, sid)
+    # it expired the session and its answer was lost; the SDK's retry was rate limited: the shop tries again
+    expire = "POST /v1/checkout/sessions/{id}/expire"
+    monkeypatch.setenv("STANDIN_FAULTS", f"{expire}=reset*1;{expire}=429*1")  # the command's own stand-in
+    code, out, err = run("expire", o["id"])
+    assert code == 0 and out.startswith(f"Order {o['id']}: checkout {sid} expired.\n"), (out, err)
+    assert shop.standin.get(sid)["status"] == "expired"
+
+
 def test_expire_of_a_checkout_paid_meanwhile_is_refused_and_fulfils_the_order(shop, run):
     sid = buy(shop)  # paid at Stripe; its webhook has not arrived yet
     o = order(shop, sid)

@@ -114,9 +114,12 @@ class Orders:
         """Expire a session at Stripe so it cannot be paid, order in line: (expired?, refusal, outcome). ShopError 503
         if Stripe is down; 404 if it does not know a session that may still be payable (under another key)."""
         refused = missing = None
-        try:  # https://docs.stripe.com/api/checkout/sessions/expire
+        # One key for every retry of this call (the SDK's, and the shop's after a 429): one whose answer was lost
+        # is replayed, not refused as "not open" (https://docs.stripe.com/api/checkout/sessions/expire)
+        key = {"idempotency_key": f"expire-{session_id}-{secrets.token_hex(8)}"}
+        try:
             session = payments.call("POST /v1/checkout/sessions/{id}/expire", self.stripe.v1.checkout.sessions.expire,
-                                    session_id).to_dict()
+                                    session_id, None, key).to_dict()
         except ShopError as e:
             if e.status == 503:
                 raise

@@ -369,6 +369,23 @@ def test_trailing_comma_reports_line_and_column(shop):
         'catalog.json: line 1, column 61: invalid JSON: a comma before "]" (JSON allows none after the last item)']
 
 
+@pytest.mark.parametrize("text, expected", [  # the mistake in words, never the parser's "... at"
+    ('{"shop": {"name": "A\tB"}}', "line 1, column 21: invalid JSON: a tab or line break inside a text"),
+    ('{"shop": {"name": "AB', 'line 1, column 19: invalid JSON: a text with no closing quote (")'),
+    ('{"shop": {"name": “Emma”}}', 'line 1, column 19: invalid JSON: curly quotes: write texts in straight quotes'),
+    ('{\n  // the shop\n  "shop": {}\n}', "line 2, column 3: invalid JSON: a comment (JSON has none)"),
+    ("{'shop': {}}", 'line 1, column 2: invalid JSON: a field name in straight double quotes (") is missing'),
+    ('{"shop": }', "line 1, column 10: invalid JSON: a value is missing: a text in quotes, a number,"),
+    ('{"shop": {}}}', "line 1, column 13: invalid JSON: more after the catalog's last }"),
+    ('{\r"shop":\r\r x}', "line 4, column 2: invalid JSON: a value is missing"),  # old Mac line ends count too
+])
+def test_json_mistakes_are_said_in_words_where_they_are(shop, text, expected):
+    with pytest.raises(CatalogError) as info:
+        load_catalog(shop(text=text), shop.public)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"catalog.json: {expected}"), problem
+
+
 def test_trailing_comma_reads_the_same_on_python_3_13(shop, monkeypatch):
     """Python 3.13's parser stops at the comma itself, with words of its own: the merchant reads the same message."""
     text = '{\n  "shop": {\n    "name": "X",\n    "currency": "usd",\n  }\n}'

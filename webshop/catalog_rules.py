@@ -27,6 +27,15 @@ _SHOWS_NOTHING = {"Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Mn", "Mc", "Me"}  # Unico
 _NEVER_SHOWN = re.compile("[\ufdd0-\ufdef\u2065\ufff0-\ufff8\U000e0000-\U000e0fff]")
 
 
+JSON_WORDS = {  # the parser's words for a mistake, as a merchant would say it
+    "Invalid control character at": "a tab or line break inside a text (write \\t or \\n, or a space)",
+    "Unterminated string starting at": 'a text with no closing quote (")',
+    "Expecting property name enclosed in double quotes": 'a field name in straight double quotes (") is missing',
+    "Extra data": "more after the catalog's last }",
+    "Expecting value": "a value is missing: a text in quotes, a number, true, false, null, [...] or {...}",
+}
+
+
 def check(data: bytes, name: str, public_dir) -> tuple[list[str], dict | None]:
     """Every problem in the file's bytes (each starting with name), and Catalog's fields when there are none."""
     try:
@@ -46,7 +55,14 @@ def check(data: bytes, name: str, public_dir) -> tuple[list[str], dict | None]:
             why = f'a comma before "{text[e.pos + 1:].lstrip()[:1]}" (JSON allows none after the last item)'
         elif before.endswith(",") and text[e.pos:e.pos + 1] in ("]", "}"):
             at, why = len(before) - 1, f'a comma before "{text[e.pos]}" (JSON allows none after the last item)'
-        return [f"{name}: line {text.count(chr(10), 0, at) + 1}, column {at - text.rfind(chr(10), 0, at)}: "
+        elif text[e.pos:e.pos + 1] in tuple("“”‘’"):  # what is there instead, in the merchant's words
+            why = 'curly quotes: write texts in straight quotes (")'
+        elif text[e.pos:e.pos + 2] in ("//", "/*"):
+            why = "a comment (JSON has none)"
+        else:
+            why = JSON_WORDS.get(e.msg, why)
+        upto = text[:at].replace("\r\n", "\n").replace("\r", "\n")  # lines as an editor counts them
+        return [f"{name}: line {upto.count(chr(10)) + 1}, column {len(upto) - upto.rfind(chr(10))}: "
                 f"invalid JSON: {why}"], None
     except ValueError:  # an integer with thousands of digits
         return [f"{name}: invalid JSON: a number is too long"], None

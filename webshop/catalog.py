@@ -203,9 +203,10 @@ class CatalogStore:
         key = self._stat()
         # One reload at a time; meanwhile the others go on with the catalog they have, until the new one is whole
         # (but for /healthz and /admin, which `force` a look at the file as it is now: they wait for the reload).
-        if key != self._key and self._lock.acquire(blocking=force):
+        # An edit not loaded is looked at again each time: its fix may be an image put in place, not an edit.
+        if (key != self._key or self.error) and self._lock.acquire(blocking=force):
             try:
-                if key != self._key:
+                if key != self._key or self.error:
                     self._reload(key)
             finally:
                 self._lock.release()
@@ -233,6 +234,8 @@ class CatalogStore:
 
     def _not_loaded(self, found, serving):
         """Log a version of the file that was not loaded, once, and keep its problems for /admin (/healthz: 503)."""
+        if self.error and first_problems(found) == self.found:
+            return  # the same problems, looked at again: said already
         first = found[0].removeprefix(f"{self.name}: ")
         head = f"{self.name}: the last edit was not loaded ({len(found)} problem{'s' * (len(found) > 1)}"
         self.error = f"{head}, first: {first}); {serving}"

@@ -1,6 +1,7 @@
 """Fault injection for resilience tests: errors, dropped connections and slow responses on chosen endpoints.
 
 Kinds (endpoint = a template from `StandIn.calls`, e.g. "POST /v1/checkout/sessions", or "*" for any):
+- "400": 400 invalid_request_error before the request runs: Stripe refuses it (the SDK does not retry).
 - "500": 500 api_error before the request runs (the SDK retries it).
 - "429": 429 rate_limit (the SDK does not retry; https://docs.stripe.com/rate-limits).
 - "lock_timeout": 429 lock_timeout with `Stripe-Should-Retry: true` (the SDK retries).
@@ -17,10 +18,10 @@ import re
 import threading
 import time
 
-from .errors import StripeError, api_error
+from .errors import StripeError, api_error, invalid
 
-KINDS = ("500", "429", "lock_timeout", "reset", "delay")
-_RULE = re.compile(r"^\s*(.+?)\s*=\s*(500|429|lock_timeout|reset|delay)(?::(\d+(?:\.\d+)?))?(?:\*(\d+))?\s*$")
+KINDS = ("400", "500", "429", "lock_timeout", "reset", "delay")
+_RULE = re.compile(r"^\s*(.+?)\s*=\s*(400|500|429|lock_timeout|reset|delay)(?::(\d+(?:\.\d+)?))?(?:\*(\d+))?\s*$")
 
 
 class Faults:
@@ -79,6 +80,8 @@ class Faults:
         if rule is None:
             return
         kind = rule["kind"]
+        if kind == "400":
+            raise invalid("The request could not be carried out (a fault the stand-in was asked for).")
         if kind == "500":
             raise api_error()
         if kind == "429":

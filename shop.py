@@ -169,8 +169,9 @@ class Shop:
             except ShopError as e:  # that checkout stays payable until it expires
                 more = ""
                 if e.status == 503:  # Stripe down: each of the rest would wait as long, and fail too (said once)
-                    more = "" if down else f" and {len(self.unbacked(catalog, self.stale(catalog))) - 1} more"
                     down.append(session_id)
+                    if down[0] == session_id:  # the first of those under way at once
+                        more = f" and {len(self.unbacked(catalog, self.stale(catalog))) - 1} more"
                 log.warning("could not expire %s%s (%s): %s", session_id, more, why, e.detail or e.message)
         # Each call waits on Stripe, so the old prices go a few side by side; in an order of their own, so that instances
         # loading the same edit mostly close different ones (each skips those closed already).

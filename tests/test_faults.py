@@ -312,13 +312,14 @@ def test_a_failed_checkout_whose_session_is_paid_is_fulfilled_once(make):
     assert [line["order_id"] for line in handoff(shopper)] == [order["id"]]
 
 
-def test_a_session_stripe_cannot_expire_is_never_left_payable_beside_a_new_one(make):
+@pytest.mark.parametrize("kind", ["500", "400"])  # down, or refusing to expire what it says is still open
+def test_a_session_stripe_cannot_expire_is_never_left_payable_beside_a_new_one(make, kind):
     """A checkout left with "Back" (or a click's at the same moment) is expired at Stripe before a new session is
     made; while Stripe cannot expire it, no new one is made, and the next try expires it first."""
     shopper = make(retries=0)
     shopper.add(product(shopper))
     first = shopper.session_id(shopper.checkout())
-    inject(shopper, "POST /v1/checkout/sessions/{id}/expire", "500")
+    inject(shopper, "POST /v1/checkout/sessions/{id}/expire", kind)
     page = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=503)
     assert "Your cart is kept" in page.text and shopper.standin.calls[CREATE] == 1  # no second session
     assert [o["status"] for o in ledger(shopper).list()] == ["checkout_failed", "open"]  # open, as at Stripe

@@ -451,6 +451,15 @@ def test_expire_whose_answer_was_lost_then_rate_limited_is_replayed_not_refused(
     assert shop.standin.get(sid)["status"] == "expired"
 
 
+def test_expire_that_stripe_refuses_though_the_checkout_is_open_says_so_and_leaves_it_open(shop, run, monkeypatch):
+    sid = start(shop)
+    o = order(shop, sid)
+    monkeypatch.setenv("STANDIN_FAULTS", "POST /v1/checkout/sessions/{id}/expire=400*1")  # the command's stand-in
+    code, _, err = run("expire", o["id"])
+    assert code == 3 and f"Stripe did not expire {sid}, which is still open" in err and "Run it again" in err
+    assert order(shop, sid)["status"] == "open" and shop.standin.get(sid)["status"] == "open"
+
+
 def test_expire_of_a_checkout_paid_meanwhile_is_refused_and_fulfils_the_order(shop, run):
     sid = buy(shop)  # paid at Stripe; its webhook has not arrived yet
     o = order(shop, sid)

@@ -112,7 +112,8 @@ class Orders:
 
     def expire(self, session_id, source):
         """Expire a session at Stripe so it cannot be paid, order in line: (expired?, refusal, outcome). ShopError 503
-        if Stripe is down; 404 if it does not know a session that may still be payable (under another key)."""
+        if Stripe is down, or refused yet says it is open; 404 if it does not know a session that may still be
+        payable (under another key)."""
         refused = missing = None
         # One key for every retry of this call (the SDK's, and the shop's after a 429): one whose answer was lost
         # is replayed, not refused as "not open" (https://docs.stripe.com/api/checkout/sessions/expire)
@@ -136,6 +137,11 @@ class Orders:
                 raise missing
             moved = self.ledger.transition(order["id"], ("open", "checkout_failed"), "expired", source, refused)
             return False, refused, "expired" if moved else "no change"
+        if refused is not None:  # Stripe refuses a session that is not open: its own word on the session decides
+            session = payments.retrieve_session(self.stripe, session_id)
+            if payments.state(session) == "open":  # so it is still payable: never taken as closed
+                raise ShopError(503, payments.UNAVAILABLE, code="still_open",
+                                detail=f"Stripe did not expire {session_id}, which is still open: {refused}")
         return refused is None, refused, self.sync(session_id, session, source, order=order)[1]
 
     def refund(self, order_id, amount=None, restock=False, source="cli refund", key=None, again=False):

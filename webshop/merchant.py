@@ -128,6 +128,8 @@ def main(argv):
         if e.code == "key_refused":  # running it again cannot help
             return _fail(f"Stripe refused STRIPE_SECRET_KEY ({e.detail}). Set a key Stripe accepts (Dashboard → "
                          "Developers → API keys), then run the command again.", 2)
+        if e.code == "still_open":  # Stripe said no, and why: it may say yes later
+            return _fail(f"{e.detail} Run it again in a minute.", 3)
         if e.status == 503 and e.detail == "RateLimitError":  # Stripe answered: not now
             return _fail("Stripe answered 429 (too many requests, or the object was busy), so the command stopped "
                          "there. Run it again in a minute.", 3)

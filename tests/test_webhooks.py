@@ -63,11 +63,12 @@ def test_a_webhook_leaves_a_catalog_edit_to_the_pages_so_no_check_runs_inside_it
     shop = wire(make_shopper(catalog=str(catalog_copy)))
     sid = buy(shop)
     with edit_catalog(catalog_copy) as data:
-        data["name"] = "Lantern Books"
+        data["shop"]["name"] = "Lantern Books"
     reads = shop.shop.catalogs.reads
     shop.standin.deliver_pending()
     assert order(shop, sid)["status"] == "paid" and shop.shop.catalogs.reads == reads
-    assert "Lantern Books" in shop.get("/").text and shop.shop.catalogs.reads == reads + 1
+    page = shop.get("/").text
+    assert "Lantern Books" in page and "Paper Lantern" not in page and shop.shop.catalogs.reads == reads + 1
 
 
 def _bad_deliveries(evt, secret):

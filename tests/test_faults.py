@@ -256,16 +256,21 @@ def test_a_session_stripe_already_gave_another_order_is_a_refusal_not_a_crash(ma
 
 
 @pytest.mark.parametrize("change", [{"currency": "eur"}, {"id": "cs_test_another"}])
-def test_a_session_read_that_is_not_this_orders_is_a_refusal_not_a_crash(make, monkeypatch, change):
-    """stripe-mock answers any session id with its one example: another session's, or in other money, is a 502."""
+def test_a_session_read_that_is_not_this_orders_changes_nothing_and_never_tells_a_payer_refused(
+        make, monkeypatch, change, caplog):
+    """stripe-mock answers any session id with its one example: another session's, or in other money. The shopper,
+    who may have paid, is told the payment is being confirmed ("refused" would invite paying again)."""
     shopper = make()
     shopper.add(product(shopper))
     to_stripe = shopper.checkout()
     pay(shopper, to_stripe)
     read, session_id = payments.retrieve_session, shopper.session_id(to_stripe)
     monkeypatch.setattr(payments, "retrieve_session", lambda *args: {**read(*args), **change})
-    page = shopper.get("/success", {"session_id": session_id}, status=502)
-    assert payments.REFUSED in page.text and only_order(shopper)["status"] == "open" and handoff(shopper) == []
+    page = shopper.get("/success", {"session_id": session_id}, status=200)
+    assert "Confirming your payment" in page.text and payments.REFUSED not in page.text
+    assert only_order(shopper)["status"] == "open" and handoff(shopper) == []
+    assert f"confirmation of {session_id} not shown: Stripe's answer for {session_id} is another session's" in \
+        caplog.text
 
 
 def test_a_session_read_without_a_currency_is_shown_in_the_orders_own(make, monkeypatch):

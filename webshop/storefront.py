@@ -239,10 +239,14 @@ def install(app, shop):
         elif not (order["fulfilled_at"] and charged):  # not settled yet: ask Stripe (shared reads, ~1 call a second)
             try:
                 session = shop.reads.retrieve(session_id)
+                charged, _ = shop.orders.sync(session_id, session, "success page", order=order)
             except ShopError as e:
                 if e.status == 404:
                     raise
-                # Stripe is unreachable: never say "failed" (the webhook or reconcile will settle it). The header
+                if e.status != 503:  # an answer the shop cannot use (stripe-mock's, say): the merchant should know
+                    log.warning("confirmation of %s not shown: %s", session_id, e.detail or e.message)
+                # Stripe is unreachable, or its answer is not this session's: never say "failed" or "refused" to
+                # a shopper who may have paid (the webhook or reconcile will settle it). The header
                 # leaves out the books of the cart that went to checkout as this order; the cookie keeps them.
                 catalog = shop.catalog()
                 cookie = read_cart(shop, catalog)
@@ -250,7 +254,6 @@ def install(app, shop):
                 left = without(cookie.items, order["items"]) if mine else cookie.items  # (a bought one's are out)
                 return shop.render("success.tpl", title="Confirming your payment", state="confirming", order=order,
                                    cart_count=sum(in_stock(shop, left, catalog)[0].values()))
-            charged, _ = shop.orders.sync(session_id, session, "success page", order=order)
             order = shop.orders.ledger.get(order["id"])
             state = payments.state(session)
             tax_later = state == "open" and payments.tax_later(session)

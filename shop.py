@@ -270,7 +270,7 @@ def make_app(config=None):
         try:
             shop.orders.ledger.ping()
         except Exception as e:  # noqa: BLE001 — any database failure is a health failure
-            problems.append(f"database: {type(e).__name__}")
+            problems.append(f"database: {e.message if isinstance(e, ShopError) else type(e).__name__}")
         shop.catalogs.current(force=True)
         if shop.catalogs.error:
             problems.append("catalog: the last edit was not loaded (see `python shop.py check`)")

@@ -581,6 +581,24 @@ def test_with_the_database_down_pages_say_so_with_a_503_and_the_health_check_ans
             admin.execute(f"DROP ROLE {role}")
 
 
+def test_a_read_only_ledger_is_a_503_for_checkouts_and_the_health_check_says_writes_fail(make_shopper, monkeypatch):
+    """Reads still work on a file made read-only (a filesystem remounted so) or a full disk: /healthz must not say ok
+    while no order can be written."""
+    shopper = make_shopper()
+    shopper.add("walden")
+    ledger, token = shopper.shop.orders.ledger, shopper.csrf()
+    with ledger.db.read() as c:  # this thread's connection, which the app's requests use here: SQLite refuses writes
+        c.execute("PRAGMA query_only = ON")
+    page = shopper.post("/checkout", {"csrf_token": token}, status=503)
+    assert "cannot reach its order records" in page.text and "Your cart is kept" in page.text
+    health = shopper.get("/healthz", status=503).text
+    assert "database: a write failed 0 s ago (OperationalError)" in health, health
+    with ledger.db.read() as c:
+        c.execute("PRAGMA query_only = OFF")
+    monkeypatch.setattr("webshop.ledger.WRITE_FAILED_FOR", 0)  # writable again, and time has passed
+    assert shopper.get("/healthz").text == "ok\n"
+
+
 def test_sqlite_busy_or_locked_is_the_database_unavailable_and_a_missing_table_is_a_bug(tmp_path):
     import sqlite3
 

@@ -238,6 +238,19 @@ def test_an_id_stripe_does_not_know_in_the_checkout_is_a_refusal_not_a_missing_c
     assert only_order(shopper)["status"] == "checkout_failed" and shopper.cart_cookie()
 
 
+@pytest.mark.parametrize("answer", [{"object": "unexpected", "data": "x"}, {"id": "cs_test_x", "url": None}])
+def test_an_answer_to_the_checkout_that_is_no_session_is_a_refusal_not_a_crash(make, monkeypatch, answer):
+    """A proxy's or a mock's answer in Stripe's place: the shopper's cart is kept, the order marked failed (no copies
+    held), never a 500 or a 303 to nowhere."""
+    from standin import checkout
+    shopper = make()
+    shopper.add(product(shopper))
+    monkeypatch.setattr(checkout, "create", lambda ctx, params: answer)
+    page = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=502)
+    assert payments.REFUSED in page.text and "Your cart is kept" in page.text
+    assert only_order(shopper)["status"] == "checkout_failed" and shopper.cart_cookie()
+
+
 def test_a_session_stripe_already_gave_another_order_is_a_refusal_not_a_crash(make, monkeypatch):
     """stripe-mock answers every create with the same example session; Stripe itself never does."""
     first = make()

@@ -156,13 +156,17 @@ def shop_error(e):
 def create_session(client, params, order_id):
     """Create the Checkout Session for an order; the idempotency key makes retries safe."""
     try:
-        return call("POST /v1/checkout/sessions", client.v1.checkout.sessions.create, params,
-                    {"idempotency_key": f"checkout-{order_id}"})
+        session = call("POST /v1/checkout/sessions", client.v1.checkout.sessions.create, params,
+                       {"idempotency_key": f"checkout-{order_id}"})
     except ShopError as e:
         if e.status != 404:
             raise
         # An id in the parameters Stripe does not know (a catalog's tax code, say): refused, not a missing checkout.
         raise ShopError(502, REFUSED, detail=e.detail) from None
+    # A proxy's or a mock's answer in Stripe's place: refused, never a crash or a redirect to nowhere
+    if not (isinstance(getattr(session, "id", None), str) and isinstance(getattr(session, "url", None), str)):
+        raise ShopError(502, REFUSED, detail="Stripe's answer is no Checkout Session with a payment page")
+    return session
 
 
 def refunded(client, payment_intent):

@@ -312,6 +312,23 @@ def test_reconcile_does_not_report_a_fulfilment_the_webhook_made_while_it_read(s
     assert order(shop, sid)["status"] == "paid" and len(handoff(shop)) == 1
 
 
+def test_a_command_the_database_refuses_says_so_in_one_line_and_exits_3(shop, run, monkeypatch):
+    """A full disk or a read-only file is no bug: cron mails one line that says to run it again, not a traceback."""
+    refusing = sqlite3.connect(":memory:")
+    refusing.execute("PRAGMA query_only = ON")
+    with pytest.raises(sqlite3.OperationalError) as refused:  # SQLite's own error, as a read-only ledger gives it
+        refusing.execute("CREATE TABLE t (x)")
+
+    def refuse(*args, **kwargs):
+        raise refused.value
+    monkeypatch.setattr("webshop.ledger.Ledger.list", refuse)
+    code, _, err = run("orders")
+    assert code == 3 and err.startswith("The shop's database could not be used (SQLITE_READONLY)")
+    monkeypatch.setattr("webshop.ledger.Ledger.list", lambda *a, **k: 1 / 0)  # a bug still shows where it is
+    with pytest.raises(ZeroDivisionError):
+        run("orders")
+
+
 def test_reconcile_quiet_prints_only_its_repairs_so_cron_mails_only_then(shop, data_dir, database_url):
     env = cli_env(data_dir, database_url)
     proc = shop_py("reconcile", "--quiet", env=env)

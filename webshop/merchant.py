@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from . import mail
 from .catalog import CatalogError, first_problems, load_catalog, money, problems
 from .fulfilment import CSV_ROWS, Orders, write_csv
-from .ledger import MAX_MAIL_ATTEMPTS, STATUSES, reach
+from .ledger import MAX_MAIL_ATTEMPTS, STATUSES, Ledger, reach
 from .payments import call, expiry, make_client
 from .reconcile import reconcile
 from .security import LOOPBACK
@@ -144,6 +144,12 @@ def main(argv):
     except (BrokenPipeError, KeyboardInterrupt):  # `orders | head` stopped reading, or Ctrl-C on --follow
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Exception as e:  # noqa: BLE001 — a full disk, say, is no bug: one line, as for Stripe's outages
+        if not Ledger.unavailable(e):
+            raise
+        why = getattr(e, "sqlite_errorname", None) or getattr(e, "sqlstate", None) or type(e).__name__
+        return _fail(f"The shop's database could not be used ({why}), so the command stopped there. Run it again "
+                     "once it can (disk space, DATABASE_URL).", 3)
     finally:
         ctx.close()
 

@@ -6,6 +6,8 @@ what Stripe says is safe to retry, with the request's idempotency key: https://d
 and the shop tries a rate-limited call three times: https://docs.stripe.com/rate-limits
 """
 
+import os
+import shutil
 import sys
 import time
 import types
@@ -610,6 +612,23 @@ def test_a_read_only_ledger_is_a_503_for_checkouts_and_the_health_check_says_wri
         c.execute("PRAGMA query_only = OFF")
     monkeypatch.setattr("webshop.ledger.WRITE_FAILED_FOR", 0)  # writable again, and time has passed
     assert shopper.get("/healthz").text == "ok\n"
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_ledger_file_deleted_or_replaced_under_the_running_shop_is_never_written_into(make_shopper, how):
+    """Orders written into a deleted file (the connections still open on it) would vanish at the next restart."""
+    shopper = make_shopper()
+    shopper.add("walden")
+    token, path = shopper.csrf(), shopper.shop.orders.ledger.db.path
+    if how == "deleted":
+        os.remove(path)
+    else:  # a restore copied in place of the file in use
+        os.replace(path, path + ".old")
+        shutil.copy(path + ".old", path)
+    page = shopper.post("/checkout", {"csrf_token": token}, status=503)
+    assert "cannot reach its order records" in page.text and "Your cart is kept" in page.text
+    assert shopper.get("/healthz", status=503).text.endswith("database: LedgerMoved\n")
+    assert os.path.exists(path) == (how == "replaced")  # and no new, empty file made in its place
 
 
 def test_sqlite_busy_or_locked_is_the_database_unavailable_and_a_missing_table_is_a_bug(tmp_path):

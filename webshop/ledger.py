@@ -11,6 +11,7 @@ import time
 from contextlib import contextmanager
 from functools import partialmethod
 from datetime import datetime, timezone
+from pathlib import Path
 
 from .settings import ConfigError, ShopError
 
@@ -509,8 +510,8 @@ class Ledger:
     def unavailable(error):
         """Whether an error means the database is down, unreachable or too busy just now (worth a retry), not a bug."""
         if isinstance(error, sqlite3.OperationalError):  # https://sqlite.org/rescode.html
-            return error.sqlite_errorname.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL",
-                                                      "SQLITE_CANTOPEN", "SQLITE_READONLY"))
+            return (getattr(error, "sqlite_errorname", None) or "").startswith((
+                "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_READONLY"))
         psycopg = sys.modules.get("psycopg")  # loaded only for PostgreSQL
         # No connection (the pool's timeout too: no SQLSTATE), 08 connection, 53 resources (disk full), 57 shut
         # down or canceled, 40 rolled back by a conflict: https://www.postgresql.org/docs/current/errcodes-appendix.html
@@ -567,6 +568,11 @@ def _failures_noted(db):
         raise
 
 
+class LedgerMoved(sqlite3.OperationalError):
+    """The ledger's file was deleted or replaced under the running shop: what it wrote there would be lost."""
+    sqlite_errorname = "SQLITE_CANTOPEN"
+
+
 class _SQLite:
     """One connection per thread, WAL; a process's writers queue on a plain lock, not SQLite's sleeping busy
     handler (which other processes on the file still meet)."""
@@ -580,11 +586,18 @@ class _SQLite:
         # The file holds shoppers' emails: readable by the shop's user only.
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         os.chmod(self.path, 0o600)  # a file an older version made 0644 too (SQLite gives -wal and -shm its mode)
+        self.inode, self.uri = os.stat(self.path).st_ino, Path(self.path).resolve().as_uri() + "?mode=rw"
 
     def _conn(self):
+        try:  # deleted or replaced (a restore under the running shop): never written into a file none can read back
+            moved = os.stat(self.path).st_ino != self.inode
+        except OSError:
+            moved = True
+        if moved:
+            raise LedgerMoved(f"{self.path} was deleted or replaced while the shop ran: restart it")
         conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        if conn is None:  # mode=rw: never a new, empty file
+            conn = sqlite3.connect(self.uri, uri=True, timeout=30, isolation_level=None)
             conn.row_factory = sqlite3.Row
             # SQLite's own LOWER knows only ASCII: the search would miss ÄRGER@example.com (PostgreSQL's finds it)
             conn.create_function("LOWER", 1, lambda text: text.lower() if isinstance(text, str) else text,

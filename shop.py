@@ -344,8 +344,9 @@ def _shop_errors(callback):
         try:
             return callback(*args, **kwargs)
         except ShopError as e:
-            if e.detail:
-                log.info("refused %s %s: %s (%s)", request.method, _logged_path(), e.status, e.detail)
+            if e.detail:  # Stripe refusing a request is the merchant's to look into (a Dashboard setting, say)
+                log.log(logging.WARNING if e.status == 502 else logging.INFO, "refused %s %s: %s (%s)",
+                        request.method, _logged_path(), e.status, e.detail)
             raise refusal(e) from None
         except bottle.HTTPResponse:
             raise

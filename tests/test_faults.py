@@ -225,7 +225,7 @@ def test_a_buy_now_that_stripe_does_not_answer_speaks_of_no_cart_when_there_is_n
     assert "Back to your cart" not in page.text and page.html.find("main").find("a", href="/")  # to the shop
 
 
-def test_an_id_stripe_does_not_know_in_the_checkout_is_a_refusal_not_a_missing_checkout(make, monkeypatch):
+def test_an_id_stripe_does_not_know_in_the_checkout_is_a_refusal_not_a_missing_checkout(make, monkeypatch, caplog):
     """Stripe answers resource_missing for an unknown id among the parameters (a catalog's tax code, say)."""
     from standin import checkout
     from standin.errors import no_such
@@ -238,6 +238,9 @@ def test_an_id_stripe_does_not_know_in_the_checkout_is_a_refusal_not_a_missing_c
     page = shopper.post("/checkout", {"csrf_token": shopper.csrf()}, status=502)
     assert payments.REFUSED in page.text and "could not find" not in page.text
     assert only_order(shopper)["status"] == "checkout_failed" and shopper.cart_cookie()
+    # every shopper meets it until the merchant acts: a warning, with Stripe's words
+    assert [r.levelname for r in caplog.records if r.getMessage().startswith("refused POST /checkout: 502 (No such")
+            ] == ["WARNING"]
 
 
 @pytest.mark.parametrize("answer", [{"object": "unexpected", "data": "x"}, {"id": "cs_test_x", "url": None}])

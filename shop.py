@@ -52,7 +52,7 @@ class Shop:
         self.closing, self.closer, self.to_close, self.retry_closing = threading.Lock(), None, False, None
         ledger = Ledger(config)  # first: a start while catalog.json is broken serves the version last loaded
         self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds,
-                                     kept=lambda: (self.kept_catalog(ledger) or "").encode())
+                                     kept=lambda: (ledger.kept_catalog(config.catalog) or "").encode())
         # The emails' shop name, from the catalog already loaded: a webhook marking an order paid never checks an edit
         # (seconds for a large one) inside its transaction.
         self.orders = Orders(config, ledger=ledger,
@@ -72,7 +72,7 @@ class Shop:
             try:
                 if ledger.checkpoint("shop name") != catalog.shop_name:  # for commands run while an edit is broken
                     ledger.set_checkpoint("shop name", catalog.shop_name)
-                if self.kept_catalog(ledger) != (text := catalog.source.decode("utf-8-sig")):  # for a restart then
+                if ledger.kept_catalog(self.config.catalog) != (text := catalog.source.decode("utf-8-sig")):
                     ledger.set_checkpoint("catalog", {"path": os.path.abspath(self.config.catalog), "text": text})
                 self.close_later()
             except Exception:  # the database away, say: the next look does it all again
@@ -83,15 +83,6 @@ class Shop:
         elif self.retry_closing and time.monotonic() > self.retry_closing:  # Stripe did not answer the closer
             self.close_later()
         return catalog
-
-    def kept_catalog(self, ledger):
-        """The text of the catalog last loaded from this CATALOG file (by any instance), or None."""
-        try:
-            kept = ledger.checkpoint("catalog")
-        except ValueError:  # garbled by hand: as if none were kept
-            return None
-        ours = isinstance(kept, dict) and kept.get("path") == os.path.abspath(self.config.catalog)
-        return kept["text"] if ours and isinstance(kept.get("text"), str) else None
 
     def sync_promotions(self, catalog):
         """Make the catalog's promotions the active codes at Stripe; False if Stripe did not answer (codes it refused
@@ -173,8 +164,8 @@ class Shop:
                     if down[0] == session_id:  # the first of those under way at once
                         more = f" and {len(self.unbacked(catalog, self.stale(catalog))) - 1} more"
                 log.warning("could not expire %s%s (%s): %s", session_id, more, why, e.detail or e.message)
-        # Each call waits on Stripe, so the old prices go a few side by side; in an order of their own, so that instances
-        # loading the same edit mostly close different ones (each skips those closed already).
+        # Each call waits on Stripe, so the old prices go a few side by side; in an order of their own, so that
+        # instances loading the same edit mostly close different ones (each skips those closed already).
         with ThreadPoolExecutor(CLOSERS, thread_name_prefix="close checkouts") as pool:
             list(pool.map(close, random.sample(stale, len(stale)), [self.EDITED[0]] * len(stale)))
         # Then one at a time, the sums made again after each: one paid before it could be closed counts as sold.

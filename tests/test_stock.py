@@ -343,6 +343,11 @@ def test_a_paid_order_keeps_its_copies_and_a_refund_restocks_only_when_asked(sto
     assert "Sold out" in card(shopper.get("/"), "walden")  # a refund alone does not restock
     assert command("refund", order["id"], "--amount", "100", "--restock").returncode == 0
     assert "Only 2 left" in card(shopper.get("/"), "walden")
+    with edit_catalog(shopper.shop.config.catalog) as data:  # a broken edit: the shop goes on with the last good one
+        data["products"][0]["price"] = 12.5
+    listing = command("stock")
+    assert listing.returncode == 0 and listing.stdout.splitlines()[1].split() == ["walden", "2", "0", "0", "2"]
+    assert "the last edit was not loaded" in listing.stderr
 
 
 def test_stock_values_are_checked_with_the_field_path(stocked, catalog_copy):

@@ -471,6 +471,15 @@ class Ledger:
         row = self.one("SELECT value FROM checkpoints WHERE name = ?", name)
         return row and json.loads(row["value"])
 
+    def kept_catalog(self, path):
+        """The text of the catalog last loaded from the file at `path` (by any instance), or None."""
+        try:
+            kept = self.checkpoint("catalog")
+        except ValueError:  # garbled by hand: as if none were kept
+            return None
+        ours = isinstance(kept, dict) and kept.get("path") == os.path.abspath(path)
+        return kept["text"] if ours and isinstance(kept.get("text"), str) else None
+
     def first_time(self, name):
         """True for the one caller, of any thread or instance, that marks `name` first."""
         with self.db.tx() as c:

@@ -18,7 +18,7 @@ import time
 from urllib.parse import urlsplit
 
 from . import mail
-from .catalog import CatalogError, first_problems, load_catalog, money, problems
+from .catalog import CatalogError, CatalogStore, first_problems, load_catalog, money, problems
 from .fulfilment import CSV_ROWS, Orders, write_csv
 from .ledger import MAX_MAIL_ATTEMPTS, STATUSES, Ledger, reach
 from .payments import call, expiry, make_client
@@ -422,7 +422,11 @@ def outbox(ctx, args):
 
 
 def stock(ctx, args):
-    products = [p for p in load_catalog(ctx.config.catalog, ROOT / "public").products if p.stock is not None]
+    """Per stocked product: copies in all, held, sold, left; from the catalog the shop serves (a broken edit: the last
+    good one, as the shop keeps it)."""
+    catalog = CatalogStore(ctx.config.catalog, ROOT / "public", log,
+                           kept=lambda: (ctx.ledger.kept_catalog(ctx.config.catalog) or "").encode()).current()
+    products = [p for p in catalog.products if p.stock is not None]
     levels = ctx.ledger.stock_levels(p.id for p in products)
     print(f"{'PRODUCT':<40} {'STOCK':>7} {'HELD':>7} {'SOLD':>7} {'LEFT':>7}" if products
           else "No product in the catalog has a stock (every one is unlimited).")

@@ -537,6 +537,18 @@ def test_serve_on_an_address_that_is_no_address_says_so_without_a_traceback(data
     assert "Traceback" not in proc.stderr
 
 
+def test_check_warns_of_an_svg_image_with_no_png_beside_it_for_stripes_checkout(catalog_copy, monkeypatch, run):
+    """Checkout shows JPEG and PNG product images: an SVG alone leaves the book with no picture on Stripe's page."""
+    with edit_catalog(catalog_copy) as data:
+        data["products"][0]["image"] = "favicon.svg"  # an SVG in public/ with no PNG of its name
+    monkeypatch.setenv("CATALOG", str(catalog_copy))
+    code, out, _ = run("check")
+    product = json.loads(catalog_copy.read_text())["products"][0]["id"]
+    assert code == 0 and out.count("warning: product") == 1
+    assert f"warning: product {product}: Stripe's Checkout shows no SVG: put a PNG of the same name beside " \
+           "public/favicon.svg, then save catalog.json again" in out
+
+
 def test_check_warns_of_a_name_in_env_that_is_no_setting_such_as_a_misspelled_key(tmp_path, monkeypatch, run):
     (tmp_path / "public").symlink_to(ROOT / "public")
     (tmp_path / "catalog.json").write_bytes((ROOT / "catalog.json").read_bytes())

@@ -18,7 +18,7 @@ import time
 from urllib.parse import urlsplit
 
 from . import mail
-from .catalog import CatalogError, CatalogStore, first_problems, load_catalog, money, problems
+from .catalog import CatalogError, CatalogStore, first_problems, load_catalog, money
 from .fulfilment import CSV_ROWS, Orders, write_csv
 from .ledger import MAX_MAIL_ATTEMPTS, STATUSES, Ledger, reach
 from .payments import call, expiry, make_client
@@ -181,8 +181,10 @@ def show_settings(config):
 
 def check(config):
     """Print every problem with the catalog and settings; 0 when there are none."""
-    found = problems(config.catalog, ROOT / "public")
-    catalog_ok = not found
+    try:
+        catalog, found = load_catalog(config.catalog, ROOT / "public"), []
+    except CatalogError as e:
+        catalog, found = None, list(e.problems)
     if config.mode != "offline" and not config.stripe_webhook_secret:
         found.append("STRIPE_WEBHOOK_SECRET: not set, so POST /webhook refuses every event (set it to whsec_...)")
     if not (config.database_url and config.smtp_url) or config.mode == "offline":  # SQLite, .eml files, the stand-in
@@ -216,9 +218,13 @@ def check(config):
         elif name not in known and not name.startswith("STANDIN_"):
             near = difflib.get_close_matches(name, known, 1)  # a typo leaves the setting at its default, silently
             print(f"warning: .env: {name} is not a setting of the shop" + (f" (did you mean {near[0]}?)" if near else ""))
-    for promo in load_catalog(config.catalog, ROOT / "public").promotions if catalog_ok else ():  # kept, but ended
+    for promo in catalog.promotions if catalog else ():  # kept, but ended
         if promo["expires"] and expiry(promo) < time.time():
             print(f"warning: promotion {promo['code']} ended on {promo['expires']} (at 23:59:59 UTC): not offered")
+    for p in catalog.products if catalog else ():  # Checkout shows no SVG: the product would have no picture there
+        if p.checkout_image.endswith(".svg"):
+            print(f"warning: product {p.id}: Stripe's Checkout shows no SVG: put a PNG of the same name beside "
+                  f"public/{p.image}, then save {config.catalog.name} again")
     if config.mode == "offline" and urlsplit(config.base_url).hostname not in LOOPBACK:  # keys may come at deploy
         print(f"warning: without STRIPE_SECRET_KEY the shop at {config.base_url} is offline: anyone reaching it pays "
               "with test cards, and orders are handed off uncharged")

@@ -37,24 +37,29 @@ def clean_environment(monkeypatch):
     monkeypatch.delenv("STANDIN_LATENCY_MS", raising=False)
 
 
-def at_once(count, target):
-    """Call target() in `count` new processes released at the same moment: what each ended with, "ok" or its error."""
-    context = multiprocessing.get_context("fork")  # the test's own objects, as they are
+def at_once(count, target, *args):
+    """Call target(*args) (a module's function) in `count` new processes released at the same moment: what each
+    ended with, "ok" or its error."""
+    # Forked from a server process that has no threads: a fork of this one, with the threads of earlier tests (the
+    # browser's, a shop's) holding a lock at that moment, may hang in the child.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.conftest"])  # what the shop and the stand-in import, imported once
     barrier, ended = context.Barrier(count), context.Queue()
-
-    def run():
-        barrier.wait()
-        try:
-            target()
-            ended.put("ok")
-        except Exception as e:  # noqa: BLE001 — reported to the test
-            ended.put(repr(e))
-    processes = [context.Process(target=run) for _ in range(count)]
+    processes = [context.Process(target=_released, args=(barrier, ended, target, args)) for _ in range(count)]
     for process in processes:
         process.start()
     for process in processes:
         process.join(60)
     return sorted(ended.get(timeout=5) for _ in processes)
+
+
+def _released(barrier, ended, target, args):
+    barrier.wait()
+    try:
+        target(*args)
+        ended.put("ok")
+    except Exception as e:  # noqa: BLE001 — reported to the test
+        ended.put(repr(e))
 
 
 def free_port():

@@ -59,7 +59,8 @@ def parser():
                                    argparse.SUPPRESS)):  # so that `--port 8080 serve` keeps the port given
         q.add_argument("--host", default=default, help="listen address (HOST)")
         q.add_argument("--port", type=bounded(1, 65535), default=default, help="listen port (PORT)")
-    sub.add_parser("check", help="validate catalog.json and the settings; exit 1 on a problem, 2 on bad settings")
+    sub.add_parser("check", help="validate catalog.json and the settings; exit 1 on a problem, 2 on bad settings, "
+                   "3 when only Stripe did not answer")
     sub.add_parser("settings", help="print every setting with its value (secrets masked) and help")
     sub.add_parser("migrate", help="bring the database's schema up to date (serving does it too)")
     q = sub.add_parser("fulfilments", help="print the hand-off records as JSON lines, oldest first")
@@ -180,7 +181,9 @@ def show_settings(config):
 
 
 def check(config):
-    """Print every problem with the catalog and settings; 0 when there are none."""
+    """Print every problem with the catalog and settings; 0 when there are none, 3 when Stripe's answer is the only
+    one (run it again)."""
+    unanswered = False
     try:
         catalog, found = load_catalog(config.catalog, ROOT / "public"), []
     except CatalogError as e:
@@ -205,10 +208,10 @@ def check(config):
         except ShopError as e:
             if e.code == "key_refused":
                 found.append(f"STRIPE_SECRET_KEY: Stripe refused it ({e.detail})")
-            elif e.detail == "APIConnectionError":
-                found.append(f"Stripe: no answer ({e.detail}): check the network, or STRIPE_API_BASE if set")
-            else:  # rate limited, or Stripe's own error
-                found.append(f"Stripe: {e.detail or e.message}")
+            else:  # no answer, rate limited, or Stripe's own error: alone, the exit code says "run it again"
+                unanswered = not found
+                found.append(f"Stripe: no answer ({e.detail}): check the network, or STRIPE_API_BASE if set"
+                             if e.detail == "APIConnectionError" else f"Stripe: {e.detail or e.message}")
     print("\n".join(found) or f"ok: {config.catalog.name} is valid; mode {config.mode}; base URL {config.base_url}")
     from dotenv import dotenv_values
     known = [s.env for s in SETTINGS]
@@ -228,7 +231,7 @@ def check(config):
     if config.mode == "offline" and urlsplit(config.base_url).hostname not in LOOPBACK:  # keys may come at deploy
         print(f"warning: without STRIPE_SECRET_KEY the shop at {config.base_url} is offline: anyone reaching it pays "
               "with test cards, and orders are handed off uncharged")
-    return 1 if found else 0
+    return (3 if unanswered else 1) if found else 0
 
 
 def serve(config):

@@ -549,7 +549,8 @@ def test_check_warns_of_an_svg_image_with_no_png_beside_it_for_stripes_checkout(
            "public/favicon.svg, then save catalog.json again" in out
 
 
-def test_check_warns_of_a_name_in_env_that_is_no_setting_such_as_a_misspelled_key(tmp_path, monkeypatch, run):
+def test_check_and_serving_warn_of_a_name_in_env_that_is_no_setting_such_as_a_misspelled_key(
+        tmp_path, monkeypatch, run, caplog):
     (tmp_path / "public").symlink_to(ROOT / "public")
     (tmp_path / "catalog.json").write_bytes((ROOT / "catalog.json").read_bytes())
     (tmp_path / ".env").write_text("STRIPE_KEY=sk_test_x\nPORT=8001\nSTANDIN_LATENCY_MS=0\n")
@@ -562,6 +563,18 @@ def test_check_warns_of_a_name_in_env_that_is_no_setting_such_as_a_misspelled_ke
     assert code == 0 and "mode offline" in out  # the key was not read: the shop is offline
     assert out.count("warning: .env:") == 1
     assert "warning: .env: STRIPE_KEY is not a setting of the shop (did you mean STRIPE_SECRET_KEY?)" in out
+
+    class Server:  # serving, started and stopped at once (Ctrl-C): its log says so too, not only the banner
+        def run(self):
+            raise KeyboardInterrupt
+
+        def close(self):
+            pass
+    monkeypatch.setattr("waitress.create_server", lambda app, **options: Server())
+    monkeypatch.setattr(merchant.signal, "signal", lambda *args: None)  # leave pytest's SIGTERM handler alone
+    caplog.set_level(logging.WARNING, logger="shop")
+    assert merchant.main([]) == 0
+    assert ".env: STRIPE_KEY is not a setting of the shop (did you mean STRIPE_SECRET_KEY?)" in caplog.text
     (tmp_path / ".env").write_text("STRIPE_SECRET_KEY=\nsk_test_51PastedOnItsOwnLine\n")  # the value's own line
     code, out, _ = run("check")
     assert "warning: .env: a line that is no NAME=value is ignored" in out and "sk_test_51" not in out

@@ -213,14 +213,8 @@ def check(config):
                 found.append(f"Stripe: no answer ({e.detail}): check the network, or STRIPE_API_BASE if set"
                              if e.detail == "APIConnectionError" else f"Stripe: {e.detail or e.message}")
     print("\n".join(found) or f"ok: {config.catalog.name} is valid; mode {config.mode}; base URL {config.base_url}")
-    from dotenv import dotenv_values
-    known = [s.env for s in SETTINGS]
-    for name, value in dotenv_values(ROOT / ".env").items():
-        if value is None or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):  # a value pasted on a line of its own?
-            print("warning: .env: a line that is no NAME=value is ignored (not shown: it may hold a secret)")
-        elif name not in known and not name.startswith("STANDIN_"):
-            near = difflib.get_close_matches(name, known, 1)  # a typo leaves the setting at its default, silently
-            print(f"warning: .env: {name} is not a setting of the shop" + (f" (did you mean {near[0]}?)" if near else ""))
+    for warning in env_warnings():
+        print(f"warning: {warning}")
     for promo in catalog.promotions if catalog else ():  # kept, but ended
         if promo["expires"] and expiry(promo) < time.time():
             print(f"warning: promotion {promo['code']} ended on {promo['expires']} (at 23:59:59 UTC): not offered")
@@ -232,6 +226,18 @@ def check(config):
         print(f"warning: without STRIPE_SECRET_KEY the shop at {config.base_url} is offline: anyone reaching it pays "
               "with test cards, and orders are handed off uncharged")
     return (3 if unanswered else 1) if found else 0
+
+
+def env_warnings():
+    """What in .env the shop ignores: a line that is no setting (a typo leaves the setting at its default)."""
+    from dotenv import dotenv_values
+    known = [s.env for s in SETTINGS]
+    for name, value in dotenv_values(ROOT / ".env").items():
+        if value is None or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):  # a value pasted on a line of its own?
+            yield ".env: a line that is no NAME=value is ignored (not shown: it may hold a secret)"
+        elif name not in known and not name.startswith("STANDIN_"):
+            near = difflib.get_close_matches(name, known, 1)
+            yield f".env: {name} is not a setting of the shop" + (f" (did you mean {near[0]}?)" if near else "")
 
 
 def serve(config):
@@ -261,6 +267,8 @@ def serve(config):
     stop_writing = _write_logs_in_a_thread(logging.getLogger())
     log.info("serving %s at %s (%s mode, %d threads)", shop.catalog().shop_name, config.base_url, config.mode,
              config.threads)
+    for warning in env_warnings():
+        log.warning(warning)
     def stop_once(signum, frame):
         """Stop as on Ctrl-C (KeyboardInterrupt); a second Ctrl-C or SIGTERM must not cut the stop short."""
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import threading
+import types
 
 import pytest
 
@@ -185,14 +186,21 @@ def test_invalid_edit_keeps_last_good_reports_once_then_fix_clears(shop, store, 
     assert logged[-1] == "catalog.json: reloaded, 2 products (earlier problems fixed)"
 
 
-def test_an_edit_waiting_for_its_image_loads_once_the_image_is_put_in_place(shop, store, logged):
-    """The problem names a file: putting it there is the fix, with catalog.json as it is."""
+def test_an_edit_waiting_for_its_image_loads_once_the_image_is_put_in_place(shop, store, logged, monkeypatch):
+    """The problem names a file: putting it there is the fix, with catalog.json as it is. The edit is read again
+    every RETRY_BROKEN seconds, not at each look (a large one takes long to check)."""
+    clock = [1000.0]
+    monkeypatch.setattr(catalog, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     data = copy.deepcopy(VALID)
     data["products"][1]["image"] = "img/emma.png"
     shop.write(data)
     store.current()
     assert "no such file" in store.error and len(logged) == 1
+    reads = store.reads
     (shop.public / "img" / "emma.png").write_bytes(b"\x89PNG")
+    for _ in range(10):
+        assert store.current().product("emma") is not None and store.error and store.reads == reads
+    clock[0] += catalog.RETRY_BROKEN
     assert store.current().product("emma").image == "img/emma.png" and store.error is None
     assert logged[-1] == "catalog.json: reloaded, 2 products (earlier problems fixed)"
     reads = store.reads

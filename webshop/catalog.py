@@ -104,6 +104,7 @@ def money(amount, currency: str) -> str:
 
 
 MAX_BYTES = 16 * 2**20  # 10,000 products take about 4 MB
+RETRY_BROKEN = 10  # seconds between reads of an edit not loaded whose file has not changed (a large one takes long)
 
 
 def _key(st):
@@ -182,7 +183,7 @@ class CatalogStore:
         self.reads = 1  # how many times the file was read and checked, for tests and diagnostics
         self._lock = threading.Lock()
         # Seconds between looks at the file (0: every call): on a busy server a stat() costs more than a cached page.
-        self.check_every, self._next_check = check_every, 0.0
+        self.check_every, self._next_check, self._retry_at = check_every, 0.0, 0.0
         self._catalog, found, self._key = _load(self.path, self.public_dir)
         if found and kept:  # a start while the file is broken: kept() gives the bytes last loaded, or None
             data = kept()
@@ -203,10 +204,12 @@ class CatalogStore:
         key = self._stat()
         # One reload at a time; meanwhile the others go on with the catalog they have, until the new one is whole
         # (but for /healthz and /admin, which `force` a look at the file as it is now: they wait for the reload).
-        # An edit not loaded is looked at again each time: its fix may be an image put in place, not an edit.
-        if (key != self._key or self.error) and self._lock.acquire(blocking=force):
+        # An edit not loaded is read again every RETRY_BROKEN seconds: its fix may be an image put in place.
+        again = self.error is not None and time.monotonic() >= self._retry_at
+        if (key != self._key or again) and self._lock.acquire(blocking=force):
             try:
-                if key != self._key or self.error:
+                if key != self._key or again:
+                    self._retry_at = time.monotonic() + RETRY_BROKEN
                     self._reload(key)
             finally:
                 self._lock.release()

@@ -206,6 +206,10 @@ def make_app(config=None):
         # (https://docs.gunicorn.org/en/stable/run.html)
         print(f"cannot start: {cannot_open(config, e)}", file=sys.stderr)
         raise SystemExit(4) from None
+    if from_env:  # as `python shop.py` warns when it serves
+        from webshop.merchant import env_warnings
+        for warning in env_warnings():
+            log.warning(warning)
     app = Bottle()
     app.config["shop"] = shop
 

@@ -196,6 +196,12 @@ def test_check_asks_stripe_once_whether_it_answers_and_takes_the_key(tmp_path, s
                              "STRIPE_API_BASE": f"http://127.0.0.1:{free_port()}"})  # nothing listens there
     # Stripe's answer alone: "run it again", told apart from a problem of the shop's by a monitor
     assert result.returncode == 3 and "Stripe: no answer (APIConnectionError)" in result.stdout
+    refusing = free_port()  # but Stripe refusing the request is no "run it again"
+    spawn([sys.executable, "-m", "standin", "--port", str(refusing), "--data-dir", str(tmp_path / "refusing")],
+          refusing, env={"STANDIN_FAULTS": "GET /v1/checkout/sessions=400*5"})
+    result = run(["check"], {**env, "STRIPE_SECRET_KEY": "sk_test_works",
+                             "STRIPE_API_BASE": f"http://127.0.0.1:{refusing}"})
+    assert result.returncode == 1 and "Stripe: The request could not be carried out" in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize("env, said", [

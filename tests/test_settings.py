@@ -292,20 +292,25 @@ def test_the_readme_and_env_sample_say_of_each_setting_what_python_shop_py_setti
     assert said == {f"{s.env}={s.default}": s.help for s in SETTINGS}
 
 
-def test_make_app_without_config_reads_dot_env_but_the_environment_wins(tmp_path, monkeypatch):
+def test_make_app_without_config_reads_dot_env_but_the_environment_wins(tmp_path, monkeypatch, caplog):
+    """gunicorn's 'shop:make_app()': .env as `python shop.py` reads it, a name there that is no setting warned of."""
     import shop
+    from webshop import merchant
     env_file = tmp_path / ".env"
-    env_file.write_text(f"DATA_DIR={tmp_path / 'from-dotenv'}\nBASE_URL=http://dotenv.example\nPORT=8123\n")
+    env_file.write_text(f"DATA_DIR={tmp_path / 'from-dotenv'}\nBASE_URL=http://dotenv.example\nPORT=8123\n"
+                        "STRIPE_SECRT_KEY=\n")
     monkeypatch.setattr(shop, "ROOT", tmp_path)
+    monkeypatch.setattr(merchant, "ROOT", tmp_path)
     monkeypatch.setattr(shop, "start_background", lambda _: None)  # a server's threads: not this test's subject
     monkeypatch.setenv("PORT", "8124")
     try:
         config = shop.make_app().config["shop"].config
     finally:
-        for name in ("DATA_DIR", "BASE_URL"):  # load_dotenv wrote them into os.environ: no leak to other tests
+        for name in ("DATA_DIR", "BASE_URL", "STRIPE_SECRT_KEY"):  # load_dotenv wrote them in os.environ: no leak
             os.environ.pop(name, None)
     assert config.data_dir == tmp_path / "from-dotenv" and config.base_url == "http://dotenv.example"
     assert config.port == 8124
+    assert ".env: STRIPE_SECRT_KEY is not a setting of the shop (did you mean STRIPE_SECRET_KEY?)" in caplog.text
 
 
 def test_the_readme_subscribes_the_endpoint_to_exactly_the_events_it_handles():

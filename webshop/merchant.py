@@ -209,7 +209,7 @@ def check(config):
             if e.code == "key_refused":
                 found.append(f"STRIPE_SECRET_KEY: Stripe refused it ({e.detail})")
             else:  # no answer, rate limited, or Stripe's own error: alone, the exit code says "run it again"
-                unanswered = not found
+                unanswered = not found and e.status == 503  # a refusal (a 400) is no "run it again"
                 found.append(f"Stripe: no answer ({e.detail}): check the network, or STRIPE_API_BASE if set"
                              if e.detail == "APIConnectionError" else f"Stripe: {e.detail or e.message}")
     print("\n".join(found) or f"ok: {config.catalog.name} is valid; mode {config.mode}; base URL {config.base_url}")

@@ -149,8 +149,9 @@ class Shop:
 
     def close_unbacked(self, catalog):
         """Expire the open checkouts the catalog no longer backs, so that nothing is sold that is gone, at a price that
-        is not, or beyond its copies; stops when a newer edit is loaded. False if Stripe did not answer."""
-        stale, ledger, down = self.stale(catalog), self.orders.ledger, []
+        is not, or beyond its copies; stops when a newer edit is loaded. False if Stripe did not answer, or kept one
+        open (tried again a minute on)."""
+        stale, ledger, down, kept_open = self.stale(catalog), self.orders.ledger, [], []
 
         def close(session_id, why):
             if down or catalog is not self.loaded or ledger.by_session(session_id)["status"] != "open":
@@ -159,7 +160,9 @@ class Shop:
                 self.orders.expire(session_id, why)
             except ShopError as e:  # that checkout stays payable until it expires
                 more = ""
-                if e.status == 503:  # Stripe down: each of the rest would wait as long, and fail too (said once)
+                if e.code == "still_open":  # refused for that one: the others go on
+                    kept_open.append(session_id)
+                elif e.status == 503:  # Stripe down: each of the rest would wait as long, and fail too (said once)
                     down.append(session_id)
                     if down[0] == session_id:  # the first of those under way at once
                         more = f" and {len(self.unbacked(catalog, self.stale(catalog))) - 1} more"
@@ -174,7 +177,7 @@ class Shop:
                 closing := [s for s in self.unbacked(catalog, stale) if s not in tried]):
             tried.add(closing[0])
             close(closing[0], self.EDITED[1])
-        return not down
+        return not (down or kept_open)
 
     def render(self, name, cart_count=None, title=None, **values):
         """A page in the shop's layout, with what every page shows."""

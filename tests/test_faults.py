@@ -464,6 +464,10 @@ def test_reconcile_expires_a_lost_clicks_session_that_stripe_would_not_expire_at
     assert lost_race.location == "/cart"  # the click that lost the race
     (lost,) = [s.id for s in sessions_for(shopper, ledger(shopper).list(status="expired")[0]["id"])]
     assert shopper.standin.get(lost)["status"] == "open"  # Stripe did not answer its expiry
+    inject(shopper, "POST /v1/checkout/sessions/{id}/expire", "400")  # then refused it once: said, the rest goes on
+    assert run(shopper, "reconcile", "--since", "1h") == 0
+    assert f"Stripe did not expire {lost}, which is still open" in capsys.readouterr().out
+    assert shopper.standin.get(lost)["status"] == "open"
     assert run(shopper, "reconcile", "--since", "1h") == 0
     assert f"its checkout {lost} was still open at Stripe: now expired" in capsys.readouterr().out
     assert shopper.standin.get(lost)["status"] == "expired" and shopper.standin.get(winner)["status"] == "open"

@@ -69,7 +69,13 @@ def _repair(ctx, session):
     # A newer click replaced it and Stripe missed the expiry, or the shopper got an error and never saw it (and may
     # have paid a newer one since): either way it must not stay payable.
     elif stripe_says == "open" and state in ("expired", "checkout_failed"):
-        expired, _, outcome = ctx.expire(sid, "reconcile")  # or paid meanwhile: then fulfilled
+        try:
+            expired, _, outcome = ctx.expire(sid, "reconcile")  # or paid meanwhile: then fulfilled
+        except ShopError as e:
+            if e.code != "still_open":
+                raise
+            print(f"{order['id']}: {e.detail} (the next run tries again)")  # the rest still repaired
+            return 0
         if expired:
             print(f"{order['id']}: expired (its checkout {sid} was still open at Stripe: now expired)")
             return 1

@@ -378,16 +378,18 @@ def test_an_inquiry_tells_the_merchant_a_refund_settles_it(shop, smtp):
         "chargeback." in text and "the bank gives the money back" not in text
 
 
-@pytest.mark.parametrize("status", ["lost", "under_review"])
-def test_a_dispute_first_heard_of_once_answered_or_closed_is_told_without_asking_for_an_answer(shop, smtp, status):
-    session_id = buy(shop, card=DISPUTED)
+@pytest.mark.parametrize("card, status", [(DISPUTED, "lost"), (DISPUTED, "under_review"),
+                                          (INQUIRY, "warning_under_review")])
+def test_a_dispute_first_heard_of_once_answered_or_closed_is_told_without_asking_for_an_answer(
+        shop, smtp, card, status):
+    session_id = buy(shop, card=card)
     assert shop.standin.drop_pending_events()  # charge.dispute.created lost (with the payment's own events)
     (dispute,) = shop.shop.orders.stripe.v1.disputes.list({"limit": 1}).data
     if status == "lost":
         shop.standin.close_dispute(dispute.id, won=False)
     else:  # the merchant sent evidence from the Dashboard
         with shop.standin.store.tx(write=True) as tx:
-            tx.put({**tx.get(dispute.id), "status": "under_review"})
+            tx.put({**tx.get(dispute.id), "status": status})
     shop.standin.deliver_pending()
     reconcile(shop.shop.orders, SimpleNamespace(since=3600, quiet=True))
     send(shop)
@@ -396,6 +398,7 @@ def test_a_dispute_first_heard_of_once_answered_or_closed_is_told_without_asking
     (notice,) = [m for to, m in smtp.accepted if m["Subject"] == f"Order {o['id']} is disputed"]
     text = " ".join(text_and_html(notice)[0].split())
     assert f"It is {status.replace('_', ' ')} already" in text and "Answer it" not in text
+    assert ("An inquiry: the order can still be refunded." in text) == (card == INQUIRY)
 
 
 def test_a_failed_refund_found_by_reconcile_is_not_told_again_when_its_event_comes_late(shop, smtp):

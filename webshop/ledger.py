@@ -70,7 +70,6 @@ REFUNDABLE = ("paid", "partially_refunded")  # an order that has money left to r
 PAID = ("paid", "partially_refunded", "refunded", "disputed")  # money taken (some of it perhaps given back since)
 BOUGHT = ("awaiting_payment", *PAID)  # paid, or paying by bank: its copies are sold, its cart is spent
 DISPUTE_FINAL = ("won", "lost", "warning_closed", "prevented")  # a dispute status that never changes again
-ANSWER_DUE = ("needs_response", "warning_needs_response")  # a dispute waiting for the merchant's evidence
 # An inquiry's: the bank asks before any chargeback, no money is taken, and the payment can still be refunded
 # (https://docs.stripe.com/disputes/how-disputes-work; the dispute's is_charge_refundable).
 INQUIRY_STATUSES = ("warning_needs_response", "warning_under_review", "warning_closed")

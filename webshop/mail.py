@@ -24,7 +24,7 @@ from html import escape
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .catalog import format_money
-from .ledger import ANSWER_DUE, MAX_MAIL_ATTEMPTS
+from .ledger import INQUIRY_STATUSES, MAX_MAIL_ATTEMPTS
 from .security import LOOPBACK
 from .settings import EMAIL
 
@@ -108,8 +108,9 @@ class Notices:
                     "gives the money back to the shopper." if dispute_status == "needs_response" else
                     f"It is an inquiry, not yet a chargeback: answer it in the Stripe Dashboard{due}, with the order's "
                     f"proof of delivery, or refund the order (/admin, or `python shop.py refund {oid}`); unanswered, "
-                    "it may become a chargeback." if dispute_status in ANSWER_DUE else
-                    f"It is {(dispute_status or 'open').replace('_', ' ')} already: see it in the Stripe Dashboard.")
+                    "it may become a chargeback." if dispute_status == "warning_needs_response" else
+                    f"It is {(dispute_status or 'open').replace('_', ' ')} already: see it in the Stripe Dashboard."
+                    + (" An inquiry: the order can still be refunded." if dispute_status in INQUIRY_STATUSES else ""))
             yield self._message(oid, "dispute", 0, self.config.merchant_email, f"Order {oid} is disputed", [
                 f"The shopper's bank disputes the payment of order {oid} ({money(order['amount_total'])})"
                 + (f": {reason.replace('_', ' ')}." if reason else "."), todo])

@@ -621,6 +621,31 @@ def test_a_read_only_ledger_is_a_503_for_checkouts_and_the_health_check_says_wri
     assert shopper.get("/healthz").text == "ok\n"
 
 
+def test_a_read_only_postgresql_is_a_503_for_checkouts_and_the_health_check_says_writes_fail(
+        make_shopper, postgres_url):
+    """A standby after a failover, say: it answers reads, and refuses every write (SQLSTATE 25006)."""
+    import psycopg
+    role = "shop_test_ro_" + str(free_port())
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN SUPERUSER")
+    try:
+        shopper = make_shopper(database_url=postgres_url.replace("postgres@", f"{role}@", 1))
+        shopper.add("walden")
+        token = shopper.csrf()
+        with psycopg.connect(postgres_url, autocommit=True) as admin:  # its sessions from now on are read-only
+            admin.execute(f"ALTER ROLE {role} SET default_transaction_read_only = on")
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        page = shopper.post("/checkout", {"csrf_token": token}, status=503)
+        assert "cannot reach its order records" in page.text and "Your cart is kept" in page.text
+        health = shopper.get("/healthz", status=503).text
+        assert "database: a write failed 0 s ago (ReadOnlySqlTransaction)" in health, health
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+            admin.execute(f"REASSIGN OWNED BY {role} TO CURRENT_USER")
+            admin.execute(f"DROP ROLE {role}")
+
+
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_ledger_file_deleted_or_replaced_under_the_running_shop_is_never_written_into(make_shopper, how):
     """Orders written into a deleted file (the connections still open on it) would vanish at the next restart."""

@@ -522,9 +522,10 @@ class Ledger:
                 "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_READONLY"))
         psycopg = sys.modules.get("psycopg")  # loaded only for PostgreSQL
         # No connection (the pool's timeout too: no SQLSTATE), 08 connection, 53 resources (disk full), 57 shut
-        # down or canceled, 40 rolled back by a conflict: https://www.postgresql.org/docs/current/errcodes-appendix.html
-        return (psycopg is not None and isinstance(error, psycopg.OperationalError)
-                and (error.sqlstate or "08")[:2] in ("08", "53", "57", "40"))
+        # down or canceled, 40 rolled back by a conflict, 25006 a read-only server (a standby after a failover):
+        # https://www.postgresql.org/docs/current/errcodes-appendix.html
+        return psycopg is not None and isinstance(error, psycopg.Error) and (error.sqlstate == "25006" or isinstance(
+            error, psycopg.OperationalError) and (error.sqlstate or "08")[:2] in ("08", "53", "57", "40"))
 
 
 HELD = ("the last copies are in other shoppers' checkouts, and any they do not pay for come back within about half "

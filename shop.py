@@ -52,7 +52,7 @@ class Shop:
         self.closing, self.closer, self.to_close, self.retry_closing = threading.Lock(), None, False, None
         ledger = Ledger(config)  # first: a start while catalog.json is broken serves the version last loaded
         self.catalogs = CatalogStore(config.catalog, PUBLIC, log, check_every=config.catalog_check_seconds,
-                                     kept=lambda: (ledger.kept_catalog(config.catalog) or "").encode())
+                                     kept=ledger.kept_catalog)
         # The emails' shop name, from the catalog already loaded: a webhook marking an order paid never checks an edit
         # (seconds for a large one) inside its transaction.
         self.orders = Orders(config, ledger=ledger,

@@ -185,9 +185,9 @@ class CatalogStore:
         # Seconds between looks at the file (0: every call): on a busy server a stat() costs more than a cached page.
         self.check_every, self._next_check, self._retry_at = check_every, 0.0, 0.0
         self._catalog, found, self._key = _load(self.path, self.public_dir)
-        if found and kept:  # a start while the file is broken: kept() gives the bytes last loaded, or None
-            data = kept()
-            self._catalog = _load(self.path, self.public_dir, data)[0] if data else None
+        if found and kept:  # a start while the file is broken: kept(path) gives the text last loaded, or None
+            text = kept(self.path)
+            self._catalog = _load(self.path, self.public_dir, text.encode())[0] if text else None
             if self._catalog:
                 self._key = self._key or self._stat()
                 self._not_loaded(found, "serving the last good version, kept from before the restart")

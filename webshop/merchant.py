@@ -441,8 +441,7 @@ def outbox(ctx, args):
 def stock(ctx, args):
     """Per stocked product: copies in all, held, sold, left; from the catalog the shop serves (a broken edit: the last
     good one, as the shop keeps it)."""
-    catalog = CatalogStore(ctx.config.catalog, ROOT / "public", log,
-                           kept=lambda: (ctx.ledger.kept_catalog(ctx.config.catalog) or "").encode()).current()
+    catalog = CatalogStore(ctx.config.catalog, ROOT / "public", log, kept=ctx.ledger.kept_catalog).current()
     products = [p for p in catalog.products if p.stock is not None]
     levels = ctx.ledger.stock_levels(p.id for p in products)
     print(f"{'PRODUCT':<40} {'STOCK':>7} {'HELD':>7} {'SOLD':>7} {'LEFT':>7}" if products

@@ -86,8 +86,8 @@ def iso_utc(seconds):
 
 def refundable(order):
     """Whether an order has money left to refund: paid, or its payment only inquired about."""
-    return order["status"] in REFUNDABLE or order["status"] == "disputed" and order[
-        "dispute_status"] in INQUIRY_STATUSES and (order["amount_total"] or 0) > order["amount_refunded"]
+    inquired = order["status"] == "disputed" and order["dispute_status"] in INQUIRY_STATUSES
+    return order["status"] in REFUNDABLE or inquired and (order["amount_total"] or 0) > order["amount_refunded"]
 
 
 def utcnow():
@@ -524,8 +524,10 @@ class Ledger:
         # No connection (the pool's timeout too: no SQLSTATE), 08 connection, 53 resources (disk full), 57 shut
         # down or canceled, 40 rolled back by a conflict, 25006 a read-only server (a standby after a failover):
         # https://www.postgresql.org/docs/current/errcodes-appendix.html
-        return psycopg is not None and isinstance(error, psycopg.Error) and (error.sqlstate == "25006" or isinstance(
-            error, psycopg.OperationalError) and (error.sqlstate or "08")[:2] in ("08", "53", "57", "40"))
+        if psycopg is None or not isinstance(error, psycopg.Error):
+            return False
+        return error.sqlstate == "25006" or isinstance(error, psycopg.OperationalError) and (
+            error.sqlstate or "08")[:2] in ("08", "53", "57", "40")
 
 
 HELD = ("the last copies are in other shoppers' checkouts, and any they do not pay for come back within about half "
